@@ -1,0 +1,377 @@
+//! GraphQL's own types. Domain values are converted into these; no database
+//! entity is ever a GraphQL type.
+
+use std::collections::HashMap;
+
+use async_graphql::{Enum, ID, InputObject, Object, SimpleObject};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use latchkey_domain::error::ViolationCode;
+use latchkey_domain::{ApiKey, ApiKeyId, Cloud, Role, Tenant, TenantId, User, UserId};
+use latchkey_store::Store;
+
+use crate::error::ApiError;
+use crate::service::FieldViolation;
+
+/// A cloud of a tenant.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[graphql(name = "Cloud")]
+pub enum GqlCloud {
+    /// The employee cloud: the company's own staff.
+    Employee,
+    /// The customer cloud: the academies of the company's customers.
+    Customer,
+}
+
+impl From<Cloud> for GqlCloud {
+    fn from(c: Cloud) -> Self {
+        match c {
+            Cloud::Employee => GqlCloud::Employee,
+            Cloud::Customer => GqlCloud::Customer,
+        }
+    }
+}
+
+/// What a user may do.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[graphql(name = "UserRole")]
+pub enum GqlUserRole {
+    /// Administrator of the employee cloud; manages API keys.
+    InternalAdmin,
+    /// Administrator of the customer cloud.
+    AcademyAdmin,
+    /// A service account for an integration.
+    IntegrationUser,
+}
+
+impl From<Role> for GqlUserRole {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::InternalAdmin => GqlUserRole::InternalAdmin,
+            Role::AcademyAdmin => GqlUserRole::AcademyAdmin,
+            Role::IntegrationUser => GqlUserRole::IntegrationUser,
+        }
+    }
+}
+
+/// A company using the platform.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(name = "Tenant")]
+pub struct GqlTenant {
+    /// Its id.
+    pub id: ID,
+    /// Its name.
+    pub name: String,
+}
+
+impl From<&Tenant> for GqlTenant {
+    fn from(t: &Tenant) -> Self {
+        GqlTenant { id: ID(t.id.to_string()), name: t.name.clone() }
+    }
+}
+
+/// A user of the tenant.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(name = "User")]
+pub struct GqlUser {
+    /// Its id.
+    pub id: ID,
+    /// Display name.
+    pub name: String,
+    /// Email address; key notices go here.
+    pub email: String,
+    /// Role.
+    pub role: GqlUserRole,
+}
+
+impl From<&User> for GqlUser {
+    fn from(u: &User) -> Self {
+        GqlUser { id: ID(u.id.to_string()), name: u.name.clone(), email: u.email.clone(), role: u.role.into() }
+    }
+}
+
+/// An API key as the key table shows it. The secret is never part of it.
+#[derive(Clone, Debug)]
+pub struct GqlApiKey {
+    key: ApiKey,
+    owner: GqlUser,
+    created_by: Option<GqlUser>,
+    last_edited_by: Option<GqlUser>,
+}
+
+/// An API key as the key table shows it. The secret is shown only once, in
+/// the payload of the mutation that made it.
+#[Object(name = "ApiKey")]
+impl GqlApiKey {
+    /// Stable id; does not change when the key is rotated.
+    async fn id(&self) -> ID {
+        ID(self.key.id.to_string())
+    }
+
+    /// The last four characters of the current secret.
+    async fn last_four(&self) -> &str {
+        &self.key.last_four
+    }
+
+    /// What the key is for.
+    async fn description(&self) -> &str {
+        &self.key.description
+    }
+
+    /// The user the key acts for; notices about the key are mailed to them.
+    async fn owner(&self) -> &GqlUser {
+        &self.owner
+    }
+
+    /// When the key was created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.key.created_at
+    }
+
+    /// Who created the key; null for keys from before key management.
+    async fn created_by(&self) -> Option<&GqlUser> {
+        self.created_by.as_ref()
+    }
+
+    /// When the key was last generated, rotated or edited; null for keys from
+    /// before key management.
+    async fn last_edited_at(&self) -> Option<DateTime<Utc>> {
+        self.key.last_edited_at
+    }
+
+    /// Who last generated, rotated or edited the key; null for keys from before
+    /// key management.
+    async fn last_edited_by(&self) -> Option<&GqlUser> {
+        self.last_edited_by.as_ref()
+    }
+
+    /// When an integration last authenticated with the key; null if never.
+    async fn last_used_at(&self) -> Option<DateTime<Utc>> {
+        self.key.last_used_at
+    }
+}
+
+/// Resolves the users of `keys` with one query and builds their GraphQL form.
+pub async fn hydrate(store: &Store, tenant: TenantId, keys: Vec<ApiKey>) -> Result<Vec<GqlApiKey>, ApiError> {
+    let mut ids: Vec<UserId> =
+        keys.iter().flat_map(|k| [Some(k.owner_id), k.created_by, k.last_edited_by]).flatten().collect();
+    ids.sort();
+    ids.dedup();
+    let users: HashMap<UserId, GqlUser> =
+        store.users_by_ids(tenant, &ids).await?.iter().map(|u| (u.id, GqlUser::from(u))).collect();
+    keys.into_iter()
+        .map(|key| {
+            let owner = users
+                .get(&key.owner_id)
+                .cloned()
+                .ok_or_else(|| ApiError::internal(&format!("owner {} of key {} is missing", key.owner_id, key.id)))?;
+            let created_by = key.created_by.and_then(|id| users.get(&id).cloned());
+            let last_edited_by = key.last_edited_by.and_then(|id| users.get(&id).cloned());
+            Ok(GqlApiKey { key, owner, created_by, last_edited_by })
+        })
+        .collect()
+}
+
+/// One key on a page.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(name = "ApiKeyEdge")]
+pub struct ApiKeyEdge {
+    /// Pass as `after` to continue after this key.
+    pub cursor: String,
+    /// The key.
+    pub node: GqlApiKey,
+}
+
+/// Where a page stands.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct PageInfo {
+    /// Whether older keys follow.
+    pub has_next_page: bool,
+    /// Whether this page was requested with a cursor (newer keys precede it).
+    pub has_previous_page: bool,
+    /// Cursor of the first key on the page.
+    pub start_cursor: Option<String>,
+    /// Cursor of the last key on the page; pass as `after` for the next page.
+    pub end_cursor: Option<String>,
+}
+
+/// A page of the key table, newest first.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(name = "ApiKeyConnection")]
+pub struct ApiKeyConnection {
+    /// The keys with their cursors.
+    pub edges: Vec<ApiKeyEdge>,
+    /// The keys.
+    pub nodes: Vec<GqlApiKey>,
+    /// Paging.
+    pub page_info: PageInfo,
+    /// How many keys match the filters in all.
+    pub total_count: i32,
+}
+
+const CURSOR_PREFIX: &str = "key:";
+
+/// An opaque cursor for a key.
+pub fn encode_cursor(id: ApiKeyId) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{id}"))
+}
+
+/// Decodes a cursor made by [`encode_cursor`].
+pub fn decode_cursor(cursor: &str) -> Option<ApiKeyId> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor.trim()).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.strip_prefix(CURSOR_PREFIX)?.parse().ok()
+}
+
+/// Who is calling and where.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(name = "Viewer")]
+pub struct Viewer {
+    /// The caller's tenant.
+    pub tenant: GqlTenant,
+    /// The signed-in user; null when authenticated with an API key.
+    pub user: Option<GqlUser>,
+    /// The API key used; null when signed in as a user.
+    pub api_key: Option<GqlApiKey>,
+    /// The clouds the caller may act in.
+    pub clouds: Vec<GqlCloud>,
+}
+
+/// Why an input was refused.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+pub enum UserErrorCode {
+    /// A required value is empty.
+    Blank,
+    /// A value is too long.
+    TooLong,
+    /// A value has a form that is not accepted (e.g. control characters).
+    Invalid,
+    /// No such thing in your tenant.
+    NotFound,
+    /// That user cannot own API keys (only internal admins and integration users can).
+    InvalidOwner,
+}
+
+/// A refused input. Nothing was changed.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct UserError {
+    /// Path to the input field, e.g. `["input", "description"]`.
+    pub field: Vec<String>,
+    /// A message fit for the person who typed the input.
+    pub message: String,
+    /// A stable code.
+    pub code: UserErrorCode,
+}
+
+impl From<FieldViolation> for UserError {
+    fn from(v: FieldViolation) -> Self {
+        let code = match v.violation.code {
+            ViolationCode::Blank => UserErrorCode::Blank,
+            ViolationCode::TooLong => UserErrorCode::TooLong,
+            ViolationCode::Invalid => UserErrorCode::Invalid,
+            ViolationCode::NotFound => UserErrorCode::NotFound,
+            ViolationCode::InvalidOwner => UserErrorCode::InvalidOwner,
+        };
+        UserError { field: vec!["input".into(), v.field.into()], message: v.violation.message, code }
+    }
+}
+
+/// Converts service violations.
+pub fn user_errors(violations: Vec<FieldViolation>) -> Vec<UserError> {
+    violations.into_iter().map(UserError::from).collect()
+}
+
+/// Input of `generateApiKey`.
+#[derive(InputObject, Debug)]
+pub struct GenerateApiKeyInput {
+    /// The owner: yourself, another internal admin, or an integration user.
+    pub owner_id: ID,
+    /// What the key is for (1 to 255 characters).
+    pub description: String,
+}
+
+/// Result of `generateApiKey`.
+#[derive(SimpleObject, Debug, Default)]
+pub struct GenerateApiKeyPayload {
+    /// The new key; null when the input was refused.
+    pub api_key: Option<GqlApiKey>,
+    /// The secret. Shown only here, only once: it cannot be retrieved later.
+    pub secret: Option<String>,
+    /// Why the input was refused; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+/// Input of `rotateApiKey`.
+#[derive(InputObject, Debug)]
+pub struct RotateApiKeyInput {
+    /// The key to rotate.
+    pub id: ID,
+}
+
+/// Result of `rotateApiKey`.
+#[derive(SimpleObject, Debug, Default)]
+pub struct RotateApiKeyPayload {
+    /// The key with its new last four; null when refused.
+    pub api_key: Option<GqlApiKey>,
+    /// The new secret. Shown only here, only once. The old secret no longer works.
+    pub secret: Option<String>,
+    /// Why the input was refused; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+/// Input of `updateApiKeyDescription`.
+#[derive(InputObject, Debug)]
+pub struct UpdateApiKeyDescriptionInput {
+    /// The key to edit.
+    pub id: ID,
+    /// The new description (1 to 255 characters).
+    pub description: String,
+}
+
+/// Result of `updateApiKeyDescription`.
+#[derive(SimpleObject, Debug, Default)]
+pub struct UpdateApiKeyDescriptionPayload {
+    /// The edited key; null when refused.
+    pub api_key: Option<GqlApiKey>,
+    /// Why the input was refused; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+/// Input of `deleteApiKey`.
+#[derive(InputObject, Debug)]
+pub struct DeleteApiKeyInput {
+    /// The key to delete.
+    pub id: ID,
+}
+
+/// Result of `deleteApiKey`.
+#[derive(SimpleObject, Debug, Default)]
+pub struct DeleteApiKeyPayload {
+    /// The id of the deleted key; null when refused.
+    pub deleted_api_key_id: Option<ID>,
+    /// Why the input was refused; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+impl GqlApiKey {
+    /// The key's id.
+    pub fn key_id(&self) -> ApiKeyId {
+        self.key.id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let id = ApiKeyId(Uuid::now_v7());
+        assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
+        for junk in ["", "!!!", "a2V5Om5vcGU", &URL_SAFE_NO_PAD.encode(id.to_string())] {
+            assert_eq!(decode_cursor(junk), None, "{junk}");
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Wiring: store, schema, outbox dispatcher and the actix HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, web};
+use latchkey_graphql::{ApiState, Clock, KeyService, LatchkeySchema, SystemClock, build_schema};
+use latchkey_notify::{Dispatcher, DispatcherConfig, Notifier};
+use latchkey_store::Store;
+use tokio::sync::watch;
+
+use crate::config::ServeConfig;
+use crate::http;
+
+/// Largest request body accepted (larger gets 413).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What every HTTP handler shares.
+#[derive(Clone)]
+pub struct AppContext {
+    /// The executable schema.
+    pub schema: LatchkeySchema,
+    /// Shared API state (store, token key, clock).
+    pub state: ApiState,
+    /// Key use cases.
+    pub service: KeyService,
+}
+
+impl std::fmt::Debug for AppContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppContext").field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The address it listens on (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    dispatcher: tokio::task::JoinHandle<()>,
+    stop_dispatcher: watch::Sender<bool>,
+    store: Store,
+}
+
+impl RunningServer {
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops gracefully: stop accepting, drain requests, stop the dispatcher.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.server.await;
+        let _ = self.stop_dispatcher.send(true);
+        let _ = self.dispatcher.await;
+        let _ = self.store.close().await;
+    }
+
+    /// Waits until the server stops by itself (on SIGINT/SIGTERM), then stops
+    /// the dispatcher.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = match self.server.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        let _ = self.stop_dispatcher.send(true);
+        let _ = self.dispatcher.await;
+        let _ = self.store.close().await;
+        result
+    }
+}
+
+/// Connects, migrates and starts serving. `notifier` receives key events.
+pub async fn start(config: ServeConfig, notifier: Arc<dyn Notifier>) -> anyhow::Result<RunningServer> {
+    start_with_clock(config, notifier, Arc::new(SystemClock)).await
+}
+
+/// As [`start`], with a chosen clock.
+pub async fn start_with_clock(
+    config: ServeConfig,
+    notifier: Arc<dyn Notifier>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<RunningServer> {
+    let store = Store::connect(&config.database_url, &config.store).await?;
+    store.migrate().await?;
+    let state = ApiState { store: store.clone(), token_key: config.token_key.clone(), clock: clock.clone() };
+    let schema = build_schema(state.clone());
+    let service = KeyService::new(store.clone(), clock);
+    let context = AppContext { schema, state, service };
+
+    let dispatcher = Dispatcher::new(store.clone(), notifier, DispatcherConfig::default());
+    let (stop_dispatcher, stop_rx) = watch::channel(false);
+    let dispatcher = tokio::spawn(dispatcher.run(stop_rx));
+
+    let data = web::Data::new(context);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .wrap(actix_web::middleware::from_fn(http::log_requests))
+            .configure(http::routes)
+    })
+    .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    let server = server.bind(config.bind)?;
+    let addr = server.addrs().first().copied().ok_or_else(|| anyhow::anyhow!("bound to no address"))?;
+    let server = server.run();
+    let handle = server.handle();
+    let server = tokio::spawn(server);
+    tracing::info!(%addr, "listening");
+    Ok(RunningServer { addr, handle, server, dispatcher, stop_dispatcher, store })
+}

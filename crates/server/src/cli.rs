@@ -1,0 +1,289 @@
+//! The `latchkey` command line. Operator commands print JSON on stdout; logs go
+//! to stderr.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use latchkey_domain::admin_token::AdminClaims;
+use latchkey_domain::{Cloud, Role, TenantId, UserId};
+use latchkey_store::{NewUser, Store, StoreError, StoreOptions};
+use serde_json::json;
+
+use crate::config::{
+    DEFAULT_BIND, DEFAULT_DATABASE_URL, ServeConfig, parse_bind, parse_console_url, parse_jwt_secret,
+    prepare_database_url,
+};
+
+/// Latchkey: API keys for the employee and customer clouds of every tenant.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about)]
+pub struct Cli {
+    /// Database URL: sqlite://PATH?mode=rwc (embedded default) or postgres://USER@HOST/DB.
+    #[arg(long, env = "LATCHKEY_DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve HTTP (GraphQL, GraphiQL, key verification).
+    Serve(ServeArgs),
+    /// Apply pending migrations.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Print a signed admin token (JWT) for a user.
+    Token(TokenArgs),
+    /// Start on a fresh embedded database with demo data; prints a URL and a token.
+    Demo(DemoArgs),
+    /// Print the GraphQL schema (SDL).
+    Schema,
+}
+
+/// `serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address.
+    #[arg(long, env = "LATCHKEY_BIND", default_value = DEFAULT_BIND)]
+    pub bind: String,
+    /// Secret that signs admin tokens (at least 32 bytes).
+    #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Base URL of the admin console (links in owner mail). Default: this server.
+    #[arg(long, env = "LATCHKEY_CONSOLE_URL")]
+    pub console_url: Option<String>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "LATCHKEY_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+    /// Largest database pool (PostgreSQL).
+    #[arg(long, env = "LATCHKEY_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+/// `tenant` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// A role as written on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    /// Administrator of the employee cloud.
+    InternalAdmin,
+    /// Administrator of the customer cloud.
+    AcademyAdmin,
+    /// Service account for integrations.
+    IntegrationUser,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::InternalAdmin => Role::InternalAdmin,
+            RoleArg::AcademyAdmin => Role::AcademyAdmin,
+            RoleArg::IntegrationUser => Role::IntegrationUser,
+        }
+    }
+}
+
+/// A cloud as written on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CloudArg {
+    /// The employee cloud.
+    Employee,
+    /// The customer cloud.
+    Customer,
+}
+
+impl From<CloudArg> for Cloud {
+    fn from(c: CloudArg) -> Self {
+        match c {
+            CloudArg::Employee => Cloud::Employee,
+            CloudArg::Customer => Cloud::Customer,
+        }
+    }
+}
+
+/// `user` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Email address (unique within the tenant).
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Role.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+}
+
+/// `token` options.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user id.
+    #[arg(long)]
+    pub user: String,
+    /// The cloud the token acts in.
+    #[arg(long, value_enum, default_value = "employee")]
+    pub cloud: CloudArg,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: u32,
+    /// Secret that signs admin tokens (must match the server's).
+    #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+/// `demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Listen address.
+    #[arg(long, env = "LATCHKEY_BIND", default_value = DEFAULT_BIND)]
+    pub bind: String,
+    /// Where the demo database goes (recreated on every run).
+    #[arg(long, default_value = "data/demo.db")]
+    pub demo_database: String,
+}
+
+async fn open_store(url: &str) -> anyhow::Result<Store> {
+    let url = prepare_database_url(url)?;
+    let store = Store::connect(&url, &StoreOptions::default()).await.context("cannot open the database")?;
+    Ok(store)
+}
+
+async fn migrated_store(url: &str) -> anyhow::Result<Store> {
+    let store = open_store(url).await?;
+    store.migrate().await.context("cannot apply migrations")?;
+    Ok(store)
+}
+
+fn print_json(out: &mut dyn Write, value: &serde_json::Value) -> anyhow::Result<()> {
+    writeln!(out, "{value}")?;
+    Ok(())
+}
+
+/// Builds the `serve` configuration from flags and environment.
+pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    let bind = parse_bind(&args.bind)?;
+    let token_key = parse_jwt_secret(args.jwt_secret.as_deref())?;
+    let console_url = match &args.console_url {
+        Some(u) => parse_console_url(u)?,
+        None => format!("http://{bind}"),
+    };
+    Ok(ServeConfig {
+        database_url: prepare_database_url(database_url)?,
+        bind,
+        token_key,
+        console_url,
+        store: StoreOptions { max_connections: args.db_max_connections, ..StoreOptions::default() },
+        workers: args.workers,
+        shutdown_timeout: Duration::from_secs(10),
+    })
+}
+
+/// Runs a parsed command, writing results to `out`.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = serve_config(&cli.database_url, &args)?;
+            let notifier = Arc::new(latchkey_notify::RecordingNotifier::default());
+            let server = crate::app::start(config, notifier).await?;
+            server.wait().await?;
+        }
+        Command::Migrate => {
+            migrated_store(&cli.database_url).await?;
+            print_json(out, &json!({ "migrated": true }))?;
+        }
+        Command::Tenant(TenantCommand::Create { name }) => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 255 {
+                bail!("--name must be 1 to 255 characters");
+            }
+            let store = migrated_store(&cli.database_url).await?;
+            let tenant = store.create_tenant(name, now).await?;
+            print_json(out, &json!({ "id": tenant.id, "name": tenant.name }))?;
+        }
+        Command::User(UserCommand::Create { tenant, email, name, role }) => {
+            let tenant: TenantId =
+                tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
+            let email = email.trim().to_owned();
+            if !looks_like_email(&email) {
+                bail!("--email must be an email address");
+            }
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.chars().count() > 255 || name.chars().any(char::is_control) {
+                bail!("--name must be 1 to 255 characters without control characters");
+            }
+            let store = migrated_store(&cli.database_url).await?;
+            let user = match store.create_user(NewUser { tenant_id: tenant, email, name, role: role.into() }, now).await
+            {
+                Ok(u) => u,
+                Err(StoreError::Conflict(_)) => bail!("a user with that email already exists in the tenant"),
+                Err(StoreError::MissingReference(_)) => bail!("no tenant with id {tenant}"),
+                Err(e) => return Err(e.into()),
+            };
+            print_json(
+                out,
+                &json!({ "id": user.id, "tenantId": user.tenant_id, "email": user.email, "name": user.name, "role": user.role.as_str() }),
+            )?;
+        }
+        Command::Token(args) => {
+            let key = parse_jwt_secret(args.jwt_secret.as_deref())?;
+            let user: UserId = args.user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
+            if args.ttl_secs == 0 {
+                bail!("--ttl-secs must be positive");
+            }
+            let store = migrated_store(&cli.database_url).await?;
+            let Some(user) = store.user_in_any_tenant(user).await? else {
+                bail!("no user with id {user}");
+            };
+            let claims = AdminClaims {
+                sub: user.id,
+                tid: user.tenant_id,
+                cloud: args.cloud.into(),
+                exp: now.timestamp() + i64::from(args.ttl_secs),
+                iat: now.timestamp(),
+            };
+            writeln!(out, "{}", key.sign(&claims))?;
+        }
+        Command::Demo(args) => crate::demo::run(&args, out).await?,
+        Command::Schema => {
+            write!(out, "{}", latchkey_graphql::export_sdl())?;
+        }
+    }
+    Ok(())
+}
+
+/// A deliberately loose check: something@something, no spaces or controls.
+pub fn looks_like_email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else { return false };
+    !local.is_empty()
+        && !domain.is_empty()
+        && s.len() <= 320
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',')
+}

@@ -1,0 +1,125 @@
+//! Configuration from the environment (flags mirror it).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use latchkey_domain::admin_token::{AdminTokenKey, MIN_SECRET_LEN};
+use latchkey_store::StoreOptions;
+
+/// Default listen address.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// Default embedded database, relative to the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/latchkey.db?mode=rwc";
+
+/// A configuration value is missing or malformed. The message says which.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required value is absent.
+    #[error("{0} is required: {1}")]
+    Missing(&'static str, &'static str),
+    /// A value cannot be used.
+    #[error("{name} is invalid: {reason}")]
+    Invalid {
+        /// The variable or flag.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Everything `serve` needs.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Where the database is.
+    pub database_url: String,
+    /// Where to listen; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Signs and verifies admin tokens.
+    pub token_key: AdminTokenKey,
+    /// Base URL of the admin console, for links in mail.
+    pub console_url: String,
+    /// Pool settings.
+    pub store: StoreOptions,
+    /// HTTP worker threads (0 = one per core).
+    pub workers: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+}
+
+/// Parses a listen address.
+pub fn parse_bind(raw: &str) -> Result<SocketAddr, ConfigError> {
+    raw.trim().parse().map_err(|e| ConfigError::Invalid {
+        name: "LATCHKEY_BIND",
+        reason: format!("{e} (expected host:port, e.g. {DEFAULT_BIND})"),
+    })
+}
+
+/// Checks the JWT secret.
+pub fn parse_jwt_secret(raw: Option<&str>) -> Result<AdminTokenKey, ConfigError> {
+    let raw = raw.filter(|s| !s.is_empty()).ok_or(ConfigError::Missing(
+        "LATCHKEY_JWT_SECRET",
+        "set it to a random string of at least 32 bytes (e.g. `openssl rand -base64 48`)",
+    ))?;
+    AdminTokenKey::new(raw.as_bytes()).map_err(|_| ConfigError::Invalid {
+        name: "LATCHKEY_JWT_SECRET",
+        reason: format!("it must be at least {MIN_SECRET_LEN} bytes long"),
+    })
+}
+
+/// Checks a database URL and, for SQLite files, creates their folder.
+pub fn prepare_database_url(raw: &str) -> Result<String, ConfigError> {
+    let url = raw.trim();
+    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "LATCHKEY_DATABASE_URL",
+                reason: "the SQLite path is empty".into(),
+            });
+        }
+        let dir = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty());
+        if let (false, Some(dir)) = (path == ":memory:", dir) {
+            std::fs::create_dir_all(dir).map_err(|e| ConfigError::Invalid {
+                name: "LATCHKEY_DATABASE_URL",
+                reason: format!("cannot create {}: {e}", dir.display()),
+            })?;
+        }
+        return Ok(url.to_owned());
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(url.to_owned());
+    }
+    Err(ConfigError::Invalid {
+        name: "LATCHKEY_DATABASE_URL",
+        reason: "expected sqlite://PATH?mode=rwc or postgres://USER@HOST/DB".into(),
+    })
+}
+
+/// Checks the console URL (used in links mailed to owners).
+pub fn parse_console_url(raw: &str) -> Result<String, ConfigError> {
+    let url = raw.trim().trim_end_matches('/');
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(char::is_whitespace) {
+        return Err(ConfigError::Invalid {
+            name: "LATCHKEY_CONSOLE_URL",
+            reason: "expected an absolute http(s) URL, e.g. https://admin.example.com".into(),
+        });
+    }
+    Ok(url.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_bad_values_with_clear_messages() {
+        assert!(parse_bind("nope").unwrap_err().to_string().contains("LATCHKEY_BIND"));
+        assert!(parse_jwt_secret(None).unwrap_err().to_string().contains("LATCHKEY_JWT_SECRET is required"));
+        assert!(parse_jwt_secret(Some("short")).unwrap_err().to_string().contains("at least 32 bytes"));
+        assert!(parse_jwt_secret(Some(&"x".repeat(32))).is_ok());
+        assert!(prepare_database_url("mysql://x").is_err());
+        assert!(prepare_database_url("sqlite://").is_err());
+        assert!(parse_console_url("ftp://x").is_err());
+        assert_eq!(parse_console_url("https://a.example/").unwrap(), "https://a.example");
+    }
+}

@@ -1,0 +1,136 @@
+//! `latchkey demo`: a fresh embedded database with a demo tenant, then serve.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine;
+use chrono::Utc;
+use latchkey_domain::admin_token::{AdminClaims, AdminTokenKey};
+use latchkey_domain::hashing::hash_secret;
+use latchkey_domain::{ApiKeySecret, Cloud, Description, Role, User};
+use latchkey_graphql::{KeyService, SystemClock};
+use latchkey_store::{NewCredential, NewKey, NewUser, Store, StoreOptions};
+use rand::TryRng;
+
+use crate::cli::DemoArgs;
+use crate::config::{ServeConfig, parse_bind, parse_jwt_secret};
+
+fn remove_database(path: &str) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{path}{suffix}");
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {file}")),
+        }
+    }
+    Ok(())
+}
+
+fn random_jwt_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 48];
+    rand::rngs::SysRng.try_fill_bytes(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness available"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// The demo's people.
+struct Cast {
+    ada: User,
+    grace: User,
+    sync_bot: User,
+}
+
+async fn seed(store: &Store) -> anyhow::Result<Cast> {
+    let now = Utc::now();
+    let tenant = store.create_tenant("Acme Learning", now).await?;
+    let user =
+        |email: &str, name: &str, role| NewUser { tenant_id: tenant.id, email: email.into(), name: name.into(), role };
+    let ada = store.create_user(user("ada@acme.example", "Ada Lovelace", Role::InternalAdmin), now).await?;
+    let grace = store.create_user(user("grace@acme.example", "Grace Hopper", Role::InternalAdmin), now).await?;
+    store.create_user(user("alan@acme.example", "Alan Turing", Role::AcademyAdmin), now).await?;
+    let sync_bot =
+        store.create_user(user("salesforce-sync@acme.example", "Salesforce Sync", Role::IntegrationUser), now).await?;
+
+    // A key from before key management: no creator, no last edit.
+    let legacy = ApiKeySecret::generate()?;
+    let credential =
+        NewCredential { lookup_id: legacy.lookup_id(), hash: hash_secret(&legacy)?, last_four: legacy.last_four() };
+    let description = Description::parse("HR export (imported from the old admin)")?;
+    store
+        .import_legacy_key(
+            NewKey { tenant_id: tenant.id, owner_id: sync_bot.id, description, credential },
+            now - chrono::Duration::days(400),
+        )
+        .await?;
+
+    let service = KeyService::new(store.clone(), Arc::new(SystemClock));
+    for (owner, text) in
+        [(&sync_bot, "Salesforce sync"), (&ada, "Reporting dashboard"), (&grace, "Course catalogue import")]
+    {
+        if let Err(violations) = service.generate(&ada, &owner.id.to_string(), text).await? {
+            anyhow::bail!("demo seed refused: {violations:?}");
+        }
+    }
+    Ok(Cast { ada, grace, sync_bot })
+}
+
+/// Runs the demo: recreate the database, seed, print how to connect, serve.
+pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let bind = parse_bind(&args.bind)?;
+    if let Some(dir) = std::path::Path::new(&args.demo_database).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    remove_database(&args.demo_database)?;
+    let database_url = format!("sqlite://{}?mode=rwc", args.demo_database);
+    let store = Store::connect(&database_url, &StoreOptions::default()).await?;
+    store.migrate().await?;
+    let cast = seed(&store).await?;
+    store.close().await?;
+
+    let secret = match std::env::var("LATCHKEY_JWT_SECRET") {
+        Ok(s) if !s.is_empty() => s,
+        _ => random_jwt_secret()?,
+    };
+    let token_key: AdminTokenKey = parse_jwt_secret(Some(&secret))?;
+    let config = ServeConfig {
+        database_url,
+        bind,
+        token_key: token_key.clone(),
+        console_url: format!("http://{bind}"),
+        store: StoreOptions::default(),
+        workers: 0,
+        shutdown_timeout: Duration::from_secs(5),
+    };
+    let notifier = Arc::new(latchkey_notify::RecordingNotifier::default());
+    let server = crate::app::start(config, notifier).await?;
+    let now = Utc::now().timestamp();
+    let token = token_key.sign(&AdminClaims {
+        sub: cast.ada.id,
+        tid: cast.ada.tenant_id,
+        cloud: Cloud::Employee,
+        exp: now + 12 * 3600,
+        iat: now,
+    });
+    let url = server.url();
+    writeln!(
+        out,
+        "Latchkey demo is running on a fresh database ({db}).\n\
+         \n  GraphiQL:  {url}/graphiql\n  GraphQL:   {url}/graphql\n\
+         \nSigned in as {ada} (internal admin, employee cloud), token valid 12 hours.\n\
+         In GraphiQL, open Headers and paste:\n\n  {{\"Authorization\": \"Bearer {token}\"}}\n\
+         \nThen try:\n\n  {{ apiKeys(first: 10) {{ totalCount nodes {{ id lastFour description owner {{ name role }} lastEditedAt lastUsedAt }} }} }}\n\
+         \n  mutation {{ generateApiKey(input: {{ownerId: \"{bot}\", description: \"My integration\"}}) {{ secret apiKey {{ id lastFour }} userErrors {{ field message code }} }} }}\n\
+         \nOther demo users: {grace} ({grace_id}), {bot_name} ({bot}).\nPress Ctrl-C to stop.",
+        db = args.demo_database,
+        ada = cast.ada.name,
+        bot = cast.sync_bot.id,
+        grace = cast.grace.name,
+        grace_id = cast.grace.id,
+        bot_name = cast.sync_bot.name,
+    )?;
+    out.flush()?;
+    server.wait().await?;
+    Ok(())
+}

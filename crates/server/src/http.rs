@@ -1,0 +1,167 @@
+//! HTTP routes: GraphQL, GraphiQL, health, key verification.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, web};
+use latchkey_domain::Cloud;
+use latchkey_graphql::auth::authenticate;
+use latchkey_graphql::service::Verification;
+use latchkey_graphql::{ApiError, Authentication, execute};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppContext;
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/graphql", web::post().to(graphql_post))
+        .route("/graphql", web::get().to(graphql_get))
+        .route("/graphiql", web::get().to(graphiql))
+        .route("/healthz", web::get().to(healthz))
+        .route("/v1/keys/verify", web::post().to(verify_key));
+}
+
+fn json_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "error": { "code": code, "message": message } }))
+}
+
+async fn authenticated(ctx: &AppContext, req: &HttpRequest) -> Result<Authentication, HttpResponse> {
+    let header = match req.headers().get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return Ok(Authentication::Refused("The Authorization header is not valid text.".into())),
+    };
+    authenticate(&ctx.state, &ctx.service, header).await.map_err(|e| {
+        let error = ApiError::internal(&e).into_server_error();
+        HttpResponse::Ok().json(async_graphql::Response::from_errors(vec![error]))
+    })
+}
+
+async fn run_graphql(ctx: &AppContext, req: &HttpRequest, request: async_graphql::Request, post: bool) -> HttpResponse {
+    let auth = match authenticated(ctx, req).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    let response = execute(&ctx.schema, request, auth, post).await;
+    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(response)
+}
+
+async fn graphql_post(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                &format!("The body must be a GraphQL request in JSON: {e}"),
+            );
+        }
+    };
+    run_graphql(&ctx, &req, request, true).await
+}
+
+async fn graphql_get(ctx: web::Data<AppContext>, req: HttpRequest) -> HttpResponse {
+    let request = match async_graphql::http::parse_query_string(req.query_string()) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                &format!("Expected ?query=...&variables=...: {e}"),
+            );
+        }
+    };
+    run_graphql(&ctx, &req, request, false).await
+}
+
+async fn graphiql() -> HttpResponse {
+    let page = async_graphql::http::GraphiQLSource::build().endpoint("/graphql").title("Latchkey GraphiQL").finish();
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Deserialize)]
+struct VerifyRequest {
+    key: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VerifyResponse {
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clouds: Option<Vec<&'static str>>,
+}
+
+impl VerifyResponse {
+    fn refused(code: &'static str) -> Self {
+        VerifyResponse { valid: false, code: Some(code), key_id: None, tenant_id: None, owner_id: None, clouds: None }
+    }
+}
+
+async fn verify_key(ctx: web::Data<AppContext>, body: web::Bytes) -> HttpResponse {
+    let request: VerifyRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => {
+            return json_error(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "The body must be JSON of the form {\"key\": \"lk_...\"}.",
+            );
+        }
+    };
+    let response = match ctx.service.verify(&request.key).await {
+        Ok(Verification::Valid(c)) => VerifyResponse {
+            valid: true,
+            code: None,
+            key_id: Some(c.key_id.to_string()),
+            tenant_id: Some(c.tenant_id.to_string()),
+            owner_id: Some(c.owner_id.to_string()),
+            clouds: Some(
+                Cloud::ALL.iter().map(|c| if *c == Cloud::Employee { "EMPLOYEE" } else { "CUSTOMER" }).collect(),
+            ),
+        },
+        Ok(Verification::Malformed(_)) => VerifyResponse::refused("MALFORMED"),
+        Ok(Verification::Invalid) => VerifyResponse::refused("INVALID"),
+        Err(e) => {
+            tracing::error!(error = %e, "key verification failed");
+            return json_error(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "INTERNAL",
+                "Verification is unavailable; retry shortly.",
+            );
+        }
+    };
+    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(response)
+}
+
+/// Logs method, path (never the query string or headers), status and latency.
+pub async fn log_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let response = next.call(req).await?;
+    tracing::info!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    Ok(response)
+}

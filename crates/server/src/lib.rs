@@ -1,0 +1,12 @@
+//! Latchkey's HTTP server and the `latchkey` command line: configuration,
+//! actix wiring, and the operator commands.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+mod http;
+
+pub use app::{RunningServer, start};
+pub use config::{ConfigError, ServeConfig};

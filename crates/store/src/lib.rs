@@ -1,0 +1,162 @@
+//! Latchkey's persistence: sea-orm entities and the tenant-scoped queries the
+//! service needs.
+//!
+//! Entities never leave this crate: every function takes and returns domain
+//! types. Every key query is scoped by tenant. Mutations of keys write their
+//! key event (the outbox row) in the same transaction as the change.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
+
+mod entities;
+mod events;
+mod keys;
+mod users;
+
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use latchkey_migrations::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
+
+pub use events::{EventDelivery, StoredEvent};
+pub use keys::{KeyPage, KeyQuery, NewCredential, NewKey, StoredCredential};
+pub use users::NewUser;
+
+/// Which database engine a store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default.
+    Sqlite,
+    /// Production.
+    Postgres,
+}
+
+/// Pool settings.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Largest pool size (PostgreSQL; SQLite always uses one writer connection).
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A failure of the store. Its text is for logs, never for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is not one Latchkey can use.
+    #[error("unsupported database URL (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    /// A uniqueness rule was violated (e.g. a user's email within a tenant).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A referenced row does not exist.
+    #[error("a referenced row does not exist: {0}")]
+    MissingReference(String),
+    /// A stored value could not be read back as a domain value.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(DbErr),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(e: DbErr) -> Self {
+        match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(m)) => StoreError::Conflict(m),
+            Some(SqlErr::ForeignKeyConstraintViolation(m)) => StoreError::MissingReference(m),
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Handle on the database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    backend: Backend,
+}
+
+/// The precision every stored instant is kept at (PostgreSQL keeps microseconds).
+pub fn storable(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://...`).
+    pub async fn connect(url: &str, options: &StoreOptions) -> StoreResult<Store> {
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.acquire_timeout(options.acquire_timeout).connect_timeout(options.connect_timeout).sqlx_logging(false);
+        match backend {
+            Backend::Sqlite => {
+                // One connection: SQLite has a single writer anyway, and this
+                // rules out SQLITE_BUSY on read-then-write transactions.
+                opts.max_connections(1).min_connections(1);
+                opts.map_sqlx_sqlite_opts(|o| {
+                    o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                        .foreign_keys(true)
+                        .busy_timeout(Duration::from_secs(5))
+                });
+            }
+            Backend::Postgres => {
+                opts.max_connections(options.max_connections.max(1));
+            }
+        }
+        let db = Database::connect(opts).await?;
+        Ok(Store { db, backend })
+    }
+
+    /// Which engine this store uses.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Whether every known migration has been applied.
+    pub async fn migrations_current(&self) -> StoreResult<bool> {
+        Ok(Migrator::get_pending_migrations(&self.db).await?.is_empty())
+    }
+
+    /// A trivial round trip, for readiness.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.db.ping().await?;
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) -> StoreResult<()> {
+        self.db.close().await?;
+        Ok(())
+    }
+
+    pub(crate) fn conn(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}

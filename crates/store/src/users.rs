@@ -1,0 +1,122 @@
+//! Tenants and users.
+
+use chrono::{DateTime, Utc};
+use latchkey_domain::{Role, Tenant, TenantId, User, UserId};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use uuid::Uuid;
+
+use crate::entities::{tenant, user};
+use crate::{Store, StoreError, StoreResult, storable};
+
+/// A user to create.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Its address (unique within the tenant, compared case-insensitively).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+}
+
+pub(crate) fn user_from(model: user::Model) -> StoreResult<User> {
+    let role = Role::parse(&model.role)
+        .ok_or_else(|| StoreError::Corrupt(format!("user {} has role {:?}", model.id, model.role)))?;
+    Ok(User { id: UserId(model.id), tenant_id: TenantId(model.tenant_id), email: model.email, name: model.name, role })
+}
+
+pub(crate) async fn user_in<C: ConnectionTrait>(conn: &C, tenant: TenantId, id: UserId) -> StoreResult<Option<User>> {
+    user::Entity::find_by_id(id.0)
+        .filter(user::Column::TenantId.eq(tenant.0))
+        .one(conn)
+        .await?
+        .map(user_from)
+        .transpose()
+}
+
+impl Store {
+    /// Creates a tenant.
+    pub async fn create_tenant(&self, name: &str, now: DateTime<Utc>) -> StoreResult<Tenant> {
+        let now = storable(now);
+        let id = TenantId::new_at(now);
+        tenant::ActiveModel { id: Set(id.0), name: Set(name.to_owned()), created_at: Set(now) }
+            .insert(self.conn())
+            .await?;
+        Ok(Tenant { id, name: name.to_owned() })
+    }
+
+    /// A tenant by id.
+    pub async fn tenant(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
+        Ok(tenant::Entity::find_by_id(id.0)
+            .one(self.conn())
+            .await?
+            .map(|m| Tenant { id: TenantId(m.id), name: m.name }))
+    }
+
+    /// Creates a user. Fails with [`StoreError::Conflict`] when the email is
+    /// taken in the tenant and [`StoreError::MissingReference`] when the tenant
+    /// does not exist.
+    pub async fn create_user(&self, new: NewUser, now: DateTime<Utc>) -> StoreResult<User> {
+        let now = storable(now);
+        let id = UserId::new_at(now);
+        let email = new.email.trim().to_lowercase();
+        if self.tenant(new.tenant_id).await?.is_none() {
+            return Err(StoreError::MissingReference(format!("tenant {}", new.tenant_id)));
+        }
+        user::ActiveModel {
+            id: Set(id.0),
+            tenant_id: Set(new.tenant_id.0),
+            email: Set(email.clone()),
+            name: Set(new.name.clone()),
+            role: Set(new.role.as_str().to_owned()),
+            created_at: Set(now),
+        }
+        .insert(self.conn())
+        .await?;
+        Ok(User { id, tenant_id: new.tenant_id, email, name: new.name, role: new.role })
+    }
+
+    /// A user of `tenant` by id; `None` when unknown or another tenant's.
+    pub async fn user(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<User>> {
+        user_in(self.conn(), tenant, id).await
+    }
+
+    /// A user by id in any tenant (operator commands only; requests always
+    /// go through [`Store::user`]).
+    pub async fn user_in_any_tenant(&self, id: UserId) -> StoreResult<Option<User>> {
+        user::Entity::find_by_id(id.0).one(self.conn()).await?.map(user_from).transpose()
+    }
+
+    /// The users of `tenant` among `ids` (unknown ids are skipped).
+    pub async fn users_by_ids(&self, tenant: TenantId, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.0))
+            .filter(user::Column::Id.is_in(ids))
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(user_from)
+            .collect()
+    }
+
+    /// Everyone in `tenant` who may own keys (internal admins and integration
+    /// users), by name.
+    pub async fn key_owner_candidates(&self, tenant: TenantId) -> StoreResult<Vec<User>> {
+        user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.0))
+            .filter(user::Column::Role.is_in([Role::InternalAdmin.as_str(), Role::IntegrationUser.as_str()]))
+            .order_by_asc(user::Column::Name)
+            .order_by_asc(user::Column::Id)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(user_from)
+            .collect()
+    }
+}

@@ -1,0 +1,18 @@
+//! Latchkey's database schema, as ordered sea-orm migrations. Every table,
+//! index and constraint lives here; nothing is created from entities.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_initial;
+
+/// All migrations, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_initial::Migration)]
+    }
+}
