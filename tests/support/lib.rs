@@ -1,1 +1,314 @@
+//! Test support: a fresh database per test (SQLite file or PostgreSQL
+//! database), the real server started on port 0, and helpers to speak
+//! GraphQL over HTTP and to run the `latchkey` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
 
+pub mod logs;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use latchkey_domain::admin_token::{AdminClaims, AdminTokenKey};
+use latchkey_domain::{Cloud, Role, Tenant, User};
+use latchkey_notify::RecordingNotifier;
+use latchkey_server::{RunningServer, ServeConfig};
+use latchkey_store::{NewUser, Store, StoreOptions};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+
+/// The JWT secret every test server uses.
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in a temporary folder.
+    Sqlite,
+    /// A fresh database on the local PostgreSQL server.
+    Postgres,
+}
+
+/// Where the PostgreSQL tests connect (a superuser, to create databases).
+pub fn postgres_admin_url() -> String {
+    std::env::var("LATCHKEY_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn postgres_required() -> bool {
+    std::env::var("LATCHKEY_REQUIRE_POSTGRES").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// A database that exists for one test and is removed afterwards.
+pub struct TestDb {
+    /// The URL to give the server.
+    pub url: String,
+    /// Which backend.
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    /// A fresh, empty database; `None` when PostgreSQL is unreachable and not
+    /// required (the skip is reported loudly on stderr).
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("latchkey.db").display());
+                Some(TestDb { url, backend, _dir: Some(dir), pg_name: None })
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url();
+                let admin = match tokio::time::timeout(Duration::from_secs(5), Database::connect(&admin_url)).await {
+                    Ok(Ok(c)) => c,
+                    other => {
+                        let why = match other {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "timed out".into(),
+                        };
+                        if postgres_required() {
+                            panic!("PostgreSQL is required (LATCHKEY_REQUIRE_POSTGRES=1) but {admin_url} failed: {why}");
+                        }
+                        eprintln!(
+                            "\n*** SKIPPED: PostgreSQL test — {admin_url} is unreachable ({why}). \
+                             Set LATCHKEY_REQUIRE_POSTGRES=1 to make this a failure. ***\n"
+                        );
+                        return None;
+                    }
+                };
+                let name = format!("latchkey_test_{}", uuid::Uuid::now_v7().simple());
+                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+                let _ = admin.close().await;
+                let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin_url.clone());
+                Some(TestDb { url: format!("{base}/{name}"), backend, _dir: None, pg_name: Some(name) })
+            }
+        }
+    }
+
+    /// A store on this database (its own pool).
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.url, &StoreOptions::default()).await.expect("connect store")
+    }
+
+    /// Runs raw SQL on its own connection (for fault injection and for
+    /// reading what is stored).
+    pub async fn execute(&self, sql: &str) {
+        let conn = Database::connect(&self.url).await.expect("connect");
+        conn.execute_unprepared(sql).await.expect("execute");
+        let _ = conn.close().await;
+    }
+
+    /// What the database holds for `table`, as text: on PostgreSQL every row
+    /// cast to text; on SQLite the raw bytes of the database file and its
+    /// write-ahead log (so nothing can hide in any table or page).
+    pub async fn raw_contents(&self, table: &str) -> String {
+        match self.backend {
+            Backend::Postgres => {
+                use sea_orm::Statement;
+                let conn = Database::connect(&self.url).await.expect("connect");
+                let rows = conn
+                    .query_all_raw(Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        format!("SELECT CAST(t AS TEXT) AS row FROM {table} AS t"),
+                    ))
+                    .await
+                    .expect("dump");
+                let _ = conn.close().await;
+                rows.iter().map(|r| r.try_get::<String>("", "row").expect("row text")).collect::<Vec<_>>().join("\n")
+            }
+            Backend::Sqlite => {
+                let dir = self._dir.as_ref().expect("sqlite dir").path();
+                let mut text = String::new();
+                for file in ["latchkey.db", "latchkey.db-wal"] {
+                    if let Ok(bytes) = std::fs::read(dir.join(file)) {
+                        text.push_str(&String::from_utf8_lossy(&bytes));
+                    }
+                }
+                text
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else { return };
+        let admin_url = postgres_admin_url();
+        // Drop on a thread of its own: Drop cannot await, and the test's
+        // runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let Ok(admin) = Database::connect(&admin_url).await {
+                    let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A tenant with one user of every kind and tokens for them.
+#[derive(Clone, Debug)]
+pub struct Seeded {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// An internal admin.
+    pub admin: User,
+    /// Another internal admin.
+    pub other_admin: User,
+    /// An academy admin (customer cloud).
+    pub academy_admin: User,
+    /// An integration user.
+    pub integration: User,
+    /// `admin`'s employee-cloud token.
+    pub admin_token: String,
+}
+
+/// The real server on a fresh database.
+pub struct TestApp {
+    /// The running server.
+    pub server: Option<RunningServer>,
+    /// Its database.
+    pub db: TestDb,
+    /// A store on the same database, for seeding and inspection.
+    pub store: Store,
+    /// What the outbox dispatcher delivered.
+    pub notifier: RecordingNotifier,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// Base URL.
+    pub url: String,
+    /// Signs admin tokens.
+    pub token_key: AdminTokenKey,
+}
+
+impl TestApp {
+    /// Starts the server on a fresh database of `backend`; `None` when that
+    /// backend is unavailable and not required.
+    pub async fn start(backend: Backend) -> Option<TestApp> {
+        logs::install();
+        let db = TestDb::new(backend).await?;
+        Some(Self::start_on(db).await)
+    }
+
+    /// Starts the server on `db`.
+    pub async fn start_on(db: TestDb) -> TestApp {
+        let token_key = AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap();
+        let config = ServeConfig {
+            database_url: db.url.clone(),
+            bind: "127.0.0.1:0".parse().unwrap(),
+            token_key: token_key.clone(),
+            console_url: "http://console.test".into(),
+            store: StoreOptions::default(),
+            workers: 2,
+            shutdown_timeout: Duration::from_secs(1),
+        };
+        let notifier = RecordingNotifier::default();
+        let server = latchkey_server::start(config, Arc::new(notifier.clone())).await.expect("server starts");
+        let store = db.store().await;
+        let url = server.url();
+        TestApp { server: Some(server), db, store, notifier, http: reqwest::Client::new(), url, token_key }
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+
+    /// Creates a tenant with an internal admin, another internal admin, an
+    /// academy admin and an integration user.
+    pub async fn seed(&self, name: &str) -> Seeded {
+        let now = Utc::now();
+        let tenant = self.store.create_tenant(name, now).await.unwrap();
+        let slug = name.to_lowercase().replace(' ', "-");
+        let mk = |local: &str, display: &str, role| NewUser {
+            tenant_id: tenant.id,
+            email: format!("{local}@{slug}.example"),
+            name: format!("{display} ({name})"),
+            role,
+        };
+        let admin = self.store.create_user(mk("admin", "Admin", Role::InternalAdmin), now).await.unwrap();
+        let other_admin = self.store.create_user(mk("other", "Other Admin", Role::InternalAdmin), now).await.unwrap();
+        let academy_admin = self.store.create_user(mk("academy", "Academy Admin", Role::AcademyAdmin), now).await.unwrap();
+        let integration = self.store.create_user(mk("sync", "Sync Bot", Role::IntegrationUser), now).await.unwrap();
+        let admin_token = self.token(&admin, Cloud::Employee);
+        Seeded { tenant, admin, other_admin, academy_admin, integration, admin_token }
+    }
+
+    /// A valid one-hour token for `user` in `cloud`.
+    pub fn token(&self, user: &User, cloud: Cloud) -> String {
+        let now = Utc::now().timestamp();
+        self.token_key.sign(&AdminClaims { sub: user.id, tid: user.tenant_id, cloud, exp: now + 3600, iat: now })
+    }
+
+    /// POSTs a GraphQL request with an optional bearer token; returns the body.
+    pub async fn gql(&self, bearer: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req = self.http.post(format!("{}/graphql", self.url)).json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status(), 200, "GraphQL answers 200");
+        resp.json().await.expect("JSON body")
+    }
+
+    /// Generates a key through GraphQL; returns (id, secret, payload).
+    pub async fn generate(&self, token: &str, owner: &User, description: &str) -> (String, String, Value) {
+        let body = self.gql(Some(token), GENERATE, json!({ "input": { "ownerId": owner.id, "description": description } })).await;
+        let payload = body["data"]["generateApiKey"].clone();
+        assert_eq!(payload["userErrors"], json!([]), "generate succeeded: {body}");
+        let id = payload["apiKey"]["id"].as_str().unwrap().to_owned();
+        let secret = payload["secret"].as_str().unwrap().to_owned();
+        (id, secret, payload)
+    }
+
+    /// Calls `POST /v1/keys/verify`.
+    pub async fn verify(&self, key: &str) -> Value {
+        let resp = self.http.post(format!("{}/v1/keys/verify", self.url)).json(&json!({ "key": key })).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    /// Waits until the dispatcher has delivered `count` events (or 10 s).
+    pub async fn wait_for_deliveries(&self, count: usize) -> Vec<latchkey_domain::KeyEvent> {
+        for _ in 0..200 {
+            let delivered = self.notifier.delivered();
+            if delivered.len() >= count {
+                return delivered;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.notifier.delivered()
+    }
+}
+
+/// The generate mutation with every field.
+pub const GENERATE: &str = "mutation($input: GenerateApiKeyInput!) { generateApiKey(input: $input) { \
+    secret apiKey { id lastFour description owner { id name role } createdAt createdBy { id } lastEditedAt lastEditedBy { id } lastUsedAt } \
+    userErrors { field message code } } }";
+
+/// The `latchkey` binary built next to this test binary.
+pub fn latchkey_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
+    let bin = dir.join(format!("latchkey{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "latchkey-server", "--bin", "latchkey"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the latchkey binary failed");
+    }
+    bin
+}
+
+/// The first error's `extensions.code`.
+pub fn error_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or("<none>")
+}

@@ -14,6 +14,8 @@ use crate::types::{
 
 /// Largest page of the key table.
 pub const MAX_PAGE_SIZE: i32 = 100;
+/// Page size when none is asked for.
+pub const DEFAULT_PAGE_SIZE: i32 = 50;
 
 /// The query root.
 #[derive(Debug, Default)]
@@ -55,12 +57,13 @@ impl QueryRoot {
     async fn api_keys(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 50, desc = "Page size, 1 to 100.")] first: i32,
+        #[graphql(default_with = "Some(DEFAULT_PAGE_SIZE)", desc = "Page size, 1 to 100.")] first: Option<i32>,
         #[graphql(desc = "Continue after this cursor (a previous page's `endCursor`).")] after: Option<String>,
         #[graphql(desc = "Only keys of this owner.")] owner_id: Option<ID>,
         #[graphql(desc = "Only keys whose description contains this, ignoring case.")] search: Option<String>,
     ) -> ApiResult<ApiKeyConnection> {
         let admin = api(auth(ctx).key_manager())?;
+        let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
         if !(1..=MAX_PAGE_SIZE).contains(&first) {
             return fail(ApiError::BadUserInput(format!("`first` must be between 1 and {MAX_PAGE_SIZE}.")));
         }

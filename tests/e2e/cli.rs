@@ -1,0 +1,135 @@
+//! The `latchkey` command line, run as a real process.
+
+use std::process::{Command, Output};
+
+use latchkey_tests::{Backend, JWT_SECRET, TestApp, TestDb, latchkey_bin};
+use serde_json::{Value, json};
+
+fn latchkey(db: &TestDb, args: &[&str]) -> Output {
+    Command::new(latchkey_bin())
+        .args(args)
+        .env("LATCHKEY_DATABASE_URL", &db.url)
+        .env("LATCHKEY_JWT_SECRET", JWT_SECRET)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run latchkey")
+}
+
+fn json_out(out: &Output) -> Value {
+    assert!(out.status.success(), "latchkey failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let migrated = json_out(&latchkey(&db, &["migrate"]));
+    assert_eq!(migrated, json!({ "migrated": true }));
+    json_out(&latchkey(&db, &["migrate"]));
+
+    let tenant = json_out(&latchkey(&db, &["tenant", "create", "--name", "Acme Corp"]));
+    assert_eq!(tenant["name"], "Acme Corp");
+    let tenant_id = tenant["id"].as_str().unwrap();
+    let user = json_out(&latchkey(
+        &db,
+        &["user", "create", "--tenant", tenant_id, "--email", "Ada@Acme.example", "--name", "Ada", "--role", "internal-admin"],
+    ));
+    assert_eq!(user["email"], "ada@acme.example");
+    assert_eq!(user["role"], "internal-admin");
+    assert_eq!(user["tenantId"], tenant_id);
+    let user_id = user["id"].as_str().unwrap();
+    let bot = json_out(&latchkey(
+        &db,
+        &["user", "create", "--tenant", tenant_id, "--email", "bot@acme.example", "--name", "Bot", "--role", "integration-user"],
+    ));
+
+    let out = latchkey(&db, &["token", "--user", user_id, "--ttl-secs", "600"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let token = token.trim();
+    assert_eq!(token.lines().count(), 1);
+
+    // The token works against a server on the same database.
+    let app = TestApp::start_on(db).await;
+    let body = app.gql(Some(token), "{ viewer { user { id role } clouds } }", json!({})).await;
+    assert_eq!(body["data"]["viewer"]["user"]["id"], user_id, "{body}");
+    assert_eq!(body["data"]["viewer"]["clouds"], json!(["EMPLOYEE"]));
+    let owner: latchkey_domain::User = app
+        .store
+        .user_in_any_tenant(bot["id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    app.generate(token, &owner, "Made with a CLI token").await;
+
+    // A customer-cloud token is valid but may not manage keys.
+    let out = latchkey(&app.db, &["token", "--user", user_id, "--cloud", "customer"]);
+    let customer = String::from_utf8(out.stdout).unwrap();
+    let body = app.gql(Some(customer.trim()), "{ apiKeys { totalCount } }", json!({})).await;
+    assert_eq!(latchkey_tests::error_code(&body), "FORBIDDEN");
+
+    // Refusals: clear message, non-zero exit, nothing printed on stdout.
+    let unknown_tenant = uuid::Uuid::now_v7().to_string();
+    for (args, message) in [
+        (vec!["user", "create", "--tenant", "nope", "--email", "a@b.c", "--name", "A", "--role", "internal-admin"], "--tenant"),
+        (vec!["user", "create", "--tenant", &unknown_tenant, "--email", "a@b.c", "--name", "A", "--role", "internal-admin"], "no tenant"),
+        (vec!["user", "create", "--tenant", tenant_id, "--email", "ada@acme.example", "--name", "A", "--role", "internal-admin"], "already exists"),
+        (vec!["user", "create", "--tenant", tenant_id, "--email", "not-an-email", "--name", "A", "--role", "internal-admin"], "--email"),
+        (vec!["user", "create", "--tenant", tenant_id, "--email", "a@b.c", "--name", "A", "--role", "superuser"], "superuser"),
+        (vec!["tenant", "create", "--name", "  "], "--name"),
+        (vec!["token", "--user", &unknown_tenant], "no user"),
+        (vec!["token", "--user", user_id, "--ttl-secs", "0"], "--ttl-secs"),
+    ] {
+        let out = latchkey(&app.db, &args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(out.stdout.is_empty(), "{args:?} printed {:?}", String::from_utf8_lossy(&out.stdout));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn operator_commands_bootstrap_a_tenant_sqlite() {
+    operator_commands_bootstrap_a_tenant(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn operator_commands_bootstrap_a_tenant_postgres() {
+    operator_commands_bootstrap_a_tenant(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_a_usable_configuration() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(latchkey_bin());
+        cmd.arg("serve").env("LATCHKEY_DATABASE_URL", &db.url).env_remove("LATCHKEY_JWT_SECRET").env("LATCHKEY_BIND", "127.0.0.1:0");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("LATCHKEY_JWT_SECRET is required"), "{}", stderr(&out));
+    let out = run(&[("LATCHKEY_JWT_SECRET", "short")]);
+    assert!(stderr(&out).contains("at least 32 bytes"), "{}", stderr(&out));
+    let out = run(&[("LATCHKEY_JWT_SECRET", JWT_SECRET), ("LATCHKEY_BIND", "not an address")]);
+    assert!(stderr(&out).contains("LATCHKEY_BIND is invalid"), "{}", stderr(&out));
+    let out = run(&[("LATCHKEY_JWT_SECRET", JWT_SECRET), ("LATCHKEY_DATABASE_URL", "mysql://nope")]);
+    assert!(stderr(&out).contains("LATCHKEY_DATABASE_URL is invalid"), "{}", stderr(&out));
+    let out = run(&[("LATCHKEY_JWT_SECRET", JWT_SECRET), ("LATCHKEY_CONSOLE_URL", "console")]);
+    assert!(stderr(&out).contains("LATCHKEY_CONSOLE_URL is invalid"), "{}", stderr(&out));
+}
+
+#[test]
+fn schema_command_prints_the_checked_in_sdl() {
+    let out = Command::new(latchkey_bin()).arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schema.graphql")).unwrap();
+    assert_eq!(printed, checked_in, "schema.graphql drifted: run `cargo run -p latchkey-server -- schema > schema.graphql`");
+}

@@ -1,0 +1,145 @@
+//! The HTTP surface: GET and POST, limits, GraphiQL, health, and the error
+//! policy for failures on our side.
+
+use latchkey_tests::{TestApp, error_code};
+use serde_json::{Value, json};
+
+on_both_backends!(
+    http_routes_and_request_limits,
+    deep_queries_are_refused_but_graphiql_introspection_works,
+    internal_failures_are_generic_and_change_nothing,
+);
+
+async fn http_routes_and_request_limits(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let health: Value = app.http.get(format!("{}/healthz", app.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health, json!({ "status": "ok" }));
+
+    let page = app.http.get(format!("{}/graphiql", app.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.text().await.unwrap().contains("/graphql"));
+
+    // Queries over GET work; mutations over GET are refused.
+    let resp = app
+        .http
+        .get(format!("{}/graphql", app.url))
+        .query(&[("query", "{ viewer { tenant { name } } }")])
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["data"]["viewer"]["tenant"]["name"], "Acme");
+    let mutation = format!(
+        "mutation {{ generateApiKey(input: {{ownerId: \"{}\", description: \"via GET\"}}) {{ secret }} }}",
+        s.integration.id
+    );
+    let resp = app
+        .http
+        .get(format!("{}/graphql", app.url))
+        .query(&[("query", mutation.as_str())])
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    assert_eq!(app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await["data"]["apiKeys"]["totalCount"], 0);
+
+    // A body that is not JSON: 400 with a JSON error.
+    let resp = app
+        .http
+        .post(format!("{}/graphql", app.url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "BAD_REQUEST");
+
+    // Over 1 MiB: 413, and nothing is created.
+    let huge = json!({
+        "query": latchkey_tests::GENERATE,
+        "variables": { "input": { "ownerId": s.integration.id, "description": "x".repeat(1 << 20) } },
+    });
+    let resp = app.http.post(format!("{}/graphql", app.url)).bearer_auth(&s.admin_token).json(&huge).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await["data"]["apiKeys"]["totalCount"], 0);
+
+    // Responses are not cached by intermediaries.
+    let resp = app.http.post(format!("{}/graphql", app.url)).json(&json!({ "query": "{ __typename }" })).send().await.unwrap();
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    app.stop().await;
+}
+
+const INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+}
+"#;
+
+async fn deep_queries_are_refused_but_graphiql_introspection_works(app: TestApp) {
+    let body = app.gql(None, INTROSPECTION, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let types = body["data"]["__schema"]["types"].as_array().unwrap();
+    assert!(types.iter().any(|t| t["name"] == "ApiKeyConnection"));
+
+    // 9 levels passes the parser's recursion limit but not the depth limit;
+    // 20 levels is refused while parsing.
+    for levels in [9, 20] {
+        let mut nested = String::from("__typename");
+        for _ in 0..levels {
+            nested = format!("fields {{ type {{ {nested} }} }}");
+        }
+        let absurd = format!("{{ __schema {{ types {{ {nested} }} }} }}");
+        let body = app.gql(None, &absurd, json!({})).await;
+        assert_eq!(body["data"], Value::Null, "{levels}: {body}");
+        assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+        let message = body["errors"][0]["message"].as_str().unwrap().to_lowercase();
+        assert!(message.contains("deep") || message.contains("depth"), "{body}");
+    }
+    app.stop().await;
+}
+
+async fn internal_failures_are_generic_and_change_nothing(app: TestApp) {
+    let s = app.seed("Acme").await;
+    // Break the outbox: a key change cannot commit without its event.
+    app.db.execute("DROP TABLE key_events").await;
+    let body = app
+        .gql(Some(&s.admin_token), latchkey_tests::GENERATE, json!({ "input": { "ownerId": s.integration.id, "description": "x" } }))
+        .await;
+    assert_eq!(error_code(&body), "INTERNAL", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.starts_with("Internal server error"), "{message}");
+    let lower = body.to_string().to_lowercase();
+    for leak in ["key_events", "sql", "table", "relation", "insert"] {
+        assert!(!lower.contains(leak), "internal detail {leak:?} leaked: {body}");
+    }
+    assert!(body["data"].is_null());
+    // The key was not created: no change without its notice.
+    let listed = app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await;
+    assert_eq!(listed["data"]["apiKeys"]["totalCount"], 0, "{listed}");
+    // The detail is in the log.
+    assert!(latchkey_tests::logs::captured().contains("internal error"));
+    app.stop().await;
+}
