@@ -298,13 +298,11 @@ pub fn latchkey_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
     let bin = dir.join(format!("latchkey{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "latchkey-server", "--bin", "latchkey"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the latchkey binary failed");
-    }
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace` (which builds it) or `cargo build -p latchkey-server` first",
+        bin.display()
+    );
     bin
 }
 
