@@ -18,7 +18,8 @@ const KEYS: &str = "{ apiKeys { totalCount } }";
 async fn missing_or_bad_credentials_are_unauthenticated(app: TestApp) {
     let s = app.seed("Acme").await;
     let now = Utc::now().timestamp();
-    let claims = |exp: i64| AdminClaims { sub: s.admin.id, tid: s.tenant.id, cloud: Cloud::Employee, exp, iat: now - 7200 };
+    let claims =
+        |exp: i64| AdminClaims { sub: s.admin.id, tid: s.tenant.id, cloud: Cloud::Employee, exp, iat: now - 7200 };
     let expired = app.token_key.sign(&claims(now - 3600));
     let foreign_key = AdminTokenKey::new(b"some-other-secret-some-other-secret!").unwrap();
     let wrong_signature = foreign_key.sign(&claims(now + 3600));
@@ -59,7 +60,11 @@ async fn missing_or_bad_credentials_are_unauthenticated(app: TestApp) {
 
     // Mutations too, and nothing is created.
     let body = app
-        .gql(Some(&expired), latchkey_tests::GENERATE, json!({ "input": { "ownerId": s.admin.id, "description": "x" } }))
+        .gql(
+            Some(&expired),
+            latchkey_tests::GENERATE,
+            json!({ "input": { "ownerId": s.admin.id, "description": "x" } }),
+        )
         .await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED");
     let body = app.gql(Some(&s.admin_token), KEYS, json!({})).await;
@@ -101,10 +106,7 @@ async fn only_internal_admins_in_the_employee_cloud_manage_keys(app: TestApp) {
         ("query($id: ID!) { apiKey(id: $id) { id } }", json!({ "id": key_id })),
         ("{ apiKeyOwnerCandidates { id } }", json!({})),
         (latchkey_tests::GENERATE, json!({ "input": { "ownerId": s.integration.id, "description": "x" } })),
-        (
-            "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret } }",
-            json!({ "id": key_id }),
-        ),
+        ("mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret } }", json!({ "id": key_id })),
         (
             "mutation($id: ID!) { updateApiKeyDescription(input: {id: $id, description: \"hacked\"}) { apiKey { id } } }",
             json!({ "id": key_id }),
@@ -119,7 +121,9 @@ async fn only_internal_admins_in_the_employee_cloud_manage_keys(app: TestApp) {
         }
     }
     // Nothing changed.
-    let body = app.gql(Some(&s.admin_token), "{ apiKeys { totalCount nodes { description lastEditedBy { id } } } }", json!({})).await;
+    let body = app
+        .gql(Some(&s.admin_token), "{ apiKeys { totalCount nodes { description lastEditedBy { id } } } }", json!({}))
+        .await;
     assert_eq!(body["data"]["apiKeys"]["totalCount"], 1);
     assert_eq!(body["data"]["apiKeys"]["nodes"][0]["description"], "Existing");
     assert_eq!(app.wait_for_deliveries(1).await.len(), 1, "only the generate event");
@@ -129,7 +133,13 @@ async fn only_internal_admins_in_the_employee_cloud_manage_keys(app: TestApp) {
 async fn key_authenticated_callers_see_their_key_but_cannot_manage_keys(app: TestApp) {
     let s = app.seed("Acme").await;
     let (key_id, secret, _) = app.generate(&s.admin_token, &s.integration, "Sync").await;
-    let body = app.gql(Some(&secret), "{ viewer { tenant { id } user { id } apiKey { id lastFour owner { id } } clouds } }", json!({})).await;
+    let body = app
+        .gql(
+            Some(&secret),
+            "{ viewer { tenant { id } user { id } apiKey { id lastFour owner { id } } clouds } }",
+            json!({}),
+        )
+        .await;
     let viewer = &body["data"]["viewer"];
     assert_eq!(viewer["tenant"]["id"], s.tenant.id.to_string(), "{body}");
     assert_eq!(viewer["user"], Value::Null);
@@ -140,7 +150,11 @@ async fn key_authenticated_callers_see_their_key_but_cannot_manage_keys(app: Tes
     let body = app.gql(Some(&secret), KEYS, json!({})).await;
     assert_eq!(error_code(&body), "FORBIDDEN");
     let body = app
-        .gql(Some(&secret), latchkey_tests::GENERATE, json!({ "input": { "ownerId": s.integration.id, "description": "x" } }))
+        .gql(
+            Some(&secret),
+            latchkey_tests::GENERATE,
+            json!({ "input": { "ownerId": s.integration.id, "description": "x" } }),
+        )
         .await;
     assert_eq!(error_code(&body), "FORBIDDEN");
     app.stop().await;

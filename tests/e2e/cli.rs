@@ -17,7 +17,8 @@ fn latchkey(db: &TestDb, args: &[&str]) -> Output {
 
 fn json_out(out: &Output) -> Value {
     assert!(out.status.success(), "latchkey failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn stderr(out: &Output) -> String {
@@ -35,7 +36,18 @@ async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
     let tenant_id = tenant["id"].as_str().unwrap();
     let user = json_out(&latchkey(
         &db,
-        &["user", "create", "--tenant", tenant_id, "--email", "Ada@Acme.example", "--name", "Ada", "--role", "internal-admin"],
+        &[
+            "user",
+            "create",
+            "--tenant",
+            tenant_id,
+            "--email",
+            "Ada@Acme.example",
+            "--name",
+            "Ada",
+            "--role",
+            "internal-admin",
+        ],
     ));
     assert_eq!(user["email"], "ada@acme.example");
     assert_eq!(user["role"], "internal-admin");
@@ -43,7 +55,18 @@ async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
     let user_id = user["id"].as_str().unwrap();
     let bot = json_out(&latchkey(
         &db,
-        &["user", "create", "--tenant", tenant_id, "--email", "bot@acme.example", "--name", "Bot", "--role", "integration-user"],
+        &[
+            "user",
+            "create",
+            "--tenant",
+            tenant_id,
+            "--email",
+            "bot@acme.example",
+            "--name",
+            "Bot",
+            "--role",
+            "integration-user",
+        ],
     ));
 
     let out = latchkey(&db, &["token", "--user", user_id, "--ttl-secs", "600"]);
@@ -57,12 +80,8 @@ async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
     let body = app.gql(Some(token), "{ viewer { user { id role } clouds } }", json!({})).await;
     assert_eq!(body["data"]["viewer"]["user"]["id"], user_id, "{body}");
     assert_eq!(body["data"]["viewer"]["clouds"], json!(["EMPLOYEE"]));
-    let owner: latchkey_domain::User = app
-        .store
-        .user_in_any_tenant(bot["id"].as_str().unwrap().parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let owner: latchkey_domain::User =
+        app.store.user_in_any_tenant(bot["id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
     app.generate(token, &owner, "Made with a CLI token").await;
 
     // A customer-cloud token is valid but may not manage keys.
@@ -74,11 +93,59 @@ async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
     // Refusals: clear message, non-zero exit, nothing printed on stdout.
     let unknown_tenant = uuid::Uuid::now_v7().to_string();
     for (args, message) in [
-        (vec!["user", "create", "--tenant", "nope", "--email", "a@b.c", "--name", "A", "--role", "internal-admin"], "--tenant"),
-        (vec!["user", "create", "--tenant", &unknown_tenant, "--email", "a@b.c", "--name", "A", "--role", "internal-admin"], "no tenant"),
-        (vec!["user", "create", "--tenant", tenant_id, "--email", "ada@acme.example", "--name", "A", "--role", "internal-admin"], "already exists"),
-        (vec!["user", "create", "--tenant", tenant_id, "--email", "not-an-email", "--name", "A", "--role", "internal-admin"], "--email"),
-        (vec!["user", "create", "--tenant", tenant_id, "--email", "a@b.c", "--name", "A", "--role", "superuser"], "superuser"),
+        (
+            vec!["user", "create", "--tenant", "nope", "--email", "a@b.c", "--name", "A", "--role", "internal-admin"],
+            "--tenant",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--tenant",
+                &unknown_tenant,
+                "--email",
+                "a@b.c",
+                "--name",
+                "A",
+                "--role",
+                "internal-admin",
+            ],
+            "no tenant",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--tenant",
+                tenant_id,
+                "--email",
+                "ada@acme.example",
+                "--name",
+                "A",
+                "--role",
+                "internal-admin",
+            ],
+            "already exists",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--tenant",
+                tenant_id,
+                "--email",
+                "not-an-email",
+                "--name",
+                "A",
+                "--role",
+                "internal-admin",
+            ],
+            "--email",
+        ),
+        (
+            vec!["user", "create", "--tenant", tenant_id, "--email", "a@b.c", "--name", "A", "--role", "superuser"],
+            "superuser",
+        ),
         (vec!["tenant", "create", "--name", "  "], "--name"),
         (vec!["token", "--user", &unknown_tenant], "no user"),
         (vec!["token", "--user", user_id, "--ttl-secs", "0"], "--ttl-secs"),
@@ -106,7 +173,10 @@ async fn serve_refuses_to_start_without_a_usable_configuration() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let run = |envs: &[(&str, &str)]| {
         let mut cmd = Command::new(latchkey_bin());
-        cmd.arg("serve").env("LATCHKEY_DATABASE_URL", &db.url).env_remove("LATCHKEY_JWT_SECRET").env("LATCHKEY_BIND", "127.0.0.1:0");
+        cmd.arg("serve")
+            .env("LATCHKEY_DATABASE_URL", &db.url)
+            .env_remove("LATCHKEY_JWT_SECRET")
+            .env("LATCHKEY_BIND", "127.0.0.1:0");
         for (k, v) in envs {
             cmd.env(k, v);
         }

@@ -19,7 +19,9 @@ async fn forty_parallel_generates_give_forty_keys(app: TestApp) {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 40);
-    let body = app.gql(Some(&s.admin_token), "{ apiKeys(first: 100) { totalCount nodes { id description } } }", json!({})).await;
+    let body = app
+        .gql(Some(&s.admin_token), "{ apiKeys(first: 100) { totalCount nodes { id description } } }", json!({}))
+        .await;
     assert_eq!(body["data"]["apiKeys"]["totalCount"], 40);
     let mut listed: Vec<String> = body["data"]["apiKeys"]["nodes"]
         .as_array()
@@ -42,8 +44,10 @@ async fn parallel_rotations_leave_exactly_one_working_secret(app: TestApp) {
     let (id, original, _) = app.generate(&s.admin_token, &s.integration, "Hot key").await;
     let q = "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret apiKey { lastFour } userErrors { code } } }";
     let bodies = join_all((0..8).map(|_| app.gql(Some(&s.admin_token), q, json!({ "id": id })))).await;
-    let secrets: Vec<String> =
-        bodies.iter().map(|b| b["data"]["rotateApiKey"]["secret"].as_str().unwrap_or_else(|| panic!("{b}")).to_owned()).collect();
+    let secrets: Vec<String> = bodies
+        .iter()
+        .map(|b| b["data"]["rotateApiKey"]["secret"].as_str().unwrap_or_else(|| panic!("{b}")).to_owned())
+        .collect();
     let mut working = Vec::new();
     for secret in secrets.iter().chain(std::iter::once(&original)) {
         if app.verify(secret).await["valid"] == true {

@@ -45,7 +45,10 @@ async fn http_routes_and_request_limits(app: TestApp) {
         .unwrap();
     let body: Value = resp.json().await.unwrap();
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
-    assert_eq!(app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await["data"]["apiKeys"]["totalCount"], 0);
+    assert_eq!(
+        app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await["data"]["apiKeys"]["totalCount"],
+        0
+    );
 
     // A body that is not JSON: 400 with a JSON error.
     let resp = app
@@ -65,12 +68,17 @@ async fn http_routes_and_request_limits(app: TestApp) {
         "query": latchkey_tests::GENERATE,
         "variables": { "input": { "ownerId": s.integration.id, "description": "x".repeat(1 << 20) } },
     });
-    let resp = app.http.post(format!("{}/graphql", app.url)).bearer_auth(&s.admin_token).json(&huge).send().await.unwrap();
+    let resp =
+        app.http.post(format!("{}/graphql", app.url)).bearer_auth(&s.admin_token).json(&huge).send().await.unwrap();
     assert_eq!(resp.status(), 413);
-    assert_eq!(app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await["data"]["apiKeys"]["totalCount"], 0);
+    assert_eq!(
+        app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await["data"]["apiKeys"]["totalCount"],
+        0
+    );
 
     // Responses are not cached by intermediaries.
-    let resp = app.http.post(format!("{}/graphql", app.url)).json(&json!({ "query": "{ __typename }" })).send().await.unwrap();
+    let resp =
+        app.http.post(format!("{}/graphql", app.url)).json(&json!({ "query": "{ __typename }" })).send().await.unwrap();
     assert_eq!(resp.headers()["cache-control"], "no-store");
     app.stop().await;
 }
@@ -126,7 +134,11 @@ async fn internal_failures_are_generic_and_change_nothing(app: TestApp) {
     // Break the outbox: a key change cannot commit without its event.
     app.db.execute("DROP TABLE key_events").await;
     let body = app
-        .gql(Some(&s.admin_token), latchkey_tests::GENERATE, json!({ "input": { "ownerId": s.integration.id, "description": "x" } }))
+        .gql(
+            Some(&s.admin_token),
+            latchkey_tests::GENERATE,
+            json!({ "input": { "ownerId": s.integration.id, "description": "x" } }),
+        )
         .await;
     assert_eq!(error_code(&body), "INTERNAL", "{body}");
     let message = body["errors"][0]["message"].as_str().unwrap();

@@ -113,7 +113,10 @@ async fn rotate_replaces_the_secret_and_keeps_the_key(app: TestApp) {
     // The old secret stops working at once; the new one works.
     assert_eq!(app.verify(&old_secret).await["valid"], false);
     assert_eq!(app.verify(new_secret).await["valid"], true);
-    assert_eq!(app.gql(Some(&old_secret), "{ viewer { tenant { id } } }", json!({})).await["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    assert_eq!(
+        app.gql(Some(&old_secret), "{ viewer { tenant { id } } }", json!({})).await["errors"][0]["extensions"]["code"],
+        "UNAUTHENTICATED"
+    );
     let listed = app.gql(Some(&s.admin_token), "{ apiKeys { totalCount nodes { id lastFour } } }", json!({})).await;
     assert_eq!(listed["data"]["apiKeys"]["totalCount"], 1);
     assert_eq!(listed["data"]["apiKeys"]["nodes"][0]["lastFour"], &new_secret[new_secret.len() - 4..]);

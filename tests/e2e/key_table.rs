@@ -56,7 +56,9 @@ async fn pages_newest_first_with_cursors(app: TestApp) {
     assert_eq!(seen, expected, "newest first, each key once");
 
     // Default page size is 50 and covers all seven.
-    let body = app.gql(Some(&s.admin_token), "{ apiKeys { nodes { id } pageInfo { hasNextPage endCursor } } }", json!({})).await;
+    let body = app
+        .gql(Some(&s.admin_token), "{ apiKeys { nodes { id } pageInfo { hasNextPage endCursor } } }", json!({}))
+        .await;
     assert_eq!(body["data"]["apiKeys"]["nodes"].as_array().unwrap().len(), 7);
     assert_eq!(body["data"]["apiKeys"]["pageInfo"]["hasNextPage"], false);
     // After the last key: an empty page.
@@ -135,7 +137,8 @@ async fn owner_candidates_are_admins_and_integration_users_viewer_first(app: Tes
     let ids: Vec<&str> =
         body["data"]["apiKeyOwnerCandidates"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
     let expected_rest = {
-        let mut rest = vec![(&s.admin.name, s.admin.id.to_string()), (&s.integration.name, s.integration.id.to_string())];
+        let mut rest =
+            vec![(&s.admin.name, s.admin.id.to_string()), (&s.integration.name, s.integration.id.to_string())];
         rest.sort();
         rest.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
     };
@@ -148,7 +151,11 @@ async fn owner_candidates_are_admins_and_integration_users_viewer_first(app: Tes
 async fn legacy_keys_have_no_last_edit(app: TestApp) {
     let s = app.seed("Acme").await;
     let secret = ApiKeySecret::generate().unwrap();
-    let credential = NewCredential { lookup_id: secret.lookup_id(), hash: hash_secret(&secret).unwrap(), last_four: secret.last_four() };
+    let credential = NewCredential {
+        lookup_id: secret.lookup_id(),
+        hash: hash_secret(&secret).unwrap(),
+        last_four: secret.last_four(),
+    };
     let created_at = Utc::now() - chrono::Duration::days(365);
     let new = NewKey {
         tenant_id: s.tenant.id,
@@ -159,11 +166,18 @@ async fn legacy_keys_have_no_last_edit(app: TestApp) {
     app.store.import_legacy_key(new, created_at).await.unwrap();
     app.generate(&s.admin_token, &s.integration, "New key").await;
     let body = app
-        .gql(Some(&s.admin_token), "{ apiKeys { nodes { description createdBy { id } lastEditedAt lastEditedBy { id } } } }", json!({}))
+        .gql(
+            Some(&s.admin_token),
+            "{ apiKeys { nodes { description createdBy { id } lastEditedAt lastEditedBy { id } } } }",
+            json!({}),
+        )
         .await;
     let nodes = body["data"]["apiKeys"]["nodes"].as_array().unwrap();
     assert_eq!(nodes[0]["description"], "New key");
-    assert_eq!(nodes[1], json!({ "description": "Old HR export", "createdBy": null, "lastEditedAt": null, "lastEditedBy": null }));
+    assert_eq!(
+        nodes[1],
+        json!({ "description": "Old HR export", "createdBy": null, "lastEditedAt": null, "lastEditedBy": null })
+    );
     assert_eq!(app.verify(secret.expose()).await["valid"], true, "legacy keys still work");
     app.stop().await;
 }

@@ -54,11 +54,13 @@ async fn migrations_apply_from_empty_and_are_idempotent(db: TestDb) {
     assert!(store.migrations_current().await.unwrap());
     store.migrate().await.unwrap();
     assert!(store.migrations_current().await.unwrap());
-    let expected = if db.backend == Backend::Sqlite { latchkey_store::Backend::Sqlite } else { latchkey_store::Backend::Postgres };
+    let expected =
+        if db.backend == Backend::Sqlite { latchkey_store::Backend::Sqlite } else { latchkey_store::Backend::Postgres };
     assert_eq!(store.backend(), expected);
     // The schema is usable end to end.
     let tenant = store.create_tenant("T", Utc::now()).await.unwrap();
-    let page = store.list_keys(tenant.id, &KeyQuery { first: 10, after: None, owner: None, search: None }).await.unwrap();
+    let page =
+        store.list_keys(tenant.id, &KeyQuery { first: 10, after: None, owner: None, search: None }).await.unwrap();
     assert_eq!(page.total_count, 0);
 }
 
@@ -67,12 +69,25 @@ async fn last_used_only_moves_forward(db: TestDb) {
     let now = Utc::now();
     let tenant = store.create_tenant("T", now).await.unwrap();
     let owner = store
-        .create_user(NewUser { tenant_id: tenant.id, email: "o@t.example".into(), name: "O".into(), role: Role::IntegrationUser }, now)
+        .create_user(
+            NewUser {
+                tenant_id: tenant.id,
+                email: "o@t.example".into(),
+                name: "O".into(),
+                role: Role::IntegrationUser,
+            },
+            now,
+        )
         .await
         .unwrap();
     let key = store
         .import_legacy_key(
-            NewKey { tenant_id: tenant.id, owner_id: owner.id, description: Description::parse("k").unwrap(), credential: credential() },
+            NewKey {
+                tenant_id: tenant.id,
+                owner_id: owner.id,
+                description: Description::parse("k").unwrap(),
+                credential: credential(),
+            },
             now,
         )
         .await
@@ -92,12 +107,20 @@ async fn emails_are_unique_per_tenant_and_users_need_a_tenant(db: TestDb) {
     let now = Utc::now();
     let a = store.create_tenant("A", now).await.unwrap();
     let b = store.create_tenant("B", now).await.unwrap();
-    let user = |tenant, email: &str| NewUser { tenant_id: tenant, email: email.into(), name: "N".into(), role: Role::InternalAdmin };
+    let user = |tenant, email: &str| NewUser {
+        tenant_id: tenant,
+        email: email.into(),
+        name: "N".into(),
+        role: Role::InternalAdmin,
+    };
     store.create_user(user(a.id, "x@example.com"), now).await.unwrap();
     assert!(matches!(store.create_user(user(a.id, " X@Example.com "), now).await, Err(StoreError::Conflict(_))));
     store.create_user(user(b.id, "x@example.com"), now).await.unwrap();
     let missing = latchkey_domain::TenantId(uuid::Uuid::now_v7());
-    assert!(matches!(store.create_user(user(missing, "y@example.com"), now).await, Err(StoreError::MissingReference(_))));
+    assert!(matches!(
+        store.create_user(user(missing, "y@example.com"), now).await,
+        Err(StoreError::MissingReference(_))
+    ));
 }
 
 async fn lookup_ids_are_unique(db: TestDb) {
@@ -105,11 +128,24 @@ async fn lookup_ids_are_unique(db: TestDb) {
     let now = Utc::now();
     let tenant = store.create_tenant("T", now).await.unwrap();
     let owner = store
-        .create_user(NewUser { tenant_id: tenant.id, email: "o@t.example".into(), name: "O".into(), role: Role::IntegrationUser }, now)
+        .create_user(
+            NewUser {
+                tenant_id: tenant.id,
+                email: "o@t.example".into(),
+                name: "O".into(),
+                role: Role::IntegrationUser,
+            },
+            now,
+        )
         .await
         .unwrap();
     let cred = credential();
-    let new = |c: NewCredential| NewKey { tenant_id: tenant.id, owner_id: owner.id, description: Description::parse("k").unwrap(), credential: c };
+    let new = |c: NewCredential| NewKey {
+        tenant_id: tenant.id,
+        owner_id: owner.id,
+        description: Description::parse("k").unwrap(),
+        credential: c,
+    };
     store.import_legacy_key(new(cred.clone()), now).await.unwrap();
     let again = store.import_legacy_key(new(cred), now + Duration::seconds(1)).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");

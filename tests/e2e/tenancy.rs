@@ -19,13 +19,18 @@ async fn tenants_cannot_see_or_touch_each_others_keys(app: TestApp) {
     let body = app.gql(Some(&b.admin_token), TABLE, json!({})).await;
     assert_eq!(body["data"]["apiKeys"]["totalCount"], 1);
     assert_eq!(body["data"]["apiKeys"]["nodes"][0]["id"], b_key);
-    let body = app.gql(Some(&b.admin_token), "query($id: ID!) { apiKey(id: $id) { id } }", json!({ "id": a_key })).await;
+    let body =
+        app.gql(Some(&b.admin_token), "query($id: ID!) { apiKey(id: $id) { id } }", json!({ "id": a_key })).await;
     assert_eq!(body["data"]["apiKey"], Value::Null);
     assert!(body.get("errors").is_none(), "no hint that it exists: {body}");
     let body = app.gql(Some(&b.admin_token), "{ apiKeys(search: \"A's\") { totalCount } }", json!({})).await;
     assert_eq!(body["data"]["apiKeys"]["totalCount"], 0);
     let body = app
-        .gql(Some(&b.admin_token), "query($o: ID) { apiKeys(ownerId: $o) { totalCount } }", json!({ "o": a.integration.id }))
+        .gql(
+            Some(&b.admin_token),
+            "query($o: ID) { apiKeys(ownerId: $o) { totalCount } }",
+            json!({ "o": a.integration.id }),
+        )
         .await;
     assert_eq!(body["data"]["apiKeys"]["totalCount"], 0);
     let body = app.gql(Some(&b.admin_token), "{ apiKeyOwnerCandidates { id } }", json!({})).await;
@@ -39,7 +44,10 @@ async fn tenants_cannot_see_or_touch_each_others_keys(app: TestApp) {
             "mutation($id: ID!) { updateApiKeyDescription(input: {id: $id, description: \"pwned\"}) { apiKey { id } userErrors { code field } } }",
             "updateApiKeyDescription",
         ),
-        ("mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedApiKeyId userErrors { code field } } }", "deleteApiKey"),
+        (
+            "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedApiKeyId userErrors { code field } } }",
+            "deleteApiKey",
+        ),
     ] {
         let body = app.gql(Some(&b.admin_token), q, json!({ "id": a_key })).await;
         let unknown = app.gql(Some(&b.admin_token), q, json!({ "id": uuid::Uuid::now_v7() })).await;
@@ -48,7 +56,11 @@ async fn tenants_cannot_see_or_touch_each_others_keys(app: TestApp) {
     }
     // B cannot give its key to A's user either.
     let body = app
-        .gql(Some(&b.admin_token), latchkey_tests::GENERATE, json!({ "input": { "ownerId": a.admin.id, "description": "x" } }))
+        .gql(
+            Some(&b.admin_token),
+            latchkey_tests::GENERATE,
+            json!({ "input": { "ownerId": a.admin.id, "description": "x" } }),
+        )
         .await;
     assert_eq!(body["data"]["generateApiKey"]["userErrors"][0]["code"], "NOT_FOUND");
 

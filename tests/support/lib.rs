@@ -69,7 +69,9 @@ impl TestDb {
                             _ => "timed out".into(),
                         };
                         if postgres_required() {
-                            panic!("PostgreSQL is required (LATCHKEY_REQUIRE_POSTGRES=1) but {admin_url} failed: {why}");
+                            panic!(
+                                "PostgreSQL is required (LATCHKEY_REQUIRE_POSTGRES=1) but {admin_url} failed: {why}"
+                            );
                         }
                         eprintln!(
                             "\n*** SKIPPED: PostgreSQL test — {admin_url} is unreachable ({why}). \
@@ -235,7 +237,8 @@ impl TestApp {
         };
         let admin = self.store.create_user(mk("admin", "Admin", Role::InternalAdmin), now).await.unwrap();
         let other_admin = self.store.create_user(mk("other", "Other Admin", Role::InternalAdmin), now).await.unwrap();
-        let academy_admin = self.store.create_user(mk("academy", "Academy Admin", Role::AcademyAdmin), now).await.unwrap();
+        let academy_admin =
+            self.store.create_user(mk("academy", "Academy Admin", Role::AcademyAdmin), now).await.unwrap();
         let integration = self.store.create_user(mk("sync", "Sync Bot", Role::IntegrationUser), now).await.unwrap();
         let admin_token = self.token(&admin, Cloud::Employee);
         Seeded { tenant, admin, other_admin, academy_admin, integration, admin_token }
@@ -249,7 +252,8 @@ impl TestApp {
 
     /// POSTs a GraphQL request with an optional bearer token; returns the body.
     pub async fn gql(&self, bearer: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut req = self.http.post(format!("{}/graphql", self.url)).json(&json!({ "query": query, "variables": variables }));
+        let mut req =
+            self.http.post(format!("{}/graphql", self.url)).json(&json!({ "query": query, "variables": variables }));
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
@@ -260,7 +264,9 @@ impl TestApp {
 
     /// Generates a key through GraphQL; returns (id, secret, payload).
     pub async fn generate(&self, token: &str, owner: &User, description: &str) -> (String, String, Value) {
-        let body = self.gql(Some(token), GENERATE, json!({ "input": { "ownerId": owner.id, "description": description } })).await;
+        let body = self
+            .gql(Some(token), GENERATE, json!({ "input": { "ownerId": owner.id, "description": description } }))
+            .await;
         let payload = body["data"]["generateApiKey"].clone();
         assert_eq!(payload["userErrors"], json!([]), "generate succeeded: {body}");
         let id = payload["apiKey"]["id"].as_str().unwrap().to_owned();
@@ -270,7 +276,8 @@ impl TestApp {
 
     /// Calls `POST /v1/keys/verify`.
     pub async fn verify(&self, key: &str) -> Value {
-        let resp = self.http.post(format!("{}/v1/keys/verify", self.url)).json(&json!({ "key": key })).send().await.unwrap();
+        let resp =
+            self.http.post(format!("{}/v1/keys/verify", self.url)).json(&json!({ "key": key })).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         resp.json().await.unwrap()
     }
