@@ -36,6 +36,7 @@ mod concurrency;
 mod http;
 mod key_lifecycle;
 mod key_table;
+mod mail;
 mod secrets;
 mod store;
 mod tenancy;

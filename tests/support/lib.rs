@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
 
 pub mod logs;
+pub mod process;
+pub mod smtp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -170,6 +172,36 @@ pub struct Seeded {
     pub admin_token: String,
 }
 
+/// How a test server is set up.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    /// Send owner mail to this SMTP server (otherwise events are recorded in memory).
+    pub smtp_url: Option<String>,
+    /// Write owner mail as `.eml` files here.
+    pub mail_dir: Option<PathBuf>,
+    /// Dispatcher timing (fast by default, for tests).
+    pub dispatcher: latchkey_notify::DispatcherConfig,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions { smtp_url: None, mail_dir: None, dispatcher: fast_dispatcher() }
+    }
+}
+
+/// Dispatcher timing for tests: quick polls and short retries.
+pub fn fast_dispatcher() -> latchkey_notify::DispatcherConfig {
+    latchkey_notify::DispatcherConfig {
+        poll_interval: Duration::from_millis(200),
+        batch_size: 20,
+        lease: Duration::from_secs(30),
+        send_timeout: Duration::from_secs(5),
+        max_attempts: 5,
+        retry_base: Duration::from_millis(100),
+        retry_cap: Duration::from_millis(800),
+    }
+}
+
 /// The real server on a fresh database.
 pub struct TestApp {
     /// The running server.
@@ -197,8 +229,13 @@ impl TestApp {
         Some(Self::start_on(db).await)
     }
 
-    /// Starts the server on `db`.
+    /// Starts the server on `db` with the recording notifier.
     pub async fn start_on(db: TestDb) -> TestApp {
+        Self::start_with(db, AppOptions::default()).await
+    }
+
+    /// Starts the server on `db` with `options`.
+    pub async fn start_with(db: TestDb, options: AppOptions) -> TestApp {
         let token_key = AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap();
         let config = ServeConfig {
             database_url: db.url.clone(),
@@ -208,9 +245,22 @@ impl TestApp {
             store: StoreOptions::default(),
             workers: 2,
             shutdown_timeout: Duration::from_secs(1),
+            handle_signals: false,
+            mail: latchkey_server::config::MailOptions {
+                smtp_url: options.smtp_url.clone(),
+                directory: options.mail_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("latchkey-test-mail")),
+                smtp_timeout: Duration::from_secs(5),
+                ..Default::default()
+            },
+            dispatcher: options.dispatcher.clone(),
         };
         let notifier = RecordingNotifier::default();
-        let server = latchkey_server::start(config, Arc::new(notifier.clone())).await.expect("server starts");
+        let chosen: Arc<dyn latchkey_notify::Notifier> = if options.smtp_url.is_some() || options.mail_dir.is_some() {
+            config.notifier().expect("mail configuration")
+        } else {
+            Arc::new(notifier.clone())
+        };
+        let server = latchkey_server::start(config, chosen).await.expect("server starts");
         let store = db.store().await;
         let url = server.url();
         TestApp { server: Some(server), db, store, notifier, http: reqwest::Client::new(), url, token_key }

@@ -55,9 +55,8 @@ fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubsc
         .limit_directives(16)
 }
 
-/// Builds the executable schema over `state`.
-pub fn build_schema(state: ApiState) -> LatchkeySchema {
-    let service = KeyService::new(state.store.clone(), state.clock.clone());
+/// Builds the executable schema over `state`, running key use cases on `service`.
+pub fn build_schema(state: ApiState, service: KeyService) -> LatchkeySchema {
     builder().data(state).data(service).finish()
 }
 

@@ -11,7 +11,7 @@ use latchkey_domain::{
     ApiKey, ApiKeyId, ApiKeySecret, Description, DomainError, MalformedKey, ParsedKey, TenantId, User, UserId, policy,
 };
 use latchkey_store::{NewCredential, NewKey, Store, StoreError, StoredCredential};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::clock::Clock;
 
@@ -80,6 +80,7 @@ pub struct KeyService {
     store: Store,
     clock: Arc<dyn Clock>,
     argon_permits: Arc<Semaphore>,
+    outbox: Arc<Notify>,
 }
 
 fn parse_key_id(raw: &str) -> Option<ApiKeyId> {
@@ -87,10 +88,12 @@ fn parse_key_id(raw: &str) -> Option<ApiKeyId> {
 }
 
 impl KeyService {
-    /// A service over `store`, telling time with `clock`.
-    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+    /// A service over `store`, telling time with `clock`; `outbox` is
+    /// notified after every change that wrote an owner notice, so the
+    /// dispatcher sends it at once.
+    pub fn new(store: Store, clock: Arc<dyn Clock>, outbox: Arc<Notify>) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        KeyService { store, clock, argon_permits: Arc::new(Semaphore::new(cores * 2)) }
+        KeyService { store, clock, argon_permits: Arc::new(Semaphore::new(cores * 2)), outbox }
     }
 
     /// The store.
@@ -157,7 +160,10 @@ impl KeyService {
             let new =
                 NewKey { tenant_id: actor.tenant_id, owner_id: owner.id, description: description.clone(), credential };
             match self.store.insert_generated_key(new, actor, self.clock.now()).await {
-                Ok(key) => return Ok(Ok(KeyWithSecret { key, secret })),
+                Ok(key) => {
+                    self.outbox.notify_one();
+                    return Ok(Ok(KeyWithSecret { key, secret }));
+                }
                 Err(StoreError::Conflict(detail)) => tracing::warn!(%detail, "lookup id collision; retrying"),
                 Err(e) => return Err(e.into()),
             }
@@ -173,7 +179,10 @@ impl KeyService {
         for _ in 0..GENERATE_ATTEMPTS {
             let (secret, credential) = self.new_credential().await?;
             match self.store.rotate_key(actor.tenant_id, id, credential, actor, self.clock.now()).await {
-                Ok(Some(key)) => return Ok(Ok(KeyWithSecret { key, secret })),
+                Ok(Some(key)) => {
+                    self.outbox.notify_one();
+                    return Ok(Ok(KeyWithSecret { key, secret }));
+                }
                 Ok(None) => return Ok(Err(vec![FieldViolation::key_not_found()])),
                 Err(StoreError::Conflict(detail)) => tracing::warn!(%detail, "lookup id collision; retrying"),
                 Err(e) => return Err(e.into()),
@@ -212,7 +221,10 @@ impl KeyService {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
         match self.store.delete_key(actor.tenant_id, id, actor, self.clock.now()).await? {
-            Some(key) => Ok(Ok(key)),
+            Some(key) => {
+                self.outbox.notify_one();
+                Ok(Ok(key))
+            }
             None => Ok(Err(vec![FieldViolation::key_not_found()])),
         }
     }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use actix_web::{App, HttpServer, web};
 use latchkey_graphql::{ApiState, Clock, KeyService, LatchkeySchema, SystemClock, build_schema};
-use latchkey_notify::{Dispatcher, DispatcherConfig, Notifier};
+use latchkey_notify::{Dispatcher, Notifier};
 use latchkey_store::Store;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::config::ServeConfig;
 use crate::http;
@@ -87,11 +87,12 @@ pub async fn start_with_clock(
     let store = Store::connect(&config.database_url, &config.store).await?;
     store.migrate().await?;
     let state = ApiState { store: store.clone(), token_key: config.token_key.clone(), clock: clock.clone() };
-    let schema = build_schema(state.clone());
-    let service = KeyService::new(store.clone(), clock);
+    let outbox = Arc::new(Notify::new());
+    let service = KeyService::new(store.clone(), clock, outbox.clone());
+    let schema = build_schema(state.clone(), service.clone());
     let context = AppContext { schema, state, service };
 
-    let dispatcher = Dispatcher::new(store.clone(), notifier, DispatcherConfig::default());
+    let dispatcher = Dispatcher::new(store.clone(), notifier, config.dispatcher.clone(), outbox);
     let (stop_dispatcher, stop_rx) = watch::channel(false);
     let dispatcher = tokio::spawn(dispatcher.run(stop_rx));
 
@@ -106,6 +107,9 @@ pub async fn start_with_clock(
     .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
     if config.workers > 0 {
         server = server.workers(config.workers);
+    }
+    if !config.handle_signals {
+        server = server.disable_signals();
     }
     let server = server.bind(config.bind)?;
     let addr = server.addrs().first().copied().ok_or_else(|| anyhow::anyhow!("bound to no address"))?;

@@ -2,14 +2,13 @@
 //! to stderr.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use latchkey_domain::admin_token::AdminClaims;
-use latchkey_domain::{Cloud, Role, TenantId, UserId};
-use latchkey_store::{NewUser, Store, StoreError, StoreOptions};
+use latchkey_domain::{Cloud, KeyEventId, Role, TenantId, UserId};
+use latchkey_store::{EventDelivery, NewUser, Store, StoreError, StoreOptions};
 use serde_json::json;
 
 use crate::config::{
@@ -49,6 +48,39 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Inspect and re-send owner notices.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+/// A delivery state as written on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StatusArg {
+    /// Waiting to be sent or retried.
+    Pending,
+    /// Delivered.
+    Sent,
+    /// Given up on.
+    Failed,
+}
+
+/// `outbox` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List notices, oldest first, as JSON.
+    List {
+        /// Only notices in this state.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+    },
+    /// Queue a notice for delivery again (any state).
+    Retry {
+        /// The notice id.
+        id: String,
+    },
 }
 
 /// `serve` options.
@@ -69,6 +101,65 @@ pub struct ServeArgs {
     /// Largest database pool (PostgreSQL).
     #[arg(long, env = "LATCHKEY_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    #[command(flatten)]
+    pub mail: MailArgs,
+}
+
+/// Owner mail options.
+#[derive(Debug, Args)]
+pub struct MailArgs {
+    /// SMTP server: smtp://host:port (plain), smtp://host:587?tls=required, smtps://user:pass@host:465.
+    /// Unset: mail is written as .eml files to --mail-dir.
+    #[arg(long, env = "LATCHKEY_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of owner mail.
+    #[arg(long, env = "LATCHKEY_MAIL_FROM", default_value = latchkey_notify::mail::DEFAULT_FROM)]
+    pub mail_from: String,
+    /// Folder for .eml files when no SMTP server is set.
+    #[arg(long, env = "LATCHKEY_MAIL_DIR", default_value = crate::config::DEFAULT_MAIL_DIR)]
+    pub mail_dir: std::path::PathBuf,
+    /// Longest wait between delivery attempts, in seconds.
+    #[arg(long, env = "LATCHKEY_MAIL_RETRY_MAX_SECS", default_value_t = 60)]
+    pub mail_retry_max_secs: u64,
+    /// Attempts before a notice is marked failed.
+    #[arg(long, env = "LATCHKEY_MAIL_MAX_ATTEMPTS", default_value_t = 12)]
+    pub mail_max_attempts: i32,
+    /// Longest time one SMTP delivery may take, in seconds.
+    #[arg(long, env = "LATCHKEY_SMTP_TIMEOUT_SECS", default_value_t = 20)]
+    pub smtp_timeout_secs: u64,
+    /// How long a dispatcher's claim on a notice lasts, in seconds; a crashed
+    /// replica's claimed notices are sent by another after this. Must exceed the SMTP timeout.
+    #[arg(long, env = "LATCHKEY_MAIL_LEASE_SECS", default_value_t = 60)]
+    pub mail_lease_secs: u64,
+}
+
+impl MailArgs {
+    fn options(&self) -> anyhow::Result<(crate::config::MailOptions, latchkey_notify::DispatcherConfig)> {
+        if self.mail_retry_max_secs == 0 {
+            bail!("LATCHKEY_MAIL_RETRY_MAX_SECS must be positive");
+        }
+        if self.mail_max_attempts < 1 {
+            bail!("LATCHKEY_MAIL_MAX_ATTEMPTS must be at least 1");
+        }
+        if self.smtp_timeout_secs == 0 || self.mail_lease_secs <= self.smtp_timeout_secs {
+            bail!("LATCHKEY_MAIL_LEASE_SECS must exceed LATCHKEY_SMTP_TIMEOUT_SECS, which must be positive");
+        }
+        let smtp_url = self.smtp_url.clone().filter(|u| !u.trim().is_empty());
+        let mail = crate::config::MailOptions {
+            smtp_url,
+            from: self.mail_from.clone(),
+            directory: self.mail_dir.clone(),
+            smtp_timeout: Duration::from_secs(self.smtp_timeout_secs),
+        };
+        let dispatcher = latchkey_notify::DispatcherConfig {
+            retry_cap: Duration::from_secs(self.mail_retry_max_secs),
+            max_attempts: self.mail_max_attempts,
+            lease: Duration::from_secs(self.mail_lease_secs),
+            send_timeout: Duration::from_secs(self.smtp_timeout_secs),
+            ..Default::default()
+        };
+        Ok((mail, dispatcher))
+    }
 }
 
 /// `tenant` subcommands.
@@ -167,6 +258,9 @@ pub struct DemoArgs {
     /// Where the demo database goes (recreated on every run).
     #[arg(long, default_value = "data/demo.db")]
     pub demo_database: String,
+    /// Where the demo's owner mail goes, as .eml files (emptied on every run).
+    #[arg(long, default_value = "data/demo-mail")]
+    pub demo_mail_dir: String,
 }
 
 async fn open_store(url: &str) -> anyhow::Result<Store> {
@@ -194,6 +288,7 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         Some(u) => parse_console_url(u)?,
         None => format!("http://{bind}"),
     };
+    let (mail, dispatcher) = args.mail.options()?;
     Ok(ServeConfig {
         database_url: prepare_database_url(database_url)?,
         bind,
@@ -202,6 +297,29 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         store: StoreOptions { max_connections: args.db_max_connections, ..StoreOptions::default() },
         workers: args.workers,
         shutdown_timeout: Duration::from_secs(10),
+        handle_signals: true,
+        mail,
+        dispatcher,
+    })
+}
+
+fn notice_json(n: &latchkey_store::StoredEvent) -> serde_json::Value {
+    let e = &n.event;
+    json!({
+        "id": e.id,
+        "status": n.delivery.as_str(),
+        "event": e.kind.as_str(),
+        "tenantId": e.tenant_id,
+        "keyId": e.key_id,
+        "keyDescription": e.key_description,
+        "keyLastFour": e.key_last_four,
+        "recipient": e.owner_email,
+        "actorId": e.actor_id,
+        "occurredAt": e.occurred_at,
+        "attempts": n.attempts,
+        "nextAttemptAt": n.next_attempt_at,
+        "lastError": n.last_error,
+        "sentAt": n.sent_at,
     })
 }
 
@@ -211,9 +329,16 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = serve_config(&cli.database_url, &args)?;
-            let notifier = Arc::new(latchkey_notify::RecordingNotifier::default());
+            let notifier = config.notifier()?;
+            if config.mail.smtp_url.is_none() {
+                tracing::warn!(
+                    folder = %config.mail.directory.display(),
+                    "LATCHKEY_SMTP_URL is not set: owner mail is NOT leaving this machine; it is written as .eml files"
+                );
+            }
             let server = crate::app::start(config, notifier).await?;
             server.wait().await?;
+            tracing::info!("stopped");
         }
         Command::Migrate => {
             migrated_store(&cli.database_url).await?;
@@ -274,6 +399,24 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Demo(args) => crate::demo::run(&args, out).await?,
         Command::Schema => {
             write!(out, "{}", latchkey_graphql::export_sdl())?;
+        }
+        Command::Outbox(OutboxCommand::List { status, limit }) => {
+            let store = migrated_store(&cli.database_url).await?;
+            let status = status.map(|s| match s {
+                StatusArg::Pending => EventDelivery::Pending,
+                StatusArg::Sent => EventDelivery::Sent,
+                StatusArg::Failed => EventDelivery::Failed,
+            });
+            let notices = store.list_events(status, limit).await?;
+            print_json(out, &serde_json::Value::Array(notices.iter().map(notice_json).collect()))?;
+        }
+        Command::Outbox(OutboxCommand::Retry { id }) => {
+            let id: KeyEventId = id.parse().map_err(|_| anyhow::anyhow!("the notice id must be a UUID"))?;
+            let store = migrated_store(&cli.database_url).await?;
+            let Some(notice) = store.retry_event(id, now).await? else {
+                bail!("no notice with id {id}");
+            };
+            print_json(out, &notice_json(&notice))?;
         }
     }
     Ok(())

@@ -3,7 +3,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use latchkey_domain::admin_token::{AdminTokenKey, MIN_SECRET_LEN};
+use latchkey_notify::mail::{MailConfigError, MailNotifier, MailSettings, MailTransport};
+use latchkey_notify::{DispatcherConfig, Notifier};
 use latchkey_store::StoreOptions;
 
 /// Default listen address.
@@ -44,6 +49,52 @@ pub struct ServeConfig {
     pub workers: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// Whether SIGINT/SIGTERM stop the server (off for in-process tests).
+    pub handle_signals: bool,
+    /// Owner mail.
+    pub mail: MailOptions,
+    /// Outbox dispatch: polling, leases, retries.
+    pub dispatcher: DispatcherConfig,
+}
+
+/// Default folder for mail when no SMTP server is configured.
+pub const DEFAULT_MAIL_DIR: &str = "data/mail";
+
+/// How owner mail leaves.
+#[derive(Clone, Debug)]
+pub struct MailOptions {
+    /// `LATCHKEY_SMTP_URL`; `None` writes `.eml` files to `directory`.
+    pub smtp_url: Option<String>,
+    /// `LATCHKEY_MAIL_FROM`.
+    pub from: String,
+    /// `LATCHKEY_MAIL_DIR`.
+    pub directory: PathBuf,
+    /// How long one SMTP exchange may take.
+    pub smtp_timeout: Duration,
+}
+
+impl Default for MailOptions {
+    fn default() -> Self {
+        MailOptions {
+            smtp_url: None,
+            from: latchkey_notify::mail::DEFAULT_FROM.into(),
+            directory: PathBuf::from(DEFAULT_MAIL_DIR),
+            smtp_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The notifier this configuration asks for: SMTP when a URL is set,
+    /// otherwise `.eml` files in the mail folder.
+    pub fn notifier(&self) -> Result<Arc<dyn Notifier>, MailConfigError> {
+        let settings = MailSettings::new(&self.mail.from, &self.console_url)?;
+        let transport = match &self.mail.smtp_url {
+            Some(url) => MailTransport::smtp(url, self.mail.smtp_timeout)?,
+            None => MailTransport::directory(&self.mail.directory)?,
+        };
+        Ok(Arc::new(MailNotifier::new(transport, settings)))
+    }
 }
 
 /// Parses a listen address.

@@ -15,7 +15,8 @@ use latchkey_store::{NewCredential, NewKey, NewUser, Store, StoreOptions};
 use rand::TryRng;
 
 use crate::cli::DemoArgs;
-use crate::config::{ServeConfig, parse_bind, parse_jwt_secret};
+use crate::config::{MailOptions, ServeConfig, parse_bind, parse_jwt_secret};
+use latchkey_notify::DispatcherConfig;
 
 fn remove_database(path: &str) -> anyhow::Result<()> {
     for suffix in ["", "-wal", "-shm"] {
@@ -65,7 +66,7 @@ async fn seed(store: &Store) -> anyhow::Result<Cast> {
         )
         .await?;
 
-    let service = KeyService::new(store.clone(), Arc::new(SystemClock));
+    let service = KeyService::new(store.clone(), Arc::new(SystemClock), Arc::new(tokio::sync::Notify::new()));
     for (owner, text) in
         [(&sync_bot, "Salesforce sync"), (&ada, "Reporting dashboard"), (&grace, "Course catalogue import")]
     {
@@ -83,6 +84,11 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     remove_database(&args.demo_database)?;
+    match std::fs::remove_dir_all(&args.demo_mail_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot clear {}", args.demo_mail_dir)),
+    }
     let database_url = format!("sqlite://{}?mode=rwc", args.demo_database);
     let store = Store::connect(&database_url, &StoreOptions::default()).await?;
     store.migrate().await?;
@@ -102,8 +108,11 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         store: StoreOptions::default(),
         workers: 0,
         shutdown_timeout: Duration::from_secs(5),
+        handle_signals: true,
+        mail: MailOptions { directory: std::path::PathBuf::from(&args.demo_mail_dir), ..MailOptions::default() },
+        dispatcher: DispatcherConfig::default(),
     };
-    let notifier = Arc::new(latchkey_notify::RecordingNotifier::default());
+    let notifier = config.notifier()?;
     let server = crate::app::start(config, notifier).await?;
     let now = Utc::now().timestamp();
     let token = token_key.sign(&AdminClaims {
@@ -122,7 +131,10 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
          In GraphiQL, open Headers and paste:\n\n  {{\"Authorization\": \"Bearer {token}\"}}\n\
          \nThen try:\n\n  {{ apiKeys(first: 10) {{ totalCount nodes {{ id lastFour description owner {{ name role }} lastEditedAt lastUsedAt }} }} }}\n\
          \n  mutation {{ generateApiKey(input: {{ownerId: \"{bot}\", description: \"My integration\"}}) {{ secret apiKey {{ id lastFour }} userErrors {{ field message code }} }} }}\n\
-         \nOther demo users: {grace} ({grace_id}), {bot_name} ({bot}).\nPress Ctrl-C to stop.",
+         \nOther demo users: {grace} ({grace_id}), {bot_name} ({bot}).\n\
+         Owner mail is written as .eml files to {mail}/ (set LATCHKEY_SMTP_URL with `serve` to send it).\n\
+         Press Ctrl-C to stop.",
+        mail = args.demo_mail_dir,
         db = args.demo_database,
         ada = cast.ada.name,
         bot = cast.sync_bot.id,

@@ -3,7 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::{ApiKeyId, KeyEvent, KeyEventId, KeyEventKind, TenantId, UserId};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    Statement,
+};
 
 use crate::entities::key_event;
 use crate::{Store, StoreError, StoreResult, storable};
@@ -141,30 +145,137 @@ impl Store {
             .collect()
     }
 
-    /// Pending events that are due at `now`, oldest first.
-    pub async fn due_events(&self, now: DateTime<Utc>, limit: u64) -> StoreResult<Vec<StoredEvent>> {
-        key_event::Entity::find()
-            .filter(key_event::Column::Status.eq(EventDelivery::Pending.as_str()))
-            .filter(key_event::Column::NextAttemptAt.lte(storable(now)))
-            .order_by_asc(key_event::Column::NextAttemptAt)
-            .order_by_asc(key_event::Column::Id)
-            .limit(limit)
+    /// Claims up to `limit` pending events that are due at `now` and not
+    /// claimed by anyone else, for delivery: each gets a lease until
+    /// `lease_until` and one more attempt counted. On PostgreSQL concurrent
+    /// claimers skip each other's rows (`FOR UPDATE SKIP LOCKED`); SQLite has a
+    /// single writer. A claimer that dies leaves its lease to expire, after
+    /// which the events are claimed again.
+    pub async fn claim_due_events(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let backend = self.conn().get_database_backend();
+        let sql = if backend == DbBackend::Postgres { POSTGRES_CLAIM } else { SQLITE_CLAIM };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let statement = Statement::from_sql_and_values(
+            backend,
+            sql,
+            [storable(lease_until).into(), storable(now).into(), limit.into()],
+        );
+        let mut claimed: Vec<StoredEvent> = key_event::Entity::find()
+            .from_raw_sql(statement)
             .all(self.conn())
             .await?
             .into_iter()
             .map(stored_event_from)
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        claimed.sort_by_key(|e| (e.next_attempt_at, e.event.id));
+        Ok(claimed)
     }
 
     /// Marks an event delivered.
     pub async fn mark_event_sent(&self, id: KeyEventId, now: DateTime<Utc>) -> StoreResult<()> {
         key_event::Entity::update_many()
-            .col_expr(key_event::Column::Status, sea_orm::sea_query::Expr::value(EventDelivery::Sent.as_str()))
-            .col_expr(key_event::Column::SentAt, sea_orm::sea_query::Expr::value(storable(now)))
-            .col_expr(key_event::Column::LockedUntil, sea_orm::sea_query::Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(key_event::Column::Status, Expr::value(EventDelivery::Sent.as_str()))
+            .col_expr(key_event::Column::SentAt, Expr::value(storable(now)))
+            .col_expr(key_event::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
             .filter(key_event::Column::Id.eq(id.0))
             .exec(self.conn())
             .await?;
         Ok(())
     }
+
+    /// Records a failed attempt and when to try again.
+    pub async fn reschedule_event(
+        &self,
+        id: KeyEventId,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> StoreResult<()> {
+        key_event::Entity::update_many()
+            .col_expr(key_event::Column::NextAttemptAt, Expr::value(storable(next_attempt_at)))
+            .col_expr(key_event::Column::LastError, Expr::value(error))
+            .col_expr(key_event::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(key_event::Column::Id.eq(id.0))
+            .filter(key_event::Column::Status.eq(EventDelivery::Pending.as_str()))
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Gives up on an event: it stays, failed, with its reason, until an
+    /// operator retries it.
+    pub async fn mark_event_failed(&self, id: KeyEventId, error: &str) -> StoreResult<()> {
+        key_event::Entity::update_many()
+            .col_expr(key_event::Column::Status, Expr::value(EventDelivery::Failed.as_str()))
+            .col_expr(key_event::Column::LastError, Expr::value(error))
+            .col_expr(key_event::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(key_event::Column::Id.eq(id.0))
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Hands a claimed but unattempted event back (on shutdown): the lease is
+    /// dropped and the attempt not counted.
+    pub async fn release_event(&self, id: KeyEventId) -> StoreResult<()> {
+        key_event::Entity::update_many()
+            .col_expr(key_event::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(key_event::Column::Attempts, Expr::col(key_event::Column::Attempts).sub(1))
+            .filter(key_event::Column::Id.eq(id.0))
+            .filter(key_event::Column::Status.eq(EventDelivery::Pending.as_str()))
+            .filter(key_event::Column::Attempts.gt(0))
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Queues an event for delivery again from scratch (any state): pending,
+    /// no attempts, due now. `None` when there is no such event.
+    pub async fn retry_event(&self, id: KeyEventId, now: DateTime<Utc>) -> StoreResult<Option<StoredEvent>> {
+        let updated = key_event::Entity::update_many()
+            .col_expr(key_event::Column::Status, Expr::value(EventDelivery::Pending.as_str()))
+            .col_expr(key_event::Column::Attempts, Expr::value(0))
+            .col_expr(key_event::Column::NextAttemptAt, Expr::value(storable(now)))
+            .col_expr(key_event::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(key_event::Column::SentAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(key_event::Column::Id.eq(id.0))
+            .exec(self.conn())
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(None);
+        }
+        self.event(id).await
+    }
+
+    /// One event.
+    pub async fn event(&self, id: KeyEventId) -> StoreResult<Option<StoredEvent>> {
+        key_event::Entity::find_by_id(id.0).one(self.conn()).await?.map(stored_event_from).transpose()
+    }
+
+    /// How many events are in each delivery state: (pending, sent, failed).
+    pub async fn event_counts(&self) -> StoreResult<(u64, u64, u64)> {
+        use sea_orm::PaginatorTrait;
+        let count = |d: EventDelivery| {
+            key_event::Entity::find().filter(key_event::Column::Status.eq(d.as_str())).count(self.conn())
+        };
+        Ok((
+            count(EventDelivery::Pending).await?,
+            count(EventDelivery::Sent).await?,
+            count(EventDelivery::Failed).await?,
+        ))
+    }
 }
+
+const POSTGRES_CLAIM: &str = "UPDATE key_events SET locked_until = $1, attempts = attempts + 1 \
+    WHERE id IN (SELECT id FROM key_events WHERE status = 'pending' AND next_attempt_at <= $2 \
+    AND (locked_until IS NULL OR locked_until < $2) ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+    RETURNING *";
+
+const SQLITE_CLAIM: &str = "UPDATE key_events SET locked_until = ?1, attempts = attempts + 1 \
+    WHERE id IN (SELECT id FROM key_events WHERE status = 'pending' AND next_attempt_at <= ?2 \
+    AND (locked_until IS NULL OR locked_until < ?2) ORDER BY next_attempt_at, id LIMIT ?3) \
+    RETURNING *";

@@ -1,0 +1,294 @@
+//! Owner mail: composing the message for a key event, and the transports that
+//! carry it (SMTP, or `.eml` files in a folder when no SMTP server is set).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::SecondsFormat;
+use latchkey_domain::{KeyEvent, KeyEventKind};
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::{DeliveryError, DeliveryFuture, Notifier};
+
+/// Where the owner's API key page lives, relative to the console URL.
+pub const API_KEYS_PAGE_PATH: &str = "/settings/integrations/api";
+/// The sender used when none is configured.
+pub const DEFAULT_FROM: &str = "Latchkey <no-reply@localhost>";
+
+/// Mail configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum MailConfigError {
+    /// `LATCHKEY_MAIL_FROM` is not a mailbox.
+    #[error("LATCHKEY_MAIL_FROM is invalid: {0}")]
+    From(String),
+    /// `LATCHKEY_SMTP_URL` cannot be used.
+    #[error("LATCHKEY_SMTP_URL is invalid: {0}")]
+    SmtpUrl(String),
+    /// The mail folder cannot be created.
+    #[error("the mail folder {0} cannot be created: {1}")]
+    Directory(PathBuf, String),
+}
+
+/// What every message shares.
+#[derive(Clone, Debug)]
+pub struct MailSettings {
+    from: Mailbox,
+    console_url: String,
+}
+
+impl MailSettings {
+    /// `from` is a mailbox (`Name <addr>` or `addr`); `console_url` the admin
+    /// console's base URL.
+    pub fn new(from: &str, console_url: &str) -> Result<Self, MailConfigError> {
+        let from: Mailbox =
+            from.parse().map_err(|e: lettre::address::AddressError| MailConfigError::From(e.to_string()))?;
+        Ok(MailSettings { from, console_url: console_url.trim_end_matches('/').to_owned() })
+    }
+
+    /// The link to the API key page that every message carries.
+    pub fn api_keys_page(&self) -> String {
+        format!("{}{API_KEYS_PAGE_PATH}", self.console_url)
+    }
+}
+
+/// Replaces control characters (a defence in depth: descriptions are
+/// validated, names may come from elsewhere) so no text can break a line.
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') { ' ' } else { c }).collect()
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn consequence(kind: KeyEventKind) -> &'static str {
+    match kind {
+        KeyEventKind::Generated => {
+            "The secret was shown once to the person who generated it; Latchkey cannot show it again."
+        }
+        KeyEventKind::Rotated => {
+            "The previous secret stopped working immediately. Integrations must use the new secret."
+        }
+        KeyEventKind::Deleted => "The key no longer works. Integrations using it can no longer authenticate.",
+    }
+}
+
+/// The Message-ID of the message for an event: stable, so that a redelivery
+/// (at-least-once) is recognisable downstream.
+pub fn message_id(event: &KeyEvent, settings: &MailSettings) -> String {
+    format!("<key-event-{}@{}>", event.id, settings.from.email.domain())
+}
+
+/// Composes the owner's message for `event`. Never contains a secret: key
+/// events do not carry one.
+pub fn compose(event: &KeyEvent, settings: &MailSettings) -> Result<Message, DeliveryError> {
+    let to: Mailbox = format!("{} <{}>", one_line(&event.owner_name).replace(['<', '>', '"'], ""), event.owner_email)
+        .parse()
+        .or_else(|_| event.owner_email.parse())
+        .map_err(|e: lettre::address::AddressError| {
+            DeliveryError::Permanent(format!("the owner's address cannot be used: {e}"))
+        })?;
+    let description = one_line(&event.key_description);
+    let actor = one_line(&event.actor_name);
+    let owner = one_line(&event.owner_name);
+    let word = event.kind.as_str();
+    let when = event.occurred_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let link = settings.api_keys_page();
+    let last_four = &event.key_last_four;
+    let subject = format!("Your API key \"{description}\" was {word}");
+
+    let text = format!(
+        "Hello {owner},\n\n\
+         Your API key \"{description}\" (ending in {last_four}) was {word} by {actor} at {when}.\n\n\
+         {consequence}\n\n\
+         Manage your API keys: {link}\n\n\
+         If you did not expect this, contact an administrator of your organisation.\n",
+        consequence = consequence(event.kind),
+    );
+    let html = format!(
+        "<!doctype html><html><body style=\"font-family: sans-serif\">\
+         <p>Hello {owner},</p>\
+         <p>Your API key <strong>{description}</strong> (ending in <code>{last_four}</code>) was <strong>{word}</strong> \
+         by {actor} at <time datetime=\"{when}\">{when}</time>.</p>\
+         <p>{consequence}</p>\
+         <p><a href=\"{link}\">Manage your API keys</a></p>\
+         <p style=\"color: #555\">If you did not expect this, contact an administrator of your organisation.</p>\
+         </body></html>",
+        owner = escape_html(&owner),
+        description = escape_html(&description),
+        last_four = escape_html(last_four),
+        actor = escape_html(&actor),
+        when = escape_html(&when),
+        consequence = escape_html(consequence(event.kind)),
+        link = escape_html(&link),
+    );
+    Message::builder()
+        .from(settings.from.clone())
+        .to(to)
+        .subject(subject)
+        .message_id(Some(message_id(event, settings)))
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text))
+                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html)),
+        )
+        .map_err(|e| DeliveryError::Permanent(format!("the message cannot be built: {e}")))
+}
+
+/// How messages leave.
+#[derive(Clone, Debug)]
+pub enum MailTransport {
+    /// A real SMTP server.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// `.eml` files in a folder (the embedded default: mail does not leave the machine).
+    Directory(PathBuf),
+}
+
+impl MailTransport {
+    /// SMTP from a URL: `smtp://host:port` (plain, for a local relay),
+    /// `smtp://host:587?tls=required` (STARTTLS), `smtps://user:pass@host:465`.
+    pub fn smtp(url: &str, timeout: Duration) -> Result<Self, MailConfigError> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| MailConfigError::SmtpUrl(e.to_string()))?
+            .timeout(Some(timeout))
+            .build();
+        Ok(MailTransport::Smtp(transport))
+    }
+
+    /// `.eml` files under `dir` (created if missing).
+    pub fn directory(dir: &Path) -> Result<Self, MailConfigError> {
+        std::fs::create_dir_all(dir).map_err(|e| MailConfigError::Directory(dir.to_owned(), e.to_string()))?;
+        Ok(MailTransport::Directory(dir.to_owned()))
+    }
+}
+
+/// Mails key events to their owners.
+#[derive(Clone, Debug)]
+pub struct MailNotifier {
+    transport: MailTransport,
+    settings: MailSettings,
+}
+
+impl MailNotifier {
+    /// A notifier sending through `transport`.
+    pub fn new(transport: MailTransport, settings: MailSettings) -> Self {
+        MailNotifier { transport, settings }
+    }
+
+    async fn send(&self, event: &KeyEvent) -> Result<(), DeliveryError> {
+        let message = compose(event, &self.settings)?;
+        match &self.transport {
+            MailTransport::Smtp(smtp) => match smtp.send(message).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_permanent() => Err(DeliveryError::Permanent(e.to_string())),
+                Err(e) => Err(DeliveryError::Transient(e.to_string())),
+            },
+            MailTransport::Directory(dir) => {
+                // Named by event id: a redelivery overwrites rather than duplicates.
+                let path = dir.join(format!("{}.eml", event.id));
+                let partial = dir.join(format!(".{}.eml.partial", event.id));
+                let bytes = message.formatted();
+                tokio::fs::write(&partial, bytes).await.map_err(|e| DeliveryError::Transient(e.to_string()))?;
+                tokio::fs::rename(&partial, &path).await.map_err(|e| DeliveryError::Transient(e.to_string()))?;
+                tracing::info!(path = %path.display(), event = %event.id, "mail written to a file (no SMTP server configured)");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Notifier for MailNotifier {
+    fn deliver<'a>(&'a self, event: &'a KeyEvent) -> DeliveryFuture<'a> {
+        Box::pin(self.send(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use latchkey_domain::{ApiKeyId, KeyEventId, TenantId, UserId};
+    use mail_parser::MessageParser;
+    use uuid::Uuid;
+
+    fn event(description: &str, actor: &str) -> KeyEvent {
+        KeyEvent {
+            id: KeyEventId(Uuid::from_u128(42)),
+            kind: KeyEventKind::Rotated,
+            tenant_id: TenantId(Uuid::from_u128(1)),
+            key_id: ApiKeyId(Uuid::from_u128(2)),
+            key_description: description.into(),
+            key_last_four: "AbC9".into(),
+            owner_id: UserId(Uuid::from_u128(3)),
+            owner_email: "owner@acme.example".into(),
+            owner_name: "Olive Owner".into(),
+            actor_id: UserId(Uuid::from_u128(4)),
+            actor_name: actor.into(),
+            occurred_at: chrono::Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap(),
+        }
+    }
+
+    fn settings() -> MailSettings {
+        MailSettings::new("Latchkey <keys@latchkey.example>", "https://admin.acme.example/").unwrap()
+    }
+
+    #[test]
+    fn message_says_what_happened_with_a_link_and_stable_id() {
+        let raw = compose(&event("Salesforce sync", "Ada Admin"), &settings()).unwrap().formatted();
+        let parsed = MessageParser::default().parse(&raw).unwrap();
+        assert_eq!(parsed.subject(), Some("Your API key \"Salesforce sync\" was rotated"));
+        assert_eq!(parsed.message_id(), Some("key-event-00000000-0000-0000-0000-00000000002a@latchkey.example"));
+        assert_eq!(parsed.to().unwrap().first().unwrap().address(), Some("owner@acme.example"));
+        assert_eq!(parsed.from().unwrap().first().unwrap().address(), Some("keys@latchkey.example"));
+        let text = parsed.body_text(0).unwrap();
+        for needle in [
+            "Salesforce sync",
+            "AbC9",
+            "rotated",
+            "Ada Admin",
+            "2026-03-04T05:06:07Z",
+            "https://admin.acme.example/settings/integrations/api",
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        let html = parsed.body_html(0).unwrap();
+        assert!(html.contains("href=\"https://admin.acme.example/settings/integrations/api\""));
+    }
+
+    #[test]
+    fn hostile_text_adds_no_headers_and_no_markup() {
+        let raw = compose(&event("\r\nBcc: x@evil.example <script>alert(1)</script>", "Eve\r\nX-Evil: 1"), &settings())
+            .unwrap()
+            .formatted();
+        let parsed = MessageParser::default().parse(&raw).unwrap();
+        let header_names: Vec<String> = parsed.headers().iter().map(|h| h.name().to_lowercase()).collect();
+        assert!(!header_names.iter().any(|h| h == "bcc" || h == "x-evil"), "{header_names:?}");
+        assert_eq!(parsed.to().unwrap().iter().count(), 1);
+        let html = parsed.body_html(0).unwrap();
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+        assert!(parsed.subject().unwrap().contains("Bcc: x@evil.example"), "kept as text, on one line");
+    }
+
+    #[test]
+    fn unusable_addresses_are_permanent_failures() {
+        let mut e = event("k", "a");
+        e.owner_email = "not an address".into();
+        assert!(matches!(compose(&e, &settings()), Err(DeliveryError::Permanent(_))));
+        assert!(MailSettings::new("nope", "http://x").is_err());
+    }
+}
