@@ -40,3 +40,4 @@ mod mail;
 mod secrets;
 mod store;
 mod tenancy;
+mod verify;

@@ -181,11 +181,18 @@ pub struct AppOptions {
     pub mail_dir: Option<PathBuf>,
     /// Dispatcher timing (fast by default, for tests).
     pub dispatcher: latchkey_notify::DispatcherConfig,
+    /// Key verification tuning.
+    pub verifier: latchkey_graphql::verifier::VerifierConfig,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { smtp_url: None, mail_dir: None, dispatcher: fast_dispatcher() }
+        AppOptions {
+            smtp_url: None,
+            mail_dir: None,
+            dispatcher: fast_dispatcher(),
+            verifier: latchkey_graphql::verifier::VerifierConfig::default(),
+        }
     }
 }
 
@@ -253,6 +260,8 @@ impl TestApp {
                 ..Default::default()
             },
             dispatcher: options.dispatcher.clone(),
+            verifier: options.verifier.clone(),
+            usage_flush_interval: Duration::from_millis(300),
         };
         let notifier = RecordingNotifier::default();
         let chosen: Arc<dyn latchkey_notify::Notifier> = if options.smtp_url.is_some() || options.mail_dir.is_some() {

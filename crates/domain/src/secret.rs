@@ -177,6 +177,13 @@ fn fill_base62(out: &mut String, count: usize) -> Result<(), RandomnessUnavailab
     Ok(())
 }
 
+/// `body` (`lk_` + lookup id + secret part) with its checksum appended: a
+/// well-formed key. Used to build test and benchmark inputs such as a wrong
+/// secret for a real lookup id.
+pub fn with_checksum(body: &str) -> String {
+    format!("{body}{}", checksum_of(body.as_bytes()))
+}
+
 /// CRC32 of `body` as exactly [`CHECKSUM_LEN`] base62 digits (62^6 > 2^32).
 fn checksum_of(body: &[u8]) -> String {
     let mut value = u64::from(crc32fast::hash(body));
@@ -260,6 +267,15 @@ mod tests {
             swapped.swap(30, 31);
             assert_eq!(ParsedKey::parse(&String::from_utf8(swapped).unwrap()), Err(MalformedKey::BadChecksum));
         }
+    }
+
+    #[test]
+    fn with_checksum_makes_well_formed_keys() {
+        let k = ApiKeySecret::generate().unwrap();
+        assert_eq!(with_checksum(&k.expose()[..49]), k.expose());
+        let forged = with_checksum(&format!("{}{}", &k.expose()[..15], "x".repeat(34)));
+        assert!(ParsedKey::parse(&forged).is_ok());
+        assert_eq!(ParsedKey::parse(&forged).unwrap().lookup_id(), k.lookup_id());
     }
 
     #[test]

@@ -3,9 +3,12 @@
 use latchkey_domain::admin_token::TokenError;
 use latchkey_domain::{ApiKey, Cloud, Tenant, User, policy};
 
+use std::net::IpAddr;
+
 use crate::ApiState;
 use crate::error::ApiError;
-use crate::service::{KeyService, ServiceError, Verification};
+use crate::service::ServiceError;
+use crate::verifier::VerifyOutcome;
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]
@@ -89,8 +92,8 @@ impl Authentication {
 /// [`Authentication::Refused`].
 pub async fn authenticate(
     state: &ApiState,
-    service: &KeyService,
     authorization: Option<&str>,
+    client: Option<IpAddr>,
 ) -> Result<Authentication, ServiceError> {
     let Some(header) = authorization else {
         return Ok(Authentication::Anonymous);
@@ -99,7 +102,7 @@ pub async fn authenticate(
         return Ok(Authentication::Refused("The Authorization header must be `Bearer <token>`.".into()));
     };
     if token.starts_with(latchkey_domain::secret::KEY_PREFIX) {
-        return authenticate_key(service, token).await;
+        return authenticate_key(state, token, client).await;
     }
     let claims = match state.token_key.verify(token, state.clock.now()) {
         Ok(c) => c,
@@ -114,12 +117,21 @@ pub async fn authenticate(
     Ok(Authentication::Authenticated(Principal::Admin { user, tenant, cloud: claims.cloud }))
 }
 
-async fn authenticate_key(service: &KeyService, presented: &str) -> Result<Authentication, ServiceError> {
+async fn authenticate_key(
+    state: &ApiState,
+    presented: &str,
+    client: Option<IpAddr>,
+) -> Result<Authentication, ServiceError> {
     let refused = || Ok(Authentication::Refused("The API key is not valid.".into()));
-    let Verification::Valid(credential) = service.verify(presented).await? else {
-        return refused();
+    let verified = match state.verifier.verify(presented, client).await? {
+        VerifyOutcome::Valid(v) => v,
+        VerifyOutcome::RateLimited => {
+            return Ok(Authentication::Refused("Too many failed attempts with this key; retry later.".into()));
+        }
+        VerifyOutcome::Malformed | VerifyOutcome::Invalid => return refused(),
     };
-    let (Some(key), Some(tenant)) = (service.key_of(&credential).await?, service.tenant(credential.tenant_id).await?)
+    let (Some(key), Some(tenant)) =
+        (state.store.key(verified.tenant_id, verified.key_id).await?, state.store.tenant(verified.tenant_id).await?)
     else {
         return refused();
     };

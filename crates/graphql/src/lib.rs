@@ -13,6 +13,7 @@ mod mutation;
 mod query;
 pub mod service;
 mod types;
+pub mod verifier;
 
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub struct ApiState {
     pub token_key: AdminTokenKey,
     /// The time source.
     pub clock: Arc<dyn Clock>,
+    /// Verifies API keys presented by integrations.
+    pub verifier: Arc<verifier::KeyVerifier>,
 }
 
 fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {

@@ -6,14 +6,13 @@
 use std::sync::Arc;
 
 use latchkey_domain::error::{Violation, ViolationCode};
-use latchkey_domain::hashing::{hash_secret, verify_secret};
-use latchkey_domain::{
-    ApiKey, ApiKeyId, ApiKeySecret, Description, DomainError, MalformedKey, ParsedKey, TenantId, User, UserId, policy,
-};
-use latchkey_store::{NewCredential, NewKey, Store, StoreError, StoredCredential};
+use latchkey_domain::hashing::hash_secret;
+use latchkey_domain::{ApiKey, ApiKeyId, ApiKeySecret, Description, DomainError, User, UserId, policy};
+use latchkey_store::{NewCredential, NewKey, Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::clock::Clock;
+use crate::verifier::VerifiedKeyCache;
 
 /// A failure that is not the caller's fault. Logged, never shown.
 #[derive(Debug, thiserror::Error)]
@@ -60,17 +59,6 @@ pub struct KeyWithSecret {
     pub secret: ApiKeySecret,
 }
 
-/// The result of checking a presented key.
-#[derive(Clone, Debug)]
-pub enum Verification {
-    /// The key is live.
-    Valid(StoredCredential),
-    /// Wrong shape or checksum, decided without the database.
-    Malformed(MalformedKey),
-    /// Well-formed but not a live key (unknown, rotated away, deleted, wrong secret).
-    Invalid,
-}
-
 /// How many times a lookup-id collision is retried (each is ~2^-71 likely).
 const GENERATE_ATTEMPTS: usize = 3;
 
@@ -81,6 +69,7 @@ pub struct KeyService {
     clock: Arc<dyn Clock>,
     argon_permits: Arc<Semaphore>,
     outbox: Arc<Notify>,
+    cache: Arc<VerifiedKeyCache>,
 }
 
 fn parse_key_id(raw: &str) -> Option<ApiKeyId> {
@@ -90,10 +79,10 @@ fn parse_key_id(raw: &str) -> Option<ApiKeyId> {
 impl KeyService {
     /// A service over `store`, telling time with `clock`; `outbox` is
     /// notified after every change that wrote an owner notice, so the
-    /// dispatcher sends it at once.
-    pub fn new(store: Store, clock: Arc<dyn Clock>, outbox: Arc<Notify>) -> Self {
+    /// dispatcher sends it at once; `cache` forgets rotated and deleted keys.
+    pub fn new(store: Store, clock: Arc<dyn Clock>, outbox: Arc<Notify>, cache: Arc<VerifiedKeyCache>) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        KeyService { store, clock, argon_permits: Arc::new(Semaphore::new(cores * 2)), outbox }
+        KeyService { store, clock, argon_permits: Arc::new(Semaphore::new(cores * 2)), outbox, cache }
     }
 
     /// The store.
@@ -180,6 +169,7 @@ impl KeyService {
             let (secret, credential) = self.new_credential().await?;
             match self.store.rotate_key(actor.tenant_id, id, credential, actor, self.clock.now()).await {
                 Ok(Some(key)) => {
+                    self.cache.invalidate(key.id);
                     self.outbox.notify_one();
                     return Ok(Ok(KeyWithSecret { key, secret }));
                 }
@@ -222,36 +212,11 @@ impl KeyService {
         };
         match self.store.delete_key(actor.tenant_id, id, actor, self.clock.now()).await? {
             Some(key) => {
+                self.cache.invalidate(key.id);
                 self.outbox.notify_one();
                 Ok(Ok(key))
             }
             None => Ok(Err(vec![FieldViolation::key_not_found()])),
         }
-    }
-
-    /// Checks a presented key: shape and checksum first (no database), then
-    /// one indexed lookup and one argon2 verification.
-    pub async fn verify(&self, presented: &str) -> Result<Verification, ServiceError> {
-        let parsed = match ParsedKey::parse(presented) {
-            Ok(p) => p,
-            Err(e) => return Ok(Verification::Malformed(e)),
-        };
-        let Some(stored) = self.store.credential_by_lookup_id(&parsed.lookup_id()).await? else {
-            return Ok(Verification::Invalid);
-        };
-        let presented = presented.to_owned();
-        let hash = stored.hash.clone();
-        let ok = self.blocking(move || ParsedKey::parse(&presented).is_ok_and(|p| verify_secret(&p, &hash))).await?;
-        Ok(if ok { Verification::Valid(stored) } else { Verification::Invalid })
-    }
-
-    /// The key a verified credential belongs to, with its tenant.
-    pub async fn key_of(&self, credential: &StoredCredential) -> Result<Option<ApiKey>, ServiceError> {
-        Ok(self.store.key(credential.tenant_id, credential.key_id).await?)
-    }
-
-    /// Whether `tenant` exists.
-    pub async fn tenant(&self, tenant: TenantId) -> Result<Option<latchkey_domain::Tenant>, ServiceError> {
-        Ok(self.store.tenant(tenant).await?)
     }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::{App, HttpServer, web};
+use latchkey_graphql::verifier::{KeyVerifier, VerifiedKeyCache};
 use latchkey_graphql::{ApiState, Clock, KeyService, LatchkeySchema, SystemClock, build_schema};
 use latchkey_notify::{Dispatcher, Notifier};
 use latchkey_store::Store;
@@ -40,6 +41,7 @@ pub struct RunningServer {
     handle: actix_web::dev::ServerHandle,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     dispatcher: tokio::task::JoinHandle<()>,
+    usage: tokio::task::JoinHandle<()>,
     stop_dispatcher: watch::Sender<bool>,
     store: Store,
 }
@@ -56,6 +58,7 @@ impl RunningServer {
         let _ = self.server.await;
         let _ = self.stop_dispatcher.send(true);
         let _ = self.dispatcher.await;
+        let _ = self.usage.await;
         let _ = self.store.close().await;
     }
 
@@ -68,6 +71,7 @@ impl RunningServer {
         };
         let _ = self.stop_dispatcher.send(true);
         let _ = self.dispatcher.await;
+        let _ = self.usage.await;
         let _ = self.store.close().await;
         result
     }
@@ -86,14 +90,22 @@ pub async fn start_with_clock(
 ) -> anyhow::Result<RunningServer> {
     let store = Store::connect(&config.database_url, &config.store).await?;
     store.migrate().await?;
-    let state = ApiState { store: store.clone(), token_key: config.token_key.clone(), clock: clock.clone() };
+    let cache = Arc::new(VerifiedKeyCache::new(config.verifier.cache_capacity, config.verifier.cache_ttl)?);
+    let verifier = Arc::new(KeyVerifier::new(store.clone(), clock.clone(), cache.clone(), &config.verifier));
+    let state = ApiState {
+        store: store.clone(),
+        token_key: config.token_key.clone(),
+        clock: clock.clone(),
+        verifier: verifier.clone(),
+    };
     let outbox = Arc::new(Notify::new());
-    let service = KeyService::new(store.clone(), clock, outbox.clone());
+    let service = KeyService::new(store.clone(), clock, outbox.clone(), cache);
     let schema = build_schema(state.clone(), service.clone());
     let context = AppContext { schema, state, service };
 
     let dispatcher = Dispatcher::new(store.clone(), notifier, config.dispatcher.clone(), outbox);
     let (stop_dispatcher, stop_rx) = watch::channel(false);
+    let usage = tokio::spawn(flush_usage(verifier, config.usage_flush_interval, stop_rx.clone()));
     let dispatcher = tokio::spawn(dispatcher.run(stop_rx));
 
     let data = web::Data::new(context);
@@ -117,5 +129,24 @@ pub async fn start_with_clock(
     let handle = server.handle();
     let server = tokio::spawn(server);
     tracing::info!(%addr, "listening");
-    Ok(RunningServer { addr, handle, server, dispatcher, stop_dispatcher, store })
+    Ok(RunningServer { addr, handle, server, dispatcher, usage, stop_dispatcher, store })
+}
+
+/// Writes recorded key use to `last_used_at` every `interval`, and once more
+/// on shutdown.
+async fn flush_usage(verifier: Arc<KeyVerifier>, interval: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = stop.changed() => true,
+        };
+        match verifier.flush_usage().await {
+            Ok(n) if n > 0 => tracing::debug!(keys = n, "last use recorded"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "recording last use failed; will retry"),
+        }
+        if stopping || *stop.borrow() {
+            return;
+        }
+    }
 }

@@ -103,6 +103,17 @@ pub struct ServeArgs {
     pub db_max_connections: u32,
     #[command(flatten)]
     pub mail: MailArgs,
+    /// How long a verified key is trusted from memory, in seconds (also bounds
+    /// how long another replica may accept a revoked key if it misses the
+    /// revocation notice).
+    #[arg(long, env = "LATCHKEY_KEY_CACHE_TTL_SECS", default_value_t = 30)]
+    pub key_cache_ttl_secs: u64,
+    /// Most keys cached.
+    #[arg(long, env = "LATCHKEY_KEY_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub key_cache_capacity: usize,
+    /// How often last use is written to the database, in seconds.
+    #[arg(long, env = "LATCHKEY_LAST_USED_FLUSH_SECS", default_value_t = 15)]
+    pub last_used_flush_secs: u64,
 }
 
 /// Owner mail options.
@@ -300,6 +311,12 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         handle_signals: true,
         mail,
         dispatcher,
+        verifier: latchkey_graphql::verifier::VerifierConfig {
+            cache_ttl: Duration::from_secs(args.key_cache_ttl_secs.max(1)),
+            cache_capacity: args.key_cache_capacity.max(1),
+            ..Default::default()
+        },
+        usage_flush_interval: Duration::from_secs(args.last_used_flush_secs.max(1)),
     })
 }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use latchkey_domain::admin_token::{AdminTokenKey, MIN_SECRET_LEN};
+use latchkey_graphql::verifier::VerifierConfig;
 use latchkey_notify::mail::{MailConfigError, MailNotifier, MailSettings, MailTransport};
 use latchkey_notify::{DispatcherConfig, Notifier};
 use latchkey_store::StoreOptions;
@@ -55,6 +56,10 @@ pub struct ServeConfig {
     pub mail: MailOptions,
     /// Outbox dispatch: polling, leases, retries.
     pub dispatcher: DispatcherConfig,
+    /// Key verification: cache and abuse limits.
+    pub verifier: VerifierConfig,
+    /// How often recorded key use is written to `last_used_at`.
+    pub usage_flush_interval: Duration,
 }
 
 /// Default folder for mail when no SMTP server is configured.

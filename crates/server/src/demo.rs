@@ -66,7 +66,8 @@ async fn seed(store: &Store) -> anyhow::Result<Cast> {
         )
         .await?;
 
-    let service = KeyService::new(store.clone(), Arc::new(SystemClock), Arc::new(tokio::sync::Notify::new()));
+    let cache = Arc::new(latchkey_graphql::verifier::VerifiedKeyCache::new(16, Duration::from_secs(1))?);
+    let service = KeyService::new(store.clone(), Arc::new(SystemClock), Arc::new(tokio::sync::Notify::new()), cache);
     for (owner, text) in
         [(&sync_bot, "Salesforce sync"), (&ada, "Reporting dashboard"), (&grace, "Course catalogue import")]
     {
@@ -111,6 +112,8 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         handle_signals: true,
         mail: MailOptions { directory: std::path::PathBuf::from(&args.demo_mail_dir), ..MailOptions::default() },
         dispatcher: DispatcherConfig::default(),
+        verifier: Default::default(),
+        usage_flush_interval: Duration::from_secs(15),
     };
     let notifier = config.notifier()?;
     let server = crate::app::start(config, notifier).await?;

@@ -5,9 +5,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
-use latchkey_domain::Cloud;
 use latchkey_graphql::auth::authenticate;
-use latchkey_graphql::service::Verification;
+use latchkey_graphql::verifier::VerifyOutcome;
 use latchkey_graphql::{ApiError, Authentication, execute};
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +31,8 @@ async fn authenticated(ctx: &AppContext, req: &HttpRequest) -> Result<Authentica
         Some(Ok(v)) => Some(v),
         Some(Err(_)) => return Ok(Authentication::Refused("The Authorization header is not valid text.".into())),
     };
-    authenticate(&ctx.state, &ctx.service, header).await.map_err(|e| {
+    let client = req.peer_addr().map(|a| a.ip());
+    authenticate(&ctx.state, header, client).await.map_err(|e| {
         let error = ApiError::internal(&e).into_server_error();
         HttpResponse::Ok().json(async_graphql::Response::from_errors(vec![error]))
     })
@@ -111,10 +111,12 @@ impl VerifyResponse {
     }
 }
 
-async fn verify_key(ctx: web::Data<AppContext>, body: web::Bytes) -> HttpResponse {
+async fn verify_key(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    // Only a JSON object: serde would also accept `["lk_..."]` for a struct.
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let request: VerifyRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(_) => {
+        Ok(r) if is_object => r,
+        _ => {
             return json_error(
                 actix_web::http::StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
@@ -122,19 +124,17 @@ async fn verify_key(ctx: web::Data<AppContext>, body: web::Bytes) -> HttpRespons
             );
         }
     };
-    let response = match ctx.service.verify(&request.key).await {
-        Ok(Verification::Valid(c)) => VerifyResponse {
+    let client = req.peer_addr().map(|a| a.ip());
+    let response = match ctx.state.verifier.verify(&request.key, client).await {
+        Ok(VerifyOutcome::Valid(k)) => VerifyResponse {
             valid: true,
             code: None,
-            key_id: Some(c.key_id.to_string()),
-            tenant_id: Some(c.tenant_id.to_string()),
-            owner_id: Some(c.owner_id.to_string()),
-            clouds: Some(
-                Cloud::ALL.iter().map(|c| if *c == Cloud::Employee { "EMPLOYEE" } else { "CUSTOMER" }).collect(),
-            ),
+            key_id: Some(k.key_id.to_string()),
+            tenant_id: Some(k.tenant_id.to_string()),
+            owner_id: Some(k.owner_id.to_string()),
+            clouds: Some(CLOUDS.to_vec()),
         },
-        Ok(Verification::Malformed(_)) => VerifyResponse::refused("MALFORMED"),
-        Ok(Verification::Invalid) => VerifyResponse::refused("INVALID"),
+        Ok(refused) => VerifyResponse::refused(refused.code().unwrap_or("INVALID")),
         Err(e) => {
             tracing::error!(error = %e, "key verification failed");
             return json_error(
@@ -146,6 +146,9 @@ async fn verify_key(ctx: web::Data<AppContext>, body: web::Bytes) -> HttpRespons
     };
     HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(response)
 }
+
+/// A key is valid in both clouds of its tenant.
+const CLOUDS: [&str; 2] = ["EMPLOYEE", "CUSTOMER"];
 
 /// Logs method, path (never the query string or headers), status and latency.
 pub async fn log_requests(
