@@ -24,3 +24,10 @@ schema:
 # Everything CI runs.
 ci:
     bash .ci/run
+
+# Benchmarks: key verification under HTTP load (wrk), the cached path (criterion), key table, mail.
+bench:
+    bash scripts/bench-verify.sh
+    cargo bench -p latchkey-graphql --bench cached_verify
+    cargo bench -p latchkey-tests --bench keys
+    cargo bench -p latchkey-tests --bench mail

@@ -206,6 +206,7 @@ pub fn fast_dispatcher() -> latchkey_notify::DispatcherConfig {
         max_attempts: 5,
         retry_base: Duration::from_millis(100),
         retry_cap: Duration::from_millis(800),
+        concurrency: 4,
     }
 }
 

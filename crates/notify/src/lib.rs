@@ -81,6 +81,8 @@ pub struct DispatcherConfig {
     pub retry_base: Duration,
     /// Longest delay between attempts.
     pub retry_cap: Duration,
+    /// Deliveries in flight at once (each on its own pooled SMTP connection).
+    pub concurrency: usize,
 }
 
 impl Default for DispatcherConfig {
@@ -93,6 +95,7 @@ impl Default for DispatcherConfig {
             max_attempts: 12,
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(60),
+            concurrency: 8,
         }
     }
 }
@@ -129,6 +132,13 @@ pub struct RoundReport {
     pub released: usize,
 }
 
+enum Handled {
+    Sent,
+    Retried,
+    Failed,
+    Released,
+}
+
 /// Moves due events from the outbox to the notifier: claims them with a
 /// lease, delivers them, and records sent / retry later / failed. Several
 /// dispatchers (in several processes) may run on one database.
@@ -150,57 +160,75 @@ impl Dispatcher {
         Dispatcher { store, notifier, config, wake }
     }
 
-    /// Claims and delivers what is due now. Stops early (handing the rest of
-    /// its claim back) when `shutdown` turns true.
+    /// Claims and delivers what is due now, several at a time. Stops early
+    /// (handing the rest of its claim back) when `shutdown` turns true.
     pub async fn run_once(&self, shutdown: &watch::Receiver<bool>) -> Result<RoundReport, latchkey_store::StoreError> {
+        use futures_util::StreamExt;
         let now = Utc::now();
         let lease_until = now + chrono_duration(self.config.lease);
         let claimed = self.store.claim_due_events(now, lease_until, self.config.batch_size).await?;
+        let outcomes: Vec<Result<Handled, latchkey_store::StoreError>> = futures_util::stream::iter(claimed)
+            .map(|stored| self.handle(stored, lease_until, shutdown))
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
         let mut report = RoundReport::default();
-        for stored in claimed {
-            let id = stored.event.id;
-            // Never send on an expiring lease: another dispatcher may already
-            // have claimed the event again.
-            let lease_left = lease_until - Utc::now();
-            if *shutdown.borrow() || lease_left < chrono_duration(self.config.send_timeout) {
-                self.store.release_event(id).await?;
-                report.released += 1;
-                continue;
-            }
-            let outcome =
-                match tokio::time::timeout(self.config.send_timeout, self.notifier.deliver(&stored.event)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(DeliveryError::Transient(format!(
-                        "delivery took longer than {} s",
-                        self.config.send_timeout.as_secs_f64()
-                    ))),
-                };
-            match outcome {
-                Ok(()) => {
-                    self.store.mark_event_sent(id, Utc::now()).await?;
-                    tracing::info!(event = %id, kind = stored.event.kind.as_str(), attempts = stored.attempts, "owner notified");
-                    report.sent += 1;
-                }
-                Err(DeliveryError::Permanent(reason)) => {
-                    tracing::error!(event = %id, %reason, "owner notice failed permanently");
-                    self.store.mark_event_failed(id, &reason).await?;
-                    report.failed += 1;
-                }
-                Err(DeliveryError::Transient(reason)) if stored.attempts >= self.config.max_attempts => {
-                    let reason = format!("gave up after {} attempts; last error: {reason}", stored.attempts);
-                    tracing::error!(event = %id, %reason, "owner notice failed");
-                    self.store.mark_event_failed(id, &reason).await?;
-                    report.failed += 1;
-                }
-                Err(DeliveryError::Transient(reason)) => {
-                    let delay = retry_delay(stored.attempts, self.config.retry_base, self.config.retry_cap, jitter());
-                    tracing::warn!(event = %id, %reason, attempts = stored.attempts, retry_in_ms = delay.as_millis() as u64, "owner notice will be retried");
-                    self.store.reschedule_event(id, Utc::now() + chrono_duration(delay), &reason).await?;
-                    report.retried += 1;
-                }
+        for outcome in outcomes {
+            match outcome? {
+                Handled::Sent => report.sent += 1,
+                Handled::Retried => report.retried += 1,
+                Handled::Failed => report.failed += 1,
+                Handled::Released => report.released += 1,
             }
         }
         Ok(report)
+    }
+
+    async fn handle(
+        &self,
+        stored: latchkey_store::StoredEvent,
+        lease_until: chrono::DateTime<Utc>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Handled, latchkey_store::StoreError> {
+        let id = stored.event.id;
+        // Never send on an expiring lease: another dispatcher may already have
+        // claimed the event again.
+        let lease_left = lease_until - Utc::now();
+        if *shutdown.borrow() || lease_left < chrono_duration(self.config.send_timeout) {
+            self.store.release_event(id).await?;
+            return Ok(Handled::Released);
+        }
+        let outcome = match tokio::time::timeout(self.config.send_timeout, self.notifier.deliver(&stored.event)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(DeliveryError::Transient(format!(
+                "delivery took longer than {} s",
+                self.config.send_timeout.as_secs_f64()
+            ))),
+        };
+        match outcome {
+            Ok(()) => {
+                self.store.mark_event_sent(id, Utc::now()).await?;
+                tracing::info!(event = %id, kind = stored.event.kind.as_str(), attempts = stored.attempts, "owner notified");
+                Ok(Handled::Sent)
+            }
+            Err(DeliveryError::Permanent(reason)) => {
+                tracing::error!(event = %id, %reason, "owner notice failed permanently");
+                self.store.mark_event_failed(id, &reason).await?;
+                Ok(Handled::Failed)
+            }
+            Err(DeliveryError::Transient(reason)) if stored.attempts >= self.config.max_attempts => {
+                let reason = format!("gave up after {} attempts; last error: {reason}", stored.attempts);
+                tracing::error!(event = %id, %reason, "owner notice failed");
+                self.store.mark_event_failed(id, &reason).await?;
+                Ok(Handled::Failed)
+            }
+            Err(DeliveryError::Transient(reason)) => {
+                let delay = retry_delay(stored.attempts, self.config.retry_base, self.config.retry_cap, jitter());
+                tracing::warn!(event = %id, %reason, attempts = stored.attempts, retry_in_ms = delay.as_millis() as u64, "owner notice will be retried");
+                self.store.reschedule_event(id, Utc::now() + chrono_duration(delay), &reason).await?;
+                Ok(Handled::Retried)
+            }
+        }
     }
 
     /// Runs until `shutdown` turns true, then returns once the message in

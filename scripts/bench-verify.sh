@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# HTTP load benchmark of key verification (one command; see README).
+#
+# Builds release, starts `latchkey serve` on a fresh SQLite database with a
+# tenant and a key, and drives it with wrk (64 connections, 10 s a case):
+#   /healthz (the HTTP stack's ceiling), /v1/keys/verify with a valid cached
+#   key, a malformed key, a wrong secret for a real lookup id, the valid key
+#   while a wrong-secret flood runs alongside, and GraphQL `viewer` with a key.
+# Prints requests/s, p50 and p99 per case, and cached verify / healthz.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${BENCH_DURATION:-10s}"
+CONNECTIONS="${BENCH_CONNECTIONS:-64}"
+THREADS="${BENCH_THREADS:-2}"
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null; fi
+fi
+
+cargo build --release -q -p latchkey-server
+BIN="$PWD/target/release/latchkey"
+WORK="$(mktemp -d)"
+trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+export LATCHKEY_DATABASE_URL="sqlite://$WORK/bench.db?mode=rwc"
+export LATCHKEY_JWT_SECRET="bench-secret-bench-secret-bench-secret-0"
+export LATCHKEY_MAIL_DIR="$WORK/mail"
+export RUST_LOG=warn
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+URL="http://127.0.0.1:$PORT"
+
+TENANT="$("$BIN" tenant create --name Bench | jq -r .id)"
+ADMIN="$("$BIN" user create --tenant "$TENANT" --email admin@bench.example --name Admin --role internal-admin | jq -r .id)"
+BOT="$("$BIN" user create --tenant "$TENANT" --email bot@bench.example --name Bot --role integration-user | jq -r .id)"
+TOKEN="$("$BIN" token --user "$ADMIN" --ttl-secs 3600)"
+
+LATCHKEY_BIND="127.0.0.1:$PORT" "$BIN" serve 2>"$WORK/server.log" &
+SERVER_PID=$!
+for _ in $(seq 1 100); do curl -fs "$URL/healthz" >/dev/null && break; sleep 0.1; done
+
+SECRET="$(curl -fs "$URL/graphql" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  -d "{\"query\":\"mutation { generateApiKey(input: {ownerId: \\\"$BOT\\\", description: \\\"bench\\\"}) { secret } }\"}" \
+  | jq -r .data.generateApiKey.secret)"
+# A well-formed key with the real lookup id and a wrong secret (valid checksum).
+WRONG="$(python3 - "$SECRET" <<'PY'
+import sys, zlib
+alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+body = sys.argv[1][:15] + "Z" * 34
+n = zlib.crc32(body.encode()); digits = []
+for _ in range(6):
+    digits.append(alphabet[n % 62]); n //= 62
+print(body + "".join(reversed(digits)))
+PY
+)"
+MALFORMED="lk_thisisnotakey"
+
+cat > "$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = os.getenv("BODY")
+wrk.headers["Content-Type"] = "application/json"
+if os.getenv("AUTH") then wrk.headers["Authorization"] = os.getenv("AUTH") end
+LUA
+
+# The valid key is verified once so it is cached.
+curl -fs "$URL/v1/keys/verify" -d "{\"key\":\"$SECRET\"}" | grep -q '"valid":true'
+
+run() { # name, url, [body], [auth]
+  local name="$1" url="$2"
+  BODY="${3:-}" AUTH="${4:-}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency ${3:+-s "$WORK/post.lua"} "$url" > "$WORK/$name.out"
+}
+
+summary() { # name -> "rps p50 p99"
+  local f="$WORK/$1.out"
+  local rps p50 p99
+  rps="$(awk '/Requests\/sec/ {print $2}' "$f")"
+  p50="$(awk '$1=="50%" {print $2}' "$f")"
+  p99="$(awk '$1=="99%" {print $2}' "$f")"
+  echo "$rps $p50 $p99"
+}
+
+run healthz "$URL/healthz"
+run verify_cached "$URL/v1/keys/verify" "{\"key\":\"$SECRET\"}"
+run verify_malformed "$URL/v1/keys/verify" "{\"key\":\"$MALFORMED\"}"
+run verify_wrong "$URL/v1/keys/verify" "{\"key\":\"$WRONG\"}"
+# Valid cached traffic while a wrong-secret flood runs alongside (32 + 32 connections).
+BODY="{\"key\":\"$WRONG\"}" wrk -t1 -c$((CONNECTIONS / 2)) -d"$DURATION" -s "$WORK/post.lua" "$URL/v1/keys/verify" > "$WORK/flood.out" &
+FLOOD=$!
+BODY="{\"key\":\"$SECRET\"}" wrk -t1 -c$((CONNECTIONS / 2)) -d"$DURATION" --latency -s "$WORK/post.lua" "$URL/v1/keys/verify" > "$WORK/verify_under_flood.out"
+wait "$FLOOD"
+run graphql_viewer "$URL/graphql" '{"query":"{ viewer { tenant { id } apiKey { id } clouds } }"}' "Bearer $SECRET"
+
+WRONG_CODE="$(curl -fs "$URL/v1/keys/verify" -d "{\"key\":\"$WRONG\"}" | jq -r .code)"
+
+printf '\nlatchkey verification benchmark: %s connections, %s per case, %s cores\n\n' "$CONNECTIONS" "$DURATION" "$(nproc)"
+printf '%-34s %12s %10s %10s\n' case requests/s p50 p99
+for c in healthz verify_cached verify_malformed verify_wrong verify_under_flood graphql_viewer; do
+  read -r rps p50 p99 <<<"$(summary "$c")"
+  printf '%-34s %12s %10s %10s\n' "$c" "$rps" "$p50" "$p99"
+done
+read -r flood_rps _ <<<"$(awk '/Requests\/sec/ {print $2}' "$WORK/flood.out") x"
+printf '%-34s %12s\n' "(wrong-secret flood alongside)" "$flood_rps"
+read -r h _ _ <<<"$(summary healthz)"
+read -r v _ _ <<<"$(summary verify_cached)"
+python3 -c "print(f'\ncached verify / healthz throughput: {float(\"$v\")/float(\"$h\"):.2f}')"
+echo "wrong-secret answers settle on: $WRONG_CODE (argon2 is not run once a key or client is over its failure limit)"
