@@ -17,5 +17,5 @@ pub mod secret;
 pub use description::{Description, DescriptionError, SearchTerm};
 pub use error::DomainError;
 pub use ids::{ApiKeyId, KeyEventId, TenantId, UserId};
-pub use model::{ApiKey, Cloud, KeyEvent, KeyEventKind, Role, Tenant, User};
+pub use model::{ApiKey, AuditAction, AuditEntry, Cloud, KeyEvent, KeyEventKind, Role, Tenant, User};
 pub use secret::{ApiKeySecret, LookupId, MalformedKey, ParsedKey};

@@ -201,3 +201,85 @@ impl KeyEvent {
         }
     }
 }
+
+/// What an audit entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// The key was generated.
+    Generated,
+    /// The key's secret was replaced.
+    Rotated,
+    /// The key's description changed.
+    DescriptionChanged,
+    /// The key was deleted.
+    Deleted,
+}
+
+impl AuditAction {
+    /// Storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Generated => "generated",
+            AuditAction::Rotated => "rotated",
+            AuditAction::DescriptionChanged => "description_changed",
+            AuditAction::Deleted => "deleted",
+        }
+    }
+
+    /// Parses the storage name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "generated" => Some(AuditAction::Generated),
+            "rotated" => Some(AuditAction::Rotated),
+            "description_changed" => Some(AuditAction::DescriptionChanged),
+            "deleted" => Some(AuditAction::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the audit trail of a tenant's keys. Outlives the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Entry id (UUID v7: id order is time order).
+    pub id: uuid::Uuid,
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The key.
+    pub key_id: ApiKeyId,
+    /// What happened.
+    pub action: AuditAction,
+    /// Who did it.
+    pub actor_id: UserId,
+    /// The actor's name at the time.
+    pub actor_name: String,
+    /// When.
+    pub occurred_at: DateTime<Utc>,
+    /// The key's description after the change (before it, for a deletion).
+    pub key_description: String,
+    /// The key's last four after the change.
+    pub key_last_four: String,
+    /// For a description change: the old description.
+    pub old_description: Option<String>,
+    /// For a description change: the new description.
+    pub new_description: Option<String>,
+}
+
+impl AuditEntry {
+    /// The entry for `action` on `key` by `actor` at `at`.
+    pub fn new(action: AuditAction, key: &ApiKey, actor: &User, at: DateTime<Utc>) -> Self {
+        AuditEntry {
+            id: crate::ids::time_ordered_uuid(at),
+            tenant_id: key.tenant_id,
+            key_id: key.id,
+            action,
+            actor_id: actor.id,
+            actor_name: actor.name.clone(),
+            occurred_at: at,
+            key_description: key.description.clone(),
+            key_last_four: key.last_four.clone(),
+            old_description: None,
+            new_description: None,
+        }
+    }
+}

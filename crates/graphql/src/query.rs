@@ -8,8 +8,8 @@ use crate::auth::{Authentication, Principal};
 use crate::error::{ApiError, ApiResult, fail};
 use crate::service::KeyService;
 use crate::types::{
-    ApiKeyConnection, ApiKeyEdge, GqlApiKey, GqlCloud, GqlTenant, GqlUser, PageInfo, Viewer, decode_cursor,
-    encode_cursor, hydrate,
+    ApiKeyConnection, ApiKeyEdge, ApiKeyEventConnection, ApiKeyEventEdge, GqlApiKey, GqlCloud, GqlTenant, GqlUser,
+    PageInfo, Viewer, decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor, hydrate, hydrate_audit,
 };
 
 /// Largest page of the key table.
@@ -115,6 +115,69 @@ impl QueryRoot {
             return Ok(None);
         };
         Ok(api(hydrate(store, admin.tenant_id, vec![key]).await)?.pop())
+    }
+
+    /// The audit trail of your tenant's keys (or of one key), newest first:
+    /// every generate, rotate, description change and delete, kept after the
+    /// key is deleted.
+    async fn api_key_events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only entries of this key (which may have been deleted).")] key_id: Option<ID>,
+        #[graphql(default_with = "Some(DEFAULT_PAGE_SIZE)", desc = "Page size, 1 to 100.")] first: Option<i32>,
+        #[graphql(desc = "Continue after this cursor (a previous page's `endCursor`).")] after: Option<String>,
+    ) -> ApiResult<ApiKeyEventConnection> {
+        let admin = api(auth(ctx).key_manager())?;
+        let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(1..=MAX_PAGE_SIZE).contains(&first) {
+            return fail(ApiError::BadUserInput(format!("`first` must be between 1 and {MAX_PAGE_SIZE}.")));
+        }
+        let after_id = match after.as_deref() {
+            None => None,
+            Some(c) => match decode_audit_cursor(c) {
+                Some(id) => Some(id),
+                None => return fail(ApiError::BadUserInput("`after` is not a valid cursor.".into())),
+            },
+        };
+        let key = match key_id {
+            None => None,
+            Some(raw) => match raw.parse() {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    return Ok(ApiKeyEventConnection {
+                        edges: vec![],
+                        nodes: vec![],
+                        page_info: empty_connection(after_id.is_some()).page_info,
+                        total_count: 0,
+                    });
+                }
+            },
+        };
+        let store = service(ctx)?.store();
+        let page = api(store
+            .list_audit(admin.tenant_id, key, u64::try_from(first).unwrap_or(1), after_id)
+            .await
+            .map_err(ApiError::from))?;
+        let nodes = api(hydrate_audit(store, admin.tenant_id, page.entries).await)?;
+        let edges: Vec<ApiKeyEventEdge> = nodes
+            .iter()
+            .map(|node| ApiKeyEventEdge {
+                cursor: encode_audit_cursor(node.id.parse().unwrap_or_default()),
+                node: node.clone(),
+            })
+            .collect();
+        let page_info = PageInfo {
+            has_next_page: page.has_next_page,
+            has_previous_page: after_id.is_some(),
+            start_cursor: edges.first().map(|e| e.cursor.clone()),
+            end_cursor: edges.last().map(|e| e.cursor.clone()),
+        };
+        Ok(ApiKeyEventConnection {
+            edges,
+            nodes,
+            page_info,
+            total_count: i32::try_from(page.total_count).unwrap_or(i32::MAX),
+        })
     }
 
     /// Who may own a new key: you first, then the other internal admins and

@@ -375,3 +375,117 @@ mod tests {
         }
     }
 }
+
+/// What an audit entry records.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+pub enum ApiKeyEventAction {
+    /// The key was generated.
+    Generated,
+    /// The key's secret was replaced.
+    Rotated,
+    /// The key's description changed.
+    DescriptionChanged,
+    /// The key was deleted.
+    Deleted,
+}
+
+impl From<latchkey_domain::AuditAction> for ApiKeyEventAction {
+    fn from(a: latchkey_domain::AuditAction) -> Self {
+        use latchkey_domain::AuditAction as A;
+        match a {
+            A::Generated => ApiKeyEventAction::Generated,
+            A::Rotated => ApiKeyEventAction::Rotated,
+            A::DescriptionChanged => ApiKeyEventAction::DescriptionChanged,
+            A::Deleted => ApiKeyEventAction::Deleted,
+        }
+    }
+}
+
+/// One entry of the audit trail. Kept after the key is deleted.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ApiKeyEvent {
+    /// Entry id.
+    pub id: ID,
+    /// What happened.
+    pub action: ApiKeyEventAction,
+    /// The key (which may no longer exist).
+    pub key_id: ID,
+    /// The key's description after the change (for a deletion: before it).
+    pub key_description: String,
+    /// The key's last four after the change.
+    pub key_last_four: String,
+    /// Who did it; null if that user no longer exists.
+    pub actor: Option<GqlUser>,
+    /// The actor's name at the time.
+    pub actor_name: String,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// For a description change: the previous description.
+    pub old_description: Option<String>,
+    /// For a description change: the new description.
+    pub new_description: Option<String>,
+}
+
+/// One audit entry on a page.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ApiKeyEventEdge {
+    /// Pass as `after` to continue after this entry.
+    pub cursor: String,
+    /// The entry.
+    pub node: ApiKeyEvent,
+}
+
+/// A page of the audit trail, newest first.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ApiKeyEventConnection {
+    /// The entries with their cursors.
+    pub edges: Vec<ApiKeyEventEdge>,
+    /// The entries.
+    pub nodes: Vec<ApiKeyEvent>,
+    /// Paging.
+    pub page_info: PageInfo,
+    /// How many entries match in all.
+    pub total_count: i32,
+}
+
+const AUDIT_CURSOR_PREFIX: &str = "audit:";
+
+/// An opaque cursor for an audit entry.
+pub fn encode_audit_cursor(id: uuid::Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{AUDIT_CURSOR_PREFIX}{id}"))
+}
+
+/// Decodes a cursor made by [`encode_audit_cursor`].
+pub fn decode_audit_cursor(cursor: &str) -> Option<uuid::Uuid> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor.trim()).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    uuid::Uuid::parse_str(text.strip_prefix(AUDIT_CURSOR_PREFIX)?).ok()
+}
+
+/// Builds the GraphQL form of audit entries, resolving actors with one query.
+pub async fn hydrate_audit(
+    store: &Store,
+    tenant: TenantId,
+    entries: Vec<latchkey_domain::AuditEntry>,
+) -> Result<Vec<ApiKeyEvent>, ApiError> {
+    let mut ids: Vec<UserId> = entries.iter().map(|e| e.actor_id).collect();
+    ids.sort();
+    ids.dedup();
+    let users: HashMap<UserId, GqlUser> =
+        store.users_by_ids(tenant, &ids).await?.iter().map(|u| (u.id, GqlUser::from(u))).collect();
+    Ok(entries
+        .into_iter()
+        .map(|e| ApiKeyEvent {
+            id: ID(e.id.to_string()),
+            action: e.action.into(),
+            key_id: ID(e.key_id.to_string()),
+            key_description: e.key_description,
+            key_last_four: e.key_last_four,
+            actor: users.get(&e.actor_id).cloned(),
+            actor_name: e.actor_name,
+            occurred_at: e.occurred_at,
+            old_description: e.old_description,
+            new_description: e.new_description,
+        })
+        .collect())
+}

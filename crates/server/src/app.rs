@@ -42,6 +42,7 @@ pub struct RunningServer {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     dispatcher: tokio::task::JoinHandle<()>,
     usage: tokio::task::JoinHandle<()>,
+    revocations: Option<tokio::task::JoinHandle<()>>,
     stop_dispatcher: watch::Sender<bool>,
     store: Store,
 }
@@ -59,6 +60,9 @@ impl RunningServer {
         let _ = self.stop_dispatcher.send(true);
         let _ = self.dispatcher.await;
         let _ = self.usage.await;
+        if let Some(r) = self.revocations {
+            let _ = r.await;
+        }
         let _ = self.store.close().await;
     }
 
@@ -72,6 +76,9 @@ impl RunningServer {
         let _ = self.stop_dispatcher.send(true);
         let _ = self.dispatcher.await;
         let _ = self.usage.await;
+        if let Some(r) = self.revocations {
+            let _ = r.await;
+        }
         let _ = self.store.close().await;
         result
     }
@@ -105,7 +112,10 @@ pub async fn start_with_clock(
 
     let dispatcher = Dispatcher::new(store.clone(), notifier, config.dispatcher.clone(), outbox);
     let (stop_dispatcher, stop_rx) = watch::channel(false);
-    let usage = tokio::spawn(flush_usage(verifier, config.usage_flush_interval, stop_rx.clone()));
+    let usage = tokio::spawn(flush_usage(verifier.clone(), config.usage_flush_interval, stop_rx.clone()));
+    let revocations = store
+        .revocation_listener()
+        .map(|listener| tokio::spawn(follow_revocations(listener, verifier.cache().clone(), stop_rx.clone())));
     let dispatcher = tokio::spawn(dispatcher.run(stop_rx));
 
     let data = web::Data::new(context);
@@ -129,7 +139,24 @@ pub async fn start_with_clock(
     let handle = server.handle();
     let server = tokio::spawn(server);
     tracing::info!(%addr, "listening");
-    Ok(RunningServer { addr, handle, server, dispatcher, usage, stop_dispatcher, store })
+    Ok(RunningServer { addr, handle, server, dispatcher, usage, revocations, stop_dispatcher, store })
+}
+
+/// Applies revocations made by other replicas to this one's cache.
+async fn follow_revocations(
+    mut listener: latchkey_store::RevocationListener,
+    cache: Arc<VerifiedKeyCache>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            signal = listener.next() => match signal {
+                latchkey_store::RevocationSignal::Revoked(key) => cache.invalidate(key),
+                latchkey_store::RevocationSignal::Resync => cache.invalidate_all(),
+            },
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Writes recorded key use to `last_used_at` every `interval`, and once more

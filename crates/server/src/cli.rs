@@ -101,6 +101,15 @@ pub struct ServeArgs {
     /// Largest database pool (PostgreSQL).
     #[arg(long, env = "LATCHKEY_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// How long a request waits for a database connection, in milliseconds.
+    #[arg(long, env = "LATCHKEY_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    pub db_acquire_timeout_ms: u64,
+    /// How long opening a database connection may take, in milliseconds.
+    #[arg(long, env = "LATCHKEY_DB_CONNECT_TIMEOUT_MS", default_value_t = 3000)]
+    pub db_connect_timeout_ms: u64,
+    /// Longest SQL statement (PostgreSQL statement_timeout), in milliseconds; 0 for none.
+    #[arg(long, env = "LATCHKEY_DB_STATEMENT_TIMEOUT_MS", default_value_t = 10000)]
+    pub db_statement_timeout_ms: u64,
     #[command(flatten)]
     pub mail: MailArgs,
     /// How long a verified key is trusted from memory, in seconds (also bounds
@@ -305,7 +314,13 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         bind,
         token_key,
         console_url,
-        store: StoreOptions { max_connections: args.db_max_connections, ..StoreOptions::default() },
+        store: StoreOptions {
+            max_connections: args.db_max_connections.max(1),
+            acquire_timeout: Duration::from_millis(args.db_acquire_timeout_ms.max(1)),
+            connect_timeout: Duration::from_millis(args.db_connect_timeout_ms.max(1)),
+            statement_timeout: (args.db_statement_timeout_ms > 0)
+                .then(|| Duration::from_millis(args.db_statement_timeout_ms)),
+        },
         workers: args.workers,
         shutdown_timeout: Duration::from_secs(10),
         handle_signals: true,

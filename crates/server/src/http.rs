@@ -18,6 +18,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/graphql", web::get().to(graphql_get))
         .route("/graphiql", web::get().to(graphiql))
         .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
         .route("/v1/keys/verify", web::post().to(verify_key));
 }
 
@@ -82,6 +83,27 @@ async fn graphiql() -> HttpResponse {
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the database answers and its schema is current.
+async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
+    let store = &ctx.state.store;
+    let check = async {
+        store.ping().await?;
+        store.migrations_current().await
+    };
+    let unavailable = |reason: &str| {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "unavailable", "reason": reason }))
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), check).await {
+        Ok(Ok(true)) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Ok(Ok(false)) => unavailable("database migrations are pending"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready");
+            unavailable("the database is unreachable")
+        }
+        Err(_) => unavailable("the database did not answer in time"),
+    }
 }
 
 #[derive(Deserialize)]

@@ -100,3 +100,29 @@ pub mod key_event {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod key_audit {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_audit")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub key_id: Uuid,
+        pub action: String,
+        pub actor_id: Uuid,
+        pub actor_name: String,
+        pub occurred_at: DateTimeUtc,
+        pub key_description: String,
+        pub key_last_four: String,
+        pub old_description: Option<String>,
+        pub new_description: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

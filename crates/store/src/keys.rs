@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::{
-    ApiKey, ApiKeyId, Description, KeyEvent, KeyEventKind, LookupId, SearchTerm, TenantId, User, UserId,
+    ApiKey, ApiKeyId, AuditAction, AuditEntry, Description, KeyEvent, KeyEventKind, LookupId, SearchTerm, TenantId,
+    User, UserId,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{
@@ -10,8 +11,10 @@ use sea_orm::{
     Select, Set, TransactionTrait,
 };
 
+use crate::audit::insert_audit;
 use crate::entities::api_key;
 use crate::events::insert_event;
+use crate::revocations::notify_revocation;
 use crate::users::user_in;
 use crate::{Store, StoreError, StoreResult, storable};
 
@@ -157,6 +160,7 @@ impl Store {
         let key = key_from(model);
         let owner = owner_of(&txn, &key).await?;
         insert_event(&txn, &KeyEvent::new(KeyEventKind::Generated, &key, &owner, actor, now)).await?;
+        insert_audit(&txn, &AuditEntry::new(AuditAction::Generated, &key, actor, now)).await?;
         txn.commit().await?;
         Ok(key)
     }
@@ -241,6 +245,8 @@ impl Store {
         let key = key_from(model);
         let owner = owner_of(&txn, &key).await?;
         insert_event(&txn, &KeyEvent::new(KeyEventKind::Rotated, &key, &owner, actor, now)).await?;
+        insert_audit(&txn, &AuditEntry::new(AuditAction::Rotated, &key, actor, now)).await?;
+        notify_revocation(&txn, key.id).await?;
         txn.commit().await?;
         Ok(Some(key))
     }
@@ -257,9 +263,19 @@ impl Store {
     ) -> StoreResult<Option<ApiKey>> {
         let now = storable(now);
         let txn = self.conn().begin().await?;
+        // The old description, for the audit trail (row-locked on PostgreSQL
+        // so that concurrent edits record a true before/after).
+        let mut before = api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0));
+        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+            before = before.lock_exclusive();
+        }
+        let Some(before) = before.one(&txn).await? else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
         let updated = api_key::Entity::update_many()
             .col_expr(api_key::Column::DescriptionFolded, Expr::value(description.folded()))
-            .col_expr(api_key::Column::Description, Expr::value(description.into_string()))
+            .col_expr(api_key::Column::Description, Expr::value(description.as_str()))
             .col_expr(api_key::Column::LastEditedAt, Expr::value(now))
             .col_expr(api_key::Column::LastEditedBy, Expr::value(actor.id.0))
             .filter(api_key::Column::Id.eq(id.0))
@@ -270,9 +286,16 @@ impl Store {
             txn.rollback().await?;
             return Ok(None);
         }
-        let key = key_in(&txn, tenant, id).await?.map(key_from);
+        let Some(key) = key_in(&txn, tenant, id).await?.map(key_from) else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        let mut entry = AuditEntry::new(AuditAction::DescriptionChanged, &key, actor, now);
+        entry.old_description = Some(before.description);
+        entry.new_description = Some(description.into_string());
+        insert_audit(&txn, &entry).await?;
         txn.commit().await?;
-        Ok(key)
+        Ok(Some(key))
     }
 
     /// Deletes a key and writes its `deleted` event, in one transaction.
@@ -303,6 +326,8 @@ impl Store {
         let key = key_from(model);
         let owner = owner_of(&txn, &key).await?;
         insert_event(&txn, &KeyEvent::new(KeyEventKind::Deleted, &key, &owner, actor, now)).await?;
+        insert_audit(&txn, &AuditEntry::new(AuditAction::Deleted, &key, actor, now)).await?;
+        notify_revocation(&txn, key.id).await?;
         txn.commit().await?;
         Ok(Some(key))
     }

@@ -6,9 +6,11 @@
 //! key event (the outbox row) in the same transaction as the change.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
+mod audit;
 mod entities;
 mod events;
 mod keys;
+mod revocations;
 mod users;
 
 use std::time::Duration;
@@ -17,8 +19,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use latchkey_migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
 
+pub use audit::AuditPage;
 pub use events::{EventDelivery, StoredEvent};
 pub use keys::{KeyPage, KeyQuery, NewCredential, NewKey, StoredCredential};
+pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
 pub use users::NewUser;
 
 /// Which database engine a store talks to.
@@ -39,14 +43,17 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// How long opening a connection may take.
     pub connect_timeout: Duration,
+    /// Longest statement (PostgreSQL `statement_timeout`); `None` for no limit.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_connections: 16,
-            acquire_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(3),
+            statement_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -81,6 +88,9 @@ impl From<DbErr> for StoreError {
     }
 }
 
+/// The advisory lock key that serialises migrations ("latchkey" in ASCII).
+const MIGRATION_LOCK_ID: i64 = 0x6c61_7463_686b_6579;
+
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -89,6 +99,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Store {
     db: DatabaseConnection,
     backend: Backend,
+    url: String,
 }
 
 /// The precision every stored instant is kept at (PostgreSQL keeps microseconds).
@@ -122,10 +133,14 @@ impl Store {
             }
             Backend::Postgres => {
                 opts.max_connections(options.max_connections.max(1));
+                if let Some(timeout) = options.statement_timeout {
+                    let millis = timeout.as_millis().to_string();
+                    opts.map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", millis.as_str())]));
+                }
             }
         }
         let db = Database::connect(opts).await?;
-        Ok(Store { db, backend })
+        Ok(Store { db, backend, url: url.to_owned() })
     }
 
     /// Which engine this store uses.
@@ -133,10 +148,36 @@ impl Store {
         self.backend
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations. On PostgreSQL a session advisory lock
+    /// (held on a connection of its own) makes replicas that start together
+    /// migrate one at a time: the first applies, the others find nothing to do.
     pub async fn migrate(&self) -> StoreResult<()> {
-        Migrator::up(&self.db, None).await?;
+        if self.backend != Backend::Postgres {
+            Migrator::up(&self.db, None).await?;
+            return Ok(());
+        }
+        use sea_orm::sqlx::Connection as _;
+        let sqlx_err = |e: sea_orm::sqlx::Error| StoreError::Database(DbErr::Custom(e.to_string()));
+        let mut lock = sea_orm::sqlx::PgConnection::connect(&self.url).await.map_err(sqlx_err)?;
+        sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK_ID)
+            .execute(&mut lock)
+            .await
+            .map_err(sqlx_err)?;
+        let pending = Migrator::get_pending_migrations(&self.db).await?.len();
+        let result = Migrator::up(&self.db, None).await;
+        let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK_ID).execute(&mut lock).await;
+        let _ = lock.close().await;
+        result?;
+        if pending > 0 {
+            tracing::info!(applied = pending, "migrations applied");
+        }
         Ok(())
+    }
+
+    /// A listener for revocations from other replicas; `None` on SQLite.
+    pub fn revocation_listener(&self) -> Option<RevocationListener> {
+        (self.backend == Backend::Postgres).then(|| RevocationListener::new(&self.url))
     }
 
     /// Whether every known migration has been applied.
