@@ -37,6 +37,7 @@ mod http;
 mod key_lifecycle;
 mod key_table;
 mod mail;
+mod replicas;
 mod secrets;
 mod store;
 mod tenancy;

@@ -5,6 +5,7 @@
 
 pub mod logs;
 pub mod process;
+pub mod proxy;
 pub mod smtp;
 
 use std::path::PathBuf;

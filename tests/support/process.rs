@@ -20,6 +20,16 @@ impl ServerProcess {
     /// Starts `latchkey serve` on a free port with `envs`, and waits until it
     /// listens.
     pub fn spawn(envs: &[(&str, &str)]) -> ServerProcess {
+        Self::spawn_many(1, envs).pop().expect("one server")
+    }
+
+    /// Starts `count` servers at once (all processes first, then waits for each).
+    pub fn spawn_many(count: usize, envs: &[(&str, &str)]) -> Vec<ServerProcess> {
+        let started: Vec<_> = (0..count).map(|_| Self::start(envs)).collect();
+        started.into_iter().map(|(child, log, rx)| Self::wait_listening(child, log, rx)).collect()
+    }
+
+    fn start(envs: &[(&str, &str)]) -> (Child, Arc<Mutex<String>>, std::sync::mpsc::Receiver<String>) {
         let mut cmd = Command::new(latchkey_bin());
         cmd.arg("serve")
             .env("LATCHKEY_BIND", "127.0.0.1:0")
@@ -45,11 +55,28 @@ impl ServerProcess {
                 sink.lock().unwrap().push('\n');
             }
         });
+        (child, log, rx)
+    }
+
+    fn wait_listening(
+        mut child: Child,
+        log: Arc<Mutex<String>>,
+        rx: std::sync::mpsc::Receiver<String>,
+    ) -> ServerProcess {
         let port = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
             let _ = child.kill();
             panic!("latchkey serve did not start:\n{}", log.lock().unwrap());
         });
         ServerProcess { child, url: format!("http://127.0.0.1:{port}"), log }
+    }
+
+    /// Resident memory in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
     }
 
     /// Its process id.

@@ -57,7 +57,7 @@ impl Default for VerifierConfig {
             cache_ttl: Duration::from_secs(30),
             failure_window: Duration::from_secs(60),
             max_failures_per_key: 10,
-            max_failures_per_client: 30,
+            max_failures_per_client: 300,
             argon_concurrency: cores,
             argon_queue_timeout: Duration::from_millis(500),
         }

@@ -113,9 +113,17 @@ pub async fn start_with_clock(
     let dispatcher = Dispatcher::new(store.clone(), notifier, config.dispatcher.clone(), outbox);
     let (stop_dispatcher, stop_rx) = watch::channel(false);
     let usage = tokio::spawn(flush_usage(verifier.clone(), config.usage_flush_interval, stop_rx.clone()));
-    let revocations = store
-        .revocation_listener()
-        .map(|listener| tokio::spawn(follow_revocations(listener, verifier.cache().clone(), stop_rx.clone())));
+    // Listen for other replicas' revocations before serving, so that nothing
+    // cached from the first requests is flushed by the first resync.
+    let revocations = match store.revocation_listener() {
+        Some(mut listener) => {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), listener.next()).await.is_err() {
+                tracing::warn!("not yet listening for revocations; continuing to try in the background");
+            }
+            Some(tokio::spawn(follow_revocations(listener, verifier.cache().clone(), stop_rx.clone())))
+        }
+        None => None,
+    };
     let dispatcher = tokio::spawn(dispatcher.run(stop_rx));
 
     let data = web::Data::new(context);
