@@ -30,6 +30,7 @@ macro_rules! on_both_backends {
     };
 }
 
+mod audit;
 mod auth;
 mod cli;
 mod concurrency;
