@@ -34,6 +34,7 @@ mod audit;
 mod auth;
 mod cli;
 mod concurrency;
+mod console;
 mod http;
 mod key_lifecycle;
 mod key_table;

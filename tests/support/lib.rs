@@ -3,6 +3,7 @@
 //! GraphQL over HTTP and to run the `latchkey` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
 
+pub mod browser;
 pub mod logs;
 pub mod process;
 pub mod proxy;

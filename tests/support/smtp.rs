@@ -113,7 +113,7 @@ impl SmtpServer {
         let handler = Recorder { mode: mode.clone(), received: received.clone(), current: None };
         std::thread::spawn(move || {
             let mut server = Server::new(handler);
-            server.with_name("smtp.test").with_num_threads(8).with_tcp_listener(listener);
+            server.with_name("smtp.test").with_num_threads(64).with_tcp_listener(listener);
             let _ = server.serve();
         });
         SmtpServer { addr, mode, received }

@@ -129,6 +129,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
         out,
         "Latchkey demo is running on a fresh database ({db}).\n\
+         \n  API keys page (signed in as {ada}):\n    {url}/settings/integrations/api#token={token}\n\
          \n  GraphiQL:  {url}/graphiql\n  GraphQL:   {url}/graphql\n\
          \nSigned in as {ada} (internal admin, employee cloud), token valid 12 hours.\n\
          In GraphiQL, open Headers and paste:\n\n  {{\"Authorization\": \"Bearer {token}\"}}\n\

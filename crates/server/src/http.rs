@@ -17,6 +17,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/graphql", web::post().to(graphql_post))
         .route("/graphql", web::get().to(graphql_get))
         .route("/graphiql", web::get().to(graphiql))
+        .route(API_KEYS_PAGE, web::get().to(api_keys_page))
+        .route("/assets/api-keys.js", web::get().to(api_keys_script))
+        .route("/assets/console.css", web::get().to(console_css))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/v1/keys/verify", web::post().to(verify_key));
@@ -79,6 +82,36 @@ async fn graphql_get(ctx: web::Data<AppContext>, req: HttpRequest) -> HttpRespon
 async fn graphiql() -> HttpResponse {
     let page = async_graphql::http::GraphiQLSource::build().endpoint("/graphql").title("Latchkey GraphiQL").finish();
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page)
+}
+
+/// Where the owner mail links to (`{console}/settings/integrations/api`).
+pub const API_KEYS_PAGE: &str = "/settings/integrations/api";
+
+/// No inline script or style, nothing from elsewhere, no framing.
+const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+    img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn console_asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONSOLE_CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}
+
+async fn api_keys_page() -> HttpResponse {
+    console_asset("text/html; charset=utf-8", include_str!("../assets/api-keys.html"))
+}
+
+async fn api_keys_script() -> HttpResponse {
+    console_asset("text/javascript; charset=utf-8", include_str!("../assets/api-keys.js"))
+}
+
+async fn console_css() -> HttpResponse {
+    console_asset("text/css; charset=utf-8", include_str!("../assets/console.css"))
 }
 
 async fn healthz() -> HttpResponse {

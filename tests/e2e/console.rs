@@ -1,0 +1,294 @@
+//! The API keys page (Settings › Integrations › API) in headless Chromium,
+//! against the real server on a fresh database.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use fantoccini::{Client, Locator, key::Key};
+use latchkey_domain::hashing::hash_secret;
+use latchkey_domain::{ApiKeySecret, Description};
+use latchkey_store::{NewCredential, NewKey};
+use latchkey_tests::browser::Browser;
+use latchkey_tests::{Backend, TestApp};
+use serde_json::{Value, json};
+
+async fn js(c: &Client, script: &str) -> Value {
+    c.execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+/// Waits until `script` returns `true` (10 s at most).
+async fn until(c: &Client, script: &str) {
+    for _ in 0..200 {
+        if js(c, script).await == json!(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {script}");
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let input = c.find(Locator::Css(css)).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(text).await.unwrap();
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+}
+
+async fn row_descriptions(c: &Client) -> Vec<String> {
+    let v = js(c, "return [...document.querySelectorAll('#rows tr td.desc')].map(td => td.textContent)").await;
+    serde_json::from_value(v).unwrap()
+}
+
+/// Clicks the action button (`edit`, `rotate`, `delete`) of the row of `description`.
+async fn row_action(c: &Client, description: &str, action: &str) {
+    let rows = c.find_all(Locator::Css("#rows tr")).await.unwrap();
+    for row in rows {
+        let desc = row.find(Locator::Css("td.desc")).await.unwrap().text().await.unwrap();
+        if desc == description {
+            row.find(Locator::Css(&format!("button[data-action='{action}']"))).await.unwrap().click().await.unwrap();
+            return;
+        }
+    }
+    panic!("no row for {description:?}");
+}
+
+/// Reads the secret from the show-once dialog, copies it, closes the dialog.
+async fn take_secret(c: &Client) -> String {
+    until(c, "return document.getElementById('secret-dialog').open && document.getElementById('secret-value').textContent.length > 0").await;
+    let secret = text(c, "#secret-value").await;
+    click(c, "#copy-secret").await;
+    until(c, "return document.getElementById('copy-status').textContent.length > 0").await;
+    click(c, "#secret-done").await;
+    if js(c, "return document.getElementById('secret-dialog').open").await == json!(true) {
+        // Copying is not allowed in this browser: confirm closing without it.
+        click(c, "#secret-discard").await;
+    }
+    until(c, "return !document.getElementById('secret-dialog').open").await;
+    let page = js(c, "return document.documentElement.outerHTML").await;
+    assert!(!page.as_str().unwrap().contains(&secret), "the secret is dropped from the DOM");
+    secret
+}
+
+async fn seed_keys(app: &TestApp, s: &latchkey_tests::Seeded, count: usize, prefix: &str) {
+    let hash = hash_secret(&ApiKeySecret::generate().unwrap()).unwrap();
+    for i in 0..count {
+        let secret = ApiKeySecret::generate().unwrap();
+        let credential =
+            NewCredential { lookup_id: secret.lookup_id(), hash: hash.clone(), last_four: secret.last_four() };
+        let description = Description::parse(&format!("{prefix} {i:02}")).unwrap();
+        let new = NewKey { tenant_id: s.tenant.id, owner_id: s.integration.id, description, credential };
+        app.store.insert_generated_key(new, &s.admin, Utc::now()).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_page_end_to_end() {
+    let Some(browser) = Browser::start().await else { return };
+    let app = TestApp::start(Backend::Sqlite).await.unwrap();
+    let c = &browser.client;
+    let s = app.seed("Acme Learning").await;
+
+    // Demo-like data: a legacy key and a few generated ones.
+    let legacy = ApiKeySecret::generate().unwrap();
+    let credential = NewCredential {
+        lookup_id: legacy.lookup_id(),
+        hash: hash_secret(&legacy).unwrap(),
+        last_four: legacy.last_four(),
+    };
+    let new = NewKey {
+        tenant_id: s.tenant.id,
+        owner_id: s.integration.id,
+        description: Description::parse("HR export (imported)").unwrap(),
+        credential,
+    };
+    app.store.import_legacy_key(new, Utc::now() - chrono::Duration::days(400)).await.unwrap();
+    app.generate(&s.admin_token, &s.integration, "Salesforce sync").await;
+    app.generate(&s.admin_token, &s.other_admin, "Course catalogue import").await;
+    let (_, used, _) = app.generate(&s.admin_token, &s.admin, "Reporting dashboard").await;
+    app.verify(&used).await;
+    tokio::time::sleep(Duration::from_millis(700)).await; // last use is flushed
+
+    // Sign in with the link's fragment; the token leaves the address bar.
+    c.goto(&format!("{}/settings/integrations/api#token={}", app.url, s.admin_token)).await.unwrap();
+    until(c, "return document.querySelectorAll('#rows tr').length === 4").await;
+    assert_eq!(js(c, "return location.hash").await, json!(""));
+    assert_eq!(
+        js(c, "return getComputedStyle(document.getElementById('banner')).display").await,
+        "none",
+        "no error banner"
+    );
+    assert_eq!(js(c, "return sessionStorage.getItem('latchkey.adminToken')").await, json!(s.admin_token));
+    assert_eq!(
+        row_descriptions(c).await,
+        ["Reporting dashboard", "Course catalogue import", "Salesforce sync", "HR export (imported)"]
+    );
+    let legacy_row = js(
+        c,
+        "const td = document.querySelector('#rows tr:last-child td:nth-child(4)'); return [td.textContent, td.title]",
+    )
+    .await;
+    assert_eq!(legacy_row[0], "—");
+    assert!(legacy_row[1].as_str().unwrap().contains("before key management"));
+    let first_key = text(c, "#rows tr:first-child td.key").await;
+    assert_eq!(first_key, format!("••••{}", &used[used.len() - 4..]));
+    assert!(text(c, "#rows tr:first-child td:nth-child(5)").await != "Never", "last used is shown");
+
+    // What the page weighs and how soon the table shows.
+    let metrics = js(
+        c,
+        "const r = performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation')); \
+        const assets = r.filter(e => !e.name.endsWith('/graphql')); \
+        return { bytes: assets.reduce((n, e) => n + (e.decodedBodySize || 0), 0), \
+                 transferred: assets.reduce((n, e) => n + (e.transferSize || 0), 0), \
+                 rendered: performance.getEntriesByName('api-keys-table-rendered')[0].startTime }",
+    )
+    .await;
+    eprintln!(
+        "page: {:.1} KiB of HTML/JS/CSS ({:.1} KiB transferred), first table render at {:.0} ms",
+        metrics["bytes"].as_f64().unwrap() / 1024.0,
+        metrics["transferred"].as_f64().unwrap() / 1024.0,
+        metrics["rendered"].as_f64().unwrap()
+    );
+    let shot = c.screenshot().await.unwrap();
+    let target = if std::env::var("LATCHKEY_UPDATE_SCREENSHOT").is_ok() {
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api-keys-page.png"))
+    } else {
+        std::env::temp_dir().join("latchkey-api-keys-page.png")
+    };
+    std::fs::write(&target, shot).unwrap();
+
+    // Generate for the integration user; the secret works.
+    click(c, "#generate").await;
+    until(c, "return document.getElementById('generate-dialog').open").await;
+    c.find(Locator::Css("#generate-owner"))
+        .await
+        .unwrap()
+        .select_by_value(&s.integration.id.to_string())
+        .await
+        .unwrap();
+    type_into(c, "#generate-description", "Browser made").await;
+    click(c, "#generate-form button[type=submit]").await;
+    let secret = take_secret(c).await;
+    assert_eq!(app.verify(&secret).await["valid"], true);
+    until(c, "return document.querySelectorAll('#rows tr').length === 5").await;
+    assert_eq!(row_descriptions(c).await[0], "Browser made");
+
+    // A userError shows next to its field; Escape closes the dialog.
+    click(c, "#generate").await;
+    type_into(c, "#generate-description", "   ").await;
+    click(c, "#generate-form button[type=submit]").await;
+    until(c, "return document.getElementById('generate-description-error').textContent.length > 0").await;
+    assert!(text(c, "#generate-description-error").await.contains("blank"));
+    assert_eq!(
+        js(c, "return document.getElementById('generate-description').getAttribute('aria-invalid')").await,
+        "true"
+    );
+    c.active_element().await.unwrap().send_keys(&Key::Escape.to_string()).await.unwrap();
+    until(c, "return !document.getElementById('generate-dialog').open").await;
+
+    // Rotate: confirm, new secret once; the old one stops working.
+    row_action(c, "Browser made", "rotate").await;
+    until(c, "return document.getElementById('confirm-dialog').open").await;
+    assert!(text(c, "#confirm-text").await.contains("stops working immediately"));
+    click(c, "#confirm-ok").await;
+    let rotated = take_secret(c).await;
+    assert_ne!(rotated, secret);
+    assert_eq!(app.verify(&secret).await["valid"], false);
+    assert_eq!(app.verify(&rotated).await["valid"], true);
+
+    // Edit in a dialog.
+    row_action(c, "Browser made", "edit").await;
+    until(c, "return document.getElementById('edit-dialog').open").await;
+    type_into(c, "#edit-description", "Browser edited").await;
+    click(c, "#edit-form button[type=submit]").await;
+    until(c, "return [...document.querySelectorAll('#rows td.desc')].some(td => td.textContent === 'Browser edited')")
+        .await;
+
+    // A hostile description is text, not markup.
+    let hostile = "<img src=x onerror=alert(1)>";
+    click(c, "#generate").await;
+    type_into(c, "#generate-description", hostile).await;
+    click(c, "#generate-form button[type=submit]").await;
+    take_secret(c).await;
+    until(
+        c,
+        &format!(
+            "return [...document.querySelectorAll('#rows td.desc')].some(td => td.textContent === {})",
+            json!(hostile)
+        ),
+    )
+    .await;
+    assert_eq!(js(c, "return document.querySelectorAll('#rows img').length").await, json!(0));
+
+    // Delete, with a confirmation naming the key.
+    row_action(c, hostile, "delete").await;
+    until(c, "return document.getElementById('confirm-dialog').open").await;
+    assert!(text(c, "#confirm-text").await.contains(hostile));
+    click(c, "#confirm-ok").await;
+    until(
+        c,
+        &format!(
+            "return ![...document.querySelectorAll('#rows td.desc')].some(td => td.textContent === {})",
+            json!(hostile)
+        ),
+    )
+    .await;
+
+    // Paging and search over 60 more keys.
+    seed_keys(&app, &s, 60, "Batch key").await;
+    c.refresh().await.unwrap();
+    until(c, "return document.querySelectorAll('#rows tr').length === 25").await;
+    assert!(text(c, "#count").await.contains("of 65"), "{}", text(c, "#count").await);
+    click(c, "#more").await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 50").await;
+    click(c, "#more").await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 65").await;
+    assert_eq!(js(c, "return document.getElementById('more').hidden").await, json!(true));
+    type_into(c, "#search", "BATCH KEY 1").await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 10").await;
+    assert!(row_descriptions(c).await.iter().all(|d| d.starts_with("Batch key 1")));
+    c.find(Locator::Css("#owner-filter")).await.unwrap().select_by_value(&s.admin.id.to_string()).await.unwrap();
+    until(c, "return document.querySelectorAll('#rows tr').length === 0").await;
+    assert!(text(c, "#count").await.contains("No keys match"));
+
+    // Narrow screens: no sideways scrolling.
+    c.set_window_size(390, 844).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let overflow = js(c, "return [document.documentElement.scrollWidth, window.innerWidth, \
+        [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5)]").await;
+    assert!(overflow[0].as_f64() <= overflow[1].as_f64(), "sideways scrolling at 390 px: {overflow}");
+    c.set_window_size(1280, 900).await.unwrap();
+
+    // A refused token sends you back to sign in, with the reason.
+    let expired = app.token_key.sign(&latchkey_domain::admin_token::AdminClaims {
+        sub: s.admin.id,
+        tid: s.tenant.id,
+        cloud: latchkey_domain::Cloud::Employee,
+        exp: Utc::now().timestamp() - 3600,
+        iat: Utc::now().timestamp() - 7200,
+    });
+    c.goto(&format!("{}/settings/integrations/api#token={expired}", app.url)).await.unwrap();
+    until(c, "return !document.getElementById('signin').hidden").await;
+    assert!(text(c, "#signin-message").await.contains("expired"));
+    assert_eq!(js(c, "return sessionStorage.getItem('latchkey.adminToken')").await, Value::Null);
+    // ...and signing in through the form works.
+    type_into(c, "#token-input", &s.admin_token).await;
+    click(c, "#signin-form button[type=submit]").await;
+    until(c, "return !document.getElementById('keys').hidden && document.querySelectorAll('#rows tr').length > 0")
+        .await;
+
+    // The page forbids inline script.
+    let resp = app.http.get(format!("{}/settings/integrations/api", app.url)).send().await.unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+
+    browser.client.clone().close().await.unwrap();
+    app.stop().await;
+}
