@@ -47,7 +47,7 @@ impl ServerProcess {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let (true, Some(port)) = (line.contains("listening"), line.rsplit("127.0.0.1:").next()) {
+                if let Some((_, port)) = line.split_once("listening addr=127.0.0.1:") {
                     let port: String = port.chars().take_while(char::is_ascii_digit).collect();
                     let _ = tx.send(port);
                 }
