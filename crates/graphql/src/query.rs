@@ -63,17 +63,7 @@ impl QueryRoot {
         #[graphql(desc = "Only keys whose description contains this, ignoring case.")] search: Option<String>,
     ) -> ApiResult<ApiKeyConnection> {
         let admin = api(auth(ctx).key_manager())?;
-        let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&first) {
-            return fail(ApiError::BadUserInput(format!("`first` must be between 1 and {MAX_PAGE_SIZE}.")));
-        }
-        let after_id = match after.as_deref() {
-            None => None,
-            Some(c) => match decode_cursor(c) {
-                Some(id) => Some(id),
-                None => return fail(ApiError::BadUserInput("`after` is not a valid cursor.".into())),
-            },
-        };
+        let (first, after_id) = api(paging(first, after.as_deref(), decode_cursor))?;
         let search = match search.as_deref().map(SearchTerm::parse).transpose() {
             Ok(s) => s.flatten(),
             Err(_) => return fail(ApiError::BadUserInput("`search` is too long (maximum is 255 characters).".into())),
@@ -87,7 +77,7 @@ impl QueryRoot {
             },
         };
         let store = service(ctx)?.store();
-        let query = KeyQuery { first: u64::try_from(first).unwrap_or(1), after: after_id, owner, search };
+        let query = KeyQuery { first, after: after_id, owner, search };
         let page = api(store.list_keys(admin.tenant_id, &query).await.map_err(ApiError::from))?;
         let nodes = api(hydrate(store, admin.tenant_id, page.keys).await)?;
         let edges: Vec<ApiKeyEdge> =
@@ -128,17 +118,7 @@ impl QueryRoot {
         #[graphql(desc = "Continue after this cursor (a previous page's `endCursor`).")] after: Option<String>,
     ) -> ApiResult<ApiKeyEventConnection> {
         let admin = api(auth(ctx).key_manager())?;
-        let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&first) {
-            return fail(ApiError::BadUserInput(format!("`first` must be between 1 and {MAX_PAGE_SIZE}.")));
-        }
-        let after_id = match after.as_deref() {
-            None => None,
-            Some(c) => match decode_audit_cursor(c) {
-                Some(id) => Some(id),
-                None => return fail(ApiError::BadUserInput("`after` is not a valid cursor.".into())),
-            },
-        };
+        let (first, after_id) = api(paging(first, after.as_deref(), decode_audit_cursor))?;
         let key = match key_id {
             None => None,
             Some(raw) => match raw.parse() {
@@ -154,10 +134,7 @@ impl QueryRoot {
             },
         };
         let store = service(ctx)?.store();
-        let page = api(store
-            .list_audit(admin.tenant_id, key, u64::try_from(first).unwrap_or(1), after_id)
-            .await
-            .map_err(ApiError::from))?;
+        let page = api(store.list_audit(admin.tenant_id, key, first, after_id).await.map_err(ApiError::from))?;
         let nodes = api(hydrate_audit(store, admin.tenant_id, page.entries).await)?;
         let edges: Vec<ApiKeyEventEdge> = nodes
             .iter()
@@ -189,6 +166,24 @@ impl QueryRoot {
         users.sort_by_key(|u| u.id != admin.id);
         Ok(users.iter().map(GqlUser::from).collect())
     }
+}
+
+/// Checks a page request: `first` within 1..=100 (default 50) and `after` a
+/// cursor that `decode` understands.
+fn paging<T>(
+    first: Option<i32>,
+    after: Option<&str>,
+    decode: fn(&str) -> Option<T>,
+) -> Result<(u64, Option<T>), ApiError> {
+    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&first) {
+        return Err(ApiError::BadUserInput(format!("`first` must be between 1 and {MAX_PAGE_SIZE}.")));
+    }
+    let after = match after {
+        None => None,
+        Some(c) => Some(decode(c).ok_or_else(|| ApiError::BadUserInput("`after` is not a valid cursor.".into()))?),
+    };
+    Ok((u64::try_from(first).unwrap_or(1), after))
 }
 
 fn node_id(node: &GqlApiKey) -> latchkey_domain::ApiKeyId {
