@@ -290,6 +290,8 @@ async fn a_database_outage_gives_quick_errors_and_the_service_recovers() {
     let list = "{ apiKeys { totalCount } }";
 
     proxy.cut();
+    // The proxy drops open connections within ~20 ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let cut_at = Instant::now();
     let mut failures = 0;
     let mut slowest = Duration::ZERO;
