@@ -71,14 +71,7 @@ async fn generate_rotate_delete_each_mail_the_owner_once_and_edit_mails_nobody(b
 
     let edit = "mutation($id: ID!) { updateApiKeyDescription(input: {id: $id, description: \"Renamed\"}) { userErrors { code } } }";
     app.gql(Some(&s.admin_token), edit, json!({ "id": id })).await;
-    let rotated = app
-        .gql(
-            Some(&s.admin_token),
-            "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret } }",
-            json!({ "id": id }),
-        )
-        .await;
-    let new_secret = rotated["data"]["rotateApiKey"]["secret"].as_str().unwrap().to_owned();
+    let new_secret = app.rotate(&s.admin_token, &id).await;
     app.gql(
         Some(&s.admin_token),
         "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedApiKeyId } }",

@@ -9,14 +9,7 @@ on_both_backends!(secrets_are_shown_once_and_stored_only_as_argon2_hashes);
 async fn secrets_are_shown_once_and_stored_only_as_argon2_hashes(app: TestApp) {
     let s = app.seed("Acme").await;
     let (id, secret, _) = app.generate(&s.admin_token, &s.integration, "Secret keeper").await;
-    let rotated = app
-        .gql(
-            Some(&s.admin_token),
-            "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret } }",
-            json!({ "id": id }),
-        )
-        .await;
-    let rotated_secret = rotated["data"]["rotateApiKey"]["secret"].as_str().unwrap().to_owned();
+    let rotated_secret = app.rotate(&s.admin_token, &id).await;
     // Use both secrets (valid and revoked) so verification paths log too.
     app.verify(&secret).await;
     app.verify(&rotated_secret).await;

@@ -51,14 +51,7 @@ async fn rotated_and_deleted_keys_are_refused_at_once_even_when_cached(app: Test
     assert_eq!(app.verify(&old).await["valid"], true, "now cached");
     app.gql(Some(&old), "{ viewer { apiKey { id } } }", json!({})).await;
 
-    let rotated = app
-        .gql(
-            Some(&s.admin_token),
-            "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret } }",
-            json!({ "id": id }),
-        )
-        .await;
-    let new = rotated["data"]["rotateApiKey"]["secret"].as_str().unwrap().to_owned();
+    let new = app.rotate(&s.admin_token, &id).await;
     assert_eq!(app.verify(&old).await, json!({ "valid": false, "code": "INVALID" }), "refused at once");
     let body = app.gql(Some(&old), "{ viewer { apiKey { id } } }", json!({})).await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED");

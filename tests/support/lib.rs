@@ -336,6 +336,20 @@ impl TestApp {
         (id, secret, payload)
     }
 
+    /// Rotates a key through GraphQL; returns the new secret.
+    pub async fn rotate(&self, token: &str, id: &str) -> String {
+        let body = self
+            .gql(
+                Some(token),
+                "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret userErrors { code } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        let payload = &body["data"]["rotateApiKey"];
+        assert_eq!(payload["userErrors"], json!([]), "rotate succeeded: {body}");
+        payload["secret"].as_str().unwrap().to_owned()
+    }
+
     /// Calls `POST /v1/keys/verify`.
     pub async fn verify(&self, key: &str) -> Value {
         let resp =

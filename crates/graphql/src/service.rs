@@ -153,7 +153,8 @@ impl KeyService {
                     self.outbox.notify_one();
                     return Ok(Ok(KeyWithSecret { key, secret }));
                 }
-                Err(StoreError::Conflict(detail)) => tracing::warn!(%detail, "lookup id collision; retrying"),
+                // The database message names the lookup id, a part of the new secret: not logged.
+                Err(StoreError::Conflict(_)) => tracing::warn!("lookup id collision; retrying with a new secret"),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -174,7 +175,8 @@ impl KeyService {
                     return Ok(Ok(KeyWithSecret { key, secret }));
                 }
                 Ok(None) => return Ok(Err(vec![FieldViolation::key_not_found()])),
-                Err(StoreError::Conflict(detail)) => tracing::warn!(%detail, "lookup id collision; retrying"),
+                // The database message names the lookup id, a part of the new secret: not logged.
+                Err(StoreError::Conflict(_)) => tracing::warn!("lookup id collision; retrying with a new secret"),
                 Err(e) => return Err(e.into()),
             }
         }
