@@ -7,7 +7,7 @@
 //!   database, sustain on a backlog of 2,000 notices.
 //!
 //! Run: `cargo bench -p latchkey-tests --bench mail` (release build).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,17 +66,11 @@ async fn backlog(store: &Store, count: usize) {
         )
         .await
         .unwrap();
-    let hash = latchkey_domain::hashing::hash_secret(&ApiKeySecret::generate().unwrap()).unwrap();
+    let hash = latchkey_domain::hashing::hash_secret(&ApiKeySecret::generate().unwrap());
     for i in 0..count {
         let secret = ApiKeySecret::generate().unwrap();
-        let credential =
-            NewCredential { lookup_id: secret.lookup_id(), hash: hash.clone(), last_four: secret.last_four() };
-        let new = NewKey {
-            tenant_id: tenant.id,
-            owner_id: owner.id,
-            description: Description::parse(&format!("n{i}")).unwrap(),
-            credential,
-        };
+        let credential = NewCredential::new(&secret, hash.clone());
+        let new = NewKey::new(tenant.id, owner.id, Description::parse(&format!("n{i}")).unwrap(), credential);
         store.insert_generated_key(new, &owner, Utc::now()).await.unwrap();
     }
 }
@@ -97,8 +91,13 @@ async fn throughput(backend: Backend, name: &str, dispatchers: usize) {
             MailTransport::smtp(&smtp.url(), Duration::from_secs(20)).unwrap(),
             MailSettings::new("Latchkey <no-reply@localhost>", "http://console.test").unwrap(),
         ));
-        let dispatcher =
-            Dispatcher::new(pool, notifier, DispatcherConfig::default(), Arc::new(tokio::sync::Notify::new()));
+        let dispatcher = Dispatcher::new(
+            pool,
+            Arc::new(latchkey_domain::SystemClock),
+            notifier,
+            DispatcherConfig::default(),
+            Arc::new(tokio::sync::Notify::new()),
+        );
         runs.push(tokio::spawn(dispatcher.run(stop_rx.clone())));
     }
     let received = smtp.wait_for(NOTICES, Duration::from_secs(600)).await;

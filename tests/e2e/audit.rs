@@ -1,7 +1,7 @@
 //! The audit trail: every generate, rotate, description change and delete,
 //! tenant-scoped, newest first, kept after the key is deleted.
 
-use latchkey_tests::{TestApp, error_code};
+use latchkey_tests::{TestApp, error_code, ops};
 use serde_json::{Value, json};
 
 on_both_backends!(audit_trail_records_every_change_and_outlives_the_key);
@@ -15,33 +15,12 @@ async fn audit_trail_records_every_change_and_outlives_the_key(app: TestApp) {
     let other = app.seed("Other").await;
     let (id, _, _) = app.generate(&s.admin_token, &s.integration, "Audited").await;
     let (other_id, _, _) = app.generate(&s.admin_token, &s.admin, "Another").await;
-    app.gql(
-        Some(&s.admin_token),
-        "mutation($id: ID!) { updateApiKeyDescription(input: {id: $id, description: \"Renamed\"}) { userErrors { code } } }",
-        json!({ "id": id }),
-    )
-    .await;
+    app.gql(Some(&s.admin_token), ops::UPDATE_DESCRIPTION, json!({ "id": id, "d": "Renamed" })).await;
     // A refused edit is not audited.
-    app.gql(
-        Some(&s.admin_token),
-        "mutation($id: ID!) { updateApiKeyDescription(input: {id: $id, description: \"\"}) { userErrors { code } } }",
-        json!({ "id": id }),
-    )
-    .await;
-    let rotated = app
-        .gql(
-            Some(&s.admin_token),
-            "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { apiKey { lastFour } } }",
-            json!({ "id": id }),
-        )
-        .await;
+    app.gql(Some(&s.admin_token), ops::UPDATE_DESCRIPTION, json!({ "id": id, "d": "" })).await;
+    let rotated = app.gql(Some(&s.admin_token), ops::ROTATE, json!({ "id": id })).await;
     let last_four = rotated["data"]["rotateApiKey"]["apiKey"]["lastFour"].clone();
-    app.gql(
-        Some(&s.admin_token),
-        "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedApiKeyId } }",
-        json!({ "id": id }),
-    )
-    .await;
+    app.gql(Some(&s.admin_token), ops::DELETE, json!({ "id": id })).await;
 
     let body = app.gql(Some(&s.admin_token), EVENTS, json!({ "key": id })).await;
     let conn = &body["data"]["apiKeyEvents"];

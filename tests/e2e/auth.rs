@@ -3,7 +3,7 @@
 use chrono::Utc;
 use latchkey_domain::Cloud;
 use latchkey_domain::admin_token::{AdminClaims, AdminTokenKey};
-use latchkey_tests::{TestApp, error_code};
+use latchkey_tests::{TestApp, error_code, ops};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -62,7 +62,7 @@ async fn missing_or_bad_credentials_are_unauthenticated(app: TestApp) {
     let body = app
         .gql(
             Some(&expired),
-            latchkey_tests::GENERATE,
+            latchkey_tests::ops::GENERATE,
             json!({ "input": { "ownerId": s.admin.id, "description": "x" } }),
         )
         .await;
@@ -105,13 +105,10 @@ async fn only_internal_admins_in_the_employee_cloud_manage_keys(app: TestApp) {
         (KEYS, json!({})),
         ("query($id: ID!) { apiKey(id: $id) { id } }", json!({ "id": key_id })),
         ("{ apiKeyOwnerCandidates { id } }", json!({})),
-        (latchkey_tests::GENERATE, json!({ "input": { "ownerId": s.integration.id, "description": "x" } })),
-        ("mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret } }", json!({ "id": key_id })),
-        (
-            "mutation($id: ID!) { updateApiKeyDescription(input: {id: $id, description: \"hacked\"}) { apiKey { id } } }",
-            json!({ "id": key_id }),
-        ),
-        ("mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedApiKeyId } }", json!({ "id": key_id })),
+        (latchkey_tests::ops::GENERATE, json!({ "input": { "ownerId": s.integration.id, "description": "x" } })),
+        (ops::ROTATE, json!({ "id": key_id })),
+        (ops::UPDATE_DESCRIPTION, json!({ "id": key_id, "d": "hacked" })),
+        (ops::DELETE, json!({ "id": key_id })),
     ];
     for token in &forbidden_tokens {
         for (query, vars) in &operations {
@@ -152,7 +149,7 @@ async fn key_authenticated_callers_see_their_key_but_cannot_manage_keys(app: Tes
     let body = app
         .gql(
             Some(&secret),
-            latchkey_tests::GENERATE,
+            latchkey_tests::ops::GENERATE,
             json!({ "input": { "ownerId": s.integration.id, "description": "x" } }),
         )
         .await;

@@ -42,7 +42,7 @@ async fn forty_parallel_generates_give_forty_keys(app: TestApp) {
 async fn parallel_rotations_leave_exactly_one_working_secret(app: TestApp) {
     let s = app.seed("Acme").await;
     let (id, original, _) = app.generate(&s.admin_token, &s.integration, "Hot key").await;
-    let q = "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret apiKey { lastFour } userErrors { code } } }";
+    let q = latchkey_tests::ops::ROTATE;
     let bodies = join_all((0..8).map(|_| app.gql(Some(&s.admin_token), q, json!({ "id": id })))).await;
     let secrets: Vec<String> = bodies
         .iter()

@@ -77,13 +77,12 @@ async fn take_secret(c: &Client) -> String {
 }
 
 async fn seed_keys(app: &TestApp, s: &latchkey_tests::Seeded, count: usize, prefix: &str) {
-    let hash = hash_secret(&ApiKeySecret::generate().unwrap()).unwrap();
+    let hash = hash_secret(&ApiKeySecret::generate().unwrap());
     for i in 0..count {
         let secret = ApiKeySecret::generate().unwrap();
-        let credential =
-            NewCredential { lookup_id: secret.lookup_id(), hash: hash.clone(), last_four: secret.last_four() };
+        let credential = NewCredential::new(&secret, hash.clone());
         let description = Description::parse(&format!("{prefix} {i:02}")).unwrap();
-        let new = NewKey { tenant_id: s.tenant.id, owner_id: s.integration.id, description, credential };
+        let new = NewKey::new(s.tenant.id, s.integration.id, description, credential);
         app.store.insert_generated_key(new, &s.admin, Utc::now()).await.unwrap();
     }
 }
@@ -97,17 +96,9 @@ async fn api_keys_page_end_to_end() {
 
     // Demo-like data: a legacy key and a few generated ones.
     let legacy = ApiKeySecret::generate().unwrap();
-    let credential = NewCredential {
-        lookup_id: legacy.lookup_id(),
-        hash: hash_secret(&legacy).unwrap(),
-        last_four: legacy.last_four(),
-    };
-    let new = NewKey {
-        tenant_id: s.tenant.id,
-        owner_id: s.integration.id,
-        description: Description::parse("HR export (imported)").unwrap(),
-        credential,
-    };
+    let credential = NewCredential::new(&legacy, hash_secret(&legacy));
+    let new =
+        NewKey::new(s.tenant.id, s.integration.id, Description::parse("HR export (imported)").unwrap(), credential);
     app.store.import_legacy_key(new, Utc::now() - chrono::Duration::days(400)).await.unwrap();
     app.generate(&s.admin_token, &s.integration, "Salesforce sync").await;
     app.generate(&s.admin_token, &s.other_admin, "Course catalogue import").await;

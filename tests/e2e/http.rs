@@ -65,7 +65,7 @@ async fn http_routes_and_request_limits(app: TestApp) {
 
     // Over 1 MiB: 413, and nothing is created.
     let huge = json!({
-        "query": latchkey_tests::GENERATE,
+        "query": latchkey_tests::ops::GENERATE,
         "variables": { "input": { "ownerId": s.integration.id, "description": "x".repeat(1 << 20) } },
     });
     let resp =
@@ -136,7 +136,7 @@ async fn internal_failures_are_generic_and_change_nothing(app: TestApp) {
     let body = app
         .gql(
             Some(&s.admin_token),
-            latchkey_tests::GENERATE,
+            latchkey_tests::ops::GENERATE,
             json!({ "input": { "ownerId": s.integration.id, "description": "x" } }),
         )
         .await;

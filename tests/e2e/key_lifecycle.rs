@@ -1,7 +1,8 @@
 //! Generate, rotate, edit, delete: success, every user error, and the events.
 
 use latchkey_domain::{KeyEventKind, secret::KEY_LEN};
-use latchkey_tests::{GENERATE, TestApp};
+use latchkey_tests::TestApp;
+use latchkey_tests::ops::GENERATE;
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -14,11 +15,7 @@ on_both_backends!(
     create_rotate_delete_each_emit_one_event_and_edit_none,
 );
 
-const ROTATE: &str = "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret apiKey { id lastFour lastEditedAt lastEditedBy { id } createdAt } userErrors { field message code } } }";
-const UPDATE: &str = "mutation($id: ID!, $d: String!) { updateApiKeyDescription(input: {id: $id, description: $d}) { apiKey { id description lastFour lastEditedAt lastEditedBy { id } } userErrors { field message code } } }";
-const DELETE: &str =
-    "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedApiKeyId userErrors { field message code } } }";
-const GET: &str = "query($id: ID!) { apiKey(id: $id) { id lastFour description owner { id } createdAt lastEditedAt lastEditedBy { id } } }";
+use latchkey_tests::ops::{DELETE, GET_KEY as GET, ROTATE, UPDATE_DESCRIPTION as UPDATE};
 
 async fn total(app: &TestApp, token: &str) -> i64 {
     let body = app.gql(Some(token), "{ apiKeys { totalCount } }", json!({})).await;
@@ -217,7 +214,7 @@ async fn create_rotate_delete_each_emit_one_event_and_edit_none(app: TestApp) {
     assert_eq!(delivered_after[1].key_description, "Renamed");
     assert_eq!(delivered_after[1].key_last_four, new_last_four, "rotation tells the new last four");
     assert_eq!(delivered_after[2].key_last_four, new_last_four);
-    let sent = app.store.list_events(Some(latchkey_store::EventDelivery::Sent), 10).await.unwrap();
+    let sent = app.store.list_events(Some(latchkey_domain::EventDelivery::Sent), 10).await.unwrap();
     assert_eq!(sent.len(), 3, "the outbox marks them sent");
     app.stop().await;
 }

@@ -151,18 +151,9 @@ async fn owner_candidates_are_admins_and_integration_users_viewer_first(app: Tes
 async fn legacy_keys_have_no_last_edit(app: TestApp) {
     let s = app.seed("Acme").await;
     let secret = ApiKeySecret::generate().unwrap();
-    let credential = NewCredential {
-        lookup_id: secret.lookup_id(),
-        hash: hash_secret(&secret).unwrap(),
-        last_four: secret.last_four(),
-    };
+    let credential = NewCredential::new(&secret, hash_secret(&secret));
     let created_at = Utc::now() - chrono::Duration::days(365);
-    let new = NewKey {
-        tenant_id: s.tenant.id,
-        owner_id: s.integration.id,
-        description: Description::parse("Old HR export").unwrap(),
-        credential,
-    };
+    let new = NewKey::new(s.tenant.id, s.integration.id, Description::parse("Old HR export").unwrap(), credential);
     app.store.import_legacy_key(new, created_at).await.unwrap();
     app.generate(&s.admin_token, &s.integration, "New key").await;
     let body = app

@@ -6,28 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
+use latchkey_domain::EventDelivery;
 use latchkey_domain::{Description, KeyEventKind, Role};
 use latchkey_notify::mail::{MailNotifier, MailSettings, MailTransport};
 use latchkey_notify::{Dispatcher, DispatcherConfig};
-use latchkey_store::{EventDelivery, NewCredential, NewKey, NewUser, StoreOptions};
+use latchkey_store::{NewCredential, NewKey, NewUser, StoreOptions};
 use latchkey_tests::process::ServerProcess;
 use latchkey_tests::smtp::{Mode, SmtpServer, free_port};
-use latchkey_tests::{AppOptions, Backend, JWT_SECRET, TestApp, TestDb, fast_dispatcher};
+use latchkey_tests::{AppOptions, Backend, JWT_SECRET, TestApp, TestDb, fast_dispatcher, ops};
 use mail_parser::MimeHeaders;
 use serde_json::{Value, json};
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(latchkey_tests::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(latchkey_tests::Backend::Postgres).await } )*
-        }
-    };
-}
-
-on_both!(
+on_both_backends!(
     generate_rotate_delete_each_mail_the_owner_once_and_edit_mails_nobody,
     mail_sent_while_smtp_is_down_arrives_once_it_is_back,
     permanent_failures_are_kept_listed_and_resent_on_retry,
@@ -69,15 +59,9 @@ async fn generate_rotate_delete_each_mail_the_owner_once_and_edit_mails_nobody(b
     assert_eq!(received.len(), 1);
     assert!(latency < Duration::from_secs(2), "picked up promptly: {latency:?}");
 
-    let edit = "mutation($id: ID!) { updateApiKeyDescription(input: {id: $id, description: \"Renamed\"}) { userErrors { code } } }";
-    app.gql(Some(&s.admin_token), edit, json!({ "id": id })).await;
+    app.gql(Some(&s.admin_token), ops::UPDATE_DESCRIPTION, json!({ "id": id, "d": "Renamed" })).await;
     let new_secret = app.rotate(&s.admin_token, &id).await;
-    app.gql(
-        Some(&s.admin_token),
-        "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedApiKeyId } }",
-        json!({ "id": id }),
-    )
-    .await;
+    app.gql(Some(&s.admin_token), ops::DELETE, json!({ "id": id })).await;
     smtp.wait_for(3, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let received = smtp.received();
@@ -227,17 +211,11 @@ async fn two_dispatchers_send_each_of_200_notices_exactly_once(backend: Backend)
         )
         .await
         .unwrap();
-    let hash = latchkey_domain::hashing::hash_secret(&latchkey_domain::ApiKeySecret::generate().unwrap()).unwrap();
+    let hash = latchkey_domain::hashing::hash_secret(&latchkey_domain::ApiKeySecret::generate().unwrap());
     for i in 0..200 {
         let secret = latchkey_domain::ApiKeySecret::generate().unwrap();
-        let credential =
-            NewCredential { lookup_id: secret.lookup_id(), hash: hash.clone(), last_four: secret.last_four() };
-        let new = NewKey {
-            tenant_id: tenant.id,
-            owner_id: admin.id,
-            description: Description::parse(&format!("k{i}")).unwrap(),
-            credential,
-        };
+        let credential = NewCredential::new(&secret, hash.clone());
+        let new = NewKey::new(tenant.id, admin.id, Description::parse(&format!("k{i}")).unwrap(), credential);
         store.insert_generated_key(new, &admin, Utc::now()).await.unwrap();
     }
     assert_eq!(store.event_counts().await.unwrap(), (200, 0, 0));
@@ -256,7 +234,13 @@ async fn two_dispatchers_send_each_of_200_notices_exactly_once(backend: Backend)
         // (concurrent writers there mostly wait on the file lock).
         let concurrency = if backend == Backend::Postgres { 4 } else { 1 };
         let config = DispatcherConfig { batch_size: 10, concurrency, ..fast_dispatcher() };
-        let dispatcher = Dispatcher::new(own_pool, notifier, config, Arc::new(tokio::sync::Notify::new()));
+        let dispatcher = Dispatcher::new(
+            own_pool,
+            Arc::new(latchkey_domain::SystemClock),
+            notifier,
+            config,
+            Arc::new(tokio::sync::Notify::new()),
+        );
         runs.push(tokio::spawn(dispatcher.run(stop_rx.clone())));
     }
     let received = smtp.wait_for(200, Duration::from_secs(60)).await;
@@ -314,7 +298,7 @@ async fn mail_of_a_killed_server_is_sent_after_restart(backend: Backend) {
     let body: Value = http
         .post(format!("{}/graphql", first.url))
         .bearer_auth(&token)
-        .json(&json!({ "query": latchkey_tests::GENERATE, "variables": { "input": { "ownerId": admin.id, "description": "Survives a crash" } } }))
+        .json(&json!({ "query": latchkey_tests::ops::GENERATE, "variables": { "input": { "ownerId": admin.id, "description": "Survives a crash" } } }))
         .send()
         .await
         .unwrap()

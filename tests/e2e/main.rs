@@ -1,18 +1,19 @@
 //! End-to-end tests: the real server on port 0 over HTTP, and the CLI.
 //! Every suite runs on SQLite and on PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
-/// Runs each listed `async fn name(app: TestApp)` once on SQLite and once on
-/// PostgreSQL (skipped loudly, or failed with LATCHKEY_REQUIRE_POSTGRES=1,
-/// when PostgreSQL is unreachable).
+/// Runs each listed `async fn name(fixture)` once on SQLite and once on
+/// PostgreSQL, the fixture (a started `TestApp`, a fresh `TestDb`, or just the
+/// `Backend`) made fresh for each run by `latchkey_tests::Fixture`. PostgreSQL
+/// runs are skipped loudly, or failed with LATCHKEY_REQUIRE_POSTGRES=1, when
+/// it is unreachable.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let app = latchkey_tests::TestApp::start(latchkey_tests::Backend::Sqlite).await.expect("sqlite");
-                    super::$name(app).await;
+                    latchkey_tests::run_on(latchkey_tests::Backend::Sqlite, super::$name).await;
                 }
             )*
         }
@@ -20,10 +21,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let Some(app) = latchkey_tests::TestApp::start(latchkey_tests::Backend::Postgres).await else {
-                        return;
-                    };
-                    super::$name(app).await;
+                    latchkey_tests::run_on(latchkey_tests::Backend::Postgres, super::$name).await;
                 }
             )*
         }

@@ -11,10 +11,11 @@ use chrono::Utc;
 use latchkey_domain::admin_token::{AdminClaims, AdminTokenKey};
 use latchkey_domain::{Cloud, Role, User};
 use latchkey_store::{NewUser, Store};
+use latchkey_tests::ops::GENERATE;
 use latchkey_tests::process::ServerProcess;
 use latchkey_tests::proxy::Proxy;
 use latchkey_tests::smtp::SmtpServer;
-use latchkey_tests::{Backend, GENERATE, JWT_SECRET, TestDb};
+use latchkey_tests::{Backend, JWT_SECRET, TestDb, ops};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
 
@@ -74,15 +75,7 @@ async fn generate(
 }
 
 async fn rotate(http: &reqwest::Client, base: &str, f: &Fixture, id: &str) -> String {
-    let body = gql(
-        http,
-        base,
-        &f.token,
-        "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret } }",
-        json!({ "id": id }),
-    )
-    .await
-    .unwrap();
+    let body = gql(http, base, &f.token, ops::ROTATE, json!({ "id": id })).await.unwrap();
     body["data"]["rotateApiKey"]["secret"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned()
 }
 
@@ -168,15 +161,7 @@ async fn revocation_reaches_the_other_replica_within_a_second() {
     let _ = admin.close().await;
     // And deletion.
     assert!(valid(&http, &b.url, &secret).await);
-    gql(
-        &http,
-        &a.url,
-        &f.token,
-        "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedApiKeyId } }",
-        json!({ "id": id }),
-    )
-    .await
-    .unwrap();
+    gql(&http, &a.url, &f.token, ops::DELETE, json!({ "id": id })).await.unwrap();
     until_refused(&http, &b.url, &secret, Duration::from_secs(1)).await;
 }
 
@@ -378,15 +363,7 @@ async fn soak_mixed_load_across_two_replicas() {
                         Ok((id, _)) => {
                             let other = &urls[(w + i + 1) % 2];
                             let _ = rotate(&http, other, &f, &id).await;
-                            gql(
-                                &http,
-                                base,
-                                &f.token,
-                                "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { userErrors { code } } }",
-                                json!({ "id": id }),
-                            )
-                            .await
-                            .and_then(|b| {
+                            gql(&http, base, &f.token, ops::DELETE, json!({ "id": id })).await.and_then(|b| {
                                 if b["data"]["deleteApiKey"]["userErrors"] == json!([]) {
                                     Ok(())
                                 } else {

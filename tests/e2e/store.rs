@@ -7,29 +7,7 @@ use latchkey_domain::{ApiKeySecret, Description, Role};
 use latchkey_store::{KeyQuery, NewCredential, NewKey, NewUser, Store, StoreError};
 use latchkey_tests::{Backend, TestDb};
 
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(latchkey_tests::TestDb::new(latchkey_tests::Backend::Sqlite).await.unwrap()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(db) = latchkey_tests::TestDb::new(latchkey_tests::Backend::Postgres).await else { return };
-                    super::$name(db).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_databases!(
+on_both_backends!(
     migrations_apply_from_empty_and_are_idempotent,
     last_used_only_moves_forward,
     emails_are_unique_per_tenant_and_users_need_a_tenant,
@@ -44,7 +22,7 @@ async fn migrated(db: &TestDb) -> Store {
 
 fn credential() -> NewCredential {
     let s = ApiKeySecret::generate().unwrap();
-    NewCredential { lookup_id: s.lookup_id(), hash: hash_secret(&s).unwrap(), last_four: s.last_four() }
+    NewCredential::new(&s, hash_secret(&s))
 }
 
 async fn migrations_apply_from_empty_and_are_idempotent(db: TestDb) {
@@ -81,15 +59,7 @@ async fn last_used_only_moves_forward(db: TestDb) {
         .await
         .unwrap();
     let key = store
-        .import_legacy_key(
-            NewKey {
-                tenant_id: tenant.id,
-                owner_id: owner.id,
-                description: Description::parse("k").unwrap(),
-                credential: credential(),
-            },
-            now,
-        )
+        .import_legacy_key(NewKey::new(tenant.id, owner.id, Description::parse("k").unwrap(), credential()), now)
         .await
         .unwrap();
     let later = now + Duration::minutes(5);
@@ -140,12 +110,7 @@ async fn lookup_ids_are_unique(db: TestDb) {
         .await
         .unwrap();
     let cred = credential();
-    let new = |c: NewCredential| NewKey {
-        tenant_id: tenant.id,
-        owner_id: owner.id,
-        description: Description::parse("k").unwrap(),
-        credential: c,
-    };
+    let new = |c: NewCredential| NewKey::new(tenant.id, owner.id, Description::parse("k").unwrap(), c);
     store.import_legacy_key(new(cred.clone()), now).await.unwrap();
     let again = store.import_legacy_key(new(cred), now + Duration::seconds(1)).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");

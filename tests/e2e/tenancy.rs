@@ -58,7 +58,7 @@ async fn tenants_cannot_see_or_touch_each_others_keys(app: TestApp) {
     let body = app
         .gql(
             Some(&b.admin_token),
-            latchkey_tests::GENERATE,
+            latchkey_tests::ops::GENERATE,
             json!({ "input": { "ownerId": a.admin.id, "description": "x" } }),
         )
         .await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use latchkey_domain::secret::with_checksum;
-use latchkey_tests::{TestApp, error_code};
+use latchkey_tests::{TestApp, error_code, ops};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -58,12 +58,7 @@ async fn rotated_and_deleted_keys_are_refused_at_once_even_when_cached(app: Test
     assert_eq!(app.verify(&new).await["valid"], true);
     assert_eq!(app.verify(&new).await["valid"], true, "the new secret is cached");
 
-    app.gql(
-        Some(&s.admin_token),
-        "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedApiKeyId } }",
-        json!({ "id": id }),
-    )
-    .await;
+    app.gql(Some(&s.admin_token), ops::DELETE, json!({ "id": id })).await;
     assert_eq!(app.verify(&new).await, json!({ "valid": false, "code": "INVALID" }), "deleted: refused at once");
     let body = app.gql(Some(&new), "{ viewer { apiKey { id } } }", json!({})).await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED");

@@ -2,9 +2,12 @@
 //! database), the real server started on port 0, and helpers to speak
 //! GraphQL over HTTP and to run the `latchkey` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
+// Tests seed rows "now" and compare with wall-clock time; the server under test reads its own clock.
+#![allow(clippy::disallowed_methods)]
 
 pub mod browser;
 pub mod logs;
+pub mod ops;
 pub mod process;
 pub mod proxy;
 pub mod smtp;
@@ -157,6 +160,41 @@ impl Drop for TestDb {
     }
 }
 
+/// What a test gets, made fresh on one backend: see `on_both_backends!` in
+/// the e2e suite. `None` when that backend is unavailable and not required.
+pub trait Fixture: Sized {
+    /// Makes the fixture on `backend`.
+    fn make(backend: Backend) -> impl Future<Output = Option<Self>>;
+}
+
+/// Makes `F` on `backend` and runs `test` with it; a PostgreSQL run whose
+/// database is unavailable (and not required) is skipped, loudly.
+pub async fn run_on<F: Fixture, T: Future<Output = ()>>(backend: Backend, test: impl FnOnce(F) -> T) {
+    match F::make(backend).await {
+        Some(fixture) => test(fixture).await,
+        None if backend == Backend::Postgres => {}
+        None => panic!("{backend:?} is always available"),
+    }
+}
+
+impl Fixture for Backend {
+    async fn make(backend: Backend) -> Option<Self> {
+        Some(backend)
+    }
+}
+
+impl Fixture for TestDb {
+    async fn make(backend: Backend) -> Option<Self> {
+        TestDb::new(backend).await
+    }
+}
+
+impl Fixture for TestApp {
+    async fn make(backend: Backend) -> Option<Self> {
+        TestApp::start(backend).await
+    }
+}
+
 /// A tenant with one user of every kind and tokens for them.
 #[derive(Clone, Debug)]
 pub struct Seeded {
@@ -184,7 +222,7 @@ pub struct AppOptions {
     /// Dispatcher timing (fast by default, for tests).
     pub dispatcher: latchkey_notify::DispatcherConfig,
     /// Key verification tuning.
-    pub verifier: latchkey_graphql::verifier::VerifierConfig,
+    pub verifier: latchkey_app::VerifierConfig,
 }
 
 impl Default for AppOptions {
@@ -193,7 +231,7 @@ impl Default for AppOptions {
             smtp_url: None,
             mail_dir: None,
             dispatcher: fast_dispatcher(),
-            verifier: latchkey_graphql::verifier::VerifierConfig::default(),
+            verifier: latchkey_app::VerifierConfig::default(),
         }
     }
 }
@@ -327,7 +365,7 @@ impl TestApp {
     /// Generates a key through GraphQL; returns (id, secret, payload).
     pub async fn generate(&self, token: &str, owner: &User, description: &str) -> (String, String, Value) {
         let body = self
-            .gql(Some(token), GENERATE, json!({ "input": { "ownerId": owner.id, "description": description } }))
+            .gql(Some(token), ops::GENERATE, json!({ "input": { "ownerId": owner.id, "description": description } }))
             .await;
         let payload = body["data"]["generateApiKey"].clone();
         assert_eq!(payload["userErrors"], json!([]), "generate succeeded: {body}");
@@ -338,16 +376,16 @@ impl TestApp {
 
     /// Rotates a key through GraphQL; returns the new secret.
     pub async fn rotate(&self, token: &str, id: &str) -> String {
-        let body = self
-            .gql(
-                Some(token),
-                "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { secret userErrors { code } } }",
-                json!({ "id": id }),
-            )
-            .await;
+        let body = self.gql(Some(token), ops::ROTATE, json!({ "id": id })).await;
         let payload = &body["data"]["rotateApiKey"];
         assert_eq!(payload["userErrors"], json!([]), "rotate succeeded: {body}");
         payload["secret"].as_str().unwrap().to_owned()
+    }
+
+    /// Deletes a key through GraphQL.
+    pub async fn delete(&self, token: &str, id: &str) {
+        let body = self.gql(Some(token), ops::DELETE, json!({ "id": id })).await;
+        assert_eq!(body["data"]["deleteApiKey"]["userErrors"], json!([]), "delete succeeded: {body}");
     }
 
     /// Calls `POST /v1/keys/verify`.
@@ -370,11 +408,6 @@ impl TestApp {
         self.notifier.delivered()
     }
 }
-
-/// The generate mutation with every field.
-pub const GENERATE: &str = "mutation($input: GenerateApiKeyInput!) { generateApiKey(input: $input) { \
-    secret apiKey { id lastFour description owner { id name role } createdAt createdBy { id } lastEditedAt lastEditedBy { id } lastUsedAt } \
-    userErrors { field message code } } }";
 
 /// The `latchkey` binary built next to this test binary.
 pub fn latchkey_bin() -> PathBuf {

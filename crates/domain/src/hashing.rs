@@ -1,9 +1,19 @@
-//! Argon2id hashing of API-key secrets (OWASP parameters: m=19456 KiB, t=2, p=1).
+//! Stored forms of API-key secrets, as self-describing PHC-style strings.
 //!
-//! These functions are CPU-bound (tens of milliseconds): async callers must run
-//! them on a blocking pool. The 19 MiB of argon2 working memory comes from a
-//! small pool of reused buffers rather than a fresh allocation per call, so
-//! the process's memory stays flat under a steady stream of hashes.
+//! * **Current scheme, `$sha256$v=1$<digest>`**: SHA-256 of the whole key,
+//!   unsalted, compared in constant time. A key carries about 273 random bits
+//!   (202 in its secret part alone), so no hash speed makes guessing or
+//!   inverting feasible, and a salt adds nothing (no two keys share a secret;
+//!   no precomputed table can cover 2^200 inputs). A copy of the database
+//!   gives neither a secret nor a working key. This is what GitHub, Stripe
+//!   and Unkey store for machine tokens; verifying costs about a microsecond.
+//! * **Legacy scheme, argon2id** (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`):
+//!   what keys made before were stored with (OWASP *password* parameters,
+//!   tens of milliseconds of CPU). Still verified, and re-hashed to the current
+//!   scheme on their first successful verification ([`needs_upgrade`]).
+//!   Verifying one is CPU-bound: async callers run it on a blocking pool. Its
+//!   19 MiB of working memory comes from a small pool of reused buffers, so
+//!   memory stays flat under a stream of legacy verifications.
 
 use std::sync::Mutex;
 
@@ -13,9 +23,14 @@ use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use rand::TryRng;
 use rand::rngs::SysRng;
 
+use sha2::{Digest, Sha256};
+
 use crate::secret::{ApiKeySecret, ParsedKey};
 
-/// Memory cost in KiB.
+/// The prefix of the current scheme's stored form.
+const SHA256_PREFIX: &str = "$sha256$v=1$";
+
+/// Legacy argon2id memory cost in KiB.
 pub const M_COST_KIB: u32 = 19_456;
 /// Iterations.
 pub const T_COST: u32 = 2;
@@ -34,6 +49,62 @@ static BUFFERS: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("could not hash the API key: {0}")]
 pub struct HashingFailed(String);
+
+/// How a stored hash was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashScheme {
+    /// SHA-256: verified inline in about a microsecond.
+    Sha256,
+    /// Argon2id from before: verified on a blocking pool, then upgraded.
+    LegacyArgon2id,
+}
+
+impl HashScheme {
+    /// The scheme of a stored hash; `None` for something unrecognised (which
+    /// verifies nothing).
+    pub fn of(stored: &str) -> Option<Self> {
+        if stored.starts_with(SHA256_PREFIX) {
+            Some(HashScheme::Sha256)
+        } else if stored.starts_with("$argon2id$") {
+            Some(HashScheme::LegacyArgon2id)
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether a stored hash should be replaced by [`hash_secret`]'s form once
+/// the presented key has verified against it.
+pub fn needs_upgrade(stored: &str) -> bool {
+    HashScheme::of(stored) != Some(HashScheme::Sha256)
+}
+
+fn sha256_phc(key: &str) -> String {
+    format!("{SHA256_PREFIX}{}", B64.encode(Sha256::digest(key.as_bytes())))
+}
+
+/// The stored form of a new secret (current scheme).
+pub fn hash_secret(secret: &ApiKeySecret) -> String {
+    sha256_phc(secret.expose())
+}
+
+/// The stored form (current scheme) of a presented key that has just
+/// verified against a legacy hash.
+pub fn rehash(presented: &ParsedKey<'_>) -> String {
+    sha256_phc(presented.expose())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Does the work of checking a presented key against a current-scheme hash
+/// and throws the result away: an unknown lookup id then costs what a wrong
+/// secret costs, so timing does not tell whether a leaked prefix is live.
+pub fn verify_nothing(presented: &ParsedKey<'_>) {
+    let reference = sha256_phc("lk_");
+    let _ = std::hint::black_box(constant_time_eq(sha256_phc(presented.expose()).as_bytes(), reference.as_bytes()));
+}
 
 /// Runs `f` with `blocks` argon2 memory blocks, reusing pooled buffers.
 fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
@@ -60,9 +131,10 @@ fn compute(argon: &Argon2<'_>, m: u32, pwd: &[u8], salt: &[u8], out: &mut [u8]) 
         .map_err(|e| HashingFailed(e.to_string()))
 }
 
-/// Hashes a secret into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`)
-/// with a fresh 16-byte salt from the operating system.
-pub fn hash_secret(secret: &ApiKeySecret) -> Result<String, HashingFailed> {
+/// Hashes a secret the way keys were stored before the current scheme
+/// (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`, fresh 16-byte salt): for
+/// fixtures of old databases and for benchmarks, never for new keys.
+pub fn legacy_argon2id_hash(secret: &ApiKeySecret) -> Result<String, HashingFailed> {
     let mut salt = [0u8; SALT_LEN];
     SysRng.try_fill_bytes(&mut salt).map_err(|_| HashingFailed("randomness unavailable".into()))?;
     let mut out = [0u8; HASH_LEN];
@@ -106,16 +178,25 @@ fn parse_phc(phc: &str) -> Option<StoredHash> {
     Some(StoredHash { m, t, p, salt: B64.decode(salt).ok()?, hash })
 }
 
-/// Whether `presented` matches the stored PHC hash. A malformed stored hash
-/// verifies nothing. The comparison is constant-time.
+/// Whether `presented` matches the stored hash, whichever its scheme. A
+/// malformed stored hash verifies nothing. The comparison is constant-time.
+/// For a legacy hash this is CPU-bound for tens of milliseconds.
 pub fn verify_secret(presented: &ParsedKey<'_>, stored_phc: &str) -> bool {
+    match HashScheme::of(stored_phc) {
+        Some(HashScheme::Sha256) => constant_time_eq(sha256_phc(presented.expose()).as_bytes(), stored_phc.as_bytes()),
+        Some(HashScheme::LegacyArgon2id) => verify_argon2id(presented, stored_phc),
+        None => false,
+    }
+}
+
+fn verify_argon2id(presented: &ParsedKey<'_>, stored_phc: &str) -> bool {
     let Some(stored) = parse_phc(stored_phc) else { return false };
     let Ok(argon) = argon(stored.m, stored.t, stored.p, stored.hash.len()) else { return false };
     let mut out = vec![0u8; stored.hash.len()];
     if compute(&argon, stored.m, presented.expose().as_bytes(), &stored.salt, &mut out).is_err() {
         return false;
     }
-    out.iter().zip(&stored.hash).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    constant_time_eq(&out, &stored.hash)
 }
 
 #[cfg(test)]
@@ -124,9 +205,30 @@ mod tests {
     use argon2::{PasswordHasher, PasswordVerifier};
 
     #[test]
-    fn hash_is_argon2id_with_owasp_parameters_and_verifies() {
+    fn new_hashes_are_sha256_and_verify_only_their_own_key() {
         let secret = ApiKeySecret::generate().unwrap();
-        let phc = hash_secret(&secret).unwrap();
+        let phc = hash_secret(&secret);
+        assert!(phc.starts_with("$sha256$v=1$"), "{phc}");
+        assert_eq!(phc.len(), SHA256_PREFIX.len() + 43);
+        assert!(!phc.contains(&secret.expose()[3..]));
+        assert_eq!(HashScheme::of(&phc), Some(HashScheme::Sha256));
+        assert!(!needs_upgrade(&phc));
+        let parsed = ParsedKey::parse(secret.expose()).unwrap();
+        assert!(verify_secret(&parsed, &phc));
+        assert_eq!(rehash(&parsed), phc);
+        let other = ApiKeySecret::generate().unwrap();
+        assert!(!verify_secret(&ParsedKey::parse(other.expose()).unwrap(), &phc));
+        assert!(!verify_secret(&parsed, "$sha256$v=1$"));
+        assert!(!verify_secret(&parsed, &phc[..phc.len() - 1]));
+        verify_nothing(&parsed);
+    }
+
+    #[test]
+    fn legacy_hash_is_argon2id_with_owasp_parameters_and_verifies() {
+        let secret = ApiKeySecret::generate().unwrap();
+        let phc = legacy_argon2id_hash(&secret).unwrap();
+        assert_eq!(HashScheme::of(&phc), Some(HashScheme::LegacyArgon2id));
+        assert!(needs_upgrade(&phc));
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert!(!phc.contains(secret.expose()));
         let parsed = ParsedKey::parse(secret.expose()).unwrap();
@@ -147,7 +249,7 @@ mod tests {
     #[test]
     fn interoperates_with_the_argon2_crate() {
         let secret = ApiKeySecret::generate().unwrap();
-        let ours = hash_secret(&secret).unwrap();
+        let ours = legacy_argon2id_hash(&secret).unwrap();
         let reference =
             Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(M_COST_KIB, T_COST, P_COST, None).unwrap());
         assert!(PasswordVerifier::<str>::verify_password(&reference, secret.expose().as_bytes(), &ours).is_ok());
@@ -159,6 +261,6 @@ mod tests {
     #[test]
     fn salts_differ() {
         let secret = ApiKeySecret::generate().unwrap();
-        assert_ne!(hash_secret(&secret).unwrap(), hash_secret(&secret).unwrap());
+        assert_ne!(legacy_argon2id_hash(&secret).unwrap(), legacy_argon2id_hash(&secret).unwrap());
     }
 }

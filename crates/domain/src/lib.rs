@@ -1,11 +1,13 @@
 //! Latchkey's domain: the pure types and rules of multi-tenant API-key management.
 //!
-//! Nothing in this crate performs I/O or reads the clock: the current time is
-//! always a parameter, so callers (and tests) control it. Only this crate creates
+//! Nothing in this crate performs I/O or reads the clock (but for
+//! [`clock::SystemClock`], the one reader of the system clock): the current
+//! time is always a parameter, so callers (and tests) control it. Only this crate creates
 //! or parses API-key secrets and admin tokens.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
 pub mod admin_token;
+pub mod clock;
 pub mod description;
 pub mod error;
 pub mod hashing;
@@ -13,9 +15,18 @@ pub mod ids;
 pub mod model;
 pub mod policy;
 pub mod secret;
+mod string_enum;
 
+#[doc(hidden)]
+pub use serde as __serde;
+
+/// Where the API keys page lives, relative to the admin console's base URL
+/// (owner mail links there; the server serves its reference page there).
+pub const API_KEYS_PAGE_PATH: &str = "/settings/integrations/api";
+
+pub use clock::{Clock, SystemClock};
 pub use description::{Description, DescriptionError, SearchTerm};
 pub use error::DomainError;
 pub use ids::{ApiKeyId, KeyEventId, TenantId, UserId};
-pub use model::{ApiKey, AuditAction, AuditEntry, Cloud, KeyEvent, KeyEventKind, Role, Tenant, User};
+pub use model::{ApiKey, AuditAction, AuditEntry, Cloud, EventDelivery, KeyEvent, KeyEventKind, Role, Tenant, User};
 pub use secret::{ApiKeySecret, LookupId, MalformedKey, ParsedKey};

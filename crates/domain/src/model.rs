@@ -1,72 +1,29 @@
 //! Tenants, users, roles, clouds, API keys and key events.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::ids::{ApiKeyId, KeyEventId, TenantId, UserId};
 
-/// The two clouds of a tenant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Cloud {
-    /// The company's own staff.
-    Employee,
-    /// The academies of the company's customers.
-    Customer,
-}
-
-impl Cloud {
-    /// Both clouds, in a stable order.
-    pub const ALL: [Cloud; 2] = [Cloud::Employee, Cloud::Customer];
-
-    /// The lowercase wire name (`employee`, `customer`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cloud::Employee => "employee",
-            Cloud::Customer => "customer",
-        }
-    }
-
-    /// Parses the lowercase wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "employee" => Some(Cloud::Employee),
-            "customer" => Some(Cloud::Customer),
-            _ => None,
-        }
+crate::string_enum! {
+    /// The two clouds of a tenant.
+    pub enum Cloud {
+        /// The company's own staff.
+        Employee = "employee",
+        /// The academies of the company's customers.
+        Customer = "customer",
     }
 }
 
-/// A user's role within its tenant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Administrator of the employee cloud; manages API keys.
-    InternalAdmin,
-    /// Administrator of the customer cloud (academies).
-    AcademyAdmin,
-    /// A service account that owns keys for an integration.
-    IntegrationUser,
-}
-
-impl Role {
-    /// The stable storage / CLI name (`internal-admin`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::InternalAdmin => "internal-admin",
-            Role::AcademyAdmin => "academy-admin",
-            Role::IntegrationUser => "integration-user",
-        }
-    }
-
-    /// Parses the storage / CLI name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "internal-admin" => Some(Role::InternalAdmin),
-            "academy-admin" => Some(Role::AcademyAdmin),
-            "integration-user" => Some(Role::IntegrationUser),
-            _ => None,
-        }
+crate::string_enum! {
+    /// A user's role within its tenant (stored and written on the command line by these names).
+    pub enum Role {
+        /// Administrator of the employee cloud; manages API keys.
+        InternalAdmin = "internal-admin",
+        /// Administrator of the customer cloud (academies).
+        AcademyAdmin = "academy-admin",
+        /// A service account that owns keys for an integration.
+        IntegrationUser = "integration-user",
     }
 }
 
@@ -119,36 +76,28 @@ pub struct ApiKey {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
-/// What happened to a key; each kind is mailed to the key's owner.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyEventKind {
-    /// A new key was generated.
-    Generated,
-    /// The key's secret was replaced.
-    Rotated,
-    /// The key was deleted.
-    Deleted,
+crate::string_enum! {
+    /// What happened to a key; each kind is mailed to the key's owner. The
+    /// names are the past-tense words used in storage and in mail.
+    pub enum KeyEventKind {
+        /// A new key was generated.
+        Generated = "generated",
+        /// The key's secret was replaced.
+        Rotated = "rotated",
+        /// The key was deleted.
+        Deleted = "deleted",
+    }
 }
 
-impl KeyEventKind {
-    /// The past-tense word used in storage and in mail ("generated", ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyEventKind::Generated => "generated",
-            KeyEventKind::Rotated => "rotated",
-            KeyEventKind::Deleted => "deleted",
-        }
-    }
-
-    /// Parses the storage word.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "generated" => Some(KeyEventKind::Generated),
-            "rotated" => Some(KeyEventKind::Rotated),
-            "deleted" => Some(KeyEventKind::Deleted),
-            _ => None,
-        }
+crate::string_enum! {
+    /// Delivery state of a key event in the outbox.
+    pub enum EventDelivery {
+        /// Waiting to be sent (possibly after a failed attempt).
+        Pending = "pending",
+        /// Delivered.
+        Sent = "sent",
+        /// Given up; needs an operator.
+        Failed = "failed",
     }
 }
 
@@ -202,39 +151,17 @@ impl KeyEvent {
     }
 }
 
-/// What an audit entry records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AuditAction {
-    /// The key was generated.
-    Generated,
-    /// The key's secret was replaced.
-    Rotated,
-    /// The key's description changed.
-    DescriptionChanged,
-    /// The key was deleted.
-    Deleted,
-}
-
-impl AuditAction {
-    /// Storage name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditAction::Generated => "generated",
-            AuditAction::Rotated => "rotated",
-            AuditAction::DescriptionChanged => "description_changed",
-            AuditAction::Deleted => "deleted",
-        }
-    }
-
-    /// Parses the storage name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "generated" => Some(AuditAction::Generated),
-            "rotated" => Some(AuditAction::Rotated),
-            "description_changed" => Some(AuditAction::DescriptionChanged),
-            "deleted" => Some(AuditAction::Deleted),
-            _ => None,
-        }
+crate::string_enum! {
+    /// What an audit entry records.
+    pub enum AuditAction {
+        /// The key was generated.
+        Generated = "generated",
+        /// The key's secret was replaced.
+        Rotated = "rotated",
+        /// The key's description changed.
+        DescriptionChanged = "description_changed",
+        /// The key was deleted.
+        Deleted = "deleted",
     }
 }
 

@@ -7,6 +7,11 @@ pub fn may_manage_keys(role: Role, cloud: Cloud) -> bool {
     role == Role::InternalAdmin && cloud == Cloud::Employee
 }
 
+/// The clouds an API key works in: both clouds of its tenant.
+pub fn clouds_of_api_keys() -> &'static [Cloud] {
+    Cloud::ALL
+}
+
 /// A key's owner must be an internal admin or an integration user of the
 /// same tenant as the key.
 pub fn may_own_keys(owner: &User, tenant_of_key: crate::TenantId) -> bool {

@@ -1,69 +1,41 @@
-//! The error policy: every top-level error carries a stable
-//! `extensions.code`; internal failures are logged in full and reach the client
-//! only as a generic message.
+//! The one mapping from [`AppError`] to GraphQL errors: `extensions.code`
+//! always, `extensions.requestId` on `INTERNAL`.
 
-use async_graphql::{ErrorExtensions, ServerError};
-use latchkey_store::StoreError;
-
-/// A top-level GraphQL error.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
-    /// No credentials, or credentials that do not authenticate.
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// Authenticated but not allowed.
-    #[error("{0}")]
-    Forbidden(String),
-    /// An argument is out of range or malformed.
-    #[error("{0}")]
-    BadUserInput(String),
-    /// Something failed on our side; details are in the log only.
-    #[error("Internal server error. It has been logged; please retry or contact support.")]
-    Internal,
-}
-
-impl ApiError {
-    /// The stable code in `extensions.code`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
-            ApiError::Forbidden(_) => "FORBIDDEN",
-            ApiError::BadUserInput(_) => "BAD_USER_INPUT",
-            ApiError::Internal => "INTERNAL",
-        }
-    }
-
-    /// Logs `detail` (never sent to the client) and returns [`ApiError::Internal`].
-    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "internal error");
-        ApiError::Internal
-    }
-
-    /// As a response-level error.
-    pub fn into_server_error(self) -> ServerError {
-        let code = self.code();
-        let mut e = ServerError::new(self.to_string(), None);
-        e.extensions.get_or_insert_with(Default::default).set("code", code);
-        e
-    }
-}
-
-impl ErrorExtensions for ApiError {
-    fn extend(&self) -> async_graphql::Error {
-        async_graphql::Error::new(self.to_string()).extend_with(|_, e| e.set("code", self.code()))
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::internal(&e)
-    }
-}
+use async_graphql::{ErrorExtensionValues, ServerError};
+use latchkey_app::AppError;
 
 /// Result of a resolver.
 pub type ApiResult<T> = Result<T, async_graphql::Error>;
 
-/// Shorthand: turn an [`ApiError`] into a resolver error.
-pub fn fail<T>(e: ApiError) -> ApiResult<T> {
-    Err(e.extend())
+fn fill(extensions: &mut ErrorExtensionValues, e: &AppError) {
+    extensions.set("code", e.code());
+    if let Some(id) = e.request_id() {
+        extensions.set("requestId", id.as_str());
+    }
+}
+
+/// An application error as a resolver error.
+pub fn gql_error(e: AppError) -> async_graphql::Error {
+    let mut error = async_graphql::Error::new(e.to_string());
+    fill(error.extensions.get_or_insert_with(Default::default), &e);
+    error
+}
+
+/// An application error as a response-level error.
+pub fn server_error(e: AppError) -> ServerError {
+    let mut error = ServerError::new(e.to_string(), None);
+    fill(error.extensions.get_or_insert_with(Default::default), &e);
+    error
+}
+
+/// `.gql()?` on application results inside resolvers.
+pub(crate) trait OrGraphql<T> {
+    /// Maps the error.
+    fn gql(self) -> ApiResult<T>;
+}
+
+impl<T> OrGraphql<T> for Result<T, AppError> {
+    fn gql(self) -> ApiResult<T> {
+        self.map_err(gql_error)
+    }
 }

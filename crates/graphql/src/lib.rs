@@ -1,30 +1,21 @@
-//! Latchkey's GraphQL API: the schema, its own output types, the auth context
-//! and the error policy.
+//! Latchkey's GraphQL API: the schema, its own output types and the mapping
+//! of application errors.
 //!
-//! This is the only crate that knows async-graphql. It never exposes store or
-//! domain types directly as GraphQL types, and it builds without a database
-//! (see [`export_sdl`]).
+//! Resolvers call only the application layer ([`latchkey_app::App`]): they
+//! never see the store, and every key operation goes through
+//! [`latchkey_app::App::key_admin`]'s permission check. The schema builds
+//! without a database (see [`export_sdl`]).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
-pub mod auth;
-pub mod clock;
 pub mod error;
 mod mutation;
 mod query;
-pub mod service;
 mod types;
-pub mod verifier;
-
-use std::sync::Arc;
 
 use async_graphql::{EmptySubscription, SDLExportOptions, Schema};
-use latchkey_domain::admin_token::AdminTokenKey;
-use latchkey_store::Store;
+use latchkey_app::{App, AppError, Authentication};
 
-pub use auth::{Authentication, Principal};
-pub use clock::{Clock, SystemClock};
-pub use error::ApiError;
-pub use service::KeyService;
+pub use error::{gql_error, server_error};
 
 use mutation::MutationRoot;
 use query::QueryRoot;
@@ -37,19 +28,6 @@ pub const MAX_QUERY_DEPTH: usize = 16;
 /// Most complex query accepted.
 pub const MAX_QUERY_COMPLEXITY: usize = 5_000;
 
-/// Shared state every resolver reads.
-#[derive(Clone, Debug)]
-pub struct ApiState {
-    /// The database.
-    pub store: Store,
-    /// Verifies admin tokens.
-    pub token_key: AdminTokenKey,
-    /// The time source.
-    pub clock: Arc<dyn Clock>,
-    /// Verifies API keys presented by integrations.
-    pub verifier: Arc<verifier::KeyVerifier>,
-}
-
 fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
     Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .limit_depth(MAX_QUERY_DEPTH)
@@ -58,9 +36,9 @@ fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubsc
         .limit_directives(16)
 }
 
-/// Builds the executable schema over `state`, running key use cases on `service`.
-pub fn build_schema(state: ApiState, service: KeyService) -> LatchkeySchema {
-    builder().data(state).data(service).finish()
+/// Builds the executable schema over `app`.
+pub fn build_schema(app: App) -> LatchkeySchema {
+    builder().data(app).finish()
 }
 
 /// The schema in SDL, with sorted fields, arguments and enum items, exactly as
@@ -81,9 +59,9 @@ pub async fn execute(
     allow_mutations: bool,
 ) -> async_graphql::Response {
     if !allow_mutations && is_mutation(&request) {
-        return async_graphql::Response::from_errors(vec![
-            ApiError::BadUserInput("Mutations must be sent with POST.".into()).into_server_error(),
-        ]);
+        return async_graphql::Response::from_errors(vec![server_error(AppError::BadUserInput(
+            "Mutations must be sent with POST.".into(),
+        ))]);
     }
     let mut response = schema.execute(request.data(auth)).await;
     for error in &mut response.errors {

@@ -2,33 +2,18 @@
 //! nothing; authentication and authorisation problems are top-level errors.
 
 use async_graphql::{Context, ID, Object};
+use latchkey_app::{DeleteKey, EditDescription, GenerateKey, RotateKey};
 
-use crate::auth::Authentication;
-use crate::error::{ApiError, ApiResult};
-use crate::service::{KeyService, ServiceError};
+use crate::error::{ApiResult, OrGraphql};
+use crate::query::context;
 use crate::types::{
-    DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput, GenerateApiKeyPayload, RotateApiKeyInput,
-    RotateApiKeyPayload, UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload, hydrate, user_errors,
+    DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput, GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput,
+    RotateApiKeyPayload, UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload, user_errors,
 };
 
 /// The mutation root.
 #[derive(Debug, Default)]
 pub struct MutationRoot;
-
-fn ext(e: ApiError) -> async_graphql::Error {
-    async_graphql::ErrorExtensions::extend(&e)
-}
-
-fn internal(e: ServiceError) -> async_graphql::Error {
-    ext(ApiError::internal(&e))
-}
-
-fn setup<'a>(ctx: &Context<'a>) -> ApiResult<(&'a latchkey_domain::User, &'a KeyService)> {
-    let auth = ctx.data_opt::<Authentication>().unwrap_or(&Authentication::Anonymous);
-    let admin = auth.key_manager().map_err(ext)?;
-    let service = ctx.data::<KeyService>().map_err(|_| ext(ApiError::internal(&"no service")))?;
-    Ok((admin, service))
-}
 
 #[Object]
 impl MutationRoot {
@@ -39,31 +24,32 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: GenerateApiKeyInput,
     ) -> ApiResult<GenerateApiKeyPayload> {
-        let (admin, service) = setup(ctx)?;
-        match service.generate(admin, &input.owner_id, &input.description).await.map_err(internal)? {
-            Err(violations) => Ok(GenerateApiKeyPayload { user_errors: user_errors(violations), ..Default::default() }),
-            Ok(made) => {
-                let api_key = hydrate(service.store(), admin.tenant_id, vec![made.key]).await.map_err(ext)?.pop();
-                Ok(GenerateApiKeyPayload {
-                    api_key,
-                    secret: Some(made.secret.expose().to_owned()),
-                    user_errors: vec![],
-                })
-            }
-        }
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let command = GenerateKey { owner_id: input.owner_id.0, description: input.description };
+        Ok(match admin.generate(command).await.gql()? {
+            Err(violations) => GenerateApiKeyPayload { user_errors: user_errors(violations), ..Default::default() },
+            Ok(made) => GenerateApiKeyPayload {
+                secret: Some(made.secret.expose().to_owned()),
+                api_key: Some(GqlApiKey::from(made.key)),
+                user_errors: vec![],
+            },
+        })
     }
 
     /// Replaces a key's secret. The old secret stops working at once; the new
     /// one is in the payload, once. The owner is emailed.
     async fn rotate_api_key(&self, ctx: &Context<'_>, input: RotateApiKeyInput) -> ApiResult<RotateApiKeyPayload> {
-        let (admin, service) = setup(ctx)?;
-        match service.rotate(admin, &input.id).await.map_err(internal)? {
-            Err(violations) => Ok(RotateApiKeyPayload { user_errors: user_errors(violations), ..Default::default() }),
-            Ok(made) => {
-                let api_key = hydrate(service.store(), admin.tenant_id, vec![made.key]).await.map_err(ext)?.pop();
-                Ok(RotateApiKeyPayload { api_key, secret: Some(made.secret.expose().to_owned()), user_errors: vec![] })
-            }
-        }
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        Ok(match admin.rotate(RotateKey { id: input.id.0 }).await.gql()? {
+            Err(violations) => RotateApiKeyPayload { user_errors: user_errors(violations), ..Default::default() },
+            Ok(made) => RotateApiKeyPayload {
+                secret: Some(made.secret.expose().to_owned()),
+                api_key: Some(GqlApiKey::from(made.key)),
+                user_errors: vec![],
+            },
+        })
     }
 
     /// Changes a key's description. Nobody is emailed.
@@ -72,26 +58,24 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: UpdateApiKeyDescriptionInput,
     ) -> ApiResult<UpdateApiKeyDescriptionPayload> {
-        let (admin, service) = setup(ctx)?;
-        match service.update_description(admin, &input.id, &input.description).await.map_err(internal)? {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let command = EditDescription { id: input.id.0, description: input.description };
+        Ok(match admin.edit_description(command).await.gql()? {
             Err(violations) => {
-                Ok(UpdateApiKeyDescriptionPayload { user_errors: user_errors(violations), ..Default::default() })
+                UpdateApiKeyDescriptionPayload { user_errors: user_errors(violations), ..Default::default() }
             }
-            Ok(key) => {
-                let api_key = hydrate(service.store(), admin.tenant_id, vec![key]).await.map_err(ext)?.pop();
-                Ok(UpdateApiKeyDescriptionPayload { api_key, user_errors: vec![] })
-            }
-        }
+            Ok(key) => UpdateApiKeyDescriptionPayload { api_key: Some(GqlApiKey::from(key)), user_errors: vec![] },
+        })
     }
 
     /// Deletes a key. Its secret stops working at once. The owner is emailed.
     async fn delete_api_key(&self, ctx: &Context<'_>, input: DeleteApiKeyInput) -> ApiResult<DeleteApiKeyPayload> {
-        let (admin, service) = setup(ctx)?;
-        match service.delete(admin, &input.id).await.map_err(internal)? {
-            Err(violations) => Ok(DeleteApiKeyPayload { user_errors: user_errors(violations), ..Default::default() }),
-            Ok(key) => {
-                Ok(DeleteApiKeyPayload { deleted_api_key_id: Some(ID(key.id.to_string())), user_errors: vec![] })
-            }
-        }
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        Ok(match admin.delete(DeleteKey { id: input.id.0 }).await.gql()? {
+            Err(violations) => DeleteApiKeyPayload { user_errors: user_errors(violations), ..Default::default() },
+            Ok(key) => DeleteApiKeyPayload { deleted_api_key_id: Some(ID(key.id.to_string())), user_errors: vec![] },
+        })
     }
 }

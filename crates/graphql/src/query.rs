@@ -1,36 +1,40 @@
 //! Queries.
 
 use async_graphql::{Context, ID, Object};
-use latchkey_domain::{SearchTerm, UserId};
-use latchkey_store::KeyQuery;
+use latchkey_app::keys::DEFAULT_PAGE_SIZE;
+use latchkey_app::{App, AppError, AuditQuery, Authentication, KeyTableQuery, Page};
 
-use crate::auth::{Authentication, Principal};
-use crate::error::{ApiError, ApiResult, fail};
-use crate::service::KeyService;
+use crate::error::{ApiResult, OrGraphql, gql_error};
 use crate::types::{
-    ApiKeyConnection, ApiKeyEdge, ApiKeyEventConnection, ApiKeyEventEdge, GqlApiKey, GqlCloud, GqlTenant, GqlUser,
-    PageInfo, Viewer, decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor, hydrate, hydrate_audit,
+    ApiKeyConnection, ApiKeyEdge, ApiKeyEvent, ApiKeyEventConnection, ApiKeyEventEdge, GqlApiKey, GqlCloud, GqlTenant,
+    GqlUser, PageInfo, Viewer, decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor,
 };
-
-/// Largest page of the key table.
-pub const MAX_PAGE_SIZE: i32 = 100;
-/// Page size when none is asked for.
-pub const DEFAULT_PAGE_SIZE: i32 = 50;
 
 /// The query root.
 #[derive(Debug, Default)]
 pub struct QueryRoot;
 
-fn auth<'a>(ctx: &Context<'a>) -> &'a Authentication {
-    ctx.data_opt::<Authentication>().unwrap_or(&Authentication::Anonymous)
+/// The application and the caller of this request.
+pub(crate) fn context<'a>(ctx: &Context<'a>) -> ApiResult<(&'a App, &'a Authentication)> {
+    let app = ctx.data::<App>().map_err(|_| gql_error(AppError::internal(&"the schema has no App")))?;
+    Ok((app, ctx.data_opt::<Authentication>().unwrap_or(&Authentication::Anonymous)))
 }
 
-fn service<'a>(ctx: &Context<'a>) -> ApiResult<&'a KeyService> {
-    ctx.data::<KeyService>().map_err(|_| async_graphql::ErrorExtensions::extend(&ApiError::internal(&"no service")))
+/// Decodes an `after` cursor.
+fn cursor<T>(after: Option<String>, decode: fn(&str) -> Option<T>) -> ApiResult<Option<T>> {
+    after
+        .map(|c| decode(&c).ok_or_else(|| AppError::BadUserInput("`after` is not a valid cursor.".into())))
+        .transpose()
+        .gql()
 }
 
-fn api<T>(r: Result<T, ApiError>) -> ApiResult<T> {
-    r.map_err(|e| async_graphql::ErrorExtensions::extend(&e))
+fn page_info<T>(page: &Page<T>, cursors: &[String], after_given: bool) -> PageInfo {
+    PageInfo {
+        has_next_page: page.has_next_page,
+        has_previous_page: after_given,
+        start_cursor: cursors.first().cloned(),
+        end_cursor: cursors.last().cloned(),
+    }
 }
 
 #[Object]
@@ -38,19 +42,14 @@ impl QueryRoot {
     /// Who is calling: the tenant, the signed-in user or the API key, and the
     /// clouds they may act in.
     async fn viewer(&self, ctx: &Context<'_>) -> ApiResult<Viewer> {
-        let principal = api(auth(ctx).principal())?;
-        let tenant = GqlTenant::from(principal.tenant());
-        let clouds = principal.clouds().into_iter().map(GqlCloud::from).collect();
-        match principal {
-            Principal::Admin { user, .. } => {
-                Ok(Viewer { tenant, user: Some(GqlUser::from(user)), api_key: None, clouds })
-            }
-            Principal::Integration { key, tenant: t } => {
-                let store = service(ctx)?.store();
-                let api_key = api(hydrate(store, t.id, vec![key.clone()]).await)?.pop();
-                Ok(Viewer { tenant, user: None, api_key, clouds })
-            }
-        }
+        let (app, auth) = context(ctx)?;
+        let viewer = app.viewer(auth).gql()?;
+        Ok(Viewer {
+            tenant: GqlTenant::from(&viewer.tenant),
+            user: viewer.user.as_ref().map(GqlUser::from),
+            api_key: viewer.api_key.map(GqlApiKey::from),
+            clouds: viewer.clouds.into_iter().map(GqlCloud::from).collect(),
+        })
     }
 
     /// The key table, newest first. Only internal admins in the employee cloud.
@@ -62,32 +61,15 @@ impl QueryRoot {
         #[graphql(desc = "Only keys of this owner.")] owner_id: Option<ID>,
         #[graphql(desc = "Only keys whose description contains this, ignoring case.")] search: Option<String>,
     ) -> ApiResult<ApiKeyConnection> {
-        let admin = api(auth(ctx).key_manager())?;
-        let (first, after_id) = api(paging(first, after.as_deref(), decode_cursor))?;
-        let search = match search.as_deref().map(SearchTerm::parse).transpose() {
-            Ok(s) => s.flatten(),
-            Err(_) => return fail(ApiError::BadUserInput("`search` is too long (maximum is 255 characters).".into())),
-        };
-        let owner = match owner_id {
-            None => None,
-            Some(raw) => match raw.parse::<UserId>() {
-                Ok(id) => Some(id),
-                // An owner that cannot exist owns nothing: same as an unknown one.
-                Err(_) => return Ok(empty_connection(after_id.is_some())),
-            },
-        };
-        let store = service(ctx)?.store();
-        let query = KeyQuery { first, after: after_id, owner, search };
-        let page = api(store.list_keys(admin.tenant_id, &query).await.map_err(ApiError::from))?;
-        let nodes = api(hydrate(store, admin.tenant_id, page.keys).await)?;
-        let edges: Vec<ApiKeyEdge> =
-            nodes.iter().map(|node| ApiKeyEdge { cursor: encode_cursor(node_id(node)), node: node.clone() }).collect();
-        let page_info = PageInfo {
-            has_next_page: page.has_next_page,
-            has_previous_page: after_id.is_some(),
-            start_cursor: edges.first().map(|e| e.cursor.clone()),
-            end_cursor: edges.last().map(|e| e.cursor.clone()),
-        };
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let after = cursor(after, decode_cursor)?;
+        let query = KeyTableQuery { first, after, owner_id: owner_id.map(|id| id.0), search };
+        let page = admin.key_table(query).await.gql()?;
+        let cursors: Vec<String> = page.items.iter().map(|v| encode_cursor(v.key.id)).collect();
+        let page_info = page_info(&page, &cursors, after.is_some());
+        let nodes: Vec<GqlApiKey> = page.items.into_iter().map(GqlApiKey::from).collect();
+        let edges = nodes.iter().zip(cursors).map(|(node, cursor)| ApiKeyEdge { cursor, node: node.clone() }).collect();
         Ok(ApiKeyConnection {
             edges,
             nodes,
@@ -98,13 +80,9 @@ impl QueryRoot {
 
     /// One key of your tenant; null when there is no such key.
     async fn api_key(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<GqlApiKey>> {
-        let admin = api(auth(ctx).key_manager())?;
-        let Ok(id) = id.parse() else { return Ok(None) };
-        let store = service(ctx)?.store();
-        let Some(key) = api(store.key(admin.tenant_id, id).await.map_err(ApiError::from))? else {
-            return Ok(None);
-        };
-        Ok(api(hydrate(store, admin.tenant_id, vec![key]).await)?.pop())
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        Ok(admin.key(&id).await.gql()?.map(GqlApiKey::from))
     }
 
     /// The audit trail of your tenant's keys (or of one key), newest first:
@@ -117,38 +95,15 @@ impl QueryRoot {
         #[graphql(default_with = "Some(DEFAULT_PAGE_SIZE)", desc = "Page size, 1 to 100.")] first: Option<i32>,
         #[graphql(desc = "Continue after this cursor (a previous page's `endCursor`).")] after: Option<String>,
     ) -> ApiResult<ApiKeyEventConnection> {
-        let admin = api(auth(ctx).key_manager())?;
-        let (first, after_id) = api(paging(first, after.as_deref(), decode_audit_cursor))?;
-        let key = match key_id {
-            None => None,
-            Some(raw) => match raw.parse() {
-                Ok(id) => Some(id),
-                Err(_) => {
-                    return Ok(ApiKeyEventConnection {
-                        edges: vec![],
-                        nodes: vec![],
-                        page_info: empty_connection(after_id.is_some()).page_info,
-                        total_count: 0,
-                    });
-                }
-            },
-        };
-        let store = service(ctx)?.store();
-        let page = api(store.list_audit(admin.tenant_id, key, first, after_id).await.map_err(ApiError::from))?;
-        let nodes = api(hydrate_audit(store, admin.tenant_id, page.entries).await)?;
-        let edges: Vec<ApiKeyEventEdge> = nodes
-            .iter()
-            .map(|node| ApiKeyEventEdge {
-                cursor: encode_audit_cursor(node.id.parse().unwrap_or_default()),
-                node: node.clone(),
-            })
-            .collect();
-        let page_info = PageInfo {
-            has_next_page: page.has_next_page,
-            has_previous_page: after_id.is_some(),
-            start_cursor: edges.first().map(|e| e.cursor.clone()),
-            end_cursor: edges.last().map(|e| e.cursor.clone()),
-        };
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let after = cursor(after, decode_audit_cursor)?;
+        let page = admin.audit_trail(AuditQuery { key_id: key_id.map(|id| id.0), first, after }).await.gql()?;
+        let cursors: Vec<String> = page.items.iter().map(|v| encode_audit_cursor(v.entry.id)).collect();
+        let page_info = page_info(&page, &cursors, after.is_some());
+        let nodes: Vec<ApiKeyEvent> = page.items.into_iter().map(ApiKeyEvent::from).collect();
+        let edges =
+            nodes.iter().zip(cursors).map(|(node, cursor)| ApiKeyEventEdge { cursor, node: node.clone() }).collect();
         Ok(ApiKeyEventConnection {
             edges,
             nodes,
@@ -160,41 +115,8 @@ impl QueryRoot {
     /// Who may own a new key: you first, then the other internal admins and
     /// the integration users, by name.
     async fn api_key_owner_candidates(&self, ctx: &Context<'_>) -> ApiResult<Vec<GqlUser>> {
-        let admin = api(auth(ctx).key_manager())?;
-        let store = service(ctx)?.store();
-        let mut users = api(store.key_owner_candidates(admin.tenant_id).await.map_err(ApiError::from))?;
-        users.sort_by_key(|u| u.id != admin.id);
-        Ok(users.iter().map(GqlUser::from).collect())
-    }
-}
-
-/// Checks a page request: `first` within 1..=100 (default 50) and `after` a
-/// cursor that `decode` understands.
-fn paging<T>(
-    first: Option<i32>,
-    after: Option<&str>,
-    decode: fn(&str) -> Option<T>,
-) -> Result<(u64, Option<T>), ApiError> {
-    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(1..=MAX_PAGE_SIZE).contains(&first) {
-        return Err(ApiError::BadUserInput(format!("`first` must be between 1 and {MAX_PAGE_SIZE}.")));
-    }
-    let after = match after {
-        None => None,
-        Some(c) => Some(decode(c).ok_or_else(|| ApiError::BadUserInput("`after` is not a valid cursor.".into()))?),
-    };
-    Ok((u64::try_from(first).unwrap_or(1), after))
-}
-
-fn node_id(node: &GqlApiKey) -> latchkey_domain::ApiKeyId {
-    node.key_id()
-}
-
-fn empty_connection(has_previous_page: bool) -> ApiKeyConnection {
-    ApiKeyConnection {
-        edges: Vec::new(),
-        nodes: Vec::new(),
-        page_info: PageInfo { has_next_page: false, has_previous_page, start_cursor: None, end_cursor: None },
-        total_count: 0,
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        Ok(admin.owner_candidates().await.gql()?.iter().map(GqlUser::from).collect())
     }
 }

@@ -1,22 +1,18 @@
-//! GraphQL's own types. Domain values are converted into these; no database
-//! entity is ever a GraphQL type.
-
-use std::collections::HashMap;
+//! GraphQL's own types. Application views are converted into these; no
+//! database entity or domain type is ever a GraphQL type. Enums mirror the
+//! domain's through async-graphql's `remote`, which generates (and so checks)
+//! the conversions.
 
 use async_graphql::{Enum, ID, InputObject, Object, SimpleObject};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use latchkey_domain::error::ViolationCode;
-use latchkey_domain::{ApiKey, ApiKeyId, Cloud, Role, Tenant, TenantId, User, UserId};
-use latchkey_store::Store;
-
-use crate::error::ApiError;
-use crate::service::FieldViolation;
+use latchkey_app::{AuditView, FieldViolation, KeyView};
+use latchkey_domain::{ApiKeyId, Tenant, User};
 
 /// A cloud of a tenant.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
-#[graphql(name = "Cloud")]
+#[graphql(name = "Cloud", remote = "latchkey_domain::Cloud")]
 pub enum GqlCloud {
     /// The employee cloud: the company's own staff.
     Employee,
@@ -24,18 +20,9 @@ pub enum GqlCloud {
     Customer,
 }
 
-impl From<Cloud> for GqlCloud {
-    fn from(c: Cloud) -> Self {
-        match c {
-            Cloud::Employee => GqlCloud::Employee,
-            Cloud::Customer => GqlCloud::Customer,
-        }
-    }
-}
-
 /// What a user may do.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
-#[graphql(name = "UserRole")]
+#[graphql(name = "UserRole", remote = "latchkey_domain::Role")]
 pub enum GqlUserRole {
     /// Administrator of the employee cloud; manages API keys.
     InternalAdmin,
@@ -43,16 +30,6 @@ pub enum GqlUserRole {
     AcademyAdmin,
     /// A service account for an integration.
     IntegrationUser,
-}
-
-impl From<Role> for GqlUserRole {
-    fn from(r: Role) -> Self {
-        match r {
-            Role::InternalAdmin => GqlUserRole::InternalAdmin,
-            Role::AcademyAdmin => GqlUserRole::AcademyAdmin,
-            Role::IntegrationUser => GqlUserRole::IntegrationUser,
-        }
-    }
 }
 
 /// A company using the platform.
@@ -94,10 +71,21 @@ impl From<&User> for GqlUser {
 /// An API key as the key table shows it. The secret is never part of it.
 #[derive(Clone, Debug)]
 pub struct GqlApiKey {
-    key: ApiKey,
+    view: KeyView,
     owner: GqlUser,
     created_by: Option<GqlUser>,
     last_edited_by: Option<GqlUser>,
+}
+
+impl From<KeyView> for GqlApiKey {
+    fn from(view: KeyView) -> Self {
+        GqlApiKey {
+            owner: GqlUser::from(&view.owner),
+            created_by: view.created_by.as_ref().map(GqlUser::from),
+            last_edited_by: view.last_edited_by.as_ref().map(GqlUser::from),
+            view,
+        }
+    }
 }
 
 /// An API key as the key table shows it. The secret is shown only once, in
@@ -106,17 +94,17 @@ pub struct GqlApiKey {
 impl GqlApiKey {
     /// Stable id; does not change when the key is rotated.
     async fn id(&self) -> ID {
-        ID(self.key.id.to_string())
+        ID(self.view.key.id.to_string())
     }
 
     /// The last four characters of the current secret.
     async fn last_four(&self) -> &str {
-        &self.key.last_four
+        &self.view.key.last_four
     }
 
     /// What the key is for.
     async fn description(&self) -> &str {
-        &self.key.description
+        &self.view.key.description
     }
 
     /// The user the key acts for; notices about the key are mailed to them.
@@ -126,7 +114,7 @@ impl GqlApiKey {
 
     /// When the key was created.
     async fn created_at(&self) -> DateTime<Utc> {
-        self.key.created_at
+        self.view.key.created_at
     }
 
     /// Who created the key; null for keys from before key management.
@@ -137,7 +125,7 @@ impl GqlApiKey {
     /// When the key was last generated, rotated or edited; null for keys from
     /// before key management.
     async fn last_edited_at(&self) -> Option<DateTime<Utc>> {
-        self.key.last_edited_at
+        self.view.key.last_edited_at
     }
 
     /// Who last generated, rotated or edited the key; null for keys from before
@@ -148,29 +136,8 @@ impl GqlApiKey {
 
     /// When an integration last authenticated with the key; null if never.
     async fn last_used_at(&self) -> Option<DateTime<Utc>> {
-        self.key.last_used_at
+        self.view.key.last_used_at
     }
-}
-
-/// Resolves the users of `keys` with one query and builds their GraphQL form.
-pub async fn hydrate(store: &Store, tenant: TenantId, keys: Vec<ApiKey>) -> Result<Vec<GqlApiKey>, ApiError> {
-    let mut ids: Vec<UserId> =
-        keys.iter().flat_map(|k| [Some(k.owner_id), k.created_by, k.last_edited_by]).flatten().collect();
-    ids.sort();
-    ids.dedup();
-    let users: HashMap<UserId, GqlUser> =
-        store.users_by_ids(tenant, &ids).await?.iter().map(|u| (u.id, GqlUser::from(u))).collect();
-    keys.into_iter()
-        .map(|key| {
-            let owner = users
-                .get(&key.owner_id)
-                .cloned()
-                .ok_or_else(|| ApiError::internal(&format!("owner {} of key {} is missing", key.owner_id, key.id)))?;
-            let created_by = key.created_by.and_then(|id| users.get(&id).cloned());
-            let last_edited_by = key.last_edited_by.and_then(|id| users.get(&id).cloned());
-            Ok(GqlApiKey { key, owner, created_by, last_edited_by })
-        })
-        .collect()
 }
 
 /// One key on a page.
@@ -240,6 +207,7 @@ pub struct Viewer {
 
 /// Why an input was refused.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[graphql(remote = "latchkey_domain::error::ViolationCode")]
 pub enum UserErrorCode {
     /// A required value is empty.
     Blank,
@@ -266,18 +234,15 @@ pub struct UserError {
 
 impl From<FieldViolation> for UserError {
     fn from(v: FieldViolation) -> Self {
-        let code = match v.violation.code {
-            ViolationCode::Blank => UserErrorCode::Blank,
-            ViolationCode::TooLong => UserErrorCode::TooLong,
-            ViolationCode::Invalid => UserErrorCode::Invalid,
-            ViolationCode::NotFound => UserErrorCode::NotFound,
-            ViolationCode::InvalidOwner => UserErrorCode::InvalidOwner,
-        };
-        UserError { field: vec!["input".into(), v.field.into()], message: v.violation.message, code }
+        UserError {
+            field: vec!["input".into(), v.field.into()],
+            message: v.violation.message,
+            code: v.violation.code.into(),
+        }
     }
 }
 
-/// Converts service violations.
+/// Converts refused inputs.
 pub fn user_errors(violations: Vec<FieldViolation>) -> Vec<UserError> {
     violations.into_iter().map(UserError::from).collect()
 }
@@ -354,13 +319,6 @@ pub struct DeleteApiKeyPayload {
     pub user_errors: Vec<UserError>,
 }
 
-impl GqlApiKey {
-    /// The key's id.
-    pub fn key_id(&self) -> ApiKeyId {
-        self.key.id
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +336,7 @@ mod tests {
 
 /// What an audit entry records.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[graphql(remote = "latchkey_domain::AuditAction")]
 pub enum ApiKeyEventAction {
     /// The key was generated.
     Generated,
@@ -387,18 +346,6 @@ pub enum ApiKeyEventAction {
     DescriptionChanged,
     /// The key was deleted.
     Deleted,
-}
-
-impl From<latchkey_domain::AuditAction> for ApiKeyEventAction {
-    fn from(a: latchkey_domain::AuditAction) -> Self {
-        use latchkey_domain::AuditAction as A;
-        match a {
-            A::Generated => ApiKeyEventAction::Generated,
-            A::Rotated => ApiKeyEventAction::Rotated,
-            A::DescriptionChanged => ApiKeyEventAction::DescriptionChanged,
-            A::Deleted => ApiKeyEventAction::Deleted,
-        }
-    }
 }
 
 /// One entry of the audit trail. Kept after the key is deleted.
@@ -462,30 +409,19 @@ pub fn decode_audit_cursor(cursor: &str) -> Option<uuid::Uuid> {
     uuid::Uuid::parse_str(text.strip_prefix(AUDIT_CURSOR_PREFIX)?).ok()
 }
 
-/// Builds the GraphQL form of audit entries, resolving actors with one query.
-pub async fn hydrate_audit(
-    store: &Store,
-    tenant: TenantId,
-    entries: Vec<latchkey_domain::AuditEntry>,
-) -> Result<Vec<ApiKeyEvent>, ApiError> {
-    let mut ids: Vec<UserId> = entries.iter().map(|e| e.actor_id).collect();
-    ids.sort();
-    ids.dedup();
-    let users: HashMap<UserId, GqlUser> =
-        store.users_by_ids(tenant, &ids).await?.iter().map(|u| (u.id, GqlUser::from(u))).collect();
-    Ok(entries
-        .into_iter()
-        .map(|e| ApiKeyEvent {
+impl From<AuditView> for ApiKeyEvent {
+    fn from(AuditView { entry: e, actor }: AuditView) -> Self {
+        ApiKeyEvent {
             id: ID(e.id.to_string()),
             action: e.action.into(),
             key_id: ID(e.key_id.to_string()),
             key_description: e.key_description,
             key_last_four: e.key_last_four,
-            actor: users.get(&e.actor_id).cloned(),
+            actor: actor.as_ref().map(GqlUser::from),
             actor_name: e.actor_name,
             occurred_at: e.occurred_at,
             old_description: e.old_description,
             new_description: e.new_description,
-        })
-        .collect())
+        }
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use latchkey_domain::KeyEvent;
+use latchkey_domain::{Clock, KeyEvent};
 use latchkey_store::Store;
 use tokio::sync::{Notify, watch};
 
@@ -145,6 +145,7 @@ enum Handled {
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     store: Store,
+    clock: Arc<dyn Clock>,
     notifier: Arc<dyn Notifier>,
     config: DispatcherConfig,
     wake: Arc<Notify>,
@@ -155,16 +156,23 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 }
 
 impl Dispatcher {
-    /// A dispatcher from `store` to `notifier`, woken early through `wake`.
-    pub fn new(store: Store, notifier: Arc<dyn Notifier>, config: DispatcherConfig, wake: Arc<Notify>) -> Self {
-        Dispatcher { store, notifier, config, wake }
+    /// A dispatcher from `store` to `notifier`, telling time with `clock`,
+    /// woken early through `wake`.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        notifier: Arc<dyn Notifier>,
+        config: DispatcherConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Dispatcher { store, clock, notifier, config, wake }
     }
 
     /// Claims and delivers what is due now, several at a time. Stops early
     /// (handing the rest of its claim back) when `shutdown` turns true.
     pub async fn run_once(&self, shutdown: &watch::Receiver<bool>) -> Result<RoundReport, latchkey_store::StoreError> {
         use futures_util::StreamExt;
-        let now = Utc::now();
+        let now = self.clock.now();
         let lease_until = now + chrono_duration(self.config.lease);
         let claimed = self.store.claim_due_events(now, lease_until, self.config.batch_size).await?;
         let outcomes: Vec<Result<Handled, latchkey_store::StoreError>> = futures_util::stream::iter(claimed)
@@ -193,7 +201,7 @@ impl Dispatcher {
         let id = stored.event.id;
         // Never send on an expiring lease: another dispatcher may already have
         // claimed the event again.
-        let lease_left = lease_until - Utc::now();
+        let lease_left = lease_until - self.clock.now();
         if *shutdown.borrow() || lease_left < chrono_duration(self.config.send_timeout) {
             self.store.release_event(id).await?;
             return Ok(Handled::Released);
@@ -207,7 +215,7 @@ impl Dispatcher {
         };
         match outcome {
             Ok(()) => {
-                self.store.mark_event_sent(id, Utc::now()).await?;
+                self.store.mark_event_sent(id, self.clock.now()).await?;
                 tracing::info!(event = %id, kind = stored.event.kind.as_str(), attempts = stored.attempts, "owner notified");
                 Ok(Handled::Sent)
             }
@@ -225,7 +233,7 @@ impl Dispatcher {
             Err(DeliveryError::Transient(reason)) => {
                 let delay = retry_delay(stored.attempts, self.config.retry_base, self.config.retry_cap, jitter());
                 tracing::warn!(event = %id, %reason, attempts = stored.attempts, retry_in_ms = delay.as_millis() as u64, "owner notice will be retried");
-                self.store.reschedule_event(id, Utc::now() + chrono_duration(delay), &reason).await?;
+                self.store.reschedule_event(id, self.clock.now() + chrono_duration(delay), &reason).await?;
                 Ok(Handled::Retried)
             }
         }

@@ -5,15 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::SecondsFormat;
-use latchkey_domain::{KeyEvent, KeyEventKind};
+use latchkey_domain::{API_KEYS_PAGE_PATH, KeyEvent, KeyEventKind};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::{DeliveryError, DeliveryFuture, Notifier};
 
-/// Where the owner's API key page lives, relative to the console URL.
-pub const API_KEYS_PAGE_PATH: &str = "/settings/integrations/api";
 /// The sender used when none is configured.
 pub const DEFAULT_FROM: &str = "Latchkey <no-reply@localhost>";
 

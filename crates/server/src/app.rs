@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::{App, HttpServer, web};
-use latchkey_graphql::verifier::{KeyVerifier, VerifiedKeyCache};
-use latchkey_graphql::{ApiState, Clock, KeyService, LatchkeySchema, SystemClock, build_schema};
+use actix_web::{HttpServer, web};
+use latchkey_app::{App, KeyVerifier};
+use latchkey_domain::{Clock, SystemClock};
+use latchkey_graphql::{LatchkeySchema, build_schema};
 use latchkey_notify::{Dispatcher, Notifier};
 use latchkey_store::Store;
 use tokio::sync::{Notify, watch};
@@ -19,17 +20,15 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// What every HTTP handler shares.
 #[derive(Clone)]
 pub struct AppContext {
-    /// The executable schema.
+    /// The executable schema (over `app`).
     pub schema: LatchkeySchema,
-    /// Shared API state (store, token key, clock).
-    pub state: ApiState,
-    /// Key use cases.
-    pub service: KeyService,
+    /// Every use case.
+    pub app: App,
 }
 
 impl std::fmt::Debug for AppContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppContext").field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("AppContext").field("app", &self.app).finish_non_exhaustive()
     }
 }
 
@@ -97,30 +96,21 @@ pub async fn start_with_clock(
 ) -> anyhow::Result<RunningServer> {
     let store = Store::connect(&config.database_url, &config.store).await?;
     store.migrate().await?;
-    let cache = Arc::new(VerifiedKeyCache::new(config.verifier.cache_capacity, config.verifier.cache_ttl)?);
-    let verifier = Arc::new(KeyVerifier::new(store.clone(), clock.clone(), cache.clone(), &config.verifier));
-    let state = ApiState {
-        store: store.clone(),
-        token_key: config.token_key.clone(),
-        clock: clock.clone(),
-        verifier: verifier.clone(),
-    };
     let outbox = Arc::new(Notify::new());
-    let service = KeyService::new(store.clone(), clock, outbox.clone(), cache);
-    let schema = build_schema(state.clone(), service.clone());
-    let context = AppContext { schema, state, service };
+    let app = App::new(store.clone(), clock.clone(), config.token_key.clone(), &config.verifier, outbox.clone())?;
+    let context = AppContext { schema: build_schema(app.clone()), app: app.clone() };
 
-    let dispatcher = Dispatcher::new(store.clone(), notifier, config.dispatcher.clone(), outbox);
+    let dispatcher = Dispatcher::new(store.clone(), clock, notifier, config.dispatcher.clone(), outbox);
     let (stop_dispatcher, stop_rx) = watch::channel(false);
-    let usage = tokio::spawn(flush_usage(verifier.clone(), config.usage_flush_interval, stop_rx.clone()));
+    let usage = tokio::spawn(flush_usage(app.verifier().clone(), config.usage_flush_interval, stop_rx.clone()));
     // Listen for other replicas' revocations before serving, so that nothing
     // cached from the first requests is flushed by the first resync.
-    let revocations = match store.revocation_listener() {
+    let revocations = match app.revocation_listener() {
         Some(mut listener) => {
             if tokio::time::timeout(std::time::Duration::from_secs(5), listener.next()).await.is_err() {
                 tracing::warn!("not yet listening for revocations; continuing to try in the background");
             }
-            Some(tokio::spawn(follow_revocations(listener, verifier.cache().clone(), stop_rx.clone())))
+            Some(tokio::spawn(follow_revocations(listener, app.verifier().clone(), stop_rx.clone())))
         }
         None => None,
     };
@@ -128,7 +118,7 @@ pub async fn start_with_clock(
 
     let data = web::Data::new(context);
     let mut server = HttpServer::new(move || {
-        App::new()
+        actix_web::App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .wrap(actix_web::middleware::from_fn(http::log_requests))
@@ -153,26 +143,24 @@ pub async fn start_with_clock(
 /// Applies revocations made by other replicas to this one's cache.
 async fn follow_revocations(
     mut listener: latchkey_store::RevocationListener,
-    cache: Arc<VerifiedKeyCache>,
+    verifier: Arc<KeyVerifier>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
-            signal = listener.next() => match signal {
-                latchkey_store::RevocationSignal::Revoked(key) => cache.invalidate(key),
-                latchkey_store::RevocationSignal::Resync => cache.invalidate_all(),
-            },
+            signal = listener.next() => verifier.apply(signal),
             _ = stop.changed() => return,
         }
     }
 }
 
-/// Writes recorded key use to `last_used_at` every `interval`, and once more
-/// on shutdown.
+/// Writes recorded key use to `last_used_at` every `interval` (or sooner
+/// when the recorded uses reach their cap), and once more on shutdown.
 async fn flush_usage(verifier: Arc<KeyVerifier>, interval: std::time::Duration, mut stop: watch::Receiver<bool>) {
     loop {
         let stopping = tokio::select! {
             _ = tokio::time::sleep(interval) => false,
+            _ = verifier.usage_filled() => false,
             _ = stop.changed() => true,
         };
         match verifier.flush_usage().await {

@@ -5,10 +5,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use latchkey_domain::admin_token::AdminClaims;
-use latchkey_domain::{Cloud, KeyEventId, Role, TenantId, UserId};
-use latchkey_store::{EventDelivery, NewUser, Store, StoreError, StoreOptions};
+use latchkey_domain::{Clock, Cloud, EventDelivery, KeyEventId, Role, SystemClock, TenantId, UserId};
+use latchkey_store::{NewUser, Store, StoreError, StoreOptions};
 use serde_json::json;
 
 use crate::config::{
@@ -53,25 +53,14 @@ pub enum Command {
     Outbox(OutboxCommand),
 }
 
-/// A delivery state as written on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum StatusArg {
-    /// Waiting to be sent or retried.
-    Pending,
-    /// Delivered.
-    Sent,
-    /// Given up on.
-    Failed,
-}
-
 /// `outbox` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum OutboxCommand {
     /// List notices, oldest first, as JSON.
     List {
-        /// Only notices in this state.
-        #[arg(long, value_enum)]
-        status: Option<StatusArg>,
+        /// Only notices in this state: pending, sent or failed.
+        #[arg(long)]
+        status: Option<EventDelivery>,
         /// At most this many.
         #[arg(long, default_value_t = 1000)]
         limit: u64,
@@ -112,10 +101,10 @@ pub struct ServeArgs {
     pub db_statement_timeout_ms: u64,
     #[command(flatten)]
     pub mail: MailArgs,
-    /// How long a verified key is trusted from memory, in seconds (also bounds
-    /// how long another replica may accept a revoked key if it misses the
-    /// revocation notice).
-    #[arg(long, env = "LATCHKEY_KEY_CACHE_TTL_SECS", default_value_t = 30)]
+    /// How long a verified key is trusted from memory, in seconds. Revocation
+    /// is pushed to every replica; this only bounds how long one may accept a
+    /// revoked key if a revocation notice were lost unnoticed.
+    #[arg(long, env = "LATCHKEY_KEY_CACHE_TTL_SECS", default_value_t = latchkey_app::verify::DEFAULT_CACHE_TTL.as_secs())]
     pub key_cache_ttl_secs: u64,
     /// Most keys cached.
     #[arg(long, env = "LATCHKEY_KEY_CACHE_CAPACITY", default_value_t = 100_000)]
@@ -193,45 +182,6 @@ pub enum TenantCommand {
     },
 }
 
-/// A role as written on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum RoleArg {
-    /// Administrator of the employee cloud.
-    InternalAdmin,
-    /// Administrator of the customer cloud.
-    AcademyAdmin,
-    /// Service account for integrations.
-    IntegrationUser,
-}
-
-impl From<RoleArg> for Role {
-    fn from(r: RoleArg) -> Self {
-        match r {
-            RoleArg::InternalAdmin => Role::InternalAdmin,
-            RoleArg::AcademyAdmin => Role::AcademyAdmin,
-            RoleArg::IntegrationUser => Role::IntegrationUser,
-        }
-    }
-}
-
-/// A cloud as written on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum CloudArg {
-    /// The employee cloud.
-    Employee,
-    /// The customer cloud.
-    Customer,
-}
-
-impl From<CloudArg> for Cloud {
-    fn from(c: CloudArg) -> Self {
-        match c {
-            CloudArg::Employee => Cloud::Employee,
-            CloudArg::Customer => Cloud::Customer,
-        }
-    }
-}
-
 /// `user` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -246,9 +196,9 @@ pub enum UserCommand {
         /// Display name.
         #[arg(long)]
         name: String,
-        /// Role.
-        #[arg(long, value_enum)]
-        role: RoleArg,
+        /// Role: internal-admin, academy-admin or integration-user.
+        #[arg(long)]
+        role: Role,
     },
 }
 
@@ -258,9 +208,9 @@ pub struct TokenArgs {
     /// The user id.
     #[arg(long)]
     pub user: String,
-    /// The cloud the token acts in.
-    #[arg(long, value_enum, default_value = "employee")]
-    pub cloud: CloudArg,
+    /// The cloud the token acts in: employee or customer.
+    #[arg(long, default_value = "employee")]
+    pub cloud: Cloud,
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub ttl_secs: u32,
@@ -326,7 +276,7 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         handle_signals: true,
         mail,
         dispatcher,
-        verifier: latchkey_graphql::verifier::VerifierConfig {
+        verifier: latchkey_app::VerifierConfig {
             cache_ttl: Duration::from_secs(args.key_cache_ttl_secs.max(1)),
             cache_capacity: args.key_cache_capacity.max(1),
             ..Default::default()
@@ -357,7 +307,7 @@ fn notice_json(n: &latchkey_store::StoredEvent) -> serde_json::Value {
 
 /// Runs a parsed command, writing results to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
-    let now = chrono::Utc::now();
+    let now = SystemClock.now();
     match cli.command {
         Command::Serve(args) => {
             let config = serve_config(&cli.database_url, &args)?;
@@ -397,8 +347,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 bail!("--name must be 1 to 255 characters without control characters");
             }
             let store = migrated_store(&cli.database_url).await?;
-            let user = match store.create_user(NewUser { tenant_id: tenant, email, name, role: role.into() }, now).await
-            {
+            let user = match store.create_user(NewUser { tenant_id: tenant, email, name, role }, now).await {
                 Ok(u) => u,
                 Err(StoreError::Conflict(_)) => bail!("a user with that email already exists in the tenant"),
                 Err(StoreError::MissingReference(_)) => bail!("no tenant with id {tenant}"),
@@ -422,7 +371,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             let claims = AdminClaims {
                 sub: user.id,
                 tid: user.tenant_id,
-                cloud: args.cloud.into(),
+                cloud: args.cloud,
                 exp: now.timestamp() + i64::from(args.ttl_secs),
                 iat: now.timestamp(),
             };
@@ -434,11 +383,6 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         Command::Outbox(OutboxCommand::List { status, limit }) => {
             let store = migrated_store(&cli.database_url).await?;
-            let status = status.map(|s| match s {
-                StatusArg::Pending => EventDelivery::Pending,
-                StatusArg::Sent => EventDelivery::Sent,
-                StatusArg::Failed => EventDelivery::Failed,
-            });
             let notices = store.list_events(status, limit).await?;
             print_json(out, &serde_json::Value::Array(notices.iter().map(notice_json).collect()))?;
         }

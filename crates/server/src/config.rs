@@ -6,8 +6,8 @@ use std::time::Duration;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use latchkey_app::VerifierConfig;
 use latchkey_domain::admin_token::{AdminTokenKey, MIN_SECRET_LEN};
-use latchkey_graphql::verifier::VerifierConfig;
 use latchkey_notify::mail::{MailConfigError, MailNotifier, MailSettings, MailTransport};
 use latchkey_notify::{DispatcherConfig, Notifier};
 use latchkey_store::StoreOptions;

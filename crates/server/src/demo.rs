@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine;
-use chrono::Utc;
+use latchkey_app::{App, Authentication, GenerateKey, Principal, VerifierConfig};
 use latchkey_domain::admin_token::{AdminClaims, AdminTokenKey};
-use latchkey_domain::hashing::hash_secret;
-use latchkey_domain::{ApiKeySecret, Cloud, Description, Role, User};
-use latchkey_graphql::{KeyService, SystemClock};
+use latchkey_domain::hashing::legacy_argon2id_hash;
+use latchkey_domain::{ApiKeySecret, Clock, Cloud, Description, Role, SystemClock, Tenant, User};
 use latchkey_store::{NewCredential, NewKey, NewUser, Store, StoreOptions};
 use rand::TryRng;
 
@@ -43,8 +42,8 @@ struct Cast {
     sync_bot: User,
 }
 
-async fn seed(store: &Store) -> anyhow::Result<Cast> {
-    let now = Utc::now();
+async fn seed(store: &Store, token_key: &AdminTokenKey) -> anyhow::Result<Cast> {
+    let now = SystemClock.now();
     let tenant = store.create_tenant("Acme Learning", now).await?;
     let user =
         |email: &str, name: &str, role| NewUser { tenant_id: tenant.id, email: email.into(), name: name.into(), role };
@@ -54,28 +53,44 @@ async fn seed(store: &Store) -> anyhow::Result<Cast> {
     let sync_bot =
         store.create_user(user("salesforce-sync@acme.example", "Salesforce Sync", Role::IntegrationUser), now).await?;
 
-    // A key from before key management: no creator, no last edit.
+    // A key from before key management: no creator, no last edit, and stored
+    // the way keys were then (argon2id; upgraded on its first verification).
     let legacy = ApiKeySecret::generate()?;
-    let credential =
-        NewCredential { lookup_id: legacy.lookup_id(), hash: hash_secret(&legacy)?, last_four: legacy.last_four() };
+    let credential = NewCredential::new(&legacy, legacy_argon2id_hash(&legacy)?);
     let description = Description::parse("HR export (imported from the old admin)")?;
     store
         .import_legacy_key(
-            NewKey { tenant_id: tenant.id, owner_id: sync_bot.id, description, credential },
+            NewKey::new(tenant.id, sync_bot.id, description, credential),
             now - chrono::Duration::days(400),
         )
         .await?;
 
-    let cache = Arc::new(latchkey_graphql::verifier::VerifiedKeyCache::new(16, Duration::from_secs(1))?);
-    let service = KeyService::new(store.clone(), Arc::new(SystemClock), Arc::new(tokio::sync::Notify::new()), cache);
+    let app = App::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        token_key.clone(),
+        &VerifierConfig::default(),
+        Arc::new(tokio::sync::Notify::new()),
+    )?;
+    let auth = admin(&ada, &tenant);
+    let admin = app.key_admin(&auth)?;
     for (owner, text) in
         [(&sync_bot, "Salesforce sync"), (&ada, "Reporting dashboard"), (&grace, "Course catalogue import")]
     {
-        if let Err(violations) = service.generate(&ada, &owner.id.to_string(), text).await? {
+        let command = GenerateKey { owner_id: owner.id.to_string(), description: text.into() };
+        if let Err(violations) = admin.generate(command).await? {
             anyhow::bail!("demo seed refused: {violations:?}");
         }
     }
     Ok(Cast { ada, grace, sync_bot })
+}
+
+fn admin(user: &User, tenant: &Tenant) -> Authentication {
+    Authentication::Authenticated(Principal::Admin {
+        user: user.clone(),
+        tenant: tenant.clone(),
+        cloud: Cloud::Employee,
+    })
 }
 
 /// Runs the demo: recreate the database, seed, print how to connect, serve.
@@ -93,14 +108,13 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let database_url = format!("sqlite://{}?mode=rwc", args.demo_database);
     let store = Store::connect(&database_url, &StoreOptions::default()).await?;
     store.migrate().await?;
-    let cast = seed(&store).await?;
-    store.close().await?;
-
     let secret = match std::env::var("LATCHKEY_JWT_SECRET") {
         Ok(s) if !s.is_empty() => s,
         _ => random_jwt_secret()?,
     };
     let token_key: AdminTokenKey = parse_jwt_secret(Some(&secret))?;
+    let cast = seed(&store, &token_key).await?;
+    store.close().await?;
     let config = ServeConfig {
         database_url,
         bind,
@@ -117,7 +131,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     let notifier = config.notifier()?;
     let server = crate::app::start(config, notifier).await?;
-    let now = Utc::now().timestamp();
+    let now = SystemClock.now().timestamp();
     let token = token_key.sign(&AdminClaims {
         sub: cast.ada.id,
         tid: cast.ada.tenant_id,

@@ -1,13 +1,16 @@
-//! HTTP routes: GraphQL, GraphiQL, health, key verification.
+//! HTTP routes: GraphQL, GraphiQL, health, key verification, the API keys
+//! page. Handlers call only the application layer (and the GraphQL schema
+//! built over it).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
-use latchkey_graphql::auth::authenticate;
-use latchkey_graphql::verifier::VerifyOutcome;
-use latchkey_graphql::{ApiError, Authentication, execute};
+use latchkey_app::verify::VerifiedKey;
+use latchkey_app::{AppError, Authentication, Readiness, RequestId, VerifyOutcome};
+use latchkey_domain::{API_KEYS_PAGE_PATH, policy};
+use latchkey_graphql::{execute, server_error};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppContext;
@@ -17,7 +20,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/graphql", web::post().to(graphql_post))
         .route("/graphql", web::get().to(graphql_get))
         .route("/graphiql", web::get().to(graphiql))
-        .route(API_KEYS_PAGE, web::get().to(api_keys_page))
+        .route(API_KEYS_PAGE_PATH, web::get().to(api_keys_page))
         .route("/assets/api-keys.js", web::get().to(api_keys_script))
         .route("/assets/console.css", web::get().to(console_css))
         .route("/healthz", web::get().to(healthz))
@@ -25,8 +28,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/keys/verify", web::post().to(verify_key));
 }
 
-fn json_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
+fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "error": { "code": code, "message": message } }))
+}
+
+/// The one mapping from [`AppError`] to a REST answer.
+fn rest_error(e: AppError) -> HttpResponse {
+    let status = match e {
+        AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+        AppError::BadUserInput(_) => StatusCode::BAD_REQUEST,
+        AppError::Internal { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut error = serde_json::json!({ "code": e.code(), "message": e.to_string() });
+    if let Some(id) = e.request_id() {
+        error["requestId"] = id.as_str().into();
+    }
+    HttpResponse::build(status).json(serde_json::json!({ "error": error }))
 }
 
 async fn authenticated(ctx: &AppContext, req: &HttpRequest) -> Result<Authentication, HttpResponse> {
@@ -36,10 +54,10 @@ async fn authenticated(ctx: &AppContext, req: &HttpRequest) -> Result<Authentica
         Some(Err(_)) => return Ok(Authentication::Refused("The Authorization header is not valid text.".into())),
     };
     let client = req.peer_addr().map(|a| a.ip());
-    authenticate(&ctx.state, header, client).await.map_err(|e| {
-        let error = ApiError::internal(&e).into_server_error();
-        HttpResponse::Ok().json(async_graphql::Response::from_errors(vec![error]))
-    })
+    ctx.app
+        .authenticate(header, client)
+        .await
+        .map_err(|e| HttpResponse::Ok().json(async_graphql::Response::from_errors(vec![server_error(e)])))
 }
 
 async fn run_graphql(ctx: &AppContext, req: &HttpRequest, request: async_graphql::Request, post: bool) -> HttpResponse {
@@ -56,7 +74,7 @@ async fn graphql_post(ctx: web::Data<AppContext>, req: HttpRequest, body: web::B
         Ok(r) => r,
         Err(e) => {
             return json_error(
-                actix_web::http::StatusCode::BAD_REQUEST,
+                StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
                 &format!("The body must be a GraphQL request in JSON: {e}"),
             );
@@ -70,7 +88,7 @@ async fn graphql_get(ctx: web::Data<AppContext>, req: HttpRequest) -> HttpRespon
         Ok(r) => r,
         Err(e) => {
             return json_error(
-                actix_web::http::StatusCode::BAD_REQUEST,
+                StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
                 &format!("Expected ?query=...&variables=...: {e}"),
             );
@@ -83,9 +101,6 @@ async fn graphiql() -> HttpResponse {
     let page = async_graphql::http::GraphiQLSource::build().endpoint("/graphql").title("Latchkey GraphiQL").finish();
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page)
 }
-
-/// Where the owner mail links to (`{console}/settings/integrations/api`).
-pub const API_KEYS_PAGE: &str = "/settings/integrations/api";
 
 /// No inline script or style, nothing from elsewhere, no framing.
 const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -120,105 +135,98 @@ async fn healthz() -> HttpResponse {
 
 /// Ready when the database answers and its schema is current.
 async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
-    let store = &ctx.state.store;
-    let check = async {
-        store.ping().await?;
-        store.migrations_current().await
-    };
     let unavailable = |reason: &str| {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "unavailable", "reason": reason }))
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(2), check).await {
-        Ok(Ok(true)) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
-        Ok(Ok(false)) => unavailable("database migrations are pending"),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "not ready");
-            unavailable("the database is unreachable")
-        }
+    match tokio::time::timeout(std::time::Duration::from_secs(2), ctx.app.readiness()).await {
+        Ok(Readiness::Ready) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Ok(Readiness::MigrationsPending) => unavailable("database migrations are pending"),
+        Ok(Readiness::DatabaseUnreachable) => unavailable("the database is unreachable"),
         Err(_) => unavailable("the database did not answer in time"),
     }
 }
 
 #[derive(Deserialize)]
-struct VerifyRequest {
-    key: String,
+struct VerifyRequest<'a> {
+    #[serde(borrow)]
+    key: std::borrow::Cow<'a, str>,
 }
 
+/// The answer for a valid key.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct VerifyResponse {
+struct Verified {
     valid: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tenant_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    owner_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    clouds: Option<Vec<&'static str>>,
+    key_id: String,
+    tenant_id: String,
+    owner_id: String,
+    /// In the wire form of the GraphQL `Cloud` enum.
+    clouds: Vec<String>,
 }
 
-impl VerifyResponse {
-    fn refused(code: &'static str) -> Self {
-        VerifyResponse { valid: false, code: Some(code), key_id: None, tenant_id: None, owner_id: None, clouds: None }
-    }
+/// The body answering a valid key: rendered once per cached verification
+/// and reused for every hit.
+fn verified_body(key: &VerifiedKey) -> String {
+    key.rendered
+        .get_or_init(|| {
+            let body = Verified {
+                valid: true,
+                key_id: key.key_id.to_string(),
+                tenant_id: key.tenant_id.to_string(),
+                owner_id: key.owner_id.to_string(),
+                clouds: policy::clouds_of_api_keys().iter().map(|c| c.as_str().to_ascii_uppercase()).collect(),
+            };
+            serde_json::to_string(&body).unwrap_or_default()
+        })
+        .clone()
 }
 
 async fn verify_key(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     // Only a JSON object: serde would also accept `["lk_..."]` for a struct.
     let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let request: VerifyRequest = match serde_json::from_slice(&body) {
+    let request: VerifyRequest<'_> = match serde_json::from_slice(&body) {
         Ok(r) if is_object => r,
         _ => {
             return json_error(
-                actix_web::http::StatusCode::BAD_REQUEST,
+                StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
                 "The body must be JSON of the form {\"key\": \"lk_...\"}.",
             );
         }
     };
     let client = req.peer_addr().map(|a| a.ip());
-    let response = match ctx.state.verifier.verify(&request.key, client).await {
-        Ok(VerifyOutcome::Valid(k)) => VerifyResponse {
-            valid: true,
-            code: None,
-            key_id: Some(k.key_id.to_string()),
-            tenant_id: Some(k.tenant_id.to_string()),
-            owner_id: Some(k.owner_id.to_string()),
-            clouds: Some(CLOUDS.to_vec()),
-        },
-        Ok(refused) => VerifyResponse::refused(refused.code().unwrap_or("INVALID")),
-        Err(e) => {
-            tracing::error!(error = %e, "key verification failed");
-            return json_error(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "INTERNAL",
-                "Verification is unavailable; retry shortly.",
-            );
-        }
+    let body = match ctx.app.verify_key(&request.key, client).await {
+        Ok(VerifyOutcome::Valid(key)) => verified_body(&key),
+        Ok(refused) => format!("{{\"valid\":false,\"code\":\"{}\"}}", refused.code().unwrap_or("INVALID")),
+        Err(e) => return rest_error(e),
     };
-    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(response)
+    HttpResponse::Ok()
+        .content_type(header::ContentType::json())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
 }
 
-/// A key is valid in both clouds of its tenant.
-const CLOUDS: [&str; 2] = ["EMPLOYEE", "CUSTOMER"];
-
-/// Logs method, path (never the query string or headers), status and latency.
+/// Gives every request an id (in the `X-Request-Id` response header and in
+/// any internal error it meets), and logs method, path (never the query
+/// string or headers), status and latency.
 pub async fn log_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = std::time::Instant::now();
+    let request_id = RequestId::generate();
     let method = req.method().clone();
     let path = req.path().to_owned();
-    let response = next.call(req).await?;
+    let mut response = request_id.clone().scope(next.call(req)).await?;
+    if let Ok(value) = header::HeaderValue::from_str(request_id.as_str()) {
+        response.headers_mut().insert(header::HeaderName::from_static("x-request-id"), value);
+    }
     tracing::info!(
         %method,
         %path,
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
+        request_id = %request_id,
         "request"
     );
     Ok(response)

@@ -2,7 +2,7 @@
 //! the notification dispatcher.
 
 use chrono::{DateTime, Utc};
-use latchkey_domain::{ApiKeyId, KeyEvent, KeyEventId, KeyEventKind, TenantId, UserId};
+use latchkey_domain::{ApiKeyId, EventDelivery, KeyEvent, KeyEventId, KeyEventKind, TenantId, UserId};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
@@ -11,38 +11,6 @@ use sea_orm::{
 
 use crate::entities::key_event;
 use crate::{Store, StoreError, StoreResult, storable};
-
-/// Delivery state of an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventDelivery {
-    /// Waiting to be sent (possibly after a failed attempt).
-    Pending,
-    /// Delivered.
-    Sent,
-    /// Given up; needs an operator.
-    Failed,
-}
-
-impl EventDelivery {
-    /// Storage name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventDelivery::Pending => "pending",
-            EventDelivery::Sent => "sent",
-            EventDelivery::Failed => "failed",
-        }
-    }
-
-    /// Parses the storage name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "pending" => Some(EventDelivery::Pending),
-            "sent" => Some(EventDelivery::Sent),
-            "failed" => Some(EventDelivery::Failed),
-            _ => None,
-        }
-    }
-}
 
 /// An event with its delivery state.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::{
-    ApiKey, ApiKeyId, AuditAction, AuditEntry, Description, KeyEvent, KeyEventKind, LookupId, SearchTerm, TenantId,
-    User, UserId,
+    ApiKey, ApiKeyId, ApiKeySecret, AuditAction, AuditEntry, Description, KeyEvent, KeyEventKind, LookupId, SearchTerm,
+    TenantId, User, UserId,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{
@@ -29,6 +29,13 @@ pub struct NewCredential {
     pub last_four: String,
 }
 
+impl NewCredential {
+    /// The credential of `secret`, stored as `hash`.
+    pub fn new(secret: &ApiKeySecret, hash: String) -> Self {
+        NewCredential { lookup_id: secret.lookup_id(), hash, last_four: secret.last_four() }
+    }
+}
+
 /// A key to insert.
 #[derive(Clone, Debug)]
 pub struct NewKey {
@@ -40,6 +47,35 @@ pub struct NewKey {
     pub description: Description,
     /// Its credential.
     pub credential: NewCredential,
+}
+
+impl NewKey {
+    /// A key of `tenant_id` for `owner_id`.
+    pub fn new(tenant_id: TenantId, owner_id: UserId, description: Description, credential: NewCredential) -> Self {
+        NewKey { tenant_id, owner_id, description, credential }
+    }
+
+    /// The row for this key, created at `created_at` by `created_by` (none
+    /// for a key from before key management, which has no last edit either).
+    fn into_model(self, created_at: DateTime<Utc>, created_by: Option<UserId>) -> api_key::ActiveModel {
+        let created_by = created_by.map(|u| u.0);
+        api_key::ActiveModel {
+            id: Set(ApiKeyId::new_at(created_at).0),
+            tenant_id: Set(self.tenant_id.0),
+            owner_id: Set(self.owner_id.0),
+            description_folded: Set(self.description.folded()),
+            description: Set(self.description.into_string()),
+            lookup_id: Set(self.credential.lookup_id.as_str().to_owned()),
+            credential_hash: Set(self.credential.hash),
+            credential_version: Set(1),
+            last_four: Set(self.credential.last_four),
+            created_at: Set(created_at),
+            created_by: Set(created_by),
+            last_edited_at: Set(created_by.map(|_| created_at)),
+            last_edited_by: Set(created_by),
+            last_used_at: Set(None),
+        }
+    }
 }
 
 /// What a verification needs: found by lookup id, across tenants.
@@ -139,24 +175,7 @@ impl Store {
     pub async fn insert_generated_key(&self, new: NewKey, actor: &User, now: DateTime<Utc>) -> StoreResult<ApiKey> {
         let now = storable(now);
         let txn = self.conn().begin().await?;
-        let model = api_key::ActiveModel {
-            id: Set(ApiKeyId::new_at(now).0),
-            tenant_id: Set(new.tenant_id.0),
-            owner_id: Set(new.owner_id.0),
-            description_folded: Set(new.description.folded()),
-            description: Set(new.description.into_string()),
-            lookup_id: Set(new.credential.lookup_id.as_str().to_owned()),
-            credential_hash: Set(new.credential.hash),
-            credential_version: Set(1),
-            last_four: Set(new.credential.last_four),
-            created_at: Set(now),
-            created_by: Set(Some(actor.id.0)),
-            last_edited_at: Set(Some(now)),
-            last_edited_by: Set(Some(actor.id.0)),
-            last_used_at: Set(None),
-        }
-        .insert(&txn)
-        .await?;
+        let model = new.into_model(now, Some(actor.id)).insert(&txn).await?;
         let key = key_from(model);
         let owner = owner_of(&txn, &key).await?;
         insert_event(&txn, &KeyEvent::new(KeyEventKind::Generated, &key, &owner, actor, now)).await?;
@@ -169,24 +188,7 @@ impl Store {
     /// edit, no event. Used by imports and the demo.
     pub async fn import_legacy_key(&self, new: NewKey, created_at: DateTime<Utc>) -> StoreResult<ApiKey> {
         let created_at = storable(created_at);
-        let model = api_key::ActiveModel {
-            id: Set(ApiKeyId::new_at(created_at).0),
-            tenant_id: Set(new.tenant_id.0),
-            owner_id: Set(new.owner_id.0),
-            description_folded: Set(new.description.folded()),
-            description: Set(new.description.into_string()),
-            lookup_id: Set(new.credential.lookup_id.as_str().to_owned()),
-            credential_hash: Set(new.credential.hash),
-            credential_version: Set(1),
-            last_four: Set(new.credential.last_four),
-            created_at: Set(created_at),
-            created_by: Set(None),
-            last_edited_at: Set(None),
-            last_edited_by: Set(None),
-            last_used_at: Set(None),
-        }
-        .insert(self.conn())
-        .await?;
+        let model = new.into_model(created_at, None).insert(self.conn()).await?;
         Ok(key_from(model))
     }
 
@@ -345,6 +347,26 @@ impl Store {
                 hash: m.credential_hash,
                 version: m.credential_version,
             }))
+    }
+
+    /// Replaces the stored hash of a credential that just verified by
+    /// `new_hash` (the same secret under another scheme), only if the key
+    /// still has that very credential: a rotation or deletion that happened
+    /// meanwhile wins. Whether it was replaced.
+    pub async fn upgrade_credential_hash(&self, verified: &StoredCredential, new_hash: &str) -> StoreResult<bool> {
+        let updated = api_key::Entity::update_many()
+            .col_expr(api_key::Column::CredentialHash, Expr::value(new_hash))
+            .filter(api_key::Column::Id.eq(verified.key_id.0))
+            .filter(api_key::Column::CredentialVersion.eq(verified.version))
+            .filter(api_key::Column::CredentialHash.eq(verified.hash.as_str()))
+            .exec(self.conn())
+            .await?;
+        Ok(updated.rows_affected == 1)
+    }
+
+    /// The stored hash of a key, for operators and tests (never leaves the service).
+    pub async fn credential_hash(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<Option<String>> {
+        Ok(key_in(self.conn(), tenant, id).await?.map(|m| m.credential_hash))
     }
 
     /// Records that keys were used, moving `last_used_at` forward only.

@@ -20,7 +20,7 @@ use latchkey_migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
 
 pub use audit::AuditPage;
-pub use events::{EventDelivery, StoredEvent};
+pub use events::StoredEvent;
 pub use keys::{KeyPage, KeyQuery, NewCredential, NewKey, StoredCredential};
 pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
 pub use users::NewUser;

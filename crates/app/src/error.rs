@@ -1,0 +1,144 @@
+//! The error policy of every front end: one error type with stable codes.
+//! Refusals carry a message fit for the caller; internal failures are logged
+//! in full with the request's id and reach the caller only as a generic
+//! message and that id, so support can find the log line.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use latchkey_domain::DomainError;
+use latchkey_store::StoreError;
+use rand::TryRng;
+
+tokio::task_local! {
+    static REQUEST_ID: RequestId;
+}
+
+/// The id of one request, shown to the caller with an internal error and
+/// written in the log line of that failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// A fresh id (16 hex digits): a random prefix drawn once per process, so
+    /// replicas do not collide, and a counter, so minting one is cheap.
+    pub fn generate() -> Self {
+        static PREFIX: OnceLock<u32> = OnceLock::new();
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let prefix = *PREFIX.get_or_init(|| {
+            let mut bytes = [0u8; 4];
+            let _ = rand::rngs::SysRng.try_fill_bytes(&mut bytes);
+            u32::from_le_bytes(bytes)
+        });
+        RequestId(format!("{prefix:08x}{:08x}", COUNTER.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// The id of the request being served (set with [`RequestId::scope`]);
+    /// a fresh one outside any request.
+    pub fn current() -> Self {
+        REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| Self::generate())
+    }
+
+    /// Runs `f` as the request with this id.
+    pub async fn scope<F: Future>(self, f: F) -> F::Output {
+        REQUEST_ID.scope(self, f).await
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a request was not served. Every front end maps this once: GraphQL to
+/// `extensions.code`, REST to `{"error": {"code", ...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    /// No credentials, or credentials that do not authenticate.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// An argument is out of range or malformed.
+    #[error("{0}")]
+    BadUserInput(String),
+    /// Something failed on our side; the details are in the log under `request_id`.
+    #[error("Internal server error. It has been logged; please retry or contact support.")]
+    Internal {
+        /// The request whose log line has the details.
+        request_id: RequestId,
+    },
+}
+
+impl AppError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::BadUserInput(_) => "BAD_USER_INPUT",
+            AppError::Internal { .. } => "INTERNAL",
+        }
+    }
+
+    /// Logs `detail` (never sent to the caller) with the request id and
+    /// returns [`AppError::Internal`] carrying that id.
+    pub fn internal(detail: &dyn fmt::Display) -> Self {
+        let request_id = RequestId::current();
+        tracing::error!(request_id = %request_id, error = %detail, "internal error");
+        AppError::Internal { request_id }
+    }
+
+    /// The request id of an internal error.
+    pub fn request_id(&self) -> Option<&RequestId> {
+        match self {
+            AppError::Internal { request_id } => Some(request_id),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        AppError::internal(&e)
+    }
+}
+
+impl From<DomainError> for AppError {
+    fn from(e: DomainError) -> Self {
+        AppError::internal(&e)
+    }
+}
+
+impl From<tokio::task::JoinError> for AppError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        AppError::internal(&format_args!("blocking task failed: {e}"))
+    }
+}
+
+/// Result of a use case.
+pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_carry_the_id_of_the_request_they_happened_in() {
+        let id = RequestId::generate();
+        assert_eq!(id.as_str().len(), 16);
+        let error = id.clone().scope(async { AppError::internal(&"disk on fire") }).await;
+        assert_eq!(error.request_id(), Some(&id));
+        assert_eq!(error.code(), "INTERNAL");
+        assert!(!error.to_string().contains("disk"), "the detail stays in the log");
+        assert_ne!(RequestId::current(), id, "outside the request, another id");
+    }
+}

@@ -1,0 +1,177 @@
+//! Latchkey's application layer: the one home of every use case.
+//!
+//! Front ends (GraphQL, the REST handlers, the CLI's serving commands) hold an
+//! [`App`] and nothing below it: they authenticate a request into an
+//! [`Authentication`], and get a [`KeyAdmin`] (the key use cases) only from
+//! [`App::key_admin`], after the permission check, so no front end can reach
+//! a key operation without it. Integrations' keys are checked by the
+//! [`verify::KeyVerifier`]. Errors are one [`AppError`] with stable codes.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
+
+pub mod auth;
+pub mod error;
+pub mod keys;
+pub mod verify;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use latchkey_domain::admin_token::AdminTokenKey;
+use latchkey_domain::{Clock, Tenant, User};
+use latchkey_store::{RevocationListener, Store};
+use tokio::sync::Notify;
+
+pub use auth::{Authentication, Principal};
+pub use error::{AppError, AppResult, RequestId};
+pub use keys::{
+    AuditQuery, AuditView, DeleteKey, EditDescription, FieldViolation, GenerateKey, KeyAdmin, KeyTableQuery, KeyView,
+    KeyWithSecret, Outcome, Page, RotateKey,
+};
+pub use verify::{KeyVerifier, VerifierConfig, VerifyOutcome};
+
+/// Every use case, over one store, clock and verifier. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct App {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    token_key: AdminTokenKey,
+    verifier: Arc<KeyVerifier>,
+    outbox: Arc<Notify>,
+}
+
+/// What a caller sees of itself.
+#[derive(Clone, Debug)]
+pub struct Viewer {
+    /// The caller's tenant.
+    pub tenant: Tenant,
+    /// The signed-in user; none for an API key.
+    pub user: Option<User>,
+    /// The API key used; none for a signed-in user.
+    pub api_key: Option<KeyView>,
+    /// The clouds the caller may act in.
+    pub clouds: Vec<latchkey_domain::Cloud>,
+}
+
+/// Whether the service can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// The database answers and its schema is current.
+    Ready,
+    /// Migrations are pending.
+    MigrationsPending,
+    /// The database does not answer.
+    DatabaseUnreachable,
+}
+
+impl App {
+    /// The application over `store`, telling time with `clock`, checking admin
+    /// tokens with `token_key`. `outbox` is woken after every change that
+    /// wrote an owner notice, so the dispatcher sends it at once.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        token_key: AdminTokenKey,
+        verifier: &VerifierConfig,
+        outbox: Arc<Notify>,
+    ) -> AppResult<Self> {
+        let verifier = Arc::new(KeyVerifier::new(store.clone(), clock.clone(), verifier)?);
+        Ok(App { store, clock, token_key, verifier, outbox })
+    }
+
+    /// The clock every use case reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The verification engine.
+    pub fn verifier(&self) -> &Arc<KeyVerifier> {
+        &self.verifier
+    }
+
+    /// Authenticates the value of an `Authorization` header from `client`.
+    /// Bad credentials give [`Authentication::Refused`]; only failures of our
+    /// own are errors.
+    pub async fn authenticate(&self, authorization: Option<&str>, client: Option<IpAddr>) -> AppResult<Authentication> {
+        let Some(header) = authorization else {
+            return Ok(Authentication::Anonymous);
+        };
+        let Some(token) = auth::bearer_token(header) else {
+            return Ok(Authentication::Refused("The Authorization header must be `Bearer <token>`.".into()));
+        };
+        if token.starts_with(latchkey_domain::secret::KEY_PREFIX) {
+            return self.authenticate_key(token, client).await;
+        }
+        let claims = match self.token_key.verify(token, self.clock.now()) {
+            Ok(c) => c,
+            Err(e) => return Ok(Authentication::Refused(auth::token_refusal(e).into())),
+        };
+        let Some(tenant) = self.store.tenant(claims.tid).await? else {
+            return Ok(Authentication::Refused("The token's tenant does not exist.".into()));
+        };
+        let Some(user) = self.store.user(claims.tid, claims.sub).await? else {
+            return Ok(Authentication::Refused("The token's user does not exist in its tenant.".into()));
+        };
+        Ok(Authentication::Authenticated(Principal::Admin { user, tenant, cloud: claims.cloud }))
+    }
+
+    async fn authenticate_key(&self, presented: &str, client: Option<IpAddr>) -> AppResult<Authentication> {
+        let refused = || Ok(Authentication::Refused("The API key is not valid.".into()));
+        let verified = match self.verifier.verify(presented, client).await? {
+            VerifyOutcome::Valid(v) => v,
+            VerifyOutcome::RateLimited => {
+                return Ok(Authentication::Refused("Too many failed attempts with this key; retry later.".into()));
+            }
+            VerifyOutcome::Malformed | VerifyOutcome::Invalid => return refused(),
+        };
+        let (Some(key), Some(tenant)) =
+            (self.store.key(verified.tenant_id, verified.key_id).await?, self.store.tenant(verified.tenant_id).await?)
+        else {
+            return refused();
+        };
+        let Some(key) = self.key_views(vec![key]).await?.pop() else { return refused() };
+        Ok(Authentication::Authenticated(Principal::Integration { key: Box::new(key), tenant }))
+    }
+
+    /// The key use cases, for an internal admin acting in the employee cloud;
+    /// `UNAUTHENTICATED` or `FORBIDDEN` for anyone else.
+    pub fn key_admin<'a>(&'a self, auth: &'a Authentication) -> AppResult<KeyAdmin<'a>> {
+        Ok(KeyAdmin { app: self, actor: auth.key_manager()? })
+    }
+
+    /// Who is calling and where.
+    pub fn viewer(&self, auth: &Authentication) -> AppResult<Viewer> {
+        let principal = auth.principal()?;
+        let (user, api_key) = match principal {
+            Principal::Admin { user, .. } => (Some(user.clone()), None),
+            Principal::Integration { key, .. } => (None, Some((**key).clone())),
+        };
+        Ok(Viewer { tenant: principal.tenant().clone(), user, api_key, clouds: principal.clouds() })
+    }
+
+    /// Verifies a key presented to a gateway.
+    pub async fn verify_key(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
+        self.verifier.verify(presented, client).await
+    }
+
+    /// Whether the database answers and is migrated.
+    pub async fn readiness(&self) -> Readiness {
+        let check = async {
+            self.store.ping().await?;
+            self.store.migrations_current().await
+        };
+        match check.await {
+            Ok(true) => Readiness::Ready,
+            Ok(false) => Readiness::MigrationsPending,
+            Err(e) => {
+                tracing::warn!(error = %e, "not ready");
+                Readiness::DatabaseUnreachable
+            }
+        }
+    }
+
+    /// A listener for other replicas' revocations (PostgreSQL); apply what it
+    /// reports with [`KeyVerifier::apply`].
+    pub fn revocation_listener(&self) -> Option<RevocationListener> {
+        self.store.revocation_listener()
+    }
+}

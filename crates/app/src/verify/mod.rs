@@ -1,0 +1,281 @@
+//! Verification of presented API keys.
+//!
+//! 1. Malformed keys (shape, checksum) are refused without the database.
+//! 2. A cached verified key (see [`cache`]) is answered from memory: one HMAC
+//!    and one shard lookup.
+//! 3. A key that failed within the window is answered from memory too.
+//! 4. Otherwise: one indexed lookup by the key's public lookup id and one hash
+//!    check. For the current scheme that is a SHA-256, done inline; for an
+//!    unknown lookup id the same work is done and thrown away, so both answers
+//!    take the same time. A legacy argon2id hash is checked on the blocking
+//!    pool, within the key's failure budget (taken first) and a global bound
+//!    on concurrent hashes, then upgraded to the current scheme.
+//! 5. Failures are counted per lookup id and per client address; a presenter
+//!    over its limit is answered `RATE_LIMITED` (see [`limits`]). A correct
+//!    key is never refused for anyone else's failures.
+//!
+//! Use is recorded in memory and flushed to `last_used_at` in batches.
+
+pub mod cache;
+mod limits;
+mod shards;
+mod usage;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use latchkey_domain::hashing::{HashScheme, needs_upgrade, rehash, verify_nothing, verify_secret};
+use latchkey_domain::{Clock, LookupId, ParsedKey};
+use latchkey_store::{RevocationSignal, Store, StoredCredential};
+use tokio::sync::Semaphore;
+
+use crate::error::AppResult;
+pub use cache::{VerifiedKey, VerifiedKeyCache};
+use limits::FailureLimiter;
+use usage::UsageRecorder;
+
+/// Tuning of verification.
+#[derive(Clone, Debug)]
+pub struct VerifierConfig {
+    /// Most cached keys.
+    pub cache_capacity: usize,
+    /// How long a cached verification is trusted without looking again.
+    /// Revocation is pushed, so this only bounds the damage of a revocation
+    /// notice lost without the listener noticing.
+    pub cache_ttl: Duration,
+    /// The window failures are counted in.
+    pub failure_window: Duration,
+    /// Failures per lookup id per window before its presenters are `RATE_LIMITED`
+    /// (and the legacy-hash budget of that key).
+    pub max_failures_per_key: u32,
+    /// Failures per client address per window before it is `RATE_LIMITED`.
+    pub max_failures_per_client: u32,
+    /// Most presenters and failed keys remembered.
+    pub limiter_capacity: usize,
+    /// Most keys whose last use waits for the next flush.
+    pub usage_capacity: usize,
+    /// Concurrent legacy (argon2id) hash checks.
+    pub legacy_hash_concurrency: usize,
+    /// How long a legacy check waits for a slot before `RATE_LIMITED`.
+    pub legacy_hash_queue_timeout: Duration,
+}
+
+/// The default TTL of a cached verification: 5 minutes.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        VerifierConfig {
+            cache_capacity: 100_000,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            failure_window: Duration::from_secs(60),
+            max_failures_per_key: 10,
+            max_failures_per_client: 300,
+            limiter_capacity: 100_000,
+            usage_capacity: 100_000,
+            legacy_hash_concurrency: cores,
+            legacy_hash_queue_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// A live key.
+    Valid(VerifiedKey),
+    /// Wrong shape or checksum (decided without the database).
+    Malformed,
+    /// Not a live key: unknown, rotated away, deleted, or a wrong secret.
+    Invalid,
+    /// This presenter failed too often recently (or a legacy key's check
+    /// budget is spent).
+    RateLimited,
+}
+
+impl VerifyOutcome {
+    /// The wire code of a refusal.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            VerifyOutcome::Valid(_) => None,
+            VerifyOutcome::Malformed => Some("MALFORMED"),
+            VerifyOutcome::Invalid => Some("INVALID"),
+            VerifyOutcome::RateLimited => Some("RATE_LIMITED"),
+        }
+    }
+}
+
+/// How much memory verification holds, entry counts against their caps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifierFootprint {
+    /// Cached keys.
+    pub cached: usize,
+    /// Presenters and failed keys remembered.
+    pub limiter: usize,
+    /// Keys whose last use waits for a flush.
+    pub usage: usize,
+}
+
+/// Verifies presented keys; see the module documentation.
+pub struct KeyVerifier {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    cache: VerifiedKeyCache,
+    limiter: FailureLimiter,
+    usage: UsageRecorder,
+    legacy_slots: Semaphore,
+    legacy_queue_timeout: Duration,
+}
+
+impl std::fmt::Debug for KeyVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyVerifier").field("cache", &self.cache).finish_non_exhaustive()
+    }
+}
+
+fn refused(over_limit: bool) -> VerifyOutcome {
+    if over_limit { VerifyOutcome::RateLimited } else { VerifyOutcome::Invalid }
+}
+
+impl KeyVerifier {
+    /// A verifier over `store`.
+    pub fn new(store: Store, clock: Arc<dyn Clock>, config: &VerifierConfig) -> AppResult<Self> {
+        Ok(KeyVerifier {
+            store,
+            clock,
+            cache: VerifiedKeyCache::new(config.cache_capacity, config.cache_ttl)?,
+            limiter: FailureLimiter::new(
+                config.failure_window,
+                config.max_failures_per_key,
+                config.max_failures_per_client,
+                config.limiter_capacity,
+            ),
+            usage: UsageRecorder::new(config.usage_capacity),
+            legacy_slots: Semaphore::new(config.legacy_hash_concurrency.max(1)),
+            legacy_queue_timeout: config.legacy_hash_queue_timeout,
+        })
+    }
+
+    /// Verifies `presented`, from `client` when known.
+    pub async fn verify(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
+        let Ok(parsed) = ParsedKey::parse(presented) else {
+            return Ok(VerifyOutcome::Malformed);
+        };
+        let now = Instant::now();
+        let digest = self.cache.digest(presented);
+        if let Some(hit) = self.cache.get(&digest, now) {
+            self.usage.record(hit.key_id, self.clock.now());
+            return Ok(VerifyOutcome::Valid(hit));
+        }
+        let lookup = parsed.lookup_id();
+        if let Some(over_limit) = self.limiter.failed_before(&digest, &lookup, client, now) {
+            return Ok(refused(over_limit));
+        }
+        let epoch = self.cache.epoch();
+        let stored = self.store.credential_by_lookup_id(&lookup).await?;
+        let matched = match &stored {
+            None => {
+                verify_nothing(&parsed);
+                false
+            }
+            Some(credential) => match HashScheme::of(&credential.hash) {
+                Some(HashScheme::LegacyArgon2id) => match self.check_legacy(presented, &lookup, credential).await? {
+                    Some(matched) => matched,
+                    None => return Ok(VerifyOutcome::RateLimited),
+                },
+                _ => verify_secret(&parsed, &credential.hash),
+            },
+        };
+        let (true, Some(credential)) = (matched, stored) else {
+            return Ok(refused(self.limiter.fail(digest, &lookup, client, Instant::now())));
+        };
+        if needs_upgrade(&credential.hash) {
+            self.upgrade(&parsed, &credential).await;
+        }
+        let key = VerifiedKey {
+            key_id: credential.key_id,
+            tenant_id: credential.tenant_id,
+            owner_id: credential.owner_id,
+            version: credential.version,
+            rendered: Arc::default(),
+        };
+        self.cache.insert(digest, key.clone(), epoch, Instant::now());
+        self.usage.record(key.key_id, self.clock.now());
+        Ok(VerifyOutcome::Valid(key))
+    }
+
+    /// Checks a legacy argon2id hash within the key's budget and the global
+    /// bound; `None` when either is exhausted.
+    async fn check_legacy(
+        &self,
+        presented: &str,
+        lookup: &LookupId,
+        credential: &StoredCredential,
+    ) -> AppResult<Option<bool>> {
+        if !self.limiter.reserve(lookup, Instant::now()) {
+            return Ok(None);
+        }
+        let Ok(Ok(_slot)) = tokio::time::timeout(self.legacy_queue_timeout, self.legacy_slots.acquire()).await else {
+            self.limiter.refund(lookup, Instant::now());
+            return Ok(None);
+        };
+        let (presented, hash) = (presented.to_owned(), credential.hash.clone());
+        let matched =
+            tokio::task::spawn_blocking(move || ParsedKey::parse(&presented).is_ok_and(|p| verify_secret(&p, &hash)))
+                .await?;
+        // The reservation held the place of this check while it ran; a
+        // mismatch is counted by the caller like any other failure.
+        self.limiter.refund(lookup, Instant::now());
+        Ok(Some(matched))
+    }
+
+    /// Replaces a legacy hash by the current scheme's, unless the key was
+    /// rotated or deleted meanwhile (then that change wins). A failure is
+    /// logged and retried on the next verification.
+    async fn upgrade(&self, presented: &ParsedKey<'_>, credential: &StoredCredential) {
+        match self.store.upgrade_credential_hash(credential, &rehash(presented)).await {
+            Ok(true) => tracing::info!(key = %credential.key_id, "key hash upgraded to the current scheme"),
+            Ok(false) => tracing::info!(key = %credential.key_id, "key changed before its hash upgrade; kept"),
+            Err(e) => tracing::warn!(key = %credential.key_id, error = %e, "key hash upgrade failed; will retry"),
+        }
+    }
+
+    /// Forgets a key that was rotated or deleted in this process.
+    pub fn forget(&self, key: latchkey_domain::ApiKeyId) {
+        self.cache.invalidate(key);
+    }
+
+    /// Applies a revocation signal from another replica.
+    pub fn apply(&self, signal: RevocationSignal) {
+        match signal {
+            RevocationSignal::Revoked(key) => self.cache.invalidate(key),
+            RevocationSignal::Resync => self.cache.invalidate_all(),
+        }
+    }
+
+    /// Writes recorded uses to `last_used_at` (forward only); returns how
+    /// many keys were updated. On failure the uses are kept for next time.
+    pub async fn flush_usage(&self) -> AppResult<usize> {
+        let batch = self.usage.drain();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = self.store.record_key_use(&batch).await {
+            self.usage.restore(batch);
+            return Err(e.into());
+        }
+        Ok(batch.len())
+    }
+
+    /// Resolves when recorded uses reached their cap and should be flushed.
+    pub async fn usage_filled(&self) {
+        self.usage.filled().await;
+    }
+
+    /// Entries held in memory.
+    pub fn footprint(&self) -> VerifierFootprint {
+        VerifierFootprint { cached: self.cache.len(), limiter: self.limiter.len(), usage: self.usage.len() }
+    }
+}

@@ -1,0 +1,230 @@
+//! Use cases of the application layer on SQLite, without HTTP: permission
+//! checks, refusals that change nothing, revocation, verification and its
+//! limits, the upgrade of legacy hashes. Time comes from a manual clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use futures_util::future::join_all;
+use latchkey_app::{
+    App, AppError, Authentication, DeleteKey, EditDescription, GenerateKey, KeyTableQuery, Principal, RotateKey,
+    VerifierConfig, VerifyOutcome,
+};
+use latchkey_domain::admin_token::AdminTokenKey;
+use latchkey_domain::clock::ManualClock;
+use latchkey_domain::error::ViolationCode;
+use latchkey_domain::hashing::{HashScheme, legacy_argon2id_hash};
+use latchkey_domain::secret::with_checksum;
+use latchkey_domain::{ApiKeySecret, Cloud, Description, Role, Tenant, User};
+use latchkey_store::{NewCredential, NewKey, NewUser, Store, StoreOptions};
+
+struct World {
+    app: App,
+    store: Store,
+    clock: Arc<ManualClock>,
+    tenant: Tenant,
+    admin: User,
+    bot: User,
+    academy: User,
+    _dir: tempfile::TempDir,
+}
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap()
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
+    let store = Store::connect(&url, &StoreOptions::default()).await.unwrap();
+    store.migrate().await.unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let tenant = store.create_tenant("Acme", start()).await.unwrap();
+    let user = |email: &str, role| NewUser { tenant_id: tenant.id, email: email.into(), name: email.into(), role };
+    let admin = store.create_user(user("admin@acme.example", Role::InternalAdmin), start()).await.unwrap();
+    let bot = store.create_user(user("bot@acme.example", Role::IntegrationUser), start()).await.unwrap();
+    let academy = store.create_user(user("academy@acme.example", Role::AcademyAdmin), start()).await.unwrap();
+    let app = App::new(
+        store.clone(),
+        clock.clone(),
+        AdminTokenKey::new(&[7; 32]).unwrap(),
+        &VerifierConfig::default(),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .unwrap();
+    World { app, store, clock, tenant, admin, bot, academy, _dir: dir }
+}
+
+impl World {
+    fn signed_in(&self, user: &User, cloud: Cloud) -> Authentication {
+        Authentication::Authenticated(Principal::Admin { user: user.clone(), tenant: self.tenant.clone(), cloud })
+    }
+
+    fn admin(&self) -> Authentication {
+        self.signed_in(&self.admin, Cloud::Employee)
+    }
+
+    async fn generate(&self, description: &str) -> (String, String) {
+        let auth = self.admin();
+        let command = GenerateKey { owner_id: self.bot.id.to_string(), description: description.into() };
+        let made = self.app.key_admin(&auth).unwrap().generate(command).await.unwrap().unwrap();
+        (made.key.key.id.to_string(), made.secret.expose().to_owned())
+    }
+
+    async fn key_count(&self) -> u64 {
+        let auth = self.admin();
+        self.app.key_admin(&auth).unwrap().key_table(KeyTableQuery::default()).await.unwrap().total_count
+    }
+}
+
+#[tokio::test]
+async fn only_internal_admins_in_the_employee_cloud_get_the_key_use_cases() {
+    let w = world().await;
+    assert!(w.app.key_admin(&w.admin()).is_ok());
+    for auth in [
+        w.signed_in(&w.admin, Cloud::Customer),
+        w.signed_in(&w.academy, Cloud::Employee),
+        w.signed_in(&w.bot, Cloud::Employee),
+    ] {
+        assert!(matches!(w.app.key_admin(&auth), Err(AppError::Forbidden(_))), "{auth:?}");
+    }
+    assert!(matches!(w.app.key_admin(&Authentication::Anonymous), Err(AppError::Unauthenticated(_))));
+}
+
+#[tokio::test]
+async fn generate_names_its_actor_and_time_and_refusals_change_nothing() {
+    let w = world().await;
+    let auth = w.admin();
+    let admin = w.app.key_admin(&auth).unwrap();
+    let made = admin
+        .generate(GenerateKey { owner_id: w.bot.id.to_string(), description: "  Sync  ".into() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(made.key.key.description, "Sync");
+    assert_eq!(made.key.owner, w.bot);
+    assert_eq!(made.key.created_by.as_ref(), Some(&w.admin));
+    assert_eq!(made.key.key.created_at, start());
+    assert_eq!(made.key.key.last_four, made.secret.expose()[51..]);
+
+    let refused = admin
+        .generate(GenerateKey { owner_id: w.academy.id.to_string(), description: String::new() })
+        .await
+        .unwrap()
+        .unwrap_err();
+    let codes: Vec<_> = refused.iter().map(|v| (v.field, v.violation.code)).collect();
+    assert_eq!(codes, [("description", ViolationCode::Blank), ("ownerId", ViolationCode::InvalidOwner)]);
+    assert_eq!(w.key_count().await, 1, "nothing was written");
+}
+
+#[tokio::test]
+async fn rotate_and_delete_revoke_at_once_and_edits_are_stamped_with_the_clock() {
+    let w = world().await;
+    let (id, old) = w.generate("Gateway").await;
+    assert!(matches!(w.app.verify_key(&old, None).await.unwrap(), VerifyOutcome::Valid(_)));
+    w.clock.advance(Duration::hours(1));
+    let auth = w.admin();
+    let admin = w.app.key_admin(&auth).unwrap();
+    let rotated = admin.rotate(RotateKey { id: id.clone() }).await.unwrap().unwrap();
+    assert_eq!(rotated.key.key.last_edited_at, Some(start() + Duration::hours(1)));
+    assert_eq!(w.app.verify_key(&old, None).await.unwrap(), VerifyOutcome::Invalid, "the cached old secret is gone");
+    let new = rotated.secret.expose().to_owned();
+    assert!(matches!(w.app.verify_key(&new, None).await.unwrap(), VerifyOutcome::Valid(_)));
+
+    let edited = admin.edit_description(EditDescription { id: id.clone(), description: "Renamed".into() }).await;
+    assert_eq!(edited.unwrap().unwrap().key.description, "Renamed");
+    let missing = admin.edit_description(EditDescription { id: "nope".into(), description: "x".into() }).await;
+    assert_eq!(missing.unwrap().unwrap_err()[0].violation.code, ViolationCode::NotFound);
+
+    admin.delete(DeleteKey { id: id.clone() }).await.unwrap().unwrap();
+    assert_eq!(w.app.verify_key(&new, None).await.unwrap(), VerifyOutcome::Invalid);
+    assert_eq!(admin.delete(DeleteKey { id }).await.unwrap().unwrap_err()[0].violation.code, ViolationCode::NotFound);
+}
+
+#[tokio::test]
+async fn a_correct_key_is_never_refused_for_anyone_elses_failures() {
+    let w = world().await;
+    let (_, secret) = w.generate("Target").await;
+    let (_, other) = w.generate("Neighbour").await;
+    let gateway: IpAddr = "10.0.0.1".parse().unwrap();
+    // A leaked prefix: wrong secrets with the key's lookup id, from the shared gateway address.
+    for n in 0..20 {
+        let wrong = with_checksum(&format!("{}{:0>34}", &secret[..15], n));
+        let outcome = w.app.verify_key(&wrong, Some(gateway)).await.unwrap();
+        let expected = if n < 10 { VerifyOutcome::Invalid } else { VerifyOutcome::RateLimited };
+        assert_eq!(outcome, expected, "failure {n}");
+    }
+    // Random well-formed keys from the same address, past the per-client limit.
+    for _ in 0..310 {
+        let random = ApiKeySecret::generate().unwrap();
+        w.app.verify_key(random.expose(), Some(gateway)).await.unwrap();
+    }
+    let random = ApiKeySecret::generate().unwrap();
+    assert_eq!(w.app.verify_key(random.expose(), Some(gateway)).await.unwrap(), VerifyOutcome::RateLimited);
+    // Both correct keys, never verified before (cold), from that very address.
+    for key in [&secret, &other] {
+        assert!(matches!(w.app.verify_key(key, Some(gateway)).await.unwrap(), VerifyOutcome::Valid(_)));
+    }
+}
+
+async fn legacy_key(w: &World) -> (latchkey_domain::ApiKeyId, ApiKeySecret) {
+    let secret = ApiKeySecret::generate().unwrap();
+    let credential = NewCredential::new(&secret, legacy_argon2id_hash(&secret).unwrap());
+    let new = NewKey::new(w.tenant.id, w.bot.id, Description::parse("Old").unwrap(), credential);
+    let key = w.store.import_legacy_key(new, start() - Duration::days(400)).await.unwrap();
+    (key.id, secret)
+}
+
+#[tokio::test]
+async fn legacy_hashes_verify_and_are_upgraded_on_first_success() {
+    let w = world().await;
+    let (id, secret) = legacy_key(&w).await;
+    let scheme = || async { HashScheme::of(&w.store.credential_hash(w.tenant.id, id).await.unwrap().unwrap()) };
+    assert_eq!(scheme().await, Some(HashScheme::LegacyArgon2id));
+    let wrong = with_checksum(&format!("{}{}", &secret.expose()[..15], "Z".repeat(34)));
+    assert_eq!(w.app.verify_key(&wrong, None).await.unwrap(), VerifyOutcome::Invalid);
+    assert_eq!(scheme().await, Some(HashScheme::LegacyArgon2id), "a failure upgrades nothing");
+    assert!(matches!(w.app.verify_key(secret.expose(), None).await.unwrap(), VerifyOutcome::Valid(_)));
+    assert_eq!(scheme().await, Some(HashScheme::Sha256));
+    // Still the same key, now on the fast path (a fresh verifier: nothing cached).
+    let fresh = App::new(
+        w.store.clone(),
+        w.clock.clone(),
+        AdminTokenKey::new(&[7; 32]).unwrap(),
+        &VerifierConfig::default(),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .unwrap();
+    assert!(matches!(fresh.verify_key(secret.expose(), None).await.unwrap(), VerifyOutcome::Valid(_)));
+}
+
+#[tokio::test]
+async fn a_rotation_during_the_upgrade_wins() {
+    let w = world().await;
+    let (id, secret) = legacy_key(&w).await;
+    let verified = w.store.credential_by_lookup_id(&secret.lookup_id()).await.unwrap().unwrap();
+    let auth = w.admin();
+    let rotated = w.app.key_admin(&auth).unwrap().rotate(RotateKey { id: id.to_string() }).await.unwrap().unwrap();
+    let parsed = latchkey_domain::ParsedKey::parse(secret.expose()).unwrap();
+    let upgraded =
+        w.store.upgrade_credential_hash(&verified, &latchkey_domain::hashing::rehash(&parsed)).await.unwrap();
+    assert!(!upgraded, "the old credential is gone: the upgrade must not resurrect it");
+    assert_eq!(w.app.verify_key(secret.expose(), None).await.unwrap(), VerifyOutcome::Invalid);
+    assert!(matches!(w.app.verify_key(rotated.secret.expose(), None).await.unwrap(), VerifyOutcome::Valid(_)));
+}
+
+#[tokio::test]
+async fn concurrent_guesses_at_a_legacy_key_run_no_more_hashes_than_its_budget() {
+    let w = world().await;
+    let (_, secret) = legacy_key(&w).await;
+    let guesses: Vec<String> =
+        (0..150).map(|n| with_checksum(&format!("{}{:0>34}", &secret.expose()[..15], n))).collect();
+    let outcomes: Vec<VerifyOutcome> =
+        join_all(guesses.iter().map(|g| w.app.verify_key(g, None))).await.into_iter().map(Result::unwrap).collect();
+    let invalid = outcomes.iter().filter(|o| **o == VerifyOutcome::Invalid).count();
+    let limited = outcomes.iter().filter(|o| **o == VerifyOutcome::RateLimited).count();
+    assert_eq!(invalid + limited, 150);
+    assert!(invalid <= 10, "at most the budget of 10 hashes ran: {invalid}");
+}

@@ -1,0 +1,23 @@
+//! The GraphQL operations of the e2e suite, written once, each selecting
+//! every field a test may look at.
+
+/// `generateApiKey` (variables: `input`).
+pub const GENERATE: &str = "mutation($input: GenerateApiKeyInput!) { generateApiKey(input: $input) { \
+    secret apiKey { id lastFour description owner { id name role } createdAt createdBy { id } lastEditedAt lastEditedBy { id } lastUsedAt } \
+    userErrors { field message code } } }";
+
+/// `rotateApiKey` (variables: `id`).
+pub const ROTATE: &str = "mutation($id: ID!) { rotateApiKey(input: {id: $id}) { \
+    secret apiKey { id lastFour lastEditedAt lastEditedBy { id } createdAt } userErrors { field message code } } }";
+
+/// `updateApiKeyDescription` (variables: `id`, `d`).
+pub const UPDATE_DESCRIPTION: &str = "mutation($id: ID!, $d: String!) { updateApiKeyDescription(input: {id: $id, description: $d}) { \
+    apiKey { id description lastFour lastEditedAt lastEditedBy { id } } userErrors { field message code } } }";
+
+/// `deleteApiKey` (variables: `id`).
+pub const DELETE: &str =
+    "mutation($id: ID!) { deleteApiKey(input: {id: $id}) { deletedApiKeyId userErrors { field message code } } }";
+
+/// `apiKey` (variables: `id`).
+pub const GET_KEY: &str = "query($id: ID!) { apiKey(id: $id) { id lastFour description owner { id } createdAt \
+    lastEditedAt lastEditedBy { id } lastUsedAt } }";
