@@ -151,7 +151,10 @@ async fn internal_failures_are_generic_and_change_nothing(app: TestApp) {
     // The key was not created: no change without its notice.
     let listed = app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await;
     assert_eq!(listed["data"]["apiKeys"]["totalCount"], 0, "{listed}");
-    // The detail is in the log.
-    assert!(latchkey_tests::logs::captured().contains("internal error"));
+    // The detail is in the log, on the line that names the request id the caller got.
+    let request_id = body["errors"][0]["extensions"]["requestId"].as_str().expect("INTERNAL carries a requestId");
+    let log = latchkey_tests::logs::captured();
+    let line = log.lines().find(|l| l.contains(request_id) && l.contains("internal error"));
+    assert!(line.is_some_and(|l| l.contains("key_events")), "the log line of {request_id} has the detail");
     app.stop().await;
 }

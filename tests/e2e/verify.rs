@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use latchkey_domain::secret::with_checksum;
-use latchkey_tests::{TestApp, error_code, ops};
+use latchkey_tests::{TestApp, error_code};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -14,7 +14,123 @@ on_both_backends!(
     a_key_of_one_tenant_grants_nothing_in_another,
     last_used_is_recorded_and_never_moves_backwards,
     repeated_wrong_secrets_are_rate_limited_but_a_valid_key_keeps_working,
+    random_keys_from_a_shared_address_do_not_shut_out_correct_keys,
+    wrong_secrets_with_a_leaked_prefix_do_not_lock_out_the_key,
+    concurrent_guesses_at_a_legacy_key_run_at_most_its_budget_of_hashes,
+    unknown_and_wrong_secret_answers_take_the_same_time,
+    legacy_keys_verify_and_are_upgraded_on_first_use,
 );
+
+async fn verify_from(app: &TestApp, key: &str) -> Value {
+    app.verify(key).await
+}
+
+/// The answer of GraphQL `viewer` to a key: its id, or the error code.
+async fn viewer_with(app: &TestApp, key: &str) -> String {
+    let body = app.gql(Some(key), "{ viewer { apiKey { id } } }", json!({})).await;
+    body["data"]["viewer"]["apiKey"]["id"].as_str().map_or_else(|| error_code(&body).to_owned(), str::to_owned)
+}
+
+async fn random_keys_from_a_shared_address_do_not_shut_out_correct_keys(app: TestApp) {
+    let s = app.seed("Acme").await;
+    // Keys made before the flood and never verified: nothing is cached.
+    let (id_a, a, _) = app.generate(&s.admin_token, &s.integration, "Integration A").await;
+    let (id_b, b, _) = app.generate(&s.admin_token, &s.integration, "Integration B").await;
+    // Every request comes from 127.0.0.1, as behind a gateway.
+    let mut last = Value::Null;
+    for _ in 0..310 {
+        last = verify_from(&app, latchkey_domain::ApiKeySecret::generate().unwrap().expose()).await;
+    }
+    assert_eq!(last["code"], "RATE_LIMITED", "the failing presenter is told to back off");
+    assert_eq!(verify_from(&app, &a).await["keyId"], id_a, "a correct cold key still verifies");
+    assert_eq!(viewer_with(&app, &b).await, id_b, "and authenticates GraphQL");
+    app.stop().await;
+}
+
+async fn wrong_secrets_with_a_leaked_prefix_do_not_lock_out_the_key(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let (id, secret, _) = app.generate(&s.admin_token, &s.integration, "Leaked prefix").await;
+    let mut codes = Vec::new();
+    for n in 0..12 {
+        let wrong = with_checksum(&format!("{}{:0>34}", &secret[..15], n));
+        codes.push(verify_from(&app, &wrong).await["code"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(codes[..10], vec!["INVALID"; 10][..], "{codes:?}");
+    assert_eq!(codes[10..], ["RATE_LIMITED", "RATE_LIMITED"], "{codes:?}");
+    let wrong = with_checksum(&format!("{}{:0>34}", &secret[..15], 99));
+    assert_eq!(viewer_with(&app, &wrong).await, "UNAUTHENTICATED");
+    assert_eq!(viewer_with(&app, &secret).await, id, "the holder's (cold) key works on GraphQL");
+    assert_eq!(verify_from(&app, &secret).await["keyId"], id, "and on REST");
+    app.stop().await;
+}
+
+/// Imports a key stored the way keys were before the current scheme.
+async fn legacy_key(app: &TestApp, s: &latchkey_tests::Seeded) -> (String, String) {
+    let secret = latchkey_domain::ApiKeySecret::generate().unwrap();
+    let hash = latchkey_domain::hashing::legacy_argon2id_hash(&secret).unwrap();
+    let credential = latchkey_store::NewCredential::new(&secret, hash);
+    let description = latchkey_domain::Description::parse("From the old admin").unwrap();
+    let new = latchkey_store::NewKey::new(s.tenant.id, s.integration.id, description, credential);
+    let key = app.store.import_legacy_key(new, chrono::Utc::now() - chrono::Duration::days(400)).await.unwrap();
+    (key.id.to_string(), secret.expose().to_owned())
+}
+
+async fn concurrent_guesses_at_a_legacy_key_run_at_most_its_budget_of_hashes(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let (_, secret) = legacy_key(&app, &s).await;
+    let guesses: Vec<String> = (0..150).map(|n| with_checksum(&format!("{}{:0>34}", &secret[..15], n))).collect();
+    let answers = futures_util::future::join_all(guesses.iter().map(|g| verify_from(&app, g))).await;
+    let codes: Vec<&str> = answers.iter().map(|a| a["code"].as_str().unwrap()).collect();
+    // INVALID is only ever answered after the hash ran.
+    let hashed = codes.iter().filter(|c| **c == "INVALID").count();
+    assert!(hashed <= 10, "{hashed} hashes ran for a budget of 10");
+    assert_eq!(hashed + codes.iter().filter(|c| **c == "RATE_LIMITED").count(), 150, "{codes:?}");
+    app.stop().await;
+}
+
+async fn unknown_and_wrong_secret_answers_take_the_same_time(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let mut known = Vec::new();
+    for n in 0..5 {
+        known.push(app.generate(&s.admin_token, &s.integration, &format!("Known {n}")).await.1);
+    }
+    async fn median(app: &TestApp, keys: &[String]) -> Duration {
+        let mut times = Vec::new();
+        for key in keys {
+            let started = std::time::Instant::now();
+            assert_eq!(app.verify(key).await["valid"], false);
+            times.push(started.elapsed());
+        }
+        times.sort();
+        times[times.len() / 2]
+    }
+    // 8 wrong secrets per known lookup id stay under its limit of 10.
+    let wrong: Vec<String> = (0..40).map(|n| with_checksum(&format!("{}{:0>34}", &known[n % 5][..15], n))).collect();
+    let unknown: Vec<String> =
+        (0..40).map(|_| latchkey_domain::ApiKeySecret::generate().unwrap().expose().to_owned()).collect();
+    median(&app, &unknown[..5]).await; // warm up connections
+    let (unknown, wrong) = (median(&app, &unknown[5..]).await, median(&app, &wrong).await);
+    let ratio = wrong.as_secs_f64() / unknown.as_secs_f64();
+    eprintln!("median answer: unknown lookup id {unknown:?}, wrong secret {wrong:?} (ratio {ratio:.2})");
+    assert!((1.0 / 3.0..3.0).contains(&ratio), "timing tells them apart: {unknown:?} vs {wrong:?}");
+    app.stop().await;
+}
+
+async fn legacy_keys_verify_and_are_upgraded_on_first_use(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let (id, secret) = legacy_key(&app, &s).await;
+    let key_id: latchkey_domain::ApiKeyId = id.parse().unwrap();
+    let stored = || async { app.store.credential_hash(s.tenant.id, key_id).await.unwrap().unwrap() };
+    assert!(stored().await.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "stored as before");
+    assert_eq!(verify_from(&app, &secret).await["keyId"], id, "today's keys keep working");
+    assert!(stored().await.starts_with("$sha256$v=1$"), "re-hashed on first success");
+    assert_eq!(viewer_with(&app, &secret).await, id, "and keep working after the upgrade");
+    // A rotation still replaces it whole.
+    let new = app.rotate(&s.admin_token, &id).await;
+    assert_eq!(verify_from(&app, &secret).await["code"], "INVALID");
+    assert_eq!(verify_from(&app, &new).await["keyId"], id);
+    app.stop().await;
+}
 
 fn wrong_secret_for(secret: &str) -> String {
     let wrong = with_checksum(&format!("{}{}", &secret[..15], "Z".repeat(34)));
@@ -58,7 +174,7 @@ async fn rotated_and_deleted_keys_are_refused_at_once_even_when_cached(app: Test
     assert_eq!(app.verify(&new).await["valid"], true);
     assert_eq!(app.verify(&new).await["valid"], true, "the new secret is cached");
 
-    app.gql(Some(&s.admin_token), ops::DELETE, json!({ "id": id })).await;
+    app.delete(&s.admin_token, &id).await;
     assert_eq!(app.verify(&new).await, json!({ "valid": false, "code": "INVALID" }), "deleted: refused at once");
     let body = app.gql(Some(&new), "{ viewer { apiKey { id } } }", json!({})).await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED");
@@ -92,8 +208,14 @@ async fn malformed_keys_are_refused_without_the_database(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 503, "a well-formed key needs the database");
+    let header = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "INTERNAL");
+    assert_eq!(body["error"]["requestId"], header, "the body names the request id of the header");
+    assert!(
+        latchkey_tests::logs::captured().lines().any(|l| l.contains(&header) && l.contains("internal error")),
+        "the failure is logged under the request id"
+    );
     // ...but malformed keys are still refused: they never touch it.
     for key in &malformed {
         assert_eq!(app.verify(key).await, json!({ "valid": false, "code": "MALFORMED" }), "{key:?}");
