@@ -6,6 +6,10 @@
 #   /healthz (the HTTP stack's ceiling), /v1/keys/verify with a valid cached
 #   key, a malformed key, a wrong secret for a real lookup id, the valid key
 #   while a wrong-secret flood runs alongside, and GraphQL `viewer` with a key.
+# Then the cold case: BENCH_COLD_KEYS distinct keys (default 100,000), the
+# server restarted so nothing is cached, each key verified at most once
+# (BENCH_COLD_DURATION, default 5 s, 32 connections); and the server's RSS
+# after it. BENCH_DATABASE_URL=postgres://... runs everything on PostgreSQL.
 # Prints requests/s, p50 and p99 per case, and cached verify / healthz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +29,7 @@ BIN="$PWD/target/release/latchkey"
 WORK="$(mktemp -d)"
 trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-export LATCHKEY_DATABASE_URL="sqlite://$WORK/bench.db?mode=rwc"
+export LATCHKEY_DATABASE_URL="${BENCH_DATABASE_URL:-sqlite://$WORK/bench.db?mode=rwc}"
 export LATCHKEY_JWT_SECRET="bench-secret-bench-secret-bench-secret-0"
 export LATCHKEY_MAIL_DIR="$WORK/mail"
 export RUST_LOG=warn
@@ -37,9 +41,13 @@ ADMIN="$("$BIN" user create --tenant "$TENANT" --email admin@bench.example --nam
 BOT="$("$BIN" user create --tenant "$TENANT" --email bot@bench.example --name Bot --role integration-user | jq -r .id)"
 TOKEN="$("$BIN" token --user "$ADMIN" --ttl-secs 3600)"
 
-LATCHKEY_BIND="127.0.0.1:$PORT" "$BIN" serve 2>"$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 1 100); do curl -fs "$URL/healthz" >/dev/null && break; sleep 0.1; done
+start_server() {
+  LATCHKEY_BIND="127.0.0.1:$PORT" "$BIN" serve 2>>"$WORK/server.log" &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do curl -fs "$URL/healthz" >/dev/null && break; sleep 0.1; done
+}
+stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+start_server
 
 SECRET="$(curl -fs "$URL/graphql" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
   -d "{\"query\":\"mutation { generateApiKey(input: {ownerId: \\\"$BOT\\\", description: \\\"bench\\\"}) { secret } }\"}" \
@@ -94,9 +102,51 @@ run graphql_viewer "$URL/graphql" '{"query":"{ viewer { tenant { id } apiKey { i
 
 WRONG_CODE="$(curl -fs "$URL/v1/keys/verify" -d "{\"key\":\"$WRONG\"}" | jq -r .code)"
 
+# The cold case: many distinct keys, each verified at most once, after a restart.
+COLD_KEYS="${BENCH_COLD_KEYS:-100000}"
+COLD_DURATION="${BENCH_COLD_DURATION:-5s}"
+python3 - "$URL" "$TOKEN" "$BOT" "$COLD_KEYS" "$WORK/cold_keys.txt" <<'PY'
+import json, sys, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+url, token, owner, n, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+q = 'mutation($o:ID!,$d:String!){generateApiKey(input:{ownerId:$o,description:$d}){secret}}'
+def gen(i):
+    req = urllib.request.Request(f"{url}/graphql", method="POST",
+        data=json.dumps({"query": q, "variables": {"o": owner, "d": f"cold {i}"}}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req, timeout=60))["data"]["generateApiKey"]["secret"]
+with ThreadPoolExecutor(16) as ex:
+    keys = list(ex.map(gen, range(n), chunksize=64))
+open(out, "w").write("\n".join(keys) + "\n")
+PY
+cat > "$WORK/cold.lua" <<'LUA'
+-- Each wrk thread walks its own stride of the key list: no key repeats until the list is exhausted.
+local keys = {}
+for line in io.lines(os.getenv("KEYS_FILE")) do if #line > 0 then keys[#keys + 1] = line end end
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("tid", counter) end
+local i, step
+function init(args) step = tonumber(os.getenv("THREADS")); i = (tid or 1) - 1 end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+function request()
+  local k = keys[(i % #keys) + 1]; i = i + step
+  return wrk.format(nil, nil, nil, '{"key":"' .. k .. '"}')
+end
+LUA
+stop_server
+start_server   # restarted: nothing is cached
+RSS_BEFORE="$(ps -o rss= -p "$SERVER_PID" | tr -d ' ')"
+KEYS_FILE="$WORK/cold_keys.txt" THREADS="$THREADS" wrk -t"$THREADS" -c32 -d"$COLD_DURATION" --latency -s "$WORK/cold.lua" \
+  "$URL/v1/keys/verify" > "$WORK/verify_cold.out"
+RSS_AFTER="$(ps -o rss= -p "$SERVER_PID" | tr -d ' ')"
+COLD_REQUESTS="$(awk '/requests in/ {print $1}' "$WORK/verify_cold.out")"
+COLD_NON2XX="$(awk '/Non-2xx/ {print $NF}' "$WORK/verify_cold.out")"
+VALID_SAMPLE="$(curl -fs "$URL/v1/keys/verify" -d "{\"key\":\"$(sed -n 7p "$WORK/cold_keys.txt")\"}" | jq -r .valid)"
+
 printf '\nlatchkey verification benchmark: %s connections, %s per case, %s cores\n\n' "$CONNECTIONS" "$DURATION" "$(nproc)"
 printf '%-34s %12s %10s %10s\n' case requests/s p50 p99
-for c in healthz verify_cached verify_malformed verify_wrong verify_under_flood graphql_viewer; do
+for c in healthz verify_cached verify_malformed verify_wrong verify_under_flood graphql_viewer verify_cold; do
   read -r rps p50 p99 <<<"$(summary "$c")"
   printf '%-34s %12s %10s %10s\n' "$c" "$rps" "$p50" "$p99"
 done
@@ -105,4 +155,8 @@ printf '%-34s %12s\n' "(wrong-secret flood alongside)" "$flood_rps"
 read -r h _ _ <<<"$(summary healthz)"
 read -r v _ _ <<<"$(summary verify_cached)"
 python3 -c "print(f'\ncached verify / healthz throughput: {float(\"$v\")/float(\"$h\"):.2f}')"
-echo "wrong-secret answers settle on: $WRONG_CODE (argon2 is not run once a key or client is over its failure limit)"
+echo "wrong-secret answers settle on: $WRONG_CODE (the failing presenter is limited; correct keys never are)"
+printf 'cold: %s requests over %s distinct keys (%s), non-2xx: %s, a key verified after the run is valid: %s\n' \
+  "$COLD_REQUESTS" "$COLD_KEYS" "$( [ "${COLD_REQUESTS:-0}" -le "$COLD_KEYS" ] && echo 'none repeated: all cold' || echo 'SOME REPEATED: raise BENCH_COLD_KEYS')" \
+  "${COLD_NON2XX:-0}" "$VALID_SAMPLE"
+printf 'server RSS: %s KiB after restart, %s KiB after verifying %s distinct keys\n' "$RSS_BEFORE" "$RSS_AFTER" "$(( COLD_REQUESTS < COLD_KEYS ? COLD_REQUESTS : COLD_KEYS ))"

@@ -334,19 +334,29 @@ impl Store {
         Ok(Some(key))
     }
 
-    /// The stored credential for a lookup id, in any tenant.
+    /// The stored credential for a lookup id, in any tenant. Reads only the
+    /// columns verification needs: this is the cold path of every gateway.
     pub async fn credential_by_lookup_id(&self, lookup_id: &LookupId) -> StoreResult<Option<StoredCredential>> {
-        Ok(api_key::Entity::find()
+        let row: Option<(uuid::Uuid, uuid::Uuid, uuid::Uuid, String, i32)> = api_key::Entity::find()
+            .select_only()
+            .columns([
+                api_key::Column::Id,
+                api_key::Column::TenantId,
+                api_key::Column::OwnerId,
+                api_key::Column::CredentialHash,
+                api_key::Column::CredentialVersion,
+            ])
             .filter(api_key::Column::LookupId.eq(lookup_id.as_str()))
+            .into_tuple()
             .one(self.conn())
-            .await?
-            .map(|m| StoredCredential {
-                key_id: ApiKeyId(m.id),
-                tenant_id: TenantId(m.tenant_id),
-                owner_id: UserId(m.owner_id),
-                hash: m.credential_hash,
-                version: m.credential_version,
-            }))
+            .await?;
+        Ok(row.map(|(id, tenant, owner, hash, version)| StoredCredential {
+            key_id: ApiKeyId(id),
+            tenant_id: TenantId(tenant),
+            owner_id: UserId(owner),
+            hash,
+            version,
+        }))
     }
 
     /// Replaces the stored hash of a credential that just verified by

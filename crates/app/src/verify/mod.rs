@@ -61,6 +61,22 @@ pub struct VerifierConfig {
     pub legacy_hash_queue_timeout: Duration,
 }
 
+impl VerifierConfig {
+    /// An upper bound of the memory verification holds once every map is at
+    /// its cap: per entry, the map slot at the lowest load factor (half full)
+    /// plus what it owns on the heap (a cached key's rendered answer).
+    pub fn max_memory_bytes(&self) -> usize {
+        const CACHED_KEY: usize = 2 * 112 + 240; // digest -> key, deadline; Arc'd rendered answer
+        const KEY_MAPPING: usize = 2 * 2 * 48; // key id -> digest, twice the cache's cap
+        const PRESENTER: usize = 2 * 48; // lookup id or address -> window
+        const FAILED_KEY: usize = 2 * 48; // digest -> deadline
+        const RECORDED_USE: usize = 2 * 32; // key id -> instant
+        self.cache_capacity * (CACHED_KEY + KEY_MAPPING)
+            + self.limiter_capacity * (PRESENTER + FAILED_KEY)
+            + self.usage_capacity * RECORDED_USE
+    }
+}
+
 /// The default TTL of a cached verification: 5 minutes.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 
