@@ -25,9 +25,9 @@ schema:
 ci:
     bash .ci/run
 
-# Benchmarks: key verification under HTTP load (wrk), the cached path (criterion), key table, mail.
+# Benchmarks: key verification under HTTP load (wrk), in process (criterion), key table, mail.
 bench:
     bash scripts/bench-verify.sh
-    cargo bench -p latchkey-graphql --bench cached_verify
+    cargo bench -p latchkey-app --bench verify
     cargo bench -p latchkey-tests --bench keys
     cargo bench -p latchkey-tests --bench mail
