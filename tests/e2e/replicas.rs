@@ -356,7 +356,11 @@ async fn soak_mixed_load_across_two_replicas() {
                     6 => {
                         let stranger = latchkey_domain::ApiKeySecret::generate().unwrap();
                         verdict(&http, base, stranger.expose()).await.and_then(|v| {
-                            if v["valid"] == false { Ok(()) } else { Err(format!("a stranger's key was accepted: {v}")) }
+                            if v["valid"] == false {
+                                Ok(())
+                            } else {
+                                Err(format!("a stranger's key was accepted: {v}"))
+                            }
                         })
                     }
                     3 => gql(&http, base, &f.token, "{ apiKeys(first: 50) { totalCount nodes { id } } }", json!({}))

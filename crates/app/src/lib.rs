@@ -64,7 +64,8 @@ pub enum Readiness {
 }
 
 impl App {
-    /// The application over `store`, telling time with `clock`, checking admin
+    /// The application over `store` (call within a tokio runtime: verification
+    /// spawns its credential loader), telling time with `clock`, checking admin
     /// tokens with `token_key`. `outbox` is woken after every change that
     /// wrote an owner notice, so the dispatcher sends it at once.
     pub fn new(

@@ -81,6 +81,8 @@ impl NewKey {
 /// What a verification needs: found by lookup id, across tenants.
 #[derive(Clone, Debug)]
 pub struct StoredCredential {
+    /// The public lookup id it was found by.
+    pub lookup_id: LookupId,
     /// The key.
     pub key_id: ApiKeyId,
     /// Its tenant.
@@ -194,18 +196,18 @@ impl Store {
 
     /// A key of `tenant`; `None` when unknown or another tenant's.
     pub async fn key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<Option<ApiKey>> {
-        Ok(key_in(self.conn(), tenant, id).await?.map(key_from))
+        Ok(key_in(self.reader(), tenant, id).await?.map(key_from))
     }
 
     /// A page of `tenant`'s key table, newest first.
     pub async fn list_keys(&self, tenant: TenantId, query: &KeyQuery) -> StoreResult<KeyPage> {
-        let total_count = filtered(tenant, query).count(self.conn()).await?;
+        let total_count = filtered(tenant, query).count(self.reader()).await?;
         let mut page = filtered(tenant, query);
         if let Some(after) = query.after {
             page = page.filter(api_key::Column::Id.lt(after.0));
         }
         let mut rows =
-            page.order_by_desc(api_key::Column::Id).limit(query.first.saturating_add(1)).all(self.conn()).await?;
+            page.order_by_desc(api_key::Column::Id).limit(query.first.saturating_add(1)).all(self.reader()).await?;
         let has_next_page = rows.len() as u64 > query.first;
         rows.truncate(usize::try_from(query.first).unwrap_or(usize::MAX));
         Ok(KeyPage { keys: rows.into_iter().map(key_from).collect(), has_next_page, total_count })
@@ -334,29 +336,40 @@ impl Store {
         Ok(Some(key))
     }
 
-    /// The stored credential for a lookup id, in any tenant. Reads only the
-    /// columns verification needs: this is the cold path of every gateway.
-    pub async fn credential_by_lookup_id(&self, lookup_id: &LookupId) -> StoreResult<Option<StoredCredential>> {
-        let row: Option<(uuid::Uuid, uuid::Uuid, uuid::Uuid, String, i32)> = api_key::Entity::find()
+    /// The stored credentials of several lookup ids, in any tenant, with one
+    /// query (unknown ids are absent). Reads only the columns verification
+    /// needs: this is the cold path of every gateway.
+    pub async fn credentials_by_lookup_ids(&self, lookup_ids: &[LookupId]) -> StoreResult<Vec<StoredCredential>> {
+        let rows: Vec<(String, uuid::Uuid, uuid::Uuid, uuid::Uuid, String, i32)> = api_key::Entity::find()
             .select_only()
             .columns([
+                api_key::Column::LookupId,
                 api_key::Column::Id,
                 api_key::Column::TenantId,
                 api_key::Column::OwnerId,
                 api_key::Column::CredentialHash,
                 api_key::Column::CredentialVersion,
             ])
-            .filter(api_key::Column::LookupId.eq(lookup_id.as_str()))
+            .filter(api_key::Column::LookupId.is_in(lookup_ids.iter().map(LookupId::as_str)))
             .into_tuple()
-            .one(self.conn())
+            .all(self.reader())
             .await?;
-        Ok(row.map(|(id, tenant, owner, hash, version)| StoredCredential {
-            key_id: ApiKeyId(id),
-            tenant_id: TenantId(tenant),
-            owner_id: UserId(owner),
-            hash,
-            version,
-        }))
+        Ok(rows
+            .into_iter()
+            .map(|(lookup_id, id, tenant, owner, hash, version)| StoredCredential {
+                lookup_id: LookupId::from_stored(lookup_id),
+                key_id: ApiKeyId(id),
+                tenant_id: TenantId(tenant),
+                owner_id: UserId(owner),
+                hash,
+                version,
+            })
+            .collect())
+    }
+
+    /// The stored credential for a lookup id, in any tenant.
+    pub async fn credential_by_lookup_id(&self, lookup_id: &LookupId) -> StoreResult<Option<StoredCredential>> {
+        Ok(self.credentials_by_lookup_ids(std::slice::from_ref(lookup_id)).await?.pop())
     }
 
     /// Replaces the stored hash of a credential that just verified by
@@ -379,17 +392,20 @@ impl Store {
         Ok(key_in(self.conn(), tenant, id).await?.map(|m| m.credential_hash))
     }
 
-    /// Records that keys were used, moving `last_used_at` forward only.
+    /// Records that keys were used, moving `last_used_at` forward only, in
+    /// one transaction (so a large batch holds the writer once, briefly).
     pub async fn record_key_use(&self, uses: &[(ApiKeyId, DateTime<Utc>)]) -> StoreResult<()> {
+        let txn = self.conn().begin().await?;
         for (id, at) in uses {
             let at = storable(*at);
             api_key::Entity::update_many()
                 .col_expr(api_key::Column::LastUsedAt, Expr::value(at))
                 .filter(api_key::Column::Id.eq(id.0))
                 .filter(api_key::Column::LastUsedAt.is_null().or(api_key::Column::LastUsedAt.lt(at)))
-                .exec(self.conn())
+                .exec(&txn)
                 .await?;
         }
+        txn.commit().await?;
         Ok(())
     }
 }

@@ -98,9 +98,16 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// For reads outside transactions: on SQLite a pool of read-only
+    /// connections beside the single writer (WAL lets readers run alongside
+    /// it); on PostgreSQL the same pool as `db`.
+    reader: DatabaseConnection,
     backend: Backend,
     url: String,
 }
+
+/// Read-only SQLite connections beside the writer.
+const SQLITE_READERS: u32 = 4;
 
 /// The precision every stored instant is kept at (PostgreSQL keeps microseconds).
 pub fn storable(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -117,19 +124,32 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
+        let sqlite = |opts: &mut ConnectOptions, read_only: bool| {
+            opts.map_sqlx_sqlite_opts(move |o| {
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5))
+                    .read_only(read_only)
+            });
+        };
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.acquire_timeout(options.acquire_timeout).connect_timeout(options.connect_timeout).sqlx_logging(false);
+        // Pinging a connection on every acquire doubles the round trips of a
+        // one-query request (a cold verification); ping only connections
+        // that sat idle long enough to have gone stale.
+        opts.test_before_acquire_if_idle_for(Duration::from_secs(1));
         match backend {
             Backend::Sqlite => {
-                // One connection: SQLite has a single writer anyway, and this
-                // rules out SQLITE_BUSY on read-then-write transactions.
+                // One writer connection: SQLite has a single writer anyway, and
+                // this rules out SQLITE_BUSY on read-then-write transactions.
                 opts.max_connections(1).min_connections(1);
-                opts.map_sqlx_sqlite_opts(|o| {
-                    o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                        .foreign_keys(true)
-                        .busy_timeout(Duration::from_secs(5))
-                });
+                sqlite(&mut opts, false);
+                let db = Database::connect(opts.clone()).await?;
+                opts.max_connections(SQLITE_READERS).min_connections(0);
+                sqlite(&mut opts, true);
+                let reader = Database::connect(opts).await?;
+                Ok(Store { db, reader, backend, url: url.to_owned() })
             }
             Backend::Postgres => {
                 opts.max_connections(options.max_connections.max(1));
@@ -137,10 +157,10 @@ impl Store {
                     let millis = timeout.as_millis().to_string();
                     opts.map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", millis.as_str())]));
                 }
+                let db = Database::connect(opts).await?;
+                Ok(Store { reader: db.clone(), db, backend, url: url.to_owned() })
             }
         }
-        let db = Database::connect(opts).await?;
-        Ok(Store { db, backend, url: url.to_owned() })
     }
 
     /// Which engine this store uses.
@@ -191,13 +211,21 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool.
+    /// Closes the pools.
     pub async fn close(self) -> StoreResult<()> {
+        if self.backend == Backend::Sqlite {
+            self.reader.close().await?;
+        }
         self.db.close().await?;
         Ok(())
     }
 
     pub(crate) fn conn(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The connection for reads outside a transaction.
+    pub(crate) fn reader(&self) -> &DatabaseConnection {
+        &self.reader
     }
 }

@@ -50,7 +50,7 @@ impl Store {
     /// A tenant by id.
     pub async fn tenant(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
         Ok(tenant::Entity::find_by_id(id.0)
-            .one(self.conn())
+            .one(self.reader())
             .await?
             .map(|m| Tenant { id: TenantId(m.id), name: m.name }))
     }
@@ -80,7 +80,7 @@ impl Store {
 
     /// A user of `tenant` by id; `None` when unknown or another tenant's.
     pub async fn user(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<User>> {
-        user_in(self.conn(), tenant, id).await
+        user_in(self.reader(), tenant, id).await
     }
 
     /// A user by id in any tenant (operator commands only; requests always
@@ -98,7 +98,7 @@ impl Store {
         user::Entity::find()
             .filter(user::Column::TenantId.eq(tenant.0))
             .filter(user::Column::Id.is_in(ids))
-            .all(self.conn())
+            .all(self.reader())
             .await?
             .into_iter()
             .map(user_from)

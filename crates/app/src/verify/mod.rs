@@ -18,6 +18,7 @@
 
 pub mod cache;
 mod limits;
+mod lookup;
 mod shards;
 mod usage;
 
@@ -33,6 +34,7 @@ use tokio::sync::Semaphore;
 use crate::error::AppResult;
 pub use cache::{VerifiedKey, VerifiedKeyCache};
 use limits::FailureLimiter;
+use lookup::CredentialLoader;
 use usage::UsageRecorder;
 
 /// Tuning of verification.
@@ -59,6 +61,8 @@ pub struct VerifierConfig {
     pub legacy_hash_concurrency: usize,
     /// How long a legacy check waits for a slot before `RATE_LIMITED`.
     pub legacy_hash_queue_timeout: Duration,
+    /// Batched credential queries in flight at once.
+    pub lookup_concurrency: usize,
 }
 
 impl VerifierConfig {
@@ -93,6 +97,7 @@ impl Default for VerifierConfig {
             usage_capacity: 100_000,
             legacy_hash_concurrency: cores,
             legacy_hash_queue_timeout: Duration::from_millis(500),
+            lookup_concurrency: 4,
         }
     }
 }
@@ -137,6 +142,7 @@ pub struct VerifierFootprint {
 /// Verifies presented keys; see the module documentation.
 pub struct KeyVerifier {
     store: Store,
+    credentials: CredentialLoader,
     clock: Arc<dyn Clock>,
     cache: VerifiedKeyCache,
     limiter: FailureLimiter,
@@ -156,9 +162,11 @@ fn refused(over_limit: bool) -> VerifyOutcome {
 }
 
 impl KeyVerifier {
-    /// A verifier over `store`.
+    /// A verifier over `store`. Spawns its credential loader on the current
+    /// tokio runtime.
     pub fn new(store: Store, clock: Arc<dyn Clock>, config: &VerifierConfig) -> AppResult<Self> {
         Ok(KeyVerifier {
+            credentials: CredentialLoader::new(store.clone(), config.lookup_concurrency),
             store,
             clock,
             cache: VerifiedKeyCache::new(config.cache_capacity, config.cache_ttl)?,
@@ -190,7 +198,7 @@ impl KeyVerifier {
             return Ok(refused(over_limit));
         }
         let epoch = self.cache.epoch();
-        let stored = self.store.credential_by_lookup_id(&lookup).await?;
+        let stored = self.credentials.load(lookup.clone()).await?;
         let matched = match &stored {
             None => {
                 verify_nothing(&parsed);
