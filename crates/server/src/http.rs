@@ -8,7 +8,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
 use latchkey_app::verify::VerifiedKey;
-use latchkey_app::{AppError, Authentication, Readiness, RequestId, VerifyOutcome};
+use latchkey_app::{AppError, Authentication, Readiness, VerifyOutcome};
 use latchkey_domain::{API_KEYS_PAGE_PATH, policy};
 use latchkey_graphql::{execute, server_error};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/keys/verify", web::post().to(verify_key));
 }
 
+/// The header naming the id of an internal failure.
+const X_REQUEST_ID: &str = "x-request-id";
+
 fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "error": { "code": code, "message": message } }))
 }
@@ -40,11 +43,13 @@ fn rest_error(e: AppError) -> HttpResponse {
         AppError::BadUserInput(_) => StatusCode::BAD_REQUEST,
         AppError::Internal { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
+    let mut response = HttpResponse::build(status);
     let mut error = serde_json::json!({ "code": e.code(), "message": e.to_string() });
     if let Some(id) = e.request_id() {
         error["requestId"] = id.as_str().into();
+        response.insert_header((X_REQUEST_ID, id.as_str()));
     }
-    HttpResponse::build(status).json(serde_json::json!({ "error": error }))
+    response.json(serde_json::json!({ "error": error }))
 }
 
 async fn authenticated(ctx: &AppContext, req: &HttpRequest) -> Result<Authentication, HttpResponse> {
@@ -206,27 +211,20 @@ async fn verify_key(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Byt
         .body(body)
 }
 
-/// Gives every request an id (in the `X-Request-Id` response header and in
-/// any internal error it meets), and logs method, path (never the query
-/// string or headers), status and latency.
+/// Logs method, path (never the query string or headers), status and latency.
 pub async fn log_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = std::time::Instant::now();
-    let request_id = RequestId::generate();
     let method = req.method().clone();
     let path = req.path().to_owned();
-    let mut response = request_id.clone().scope(next.call(req)).await?;
-    if let Ok(value) = header::HeaderValue::from_str(request_id.as_str()) {
-        response.headers_mut().insert(header::HeaderName::from_static("x-request-id"), value);
-    }
+    let response = next.call(req).await?;
     tracing::info!(
         %method,
         %path,
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
-        request_id = %request_id,
         "request"
     );
     Ok(response)
