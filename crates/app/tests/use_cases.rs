@@ -228,3 +228,59 @@ async fn concurrent_guesses_at_a_legacy_key_run_no_more_hashes_than_its_budget()
     assert_eq!(invalid + limited, 150);
     assert!(invalid <= 10, "at most the budget of 10 hashes ran: {invalid}");
 }
+
+#[tokio::test]
+async fn admin_tokens_expire_by_the_apps_clock() {
+    let w = world().await;
+    let key = AdminTokenKey::new(&[7; 32]).unwrap();
+    let issued = start().timestamp();
+    let claims = latchkey_domain::admin_token::AdminClaims {
+        sub: w.admin.id,
+        tid: w.tenant.id,
+        cloud: Cloud::Employee,
+        exp: issued + 60,
+        iat: issued,
+    };
+    let header = format!("Bearer {}", key.sign(&claims));
+    let auth = w.app.authenticate(Some(&header), None).await.unwrap();
+    assert_eq!(w.app.viewer(&auth).unwrap().user, Some(w.admin.clone()));
+    w.clock.advance(Duration::minutes(5)); // past the expiry and its clock-skew leeway
+    let auth = w.app.authenticate(Some(&header), None).await.unwrap();
+    assert!(matches!(auth, Authentication::Refused(ref reason) if reason.contains("expired")), "{auth:?}");
+    assert!(matches!(w.app.viewer(&auth), Err(AppError::Unauthenticated(_))));
+}
+
+#[tokio::test]
+async fn the_key_table_pages_filters_and_shows_who_did_what() {
+    let w = world().await;
+    for n in 0..5 {
+        w.generate(&format!("Export {n}")).await;
+        w.clock.advance(Duration::seconds(1));
+    }
+    let auth = w.admin();
+    let admin = w.app.key_admin(&auth).unwrap();
+    let first = admin.key_table(KeyTableQuery { first: Some(2), ..Default::default() }).await.unwrap();
+    assert_eq!((first.items.len(), first.has_next_page, first.total_count), (2, true, 5));
+    assert_eq!(first.items[0].key.description, "Export 4", "newest first");
+    let after = Some(first.items[1].key.id);
+    let rest = admin.key_table(KeyTableQuery { first: Some(10), after, ..Default::default() }).await.unwrap();
+    assert_eq!(
+        rest.items.iter().map(|v| v.key.description.as_str()).collect::<Vec<_>>(),
+        ["Export 2", "Export 1", "Export 0"]
+    );
+    let search = KeyTableQuery { search: Some("EXPORT 3".into()), ..Default::default() };
+    assert_eq!(admin.key_table(search).await.unwrap().total_count, 1);
+    let nobody = KeyTableQuery { owner_id: Some(w.admin.id.to_string()), ..Default::default() };
+    assert_eq!(admin.key_table(nobody).await.unwrap().total_count, 0);
+    let garbage = KeyTableQuery { owner_id: Some("not-an-id".into()), ..Default::default() };
+    assert_eq!(admin.key_table(garbage).await.unwrap().total_count, 0);
+    for first in [0, 101] {
+        let query = KeyTableQuery { first: Some(first), ..Default::default() };
+        assert!(matches!(admin.key_table(query).await, Err(AppError::BadUserInput(_))), "{first}");
+    }
+    let trail = admin.audit_trail(latchkey_app::AuditQuery::default()).await.unwrap();
+    assert_eq!(trail.total_count, 5);
+    assert!(trail.items.iter().all(|v| v.actor.as_ref() == Some(&w.admin)));
+    let owners: Vec<_> = admin.owner_candidates().await.unwrap().into_iter().map(|u| u.id).collect();
+    assert_eq!(owners, [w.admin.id, w.bot.id], "the admin first; academy admins cannot own keys");
+}

@@ -152,7 +152,10 @@ impl Store {
                 Ok(Store { db, reader, backend, url: url.to_owned() })
             }
             Backend::Postgres => {
-                opts.max_connections(options.max_connections.max(1));
+                // A few connections open up front, so the first burst after a
+                // start does not queue behind connection setup.
+                opts.max_connections(options.max_connections.max(1))
+                    .min_connections(options.max_connections.clamp(1, 4));
                 if let Some(timeout) = options.statement_timeout {
                     let millis = timeout.as_millis().to_string();
                     opts.map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", millis.as_str())]));

@@ -27,11 +27,13 @@ pub(crate) struct CredentialLoader {
 
 impl CredentialLoader {
     /// A loader over `store` running up to `concurrent_queries` queries at
-    /// once. Spawns its batching task on the current tokio runtime.
-    pub(crate) fn new(store: Store, concurrent_queries: usize) -> Self {
+    /// once. Spawns its batching task on the current tokio runtime (an
+    /// error outside one).
+    pub(crate) fn new(store: Store, concurrent_queries: usize) -> AppResult<Self> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| AppError::internal(&e))?;
         let (queue, requests) = mpsc::channel(QUEUE);
-        tokio::spawn(batch_requests(store, requests, Arc::new(Semaphore::new(concurrent_queries.max(1)))));
-        CredentialLoader { queue }
+        runtime.spawn(batch_requests(store, requests, Arc::new(Semaphore::new(concurrent_queries.max(1)))));
+        Ok(CredentialLoader { queue })
     }
 
     /// The stored credential of `lookup_id`, if any.

@@ -67,14 +67,16 @@ pub struct VerifierConfig {
 
 impl VerifierConfig {
     /// An upper bound of the memory verification holds once every map is at
-    /// its cap: per entry, the map slot at the lowest load factor (half full)
-    /// plus what it owns on the heap (a cached key's rendered answer).
+    /// its cap: per entry, three map slots (a hash table is at worst 7/16
+    /// full, just after growing) plus what the entry owns on the heap (a
+    /// cached key's rendered answer, with allocator overhead).
     pub fn max_memory_bytes(&self) -> usize {
-        const CACHED_KEY: usize = 2 * 112 + 240; // digest -> key, deadline; Arc'd rendered answer
-        const KEY_MAPPING: usize = 2 * 2 * 48; // key id -> digest, twice the cache's cap
-        const PRESENTER: usize = 2 * 48; // lookup id or address -> window
-        const FAILED_KEY: usize = 2 * 48; // digest -> deadline
-        const RECORDED_USE: usize = 2 * 32; // key id -> instant
+        const SLOTS: usize = 3;
+        const CACHED_KEY: usize = SLOTS * 112 + 256; // digest -> key, deadline; Arc'd rendered answer
+        const KEY_MAPPING: usize = 2 * SLOTS * 48; // key id -> digest, twice the cache's cap
+        const PRESENTER: usize = SLOTS * 48; // lookup id or address -> window
+        const FAILED_KEY: usize = SLOTS * 48; // digest -> deadline
+        const RECORDED_USE: usize = SLOTS * 32; // key id -> instant
         self.cache_capacity * (CACHED_KEY + KEY_MAPPING)
             + self.limiter_capacity * (PRESENTER + FAILED_KEY)
             + self.usage_capacity * RECORDED_USE
@@ -166,7 +168,7 @@ impl KeyVerifier {
     /// tokio runtime.
     pub fn new(store: Store, clock: Arc<dyn Clock>, config: &VerifierConfig) -> AppResult<Self> {
         Ok(KeyVerifier {
-            credentials: CredentialLoader::new(store.clone(), config.lookup_concurrency),
+            credentials: CredentialLoader::new(store.clone(), config.lookup_concurrency)?,
             store,
             clock,
             cache: VerifiedKeyCache::new(config.cache_capacity, config.cache_ttl)?,
