@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use latchkey_domain::EventDelivery;
-use latchkey_domain::{Description, KeyEventKind, Role};
+use latchkey_domain::admin_token::AdminTokenKey;
+use latchkey_domain::{Description, KeyEventKind};
 use latchkey_notify::mail::{MailNotifier, MailSettings, MailTransport};
 use latchkey_notify::{Dispatcher, DispatcherConfig};
-use latchkey_store::{NewCredential, NewKey, NewUser, StoreOptions};
+use latchkey_store::{NewCredential, NewKey, StoreOptions};
 use latchkey_tests::process::ServerProcess;
 use latchkey_tests::smtp::{Mode, SmtpServer, free_port};
-use latchkey_tests::{AppOptions, Backend, JWT_SECRET, TestApp, TestDb, fast_dispatcher, ops};
+use latchkey_tests::{AppOptions, Backend, JWT_SECRET, TestApp, TestDb, fast_dispatcher, ops, seed_tenant};
 use mail_parser::MimeHeaders;
 use serde_json::{Value, json};
 
@@ -197,20 +198,8 @@ async fn two_dispatchers_send_each_of_200_notices_exactly_once(backend: Backend)
     let Some(db) = TestDb::new(backend).await else { return };
     let store = db.store().await;
     store.migrate().await.unwrap();
-    let now = Utc::now();
-    let tenant = store.create_tenant("Bulk", now).await.unwrap();
-    let admin = store
-        .create_user(
-            NewUser {
-                tenant_id: tenant.id,
-                email: "admin@bulk.example".into(),
-                name: "Admin".into(),
-                role: Role::InternalAdmin,
-            },
-            now,
-        )
-        .await
-        .unwrap();
+    let seeded = seed_tenant(&store, &AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap(), "Bulk").await;
+    let (tenant, admin) = (seeded.tenant, seeded.admin);
     let hash = latchkey_domain::hashing::hash_secret(&latchkey_domain::ApiKeySecret::generate().unwrap());
     for i in 0..200 {
         let secret = latchkey_domain::ApiKeySecret::generate().unwrap();
@@ -260,28 +249,8 @@ async fn mail_of_a_killed_server_is_sent_after_restart(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let store = db.store().await;
     store.migrate().await.unwrap();
-    let now = Utc::now();
-    let tenant = store.create_tenant("Acme", now).await.unwrap();
-    let admin = store
-        .create_user(
-            NewUser {
-                tenant_id: tenant.id,
-                email: "admin@acme.example".into(),
-                name: "Admin".into(),
-                role: Role::InternalAdmin,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    let key = latchkey_domain::admin_token::AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap();
-    let token = key.sign(&latchkey_domain::admin_token::AdminClaims {
-        sub: admin.id,
-        tid: tenant.id,
-        cloud: latchkey_domain::Cloud::Employee,
-        exp: now.timestamp() + 600,
-        iat: now.timestamp(),
-    });
+    let seeded = seed_tenant(&store, &AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap(), "Acme").await;
+    let (admin, token) = (seeded.admin, seeded.admin_token);
     let smtp_addr = free_port();
     let smtp_url = format!("smtp://{smtp_addr}");
     let envs = [

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use latchkey_domain::admin_token::{AdminClaims, AdminTokenKey};
-use latchkey_domain::{Cloud, Role, User};
-use latchkey_store::{NewUser, Store};
+use latchkey_domain::User;
+use latchkey_domain::admin_token::AdminTokenKey;
+use latchkey_store::Store;
 use latchkey_tests::ops::GENERATE;
 use latchkey_tests::process::ServerProcess;
 use latchkey_tests::proxy::Proxy;
@@ -30,20 +29,9 @@ async fn fixture() -> Option<Fixture> {
     let db = TestDb::new(Backend::Postgres).await?;
     let store = db.store().await;
     store.migrate().await.unwrap();
-    let now = Utc::now();
-    let tenant = store.create_tenant("Replicated", now).await.unwrap();
-    let user = |email: &str, role| NewUser { tenant_id: tenant.id, email: email.into(), name: email.into(), role };
-    let admin = store.create_user(user("admin@r.example", Role::InternalAdmin), now).await.unwrap();
-    let bot = store.create_user(user("bot@r.example", Role::IntegrationUser), now).await.unwrap();
     let key = AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap();
-    let token = key.sign(&AdminClaims {
-        sub: admin.id,
-        tid: tenant.id,
-        cloud: Cloud::Employee,
-        exp: now.timestamp() + 3600,
-        iat: now.timestamp(),
-    });
-    Some(Fixture { db, store, bot, token })
+    let seeded = latchkey_tests::seed_tenant(&store, &key, "Replicated").await;
+    Some(Fixture { db, store, bot: seeded.integration, token: seeded.admin_token })
 }
 
 async fn gql(http: &reqwest::Client, base: &str, token: &str, query: &str, variables: Value) -> Result<Value, String> {

@@ -326,28 +326,12 @@ impl TestApp {
     /// Creates a tenant with an internal admin, another internal admin, an
     /// academy admin and an integration user.
     pub async fn seed(&self, name: &str) -> Seeded {
-        let now = Utc::now();
-        let tenant = self.store.create_tenant(name, now).await.unwrap();
-        let slug = name.to_lowercase().replace(' ', "-");
-        let mk = |local: &str, display: &str, role| NewUser {
-            tenant_id: tenant.id,
-            email: format!("{local}@{slug}.example"),
-            name: format!("{display} ({name})"),
-            role,
-        };
-        let admin = self.store.create_user(mk("admin", "Admin", Role::InternalAdmin), now).await.unwrap();
-        let other_admin = self.store.create_user(mk("other", "Other Admin", Role::InternalAdmin), now).await.unwrap();
-        let academy_admin =
-            self.store.create_user(mk("academy", "Academy Admin", Role::AcademyAdmin), now).await.unwrap();
-        let integration = self.store.create_user(mk("sync", "Sync Bot", Role::IntegrationUser), now).await.unwrap();
-        let admin_token = self.token(&admin, Cloud::Employee);
-        Seeded { tenant, admin, other_admin, academy_admin, integration, admin_token }
+        seed_tenant(&self.store, &self.token_key, name).await
     }
 
     /// A valid one-hour token for `user` in `cloud`.
     pub fn token(&self, user: &User, cloud: Cloud) -> String {
-        let now = Utc::now().timestamp();
-        self.token_key.sign(&AdminClaims { sub: user.id, tid: user.tenant_id, cloud, exp: now + 3600, iat: now })
+        admin_token(&self.token_key, user, cloud)
     }
 
     /// POSTs a GraphQL request with an optional bearer token; returns the body.
@@ -407,6 +391,33 @@ impl TestApp {
         }
         self.notifier.delivered()
     }
+}
+
+/// Creates, in `store`, a tenant named `name` with an internal admin, another
+/// internal admin, an academy admin and an integration user, and signs the
+/// admin's employee-cloud token with `token_key`.
+pub async fn seed_tenant(store: &Store, token_key: &AdminTokenKey, name: &str) -> Seeded {
+    let now = Utc::now();
+    let tenant = store.create_tenant(name, now).await.unwrap();
+    let slug = name.to_lowercase().replace(' ', "-");
+    let mk = |local: &str, display: &str, role| NewUser {
+        tenant_id: tenant.id,
+        email: format!("{local}@{slug}.example"),
+        name: format!("{display} ({name})"),
+        role,
+    };
+    let admin = store.create_user(mk("admin", "Admin", Role::InternalAdmin), now).await.unwrap();
+    let other_admin = store.create_user(mk("other", "Other Admin", Role::InternalAdmin), now).await.unwrap();
+    let academy_admin = store.create_user(mk("academy", "Academy Admin", Role::AcademyAdmin), now).await.unwrap();
+    let integration = store.create_user(mk("sync", "Sync Bot", Role::IntegrationUser), now).await.unwrap();
+    let admin_token = admin_token(token_key, &admin, Cloud::Employee);
+    Seeded { tenant, admin, other_admin, academy_admin, integration, admin_token }
+}
+
+/// A valid one-hour token for `user` in `cloud`, signed with `token_key`.
+pub fn admin_token(token_key: &AdminTokenKey, user: &User, cloud: Cloud) -> String {
+    let now = Utc::now().timestamp();
+    token_key.sign(&AdminClaims { sub: user.id, tid: user.tenant_id, cloud, exp: now + 3600, iat: now })
 }
 
 /// The `latchkey` binary built next to this test binary.
