@@ -46,6 +46,18 @@ async fn missing_or_bad_credentials_are_unauthenticated(app: TestApp) {
     let body = app.gql(Some(&expired), KEYS, json!({})).await;
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("expired"), "{body}");
 
+    // Token times at the ends of i64, and lifetimes past the 24-hour maximum.
+    let forever = app.token_key.sign(&AdminClaims { exp: i64::MAX, iat: now, ..claims(now) });
+    let from_the_dawn_of_time = app.token_key.sign(&AdminClaims { exp: now + 60, iat: i64::MIN, ..claims(now) });
+    let two_days = app.token_key.sign(&AdminClaims { exp: now + 2 * 86_400, iat: now, ..claims(now) });
+    for long in [&forever, &from_the_dawn_of_time, &two_days] {
+        let body = app.gql(Some(long), KEYS, json!({})).await;
+        assert_eq!(error_code(&body), "UNAUTHENTICATED", "{body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("lifetime"), "{body}");
+    }
+    let day = app.token_key.sign(&AdminClaims { exp: now + 86_400, iat: now, ..claims(now) });
+    assert_eq!(app.gql(Some(&day), KEYS, json!({})).await["errors"], Value::Null, "24 hours is allowed");
+
     // Not a Bearer header at all.
     let resp = app
         .http

@@ -149,6 +149,7 @@ async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
         (vec!["tenant", "create", "--name", "  "], "--name"),
         (vec!["token", "--user", &unknown_tenant], "no user"),
         (vec!["token", "--user", user_id, "--ttl-secs", "0"], "--ttl-secs"),
+        (vec!["token", "--user", user_id, "--ttl-secs", "86401"], "at most 86400"),
     ] {
         let out = latchkey(&app.db, &args);
         assert!(!out.status.success(), "{args:?} should fail");

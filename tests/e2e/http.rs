@@ -63,6 +63,37 @@ async fn http_routes_and_request_limits(app: TestApp) {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "BAD_REQUEST");
 
+    // Only JSON: a cross-origin "simple" POST (text/plain, form, or no type) never reaches a resolver.
+    let mutation = json!({
+        "query": latchkey_tests::ops::GENERATE,
+        "variables": { "input": { "ownerId": s.integration.id, "description": "smuggled" } },
+    })
+    .to_string();
+    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let mut request = app.http.post(format!("{}/graphql", app.url)).bearer_auth(&s.admin_token);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let resp = request.body(mutation.clone()).send().await.unwrap();
+        assert_eq!(resp.status(), 415, "{content_type:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "UNSUPPORTED_MEDIA_TYPE", "{content_type:?}");
+    }
+    let charset = app
+        .http
+        .post(format!("{}/graphql", app.url))
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(json!({ "query": "{ __typename }" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(charset.status(), 200, "JSON with parameters is JSON");
+    assert_eq!(
+        app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await["data"]["apiKeys"]["totalCount"],
+        0,
+        "nothing was generated"
+    );
+
     // Over 1 MiB: 413, and nothing is created.
     let huge = json!({
         "query": latchkey_tests::ops::GENERATE,

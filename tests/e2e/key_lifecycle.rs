@@ -56,6 +56,9 @@ async fn generate_refuses_bad_input_and_changes_nothing(app: TestApp) {
     let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
         (json!({ "ownerId": s.integration.id, "description": "" }), vec![("description", "BLANK")]),
         (json!({ "ownerId": s.integration.id, "description": "   \t " }), vec![("description", "BLANK")]),
+        // Shows nothing: zero-width spaces, a right-to-left mark, a Hangul filler.
+        (json!({ "ownerId": s.integration.id, "description": "\u{200b}\u{200b}" }), vec![("description", "BLANK")]),
+        (json!({ "ownerId": s.integration.id, "description": " \u{200f}\u{3164} " }), vec![("description", "BLANK")]),
         (json!({ "ownerId": s.integration.id, "description": "x".repeat(256) }), vec![("description", "TOO_LONG")]),
         (json!({ "ownerId": s.integration.id, "description": "a\r\nBcc: x@evil" }), vec![("description", "INVALID")]),
         (json!({ "ownerId": s.integration.id, "description": "nul\u{0}" }), vec![("description", "INVALID")]),
@@ -133,7 +136,9 @@ async fn update_description_edits_only_the_description(app: TestApp) {
     assert_eq!(payload["apiKey"]["lastEditedBy"]["id"], s.other_admin.id.to_string());
     assert_eq!(app.verify(&secret).await["valid"], true, "the secret is untouched");
 
-    for (d, code) in [("", "BLANK"), (&"y".repeat(256)[..], "TOO_LONG"), ("bad\u{7}bell", "INVALID")] {
+    for (d, code) in
+        [("", "BLANK"), ("\u{200b}", "BLANK"), (&"y".repeat(256)[..], "TOO_LONG"), ("bad\u{7}bell", "INVALID")]
+    {
         let body = app.gql(Some(&s.admin_token), UPDATE, json!({ "id": id, "d": d })).await;
         let payload = &body["data"]["updateApiKeyDescription"];
         assert_eq!(payload["apiKey"], Value::Null);

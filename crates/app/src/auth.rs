@@ -91,6 +91,7 @@ pub fn bearer_token(header: &str) -> Option<&str> {
 pub(crate) fn token_refusal(e: TokenError) -> &'static str {
     match e {
         TokenError::Expired => "The token has expired; request a new one.",
+        TokenError::LifetimeTooLong => "The token's lifetime is longer than this server accepts.",
         TokenError::Malformed | TokenError::Algorithm | TokenError::Signature | TokenError::NotYetValid => {
             "The token is not valid."
         }

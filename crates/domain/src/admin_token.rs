@@ -20,6 +20,9 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// Allowed clock skew when checking `exp` and `iat`, in seconds.
 pub const LEEWAY_SECS: i64 = 30;
 
+/// The longest lifetime (`exp - iat`) a token may have unless configured otherwise: 24 hours.
+pub const DEFAULT_MAX_LIFETIME_SECS: i64 = 24 * 3600;
+
 /// The claims of an admin token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminClaims {
@@ -53,6 +56,9 @@ pub enum TokenError {
     /// `iat` lies in the future.
     #[error("the bearer token is not valid yet")]
     NotYetValid,
+    /// `exp - iat` is longer than the key's maximum lifetime.
+    #[error("the bearer token's lifetime is longer than allowed")]
+    LifetimeTooLong,
 }
 
 /// The configured signing key was refused.
@@ -60,13 +66,17 @@ pub enum TokenError {
 #[error("the JWT secret must be at least {MIN_SECRET_LEN} bytes long")]
 pub struct WeakSecret;
 
-/// The HS256 key used to sign and verify admin tokens. `Debug` is redacted.
+/// The HS256 key used to sign and verify admin tokens, with the longest
+/// lifetime it accepts. `Debug` is redacted.
 #[derive(Clone)]
-pub struct AdminTokenKey(Vec<u8>);
+pub struct AdminTokenKey {
+    secret: Vec<u8>,
+    max_lifetime_secs: i64,
+}
 
 impl fmt::Debug for AdminTokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminTokenKey(<redacted>)")
+        f.debug_struct("AdminTokenKey").field("max_lifetime_secs", &self.max_lifetime_secs).finish_non_exhaustive()
     }
 }
 
@@ -83,12 +93,23 @@ impl AdminTokenKey {
         if secret.len() < MIN_SECRET_LEN {
             return Err(WeakSecret);
         }
-        Ok(AdminTokenKey(secret.to_vec()))
+        Ok(AdminTokenKey { secret: secret.to_vec(), max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS })
+    }
+
+    /// The same key, accepting tokens whose lifetime is at most `secs`.
+    pub fn with_max_lifetime(mut self, secs: i64) -> Self {
+        self.max_lifetime_secs = secs.max(1);
+        self
+    }
+
+    /// The longest lifetime (`exp - iat`, seconds) accepted.
+    pub fn max_lifetime_secs(&self) -> i64 {
+        self.max_lifetime_secs
     }
 
     fn mac(&self) -> Hmac<Sha256> {
         // HMAC accepts keys of any length; this cannot fail.
-        <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac())
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable_hmac())
     }
 
     /// Signs `claims` into a compact JWT.
@@ -123,12 +144,16 @@ impl AdminTokenKey {
         mac.update(token.as_bytes().get(..signing_input_len).unwrap_or_default());
         mac.verify_slice(&signature).map_err(|_| TokenError::Signature)?;
         let claims: AdminClaims = serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
+        // Saturating: claims are attacker-chosen and may sit at the ends of i64.
         let now = now.timestamp();
-        if claims.exp + LEEWAY_SECS <= now {
+        if claims.exp.saturating_add(LEEWAY_SECS) <= now {
             return Err(TokenError::Expired);
         }
-        if claims.iat - LEEWAY_SECS > now {
+        if claims.iat.saturating_sub(LEEWAY_SECS) > now {
             return Err(TokenError::NotYetValid);
+        }
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime_secs {
+            return Err(TokenError::LifetimeTooLong);
         }
         Ok(claims)
     }
@@ -171,6 +196,22 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let token = key().sign(&claims(now));
         assert_eq!(key().verify(&token, now).unwrap(), claims(now));
+    }
+
+    #[test]
+    fn times_at_the_ends_of_i64_never_overflow() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let at = |exp: i64, iat: i64| key().verify(&key().sign(&AdminClaims { exp, iat, ..claims(now) }), now);
+        assert_eq!(at(i64::MAX, now.timestamp()), Err(TokenError::LifetimeTooLong));
+        assert_eq!(at(i64::MAX, i64::MIN), Err(TokenError::LifetimeTooLong));
+        assert_eq!(at(i64::MIN, i64::MIN), Err(TokenError::Expired));
+        assert_eq!(at(i64::MAX, i64::MAX), Err(TokenError::NotYetValid));
+        let day = DEFAULT_MAX_LIFETIME_SECS;
+        assert!(at(now.timestamp() + day, now.timestamp()).is_ok(), "exactly the maximum lifetime");
+        assert_eq!(at(now.timestamp() + day + 1, now.timestamp()), Err(TokenError::LifetimeTooLong));
+        let hour_key = key().with_max_lifetime(3600);
+        let long = key().sign(&AdminClaims { exp: now.timestamp() + 7200, ..claims(now) });
+        assert_eq!(hour_key.verify(&long, now), Err(TokenError::LifetimeTooLong));
     }
 
     #[test]

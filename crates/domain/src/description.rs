@@ -32,11 +32,35 @@ fn is_forbidden(c: char) -> bool {
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
+/// Characters that show nothing: format characters (Unicode `Cf`: soft
+/// hyphen, the Arabic letter mark, zero-width space/joiners, LRM/RLM, word
+/// joiner and invisible operators, interlinear annotation marks, tags), the
+/// combining grapheme joiner, and the blank fillers of Hangul and Braille.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
+}
+
 impl Description {
-    /// Validates and normalises (trims) user input.
+    /// Validates and normalises (trims) user input. A description that
+    /// shows nothing (only spaces and invisible characters) is blank.
     pub fn parse(input: &str) -> Result<Self, DescriptionError> {
         let trimmed = input.trim();
-        if trimmed.is_empty() {
+        if trimmed.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
             return Err(DescriptionError::Blank);
         }
         if trimmed.chars().count() > MAX_DESCRIPTION_CHARS {
@@ -126,9 +150,13 @@ mod tests {
 
     #[test]
     fn refuses_blank_and_control_characters() {
-        for blank in ["", "   ", "\t\n", "\u{3000}"] {
+        for blank in
+            ["", "   ", "\t\n", "\u{3000}", "\u{200b}\u{200b}", " \u{200e} \u{200f}", "\u{2060}\u{3164}\u{e0041}"]
+        {
             assert_eq!(Description::parse(blank), Err(DescriptionError::Blank), "{blank:?}");
         }
+        // Invisible characters between visible ones are text (e.g. emoji joiners).
+        assert_eq!(Description::parse("a\u{200d}b").unwrap().as_str(), "a\u{200d}b");
         for bad in ["a\r\nBcc: x@evil", "a\u{0}b", "a\u{7f}", "x\u{202E}gpj.exe", "a\u{2028}b", "a\u{1b}[31m"] {
             assert_eq!(Description::parse(bad), Err(DescriptionError::Invalid), "{bad:?}");
         }

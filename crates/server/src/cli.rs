@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use latchkey_domain::admin_token::AdminClaims;
+use latchkey_domain::admin_token::{AdminClaims, DEFAULT_MAX_LIFETIME_SECS};
 use latchkey_domain::{Clock, Cloud, EventDelivery, KeyEventId, Role, SystemClock, TenantId, UserId};
 use latchkey_store::{NewUser, Store, StoreError, StoreOptions};
 use serde_json::json;
@@ -81,6 +81,9 @@ pub struct ServeArgs {
     /// Secret that signs admin tokens (at least 32 bytes).
     #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Longest lifetime (exp - iat) of an admin token this server accepts, in seconds.
+    #[arg(long, env = "LATCHKEY_TOKEN_MAX_TTL_SECS", default_value_t = DEFAULT_MAX_LIFETIME_SECS)]
+    pub token_max_ttl_secs: i64,
     /// Base URL of the admin console (links in owner mail). Default: this server.
     #[arg(long, env = "LATCHKEY_CONSOLE_URL")]
     pub console_url: Option<String>,
@@ -211,9 +214,12 @@ pub struct TokenArgs {
     /// The cloud the token acts in: employee or customer.
     #[arg(long, default_value = "employee")]
     pub cloud: Cloud,
-    /// Lifetime in seconds.
+    /// Lifetime in seconds (at most LATCHKEY_TOKEN_MAX_TTL_SECS).
     #[arg(long, default_value_t = 3600)]
     pub ttl_secs: u32,
+    /// Longest lifetime the servers accept, in seconds (as `serve`'s).
+    #[arg(long, env = "LATCHKEY_TOKEN_MAX_TTL_SECS", default_value_t = DEFAULT_MAX_LIFETIME_SECS)]
+    pub token_max_ttl_secs: i64,
     /// Secret that signs admin tokens (must match the server's).
     #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -253,7 +259,10 @@ fn print_json(out: &mut dyn Write, value: &serde_json::Value) -> anyhow::Result<
 /// Builds the `serve` configuration from flags and environment.
 pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     let bind = parse_bind(&args.bind)?;
-    let token_key = parse_jwt_secret(args.jwt_secret.as_deref())?;
+    if args.token_max_ttl_secs < 1 {
+        bail!("LATCHKEY_TOKEN_MAX_TTL_SECS must be positive");
+    }
+    let token_key = parse_jwt_secret(args.jwt_secret.as_deref())?.with_max_lifetime(args.token_max_ttl_secs);
     let console_url = match &args.console_url {
         Some(u) => parse_console_url(u)?,
         None => format!("http://{bind}"),
@@ -363,6 +372,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             let user: UserId = args.user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
             if args.ttl_secs == 0 {
                 bail!("--ttl-secs must be positive");
+            }
+            if i64::from(args.ttl_secs) > args.token_max_ttl_secs {
+                bail!(
+                    "--ttl-secs must be at most {} (LATCHKEY_TOKEN_MAX_TTL_SECS): servers refuse longer-lived tokens",
+                    args.token_max_ttl_secs
+                );
             }
             let store = migrated_store(&cli.database_url).await?;
             let Some(user) = store.user_in_any_tenant(user).await? else {

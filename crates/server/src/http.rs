@@ -74,7 +74,22 @@ async fn run_graphql(ctx: &AppContext, req: &HttpRequest, request: async_graphql
     HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(response)
 }
 
+/// Whether the request says its body is JSON (`application/json`, any parameters).
+fn is_json(req: &HttpRequest) -> bool {
+    let media_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    media_type.and_then(|v| v.split(';').next()).is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
 async fn graphql_post(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    // Only JSON: browsers send text/plain and forms cross-origin without asking
+    // (a "simple" request); JSON needs a preflight, which Latchkey never grants.
+    if !is_json(&req) {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Send the GraphQL request as JSON with `Content-Type: application/json`.",
+        );
+    }
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
