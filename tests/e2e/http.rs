@@ -8,7 +8,59 @@ on_both_backends!(
     http_routes_and_request_limits,
     deep_queries_are_refused_but_graphiql_introspection_works,
     internal_failures_are_generic_and_change_nothing,
+    aliases_cannot_multiply_work,
 );
+
+async fn aliases_cannot_multiply_work(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let count = || async {
+        app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await["data"]["apiKeys"]["totalCount"]
+            .clone()
+    };
+    // Eleven key-generating aliases: refused before any is run (each hashes, writes and mails).
+    let generate = |n: usize| {
+        let fields: String = (0..n)
+            .map(|i| format!("g{i}: generateApiKey(input: {{ownerId: $o, description: \"d{i}\"}}) {{ secret }} "))
+            .collect();
+        format!("mutation($o: ID!) {{ {fields} }}")
+    };
+    let body = app.gql(Some(&s.admin_token), &generate(11), json!({ "o": s.integration.id })).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("At most 10"), "{body}");
+    assert_eq!(count().await, 0, "nothing was generated");
+    // Hidden in a fragment, too.
+    let fragment = format!(
+        "mutation($o: ID!) {{ ...many }} fragment many on MutationRoot {{ {} }}",
+        generate(11).trim_start_matches("mutation($o: ID!) { ").trim_end_matches(" }")
+    );
+    let body = app.gql(Some(&s.admin_token), &fragment, json!({ "o": s.integration.id })).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    assert_eq!(count().await, 0);
+    let body = app.gql(Some(&s.admin_token), &generate(2), json!({ "o": s.integration.id })).await;
+    assert_eq!(body["errors"], Value::Null, "{body}");
+    assert_eq!(count().await, 2);
+
+    // Pages cost what they select times `first`: six aliased pages of 100 are too much, one is fine.
+    let page =
+        "apiKeys(first: 100, search: \"d\") { edges { node { id description lastFour owner { id name email } } } }";
+    let pages: String = (0..6).map(|i| format!("p{i}: {page} ")).collect();
+    let body = app.gql(Some(&s.admin_token), &format!("{{ {pages} }}"), json!({})).await;
+    assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("complex"), "{body}");
+    let body = app.gql(Some(&s.admin_token), &format!("{{ {page} }}"), json!({})).await;
+    assert_eq!(body["errors"], Value::Null, "{body}");
+
+    // Anonymous callers introspect once per request (what GraphiQL does), not in aliased copies.
+    let schema = "__schema { types { name fields { name } } }";
+    let body = app.gql(None, &format!("{{ a: {schema} b: {schema} }}"), json!({})).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(body["data"].is_null());
+    let body = app.gql(None, &format!("{{ {schema} }}"), json!({})).await;
+    assert!(body["data"]["__schema"]["types"].as_array().is_some_and(|t| !t.is_empty()), "{body}");
+    let body = app.gql(Some(&s.admin_token), &format!("{{ a: {schema} b: {schema} }}"), json!({})).await;
+    assert_eq!(body["errors"], Value::Null, "signed-in callers may");
+    app.stop().await;
+}
 
 async fn http_routes_and_request_limits(app: TestApp) {
     let s = app.seed("Acme").await;

@@ -25,8 +25,12 @@ pub type LatchkeySchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// Deepest query accepted (the standard introspection query fits).
 pub const MAX_QUERY_DEPTH: usize = 16;
-/// Most complex query accepted.
+/// Most complex query accepted. A page costs what one item selects times
+/// `first`, so aliasing large pages runs into this quickly.
 pub const MAX_QUERY_COMPLEXITY: usize = 5_000;
+/// Most mutation fields in one operation: each one that changes a key hashes,
+/// writes and mails, so aliases must not multiply that without bound.
+pub const MAX_MUTATIONS_PER_OPERATION: usize = 10;
 
 fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
     Schema::build(QueryRoot, MutationRoot, EmptySubscription)
@@ -58,10 +62,8 @@ pub async fn execute(
     auth: Authentication,
     allow_mutations: bool,
 ) -> async_graphql::Response {
-    if !allow_mutations && is_mutation(&request) {
-        return async_graphql::Response::from_errors(vec![server_error(AppError::BadUserInput(
-            "Mutations must be sent with POST.".into(),
-        ))]);
+    if let Err(refused) = check_operation(&request, &auth, allow_mutations) {
+        return async_graphql::Response::from_errors(vec![server_error(refused)]);
     }
     let mut response = schema.execute(request.data(auth)).await;
     for error in &mut response.errors {
@@ -73,17 +75,70 @@ pub async fn execute(
     response
 }
 
-fn is_mutation(request: &async_graphql::Request) -> bool {
+/// Refusals decided from the document alone, before any work: mutations over
+/// GET, too many mutation fields in one operation, and aliased introspection
+/// by anonymous callers (one `__schema` per request is what GraphiQL needs).
+fn check_operation(
+    request: &async_graphql::Request,
+    auth: &Authentication,
+    allow_mutations: bool,
+) -> Result<(), AppError> {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
     let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
-        return false; // the executor reports the parse error
+        return Ok(()); // the executor reports the parse error
     };
-    let is_mut = |ty: OperationType| ty == OperationType::Mutation;
-    match &doc.operations {
-        DocumentOperations::Single(op) => is_mut(op.node.ty),
+    let operations: Vec<&async_graphql::parser::types::OperationDefinition> = match &doc.operations {
+        DocumentOperations::Single(op) => vec![&op.node],
         DocumentOperations::Multiple(ops) => match &request.operation_name {
-            Some(name) => ops.get(name.as_str()).is_some_and(|op| is_mut(op.node.ty)),
-            None => ops.values().any(|op| is_mut(op.node.ty)),
+            Some(name) => ops.get(name.as_str()).map(|op| &op.node).into_iter().collect(),
+            None => ops.values().map(|op| &op.node).collect(),
         },
+    };
+    for op in operations {
+        let fields = |name: Option<&str>| top_level_fields(&op.selection_set.node, &doc, name, 0);
+        if op.ty == OperationType::Mutation {
+            if !allow_mutations {
+                return Err(AppError::BadUserInput("Mutations must be sent with POST.".into()));
+            }
+            if fields(None) > MAX_MUTATIONS_PER_OPERATION {
+                return Err(AppError::BadUserInput(format!(
+                    "At most {MAX_MUTATIONS_PER_OPERATION} mutations per request."
+                )));
+            }
+        }
+        if matches!(auth, Authentication::Anonymous) && fields(Some("__schema")) > 1 {
+            return Err(AppError::BadUserInput(
+                "Introspect the schema once per request, or sign in to introspect more.".into(),
+            ));
+        }
     }
+    Ok(())
+}
+
+/// The fields (named `name`, or all) a selection set selects at its top
+/// level, fragments included.
+fn top_level_fields(
+    set: &async_graphql::parser::types::SelectionSet,
+    doc: &async_graphql::parser::types::ExecutableDocument,
+    name: Option<&str>,
+    depth: usize,
+) -> usize {
+    use async_graphql::parser::types::Selection;
+    // Fragment cycles are refused by validation; this only stops the walk.
+    if depth > MAX_QUERY_DEPTH {
+        return 0;
+    }
+    set.items
+        .iter()
+        .map(|selection| match &selection.node {
+            Selection::Field(field) => usize::from(name.is_none_or(|n| field.node.name.node == n)),
+            Selection::FragmentSpread(spread) => doc
+                .fragments
+                .get(&spread.node.fragment_name.node)
+                .map_or(0, |f| top_level_fields(&f.node.selection_set.node, doc, name, depth + 1)),
+            Selection::InlineFragment(inline) => {
+                top_level_fields(&inline.node.selection_set.node, doc, name, depth + 1)
+            }
+        })
+        .sum()
 }

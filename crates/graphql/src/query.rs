@@ -37,6 +37,12 @@ fn page_info<T>(page: &Page<T>, cursors: &[String], after_given: bool) -> PageIn
     }
 }
 
+/// What a page costs: what one item selects, times the items asked for.
+fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let items = first.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, latchkey_app::keys::MAX_PAGE_SIZE);
+    usize::try_from(items).unwrap_or(1).saturating_mul(child_complexity)
+}
+
 #[Object]
 impl QueryRoot {
     /// Who is calling: the tenant, the signed-in user or the API key, and the
@@ -53,6 +59,7 @@ impl QueryRoot {
     }
 
     /// The key table, newest first. Only internal admins in the employee cloud.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn api_keys(
         &self,
         ctx: &Context<'_>,
@@ -88,6 +95,7 @@ impl QueryRoot {
     /// The audit trail of your tenant's keys (or of one key), newest first:
     /// every generate, rotate, description change and delete, kept after the
     /// key is deleted.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn api_key_events(
         &self,
         ctx: &Context<'_>,
