@@ -55,12 +55,18 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
+/// Whether `text` shows nothing: only spaces and invisible characters. Such
+/// text is blank wherever it is shown (descriptions, names).
+pub fn shows_nothing(text: &str) -> bool {
+    text.chars().all(|c| c.is_whitespace() || is_invisible(c))
+}
+
 impl Description {
     /// Validates and normalises (trims) user input. A description that
     /// shows nothing (only spaces and invisible characters) is blank.
     pub fn parse(input: &str) -> Result<Self, DescriptionError> {
         let trimmed = input.trim();
-        if trimmed.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        if shows_nothing(trimmed) {
             return Err(DescriptionError::Blank);
         }
         if trimmed.chars().count() > MAX_DESCRIPTION_CHARS {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use latchkey_domain::admin_token::{AdminClaims, DEFAULT_MAX_LIFETIME_SECS};
+use latchkey_domain::description::shows_nothing;
 use latchkey_domain::{Clock, Cloud, EventDelivery, KeyEventId, Role, SystemClock, TenantId, UserId};
 use latchkey_store::{NewUser, Store, StoreError, StoreOptions};
 use serde_json::json;
@@ -337,8 +338,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         Command::Tenant(TenantCommand::Create { name }) => {
             let name = name.trim();
-            if name.is_empty() || name.chars().count() > 255 {
-                bail!("--name must be 1 to 255 characters");
+            if shows_nothing(name) || name.chars().count() > 255 {
+                bail!("--name must be 1 to 255 characters, not all of them invisible");
             }
             let store = migrated_store(&cli.database_url).await?;
             let tenant = store.create_tenant(name, now).await?;
@@ -352,8 +353,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 bail!("--email must be an email address");
             }
             let name = name.trim().to_owned();
-            if name.is_empty() || name.chars().count() > 255 || name.chars().any(char::is_control) {
-                bail!("--name must be 1 to 255 characters without control characters");
+            if shows_nothing(&name) || name.chars().count() > 255 || name.chars().any(char::is_control) {
+                bail!("--name must be 1 to 255 characters without control characters, not all of them invisible");
             }
             let store = migrated_store(&cli.database_url).await?;
             let user = match store.create_user(NewUser { tenant_id: tenant, email, name, role }, now).await {
