@@ -93,76 +93,14 @@ async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
     // Refusals: clear message, non-zero exit, nothing printed on stdout.
     let unknown_tenant = uuid::Uuid::now_v7().to_string();
     for (args, message) in [
-        (
-            vec!["user", "create", "--tenant", "nope", "--email", "a@b.c", "--name", "A", "--role", "internal-admin"],
-            "--tenant",
-        ),
-        (
-            vec![
-                "user",
-                "create",
-                "--tenant",
-                &unknown_tenant,
-                "--email",
-                "a@b.c",
-                "--name",
-                "A",
-                "--role",
-                "internal-admin",
-            ],
-            "no tenant",
-        ),
-        (
-            vec![
-                "user",
-                "create",
-                "--tenant",
-                tenant_id,
-                "--email",
-                "ada@acme.example",
-                "--name",
-                "A",
-                "--role",
-                "internal-admin",
-            ],
-            "already exists",
-        ),
-        (
-            vec![
-                "user",
-                "create",
-                "--tenant",
-                tenant_id,
-                "--email",
-                "not-an-email",
-                "--name",
-                "A",
-                "--role",
-                "internal-admin",
-            ],
-            "--email",
-        ),
-        (
-            vec!["user", "create", "--tenant", tenant_id, "--email", "a@b.c", "--name", "A", "--role", "superuser"],
-            "superuser",
-        ),
+        (create_user("nope", "a@b.c", "A", "internal-admin"), "--tenant"),
+        (create_user(&unknown_tenant, "a@b.c", "A", "internal-admin"), "no tenant"),
+        (create_user(tenant_id, "ada@acme.example", "A", "internal-admin"), "already exists"),
+        (create_user(tenant_id, "not-an-email", "A", "internal-admin"), "--email"),
+        (create_user(tenant_id, "a@b.c", "A", "superuser"), "superuser"),
+        (create_user(tenant_id, "z@b.c", "\u{3164}", "internal-admin"), "invisible"),
         (vec!["tenant", "create", "--name", "  "], "--name"),
         (vec!["tenant", "create", "--name", "\u{200b}\u{200f}"], "invisible"),
-        (
-            vec![
-                "user",
-                "create",
-                "--tenant",
-                tenant_id,
-                "--email",
-                "z@b.c",
-                "--name",
-                "\u{3164}",
-                "--role",
-                "internal-admin",
-            ],
-            "invisible",
-        ),
         (vec!["token", "--user", &unknown_tenant], "no user"),
         (vec!["token", "--user", user_id, "--ttl-secs", "0"], "--ttl-secs"),
         (vec!["token", "--user", user_id, "--ttl-secs", "86401"], "at most 86400"),
@@ -210,4 +148,9 @@ async fn serve_refuses_to_start_without_a_usable_configuration() {
     assert!(stderr(&out).contains("LATCHKEY_DATABASE_URL is invalid"), "{}", stderr(&out));
     let out = run(&[("LATCHKEY_JWT_SECRET", JWT_SECRET), ("LATCHKEY_CONSOLE_URL", "console")]);
     assert!(stderr(&out).contains("LATCHKEY_CONSOLE_URL is invalid"), "{}", stderr(&out));
+}
+
+/// The arguments of `latchkey user create`.
+fn create_user<'a>(tenant: &'a str, email: &'a str, name: &'a str, role: &'a str) -> Vec<&'a str> {
+    vec!["user", "create", "--tenant", tenant, "--email", email, "--name", name, "--role", role]
 }

@@ -180,11 +180,6 @@ pub struct KeyAdmin<'a> {
 }
 
 impl KeyAdmin<'_> {
-    /// The admin.
-    pub fn actor(&self) -> &User {
-        self.actor
-    }
-
     /// Writes a fresh secret to `target`, with a new secret again should the
     /// lookup id be taken. `None` when the key to rotate does not exist.
     async fn write_new_secret(&self, target: SecretTarget) -> AppResult<Option<(ApiKey, ApiKeySecret)>> {

@@ -79,11 +79,6 @@ impl App {
         Ok(App { store, clock, token_key, verifier, outbox })
     }
 
-    /// The clock every use case reads.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
     /// The verification engine.
     pub fn verifier(&self) -> &Arc<KeyVerifier> {
         &self.verifier

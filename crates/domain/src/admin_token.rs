@@ -102,11 +102,6 @@ impl AdminTokenKey {
         self
     }
 
-    /// The longest lifetime (`exp - iat`, seconds) accepted.
-    pub fn max_lifetime_secs(&self) -> i64 {
-        self.max_lifetime_secs
-    }
-
     fn mac(&self) -> Hmac<Sha256> {
         // HMAC accepts keys of any length; this cannot fail.
         <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable_hmac())

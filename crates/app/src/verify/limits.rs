@@ -149,8 +149,9 @@ impl FailureLimiter {
         }
     }
 
-    /// Entries held (presenters and failed keys), for memory accounting.
-    pub(crate) fn len(&self) -> usize {
+    /// Entries held (presenters and failed keys).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.counts.len() + self.failed.len()
     }
 }

@@ -130,17 +130,6 @@ impl VerifyOutcome {
     }
 }
 
-/// How much memory verification holds, entry counts against their caps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VerifierFootprint {
-    /// Cached keys.
-    pub cached: usize,
-    /// Presenters and failed keys remembered.
-    pub limiter: usize,
-    /// Keys whose last use waits for a flush.
-    pub usage: usize,
-}
-
 /// Verifies presented keys; see the module documentation.
 pub struct KeyVerifier {
     store: Store,
@@ -298,10 +287,5 @@ impl KeyVerifier {
     /// Resolves when recorded uses reached their cap and should be flushed.
     pub async fn usage_filled(&self) {
         self.usage.filled().await;
-    }
-
-    /// Entries held in memory.
-    pub fn footprint(&self) -> VerifierFootprint {
-        VerifierFootprint { cached: self.cache.len(), limiter: self.limiter.len(), usage: self.usage.len() }
     }
 }

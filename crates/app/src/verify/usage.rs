@@ -56,9 +56,30 @@ impl UsageRecorder {
     pub(crate) async fn filled(&self) {
         self.full.notified().await;
     }
+}
 
-    /// Keys waiting.
-    pub(crate) fn len(&self) -> usize {
-        self.pending.len()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    #[tokio::test]
+    async fn keeps_the_latest_use_stays_within_its_cap_and_asks_for_a_flush_when_full() {
+        let recorder = UsageRecorder::new(32); // one key per shard
+        let at = |s| Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, s).unwrap();
+        let key = ApiKeyId(Uuid::from_u128(1));
+        recorder.record(key, at(5));
+        recorder.record(key, at(3));
+        assert_eq!(recorder.drain(), [(key, at(5))], "forward only");
+        for n in 0..1_000 {
+            recorder.record(ApiKeyId(Uuid::from_u128(n)), at(1));
+        }
+        let held = recorder.drain();
+        assert!(held.len() <= recorder.pending.capacity(), "{}", held.len());
+        // A full recorder left a wake-up for the flusher.
+        tokio::time::timeout(std::time::Duration::from_secs(1), recorder.filled()).await.expect("asked for a flush");
+        recorder.restore(vec![(key, at(9)), (key, at(7))]);
+        assert_eq!(recorder.drain(), [(key, at(9))]);
     }
 }
