@@ -55,6 +55,13 @@ async fn missing_or_bad_credentials_are_unauthenticated(app: TestApp) {
         assert_eq!(error_code(&body), "UNAUTHENTICATED", "{body}");
         assert!(body["errors"][0]["message"].as_str().unwrap().contains("lifetime"), "{body}");
     }
+    // Signed with the right secret, but for another service (`iss`/`aud`).
+    for (issuer, audience) in [("billing", "billing"), ("latchkey", "billing"), ("billing", "latchkey")] {
+        let foreign = app.token_key.clone().with_issuer_and_audience(issuer, audience).sign(&claims(now + 3600));
+        let body = app.gql(Some(&foreign), KEYS, json!({})).await;
+        assert_eq!(error_code(&body), "UNAUTHENTICATED", "{issuer}/{audience}: {body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("not issued for this service"), "{body}");
+    }
     let day = app.token_key.sign(&AdminClaims { exp: now + 86_400, iat: now, ..claims(now) });
     assert_eq!(app.gql(Some(&day), KEYS, json!({})).await["errors"], Value::Null, "24 hours is allowed");
 
@@ -156,6 +163,34 @@ async fn key_authenticated_callers_see_their_key_but_cannot_manage_keys(app: Tes
     assert_eq!(viewer["apiKey"]["lastFour"], &secret[secret.len() - 4..]);
     assert_eq!(viewer["apiKey"]["owner"]["id"], s.integration.id.to_string());
     assert_eq!(viewer["clouds"], json!(["EMPLOYEE", "CUSTOMER"]));
+
+    // A key an admin owns, created and edited by an admin: the integration
+    // holding it sees its owner's name and role, but no one's email and not
+    // who created or edited it.
+    let (_, admins_key, _) = app.generate(&s.admin_token, &s.admin, "Reporting").await;
+    let body = app
+        .gql(
+            Some(&admins_key),
+            "{ viewer { apiKey { description owner { id name email role } createdBy { email } lastEditedBy { email } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["viewer"]["apiKey"],
+        json!({
+            "description": "Reporting",
+            "owner": { "id": s.admin.id.to_string(), "name": s.admin.name, "email": "", "role": "INTERNAL_ADMIN" },
+            "createdBy": null,
+            "lastEditedBy": null,
+        }),
+        "{body}"
+    );
+    assert!(!body.to_string().contains('@'), "no email reaches an integration: {body}");
+    // Admins still see everything.
+    let body =
+        app.gql(Some(&s.admin_token), "{ apiKeys { nodes { owner { email } createdBy { email } } } }", json!({})).await;
+    assert!(body.to_string().contains(&s.admin.email), "{body}");
+
     let body = app.gql(Some(&secret), KEYS, json!({})).await;
     assert_eq!(error_code(&body), "FORBIDDEN");
     let body = app

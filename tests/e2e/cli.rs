@@ -90,6 +90,12 @@ async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
     let body = app.gql(Some(customer.trim()), "{ apiKeys { totalCount } }", json!({})).await;
     assert_eq!(latchkey_tests::error_code(&body), "FORBIDDEN");
 
+    // A token minted for another audience (same secret) is refused by this server.
+    let out = latchkey(&app.db, &["token", "--user", user_id, "--jwt-audience", "billing"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let body = app.gql(Some(String::from_utf8(out.stdout).unwrap().trim()), "{ viewer { clouds } }", json!({})).await;
+    assert_eq!(latchkey_tests::error_code(&body), "UNAUTHENTICATED", "{body}");
+
     // Refusals: clear message, non-zero exit, nothing printed on stdout.
     let unknown_tenant = uuid::Uuid::now_v7().to_string();
     for (args, message) in [
@@ -104,6 +110,7 @@ async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
         (vec!["token", "--user", &unknown_tenant], "no user"),
         (vec!["token", "--user", user_id, "--ttl-secs", "0"], "--ttl-secs"),
         (vec!["token", "--user", user_id, "--ttl-secs", "86401"], "at most 86400"),
+        (vec!["token", "--user", user_id, "--jwt-issuer", " "], "LATCHKEY_JWT_ISSUER"),
     ] {
         let out = latchkey(&app.db, &args);
         assert!(!out.status.success(), "{args:?} should fail");
@@ -148,6 +155,10 @@ async fn serve_refuses_to_start_without_a_usable_configuration() {
     assert!(stderr(&out).contains("LATCHKEY_DATABASE_URL is invalid"), "{}", stderr(&out));
     let out = run(&[("LATCHKEY_JWT_SECRET", JWT_SECRET), ("LATCHKEY_CONSOLE_URL", "console")]);
     assert!(stderr(&out).contains("LATCHKEY_CONSOLE_URL is invalid"), "{}", stderr(&out));
+    let out = run(&[("LATCHKEY_JWT_SECRET", JWT_SECRET), ("LATCHKEY_BODY_READ_TIMEOUT_SECS", "0")]);
+    assert!(stderr(&out).contains("LATCHKEY_BODY_READ_TIMEOUT_SECS"), "{}", stderr(&out));
+    let out = run(&[("LATCHKEY_JWT_SECRET", JWT_SECRET), ("LATCHKEY_JWT_AUDIENCE", "")]);
+    assert!(stderr(&out).contains("LATCHKEY_JWT_AUDIENCE"), "{}", stderr(&out));
 }
 
 /// The arguments of `latchkey user create`.

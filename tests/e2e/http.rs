@@ -1,15 +1,97 @@
 //! The HTTP surface: GET and POST, limits, GraphiQL, health, and the error
 //! policy for failures on our side.
 
-use latchkey_tests::{TestApp, error_code};
+use std::time::{Duration, Instant};
+
+use latchkey_server::config::HttpLimits;
+use latchkey_tests::{AppOptions, TestApp, TestDb, error_code};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 on_both_backends!(
     http_routes_and_request_limits,
     deep_queries_are_refused_but_graphiql_introspection_works,
     internal_failures_are_generic_and_change_nothing,
     aliases_cannot_multiply_work,
+    slow_bodies_are_cut_off_without_starving_anyone,
+    answers_over_the_size_ceiling_are_refused,
 );
+
+/// Reads what the server sends until it closes the connection; panics if it
+/// keeps it open longer than `within`.
+async fn read_until_closed(connection: &mut TcpStream, within: Duration) -> Vec<u8> {
+    let mut received = Vec::new();
+    tokio::time::timeout(within, connection.read_to_end(&mut received))
+        .await
+        .expect("the server closed the connection in time")
+        .unwrap_or_default();
+    received
+}
+
+async fn slow_bodies_are_cut_off_without_starving_anyone(db: TestDb) {
+    let body_read_timeout = Duration::from_secs(3);
+    let http = HttpLimits { body_read_timeout, idle_timeout: Duration::from_secs(1), ..HttpLimits::default() };
+    let app = TestApp::start_with(db, AppOptions { http, ..AppOptions::default() }).await;
+    let s = app.seed("Acme").await;
+    let addr = app.url.trim_start_matches("http://").to_owned();
+
+    // A thousand clients each promise 100,000 bytes and send one.
+    let opened = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..1000 {
+        let mut connection = TcpStream::connect(&addr).await.unwrap();
+        connection
+            .write_all(
+                b"POST /graphql HTTP/1.1\r\nHost: latchkey\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+            )
+            .await
+            .unwrap();
+        slow.push(connection);
+    }
+    // Meanwhile an admin is answered at once, long before any slow body is cut off.
+    let asked = Instant::now();
+    let body = app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await;
+    assert_eq!(body["data"]["apiKeys"]["totalCount"], 0, "{body}");
+    assert!(
+        opened.elapsed() < body_read_timeout,
+        "answered in {:?}, while all 1000 slow bodies were still held",
+        asked.elapsed()
+    );
+    // Every slow body gets 408 and loses its connection (no memory or socket held).
+    for connection in &mut slow {
+        let received = read_until_closed(connection, Duration::from_secs(30)).await;
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("REQUEST_TIMEOUT"), "{text}");
+    }
+    assert!(opened.elapsed() >= body_read_timeout, "not cut off before the timeout");
+
+    // An idle keep-alive connection is closed after the idle limit.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: latchkey\r\n\r\n").await.unwrap();
+    let received = read_until_closed(&mut idle, Duration::from_secs(10)).await;
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+    app.stop().await;
+}
+
+async fn answers_over_the_size_ceiling_are_refused(db: TestDb) {
+    let http = HttpLimits { max_response_bytes: 2048, ..HttpLimits::default() };
+    let app = TestApp::start_with(db, AppOptions { http, ..AppOptions::default() }).await;
+    let s = app.seed("Acme").await;
+    for i in 0..20 {
+        app.generate(&s.admin_token, &s.integration, &format!("Key number {i} with a longish description")).await;
+    }
+    let query = "{ apiKeys(first: 20) { nodes { id lastFour description owner { name email } } } }";
+    let body = app.gql(Some(&s.admin_token), query, json!({})).await;
+    assert_eq!(error_code(&body), "RESPONSE_TOO_LARGE", "{body}");
+    assert_eq!(body["data"], Value::Null);
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("2048 bytes"), "{body}");
+    // A smaller page fits.
+    let body = app.gql(Some(&s.admin_token), "{ apiKeys(first: 2) { nodes { id } } }", json!({})).await;
+    assert_eq!(body["data"]["apiKeys"]["nodes"].as_array().unwrap().len(), 2, "{body}");
+    app.stop().await;
+}
 
 async fn aliases_cannot_multiply_work(app: TestApp) {
     let s = app.seed("Acme").await;

@@ -223,6 +223,8 @@ pub struct AppOptions {
     pub dispatcher: latchkey_notify::DispatcherConfig,
     /// Key verification tuning.
     pub verifier: latchkey_app::VerifierConfig,
+    /// Connection and request limits.
+    pub http: latchkey_server::config::HttpLimits,
 }
 
 impl Default for AppOptions {
@@ -232,6 +234,7 @@ impl Default for AppOptions {
             mail_dir: None,
             dispatcher: fast_dispatcher(),
             verifier: latchkey_app::VerifierConfig::default(),
+            http: Default::default(),
         }
     }
 }
@@ -303,6 +306,7 @@ impl TestApp {
             dispatcher: options.dispatcher.clone(),
             verifier: options.verifier.clone(),
             usage_flush_interval: Duration::from_millis(300),
+            http: options.http,
         };
         let notifier = RecordingNotifier::default();
         let chosen: Arc<dyn latchkey_notify::Notifier> = if options.smtp_url.is_some() || options.mail_dir.is_some() {

@@ -92,6 +92,9 @@ pub(crate) fn token_refusal(e: TokenError) -> &'static str {
     match e {
         TokenError::Expired => "The token has expired; request a new one.",
         TokenError::LifetimeTooLong => "The token's lifetime is longer than this server accepts.",
+        TokenError::Issuer | TokenError::Audience => {
+            "The token was not issued for this service: its `iss` and `aud` claims must name it."
+        }
         TokenError::Malformed | TokenError::Algorithm | TokenError::Signature | TokenError::NotYetValid => {
             "The token is not valid."
         }

@@ -111,6 +111,18 @@ pub struct KeyView {
     pub last_edited_by: Option<User>,
 }
 
+impl KeyView {
+    /// What an integration may see of its own key: the key, and its owner's
+    /// id, name and role. Not who created or edited it, and no one's email:
+    /// admins' contact details are not an integration's business.
+    pub(crate) fn redacted_for_integration(mut self) -> Self {
+        self.created_by = None;
+        self.last_edited_by = None;
+        self.owner.email.clear();
+        self
+    }
+}
+
 /// An audit entry with its actor, if that user still exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditView {

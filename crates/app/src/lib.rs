@@ -46,7 +46,7 @@ pub struct Viewer {
     pub tenant: Tenant,
     /// The signed-in user; none for an API key.
     pub user: Option<User>,
-    /// The API key used; none for a signed-in user.
+    /// The API key used, as an integration may see it; none for a signed-in user.
     pub api_key: Option<KeyView>,
     /// The clouds the caller may act in.
     pub clouds: Vec<latchkey_domain::Cloud>,
@@ -139,7 +139,7 @@ impl App {
         let principal = auth.principal()?;
         let (user, api_key) = match principal {
             Principal::Admin { user, .. } => (Some(user.clone()), None),
-            Principal::Integration { key, .. } => (None, Some((**key).clone())),
+            Principal::Integration { key, .. } => (None, Some((**key).clone().redacted_for_integration())),
         };
         Ok(Viewer { tenant: principal.tenant().clone(), user, api_key, clouds: principal.clouds() })
     }

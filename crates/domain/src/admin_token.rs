@@ -1,7 +1,9 @@
 //! Admin bearer tokens: compact JWTs signed with HS256.
 //!
-//! Only `HS256` is accepted (no `none`, no algorithm confusion); `exp` is
-//! required; the signature is compared in constant time.
+//! Only `HS256` is accepted (no `none`, no algorithm confusion); `exp`, `iat`,
+//! `iss` and `aud` are required, the last two must name this service (so a
+//! token minted for another service that shares the secret is refused); the
+//! signature is compared in constant time.
 
 use std::fmt;
 
@@ -23,7 +25,11 @@ pub const LEEWAY_SECS: i64 = 30;
 /// The longest lifetime (`exp - iat`) a token may have unless configured otherwise: 24 hours.
 pub const DEFAULT_MAX_LIFETIME_SECS: i64 = 24 * 3600;
 
-/// The claims of an admin token.
+/// The issuer and audience a key signs and expects unless configured otherwise.
+pub const DEFAULT_ISSUER_AND_AUDIENCE: &str = "latchkey";
+
+/// The claims of an admin token that say who acts where and when. The key adds
+/// (and checks) `iss` and `aud`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminClaims {
     /// The user id.
@@ -59,6 +65,12 @@ pub enum TokenError {
     /// `exp - iat` is longer than the key's maximum lifetime.
     #[error("the bearer token's lifetime is longer than allowed")]
     LifetimeTooLong,
+    /// `iss` is missing or names another issuer.
+    #[error("the bearer token's issuer is not accepted")]
+    Issuer,
+    /// `aud` is missing or does not name this service.
+    #[error("the bearer token is not meant for this service")]
+    Audience,
 }
 
 /// The configured signing key was refused.
@@ -67,16 +79,58 @@ pub enum TokenError {
 pub struct WeakSecret;
 
 /// The HS256 key used to sign and verify admin tokens, with the longest
-/// lifetime it accepts. `Debug` is redacted.
+/// lifetime it accepts and the issuer and audience it signs and expects.
+/// `Debug` is redacted.
 #[derive(Clone)]
 pub struct AdminTokenKey {
     secret: Vec<u8>,
     max_lifetime_secs: i64,
+    issuer: String,
+    audience: String,
 }
 
 impl fmt::Debug for AdminTokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminTokenKey").field("max_lifetime_secs", &self.max_lifetime_secs).finish_non_exhaustive()
+        f.debug_struct("AdminTokenKey")
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is signed: the claims plus the key's issuer and audience.
+#[derive(Serialize)]
+struct SignedClaims<'a> {
+    #[serde(flatten)]
+    claims: &'a AdminClaims,
+    iss: &'a str,
+    aud: &'a str,
+}
+
+/// What arrives: `iss` and `aud` are checked against the key.
+#[derive(Deserialize)]
+struct ReceivedClaims {
+    #[serde(flatten)]
+    claims: AdminClaims,
+    iss: Option<String>,
+    aud: Option<Audience>,
+}
+
+/// RFC 7519 allows one audience or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn names(&self, audience: &str) -> bool {
+        match self {
+            Audience::One(a) => a == audience,
+            Audience::Many(all) => all.iter().any(|a| a == audience),
+        }
     }
 }
 
@@ -93,7 +147,19 @@ impl AdminTokenKey {
         if secret.len() < MIN_SECRET_LEN {
             return Err(WeakSecret);
         }
-        Ok(AdminTokenKey { secret: secret.to_vec(), max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS })
+        Ok(AdminTokenKey {
+            secret: secret.to_vec(),
+            max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
+            issuer: DEFAULT_ISSUER_AND_AUDIENCE.into(),
+            audience: DEFAULT_ISSUER_AND_AUDIENCE.into(),
+        })
+    }
+
+    /// The same key, signing and expecting this `iss` and `aud`.
+    pub fn with_issuer_and_audience(mut self, issuer: &str, audience: &str) -> Self {
+        self.issuer = issuer.to_owned();
+        self.audience = audience.to_owned();
+        self
     }
 
     /// The same key, accepting tokens whose lifetime is at most `secs`.
@@ -107,12 +173,13 @@ impl AdminTokenKey {
         <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable_hmac())
     }
 
-    /// Signs `claims` into a compact JWT.
+    /// Signs `claims`, with this key's `iss` and `aud`, into a compact JWT.
     pub fn sign(&self, claims: &AdminClaims) -> String {
         let header = Header { alg: "HS256".into(), typ: Some("JWT".into()) };
         let encode = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
         let header = encode(&serde_json::to_vec(&header).unwrap_or_default());
-        let payload = encode(&serde_json::to_vec(claims).unwrap_or_default());
+        let signed = SignedClaims { claims, iss: &self.issuer, aud: &self.audience };
+        let payload = encode(&serde_json::to_vec(&signed).unwrap_or_default());
         let signing_input = format!("{header}.{payload}");
         let mut mac = self.mac();
         mac.update(signing_input.as_bytes());
@@ -120,7 +187,7 @@ impl AdminTokenKey {
         format!("{signing_input}.{signature}")
     }
 
-    /// Verifies the signature and times of `token` at `now`.
+    /// Verifies the signature, issuer, audience and times of `token` at `now`.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<AdminClaims, TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
@@ -138,7 +205,14 @@ impl AdminTokenKey {
         let mut mac = self.mac();
         mac.update(token.as_bytes().get(..signing_input_len).unwrap_or_default());
         mac.verify_slice(&signature).map_err(|_| TokenError::Signature)?;
-        let claims: AdminClaims = serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
+        let received: ReceivedClaims = serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
+        if received.iss.as_deref() != Some(self.issuer.as_str()) {
+            return Err(TokenError::Issuer);
+        }
+        if !received.aud.is_some_and(|aud| aud.names(&self.audience)) {
+            return Err(TokenError::Audience);
+        }
+        let claims = received.claims;
         // Saturating: claims are attacker-chosen and may sit at the ends of i64.
         let now = now.timestamp();
         if claims.exp.saturating_add(LEEWAY_SECS) <= now {
@@ -209,6 +283,45 @@ mod tests {
         assert_eq!(hour_key.verify(&long, now), Err(TokenError::LifetimeTooLong));
     }
 
+    /// Signs `payload` as it is, without the key adding `iss` and `aud`.
+    fn sign_raw(payload: &str) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#);
+        let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(payload));
+        let mut mac = key().mac();
+        mac.update(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn issuer_and_audience_are_required_and_must_name_this_service() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let body = |extra: &str| {
+            format!(
+                r#"{{"sub":"00000000-0000-0000-0000-000000000007","tid":"00000000-0000-0000-0000-000000000009","cloud":"employee","iat":{},"exp":{}{extra}}}"#,
+                now.timestamp(),
+                now.timestamp() + 60
+            )
+        };
+        assert_eq!(key().verify(&sign_raw(&body("")), now), Err(TokenError::Issuer));
+        assert_eq!(key().verify(&sign_raw(&body(r#","iss":"latchkey""#)), now), Err(TokenError::Audience));
+        assert_eq!(
+            key().verify(&sign_raw(&body(r#","iss":"billing","aud":"latchkey""#)), now),
+            Err(TokenError::Issuer)
+        );
+        assert_eq!(
+            key().verify(&sign_raw(&body(r#","iss":"latchkey","aud":"billing""#)), now),
+            Err(TokenError::Audience)
+        );
+        assert!(key().verify(&sign_raw(&body(r#","iss":"latchkey","aud":["billing","latchkey"]"#)), now).is_ok());
+        // A key configured for another service shares the secret but not the audience.
+        let billing = key().with_issuer_and_audience("https://idp.example", "billing");
+        let for_billing = billing.sign(&claims(now));
+        assert_eq!(key().verify(&for_billing, now), Err(TokenError::Issuer));
+        assert_eq!(billing.verify(&for_billing, now).unwrap(), claims(now));
+        let other_audience = key().with_issuer_and_audience("latchkey", "billing").sign(&claims(now));
+        assert_eq!(key().verify(&other_audience, now), Err(TokenError::Audience));
+    }
+
     #[test]
     fn refuses_weak_secret() {
         assert_eq!(AdminTokenKey::new(b"short").unwrap_err(), WeakSecret);
@@ -224,7 +337,8 @@ mod tests {
         assert_eq!(other.verify(&token, now), Err(TokenError::Signature));
         let mut tampered_claims = claims(now);
         tampered_claims.cloud = Cloud::Customer;
-        let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&tampered_claims).unwrap());
+        let tampered = SignedClaims { claims: &tampered_claims, iss: "latchkey", aud: "latchkey" };
+        let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&tampered).unwrap());
         let parts: Vec<&str> = token.split('.').collect();
         let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
         assert_eq!(key().verify(&forged, now), Err(TokenError::Signature));
@@ -239,14 +353,9 @@ mod tests {
     #[test]
     fn missing_exp_is_malformed() {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let payload = URL_SAFE_NO_PAD.encode(
-            br#"{"sub":"00000000-0000-0000-0000-000000000007","tid":"00000000-0000-0000-0000-000000000009","cloud":"employee","iat":0}"#,
+        let token = sign_raw(
+            r#"{"sub":"00000000-0000-0000-0000-000000000007","tid":"00000000-0000-0000-0000-000000000009","cloud":"employee","iat":0,"iss":"latchkey","aud":"latchkey"}"#,
         );
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#);
-        let input = format!("{header}.{payload}");
-        let mut mac = key().mac();
-        mac.update(input.as_bytes());
-        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        assert_eq!(key().verify(&format!("{input}.{sig}"), now), Err(TokenError::Malformed));
+        assert_eq!(key().verify(&token, now), Err(TokenError::Malformed));
     }
 }

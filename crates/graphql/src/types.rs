@@ -56,7 +56,8 @@ pub struct GqlUser {
     pub id: ID,
     /// Display name.
     pub name: String,
-    /// Email address; key notices go here.
+    /// Email address; key notices go here. Empty when the caller is an
+    /// integration (an API key): integrations see no one's email.
     pub email: String,
     /// Role.
     pub role: GqlUserRole,
@@ -117,7 +118,8 @@ impl GqlApiKey {
         self.view.key.created_at
     }
 
-    /// Who created the key; null for keys from before key management.
+    /// Who created the key; null for keys from before key management, and
+    /// for integrations (an API key sees no admin's details).
     async fn created_by(&self) -> Option<&GqlUser> {
         self.created_by.as_ref()
     }
@@ -129,7 +131,7 @@ impl GqlApiKey {
     }
 
     /// Who last generated, rotated or edited the key; null for keys from before
-    /// key management.
+    /// key management, and for integrations (an API key sees no admin's details).
     async fn last_edited_by(&self) -> Option<&GqlUser> {
         self.last_edited_by.as_ref()
     }

@@ -11,7 +11,7 @@ use latchkey_notify::{Dispatcher, Notifier};
 use latchkey_store::Store;
 use tokio::sync::{Notify, watch};
 
-use crate::config::ServeConfig;
+use crate::config::{HttpLimits, ServeConfig};
 use crate::http;
 
 /// Largest request body accepted (larger gets 413).
@@ -24,6 +24,8 @@ pub struct AppContext {
     pub schema: LatchkeySchema,
     /// Every use case.
     pub app: App,
+    /// Connection and request limits.
+    pub limits: HttpLimits,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -98,7 +100,7 @@ pub async fn start_with_clock(
     store.migrate().await?;
     let outbox = Arc::new(Notify::new());
     let app = App::new(store.clone(), clock.clone(), config.token_key.clone(), &config.verifier, outbox.clone())?;
-    let context = AppContext { schema: build_schema(app.clone()), app: app.clone() };
+    let context = AppContext { schema: build_schema(app.clone()), app: app.clone(), limits: config.http };
 
     let dispatcher = Dispatcher::new(store.clone(), clock, notifier, config.dispatcher.clone(), outbox);
     let (stop_dispatcher, stop_rx) = watch::channel(false);
@@ -117,13 +119,16 @@ pub async fn start_with_clock(
     let dispatcher = tokio::spawn(dispatcher.run(stop_rx));
 
     let data = web::Data::new(context);
+    let body_read_timeout = config.http.body_read_timeout;
     let mut server = HttpServer::new(move || {
         actix_web::App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .wrap(actix_web::middleware::from_fn(move |req, next| http::read_body_within(body_read_timeout, req, next)))
             .wrap(actix_web::middleware::from_fn(http::log_requests))
             .configure(http::routes)
     })
+    .keep_alive(config.http.idle_timeout)
     .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
     if config.workers > 0 {
         server = server.workers(config.workers);

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use latchkey_domain::admin_token::{AdminClaims, DEFAULT_MAX_LIFETIME_SECS};
+use latchkey_domain::admin_token::{
+    AdminClaims, AdminTokenKey, DEFAULT_ISSUER_AND_AUDIENCE, DEFAULT_MAX_LIFETIME_SECS,
+};
 use latchkey_domain::description::shows_nothing;
 use latchkey_domain::{Clock, Cloud, EventDelivery, KeyEventId, Role, SystemClock, TenantId, UserId};
 use latchkey_store::{NewUser, Store, StoreError, StoreOptions};
@@ -79,12 +81,8 @@ pub struct ServeArgs {
     /// Listen address.
     #[arg(long, env = "LATCHKEY_BIND", default_value = DEFAULT_BIND)]
     pub bind: String,
-    /// Secret that signs admin tokens (at least 32 bytes).
-    #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-    /// Longest lifetime (exp - iat) of an admin token this server accepts, in seconds.
-    #[arg(long, env = "LATCHKEY_TOKEN_MAX_TTL_SECS", default_value_t = DEFAULT_MAX_LIFETIME_SECS)]
-    pub token_max_ttl_secs: i64,
+    #[command(flatten)]
+    pub token_key: TokenKeyArgs,
     /// Base URL of the admin console (links in owner mail). Default: this server.
     #[arg(long, env = "LATCHKEY_CONSOLE_URL")]
     pub console_url: Option<String>,
@@ -116,6 +114,51 @@ pub struct ServeArgs {
     /// How often last use is written to the database, in seconds.
     #[arg(long, env = "LATCHKEY_LAST_USED_FLUSH_SECS", default_value_t = 15)]
     pub last_used_flush_secs: u64,
+    /// How long a client may take to send a request body, in seconds (then 408
+    /// and the connection is closed).
+    #[arg(long, env = "LATCHKEY_BODY_READ_TIMEOUT_SECS", default_value_t = crate::config::HttpLimits::default().body_read_timeout.as_secs())]
+    pub body_read_timeout_secs: u64,
+    /// How long an idle keep-alive connection stays open, in seconds.
+    #[arg(long, env = "LATCHKEY_IDLE_TIMEOUT_SECS", default_value_t = crate::config::HttpLimits::default().idle_timeout.as_secs())]
+    pub idle_timeout_secs: u64,
+    /// Largest GraphQL response body, in bytes; a larger answer is replaced by a
+    /// RESPONSE_TOO_LARGE error.
+    #[arg(long, env = "LATCHKEY_MAX_RESPONSE_BYTES", default_value_t = crate::config::HttpLimits::default().max_response_bytes)]
+    pub max_response_bytes: usize,
+}
+
+/// How admin tokens are signed and checked: `serve` and `token` must agree.
+#[derive(Debug, Args)]
+pub struct TokenKeyArgs {
+    /// Secret that signs admin tokens (at least 32 bytes).
+    #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Longest lifetime (exp - iat) of an admin token servers accept, in seconds.
+    #[arg(long, env = "LATCHKEY_TOKEN_MAX_TTL_SECS", default_value_t = DEFAULT_MAX_LIFETIME_SECS)]
+    pub token_max_ttl_secs: i64,
+    /// The `iss` claim admin tokens carry; tokens with another are refused.
+    #[arg(long, env = "LATCHKEY_JWT_ISSUER", default_value = DEFAULT_ISSUER_AND_AUDIENCE)]
+    pub jwt_issuer: String,
+    /// The `aud` claim admin tokens carry; tokens for another audience are refused.
+    #[arg(long, env = "LATCHKEY_JWT_AUDIENCE", default_value = DEFAULT_ISSUER_AND_AUDIENCE)]
+    pub jwt_audience: String,
+}
+
+impl TokenKeyArgs {
+    /// The signing key these options describe.
+    pub fn key(&self) -> anyhow::Result<AdminTokenKey> {
+        if self.token_max_ttl_secs < 1 {
+            bail!("LATCHKEY_TOKEN_MAX_TTL_SECS must be positive");
+        }
+        let issuer = self.jwt_issuer.trim();
+        let audience = self.jwt_audience.trim();
+        if issuer.is_empty() || audience.is_empty() {
+            bail!("LATCHKEY_JWT_ISSUER and LATCHKEY_JWT_AUDIENCE must not be empty");
+        }
+        Ok(parse_jwt_secret(self.jwt_secret.as_deref())?
+            .with_max_lifetime(self.token_max_ttl_secs)
+            .with_issuer_and_audience(issuer, audience))
+    }
 }
 
 /// Owner mail options.
@@ -218,12 +261,9 @@ pub struct TokenArgs {
     /// Lifetime in seconds (at most LATCHKEY_TOKEN_MAX_TTL_SECS).
     #[arg(long, default_value_t = 3600)]
     pub ttl_secs: u32,
-    /// Longest lifetime the servers accept, in seconds (as `serve`'s).
-    #[arg(long, env = "LATCHKEY_TOKEN_MAX_TTL_SECS", default_value_t = DEFAULT_MAX_LIFETIME_SECS)]
-    pub token_max_ttl_secs: i64,
-    /// Secret that signs admin tokens (must match the server's).
-    #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    /// The servers' token settings.
+    #[command(flatten)]
+    pub token_key: TokenKeyArgs,
 }
 
 /// `demo` options.
@@ -260,10 +300,12 @@ fn print_json(out: &mut dyn Write, value: &serde_json::Value) -> anyhow::Result<
 /// Builds the `serve` configuration from flags and environment.
 pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     let bind = parse_bind(&args.bind)?;
-    if args.token_max_ttl_secs < 1 {
-        bail!("LATCHKEY_TOKEN_MAX_TTL_SECS must be positive");
+    let token_key = args.token_key.key()?;
+    if args.body_read_timeout_secs == 0 || args.idle_timeout_secs == 0 || args.max_response_bytes == 0 {
+        bail!(
+            "LATCHKEY_BODY_READ_TIMEOUT_SECS, LATCHKEY_IDLE_TIMEOUT_SECS and LATCHKEY_MAX_RESPONSE_BYTES must be positive"
+        );
     }
-    let token_key = parse_jwt_secret(args.jwt_secret.as_deref())?.with_max_lifetime(args.token_max_ttl_secs);
     let console_url = match &args.console_url {
         Some(u) => parse_console_url(u)?,
         None => format!("http://{bind}"),
@@ -292,6 +334,11 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
             ..Default::default()
         },
         usage_flush_interval: Duration::from_secs(args.last_used_flush_secs.max(1)),
+        http: crate::config::HttpLimits {
+            body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            max_response_bytes: args.max_response_bytes,
+        },
     })
 }
 
@@ -369,15 +416,15 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             )?;
         }
         Command::Token(args) => {
-            let key = parse_jwt_secret(args.jwt_secret.as_deref())?;
+            let key = args.token_key.key()?;
             let user: UserId = args.user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
             if args.ttl_secs == 0 {
                 bail!("--ttl-secs must be positive");
             }
-            if i64::from(args.ttl_secs) > args.token_max_ttl_secs {
+            if i64::from(args.ttl_secs) > args.token_key.token_max_ttl_secs {
                 bail!(
                     "--ttl-secs must be at most {} (LATCHKEY_TOKEN_MAX_TTL_SECS): servers refuse longer-lived tokens",
-                    args.token_max_ttl_secs
+                    args.token_key.token_max_ttl_secs
                 );
             }
             let store = migrated_store(&cli.database_url).await?;

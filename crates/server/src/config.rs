@@ -60,6 +60,32 @@ pub struct ServeConfig {
     pub verifier: VerifierConfig,
     /// How often recorded key use is written to `last_used_at`.
     pub usage_flush_interval: Duration,
+    /// What one connection and one request may take.
+    pub http: HttpLimits,
+}
+
+/// What one connection and one request may take, so that slow or greedy
+/// clients cannot hold the server.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// How long a client may take to send a request body (then 408, and the
+    /// connection is closed). Headers must arrive within 5 s (actix's default).
+    pub body_read_timeout: Duration,
+    /// How long an idle keep-alive connection stays open.
+    pub idle_timeout: Duration,
+    /// Largest GraphQL response body; a larger answer is replaced by a
+    /// `RESPONSE_TOO_LARGE` error.
+    pub max_response_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            body_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            max_response_bytes: 1 << 20,
+        }
+    }
 }
 
 /// Default folder for mail when no SMTP server is configured.

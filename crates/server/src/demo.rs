@@ -128,6 +128,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         dispatcher: DispatcherConfig::default(),
         verifier: Default::default(),
         usage_flush_interval: Duration::from_secs(15),
+        http: Default::default(),
     };
     let notifier = config.notifier()?;
     let server = crate::app::start(config, notifier).await?;

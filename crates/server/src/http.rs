@@ -2,7 +2,7 @@
 //! page. Handlers call only the application layer (and the GraphQL schema
 //! built over it).
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{StatusCode, header};
 use actix_web::middleware::Next;
@@ -13,7 +13,7 @@ use latchkey_domain::{API_KEYS_PAGE_PATH, policy};
 use latchkey_graphql::{execute, server_error};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppContext;
+use crate::app::{AppContext, MAX_BODY_BYTES};
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -71,7 +71,31 @@ async fn run_graphql(ctx: &AppContext, req: &HttpRequest, request: async_graphql
         Err(response) => return response,
     };
     let response = execute(&ctx.schema, request, auth, post).await;
-    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(response)
+    let max = ctx.limits.max_response_bytes;
+    let body = match serde_json::to_vec(&response) {
+        Ok(body) if body.len() <= max => body,
+        Ok(_) => too_large_response(max),
+        Err(e) => {
+            tracing::error!(error = %e, "a GraphQL response did not serialize");
+            return rest_error(AppError::internal(&e));
+        }
+    };
+    HttpResponse::Ok()
+        .content_type(header::ContentType::json())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+/// What replaces an answer over the response-size ceiling.
+fn too_large_response(max: usize) -> Vec<u8> {
+    let mut error = async_graphql::ServerError::new(
+        format!(
+            "The answer would be larger than {max} bytes; ask for fewer items (a smaller `first`) or fewer fields."
+        ),
+        None,
+    );
+    error.extensions.get_or_insert_with(Default::default).set("code", "RESPONSE_TOO_LARGE");
+    serde_json::to_vec(&async_graphql::Response::from_errors(vec![error])).unwrap_or_default()
 }
 
 /// Whether the request says its body is JSON (`application/json`, any parameters).
@@ -224,6 +248,51 @@ async fn verify_key(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Byt
         .content_type(header::ContentType::json())
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(body)
+}
+
+/// Reads the whole request body, at most [`MAX_BODY_BYTES`], within
+/// `timeout` before any handler runs. A client that sends it slower gets 408
+/// and loses the connection, so slow bodies hold neither connections nor
+/// memory for long.
+pub async fn read_body_within(
+    timeout: std::time::Duration,
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    use futures_util::StreamExt;
+    let mut payload = req.take_payload();
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    let refusal = match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(body)) => {
+            req.set_payload(actix_web::dev::Payload::from(body));
+            return Ok(next.call(req).await?.map_into_left_body());
+        }
+        Ok(Err(StatusCode::PAYLOAD_TOO_LARGE)) => json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            &format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+        ),
+        Ok(Err(_)) => json_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "The request body could not be read."),
+        Err(_) => json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            &format!("The request body did not arrive within {} s.", timeout.as_secs_f64()),
+        ),
+    };
+    let mut refusal = refusal;
+    refusal.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    Ok(req.into_response(refusal).map_into_right_body())
 }
 
 /// Logs method, path (never the query string or headers), status and latency.
