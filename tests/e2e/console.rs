@@ -257,7 +257,43 @@ async fn api_keys_page_end_to_end() {
     assert!(overflow[0].as_f64() <= overflow[1].as_f64(), "sideways scrolling at 390 px: {overflow}");
     c.set_window_size(1280, 900).await.unwrap();
 
-    // A refused token sends you back to sign in, with the reason.
+    // A link followed later does not quietly switch the tab to someone else:
+    // the page asks, and staying keeps the session as it was.
+    let page = format!("{}/settings/integrations/api", app.url);
+    let other = app.seed("Other").await;
+    let who_before = text(c, "#who").await;
+    let token_before = js(c, "return sessionStorage.getItem('latchkey.adminToken')").await;
+    c.goto(&format!("{page}#token={}", other.admin_token)).await.unwrap();
+    until(c, "return document.getElementById('switch-dialog').open").await;
+    assert_eq!(js(c, "return location.hash").await, json!(""), "the token leaves the address bar");
+    let offer = text(c, "#switch-text").await;
+    assert!(offer.contains(&other.admin.name) && offer.contains("Other"), "{offer}");
+    assert!(text(c, "#switch-current").await.contains(&s.admin.name));
+    assert_eq!(text(c, "#who").await, who_before, "nothing switched while asking");
+    click(c, "#switch-stay").await;
+    until(c, "return !document.getElementById('switch-dialog').open").await;
+    assert_eq!(text(c, "#who").await, who_before);
+    assert_eq!(js(c, "return sessionStorage.getItem('latchkey.adminToken')").await, token_before);
+    // Switching is one click away when it is wanted.
+    c.goto(&format!("{page}#token={}", other.admin_token)).await.unwrap();
+    until(c, "return document.getElementById('switch-dialog').open").await;
+    click(c, "#switch-ok").await;
+    until(c, "return document.getElementById('who').textContent.includes('Other')").await;
+    assert_eq!(js(c, "return sessionStorage.getItem('latchkey.adminToken')").await, json!(other.admin_token));
+    // A fresh token of the same person in the same tenant is taken without asking.
+    let fresh = app.token_key.sign(&latchkey_domain::admin_token::AdminClaims {
+        sub: other.admin.id,
+        tid: other.tenant.id,
+        cloud: latchkey_domain::Cloud::Employee,
+        exp: Utc::now().timestamp() + 7200,
+        iat: Utc::now().timestamp(),
+    });
+    c.goto(&format!("{page}#token={fresh}")).await.unwrap();
+    until(c, &format!("return sessionStorage.getItem('latchkey.adminToken') === '{fresh}'")).await;
+    assert_eq!(js(c, "return document.getElementById('switch-dialog').open").await, json!(false));
+
+    // A refused token sends you back to sign in, with the reason (on a first load).
+    c.goto("about:blank").await.unwrap();
     let expired = app.token_key.sign(&latchkey_domain::admin_token::AdminClaims {
         sub: s.admin.id,
         tid: s.tenant.id,
@@ -268,6 +304,10 @@ async fn api_keys_page_end_to_end() {
     c.goto(&format!("{}/settings/integrations/api#token={expired}", app.url)).await.unwrap();
     until(c, "return !document.getElementById('signin').hidden").await;
     assert!(text(c, "#signin-message").await.contains("expired"));
+    // A later link's refused token is reported, and signs no one in.
+    c.goto(&format!("{page}#token={expired}")).await.unwrap();
+    until(c, "return !document.getElementById('banner').hidden").await;
+    assert!(text(c, "#banner-text").await.contains("expired"));
     assert_eq!(js(c, "return sessionStorage.getItem('latchkey.adminToken')").await, Value::Null);
     // ...and signing in through the form works.
     type_into(c, "#token-input", &s.admin_token).await;

@@ -1,0 +1,38 @@
+// Generate a key: owner and description, then the secret once.
+
+import { M_GENERATE, gql } from "./graphql.js";
+import { showSecret } from "./secret-dialog.js";
+import { loadKeys } from "./table.js";
+import { $, busy, clearFieldErrors, closeDialog, hideBanner, openDialog, showUserErrors } from "./ui.js";
+
+function openGenerate(event) {
+  hideBanner();
+  const form = $("generate-form");
+  form.reset();
+  clearFieldErrors(form);
+  openDialog($("generate-dialog"), event && event.currentTarget);
+  $("generate-description").focus();
+}
+
+export function initGenerateDialog(onError) {
+  $("generate").addEventListener("click", openGenerate);
+  $("generate-empty").addEventListener("click", openGenerate);
+  $("generate-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    clearFieldErrors(form);
+    const input = { ownerId: $("generate-owner").value, description: $("generate-description").value };
+    await busy([...form.querySelectorAll("button")], async () => {
+      try {
+        const result = (await gql(M_GENERATE, { input })).generateApiKey;
+        if (showUserErrors(result.userErrors, { description: "generate-description", ownerId: "generate-owner" })) return;
+        closeDialog($("generate-dialog"));
+        showSecret(result.secret, "Copy your new API key");
+        await loadKeys();
+      } catch (error) {
+        closeDialog($("generate-dialog"));
+        onError(error);
+      }
+    });
+  });
+}

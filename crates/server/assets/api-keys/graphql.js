@@ -1,0 +1,45 @@
+// The GraphQL client: the page's operations and one way to send them.
+
+import { state } from "./state.js";
+
+const KEY_FIELDS = `id lastFour description createdAt lastEditedAt lastUsedAt
+  owner { id name role } createdBy { id name } lastEditedBy { id name }`;
+export const Q_VIEWER = `{ viewer { tenant { id name } user { id name role } clouds } apiKeyOwnerCandidates { id name role } }`;
+export const Q_WHO = `{ viewer { tenant { id name } user { id name } } }`;
+export const Q_KEYS = `query($first: Int, $after: String, $search: String, $ownerId: ID) {
+  apiKeys(first: $first, after: $after, search: $search, ownerId: $ownerId) {
+    totalCount pageInfo { hasNextPage endCursor } nodes { ${KEY_FIELDS} } } }`;
+export const M_GENERATE = `mutation($input: GenerateApiKeyInput!) { generateApiKey(input: $input) {
+  secret apiKey { ${KEY_FIELDS} } userErrors { field message code } } }`;
+export const M_ROTATE = `mutation($input: RotateApiKeyInput!) { rotateApiKey(input: $input) {
+  secret apiKey { ${KEY_FIELDS} } userErrors { field message code } } }`;
+export const M_EDIT = `mutation($input: UpdateApiKeyDescriptionInput!) { updateApiKeyDescription(input: $input) {
+  apiKey { ${KEY_FIELDS} } userErrors { field message code } } }`;
+export const M_DELETE = `mutation($input: DeleteApiKeyInput!) { deleteApiKey(input: $input) {
+  deletedApiKeyId userErrors { field message code } } }`;
+
+/** The token was refused, or its holder may not do this: sign in again. */
+export class AuthError extends Error {}
+
+/** Sends one operation with `token` (the session's by default); returns its data. */
+export async function gql(query, variables = {}, token = state.token) {
+  let response;
+  try {
+    response = await fetch("/graphql", {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ query, variables }),
+    });
+  } catch {
+    throw new Error("Cannot reach the server. Check your connection and try again.");
+  }
+  if (!response.ok) throw new Error(`The server answered ${response.status}. Please try again.`);
+  const body = await response.json();
+  if (body.errors && body.errors.length) {
+    const error = body.errors[0];
+    const code = error.extensions && error.extensions.code;
+    if (code === "UNAUTHENTICATED" || code === "FORBIDDEN") throw new AuthError(error.message);
+    throw new Error(error.message || "Something went wrong.");
+  }
+  return body.data;
+}

@@ -1,0 +1,112 @@
+// Signing in and out. A token arrives pasted, or in a link's fragment (which
+// is never sent to a server). Only the first load signs in from a fragment:
+// a link followed later that would sign the tab in as someone else, or in
+// another tenant, is asked about first, so a link cannot quietly land an
+// admin in an attacker's tenant.
+
+import { AuthError, Q_VIEWER, Q_WHO, gql } from "./graphql.js";
+import { TOKEN_KEY, state } from "./state.js";
+import { clearTable, fillOwnerSelects, loadKeys } from "./table.js";
+import { $, closeAllDialogs, closeDialog, hideBanner, openDialog, showBanner } from "./ui.js";
+
+/** Refused credentials sign out; anything else is shown in the banner. */
+export function handleError(error) {
+  if (error instanceof AuthError) signOut(`Signed out: ${error.message}`);
+  else showBanner(error.message);
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  state.viewer = null;
+  clearTable();
+  $("keys").hidden = true;
+  $("sign-out").hidden = true;
+  $("who").textContent = "";
+  $("signin").hidden = false;
+  $("signin-message").textContent = message || "Paste an admin token to manage API keys.";
+  closeAllDialogs();
+  $("secret-value").textContent = "";
+}
+
+function describe(viewer) {
+  return `${viewer.user ? viewer.user.name : "an API key"} in ${viewer.tenant.name}`;
+}
+
+async function start(token) {
+  state.token = token;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  hideBanner();
+  clearTable();
+  try {
+    const data = await gql(Q_VIEWER);
+    state.viewer = data.viewer;
+    state.candidates = data.apiKeyOwnerCandidates;
+    $("who").textContent = `${data.viewer.user ? data.viewer.user.name : "API key"} · ${data.viewer.tenant.name}`;
+    fillOwnerSelects();
+    $("signin").hidden = true;
+    $("keys").hidden = false;
+    $("sign-out").hidden = false;
+    await loadKeys();
+  } catch (error) {
+    if (error instanceof AuthError) signOut(`Sign-in refused: ${error.message}`);
+    else showBanner(error.message);
+  }
+}
+
+/** The fragment's token, removed from the address bar at once. */
+function tokenFromFragment() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (token) history.replaceState(null, "", location.pathname + location.search);
+  return token;
+}
+
+let offeredToken = null;
+
+/** A link's token after the first load: a fresh token of the same person in
+ * the same tenant is taken; anyone else is asked about. */
+async function offerSwitch(token) {
+  hideBanner();
+  let who;
+  try {
+    who = (await gql(Q_WHO, {}, token)).viewer;
+  } catch (error) {
+    showBanner(`The link's sign-in was refused: ${error.message}`);
+    return;
+  }
+  const current = state.viewer;
+  const samePerson = current && current.user && who.user && who.user.id === current.user.id && who.tenant.id === current.tenant.id;
+  if (samePerson) {
+    state.token = token;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    return;
+  }
+  offeredToken = token;
+  $("switch-text").textContent = `This link signs you in as ${describe(who)}.`;
+  $("switch-current").textContent = current ? `You are signed in as ${describe(current)}.` : "You are not signed in.";
+  openDialog($("switch-dialog"));
+  $("switch-stay").focus();
+}
+
+export function initSession() {
+  $("sign-out").addEventListener("click", () => signOut("You signed out."));
+  $("signin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token-input").value.trim();
+    $("token-input").value = "";
+    if (token) start(token);
+  });
+  $("switch-ok").addEventListener("click", () => {
+    const token = offeredToken;
+    closeDialog($("switch-dialog"));
+    if (token) start(token);
+  });
+  $("switch-dialog").addEventListener("close", () => (offeredToken = null));
+  window.addEventListener("hashchange", () => {
+    const token = tokenFromFragment();
+    if (token) offerSwitch(token);
+  });
+  const saved = tokenFromFragment() || sessionStorage.getItem(TOKEN_KEY);
+  if (saved) start(saved);
+  else signOut();
+}

@@ -1,0 +1,17 @@
+// What the page knows: the session and the loaded page of the key table.
+
+export const TOKEN_KEY = "latchkey.adminToken";
+
+export const state = {
+  token: null,
+  viewer: null,
+  candidates: [],
+  keys: [],
+  after: null,
+  hasMore: false,
+  total: 0,
+  search: "",
+  owner: "",
+  loadSeq: 0,
+  rendered: false,
+};

@@ -1,0 +1,156 @@
+// The key table: rows, paging, search and the owner filter.
+
+import { Q_KEYS, gql } from "./graphql.js";
+import { state } from "./state.js";
+import { $, ROLE_NAMES, busy } from "./ui.js";
+
+const PAGE_SIZE = 25;
+const LEGACY_HINT = "This key was created before key management existed, so it has no edit history.";
+
+/** [label, handler(key, button)] for each row's buttons; set by `initTable`. */
+let rowActions = [];
+
+function formatDate(iso) {
+  const d = new Date(iso);
+  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+function cell(text, label, className) {
+  const td = document.createElement("td");
+  if (label) td.dataset.label = label;
+  if (className) td.className = className;
+  td.textContent = text;
+  return td;
+}
+
+function dateCell(iso, label, by, emptyText, emptyTitle) {
+  const td = cell("", label);
+  if (!iso) {
+    td.textContent = emptyText;
+    if (emptyTitle) td.title = emptyTitle;
+    return td;
+  }
+  const time = document.createElement("time");
+  time.dateTime = iso;
+  time.title = iso;
+  time.textContent = formatDate(iso);
+  td.append(time);
+  if (by) {
+    const sub = document.createElement("span");
+    sub.className = "sub";
+    sub.textContent = `by ${by.name}`;
+    td.append(sub);
+  }
+  return td;
+}
+
+function row(key) {
+  const tr = document.createElement("tr");
+  tr.dataset.keyId = key.id;
+  tr.append(cell(`••••${key.lastFour}`, "Key", "key"));
+  tr.append(cell(key.description, "Description", "desc"));
+  const owner = cell(key.owner.name, "Owner");
+  const role = document.createElement("span");
+  role.className = "sub";
+  role.textContent = ROLE_NAMES[key.owner.role] || key.owner.role;
+  owner.append(role);
+  tr.append(owner);
+  tr.append(dateCell(key.lastEditedAt, "Last edited", key.lastEditedBy, "—", LEGACY_HINT));
+  tr.append(dateCell(key.lastUsedAt, "Last used", null, "Never"));
+  tr.append(dateCell(key.createdAt, "Created", key.createdBy, ""));
+  const actions = document.createElement("div");
+  actions.className = "row-actions";
+  for (const [label, handler] of rowActions) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    button.dataset.action = label.toLowerCase();
+    button.setAttribute("aria-label", `${label} key ${key.description} ending in ${key.lastFour}`);
+    button.addEventListener("click", () => handler(key, button));
+    actions.append(button);
+  }
+  const wrap = document.createElement("td");
+  wrap.append(actions);
+  tr.append(wrap);
+  return tr;
+}
+
+export function renderRows() {
+  $("rows").replaceChildren(...state.keys.map(row));
+  const filtered = state.search || state.owner;
+  $("empty").hidden = state.keys.length > 0 || filtered;
+  $("more").hidden = !state.hasMore;
+  $("count").textContent = state.keys.length === 0 && filtered
+    ? "No keys match these filters."
+    : `Showing ${state.keys.length} of ${state.total} key${state.total === 1 ? "" : "s"}.`;
+  if (!state.rendered) {
+    state.rendered = true;
+    performance.mark("api-keys-table-rendered");
+  }
+}
+
+/** Loads the first page (or, with `append`, the next one) under the current filters. */
+export async function loadKeys({ append = false } = {}) {
+  const seq = ++state.loadSeq;
+  const variables = { first: PAGE_SIZE, after: append ? state.after : null, search: state.search || null, ownerId: state.owner || null };
+  const data = await gql(Q_KEYS, variables);
+  if (seq !== state.loadSeq) return; // a newer search won
+  const page = data.apiKeys;
+  state.keys = append ? state.keys.concat(page.nodes) : page.nodes;
+  state.after = page.pageInfo.endCursor;
+  state.hasMore = page.pageInfo.hasNextPage;
+  state.total = page.totalCount;
+  renderRows();
+}
+
+/** Puts one key, as the server now has it, in place of its row. */
+export function replaceKey(key) {
+  state.keys = state.keys.map((k) => (k.id === key.id ? key : k));
+  renderRows();
+}
+
+/** Fills the owner choices of the generate dialog and of the filter. */
+export function fillOwnerSelects() {
+  const me = state.viewer && state.viewer.user ? state.viewer.user.id : null;
+  const options = () =>
+    state.candidates.map((u) => {
+      const o = document.createElement("option");
+      o.value = u.id;
+      o.textContent = `${u.name}${u.id === me ? " (you)" : ""} — ${ROLE_NAMES[u.role] || u.role}`;
+      return o;
+    });
+  $("generate-owner").replaceChildren(...options());
+  const all = document.createElement("option");
+  all.value = "";
+  all.textContent = "All owners";
+  $("owner-filter").replaceChildren(all, ...options());
+}
+
+/** Empties the table and its filters (on sign-out). */
+export function clearTable() {
+  state.keys = [];
+  state.search = "";
+  state.owner = "";
+  state.rendered = false;
+  $("search").value = "";
+  $("rows").replaceChildren();
+}
+
+export function initTable(actions, onError) {
+  rowActions = actions;
+  let searchTimer = null;
+  $("search").addEventListener("input", (event) => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => {
+      state.search = event.target.value.trim();
+      loadKeys().catch(onError);
+    }, 250);
+  });
+  $("owner-filter").addEventListener("change", (event) => {
+    state.owner = event.target.value;
+    loadKeys().catch(onError);
+  });
+  $("more").addEventListener("click", async (event) => {
+    await busy([event.currentTarget], () => loadKeys({ append: true }).catch(onError));
+  });
+}
