@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_key_audit;
+mod m0003_key_lifecycle;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -14,6 +15,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_initial::Migration), Box::new(m0002_key_audit::Migration)]
+        vec![
+            Box::new(m0001_initial::Migration),
+            Box::new(m0002_key_audit::Migration),
+            Box::new(m0003_key_lifecycle::Migration),
+        ]
     }
 }

@@ -35,6 +35,7 @@ mod concurrency;
 mod console;
 mod http;
 mod key_lifecycle;
+mod key_states;
 mod key_table;
 mod mail;
 mod replicas;

@@ -37,8 +37,17 @@ async fn migrations_apply_from_empty_and_are_idempotent(db: TestDb) {
     assert_eq!(store.backend(), expected);
     // The schema is usable end to end.
     let tenant = store.create_tenant("T", Utc::now()).await.unwrap();
-    let page =
-        store.list_keys(tenant.id, &KeyQuery { first: 10, after: None, owner: None, search: None }).await.unwrap();
+    let query = KeyQuery {
+        first: 10,
+        after: None,
+        order: Default::default(),
+        ascending: false,
+        statuses: vec![],
+        now: Utc::now(),
+        owner: None,
+        search: None,
+    };
+    let page = store.list_keys(tenant.id, &query).await.unwrap();
     assert_eq!(page.total_count, 0);
 }
 

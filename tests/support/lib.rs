@@ -225,6 +225,8 @@ pub struct AppOptions {
     pub verifier: latchkey_app::VerifierConfig,
     /// Connection and request limits.
     pub http: latchkey_server::config::HttpLimits,
+    /// The server's clock, when the test moves time (otherwise the system clock).
+    pub clock: Option<Arc<latchkey_domain::clock::ManualClock>>,
 }
 
 impl Default for AppOptions {
@@ -235,6 +237,7 @@ impl Default for AppOptions {
             dispatcher: fast_dispatcher(),
             verifier: latchkey_app::VerifierConfig::default(),
             http: Default::default(),
+            clock: None,
         }
     }
 }
@@ -269,6 +272,9 @@ pub struct TestApp {
     pub url: String,
     /// Signs admin tokens.
     pub token_key: AdminTokenKey,
+    /// The server's clock, when the test moves time.
+    pub clock: Option<Arc<latchkey_domain::clock::ManualClock>>,
+    options: AppOptions,
 }
 
 impl TestApp {
@@ -288,6 +294,37 @@ impl TestApp {
     /// Starts the server on `db` with `options`.
     pub async fn start_with(db: TestDb, options: AppOptions) -> TestApp {
         let token_key = AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap();
+        let notifier = RecordingNotifier::default();
+        let server = Self::serve(&db, &options, &token_key, &notifier).await;
+        let store = db.store().await;
+        let url = server.url();
+        let clock = options.clock.clone();
+        TestApp {
+            server: Some(server),
+            db,
+            store,
+            notifier,
+            http: reqwest::Client::new(),
+            url,
+            token_key,
+            clock,
+            options,
+        }
+    }
+
+    /// Another replica of this server: same database, options and clock, its
+    /// own notifier.
+    pub async fn replica(&self) -> (RunningServer, RecordingNotifier) {
+        let notifier = RecordingNotifier::default();
+        (Self::serve(&self.db, &self.options, &self.token_key, &notifier).await, notifier)
+    }
+
+    async fn serve(
+        db: &TestDb,
+        options: &AppOptions,
+        token_key: &AdminTokenKey,
+        notifier: &RecordingNotifier,
+    ) -> RunningServer {
         let config = ServeConfig {
             database_url: db.url.clone(),
             bind: "127.0.0.1:0".parse().unwrap(),
@@ -306,18 +343,19 @@ impl TestApp {
             dispatcher: options.dispatcher.clone(),
             verifier: options.verifier.clone(),
             usage_flush_interval: Duration::from_millis(300),
+            expiry_scan_interval: Duration::from_millis(100),
             http: options.http,
         };
-        let notifier = RecordingNotifier::default();
         let chosen: Arc<dyn latchkey_notify::Notifier> = if options.smtp_url.is_some() || options.mail_dir.is_some() {
             config.notifier().expect("mail configuration")
         } else {
             Arc::new(notifier.clone())
         };
-        let server = latchkey_server::start(config, chosen).await.expect("server starts");
-        let store = db.store().await;
-        let url = server.url();
-        TestApp { server: Some(server), db, store, notifier, http: reqwest::Client::new(), url, token_key }
+        let clock: Arc<dyn latchkey_domain::Clock> = match &options.clock {
+            Some(manual) => manual.clone(),
+            None => Arc::new(latchkey_domain::SystemClock),
+        };
+        latchkey_server::app::start_with_clock(config, chosen, clock).await.expect("server starts")
     }
 
     /// Stops the server gracefully.
@@ -333,9 +371,15 @@ impl TestApp {
         seed_tenant(&self.store, &self.token_key, name).await
     }
 
-    /// A valid one-hour token for `user` in `cloud`.
+    /// The server's time.
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        use latchkey_domain::Clock;
+        self.clock.as_ref().map_or_else(Utc::now, |c| c.now())
+    }
+
+    /// A token for `user` in `cloud`, valid for an hour of the server's time.
     pub fn token(&self, user: &User, cloud: Cloud) -> String {
-        admin_token(&self.token_key, user, cloud)
+        admin_token_at(&self.token_key, user, cloud, self.now())
     }
 
     /// POSTs a GraphQL request with an optional bearer token; returns the body.
@@ -420,7 +464,12 @@ pub async fn seed_tenant(store: &Store, token_key: &AdminTokenKey, name: &str) -
 
 /// A valid one-hour token for `user` in `cloud`, signed with `token_key`.
 pub fn admin_token(token_key: &AdminTokenKey, user: &User, cloud: Cloud) -> String {
-    let now = Utc::now().timestamp();
+    admin_token_at(token_key, user, cloud, Utc::now())
+}
+
+/// A token for `user` in `cloud`, valid for an hour from `now`.
+pub fn admin_token_at(token_key: &AdminTokenKey, user: &User, cloud: Cloud, now: chrono::DateTime<Utc>) -> String {
+    let now = now.timestamp();
     token_key.sign(&AdminClaims { sub: user.id, tid: user.tenant_id, cloud, exp: now + 3600, iat: now })
 }
 

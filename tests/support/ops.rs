@@ -21,3 +21,32 @@ pub const DELETE: &str =
 /// `apiKey` (variables: `id`).
 pub const GET_KEY: &str = "query($id: ID!) { apiKey(id: $id) { id lastFour description owner { id } createdAt \
     lastEditedAt lastEditedBy { id } lastUsedAt } }";
+
+/// What the lifecycle tests look at on a key, and the user errors.
+macro_rules! key_state {
+    () => {
+        "apiKey { id lastFour status expiresAt previousSecretExpiresAt previousLastFour } userErrors { field message code }"
+    };
+}
+
+/// `rotateApiKey` with a whole input (variables: `input`).
+pub const ROTATE_WITH: &str =
+    concat!("mutation($input: RotateApiKeyInput!) { rotateApiKey(input: $input) { secret ", key_state!(), " } }");
+
+/// `expireApiKeyPreviousSecret` (variables: `id`).
+pub const EXPIRE_PREVIOUS: &str =
+    concat!("mutation($id: ID!) { expireApiKeyPreviousSecret(input: {id: $id}) { ", key_state!(), " } }");
+
+/// `setApiKeyExpiry` (variables: `input`).
+pub const SET_EXPIRY: &str =
+    concat!("mutation($input: SetApiKeyExpiryInput!) { setApiKeyExpiry(input: $input) { ", key_state!(), " } }");
+
+/// `disableApiKey` (variables: `id`).
+pub const DISABLE: &str = concat!("mutation($id: ID!) { disableApiKey(input: {id: $id}) { ", key_state!(), " } }");
+
+/// `enableApiKey` (variables: `id`).
+pub const ENABLE: &str = concat!("mutation($id: ID!) { enableApiKey(input: {id: $id}) { ", key_state!(), " } }");
+
+/// `apiKey` with its lifecycle fields (variables: `id`).
+pub const GET_KEY_STATE: &str = "query($id: ID!) { apiKey(id: $id) { id lastFour status expiresAt \
+    previousSecretExpiresAt previousLastFour } }";

@@ -5,12 +5,15 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
+
 use latchkey_domain::error::{Violation, ViolationCode};
 use latchkey_domain::hashing::hash_secret;
 use latchkey_domain::{
     ApiKey, ApiKeyId, ApiKeySecret, AuditEntry, Description, DomainError, SearchTerm, User, UserId, policy,
 };
-use latchkey_store::{KeyQuery, NewCredential, NewKey, StoreError};
+use latchkey_domain::{KeyStatus, lifecycle};
+use latchkey_store::{KeyChange, KeyCursor, KeyOrderField, KeyQuery, NewCredential, NewKey, Rotation, StoreError};
 
 use crate::App;
 use crate::error::{AppError, AppResult};
@@ -43,19 +46,51 @@ impl FieldViolation {
 pub type Outcome<T> = Result<T, Vec<FieldViolation>>;
 
 /// Generate a key for an owner.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct GenerateKey {
     /// The owner's id, as given.
     pub owner_id: String,
     /// The description, as given.
     pub description: String,
+    /// When it stops working (none: never); in the future, at most 366 days ahead.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Give a key a new secret.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RotateKey {
     /// The key's id, as given.
     pub id: String,
+    /// How long the replaced secret keeps working, in seconds (none or 0: it
+    /// stops at once; at most 7 days).
+    pub overlap_seconds: Option<i32>,
+    /// The key's expiry from now on, as for [`GenerateKey::expires_at`].
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// End a rotation's overlap now.
+#[derive(Clone, Debug)]
+pub struct ExpirePreviousSecret {
+    /// The key's id, as given.
+    pub id: String,
+}
+
+/// Set or clear a key's expiry.
+#[derive(Clone, Debug)]
+pub struct SetExpiry {
+    /// The key's id, as given.
+    pub id: String,
+    /// The new expiry (none: never), as for [`GenerateKey::expires_at`].
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Switch a key off or back on.
+#[derive(Clone, Debug)]
+pub struct SetDisabled {
+    /// The key's id, as given.
+    pub id: String,
+    /// Off (true) or on (false).
+    pub disabled: bool,
 }
 
 /// Change a key's description.
@@ -79,8 +114,14 @@ pub struct DeleteKey {
 pub struct KeyTableQuery {
     /// Page size, 1 to [`MAX_PAGE_SIZE`] (default [`DEFAULT_PAGE_SIZE`]).
     pub first: Option<i32>,
-    /// Only keys older than this one.
-    pub after: Option<ApiKeyId>,
+    /// Continue after this key (a previous page's last, under the same order).
+    pub after: Option<KeyCursor>,
+    /// The order (default: creation).
+    pub order: KeyOrderField,
+    /// Ascending rather than descending (the default).
+    pub ascending: bool,
+    /// Only keys in one of these states (empty: all).
+    pub statuses: Vec<KeyStatus>,
     /// Only keys of this owner (as given; one that cannot exist owns nothing).
     pub owner_id: Option<String>,
     /// Only keys whose description contains this, ignoring case.
@@ -109,6 +150,10 @@ pub struct KeyView {
     pub created_by: Option<User>,
     /// Who last edited it (none for keys from before key management).
     pub last_edited_by: Option<User>,
+    /// Its status when the view was made.
+    pub status: KeyStatus,
+    /// Until when its previous secret works, if it still does.
+    pub previous_secret_until: Option<DateTime<Utc>>,
 }
 
 impl KeyView {
@@ -179,9 +224,31 @@ fn new_credential() -> AppResult<(ApiKeySecret, NewCredential)> {
 /// Where a fresh secret goes.
 enum SecretTarget {
     /// A new key.
-    NewKey { owner: UserId, description: Description },
+    NewKey { owner: UserId, description: Description, expires_at: Option<DateTime<Utc>> },
     /// An existing key, rotated.
-    Rotate(ApiKeyId),
+    Rotate { id: ApiKeyId, expires_at: Option<DateTime<Utc>>, previous_until: Option<DateTime<Utc>> },
+}
+
+/// Checks an optional expiry for `field`.
+fn checked_expiry(
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<DateTime<Utc>> {
+    expires_at.and_then(|at| {
+        lifecycle::expiry(at, now)
+            .map_err(|violation| violations.push(FieldViolation { field: "expiresAt", violation }))
+            .ok()
+    })
+}
+
+/// The user errors of a single-key change the store did or refused.
+fn key_change(change: KeyChange, unchanged: Option<FieldViolation>) -> Outcome<ApiKey> {
+    match change {
+        KeyChange::Done(key) => Ok(key),
+        KeyChange::Unchanged(key) => unchanged.map_or(Ok(key), |v| Err(vec![v])),
+        KeyChange::NotFound => Err(vec![FieldViolation::key_not_found()]),
+    }
 }
 
 /// An internal admin, checked, acting in their tenant.
@@ -199,11 +266,14 @@ impl KeyAdmin<'_> {
         for _ in 0..GENERATE_ATTEMPTS {
             let (secret, credential) = new_credential()?;
             let written = match &target {
-                SecretTarget::NewKey { owner, description } => {
-                    let new = NewKey::new(tenant, *owner, description.clone(), credential);
+                SecretTarget::NewKey { owner, description, expires_at } => {
+                    let new = NewKey::new(tenant, *owner, description.clone(), credential).expiring_at(*expires_at);
                     store.insert_generated_key(new, self.actor, now).await.map(Some)
                 }
-                SecretTarget::Rotate(id) => store.rotate_key(tenant, *id, credential, self.actor, now).await,
+                SecretTarget::Rotate { id, expires_at, previous_until } => {
+                    let rotation = Rotation { credential, expires_at: *expires_at, previous_until: *previous_until };
+                    store.rotate_key(tenant, *id, rotation, self.actor, now).await
+                }
             };
             match written {
                 Ok(done) => return Ok(done.map(|key| (key, secret))),
@@ -219,6 +289,7 @@ impl KeyAdmin<'_> {
     pub async fn generate(&self, command: GenerateKey) -> AppResult<Outcome<KeyWithSecret>> {
         let tenant = self.actor.tenant_id;
         let mut violations = Vec::new();
+        let expires_at = checked_expiry(command.expires_at, self.app.clock.now(), &mut violations);
         let description = Description::parse(&command.description)
             .map_err(|e| violations.push(FieldViolation { field: "description", violation: e.into() }))
             .ok();
@@ -238,24 +309,108 @@ impl KeyAdmin<'_> {
         let (Some(owner), Some(description), true) = (owner, description, violations.is_empty()) else {
             return Ok(Err(violations));
         };
-        let made = self.write_new_secret(SecretTarget::NewKey { owner: owner.id, description }).await?;
+        let made = self.write_new_secret(SecretTarget::NewKey { owner: owner.id, description, expires_at }).await?;
         let Some((key, secret)) = made else { return Err(AppError::internal(&"a generated key was not written")) };
         self.app.outbox.notify_one();
         Ok(Ok(KeyWithSecret { key: self.view(key).await?, secret }))
     }
 
-    /// Gives a key a new secret; the old one stops working at once, here and
-    /// on every replica. The owner is mailed.
+    /// Gives a key a new secret. The old one stops working at once, here and
+    /// on every replica, or after the overlap asked for (only a key that
+    /// still works keeps its old secret working; never past its expiry). A
+    /// previous secret kept by an earlier rotation stops at once. The key
+    /// gets the expiry given (none: never). The owner is mailed.
     pub async fn rotate(&self, command: RotateKey) -> AppResult<Outcome<KeyWithSecret>> {
-        let Ok(id) = command.id.parse::<ApiKeyId>() else {
+        let now = self.app.clock.now();
+        let mut violations = Vec::new();
+        let id = command.id.parse::<ApiKeyId>().ok();
+        if id.is_none() {
+            violations.push(FieldViolation::key_not_found());
+        }
+        let overlap = lifecycle::overlap(command.overlap_seconds.unwrap_or(0))
+            .map_err(|violation| violations.push(FieldViolation { field: "overlapSeconds", violation }))
+            .ok();
+        let expires_at = checked_expiry(command.expires_at, now, &mut violations);
+        let (Some(id), Some(overlap), true) = (id, overlap, violations.is_empty()) else {
+            return Ok(Err(violations));
+        };
+        let Some(current) = self.app.store.key(self.actor.tenant_id, id).await? else {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
-        let Some((key, secret)) = self.write_new_secret(SecretTarget::Rotate(id)).await? else {
+        let keeps_old = !overlap.is_zero() && current.status(now) == KeyStatus::Active;
+        let previous_until = keeps_old.then(|| current.expires_at.map_or(now + overlap, |e| e.min(now + overlap)));
+        let target = SecretTarget::Rotate { id, expires_at, previous_until };
+        let Some((key, secret)) = self.write_new_secret(target).await? else {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
         self.app.verifier.forget(key.id);
         self.app.outbox.notify_one();
         Ok(Ok(KeyWithSecret { key: self.view(key).await?, secret }))
+    }
+
+    /// Ends a rotation's overlap now: the previous secret answers `EXPIRED`
+    /// at once, here and on every replica. `INVALID` when no previous secret
+    /// still works.
+    pub async fn expire_previous_secret(&self, command: ExpirePreviousSecret) -> AppResult<Outcome<KeyView>> {
+        let Ok(id) = command.id.parse::<ApiKeyId>() else {
+            return Ok(Err(vec![FieldViolation::key_not_found()]));
+        };
+        let now = self.app.clock.now();
+        let change = self.app.store.expire_previous_secret(self.actor.tenant_id, id, self.actor, now).await?;
+        let nothing_to_end =
+            FieldViolation::new("id", ViolationCode::Invalid, "This key has no previous secret that still works.");
+        match key_change(change, Some(nothing_to_end)) {
+            Ok(key) => {
+                self.app.verifier.forget(key.id);
+                Ok(Ok(self.view(key).await?))
+            }
+            Err(violations) => Ok(Err(violations)),
+        }
+    }
+
+    /// Sets or clears a key's expiry (re-arming its expiry notices).
+    pub async fn set_expiry(&self, command: SetExpiry) -> AppResult<Outcome<KeyView>> {
+        let now = self.app.clock.now();
+        let mut violations = Vec::new();
+        let id = command.id.parse::<ApiKeyId>().ok();
+        if id.is_none() {
+            violations.push(FieldViolation::key_not_found());
+        }
+        let expires_at = checked_expiry(command.expires_at, now, &mut violations);
+        let (Some(id), true) = (id, violations.is_empty()) else {
+            return Ok(Err(violations));
+        };
+        let change = self.app.store.set_key_expiry(self.actor.tenant_id, id, expires_at, self.actor, now).await?;
+        match key_change(change, None) {
+            Ok(key) => {
+                self.app.verifier.forget(key.id);
+                Ok(Ok(self.view(key).await?))
+            }
+            Err(violations) => Ok(Err(violations)),
+        }
+    }
+
+    /// Disables or enables a key. A disabled key answers `DISABLED` at once,
+    /// here and on every replica; enabling restores the same secret. The
+    /// owner is mailed (doing what is already done changes and mails nothing).
+    pub async fn set_disabled(&self, command: SetDisabled) -> AppResult<Outcome<KeyView>> {
+        let Ok(id) = command.id.parse::<ApiKeyId>() else {
+            return Ok(Err(vec![FieldViolation::key_not_found()]));
+        };
+        let now = self.app.clock.now();
+        let change =
+            self.app.store.set_key_disabled(self.actor.tenant_id, id, command.disabled, self.actor, now).await?;
+        let done = matches!(change, KeyChange::Done(_));
+        match key_change(change, None) {
+            Ok(key) => {
+                if done {
+                    self.app.verifier.forget(key.id);
+                    self.app.outbox.notify_one();
+                }
+                Ok(Ok(self.view(key).await?))
+            }
+            Err(violations) => Ok(Err(violations)),
+        }
     }
 
     /// Changes a key's description. Nobody is mailed.
@@ -303,7 +458,7 @@ impl KeyAdmin<'_> {
         }
     }
 
-    /// A page of the key table, newest first.
+    /// A page of the key table (newest first unless another order is asked).
     pub async fn key_table(&self, query: KeyTableQuery) -> AppResult<Page<KeyView>> {
         let first = page_size(query.first)?;
         let search = SearchTerm::parse(query.search.as_deref().unwrap_or_default())
@@ -314,7 +469,16 @@ impl KeyAdmin<'_> {
             // An owner that cannot exist owns nothing: same as an unknown one.
             Some(Err(_)) => return Ok(Page::empty()),
         };
-        let query = KeyQuery { first, after: query.after, owner, search };
+        let query = KeyQuery {
+            first,
+            after: query.after,
+            order: query.order,
+            ascending: query.ascending,
+            statuses: query.statuses,
+            now: self.app.clock.now(),
+            owner,
+            search,
+        };
         let page = self.app.store.list_keys(self.actor.tenant_id, &query).await?;
         Ok(Page {
             items: self.views(page.keys).await?,
@@ -372,6 +536,7 @@ impl App {
         let Some(tenant) = keys.first().map(|k| k.tenant_id) else { return Ok(Vec::new()) };
         let ids = keys.iter().flat_map(|k| [Some(k.owner_id), k.created_by, k.last_edited_by]).flatten().collect();
         let users = self.users(tenant, ids).await?;
+        let now = self.clock.now();
         keys.into_iter()
             .map(|key| {
                 let owner = users.get(&key.owner_id).cloned().ok_or_else(|| {
@@ -379,7 +544,8 @@ impl App {
                 })?;
                 let created_by = key.created_by.and_then(|id| users.get(&id).cloned());
                 let last_edited_by = key.last_edited_by.and_then(|id| users.get(&id).cloned());
-                Ok(KeyView { key, owner, created_by, last_edited_by })
+                let (status, previous_secret_until) = (key.status(now), key.previous_secret_until(now));
+                Ok(KeyView { key, owner, created_by, last_edited_by, status, previous_secret_until })
             })
             .collect()
     }

@@ -24,9 +24,10 @@ use tokio::sync::Notify;
 pub use auth::{Authentication, Principal};
 pub use error::{AppError, AppResult, RequestId};
 pub use keys::{
-    AuditQuery, AuditView, DeleteKey, EditDescription, FieldViolation, GenerateKey, KeyAdmin, KeyTableQuery, KeyView,
-    KeyWithSecret, Outcome, Page, RotateKey,
+    AuditQuery, AuditView, DeleteKey, EditDescription, ExpirePreviousSecret, FieldViolation, GenerateKey, KeyAdmin,
+    KeyTableQuery, KeyView, KeyWithSecret, Outcome, Page, RotateKey, SetDisabled, SetExpiry,
 };
+pub use latchkey_store::{KeyCursor, KeyOrderField};
 pub use verify::{KeyVerifier, VerifierConfig, VerifyOutcome};
 
 /// Every use case, over one store, clock and verifier. Cheap to clone.
@@ -117,6 +118,14 @@ impl App {
             VerifyOutcome::RateLimited => {
                 return Ok(Authentication::Refused("Too many failed attempts with this key; retry later.".into()));
             }
+            VerifyOutcome::Disabled => {
+                return Ok(Authentication::Refused("The API key is disabled; an admin can enable it again.".into()));
+            }
+            VerifyOutcome::Expired => {
+                return Ok(Authentication::Refused(
+                    "The API key has expired; ask an admin to rotate it or change its expiry.".into(),
+                ));
+            }
             VerifyOutcome::Malformed | VerifyOutcome::Invalid => return refused(),
         };
         let (Some(key), Some(tenant)) =
@@ -142,6 +151,18 @@ impl App {
             Principal::Integration { key, .. } => (None, Some((**key).clone().redacted_for_integration())),
         };
         Ok(Viewer { tenant: principal.tenant().clone(), user, api_key, clouds: principal.clouds() })
+    }
+
+    /// Queues the expiry notices (7 days and 1 day before, and at expiry)
+    /// that are due now, at most `limit`, and wakes the dispatcher. Every
+    /// replica may run this at once: each notice is queued once. Returns how
+    /// many were queued.
+    pub async fn queue_expiry_notices(&self, limit: u64) -> AppResult<usize> {
+        let queued = self.store.queue_expiry_notices(self.clock.now(), limit).await?;
+        if queued > 0 {
+            self.outbox.notify_one();
+        }
+        Ok(queued)
     }
 
     /// Verifies a key presented to a gateway.

@@ -68,7 +68,8 @@ impl World {
 
     async fn generate(&self, description: &str) -> (String, String) {
         let auth = self.admin();
-        let command = GenerateKey { owner_id: self.bot.id.to_string(), description: description.into() };
+        let command =
+            GenerateKey { owner_id: self.bot.id.to_string(), description: description.into(), ..Default::default() };
         let made = self.app.key_admin(&auth).unwrap().generate(command).await.unwrap().unwrap();
         (made.key.key.id.to_string(), made.secret.expose().to_owned())
     }
@@ -99,7 +100,7 @@ async fn generate_names_its_actor_and_time_and_refusals_change_nothing() {
     let auth = w.admin();
     let admin = w.app.key_admin(&auth).unwrap();
     let made = admin
-        .generate(GenerateKey { owner_id: w.bot.id.to_string(), description: "  Sync  ".into() })
+        .generate(GenerateKey { owner_id: w.bot.id.to_string(), description: "  Sync  ".into(), ..Default::default() })
         .await
         .unwrap()
         .unwrap();
@@ -110,7 +111,7 @@ async fn generate_names_its_actor_and_time_and_refusals_change_nothing() {
     assert_eq!(made.key.key.last_four, made.secret.expose()[51..]);
 
     let refused = admin
-        .generate(GenerateKey { owner_id: w.academy.id.to_string(), description: String::new() })
+        .generate(GenerateKey { owner_id: w.academy.id.to_string(), description: String::new(), ..Default::default() })
         .await
         .unwrap()
         .unwrap_err();
@@ -127,7 +128,7 @@ async fn rotate_and_delete_revoke_at_once_and_edits_are_stamped_with_the_clock()
     w.clock.advance(Duration::hours(1));
     let auth = w.admin();
     let admin = w.app.key_admin(&auth).unwrap();
-    let rotated = admin.rotate(RotateKey { id: id.clone() }).await.unwrap().unwrap();
+    let rotated = admin.rotate(RotateKey { id: id.clone(), ..Default::default() }).await.unwrap().unwrap();
     assert_eq!(rotated.key.key.last_edited_at, Some(start() + Duration::hours(1)));
     assert_eq!(w.app.verify_key(&old, None).await.unwrap(), VerifyOutcome::Invalid, "the cached old secret is gone");
     let new = rotated.secret.expose().to_owned();
@@ -206,7 +207,14 @@ async fn a_rotation_during_the_upgrade_wins() {
     let (id, secret) = legacy_key(&w).await;
     let verified = w.store.credential_by_lookup_id(&secret.lookup_id()).await.unwrap().unwrap();
     let auth = w.admin();
-    let rotated = w.app.key_admin(&auth).unwrap().rotate(RotateKey { id: id.to_string() }).await.unwrap().unwrap();
+    let rotated = w
+        .app
+        .key_admin(&auth)
+        .unwrap()
+        .rotate(RotateKey { id: id.to_string(), ..Default::default() })
+        .await
+        .unwrap()
+        .unwrap();
     let parsed = latchkey_domain::ParsedKey::parse(secret.expose()).unwrap();
     let upgraded =
         w.store.upgrade_credential_hash(&verified, &latchkey_domain::hashing::rehash(&parsed)).await.unwrap();
@@ -262,7 +270,7 @@ async fn the_key_table_pages_filters_and_shows_who_did_what() {
     let first = admin.key_table(KeyTableQuery { first: Some(2), ..Default::default() }).await.unwrap();
     assert_eq!((first.items.len(), first.has_next_page, first.total_count), (2, true, 5));
     assert_eq!(first.items[0].key.description, "Export 4", "newest first");
-    let after = Some(first.items[1].key.id);
+    let after = Some(latchkey_app::KeyCursor { id: first.items[1].key.id, value: None });
     let rest = admin.key_table(KeyTableQuery { first: Some(10), after, ..Default::default() }).await.unwrap();
     assert_eq!(
         rest.items.iter().map(|v| v.key.description.as_str()).collect::<Vec<_>>(),

@@ -74,6 +74,16 @@ pub struct ApiKey {
     pub last_edited_by: Option<UserId>,
     /// When an integration last authenticated with it.
     pub last_used_at: Option<DateTime<Utc>>,
+    /// When it stops working; none for never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When an admin disabled it; none while enabled.
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// The last four of the secret it had before its last rotation, while
+    /// that secret is kept (see `previous_expires_at`).
+    pub previous_last_four: Option<String>,
+    /// Until when the previous secret works (the rotation's overlap); past
+    /// this it answers `EXPIRED`. None when a rotation kept no previous secret.
+    pub previous_expires_at: Option<DateTime<Utc>>,
 }
 
 crate::string_enum! {
@@ -86,6 +96,14 @@ crate::string_enum! {
         Rotated = "rotated",
         /// The key was deleted.
         Deleted = "deleted",
+        /// The key was switched off.
+        Disabled = "disabled",
+        /// The key was switched back on.
+        Enabled = "enabled",
+        /// The key expires soon (7 days or 1 day ahead).
+        Expiring = "expiring",
+        /// The key expired.
+        Expired = "expired",
     }
 }
 
@@ -129,6 +147,10 @@ pub struct KeyEvent {
     pub actor_name: String,
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
+    /// The key's expiry at the time (for expiry notices).
+    pub key_expires_at: Option<DateTime<Utc>>,
+    /// Until when the previous secret works (after a rotation with an overlap).
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
 impl KeyEvent {
@@ -147,6 +169,8 @@ impl KeyEvent {
             actor_id: actor.id,
             actor_name: actor.name.clone(),
             occurred_at: at,
+            key_expires_at: key.expires_at,
+            previous_secret_expires_at: key.previous_expires_at,
         }
     }
 }
@@ -162,6 +186,16 @@ crate::string_enum! {
         DescriptionChanged = "description_changed",
         /// The key was deleted.
         Deleted = "deleted",
+        /// The previous secret's overlap was ended early.
+        PreviousSecretExpired = "previous_secret_expired",
+        /// The key's expiry was set, changed or cleared.
+        ExpiryChanged = "expiry_changed",
+        /// The key was switched off.
+        Disabled = "disabled",
+        /// The key was switched back on.
+        Enabled = "enabled",
+        /// The key expired (recorded by Latchkey itself).
+        Expired = "expired",
     }
 }
 
@@ -190,6 +224,13 @@ pub struct AuditEntry {
     pub old_description: Option<String>,
     /// For a description change: the new description.
     pub new_description: Option<String>,
+    /// For a rotation with an overlap (or its early end): until when the
+    /// previous secret works.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// For an expiry change: the expiry before (none for never).
+    pub old_expires_at: Option<DateTime<Utc>>,
+    /// For an expiry change: the expiry after (none for never).
+    pub new_expires_at: Option<DateTime<Utc>>,
 }
 
 impl AuditEntry {
@@ -207,6 +248,9 @@ impl AuditEntry {
             key_last_four: key.last_four.clone(),
             old_description: None,
             new_description: None,
+            previous_secret_expires_at: None,
+            old_expires_at: None,
+            new_expires_at: None,
         }
     }
 }

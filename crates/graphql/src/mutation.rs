@@ -2,13 +2,14 @@
 //! nothing; authentication and authorisation problems are top-level errors.
 
 use async_graphql::{Context, ID, Object};
-use latchkey_app::{DeleteKey, EditDescription, GenerateKey, RotateKey};
+use latchkey_app::{DeleteKey, EditDescription, ExpirePreviousSecret, GenerateKey, RotateKey, SetDisabled, SetExpiry};
 
 use crate::error::{ApiResult, OrGraphql};
 use crate::query::context;
 use crate::types::{
-    DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput, GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput,
-    RotateApiKeyPayload, UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload, user_errors,
+    ApiKeyIdInput, ApiKeyLifecyclePayload, DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput,
+    GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput,
+    UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload, user_errors,
 };
 
 /// The mutation root.
@@ -26,7 +27,8 @@ impl MutationRoot {
     ) -> ApiResult<GenerateApiKeyPayload> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
-        let command = GenerateKey { owner_id: input.owner_id.0, description: input.description };
+        let command =
+            GenerateKey { owner_id: input.owner_id.0, description: input.description, expires_at: input.expires_at };
         Ok(match admin.generate(command).await.gql()? {
             Err(violations) => GenerateApiKeyPayload { user_errors: user_errors(violations), ..Default::default() },
             Ok(made) => GenerateApiKeyPayload {
@@ -37,12 +39,15 @@ impl MutationRoot {
         })
     }
 
-    /// Replaces a key's secret. The old secret stops working at once; the new
-    /// one is in the payload, once. The owner is emailed.
+    /// Replaces a key's secret. The old secret stops working at once, or after
+    /// `overlapSeconds`; the new one is in the payload, once. The owner is
+    /// emailed (with until when the old secret works).
     async fn rotate_api_key(&self, ctx: &Context<'_>, input: RotateApiKeyInput) -> ApiResult<RotateApiKeyPayload> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
-        Ok(match admin.rotate(RotateKey { id: input.id.0 }).await.gql()? {
+        let command =
+            RotateKey { id: input.id.0, overlap_seconds: input.overlap_seconds, expires_at: input.expires_at };
+        Ok(match admin.rotate(command).await.gql()? {
             Err(violations) => RotateApiKeyPayload { user_errors: user_errors(violations), ..Default::default() },
             Ok(made) => RotateApiKeyPayload {
                 secret: Some(made.secret.expose().to_owned()),
@@ -77,5 +82,48 @@ impl MutationRoot {
             Err(violations) => DeleteApiKeyPayload { user_errors: user_errors(violations), ..Default::default() },
             Ok(key) => DeleteApiKeyPayload { deleted_api_key_id: Some(ID(key.id.to_string())), user_errors: vec![] },
         })
+    }
+
+    /// Ends a rotation's overlap now: the previous secret stops working at
+    /// once, on every replica.
+    async fn expire_api_key_previous_secret(
+        &self,
+        ctx: &Context<'_>,
+        input: ApiKeyIdInput,
+    ) -> ApiResult<ApiKeyLifecyclePayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let outcome = admin.expire_previous_secret(ExpirePreviousSecret { id: input.id.0 }).await.gql()?;
+        Ok(ApiKeyLifecyclePayload::of(outcome))
+    }
+
+    /// Sets when a key stops working, or with `expiresAt: null` that it never
+    /// does. Its owner is warned 7 days and 1 day before, and told when it expired.
+    async fn set_api_key_expiry(
+        &self,
+        ctx: &Context<'_>,
+        input: SetApiKeyExpiryInput,
+    ) -> ApiResult<ApiKeyLifecyclePayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let outcome = admin.set_expiry(SetExpiry { id: input.id.0, expires_at: input.expires_at }).await.gql()?;
+        Ok(ApiKeyLifecyclePayload::of(outcome))
+    }
+
+    /// Switches a key off without deleting it: it answers `DISABLED` at once,
+    /// on every replica. The owner is emailed.
+    async fn disable_api_key(&self, ctx: &Context<'_>, input: ApiKeyIdInput) -> ApiResult<ApiKeyLifecyclePayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let outcome = admin.set_disabled(SetDisabled { id: input.id.0, disabled: true }).await.gql()?;
+        Ok(ApiKeyLifecyclePayload::of(outcome))
+    }
+
+    /// Switches a disabled key back on, with the same secret. The owner is emailed.
+    async fn enable_api_key(&self, ctx: &Context<'_>, input: ApiKeyIdInput) -> ApiResult<ApiKeyLifecyclePayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let outcome = admin.set_disabled(SetDisabled { id: input.id.0, disabled: false }).await.gql()?;
+        Ok(ApiKeyLifecyclePayload::of(outcome))
     }
 }

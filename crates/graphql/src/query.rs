@@ -2,12 +2,13 @@
 
 use async_graphql::{Context, ID, Object};
 use latchkey_app::keys::DEFAULT_PAGE_SIZE;
-use latchkey_app::{App, AppError, AuditQuery, Authentication, KeyTableQuery, Page};
+use latchkey_app::{App, AppError, AuditQuery, Authentication, KeyOrderField, KeyTableQuery, Page};
 
 use crate::error::{ApiResult, OrGraphql, gql_error};
 use crate::types::{
-    ApiKeyConnection, ApiKeyEdge, ApiKeyEvent, ApiKeyEventConnection, ApiKeyEventEdge, GqlApiKey, GqlCloud, GqlTenant,
-    GqlUser, PageInfo, Viewer, decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor,
+    ApiKeyConnection, ApiKeyEdge, ApiKeyEvent, ApiKeyEventConnection, ApiKeyEventEdge, ApiKeyOrder, GqlApiKey,
+    GqlCloud, GqlKeyStatus, GqlTenant, GqlUser, OrderDirection, PageInfo, Viewer, decode_audit_cursor, decode_cursor,
+    encode_audit_cursor, encode_cursor,
 };
 
 /// The query root.
@@ -58,8 +59,10 @@ impl QueryRoot {
         })
     }
 
-    /// The key table, newest first. Only internal admins in the employee cloud.
+    /// The key table, newest first unless `orderBy` says otherwise. Only
+    /// internal admins in the employee cloud.
     #[graphql(complexity = "page_cost(first, child_complexity)")]
+    #[allow(clippy::too_many_arguments)] // each is a GraphQL argument
     async fn api_keys(
         &self,
         ctx: &Context<'_>,
@@ -67,13 +70,25 @@ impl QueryRoot {
         #[graphql(desc = "Continue after this cursor (a previous page's `endCursor`).")] after: Option<String>,
         #[graphql(desc = "Only keys of this owner.")] owner_id: Option<ID>,
         #[graphql(desc = "Only keys whose description contains this, ignoring case.")] search: Option<String>,
+        #[graphql(desc = "Only keys in one of these states.")] status: Option<Vec<GqlKeyStatus>>,
+        #[graphql(desc = "The order (default: by creation, newest first).")] order_by: Option<ApiKeyOrder>,
     ) -> ApiResult<ApiKeyConnection> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
-        let after = cursor(after, decode_cursor)?;
-        let query = KeyTableQuery { first, after, owner_id: owner_id.map(|id| id.0), search };
+        let order = order_by.map_or(KeyOrderField::CreatedAt, |o| o.field.into());
+        let ascending = order_by.is_some_and(|o| o.direction == OrderDirection::Asc);
+        let after = after
+            .map(|c| {
+                decode_cursor(order, &c)
+                    .ok_or_else(|| AppError::BadUserInput("`after` is not a valid cursor for this order.".into()))
+            })
+            .transpose()
+            .gql()?;
+        let statuses = status.unwrap_or_default().into_iter().map(Into::into).collect();
+        let query =
+            KeyTableQuery { first, after, order, ascending, statuses, owner_id: owner_id.map(|id| id.0), search };
         let page = admin.key_table(query).await.gql()?;
-        let cursors: Vec<String> = page.items.iter().map(|v| encode_cursor(v.key.id)).collect();
+        let cursors: Vec<String> = page.items.iter().map(|v| encode_cursor(order, v)).collect();
         let page_info = page_info(&page, &cursors, after.is_some());
         let nodes: Vec<GqlApiKey> = page.items.into_iter().map(GqlApiKey::from).collect();
         let edges = nodes.iter().zip(cursors).map(|(node, cursor)| ApiKeyEdge { cursor, node: node.clone() }).collect();
@@ -93,8 +108,9 @@ impl QueryRoot {
     }
 
     /// The audit trail of your tenant's keys (or of one key), newest first:
-    /// every generate, rotate, description change and delete, kept after the
-    /// key is deleted.
+    /// every generate, rotate, description change, expiry change, disable,
+    /// enable, early end of an overlap, expiry and delete, kept after the key
+    /// is deleted.
     #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn api_key_events(
         &self,

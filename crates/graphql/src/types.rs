@@ -7,8 +7,8 @@ use async_graphql::{Enum, ID, InputObject, Object, SimpleObject};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use latchkey_app::{AuditView, FieldViolation, KeyView};
-use latchkey_domain::{ApiKeyId, Tenant, User};
+use latchkey_app::{AuditView, FieldViolation, KeyCursor, KeyOrderField, KeyView};
+use latchkey_domain::{Tenant, User};
 
 /// A cloud of a tenant.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
@@ -30,6 +30,52 @@ pub enum GqlUserRole {
     AcademyAdmin,
     /// A service account for an integration.
     IntegrationUser,
+}
+
+/// Whether a key works.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[graphql(name = "ApiKeyStatus", remote = "latchkey_domain::KeyStatus")]
+pub enum GqlKeyStatus {
+    /// It verifies.
+    Active,
+    /// An admin switched it off (`DISABLED` at verification); enabling restores the same secret.
+    Disabled,
+    /// Its expiry has passed (`EXPIRED` at verification).
+    Expired,
+}
+
+/// What the key table can be ordered by.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[graphql(remote = "latchkey_app::KeyOrderField")]
+#[allow(clippy::enum_variant_names)] // the contract's names: CREATED_AT, EXPIRES_AT, LAST_USED_AT
+pub enum ApiKeyOrderField {
+    /// Creation time.
+    CreatedAt,
+    /// Expiry; keys that never expire come last in either direction.
+    ExpiresAt,
+    /// Last use; keys never used come last in either direction.
+    LastUsedAt,
+}
+
+/// A sort direction.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq, Default)]
+pub enum OrderDirection {
+    /// Smallest first.
+    Asc,
+    /// Largest first.
+    #[default]
+    Desc,
+}
+
+/// How to order the key table. Cursor paging is stable under every order
+/// (ties are broken by key id).
+#[derive(InputObject, Copy, Clone, Debug)]
+pub struct ApiKeyOrder {
+    /// The field.
+    pub field: ApiKeyOrderField,
+    /// The direction (default `DESC`).
+    #[graphql(default)]
+    pub direction: OrderDirection,
 }
 
 /// A company using the platform.
@@ -140,6 +186,27 @@ impl GqlApiKey {
     async fn last_used_at(&self) -> Option<DateTime<Utc>> {
         self.view.key.last_used_at
     }
+
+    /// Whether the key works now.
+    async fn status(&self) -> GqlKeyStatus {
+        self.view.status.into()
+    }
+
+    /// When the key stops working; null for never.
+    async fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.view.key.expires_at
+    }
+
+    /// Until when the secret replaced by the last rotation keeps working (its
+    /// overlap); null when it no longer works or none was kept.
+    async fn previous_secret_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.view.previous_secret_until
+    }
+
+    /// The last four characters of that previous secret, while it works.
+    async fn previous_last_four(&self) -> Option<&str> {
+        self.view.previous_secret_until.and(self.view.key.previous_last_four.as_deref())
+    }
 }
 
 /// One key on a page.
@@ -181,16 +248,47 @@ pub struct ApiKeyConnection {
 
 const CURSOR_PREFIX: &str = "key:";
 
-/// An opaque cursor for a key.
-pub fn encode_cursor(id: ApiKeyId) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{id}"))
+/// How a cursor names the order it belongs to.
+fn order_tag(field: KeyOrderField) -> &'static str {
+    match field {
+        KeyOrderField::CreatedAt => "created",
+        KeyOrderField::ExpiresAt => "expires",
+        KeyOrderField::LastUsedAt => "used",
+    }
 }
 
-/// Decodes a cursor made by [`encode_cursor`].
-pub fn decode_cursor(cursor: &str) -> Option<ApiKeyId> {
+/// An opaque cursor for a key on a page ordered by `field`: the key's id and
+/// its value of that field (creation order is id order and needs none).
+pub fn encode_cursor(field: KeyOrderField, view: &KeyView) -> String {
+    let key = &view.key;
+    let value = match field {
+        KeyOrderField::CreatedAt => return URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{}", key.id)),
+        KeyOrderField::ExpiresAt => key.expires_at,
+        KeyOrderField::LastUsedAt => key.last_used_at,
+    };
+    let value = value.map_or_else(|| "-".to_owned(), |v| v.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{}:{}:{value}", order_tag(field), key.id))
+}
+
+/// Decodes a cursor made by [`encode_cursor`] for a page ordered by `field`;
+/// `None` for garbage or a cursor of another order.
+pub fn decode_cursor(field: KeyOrderField, cursor: &str) -> Option<KeyCursor> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor.trim()).ok()?;
     let text = String::from_utf8(bytes).ok()?;
-    text.strip_prefix(CURSOR_PREFIX)?.parse().ok()
+    let rest = text.strip_prefix(CURSOR_PREFIX)?;
+    if field == KeyOrderField::CreatedAt {
+        return Some(KeyCursor { id: rest.parse().ok()?, value: None });
+    }
+    let mut parts = rest.splitn(3, ':');
+    let (Some(name), Some(id), Some(value)) = (parts.next(), parts.next(), parts.next()) else { return None };
+    if name != order_tag(field) {
+        return None;
+    }
+    let value = match value {
+        "-" => None,
+        v => Some(DateTime::parse_from_rfc3339(v).ok()?.with_timezone(&Utc)),
+    };
+    Some(KeyCursor { id: id.parse().ok()?, value })
 }
 
 /// Who is calling and where.
@@ -256,6 +354,9 @@ pub struct GenerateApiKeyInput {
     pub owner_id: ID,
     /// What the key is for (1 to 255 characters).
     pub description: String,
+    /// When the key stops working: in the future, at most 366 days ahead.
+    /// Omit for a key that never expires.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Result of `generateApiKey`.
@@ -274,6 +375,12 @@ pub struct GenerateApiKeyPayload {
 pub struct RotateApiKeyInput {
     /// The key to rotate.
     pub id: ID,
+    /// How long the current secret keeps working beside the new one, in
+    /// seconds: 0 (the default: it stops at once) to 604800 (7 days). Only a
+    /// key that works keeps its old secret, never past the key's expiry.
+    pub overlap_seconds: Option<i32>,
+    /// The key's expiry from now on, as in `generateApiKey`; omit for never.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Result of `rotateApiKey`.
@@ -281,7 +388,8 @@ pub struct RotateApiKeyInput {
 pub struct RotateApiKeyPayload {
     /// The key with its new last four; null when refused.
     pub api_key: Option<GqlApiKey>,
-    /// The new secret. Shown only here, only once. The old secret no longer works.
+    /// The new secret. Shown only here, only once. The old secret no longer
+    /// works, or works until `apiKey.previousSecretExpiresAt` with an overlap.
     pub secret: Option<String>,
     /// Why the input was refused; empty on success.
     pub user_errors: Vec<UserError>,
@@ -303,6 +411,43 @@ pub struct UpdateApiKeyDescriptionPayload {
     pub api_key: Option<GqlApiKey>,
     /// Why the input was refused; empty on success.
     pub user_errors: Vec<UserError>,
+}
+
+/// Input of `expireApiKeyPreviousSecret`, `disableApiKey` and `enableApiKey`.
+#[derive(InputObject, Debug)]
+pub struct ApiKeyIdInput {
+    /// The key.
+    pub id: ID,
+}
+
+/// Input of `setApiKeyExpiry`.
+#[derive(InputObject, Debug)]
+pub struct SetApiKeyExpiryInput {
+    /// The key.
+    pub id: ID,
+    /// The new expiry: in the future, at most 366 days ahead; null (or
+    /// omitted) for never.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Result of a change to one key's lifecycle (`expireApiKeyPreviousSecret`,
+/// `setApiKeyExpiry`, `disableApiKey`, `enableApiKey`).
+#[derive(SimpleObject, Debug, Default)]
+pub struct ApiKeyLifecyclePayload {
+    /// The key as it is now; null when refused.
+    pub api_key: Option<GqlApiKey>,
+    /// Why the input was refused; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+impl ApiKeyLifecyclePayload {
+    /// The payload of a use case's outcome.
+    pub fn of(outcome: latchkey_app::Outcome<KeyView>) -> Self {
+        match outcome {
+            Ok(key) => ApiKeyLifecyclePayload { api_key: Some(key.into()), user_errors: vec![] },
+            Err(violations) => ApiKeyLifecyclePayload { api_key: None, user_errors: user_errors(violations) },
+        }
+    }
 }
 
 /// Input of `deleteApiKey`.
@@ -327,11 +472,42 @@ mod tests {
     use uuid::Uuid;
 
     #[test]
-    fn cursors_round_trip_and_refuse_garbage() {
-        let id = ApiKeyId(Uuid::now_v7());
-        assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
+    fn cursors_round_trip_and_refuse_garbage_and_other_orders() {
+        let id = latchkey_domain::ApiKeyId(Uuid::now_v7());
+        let at = DateTime::parse_from_rfc3339("2026-05-01T10:00:00.123456Z").unwrap().with_timezone(&Utc);
+        let view = |expires_at| KeyView {
+            key: latchkey_domain::ApiKey {
+                id,
+                tenant_id: latchkey_domain::TenantId(Uuid::nil()),
+                owner_id: latchkey_domain::UserId(Uuid::nil()),
+                description: "d".into(),
+                last_four: "abcd".into(),
+                created_at: at,
+                created_by: None,
+                last_edited_at: None,
+                last_edited_by: None,
+                last_used_at: None,
+                expires_at,
+                disabled_at: None,
+                previous_last_four: None,
+                previous_expires_at: None,
+            },
+            owner: latchkey_domain::lifecycle::system_actor(latchkey_domain::TenantId(Uuid::nil())),
+            created_by: None,
+            last_edited_by: None,
+            status: latchkey_domain::KeyStatus::Active,
+            previous_secret_until: None,
+        };
+        let (created, expires) = (KeyOrderField::CreatedAt, KeyOrderField::ExpiresAt);
+        assert_eq!(decode_cursor(created, &encode_cursor(created, &view(None))), Some(KeyCursor { id, value: None }));
+        let with_value = encode_cursor(expires, &view(Some(at)));
+        assert_eq!(decode_cursor(expires, &with_value), Some(KeyCursor { id, value: Some(at) }));
+        assert_eq!(decode_cursor(expires, &encode_cursor(expires, &view(None))), Some(KeyCursor { id, value: None }));
+        assert_eq!(decode_cursor(created, &with_value), None, "a cursor of another order");
+        assert_eq!(decode_cursor(KeyOrderField::LastUsedAt, &with_value), None);
         for junk in ["", "!!!", "a2V5Om5vcGU", &URL_SAFE_NO_PAD.encode(id.to_string())] {
-            assert_eq!(decode_cursor(junk), None, "{junk}");
+            assert_eq!(decode_cursor(created, junk), None, "{junk}");
+            assert_eq!(decode_cursor(expires, junk), None, "{junk}");
         }
     }
 }
@@ -348,6 +524,16 @@ pub enum ApiKeyEventAction {
     DescriptionChanged,
     /// The key was deleted.
     Deleted,
+    /// A rotation's overlap was ended early: the previous secret stopped working.
+    PreviousSecretExpired,
+    /// The key's expiry was set, changed or cleared.
+    ExpiryChanged,
+    /// The key was disabled.
+    Disabled,
+    /// The key was enabled.
+    Enabled,
+    /// The key expired (recorded by Latchkey; the actor is "Latchkey").
+    Expired,
 }
 
 /// One entry of the audit trail. Kept after the key is deleted.
@@ -373,6 +559,13 @@ pub struct ApiKeyEvent {
     pub old_description: Option<String>,
     /// For a description change: the new description.
     pub new_description: Option<String>,
+    /// For a rotation with an overlap, or its early end: until when the
+    /// previous secret works.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// For an expiry change: the expiry before (null: never).
+    pub old_expires_at: Option<DateTime<Utc>>,
+    /// For an expiry change: the expiry after (null: never).
+    pub new_expires_at: Option<DateTime<Utc>>,
 }
 
 /// One audit entry on a page.
@@ -424,6 +617,9 @@ impl From<AuditView> for ApiKeyEvent {
             occurred_at: e.occurred_at,
             old_description: e.old_description,
             new_description: e.new_description,
+            previous_secret_expires_at: e.previous_secret_expires_at,
+            old_expires_at: e.old_expires_at,
+            new_expires_at: e.new_expires_at,
         }
     }
 }

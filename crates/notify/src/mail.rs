@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use latchkey_domain::{API_KEYS_PAGE_PATH, KeyEvent, KeyEventKind};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
@@ -73,15 +73,59 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
-fn consequence(kind: KeyEventKind) -> &'static str {
-    match kind {
-        KeyEventKind::Generated => {
-            "The secret was shown once to the person who generated it; Latchkey cannot show it again."
+/// A time as mail shows it: UTC, ISO 8601.
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// What the owner is told: the subject's verb phrase, the opening sentence
+/// (after "Your API key "…" (ending in …)") and what it means for them.
+fn wording(event: &KeyEvent) -> (String, String, String) {
+    let word = event.kind.as_str();
+    let done_by = || format!("was {word} by {} at {}", one_line(&event.actor_name), timestamp(event.occurred_at));
+    let expiry = event.key_expires_at.map_or_else(|| timestamp(event.occurred_at), timestamp);
+    match event.kind {
+        KeyEventKind::Generated => (
+            format!("was {word}"),
+            done_by(),
+            "The secret was shown once to the person who generated it; Latchkey cannot show it again.".into(),
+        ),
+        KeyEventKind::Rotated => (
+            format!("was {word}"),
+            done_by(),
+            match event.previous_secret_expires_at {
+                Some(until) => format!(
+                    "The previous secret keeps working until {}; after that only the new secret works. \
+                     Update your integrations before then.",
+                    timestamp(until)
+                ),
+                None => "The previous secret stopped working immediately. Integrations must use the new secret.".into(),
+            },
+        ),
+        KeyEventKind::Deleted => (
+            format!("was {word}"),
+            done_by(),
+            "The key no longer works. Integrations using it can no longer authenticate.".into(),
+        ),
+        KeyEventKind::Disabled => (
+            format!("was {word}"),
+            done_by(),
+            "The key does not work until an administrator enables it again; its secret is unchanged.".into(),
+        ),
+        KeyEventKind::Enabled => {
+            (format!("was {word}"), done_by(), "The key works again, with the same secret as before.".into())
         }
-        KeyEventKind::Rotated => {
-            "The previous secret stopped working immediately. Integrations must use the new secret."
-        }
-        KeyEventKind::Deleted => "The key no longer works. Integrations using it can no longer authenticate.",
+        KeyEventKind::Expiring => (
+            format!("expires at {expiry}"),
+            format!("expires at {expiry}"),
+            "After that it stops working. To keep it working, ask an administrator to change its expiry or rotate it."
+                .into(),
+        ),
+        KeyEventKind::Expired => (
+            format!("expired at {expiry}"),
+            format!("expired at {expiry}"),
+            "It no longer works. An administrator can rotate it, or change its expiry, to make it work again.".into(),
+        ),
     }
 }
 
@@ -101,27 +145,23 @@ pub fn compose(event: &KeyEvent, settings: &MailSettings) -> Result<Message, Del
             DeliveryError::Permanent(format!("the owner's address cannot be used: {e}"))
         })?;
     let description = one_line(&event.key_description);
-    let actor = one_line(&event.actor_name);
     let owner = one_line(&event.owner_name);
-    let word = event.kind.as_str();
-    let when = event.occurred_at.to_rfc3339_opts(SecondsFormat::Secs, true);
     let link = settings.api_keys_page();
     let last_four = &event.key_last_four;
-    let subject = format!("Your API key \"{description}\" was {word}");
+    let (headline, what_happened, consequence) = wording(event);
+    let subject = format!("Your API key \"{description}\" {headline}");
 
     let text = format!(
         "Hello {owner},\n\n\
-         Your API key \"{description}\" (ending in {last_four}) was {word} by {actor} at {when}.\n\n\
+         Your API key \"{description}\" (ending in {last_four}) {what_happened}.\n\n\
          {consequence}\n\n\
          Manage your API keys: {link}\n\n\
          If you did not expect this, contact an administrator of your organisation.\n",
-        consequence = consequence(event.kind),
     );
     let html = format!(
         "<!doctype html><html><body style=\"font-family: sans-serif\">\
          <p>Hello {owner},</p>\
-         <p>Your API key <strong>{description}</strong> (ending in <code>{last_four}</code>) was <strong>{word}</strong> \
-         by {actor} at <time datetime=\"{when}\">{when}</time>.</p>\
+         <p>Your API key <strong>{description}</strong> (ending in <code>{last_four}</code>) {what_happened}.</p>\
          <p>{consequence}</p>\
          <p><a href=\"{link}\">Manage your API keys</a></p>\
          <p style=\"color: #555\">If you did not expect this, contact an administrator of your organisation.</p>\
@@ -129,9 +169,8 @@ pub fn compose(event: &KeyEvent, settings: &MailSettings) -> Result<Message, Del
         owner = escape_html(&owner),
         description = escape_html(&description),
         last_four = escape_html(last_four),
-        actor = escape_html(&actor),
-        when = escape_html(&when),
-        consequence = escape_html(consequence(event.kind)),
+        what_happened = escape_html(&what_happened),
+        consequence = escape_html(&consequence),
         link = escape_html(&link),
     );
     Message::builder()
@@ -237,7 +276,41 @@ mod tests {
             actor_id: UserId(Uuid::from_u128(4)),
             actor_name: actor.into(),
             occurred_at: chrono::Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap(),
+            key_expires_at: None,
+            previous_secret_expires_at: None,
         }
+    }
+
+    fn text_of(event: &KeyEvent) -> (String, String) {
+        let raw = compose(event, &settings()).unwrap().formatted();
+        let parsed = MessageParser::default().parse(&raw).unwrap();
+        (parsed.subject().unwrap().to_owned(), parsed.body_text(0).unwrap().into_owned())
+    }
+
+    #[test]
+    fn lifecycle_mail_says_until_when_and_who() {
+        let until = chrono::Utc.with_ymd_and_hms(2026, 3, 5, 5, 6, 7).unwrap();
+        let overlap = KeyEvent { previous_secret_expires_at: Some(until), ..event("Sync", "Ada Admin") };
+        let (_, text) = text_of(&overlap);
+        assert!(text.contains("previous secret keeps working until 2026-03-05T05:06:07Z"), "{text}");
+        for (kind, needle) in
+            [(KeyEventKind::Disabled, "was disabled by Ada Admin"), (KeyEventKind::Enabled, "was enabled by Ada Admin")]
+        {
+            let (subject, text) = text_of(&KeyEvent { kind, ..event("Sync", "Ada Admin") });
+            assert!(text.contains(needle), "{text}");
+            assert!(subject.ends_with(kind.as_str()), "{subject}");
+        }
+        let expiring =
+            KeyEvent { kind: KeyEventKind::Expiring, key_expires_at: Some(until), ..event("Sync", "Latchkey") };
+        let (subject, text) = text_of(&expiring);
+        assert_eq!(subject, "Your API key \"Sync\" expires at 2026-03-05T05:06:07Z");
+        assert!(text.contains("(ending in AbC9) expires at 2026-03-05T05:06:07Z."), "{text}");
+        assert!(text.contains("https://admin.acme.example/settings/integrations/api"), "{text}");
+        let expired =
+            KeyEvent { kind: KeyEventKind::Expired, key_expires_at: Some(until), ..event("Sync", "Latchkey") };
+        let (subject, text) = text_of(&expired);
+        assert_eq!(subject, "Your API key \"Sync\" expired at 2026-03-05T05:06:07Z");
+        assert!(text.contains("no longer works"), "{text}");
     }
 
     fn settings() -> MailSettings {

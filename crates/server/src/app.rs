@@ -43,6 +43,7 @@ pub struct RunningServer {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     dispatcher: tokio::task::JoinHandle<()>,
     usage: tokio::task::JoinHandle<()>,
+    expiry: tokio::task::JoinHandle<()>,
     revocations: Option<tokio::task::JoinHandle<()>>,
     stop_dispatcher: watch::Sender<bool>,
     store: Store,
@@ -61,6 +62,7 @@ impl RunningServer {
         let _ = self.stop_dispatcher.send(true);
         let _ = self.dispatcher.await;
         let _ = self.usage.await;
+        let _ = self.expiry.await;
         if let Some(r) = self.revocations {
             let _ = r.await;
         }
@@ -77,6 +79,7 @@ impl RunningServer {
         let _ = self.stop_dispatcher.send(true);
         let _ = self.dispatcher.await;
         let _ = self.usage.await;
+        let _ = self.expiry.await;
         if let Some(r) = self.revocations {
             let _ = r.await;
         }
@@ -105,6 +108,7 @@ pub async fn start_with_clock(
     let dispatcher = Dispatcher::new(store.clone(), clock, notifier, config.dispatcher.clone(), outbox);
     let (stop_dispatcher, stop_rx) = watch::channel(false);
     let usage = tokio::spawn(flush_usage(app.verifier().clone(), config.usage_flush_interval, stop_rx.clone()));
+    let expiry = tokio::spawn(queue_expiry_notices(app.clone(), config.expiry_scan_interval, stop_rx.clone()));
     // Listen for other replicas' revocations before serving, so that nothing
     // cached from the first requests is flushed by the first resync.
     let revocations = match app.revocation_listener() {
@@ -142,7 +146,7 @@ pub async fn start_with_clock(
     let handle = server.handle();
     let server = tokio::spawn(server);
     tracing::info!(%addr, "listening");
-    Ok(RunningServer { addr, handle, server, dispatcher, usage, revocations, stop_dispatcher, store })
+    Ok(RunningServer { addr, handle, server, dispatcher, usage, expiry, revocations, stop_dispatcher, store })
 }
 
 /// Applies revocations made by other replicas to this one's cache.
@@ -154,6 +158,24 @@ async fn follow_revocations(
     loop {
         tokio::select! {
             signal = listener.next() => verifier.apply(signal),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Queues due expiry notices every `interval`. Every replica runs this; each
+/// notice is queued once (see `Store::queue_expiry_notices`).
+async fn queue_expiry_notices(app: App, interval: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    /// Most notices queued per pass; a larger backlog takes more passes.
+    const BATCH: u64 = 500;
+    loop {
+        match app.queue_expiry_notices(BATCH).await {
+            Ok(n) if n > 0 => tracing::info!(notices = n, "expiry notices queued"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "queueing expiry notices failed; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
     }

@@ -54,6 +54,20 @@ pub enum Command {
     /// Inspect and re-send owner notices.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Look at keys across tenants.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Enabled keys that expire within N days (expired ones included), soonest first, as JSON.
+    Expiring {
+        /// How many days ahead (0 to 366).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(0..=366))]
+        within_days: u16,
+    },
 }
 
 /// `outbox` subcommands.
@@ -114,6 +128,9 @@ pub struct ServeArgs {
     /// How often last use is written to the database, in seconds.
     #[arg(long, env = "LATCHKEY_LAST_USED_FLUSH_SECS", default_value_t = 15)]
     pub last_used_flush_secs: u64,
+    /// How often each replica looks for due expiry notices, in seconds.
+    #[arg(long, env = "LATCHKEY_EXPIRY_SCAN_SECS", default_value_t = 60)]
+    pub expiry_scan_secs: u64,
     /// How long a client may take to send a request body, in seconds (then 408
     /// and the connection is closed).
     #[arg(long, env = "LATCHKEY_BODY_READ_TIMEOUT_SECS", default_value_t = crate::config::HttpLimits::default().body_read_timeout.as_secs())]
@@ -334,6 +351,7 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
             ..Default::default()
         },
         usage_flush_interval: Duration::from_secs(args.last_used_flush_secs.max(1)),
+        expiry_scan_interval: Duration::from_secs(args.expiry_scan_secs.max(1)),
         http: crate::config::HttpLimits {
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
@@ -448,6 +466,25 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             let store = migrated_store(&cli.database_url).await?;
             let notices = store.list_events(status, limit).await?;
             print_json(out, &serde_json::Value::Array(notices.iter().map(notice_json).collect()))?;
+        }
+        Command::Keys(KeysCommand::Expiring { within_days }) => {
+            let store = migrated_store(&cli.database_url).await?;
+            let keys = store.keys_expiring_before(now + chrono::Duration::days(i64::from(within_days))).await?;
+            let rows = keys
+                .iter()
+                .map(|k| {
+                    json!({
+                        "id": k.id,
+                        "tenantId": k.tenant_id,
+                        "ownerId": k.owner_id,
+                        "description": k.description,
+                        "lastFour": k.last_four,
+                        "expiresAt": k.expires_at,
+                        "status": k.status(now).as_str(),
+                    })
+                })
+                .collect();
+            print_json(out, &serde_json::Value::Array(rows))?;
         }
         Command::Outbox(OutboxCommand::Retry { id }) => {
             let id: KeyEventId = id.parse().map_err(|_| anyhow::anyhow!("the notice id must be a UUID"))?;

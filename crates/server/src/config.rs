@@ -60,6 +60,8 @@ pub struct ServeConfig {
     pub verifier: VerifierConfig,
     /// How often recorded key use is written to `last_used_at`.
     pub usage_flush_interval: Duration,
+    /// How often due expiry notices are looked for.
+    pub expiry_scan_interval: Duration,
     /// What one connection and one request may take.
     pub http: HttpLimits,
 }

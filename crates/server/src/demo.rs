@@ -77,7 +77,7 @@ async fn seed(store: &Store, token_key: &AdminTokenKey) -> anyhow::Result<Cast> 
     for (owner, text) in
         [(&sync_bot, "Salesforce sync"), (&ada, "Reporting dashboard"), (&grace, "Course catalogue import")]
     {
-        let command = GenerateKey { owner_id: owner.id.to_string(), description: text.into() };
+        let command = GenerateKey { owner_id: owner.id.to_string(), description: text.into(), expires_at: None };
         if let Err(violations) = admin.generate(command).await? {
             anyhow::bail!("demo seed refused: {violations:?}");
         }
@@ -128,6 +128,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         dispatcher: DispatcherConfig::default(),
         verifier: Default::default(),
         usage_flush_interval: Duration::from_secs(15),
+        expiry_scan_interval: Duration::from_secs(60),
         http: Default::default(),
     };
     let notifier = config.notifier()?;

@@ -35,6 +35,9 @@ pub(crate) async fn insert_audit<C: ConnectionTrait>(conn: &C, entry: &AuditEntr
         key_last_four: Set(entry.key_last_four.clone()),
         old_description: Set(entry.old_description.clone()),
         new_description: Set(entry.new_description.clone()),
+        previous_secret_expires_at: Set(entry.previous_secret_expires_at.map(storable)),
+        old_expires_at: Set(entry.old_expires_at.map(storable)),
+        new_expires_at: Set(entry.new_expires_at.map(storable)),
     }
     .insert(conn)
     .await?;
@@ -56,6 +59,9 @@ fn entry_from(m: key_audit::Model) -> StoreResult<AuditEntry> {
         key_last_four: m.key_last_four,
         old_description: m.old_description,
         new_description: m.new_description,
+        previous_secret_expires_at: m.previous_secret_expires_at,
+        old_expires_at: m.old_expires_at,
+        new_expires_at: m.new_expires_at,
     })
 }
 

@@ -60,6 +60,13 @@ pub mod api_key {
         pub last_edited_at: Option<DateTimeUtc>,
         pub last_edited_by: Option<Uuid>,
         pub last_used_at: Option<DateTimeUtc>,
+        pub expires_at: Option<DateTimeUtc>,
+        pub expiry_notice_stage: i16,
+        pub disabled_at: Option<DateTimeUtc>,
+        pub previous_lookup_id: Option<String>,
+        pub previous_credential_hash: Option<String>,
+        pub previous_last_four: Option<String>,
+        pub previous_expires_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -93,6 +100,8 @@ pub mod key_event {
         pub locked_until: Option<DateTimeUtc>,
         pub last_error: Option<String>,
         pub sent_at: Option<DateTimeUtc>,
+        pub key_expires_at: Option<DateTimeUtc>,
+        pub previous_secret_expires_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -119,6 +128,9 @@ pub mod key_audit {
         pub key_last_four: String,
         pub old_description: Option<String>,
         pub new_description: Option<String>,
+        pub previous_secret_expires_at: Option<DateTimeUtc>,
+        pub old_expires_at: Option<DateTimeUtc>,
+        pub new_expires_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -49,6 +49,8 @@ pub(crate) async fn insert_event<C: ConnectionTrait>(conn: &C, event: &KeyEvent)
         locked_until: Set(None),
         last_error: Set(None),
         sent_at: Set(None),
+        key_expires_at: Set(event.key_expires_at.map(storable)),
+        previous_secret_expires_at: Set(event.previous_secret_expires_at.map(storable)),
     }
     .insert(conn)
     .await?;
@@ -74,6 +76,8 @@ pub(crate) fn stored_event_from(m: key_event::Model) -> StoreResult<StoredEvent>
             actor_id: UserId(m.actor_id),
             actor_name: m.actor_name,
             occurred_at: m.occurred_at,
+            key_expires_at: m.key_expires_at,
+            previous_secret_expires_at: m.previous_secret_expires_at,
         },
         delivery,
         attempts: m.attempts,

@@ -2,14 +2,15 @@
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::{
-    ApiKey, ApiKeyId, ApiKeySecret, AuditAction, AuditEntry, Description, KeyEvent, KeyEventKind, LookupId, SearchTerm,
-    TenantId, User, UserId,
+    ApiKey, ApiKeyId, ApiKeySecret, AuditAction, AuditEntry, Description, ExpiryNotice, KeyEvent, KeyEventKind,
+    KeyStatus, LookupId, SearchTerm, TenantId, User, UserId,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     Select, Set, TransactionTrait,
 };
+use sea_orm::{Condition, Order};
 
 use crate::audit::insert_audit;
 use crate::entities::api_key;
@@ -47,12 +48,20 @@ pub struct NewKey {
     pub description: Description,
     /// Its credential.
     pub credential: NewCredential,
+    /// When it stops working; none for never.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl NewKey {
-    /// A key of `tenant_id` for `owner_id`.
+    /// A key of `tenant_id` for `owner_id` that never expires.
     pub fn new(tenant_id: TenantId, owner_id: UserId, description: Description, credential: NewCredential) -> Self {
-        NewKey { tenant_id, owner_id, description, credential }
+        NewKey { tenant_id, owner_id, description, credential, expires_at: None }
+    }
+
+    /// The same key, expiring at `expires_at` (none for never).
+    pub fn expiring_at(mut self, expires_at: Option<DateTime<Utc>>) -> Self {
+        self.expires_at = expires_at;
+        self
     }
 
     /// The row for this key, created at `created_at` by `created_by` (none
@@ -74,34 +83,80 @@ impl NewKey {
             last_edited_at: Set(created_by.map(|_| created_at)),
             last_edited_by: Set(created_by),
             last_used_at: Set(None),
+            expires_at: Set(self.expires_at.map(storable)),
+            expiry_notice_stage: Set(0),
+            disabled_at: Set(None),
+            previous_lookup_id: Set(None),
+            previous_credential_hash: Set(None),
+            previous_last_four: Set(None),
+            previous_expires_at: Set(None),
         }
     }
 }
 
-/// What a verification needs: found by lookup id, across tenants.
+/// What a verification needs: found by lookup id, across tenants. A key has
+/// one such credential, and a second while a rotation's overlap keeps its
+/// previous secret.
 #[derive(Clone, Debug)]
 pub struct StoredCredential {
     /// The public lookup id it was found by.
     pub lookup_id: LookupId,
+    /// Whether this is the key's previous secret (kept by a rotation's overlap).
+    pub previous: bool,
+    /// Until when this secret works: the key's expiry, or for a previous
+    /// secret the earlier of that and the overlap's end. None for no limit.
+    pub works_until: Option<DateTime<Utc>>,
+    /// Whether the key is disabled.
+    pub disabled: bool,
     /// The key.
     pub key_id: ApiKeyId,
     /// Its tenant.
     pub tenant_id: TenantId,
     /// Its owner.
     pub owner_id: UserId,
-    /// Argon2id PHC string.
+    /// The stored hash (`$sha256$…`, or a legacy argon2id PHC string).
     pub hash: String,
     /// Incremented by every rotation.
     pub version: i32,
 }
 
-/// A page request on the key table, newest first.
+/// How the key table is ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyOrderField {
+    /// By creation (id order).
+    #[default]
+    CreatedAt,
+    /// By expiry; keys that never expire come last.
+    ExpiresAt,
+    /// By last use; keys never used come last.
+    LastUsedAt,
+}
+
+/// Where a page continues: after this key, which had this value of the
+/// ordering field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyCursor {
+    /// The last key of the previous page.
+    pub id: ApiKeyId,
+    /// Its value of the ordering field (none for the keys that come last).
+    pub value: Option<DateTime<Utc>>,
+}
+
+/// A page request on the key table.
 #[derive(Clone, Debug)]
 pub struct KeyQuery {
     /// Page size (the caller bounds it).
     pub first: u64,
-    /// Only keys older than this one.
-    pub after: Option<ApiKeyId>,
+    /// Continue after this key.
+    pub after: Option<KeyCursor>,
+    /// The order (ties are broken by id, in the same direction).
+    pub order: KeyOrderField,
+    /// Ascending rather than descending.
+    pub ascending: bool,
+    /// Only keys in one of these states at `now` (empty: all).
+    pub statuses: Vec<KeyStatus>,
+    /// The time statuses are judged at.
+    pub now: DateTime<Utc>,
     /// Only keys of this owner.
     pub owner: Option<UserId>,
     /// Only keys whose description contains this (case-insensitive).
@@ -131,6 +186,10 @@ pub(crate) fn key_from(m: api_key::Model) -> ApiKey {
         last_edited_at: m.last_edited_at,
         last_edited_by: m.last_edited_by.map(UserId),
         last_used_at: m.last_used_at,
+        expires_at: m.expires_at,
+        disabled_at: m.disabled_at,
+        previous_last_four: m.previous_last_four,
+        previous_expires_at: m.previous_expires_at,
     }
 }
 
@@ -158,6 +217,18 @@ fn contains_pattern(term: &str) -> LikeExpr {
     LikeExpr::new(escaped).escape('\\')
 }
 
+/// The keys in `status` at `now`.
+fn status_condition(status: KeyStatus, now: DateTime<Utc>) -> Condition {
+    let enabled = api_key::Column::DisabledAt.is_null();
+    match status {
+        KeyStatus::Disabled => Condition::all().add(api_key::Column::DisabledAt.is_not_null()),
+        KeyStatus::Expired => Condition::all().add(enabled).add(api_key::Column::ExpiresAt.lte(now)),
+        KeyStatus::Active => Condition::all()
+            .add(enabled)
+            .add(Condition::any().add(api_key::Column::ExpiresAt.is_null()).add(api_key::Column::ExpiresAt.gt(now))),
+    }
+}
+
 fn filtered(tenant: TenantId, query: &KeyQuery) -> Select<api_key::Entity> {
     let mut select = api_key::Entity::find().filter(api_key::Column::TenantId.eq(tenant.0));
     if let Some(owner) = query.owner {
@@ -166,7 +237,92 @@ fn filtered(tenant: TenantId, query: &KeyQuery) -> Select<api_key::Entity> {
     if let Some(term) = &query.search {
         select = select.filter(Expr::col(api_key::Column::DescriptionFolded).like(contains_pattern(term.as_str())));
     }
+    if !query.statuses.is_empty() {
+        let any = query.statuses.iter().fold(Condition::any(), |any, s| any.add(status_condition(*s, query.now)));
+        select = select.filter(any);
+    }
     select
+}
+
+/// The column a key table order sorts by before the id; none for creation
+/// order, which is id order.
+fn order_column(field: KeyOrderField) -> Option<api_key::Column> {
+    match field {
+        KeyOrderField::CreatedAt => None,
+        KeyOrderField::ExpiresAt => Some(api_key::Column::ExpiresAt),
+        KeyOrderField::LastUsedAt => Some(api_key::Column::LastUsedAt),
+    }
+}
+
+/// Orders a page and starts it after its cursor: keyset paging on
+/// (value is null, value, id), so a page is stable under inserts and nulls
+/// come last in either direction.
+fn ordered_after(mut select: Select<api_key::Entity>, query: &KeyQuery) -> Select<api_key::Entity> {
+    let direction = if query.ascending { Order::Asc } else { Order::Desc };
+    let column = order_column(query.order);
+    if let Some(after) = query.after {
+        let id_beyond =
+            if query.ascending { api_key::Column::Id.gt(after.id.0) } else { api_key::Column::Id.lt(after.id.0) };
+        let condition = match (column, after.value) {
+            (None, _) => Condition::all().add(id_beyond),
+            (Some(column), Some(value)) => Condition::any()
+                .add(if query.ascending { column.gt(value) } else { column.lt(value) })
+                .add(Condition::all().add(column.eq(value)).add(id_beyond))
+                .add(column.is_null()),
+            (Some(column), None) => Condition::all().add(column.is_null()).add(id_beyond),
+        };
+        select = select.filter(condition);
+    }
+    if let Some(column) = column {
+        select = select.order_by(Expr::col(column).is_null(), Order::Asc).order_by(column, direction.clone());
+    }
+    select.order_by(api_key::Column::Id, direction)
+}
+
+/// Copies the key's current credential into its previous-secret columns
+/// (kept until `until`), or clears them when `until` is none. Expressions
+/// read the row as it was before the update, so this must be part of the
+/// update that replaces the current credential.
+fn keep_previous(
+    update: sea_orm::UpdateMany<api_key::Entity>,
+    until: Option<DateTime<Utc>>,
+) -> sea_orm::UpdateMany<api_key::Entity> {
+    match until {
+        Some(until) => update
+            .col_expr(api_key::Column::PreviousLookupId, Expr::col(api_key::Column::LookupId))
+            .col_expr(api_key::Column::PreviousCredentialHash, Expr::col(api_key::Column::CredentialHash))
+            .col_expr(api_key::Column::PreviousLastFour, Expr::col(api_key::Column::LastFour))
+            .col_expr(api_key::Column::PreviousExpiresAt, Expr::value(storable(until))),
+        None => update
+            .col_expr(api_key::Column::PreviousLookupId, Expr::value(Option::<String>::None))
+            .col_expr(api_key::Column::PreviousCredentialHash, Expr::value(Option::<String>::None))
+            .col_expr(api_key::Column::PreviousLastFour, Expr::value(Option::<String>::None))
+            .col_expr(api_key::Column::PreviousExpiresAt, Expr::value(Option::<DateTime<Utc>>::None)),
+    }
+}
+
+/// A rotation: the new credential, the new expiry, and how long the
+/// previous secret keeps working.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    /// The new credential.
+    pub credential: NewCredential,
+    /// The key's expiry from now on (none for never).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Until when the replaced secret keeps working; none to end it at once
+    /// (a previous secret kept by an earlier rotation ends at once either way).
+    pub previous_until: Option<DateTime<Utc>>,
+}
+
+/// A change to one key that may be refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyChange {
+    /// Done; the key as it is now.
+    Done(ApiKey),
+    /// There was nothing to do (e.g. no overlap to end); the key as it is.
+    Unchanged(ApiKey),
+    /// No such key in the tenant.
+    NotFound,
 }
 
 impl Store {
@@ -199,35 +355,35 @@ impl Store {
         Ok(key_in(self.reader(), tenant, id).await?.map(key_from))
     }
 
-    /// A page of `tenant`'s key table, newest first.
+    /// A page of `tenant`'s key table, in the query's order.
     pub async fn list_keys(&self, tenant: TenantId, query: &KeyQuery) -> StoreResult<KeyPage> {
         let total_count = filtered(tenant, query).count(self.reader()).await?;
-        let mut page = filtered(tenant, query);
-        if let Some(after) = query.after {
-            page = page.filter(api_key::Column::Id.lt(after.0));
-        }
-        let mut rows =
-            page.order_by_desc(api_key::Column::Id).limit(query.first.saturating_add(1)).all(self.reader()).await?;
+        let page = ordered_after(filtered(tenant, query), query);
+        let mut rows = page.limit(query.first.saturating_add(1)).all(self.reader()).await?;
         let has_next_page = rows.len() as u64 > query.first;
         rows.truncate(usize::try_from(query.first).unwrap_or(usize::MAX));
         Ok(KeyPage { keys: rows.into_iter().map(key_from).collect(), has_next_page, total_count })
     }
 
-    /// Replaces a key's credential and writes its `rotated` event, in one
-    /// transaction. `None` when the key is unknown or another tenant's.
+    /// Replaces a key's credential (keeping the replaced one until
+    /// `rotation.previous_until`, if given) and writes its `rotated` event, in
+    /// one transaction. `None` when the key is unknown or another tenant's.
     pub async fn rotate_key(
         &self,
         tenant: TenantId,
         id: ApiKeyId,
-        credential: NewCredential,
+        rotation: Rotation,
         actor: &User,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<ApiKey>> {
         let now = storable(now);
+        let Rotation { credential, expires_at, previous_until } = rotation;
         let txn = self.conn().begin().await?;
         // Write first: on PostgreSQL this takes the row lock, so concurrent
         // rotations of one key serialise and the last one wins whole.
-        let updated = api_key::Entity::update_many()
+        let updated = keep_previous(api_key::Entity::update_many(), previous_until)
+            .col_expr(api_key::Column::ExpiresAt, Expr::value(expires_at.map(storable)))
+            .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(0i16))
             .col_expr(api_key::Column::LookupId, Expr::value(credential.lookup_id.as_str()))
             .col_expr(api_key::Column::CredentialHash, Expr::value(credential.hash))
             .col_expr(api_key::Column::LastFour, Expr::value(credential.last_four))
@@ -249,7 +405,9 @@ impl Store {
         let key = key_from(model);
         let owner = owner_of(&txn, &key).await?;
         insert_event(&txn, &KeyEvent::new(KeyEventKind::Rotated, &key, &owner, actor, now)).await?;
-        insert_audit(&txn, &AuditEntry::new(AuditAction::Rotated, &key, actor, now)).await?;
+        let mut entry = AuditEntry::new(AuditAction::Rotated, &key, actor, now);
+        entry.previous_secret_expires_at = key.previous_expires_at;
+        insert_audit(&txn, &entry).await?;
         notify_revocation(&txn, key.id).await?;
         txn.commit().await?;
         Ok(Some(key))
@@ -336,35 +494,282 @@ impl Store {
         Ok(Some(key))
     }
 
+    /// Ends the overlap of a key's previous secret now: from now on it answers
+    /// `EXPIRED`. Audited; pushed to every replica's cache.
+    pub async fn expire_previous_secret(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        actor: &User,
+        now: DateTime<Utc>,
+    ) -> StoreResult<KeyChange> {
+        let now = storable(now);
+        let txn = self.conn().begin().await?;
+        let updated = api_key::Entity::update_many()
+            .col_expr(api_key::Column::PreviousExpiresAt, Expr::value(now))
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(api_key::Column::PreviousExpiresAt.gt(now))
+            .exec(&txn)
+            .await?;
+        let Some(key) = key_in(&txn, tenant, id).await?.map(key_from) else {
+            txn.rollback().await?;
+            return Ok(KeyChange::NotFound);
+        };
+        if updated.rows_affected == 0 {
+            txn.rollback().await?;
+            return Ok(KeyChange::Unchanged(key));
+        }
+        let mut entry = AuditEntry::new(AuditAction::PreviousSecretExpired, &key, actor, now);
+        entry.previous_secret_expires_at = Some(now);
+        insert_audit(&txn, &entry).await?;
+        notify_revocation(&txn, key.id).await?;
+        txn.commit().await?;
+        Ok(KeyChange::Done(key))
+    }
+
+    /// Sets (or with `None` clears) a key's expiry, re-arming its expiry
+    /// notices. Audited with the old and new expiry; pushed to every
+    /// replica's cache (cached verifications carry the old deadline).
+    pub async fn set_key_expiry(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        expires_at: Option<DateTime<Utc>>,
+        actor: &User,
+        now: DateTime<Utc>,
+    ) -> StoreResult<KeyChange> {
+        let now = storable(now);
+        let expires_at = expires_at.map(storable);
+        let txn = self.conn().begin().await?;
+        let mut before = api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0));
+        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+            before = before.lock_exclusive();
+        }
+        let Some(before) = before.one(&txn).await? else {
+            txn.rollback().await?;
+            return Ok(KeyChange::NotFound);
+        };
+        if before.expires_at == expires_at {
+            txn.rollback().await?;
+            return Ok(KeyChange::Unchanged(key_from(before)));
+        }
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::ExpiresAt, Expr::value(expires_at))
+            .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(0i16))
+            .filter(api_key::Column::Id.eq(id.0))
+            .exec(&txn)
+            .await?;
+        let old_expires_at = before.expires_at;
+        let key = ApiKey { expires_at, ..key_from(before) };
+        let mut entry = AuditEntry::new(AuditAction::ExpiryChanged, &key, actor, now);
+        entry.old_expires_at = old_expires_at;
+        entry.new_expires_at = expires_at;
+        insert_audit(&txn, &entry).await?;
+        notify_revocation(&txn, key.id).await?;
+        txn.commit().await?;
+        Ok(KeyChange::Done(key))
+    }
+
+    /// Disables (or enables) a key; the owner is mailed and the change
+    /// audited. Disabling is pushed to every replica's cache. Enabling
+    /// restores the same secret.
+    pub async fn set_key_disabled(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        disabled: bool,
+        actor: &User,
+        now: DateTime<Utc>,
+    ) -> StoreResult<KeyChange> {
+        let now = storable(now);
+        let txn = self.conn().begin().await?;
+        let (value, currently) = if disabled {
+            (Some(now), api_key::Column::DisabledAt.is_null())
+        } else {
+            (None, api_key::Column::DisabledAt.is_not_null())
+        };
+        let updated = api_key::Entity::update_many()
+            .col_expr(api_key::Column::DisabledAt, Expr::value(value))
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(currently)
+            .exec(&txn)
+            .await?;
+        let Some(key) = key_in(&txn, tenant, id).await?.map(key_from) else {
+            txn.rollback().await?;
+            return Ok(KeyChange::NotFound);
+        };
+        if updated.rows_affected == 0 {
+            txn.rollback().await?;
+            return Ok(KeyChange::Unchanged(key));
+        }
+        let owner = owner_of(&txn, &key).await?;
+        let (kind, action) = if disabled {
+            (KeyEventKind::Disabled, AuditAction::Disabled)
+        } else {
+            (KeyEventKind::Enabled, AuditAction::Enabled)
+        };
+        insert_event(&txn, &KeyEvent::new(kind, &key, &owner, actor, now)).await?;
+        insert_audit(&txn, &AuditEntry::new(action, &key, actor, now)).await?;
+        if disabled {
+            notify_revocation(&txn, key.id).await?;
+        }
+        txn.commit().await?;
+        Ok(KeyChange::Done(key))
+    }
+
+    /// Queues the expiry notices due at `now` (7 days before, 1 day before,
+    /// expired) for up to `limit` enabled keys, and audits each expiry. Each
+    /// notice is queued once per key and expiry date, however many replicas
+    /// run this at once: a key's notice stage only moves forward, by a
+    /// conditional update in the notice's transaction. Returns how many
+    /// notices were queued.
+    pub async fn queue_expiry_notices(&self, now: DateTime<Utc>, limit: u64) -> StoreResult<usize> {
+        let now = storable(now);
+        let due = ExpiryNotice::LEADS.iter().fold(Condition::any(), |any, (notice, lead)| {
+            any.add(
+                Condition::all()
+                    .add(api_key::Column::ExpiryNoticeStage.lt(notice.stage()))
+                    .add(api_key::Column::ExpiresAt.lte(now + *lead)),
+            )
+        });
+        let candidates = api_key::Entity::find()
+            .filter(api_key::Column::DisabledAt.is_null())
+            .filter(api_key::Column::ExpiresAt.is_not_null())
+            .filter(due)
+            .order_by_asc(api_key::Column::ExpiresAt)
+            .limit(limit)
+            .all(self.reader())
+            .await?;
+        let mut queued = 0;
+        for candidate in candidates {
+            let Some(expires_at) = candidate.expires_at else { continue };
+            let Some(notice) = ExpiryNotice::due(expires_at, now) else { continue };
+            if candidate.expiry_notice_stage >= notice.stage() {
+                continue;
+            }
+            let txn = self.conn().begin().await?;
+            let claimed = api_key::Entity::update_many()
+                .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(notice.stage()))
+                .filter(api_key::Column::Id.eq(candidate.id))
+                .filter(api_key::Column::ExpiryNoticeStage.lt(notice.stage()))
+                .filter(api_key::Column::ExpiresAt.eq(expires_at))
+                .filter(api_key::Column::DisabledAt.is_null())
+                .exec(&txn)
+                .await?;
+            if claimed.rows_affected == 0 {
+                // Another replica queued it, or the key changed meanwhile.
+                txn.rollback().await?;
+                continue;
+            }
+            let key = key_from(candidate);
+            let owner = owner_of(&txn, &key).await?;
+            let actor = latchkey_domain::lifecycle::system_actor(key.tenant_id);
+            let kind = if notice == ExpiryNotice::Expired { KeyEventKind::Expired } else { KeyEventKind::Expiring };
+            insert_event(&txn, &KeyEvent::new(kind, &key, &owner, &actor, now)).await?;
+            if notice == ExpiryNotice::Expired {
+                insert_audit(&txn, &AuditEntry::new(AuditAction::Expired, &key, &actor, expires_at)).await?;
+            }
+            txn.commit().await?;
+            queued += 1;
+        }
+        Ok(queued)
+    }
+
+    /// Enabled keys of any tenant that expire before `until` (expired ones
+    /// included), soonest first, for operators.
+    pub async fn keys_expiring_before(&self, until: DateTime<Utc>) -> StoreResult<Vec<ApiKey>> {
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::DisabledAt.is_null())
+            .filter(api_key::Column::ExpiresAt.lte(storable(until)))
+            .order_by_asc(api_key::Column::ExpiresAt)
+            .order_by_asc(api_key::Column::Id)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(key_from)
+            .collect())
+    }
+
     /// The stored credentials of several lookup ids, in any tenant, with one
     /// query (unknown ids are absent). Reads only the columns verification
     /// needs: this is the cold path of every gateway.
     pub async fn credentials_by_lookup_ids(&self, lookup_ids: &[LookupId]) -> StoreResult<Vec<StoredCredential>> {
-        let rows: Vec<(String, uuid::Uuid, uuid::Uuid, uuid::Uuid, String, i32)> = api_key::Entity::find()
+        type Row = (
+            String,
+            Option<String>,
+            uuid::Uuid,
+            uuid::Uuid,
+            uuid::Uuid,
+            String,
+            Option<String>,
+            i32,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
+        let ids = || lookup_ids.iter().map(LookupId::as_str);
+        let rows: Vec<Row> = api_key::Entity::find()
             .select_only()
             .columns([
                 api_key::Column::LookupId,
+                api_key::Column::PreviousLookupId,
                 api_key::Column::Id,
                 api_key::Column::TenantId,
                 api_key::Column::OwnerId,
                 api_key::Column::CredentialHash,
+                api_key::Column::PreviousCredentialHash,
                 api_key::Column::CredentialVersion,
+                api_key::Column::ExpiresAt,
+                api_key::Column::PreviousExpiresAt,
+                api_key::Column::DisabledAt,
             ])
-            .filter(api_key::Column::LookupId.is_in(lookup_ids.iter().map(LookupId::as_str)))
+            .filter(
+                Condition::any()
+                    .add(api_key::Column::LookupId.is_in(ids()))
+                    .add(api_key::Column::PreviousLookupId.is_in(ids())),
+            )
             .into_tuple()
             .all(self.reader())
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(lookup_id, id, tenant, owner, hash, version)| StoredCredential {
+        let mut found = Vec::with_capacity(rows.len());
+        for (
+            lookup,
+            previous_lookup,
+            id,
+            tenant,
+            owner,
+            hash,
+            previous_hash,
+            version,
+            expires,
+            previous_until,
+            disabled,
+        ) in rows
+        {
+            let credential = |lookup_id: String, hash: String, previous: bool, works_until| StoredCredential {
                 lookup_id: LookupId::from_stored(lookup_id),
+                previous,
+                works_until,
+                disabled: disabled.is_some(),
                 key_id: ApiKeyId(id),
                 tenant_id: TenantId(tenant),
                 owner_id: UserId(owner),
                 hash,
                 version,
-            })
-            .collect())
+            };
+            if lookup_ids.iter().any(|l| l.as_str() == lookup) {
+                found.push(credential(lookup, hash, false, expires));
+            }
+            if let (Some(lookup), Some(hash), Some(until)) = (previous_lookup, previous_hash, previous_until)
+                && lookup_ids.iter().any(|l| l.as_str() == lookup)
+            {
+                let until = expires.map_or(until, |expires| Ord::min(expires, until));
+                found.push(credential(lookup, hash, true, Some(until)));
+            }
+        }
+        Ok(found)
     }
 
     /// The stored credential for a lookup id, in any tenant.

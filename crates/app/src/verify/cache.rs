@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use latchkey_domain::{ApiKeyId, TenantId, UserId};
 use rand::TryRng;
@@ -32,6 +33,10 @@ pub struct VerifiedKey {
     pub owner_id: UserId,
     /// Its credential version (incremented by each rotation).
     pub version: i32,
+    /// When this secret stops working (the key's expiry, or the end of a
+    /// rotation's overlap for a previous secret); a cached verification is
+    /// not answered past it. None for no limit.
+    pub valid_until: Option<DateTime<Utc>>,
     /// A front end's rendering of this verdict, made on first use and reused
     /// for as long as the entry is cached (e.g. the REST response body).
     pub rendered: Arc<OnceLock<String>>,
@@ -39,8 +44,8 @@ pub struct VerifiedKey {
 
 impl PartialEq for VerifiedKey {
     fn eq(&self, other: &Self) -> bool {
-        (self.key_id, self.tenant_id, self.owner_id, self.version)
-            == (other.key_id, other.tenant_id, other.owner_id, other.version)
+        (self.key_id, self.tenant_id, self.owner_id, self.version, self.valid_until)
+            == (other.key_id, other.tenant_id, other.owner_id, other.version, other.valid_until)
     }
 }
 
@@ -180,6 +185,7 @@ mod tests {
             tenant_id: TenantId(Uuid::from_u128(100)),
             owner_id: UserId(Uuid::from_u128(200)),
             version: 1,
+            valid_until: None,
             rendered: Arc::default(),
         }
     }

@@ -10,7 +10,12 @@
 //!    take the same time. A legacy argon2id hash is checked on the blocking
 //!    pool, within the key's failure budget (taken first) and a global bound
 //!    on concurrent hashes, then upgraded to the current scheme.
-//! 5. Failures are counted per lookup id and per client address; a presenter
+//! 5. The right secret of a disabled key answers `DISABLED`; of an expired
+//!    key, or a previous secret past its rotation's overlap, `EXPIRED`. A
+//!    cached verification carries its secret's deadline and is not answered
+//!    past it (time from the [`Clock`]); disabling, and any change of expiry
+//!    or overlap, is pushed to every replica's cache like a revocation.
+//! 6. Failures are counted per lookup id and per client address; a presenter
 //!    over its limit is answered `RATE_LIMITED` (see [`limits`]). A correct
 //!    key is never refused for anyone else's failures.
 //!
@@ -113,6 +118,11 @@ pub enum VerifyOutcome {
     Malformed,
     /// Not a live key: unknown, rotated away, deleted, or a wrong secret.
     Invalid,
+    /// The right secret of a disabled key.
+    Disabled,
+    /// The right secret of an expired key, or a previous secret whose
+    /// overlap has ended.
+    Expired,
     /// This presenter failed too often recently (or a legacy key's check
     /// budget is spent).
     RateLimited,
@@ -125,6 +135,8 @@ impl VerifyOutcome {
             VerifyOutcome::Valid(_) => None,
             VerifyOutcome::Malformed => Some("MALFORMED"),
             VerifyOutcome::Invalid => Some("INVALID"),
+            VerifyOutcome::Disabled => Some("DISABLED"),
+            VerifyOutcome::Expired => Some("EXPIRED"),
             VerifyOutcome::RateLimited => Some("RATE_LIMITED"),
         }
     }
@@ -181,8 +193,12 @@ impl KeyVerifier {
         let now = Instant::now();
         let digest = self.cache.digest(presented);
         if let Some(hit) = self.cache.get(&digest, now) {
-            self.usage.record(hit.key_id, self.clock.now());
-            return Ok(VerifyOutcome::Valid(hit));
+            let wall_now = self.clock.now();
+            // Past its deadline, a cached secret is looked up again (and refused).
+            if hit.valid_until.is_none_or(|until| wall_now < until) {
+                self.usage.record(hit.key_id, wall_now);
+                return Ok(VerifyOutcome::Valid(hit));
+            }
         }
         let lookup = parsed.lookup_id();
         if let Some(over_limit) = self.limiter.failed_before(&digest, &lookup, client, now) {
@@ -206,7 +222,14 @@ impl KeyVerifier {
         let (true, Some(credential)) = (matched, stored) else {
             return Ok(refused(self.limiter.fail(digest, &lookup, client, Instant::now())));
         };
-        if needs_upgrade(&credential.hash) {
+        // The right secret: its key's state decides (and is not a failure).
+        if credential.disabled {
+            return Ok(VerifyOutcome::Disabled);
+        }
+        if credential.works_until.is_some_and(|until| until <= self.clock.now()) {
+            return Ok(VerifyOutcome::Expired);
+        }
+        if !credential.previous && needs_upgrade(&credential.hash) {
             self.upgrade(&parsed, &credential).await;
         }
         let key = VerifiedKey {
@@ -214,6 +237,7 @@ impl KeyVerifier {
             tenant_id: credential.tenant_id,
             owner_id: credential.owner_id,
             version: credential.version,
+            valid_until: credential.works_until,
             rendered: Arc::default(),
         };
         self.cache.insert(digest, key.clone(), epoch, Instant::now());
