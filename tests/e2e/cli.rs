@@ -84,6 +84,22 @@ async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
         app.store.user_in_any_tenant(bot["id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
     app.generate(token, &owner, "Made with a CLI token").await;
 
+    // Operators list the keys that expire soon, across tenants, as JSON.
+    let in_three_days = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
+    let input = json!({ "input": { "ownerId": owner.id, "description": "Expires soon", "expiresAt": in_three_days } });
+    let body = app.gql(Some(token), latchkey_tests::ops::GENERATE, input).await;
+    let expiring_id = body["data"]["generateApiKey"]["apiKey"]["id"].clone();
+    let out = latchkey(&app.db, &["keys", "expiring", "--within-days", "7"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], expiring_id);
+    assert_eq!(listed[0]["description"], "Expires soon");
+    assert_eq!(listed[0]["status"], "active");
+    assert!(listed[0]["expiresAt"].is_string());
+    let out = latchkey(&app.db, &["keys", "expiring", "--within-days", "2"]);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!([]));
+
     // A customer-cloud token is valid but may not manage keys.
     let out = latchkey(&app.db, &["token", "--user", user_id, "--cloud", "customer"]);
     let customer = String::from_utf8(out.stdout).unwrap();
@@ -111,6 +127,8 @@ async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
         (vec!["token", "--user", user_id, "--ttl-secs", "0"], "--ttl-secs"),
         (vec!["token", "--user", user_id, "--ttl-secs", "86401"], "at most 86400"),
         (vec!["token", "--user", user_id, "--jwt-issuer", " "], "LATCHKEY_JWT_ISSUER"),
+        (vec!["keys", "expiring", "--within-days", "400"], "--within-days"),
+        (vec!["keys", "expiring", "--within-days", "soon"], "--within-days"),
     ] {
         let out = latchkey(&app.db, &args);
         assert!(!out.status.success(), "{args:?} should fail");

@@ -97,8 +97,10 @@ async fn api_keys_page_end_to_end() {
     // Demo-like data: a legacy key and a few generated ones.
     let legacy = ApiKeySecret::generate().unwrap();
     let credential = NewCredential::new(&legacy, hash_secret(&legacy));
+    // It expired yesterday.
     let new =
-        NewKey::new(s.tenant.id, s.integration.id, Description::parse("HR export (imported)").unwrap(), credential);
+        NewKey::new(s.tenant.id, s.integration.id, Description::parse("HR export (imported)").unwrap(), credential)
+            .expiring_at(Some(Utc::now() - chrono::Duration::days(1)));
     app.store.import_legacy_key(new, Utc::now() - chrono::Duration::days(400)).await.unwrap();
     app.generate(&s.admin_token, &s.integration, "Salesforce sync").await;
     app.generate(&s.admin_token, &s.other_admin, "Course catalogue import").await;
@@ -122,14 +124,29 @@ async fn api_keys_page_end_to_end() {
     );
     let legacy_row = js(
         c,
-        "const td = document.querySelector('#rows tr:last-child td:nth-child(4)'); return [td.textContent, td.title]",
+        "const td = document.querySelector('#rows tr:last-child td:nth-child(6)'); return [td.textContent, td.title]",
     )
     .await;
     assert_eq!(legacy_row[0], "—");
     assert!(legacy_row[1].as_str().unwrap().contains("before key management"));
     let first_key = text(c, "#rows tr:first-child td.key").await;
     assert_eq!(first_key, format!("••••{}", &used[used.len() - 4..]));
-    assert!(text(c, "#rows tr:first-child td:nth-child(5)").await != "Never", "last used is shown");
+    assert!(text(c, "#rows tr:first-child td:nth-child(7)").await != "Never", "last used is shown");
+    // Status and expiry: the imported key expired, the others never expire.
+    let expired_row = js(
+        c,
+        "const tr = document.querySelector('#rows tr:last-child'); \
+        return [tr.querySelector('td:nth-child(4)').textContent, tr.querySelector('td.expires').textContent]",
+    )
+    .await;
+    assert_eq!(expired_row, json!(["Expired", "Expired"]));
+    let active_row = js(
+        c,
+        "const tr = document.querySelector('#rows tr:first-child'); \
+        return [tr.querySelector('td:nth-child(4)').textContent, tr.querySelector('td.expires').textContent]",
+    )
+    .await;
+    assert_eq!(active_row, json!(["Active", "Never"]));
 
     // What the page weighs and how soon the table shows.
     let metrics = js(
@@ -184,15 +201,45 @@ async fn api_keys_page_end_to_end() {
     c.active_element().await.unwrap().send_keys(&Key::Escape.to_string()).await.unwrap();
     until(c, "return !document.getElementById('generate-dialog').open").await;
 
-    // Rotate: confirm, new secret once; the old one stops working.
+    // Rotate at once: new secret once; the old one stops working.
     row_action(c, "Browser made", "rotate").await;
-    until(c, "return document.getElementById('confirm-dialog').open").await;
-    assert!(text(c, "#confirm-text").await.contains("stops working immediately"));
-    click(c, "#confirm-ok").await;
+    until(c, "return document.getElementById('rotate-dialog').open").await;
+    assert!(text(c, "#rotate-text").await.contains("Browser made"));
+    assert_eq!(js(c, "return document.getElementById('rotate-overlap').value").await, "0", "at once by default");
+    click(c, "#rotate-ok").await;
     let rotated = take_secret(c).await;
     assert_ne!(rotated, secret);
-    assert_eq!(app.verify(&secret).await["valid"], false);
+    assert_eq!(app.verify(&secret).await["code"], "INVALID");
     assert_eq!(app.verify(&rotated).await["valid"], true);
+
+    // Rotate keeping the old secret for an hour: both work, the row shows the
+    // overlap, and "End now" stops the old one.
+    row_action(c, "Browser made", "rotate").await;
+    until(c, "return document.getElementById('rotate-dialog').open").await;
+    c.find(Locator::Css("#rotate-overlap")).await.unwrap().select_by_value("3600").await.unwrap();
+    click(c, "#rotate-ok").await;
+    let overlapping = take_secret(c).await;
+    assert_eq!(app.verify(&rotated).await["valid"], true, "the old secret works for the hour");
+    assert_eq!(app.verify(&overlapping).await["valid"], true);
+    until(c, "return !!document.querySelector('#rows tr:first-child .overlap')").await;
+    let badge = text(c, "#rows tr:first-child .overlap").await;
+    assert!(badge.contains(&format!("Old secret ••••{} works until", &rotated[rotated.len() - 4..])), "{badge}");
+    click(c, "#rows tr:first-child button[data-action='end-overlap']").await;
+    until(c, "return document.getElementById('confirm-dialog').open").await;
+    click(c, "#confirm-ok").await;
+    until(c, "return !document.querySelector('#rows tr:first-child .overlap')").await;
+    assert_eq!(app.verify(&rotated).await["code"], "EXPIRED");
+    assert_eq!(app.verify(&overlapping).await["valid"], true);
+
+    // Disable (confirmed) and enable: the status follows, the same secret works again.
+    row_action(c, "Browser made", "disable").await;
+    until(c, "return document.getElementById('confirm-dialog').open").await;
+    click(c, "#confirm-ok").await;
+    until(c, "return document.querySelector('#rows tr:first-child td:nth-child(4)').textContent === 'Disabled'").await;
+    assert_eq!(app.verify(&overlapping).await["code"], "DISABLED");
+    row_action(c, "Browser made", "enable").await;
+    until(c, "return document.querySelector('#rows tr:first-child td:nth-child(4)').textContent === 'Active'").await;
+    assert_eq!(app.verify(&overlapping).await["valid"], true);
 
     // Edit in a dialog.
     row_action(c, "Browser made", "edit").await;
@@ -218,6 +265,32 @@ async fn api_keys_page_end_to_end() {
     .await;
     assert_eq!(js(c, "return document.querySelectorAll('#rows img').length").await, json!(0));
 
+    // Generate with an expiry date: the table says when it expires.
+    click(c, "#generate").await;
+    until(c, "return document.getElementById('generate-dialog').open").await;
+    type_into(c, "#generate-description", "Expiring soon").await;
+    let in_ten_days = js(c, "const d = new Date(Date.now() + 10 * 86400000); \
+        return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`")
+    .await;
+    js(c, &format!("const i = document.getElementById('generate-expires'); i.value = {in_ten_days}; return i.value"))
+        .await;
+    click(c, "#generate-form button[type=submit]").await;
+    take_secret(c).await;
+    until(c, "return [...document.querySelectorAll('#rows td.desc')].some(td => td.textContent === 'Expiring soon')")
+        .await;
+    let expiry = text(c, "#rows tr:first-child td.expires").await;
+    assert!(expiry == "Expires in 10 days" || expiry == "Expires in 11 days", "{expiry}");
+    // A date too far ahead is refused next to the field.
+    click(c, "#generate").await;
+    until(c, "return document.getElementById('generate-dialog').open").await;
+    type_into(c, "#generate-description", "Too far").await;
+    js(c, "document.getElementById('generate-expires').value = '2099-01-01'; return true").await;
+    click(c, "#generate-form button[type=submit]").await;
+    until(c, "return document.getElementById('generate-expires-error').textContent.length > 0").await;
+    assert!(text(c, "#generate-expires-error").await.contains("366 days"));
+    c.active_element().await.unwrap().send_keys(&Key::Escape.to_string()).await.unwrap();
+    until(c, "return !document.getElementById('generate-dialog').open").await;
+
     // Delete, with a confirmation naming the key.
     row_action(c, hostile, "delete").await;
     until(c, "return document.getElementById('confirm-dialog').open").await;
@@ -236,11 +309,11 @@ async fn api_keys_page_end_to_end() {
     seed_keys(&app, &s, 60, "Batch key").await;
     c.refresh().await.unwrap();
     until(c, "return document.querySelectorAll('#rows tr').length === 25").await;
-    assert!(text(c, "#count").await.contains("of 65"), "{}", text(c, "#count").await);
+    assert!(text(c, "#count").await.contains("of 66"), "{}", text(c, "#count").await);
     click(c, "#more").await;
     until(c, "return document.querySelectorAll('#rows tr').length === 50").await;
     click(c, "#more").await;
-    until(c, "return document.querySelectorAll('#rows tr').length === 65").await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 66").await;
     assert_eq!(js(c, "return document.getElementById('more').hidden").await, json!(true));
     type_into(c, "#search", "BATCH KEY 1").await;
     until(c, "return document.querySelectorAll('#rows tr').length === 10").await;

@@ -438,3 +438,59 @@ async fn expiry_notices_are_sent_once_across_replicas_and_restarts(db: TestDb) {
     replica.stop().await;
     app.stop().await;
 }
+
+/// What the replica at `base` answers for `secret`.
+async fn code_at(app: &TestApp, base: &str, secret: &str) -> String {
+    let resp = app.http.post(format!("{base}/v1/keys/verify")).json(&json!({ "key": secret })).send().await.unwrap();
+    let verdict: Value = resp.json().await.unwrap();
+    if verdict["valid"] == true { "VALID".into() } else { verdict["code"].as_str().unwrap().to_owned() }
+}
+
+/// Waits until the replica at `base` answers `expected` for `secret`; returns how long that took.
+async fn reaches(app: &TestApp, base: &str, secret: &str, expected: &str) -> StdDuration {
+    let started = std::time::Instant::now();
+    while started.elapsed() < StdDuration::from_secs(5) {
+        if code_at(app, base, secret).await == expected {
+            return started.elapsed();
+        }
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    panic!("{base} never answered {expected}");
+}
+
+/// Replicas share a PostgreSQL database and hear each other's changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_changes_reach_another_replica_within_a_second() {
+    let Some(db) = TestDb::new(latchkey_tests::Backend::Postgres).await else { return };
+    let (app, clock) = clocked(db).await;
+    let (replica, _) = app.replica().await;
+    let other = replica.url();
+    let s = app.seed("Acme").await;
+    let token = &s.admin_token;
+    let (id, first, _) = app.generate(token, &s.integration, "Sync").await;
+    let second =
+        rotate(&app, token, json!({ "id": id, "overlapSeconds": 3600 })).await["secret"].as_str().unwrap().to_owned();
+    // Both cached on the other replica.
+    assert_eq!(code_at(&app, &other, &first).await, "VALID");
+    assert_eq!(code_at(&app, &other, &second).await, "VALID");
+
+    change(&app, token, ops::EXPIRE_PREVIOUS, json!({ "id": id })).await;
+    let took = reaches(&app, &other, &first, "EXPIRED").await;
+    assert!(took < StdDuration::from_secs(1), "the early end took {took:?}");
+
+    change(&app, token, ops::DISABLE, json!({ "id": id })).await;
+    let took = reaches(&app, &other, &second, "DISABLED").await;
+    assert!(took < StdDuration::from_secs(1), "disabling took {took:?}");
+    change(&app, token, ops::ENABLE, json!({ "id": id })).await;
+    assert_eq!(code_at(&app, &other, &second).await, "VALID");
+
+    // A shorter expiry reaches the other replica's cached verification too.
+    let soon = app.now() + Duration::minutes(5);
+    change(&app, token, ops::SET_EXPIRY, json!({ "input": { "id": id, "expiresAt": iso(soon) } })).await;
+    assert_eq!(code_at(&app, &other, &second).await, "VALID");
+    clock.advance(Duration::minutes(5));
+    let took = reaches(&app, &other, &second, "EXPIRED").await;
+    assert!(took < StdDuration::from_secs(1), "expiry took {took:?}");
+    replica.stop().await;
+    app.stop().await;
+}

@@ -1,5 +1,6 @@
 //! Micro-benchmarks of `KeyVerifier::verify` in process, on SQLite:
-//! * a cached key (the hot path in front of every integration request);
+//! * a cached key (the hot path in front of every integration request), with
+//!   and without an expiry (whose deadline every hit checks);
 //! * a malformed key;
 //! * cold keys: distinct keys, each verified once on a fresh cache (lookup +
 //!   hash check), stored with the current scheme and, for comparison in the
@@ -24,6 +25,16 @@ use latchkey_store::{NewCredential, NewKey, NewUser, Store, StoreOptions};
 const CURRENT_KEYS: usize = 20_000;
 
 async fn seed(store: &Store, count: usize, legacy: bool) -> Vec<String> {
+    seed_expiring(store, count, legacy, None).await
+}
+
+/// As [`seed`], every key expiring at `expires_at`.
+async fn seed_expiring(
+    store: &Store,
+    count: usize,
+    legacy: bool,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Vec<String> {
     let now = SystemClock.now();
     let tenant = store.create_tenant("Bench", now).await.unwrap();
     let owner = store
@@ -43,7 +54,8 @@ async fn seed(store: &Store, count: usize, legacy: bool) -> Vec<String> {
         let secret = ApiKeySecret::generate().unwrap();
         let hash = if legacy { legacy_argon2id_hash(&secret).unwrap() } else { hash_secret(&secret) };
         let new =
-            NewKey::new(tenant.id, owner.id, Description::parse("bench").unwrap(), NewCredential::new(&secret, hash));
+            NewKey::new(tenant.id, owner.id, Description::parse("bench").unwrap(), NewCredential::new(&secret, hash))
+                .expiring_at(expires_at);
         store.import_legacy_key(new, now).await.unwrap();
         secrets.push(secret.expose().to_owned());
     }
@@ -93,6 +105,13 @@ fn verify(c: &mut Criterion) {
     let client = Some("127.0.0.1".parse().unwrap());
     c.bench_function("verify cached key", |b| {
         b.to_async(&rt).iter(|| async { assert!(valid(&verifier.verify(black_box(&secret), client).await.unwrap())) })
+    });
+    // The same with an expiry: each hit also reads the clock and compares.
+    let expiring = rt.block_on(seed_expiring(&store, 1, false, Some(SystemClock.now() + chrono::Duration::days(30))));
+    let expiring = expiring[0].clone();
+    assert!(valid(&rt.block_on(verifier.verify(&expiring, None)).unwrap()));
+    c.bench_function("verify cached key with an expiry", |b| {
+        b.to_async(&rt).iter(|| async { assert!(valid(&verifier.verify(black_box(&expiring), client).await.unwrap())) })
     });
     let malformed = format!("{}x", &secret[..54]);
     c.bench_function("verify malformed key", |b| {

@@ -17,7 +17,7 @@ use latchkey_domain::clock::ManualClock;
 use latchkey_domain::error::ViolationCode;
 use latchkey_domain::hashing::{HashScheme, legacy_argon2id_hash};
 use latchkey_domain::secret::with_checksum;
-use latchkey_domain::{ApiKeySecret, Cloud, Description, Role, Tenant, User};
+use latchkey_domain::{ApiKeySecret, Clock, Cloud, Description, Role, Tenant, User};
 use latchkey_store::{NewCredential, NewKey, NewUser, Store, StoreOptions};
 
 struct World {
@@ -291,4 +291,66 @@ async fn the_key_table_pages_filters_and_shows_who_did_what() {
     assert!(trail.items.iter().all(|v| v.actor.as_ref() == Some(&w.admin)));
     let owners: Vec<_> = admin.owner_candidates().await.unwrap().into_iter().map(|u| u.id).collect();
     assert_eq!(owners, [w.admin.id, w.bot.id], "the admin first; academy admins cannot own keys");
+}
+
+#[tokio::test]
+async fn overlap_expiry_and_disable_decide_what_verifies() {
+    let w = world().await;
+    let auth = w.admin();
+    let admin = w.app.key_admin(&auth).unwrap();
+    let (id, old) = w.generate("Sync").await;
+    let verify = |secret: String| {
+        let app = w.app.clone();
+        async move { app.verify_key(&secret, None).await.unwrap() }
+    };
+    assert!(matches!(verify(old.clone()).await, VerifyOutcome::Valid(_)));
+
+    // An overlap of a minute: both work, then only the new one; cached or not.
+    let rotation = RotateKey { id: id.clone(), overlap_seconds: Some(60), expires_at: None };
+    let new = admin.rotate(rotation).await.unwrap().unwrap();
+    assert_eq!(new.key.previous_secret_until, Some(start() + Duration::seconds(60)));
+    let new = new.secret.expose().to_owned();
+    assert!(matches!(verify(old.clone()).await, VerifyOutcome::Valid(_)));
+    w.clock.advance(Duration::seconds(60));
+    assert_eq!(verify(old.clone()).await, VerifyOutcome::Expired);
+    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(_)));
+
+    // Out-of-range input is refused on its field and changes nothing.
+    for (overlap, expires, field) in [
+        (Some(-1), None, "overlapSeconds"),
+        (Some(604_801), None, "overlapSeconds"),
+        (None, Some(w.clock.now()), "expiresAt"),
+        (None, Some(w.clock.now() + Duration::days(367)), "expiresAt"),
+    ] {
+        let refused = admin.rotate(RotateKey { id: id.clone(), overlap_seconds: overlap, expires_at: expires }).await;
+        let violations = refused.unwrap().unwrap_err();
+        assert_eq!((violations[0].field, violations[0].violation.code), (field, ViolationCode::Invalid));
+    }
+    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(_)), "not rotated by refused input");
+
+    // Disabled, enabled; expired at its expiry.
+    let disable = |disabled| latchkey_app::SetDisabled { id: id.clone(), disabled };
+    admin.set_disabled(disable(true)).await.unwrap().unwrap();
+    assert_eq!(verify(new.clone()).await, VerifyOutcome::Disabled);
+    admin.set_disabled(disable(false)).await.unwrap().unwrap();
+    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(_)));
+    let expiry = latchkey_app::SetExpiry { id: id.clone(), expires_at: Some(w.clock.now() + Duration::hours(1)) };
+    let view = admin.set_expiry(expiry).await.unwrap().unwrap();
+    assert_eq!(view.status, latchkey_domain::KeyStatus::Active);
+    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(_)), "cached with its deadline");
+    w.clock.advance(Duration::hours(1));
+    assert_eq!(verify(new.clone()).await, VerifyOutcome::Expired, "the cached entry is not answered past it");
+
+    // The expired notice is queued once, however often the scheduler runs.
+    assert_eq!(w.app.queue_expiry_notices(100).await.unwrap(), 1);
+    assert_eq!(w.app.queue_expiry_notices(100).await.unwrap(), 0);
+    let kinds: Vec<_> = w
+        .store
+        .events_of_key(w.tenant.id, id.parse().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["generated", "rotated", "disabled", "enabled", "expired"]);
 }

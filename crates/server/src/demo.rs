@@ -74,10 +74,13 @@ async fn seed(store: &Store, token_key: &AdminTokenKey) -> anyhow::Result<Cast> 
     )?;
     let auth = admin(&ada, &tenant);
     let admin = app.key_admin(&auth)?;
-    for (owner, text) in
-        [(&sync_bot, "Salesforce sync"), (&ada, "Reporting dashboard"), (&grace, "Course catalogue import")]
-    {
-        let command = GenerateKey { owner_id: owner.id.to_string(), description: text.into(), expires_at: None };
+    let in_six_days = Some(now + chrono::Duration::days(6));
+    for (owner, text, expires_at) in [
+        (&sync_bot, "Salesforce sync", None),
+        (&ada, "Reporting dashboard", None),
+        (&grace, "Course catalogue import", in_six_days),
+    ] {
+        let command = GenerateKey { owner_id: owner.id.to_string(), description: text.into(), expires_at };
         if let Err(violations) = admin.generate(command).await? {
             anyhow::bail!("demo seed refused: {violations:?}");
         }

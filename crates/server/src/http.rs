@@ -177,6 +177,7 @@ const PAGE_MODULES: &[(&str, &str)] = &[
     ("generate-dialog.js", include_str!("../assets/api-keys/generate-dialog.js")),
     ("edit-dialog.js", include_str!("../assets/api-keys/edit-dialog.js")),
     ("confirm-dialog.js", include_str!("../assets/api-keys/confirm-dialog.js")),
+    ("rotate-dialog.js", include_str!("../assets/api-keys/rotate-dialog.js")),
 ];
 
 async fn api_keys_module(module: web::Path<String>) -> HttpResponse {

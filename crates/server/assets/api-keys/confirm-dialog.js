@@ -1,8 +1,8 @@
-// Rotate and delete, each confirmed first.
+// Changes confirmed first: delete, disable, and ending an overlap early
+// (and enabling, which needs no confirmation).
 
-import { M_DELETE, M_ROTATE, gql } from "./graphql.js";
-import { showSecret } from "./secret-dialog.js";
-import { loadKeys } from "./table.js";
+import { M_DELETE, M_DISABLE, M_ENABLE, M_EXPIRE_PREVIOUS, gql } from "./graphql.js";
+import { loadKeys, replaceKey } from "./table.js";
 import { $, busy, closeDialog, hideBanner, openDialog, showBanner } from "./ui.js";
 
 let confirmAction = null;
@@ -17,18 +17,47 @@ function confirmWith(title, text, okLabel, action, opener) {
   $("confirm-ok").focus();
 }
 
-/** Row action: rotate `key` once confirmed, then show its new secret. */
-export function confirmRotate(key, button) {
+/** Row action: disable `key` once confirmed; enabling needs no confirmation. */
+export function confirmDisable(key, button) {
   confirmWith(
-    "Rotate API key?",
-    `Rotating “${key.description}” (••••${key.lastFour}) creates a new secret. The current secret stops working immediately; integrations using it must be updated.`,
-    "Rotate key",
+    "Disable API key?",
+    `Integrations using “${key.description}” (••••${key.lastFour}) stop working until you enable it again. Its secret does not change.`,
+    "Disable key",
     async () => {
-      const result = (await gql(M_ROTATE, { input: { id: key.id } })).rotateApiKey;
+      const result = (await gql(M_DISABLE, { input: { id: key.id } })).disableApiKey;
       closeDialog($("confirm-dialog"));
       if (result.userErrors.length) return showBanner(result.userErrors[0].message);
-      showSecret(result.secret, "Copy your rotated API key");
-      await loadKeys();
+      replaceKey(result.apiKey);
+    },
+    button,
+  );
+}
+
+/** Row action: enable a disabled `key`. */
+export async function enable(key, button, onError) {
+  hideBanner();
+  await busy([button], async () => {
+    try {
+      const result = (await gql(M_ENABLE, { input: { id: key.id } })).enableApiKey;
+      if (result.userErrors.length) return showBanner(result.userErrors[0].message);
+      replaceKey(result.apiKey);
+    } catch (error) {
+      onError(error);
+    }
+  });
+}
+
+/** "End now": stop a key's old secret before its overlap ends, once confirmed. */
+export function confirmEndOverlap(key, button) {
+  confirmWith(
+    "Stop the old secret now?",
+    `The old secret of “${key.description}” (••••${key.previousLastFour}) stops working immediately. Only ••••${key.lastFour} keeps working.`,
+    "Stop old secret",
+    async () => {
+      const result = (await gql(M_EXPIRE_PREVIOUS, { input: { id: key.id } })).expireApiKeyPreviousSecret;
+      closeDialog($("confirm-dialog"));
+      if (result.userErrors.length) return showBanner(result.userErrors[0].message);
+      replaceKey(result.apiKey);
     },
     button,
   );

@@ -1,4 +1,4 @@
-// Generate a key: owner and description, then the secret once.
+// Generate a key: owner, description and an optional expiry, then the secret once.
 
 import { M_GENERATE, gql } from "./graphql.js";
 import { showSecret } from "./secret-dialog.js";
@@ -22,10 +22,17 @@ export function initGenerateDialog(onError) {
     const form = event.currentTarget;
     clearFieldErrors(form);
     const input = { ownerId: $("generate-owner").value, description: $("generate-description").value };
+    const expires = $("generate-expires").value;
+    // The end of the chosen day, in the admin's time zone.
+    if (expires) input.expiresAt = new Date(`${expires}T23:59:59`).toISOString();
     await busy([...form.querySelectorAll("button")], async () => {
       try {
         const result = (await gql(M_GENERATE, { input })).generateApiKey;
-        if (showUserErrors(result.userErrors, { description: "generate-description", ownerId: "generate-owner" })) return;
+        if (showUserErrors(result.userErrors, {
+            description: "generate-description",
+            ownerId: "generate-owner",
+            expiresAt: "generate-expires",
+          })) return;
         closeDialog($("generate-dialog"));
         showSecret(result.secret, "Copy your new API key");
         await loadKeys();

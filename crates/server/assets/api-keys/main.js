@@ -3,9 +3,10 @@
 // Every user-supplied string is rendered with textContent; the admin token
 // lives in sessionStorage only.
 
-import { confirmDelete, confirmRotate, initConfirmDialog } from "./confirm-dialog.js";
+import { confirmDelete, confirmDisable, confirmEndOverlap, enable, initConfirmDialog } from "./confirm-dialog.js";
 import { initEditDialog, openEdit } from "./edit-dialog.js";
 import { initGenerateDialog } from "./generate-dialog.js";
+import { initRotateDialog, openRotate } from "./rotate-dialog.js";
 import { initSecretDialog } from "./secret-dialog.js";
 import { handleError, initSession } from "./session.js";
 import { initTable } from "./table.js";
@@ -13,8 +14,16 @@ import { initDialogs } from "./ui.js";
 
 initDialogs();
 initSecretDialog();
-initTable([["Edit", openEdit], ["Rotate", confirmRotate], ["Delete", confirmDelete]], handleError);
+/** A row's buttons: Disable for a key that is on, Enable for one that is off. */
+function rowActions(key) {
+  const toggle =
+    key.status === "DISABLED" ? ["Enable", (k, button) => enable(k, button, handleError)] : ["Disable", confirmDisable];
+  return [["Edit", openEdit], ["Rotate", openRotate], toggle, ["Delete", confirmDelete]];
+}
+
+initTable(rowActions, confirmEndOverlap, handleError);
 initGenerateDialog(handleError);
 initEditDialog(handleError);
 initConfirmDialog(handleError);
+initRotateDialog(handleError);
 initSession();

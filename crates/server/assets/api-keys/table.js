@@ -7,8 +7,12 @@ import { $, ROLE_NAMES, busy } from "./ui.js";
 const PAGE_SIZE = 25;
 const LEGACY_HINT = "This key was created before key management existed, so it has no edit history.";
 
-/** [label, handler(key, button)] for each row's buttons; set by `initTable`. */
-let rowActions = [];
+const STATUS_NAMES = { ACTIVE: "Active", DISABLED: "Disabled", EXPIRED: "Expired" };
+
+/** The row buttons of a key: `key => [[label, handler(key, button)], ...]`; set by `initTable`. */
+let actionsFor = () => [];
+/** Ends a key's overlap (the "End now" button); set by `initTable`. */
+let endOverlap = () => {};
 
 function formatDate(iso) {
   const d = new Date(iso);
@@ -44,10 +48,56 @@ function dateCell(iso, label, by, emptyText, emptyTitle) {
   return td;
 }
 
+/** "Expires in 6 days", "Expires in 5 hours", "Expired", or "Never". */
+function expiryText(key) {
+  if (!key.expiresAt) return "Never";
+  const left = new Date(key.expiresAt).getTime() - Date.now();
+  if (key.status === "EXPIRED" || left <= 0) return "Expired";
+  const hours = Math.ceil(left / 3_600_000);
+  if (hours < 24) return `Expires in ${hours} hour${hours === 1 ? "" : "s"}`;
+  const days = Math.ceil(left / 86_400_000);
+  return `Expires in ${days} day${days === 1 ? "" : "s"}`;
+}
+
+function keyCell(key) {
+  const td = cell(`••••${key.lastFour}`, "Key", "key");
+  if (key.previousSecretExpiresAt) {
+    const badge = document.createElement("span");
+    badge.className = "sub overlap";
+    badge.textContent = `Old secret ••••${key.previousLastFour} works until ${formatDate(key.previousSecretExpiresAt)}`;
+    const end = document.createElement("button");
+    end.type = "button";
+    end.className = "link";
+    end.dataset.action = "end-overlap";
+    end.textContent = "End now";
+    end.setAttribute("aria-label", `Stop the old secret of key ${key.description} ending in ${key.previousLastFour} now`);
+    end.addEventListener("click", () => endOverlap(key, end));
+    badge.append(" ", end);
+    td.append(badge);
+  }
+  return td;
+}
+
+function statusCell(key) {
+  const td = cell("", "Status");
+  const badge = document.createElement("span");
+  badge.className = `status status-${key.status.toLowerCase()}`;
+  badge.textContent = STATUS_NAMES[key.status] || key.status;
+  td.append(badge);
+  return td;
+}
+
+function expiryCell(key) {
+  const td = cell(expiryText(key), "Expires", "expires");
+  if (key.expiresAt) td.title = key.expiresAt;
+  return td;
+}
+
 function row(key) {
   const tr = document.createElement("tr");
   tr.dataset.keyId = key.id;
-  tr.append(cell(`••••${key.lastFour}`, "Key", "key"));
+  tr.dataset.status = key.status;
+  tr.append(keyCell(key));
   tr.append(cell(key.description, "Description", "desc"));
   const owner = cell(key.owner.name, "Owner");
   const role = document.createElement("span");
@@ -55,12 +105,14 @@ function row(key) {
   role.textContent = ROLE_NAMES[key.owner.role] || key.owner.role;
   owner.append(role);
   tr.append(owner);
+  tr.append(statusCell(key));
+  tr.append(expiryCell(key));
   tr.append(dateCell(key.lastEditedAt, "Last edited", key.lastEditedBy, "—", LEGACY_HINT));
   tr.append(dateCell(key.lastUsedAt, "Last used", null, "Never"));
   tr.append(dateCell(key.createdAt, "Created", key.createdBy, ""));
   const actions = document.createElement("div");
   actions.className = "row-actions";
-  for (const [label, handler] of rowActions) {
+  for (const [label, handler] of actionsFor(key)) {
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = label;
@@ -136,8 +188,10 @@ export function clearTable() {
   $("rows").replaceChildren();
 }
 
-export function initTable(actions, onError) {
-  rowActions = actions;
+/** `rowActions(key)` gives a row's buttons; `onEndOverlap(key, button)` runs "End now". */
+export function initTable(rowActions, onEndOverlap, onError) {
+  actionsFor = rowActions;
+  endOverlap = onEndOverlap;
   let searchTimer = null;
   $("search").addEventListener("input", (event) => {
     clearTimeout(searchTimer);
