@@ -65,11 +65,17 @@ uuid_id!(
     KeyEventId
 );
 
+/// The counter that orders ids minted in the same millisecond by this process.
+static SEQUENCE: std::sync::Mutex<uuid::ContextV7> = std::sync::Mutex::new(uuid::ContextV7::new());
+
 /// A time-ordered UUID (v7) minted for the given instant, so that id order is
-/// creation order.
+/// creation order. Ids minted in the same millisecond by one process follow
+/// each other in the order they were minted (a counter, as RFC 9562 allows),
+/// so a key's audit trail and events keep their order even at one instant.
 pub fn time_ordered_uuid(at: DateTime<Utc>) -> Uuid {
     let secs = u64::try_from(at.timestamp()).unwrap_or(0);
-    let ts = uuid::Timestamp::from_unix(uuid::NoContext, secs, at.timestamp_subsec_nanos());
+    let sequence = SEQUENCE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ts = uuid::Timestamp::from_unix(&*sequence, secs, at.timestamp_subsec_nanos());
     Uuid::new_v7(ts)
 }
 
@@ -119,5 +125,13 @@ mod tests {
     fn parse_rejects_garbage() {
         assert!("not-a-uuid".parse::<ApiKeyId>().is_err());
         assert!("".parse::<ApiKeyId>().is_err());
+    }
+
+    #[test]
+    fn ids_minted_at_one_instant_keep_their_order() {
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let ids: Vec<Uuid> = (0..1000).map(|_| time_ordered_uuid(at)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(time_ordered_uuid(at + chrono::Duration::milliseconds(1)) > ids[999]);
     }
 }
