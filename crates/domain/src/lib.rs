@@ -15,6 +15,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod model;
 pub mod policy;
+pub mod restrictions;
 pub mod secret;
 mod string_enum;
 

@@ -67,3 +67,115 @@ proptest! {
         prop_assert!(key.verify(&token, now).is_err());
     }
 }
+
+mod restriction_decisions {
+    //! The verifier's rule against a straightforward reference: strings for
+    //! permissions, bit strings for networks, the documented order of checks.
+    use std::net::IpAddr;
+
+    use latchkey_domain::Cloud;
+    use latchkey_domain::restrictions::{PERMISSIONS, PermissionSet, Refusal, RequestContext, Restrictions};
+    use proptest::prelude::*;
+
+    /// A few networks and addresses that overlap in interesting ways.
+    const NETWORKS: &[&str] = &[
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "192.0.2.7",
+        "0.0.0.0/0",
+        "2001:db8::/32",
+        "2001:db8::1/128",
+        "::/0",
+        "::ffff:198.51.100.0/120",
+    ];
+    const ADDRESSES: &[&str] = &[
+        "10.1.2.3",
+        "10.200.0.1",
+        "192.0.2.7",
+        "192.0.2.8",
+        "2001:db8::1",
+        "2001:db8::2",
+        "2001:db9::1",
+        "198.51.100.9",
+        "::ffff:10.1.2.3",
+    ];
+
+    /// The address's bits, IPv4-mapped IPv6 read as IPv4.
+    fn bits(ip: IpAddr) -> String {
+        match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => bits(IpAddr::V4(v6.to_ipv4_mapped().unwrap())),
+            IpAddr::V4(v4) => v4.octets().iter().map(|o| format!("{o:08b}")).collect(),
+            IpAddr::V6(v6) => v6.octets().iter().map(|o| format!("{o:08b}")).collect(),
+        }
+    }
+
+    fn reference_contains(network: &str, ip: IpAddr) -> bool {
+        let (address, prefix) = network.split_once('/').unwrap_or((network, ""));
+        let address: IpAddr = address.parse().unwrap();
+        let net_bits = bits(address);
+        let mapped = matches!(address, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
+        let prefix: usize = if prefix.is_empty() {
+            net_bits.len()
+        } else {
+            prefix.parse::<usize>().unwrap() - if mapped { 96 } else { 0 }
+        };
+        let ip_bits = bits(ip);
+        ip_bits.len() == net_bits.len() && ip_bits[..prefix] == net_bits[..prefix]
+    }
+
+    fn reference(
+        permissions: &Option<Vec<&str>>,
+        clouds: &[Cloud],
+        networks: &[&str],
+        owner: &[&str],
+        cloud: Option<Cloud>,
+        asked: &[&str],
+        ip: Option<IpAddr>,
+    ) -> Result<(), &'static str> {
+        if cloud.is_some_and(|c| !clouds.contains(&c)) {
+            return Err("CLOUD_NOT_ALLOWED");
+        }
+        if !networks.is_empty() && !ip.is_some_and(|ip| networks.iter().any(|n| reference_contains(n, ip))) {
+            return Err("IP_NOT_ALLOWED");
+        }
+        let own: Vec<&str> = permissions.clone().unwrap_or_else(|| PERMISSIONS.iter().map(|p| p.name).collect());
+        if asked.iter().any(|a| !(own.contains(a) && owner.contains(a))) {
+            return Err("INSUFFICIENT_PERMISSIONS");
+        }
+        Ok(())
+    }
+
+    fn names() -> impl Strategy<Value = Vec<&'static str>> {
+        let mut all: Vec<&'static str> = PERMISSIONS.iter().map(|p| p.name).collect();
+        all.push("users:delete");
+        proptest::sample::subsequence(all.clone(), 0..=4)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_verifier_decides_as_the_reference_does(
+            permissions in proptest::option::of(proptest::sample::subsequence(PERMISSIONS.iter().map(|p| p.name).collect::<Vec<_>>(), 0..=6)),
+            clouds in proptest::sample::subsequence(Cloud::ALL.to_vec(), 1..=2),
+            networks in proptest::sample::subsequence(NETWORKS.to_vec(), 0..=3),
+            owner in proptest::sample::subsequence(PERMISSIONS.iter().map(|p| p.name).collect::<Vec<_>>(), 0..=PERMISSIONS.len()),
+            cloud in proptest::option::of(proptest::sample::select(Cloud::ALL.to_vec())),
+            asked in names(),
+            ip in proptest::option::of(proptest::sample::select(ADDRESSES.to_vec())),
+        ) {
+            let given: Option<Vec<String>> = permissions.as_ref().map(|p| p.iter().map(|s| s.to_string()).collect());
+            let given_networks: Vec<String> = networks.iter().map(|s| s.to_string()).collect();
+            let restrictions = Restrictions::parse(given.as_deref(), &clouds, &given_networks).unwrap();
+            let owner_may = PermissionSet::parse(owner.iter().copied()).unwrap();
+            let ip: Option<IpAddr> = ip.map(|a| a.parse().unwrap());
+            let decided = restrictions.decide(owner_may, &RequestContext::needing(cloud, asked.iter().copied(), ip));
+            let expected = reference(&permissions, &clouds, &networks, &owner, cloud, &asked, ip);
+            prop_assert_eq!(decided.as_ref().map(|_| ()).map_err(Refusal::code), expected);
+            if let Err(Refusal::InsufficientPermissions { missing }) = decided {
+                prop_assert!(!missing.is_empty());
+                prop_assert!(missing.iter().all(|m| asked.contains(&m.as_str())));
+            }
+        }
+    }
+}
