@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_initial;
 mod m0002_key_audit;
 mod m0003_key_lifecycle;
+mod m0004_key_restrictions;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_initial::Migration),
             Box::new(m0002_key_audit::Migration),
             Box::new(m0003_key_lifecycle::Migration),
+            Box::new(m0004_key_restrictions::Migration),
         ]
     }
 }

@@ -39,6 +39,7 @@ mod key_states;
 mod key_table;
 mod mail;
 mod replicas;
+mod restrictions;
 mod secrets;
 mod store;
 mod tenancy;

@@ -227,6 +227,8 @@ pub struct AppOptions {
     pub http: latchkey_server::config::HttpLimits,
     /// The server's clock, when the test moves time (otherwise the system clock).
     pub clock: Option<Arc<latchkey_domain::clock::ManualClock>>,
+    /// `LATCHKEY_TRUSTED_PROXIES`.
+    pub trusted_proxies: Vec<latchkey_domain::restrictions::Network>,
 }
 
 impl Default for AppOptions {
@@ -238,6 +240,7 @@ impl Default for AppOptions {
             verifier: latchkey_app::VerifierConfig::default(),
             http: Default::default(),
             clock: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -344,6 +347,7 @@ impl TestApp {
             verifier: options.verifier.clone(),
             usage_flush_interval: Duration::from_millis(300),
             expiry_scan_interval: Duration::from_millis(100),
+            trusted_proxies: options.trusted_proxies.clone(),
             http: options.http,
         };
         let chosen: Arc<dyn latchkey_notify::Notifier> = if options.smtp_url.is_some() || options.mail_dir.is_some() {

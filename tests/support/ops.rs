@@ -50,3 +50,12 @@ pub const ENABLE: &str = concat!("mutation($id: ID!) { enableApiKey(input: {id: 
 /// `apiKey` with its lifecycle fields (variables: `id`).
 pub const GET_KEY_STATE: &str = "query($id: ID!) { apiKey(id: $id) { id lastFour status expiresAt \
     previousSecretExpiresAt previousLastFour } }";
+
+/// `generateApiKey` with its restrictions (variables: `input`).
+pub const GENERATE_RESTRICTED: &str = "mutation($input: GenerateApiKeyInput!) { generateApiKey(input: $input) { \
+    secret apiKey { id restrictions { permissions clouds allowedIps } } userErrors { field message code } } }";
+
+/// `updateApiKeyRestrictions` (variables: `input`).
+pub const UPDATE_RESTRICTIONS: &str = "mutation($input: UpdateApiKeyRestrictionsInput!) { \
+    updateApiKeyRestrictions(input: $input) { apiKey { id restrictions { permissions clouds allowedIps } } \
+    userErrors { field message code } } }";

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use latchkey_app::{KeyVerifier, VerifierConfig, VerifyOutcome};
+use latchkey_app::{KeyVerifier, RequestContext, VerifierConfig, VerifyOutcome};
 use latchkey_domain::hashing::{hash_secret, legacy_argon2id_hash};
 use latchkey_domain::secret::with_checksum;
 use latchkey_domain::{ApiKeySecret, Clock, Description, Role, SystemClock};
@@ -78,7 +78,7 @@ async fn cold(store: &Store, keys: &[String], iters: u64, expect: fn(&VerifyOutc
         }
         let key = &keys[i % keys.len()];
         let started = Instant::now();
-        let outcome = verifier.verify(black_box(key), None).await.unwrap();
+        let outcome = verifier.verify(black_box(key), None, &RequestContext::default()).await.unwrap();
         total += started.elapsed();
         assert!(expect(&outcome), "{outcome:?}");
     }
@@ -101,22 +101,29 @@ fn verify(c: &mut Criterion) {
 
     let verifier = fresh_verifier(&store);
     let secret = current[0].clone();
-    assert!(valid(&rt.block_on(verifier.verify(&secret, None)).unwrap()));
+    assert!(valid(&rt.block_on(verifier.verify(&secret, None, &RequestContext::default())).unwrap()));
     let client = Some("127.0.0.1".parse().unwrap());
     c.bench_function("verify cached key", |b| {
-        b.to_async(&rt).iter(|| async { assert!(valid(&verifier.verify(black_box(&secret), client).await.unwrap())) })
+        b.to_async(&rt).iter(|| async {
+            assert!(valid(&verifier.verify(black_box(&secret), client, &RequestContext::default()).await.unwrap()))
+        })
     });
     // The same with an expiry: each hit also reads the clock and compares.
     let expiring = rt.block_on(seed_expiring(&store, 1, false, Some(SystemClock.now() + chrono::Duration::days(30))));
     let expiring = expiring[0].clone();
-    assert!(valid(&rt.block_on(verifier.verify(&expiring, None)).unwrap()));
+    assert!(valid(&rt.block_on(verifier.verify(&expiring, None, &RequestContext::default())).unwrap()));
     c.bench_function("verify cached key with an expiry", |b| {
-        b.to_async(&rt).iter(|| async { assert!(valid(&verifier.verify(black_box(&expiring), client).await.unwrap())) })
+        b.to_async(&rt).iter(|| async {
+            assert!(valid(&verifier.verify(black_box(&expiring), client, &RequestContext::default()).await.unwrap()))
+        })
     });
     let malformed = format!("{}x", &secret[..54]);
     c.bench_function("verify malformed key", |b| {
         b.to_async(&rt).iter(|| async {
-            assert_eq!(verifier.verify(black_box(&malformed), client).await.unwrap(), VerifyOutcome::Malformed)
+            assert_eq!(
+                verifier.verify(black_box(&malformed), client, &RequestContext::default()).await.unwrap(),
+                VerifyOutcome::Malformed
+            )
         })
     });
 

@@ -39,7 +39,11 @@ impl Principal {
     pub fn clouds(&self) -> Vec<Cloud> {
         match self {
             Principal::Admin { cloud, .. } => vec![*cloud],
-            Principal::Integration { .. } => policy::clouds_of_api_keys().to_vec(),
+            Principal::Integration { key, .. } => policy::clouds_of_api_keys()
+                .iter()
+                .copied()
+                .filter(|cloud| key.key.restrictions.clouds.contains(cloud))
+                .collect(),
         }
     }
 }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use latchkey_domain::error::{Violation, ViolationCode};
 use latchkey_domain::hashing::hash_secret;
+use latchkey_domain::restrictions::Restrictions;
 use latchkey_domain::{
     ApiKey, ApiKeyId, ApiKeySecret, AuditEntry, Description, DomainError, SearchTerm, User, UserId, policy,
 };
@@ -54,6 +55,28 @@ pub struct GenerateKey {
     pub description: String,
     /// When it stops working (none: never); in the future, at most 366 days ahead.
     pub expires_at: Option<DateTime<Utc>>,
+    /// What it may do, where and from where (none: unrestricted).
+    pub restrictions: Option<RestrictionsInput>,
+}
+
+/// Restrictions as an admin gives them; an omitted part is unrestricted.
+#[derive(Clone, Debug, Default)]
+pub struct RestrictionsInput {
+    /// Permission names (none: every permission).
+    pub permissions: Option<Vec<String>>,
+    /// Clouds (none: both).
+    pub clouds: Option<Vec<latchkey_domain::Cloud>>,
+    /// Addresses or CIDR blocks (none or empty: any address).
+    pub allowed_ips: Option<Vec<String>>,
+}
+
+/// Replace a key's restrictions.
+#[derive(Clone, Debug)]
+pub struct UpdateRestrictions {
+    /// The key's id, as given.
+    pub id: String,
+    /// The new restrictions.
+    pub restrictions: RestrictionsInput,
 }
 
 /// Give a key a new secret.
@@ -224,7 +247,7 @@ fn new_credential() -> AppResult<(ApiKeySecret, NewCredential)> {
 /// Where a fresh secret goes.
 enum SecretTarget {
     /// A new key.
-    NewKey { owner: UserId, description: Description, expires_at: Option<DateTime<Utc>> },
+    NewKey { owner: UserId, description: Description, expires_at: Option<DateTime<Utc>>, restrictions: Restrictions },
     /// An existing key, rotated.
     Rotate { id: ApiKeyId, expires_at: Option<DateTime<Utc>>, previous_until: Option<DateTime<Utc>> },
 }
@@ -240,6 +263,25 @@ fn checked_expiry(
             .map_err(|violation| violations.push(FieldViolation { field: "expiresAt", violation }))
             .ok()
     })
+}
+
+/// Checks restrictions as given; refused entries become violations on
+/// `restrictions.<part>`.
+fn checked_restrictions(input: RestrictionsInput, violations: &mut Vec<FieldViolation>) -> Option<Restrictions> {
+    let clouds = input.clouds.unwrap_or_else(|| latchkey_domain::Cloud::ALL.to_vec());
+    let allowed_ips = input.allowed_ips.unwrap_or_default();
+    Restrictions::parse(input.permissions.as_deref(), &clouds, &allowed_ips)
+        .map_err(|problems| {
+            violations.extend(problems.into_iter().map(|p| FieldViolation {
+                field: match p.field {
+                    "permissions" => "restrictions.permissions",
+                    "clouds" => "restrictions.clouds",
+                    _ => "restrictions.allowedIps",
+                },
+                violation: p.violation,
+            }))
+        })
+        .ok()
 }
 
 /// The user errors of a single-key change the store did or refused.
@@ -266,8 +308,10 @@ impl KeyAdmin<'_> {
         for _ in 0..GENERATE_ATTEMPTS {
             let (secret, credential) = new_credential()?;
             let written = match &target {
-                SecretTarget::NewKey { owner, description, expires_at } => {
-                    let new = NewKey::new(tenant, *owner, description.clone(), credential).expiring_at(*expires_at);
+                SecretTarget::NewKey { owner, description, expires_at, restrictions } => {
+                    let new = NewKey::new(tenant, *owner, description.clone(), credential)
+                        .expiring_at(*expires_at)
+                        .restricted_to(restrictions.clone());
                     store.insert_generated_key(new, self.actor, now).await.map(Some)
                 }
                 SecretTarget::Rotate { id, expires_at, previous_until } => {
@@ -290,6 +334,7 @@ impl KeyAdmin<'_> {
         let tenant = self.actor.tenant_id;
         let mut violations = Vec::new();
         let expires_at = checked_expiry(command.expires_at, self.app.clock.now(), &mut violations);
+        let restrictions = checked_restrictions(command.restrictions.unwrap_or_default(), &mut violations);
         let description = Description::parse(&command.description)
             .map_err(|e| violations.push(FieldViolation { field: "description", violation: e.into() }))
             .ok();
@@ -306,10 +351,13 @@ impl KeyAdmin<'_> {
             )),
             Some(_) => {}
         }
-        let (Some(owner), Some(description), true) = (owner, description, violations.is_empty()) else {
+        let (Some(owner), Some(description), Some(restrictions), true) =
+            (owner, description, restrictions, violations.is_empty())
+        else {
             return Ok(Err(violations));
         };
-        let made = self.write_new_secret(SecretTarget::NewKey { owner: owner.id, description, expires_at }).await?;
+        let target = SecretTarget::NewKey { owner: owner.id, description, expires_at, restrictions };
+        let made = self.write_new_secret(target).await?;
         let Some((key, secret)) = made else { return Err(AppError::internal(&"a generated key was not written")) };
         self.app.outbox.notify_one();
         Ok(Ok(KeyWithSecret { key: self.view(key).await?, secret }))
@@ -384,6 +432,34 @@ impl KeyAdmin<'_> {
         match key_change(change, None) {
             Ok(key) => {
                 self.app.verifier.forget(key.id);
+                Ok(Ok(self.view(key).await?))
+            }
+            Err(violations) => Ok(Err(violations)),
+        }
+    }
+
+    /// Replaces a key's restrictions. They apply at once, here and on every
+    /// replica; the owner is mailed the before and after.
+    pub async fn update_restrictions(&self, command: UpdateRestrictions) -> AppResult<Outcome<KeyView>> {
+        let mut violations = Vec::new();
+        let id = command.id.parse::<ApiKeyId>().ok();
+        if id.is_none() {
+            violations.push(FieldViolation::key_not_found());
+        }
+        let restrictions = checked_restrictions(command.restrictions, &mut violations);
+        let (Some(id), Some(restrictions), true) = (id, restrictions, violations.is_empty()) else {
+            return Ok(Err(violations));
+        };
+        let now = self.app.clock.now();
+        let change =
+            self.app.store.update_key_restrictions(self.actor.tenant_id, id, restrictions, self.actor, now).await?;
+        let done = matches!(change, KeyChange::Done(_));
+        match key_change(change, None) {
+            Ok(key) => {
+                if done {
+                    self.app.verifier.forget(key.id);
+                    self.app.outbox.notify_one();
+                }
                 Ok(Ok(self.view(key).await?))
             }
             Err(violations) => Ok(Err(violations)),

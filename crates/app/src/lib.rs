@@ -25,8 +25,11 @@ pub use auth::{Authentication, Principal};
 pub use error::{AppError, AppResult, RequestId};
 pub use keys::{
     AuditQuery, AuditView, DeleteKey, EditDescription, ExpirePreviousSecret, FieldViolation, GenerateKey, KeyAdmin,
-    KeyTableQuery, KeyView, KeyWithSecret, Outcome, Page, RotateKey, SetDisabled, SetExpiry,
+    KeyTableQuery, KeyView, KeyWithSecret, Outcome, Page, RestrictionsInput, RotateKey, SetDisabled, SetExpiry,
+    UpdateRestrictions,
 };
+use latchkey_domain::restrictions::{PermissionSet, owner_permissions};
+pub use latchkey_domain::restrictions::{Refusal, RequestContext};
 pub use latchkey_store::{KeyCursor, KeyOrderField};
 pub use verify::{KeyVerifier, VerifierConfig, VerifyOutcome};
 
@@ -51,6 +54,9 @@ pub struct Viewer {
     pub api_key: Option<KeyView>,
     /// The clouds the caller may act in.
     pub clouds: Vec<latchkey_domain::Cloud>,
+    /// What an API key may do (its own permissions, bounded by its owner's);
+    /// none for a signed-in user, or a key that may do everything.
+    pub permissions: Option<Vec<&'static str>>,
 }
 
 /// Whether the service can serve.
@@ -113,7 +119,9 @@ impl App {
 
     async fn authenticate_key(&self, presented: &str, client: Option<IpAddr>) -> AppResult<Authentication> {
         let refused = || Ok(Authentication::Refused("The API key is not valid.".into()));
-        let verified = match self.verifier.verify(presented, client).await? {
+        // Latchkey's own API needs no permission; the address and cloud rules apply.
+        let request = RequestContext { ip: client, ..RequestContext::default() };
+        let verified = match self.verifier.verify(presented, client, &request).await? {
             VerifyOutcome::Valid(v) => v,
             VerifyOutcome::RateLimited => {
                 return Ok(Authentication::Refused("Too many failed attempts with this key; retry later.".into()));
@@ -125,6 +133,12 @@ impl App {
                 return Ok(Authentication::Refused(
                     "The API key has expired; ask an admin to rotate it or change its expiry.".into(),
                 ));
+            }
+            VerifyOutcome::NotAllowed(Refusal::IpNotAllowed) => {
+                return Ok(Authentication::Refused("The API key may not be used from this address.".into()));
+            }
+            VerifyOutcome::NotAllowed(_) => {
+                return Ok(Authentication::Refused("The API key may not be used for this request.".into()));
             }
             VerifyOutcome::Malformed | VerifyOutcome::Invalid => return refused(),
         };
@@ -150,7 +164,15 @@ impl App {
             Principal::Admin { user, .. } => (Some(user.clone()), None),
             Principal::Integration { key, .. } => (None, Some((**key).clone().redacted_for_integration())),
         };
-        Ok(Viewer { tenant: principal.tenant().clone(), user, api_key, clouds: principal.clouds() })
+        let permissions = match principal {
+            Principal::Admin { .. } => None,
+            Principal::Integration { key, .. } => {
+                let owner_may = owner_permissions(key.owner.role);
+                let effective = key.key.restrictions.effective_permissions(owner_may);
+                (effective != PermissionSet::all()).then(|| effective.names())
+            }
+        };
+        Ok(Viewer { tenant: principal.tenant().clone(), user, api_key, clouds: principal.clouds(), permissions })
     }
 
     /// Queues the expiry notices (7 days and 1 day before, and at expiry)
@@ -165,9 +187,14 @@ impl App {
         Ok(queued)
     }
 
-    /// Verifies a key presented to a gateway.
-    pub async fn verify_key(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
-        self.verifier.verify(presented, client).await
+    /// Verifies a key presented to a gateway, by `client`, for `request`.
+    pub async fn verify_key(
+        &self,
+        presented: &str,
+        client: Option<IpAddr>,
+        request: &RequestContext,
+    ) -> AppResult<VerifyOutcome> {
+        self.verifier.verify(presented, client, request).await
     }
 
     /// Whether the database answers and is migrated.

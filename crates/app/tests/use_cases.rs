@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use futures_util::future::join_all;
+use latchkey_app::RequestContext;
 use latchkey_app::{
     App, AppError, Authentication, DeleteKey, EditDescription, GenerateKey, KeyTableQuery, Principal, RotateKey,
     VerifierConfig, VerifyOutcome,
@@ -124,15 +125,19 @@ async fn generate_names_its_actor_and_time_and_refusals_change_nothing() {
 async fn rotate_and_delete_revoke_at_once_and_edits_are_stamped_with_the_clock() {
     let w = world().await;
     let (id, old) = w.generate("Gateway").await;
-    assert!(matches!(w.app.verify_key(&old, None).await.unwrap(), VerifyOutcome::Valid(_)));
+    assert!(matches!(w.app.verify_key(&old, None, &RequestContext::default()).await.unwrap(), VerifyOutcome::Valid(_)));
     w.clock.advance(Duration::hours(1));
     let auth = w.admin();
     let admin = w.app.key_admin(&auth).unwrap();
     let rotated = admin.rotate(RotateKey { id: id.clone(), ..Default::default() }).await.unwrap().unwrap();
     assert_eq!(rotated.key.key.last_edited_at, Some(start() + Duration::hours(1)));
-    assert_eq!(w.app.verify_key(&old, None).await.unwrap(), VerifyOutcome::Invalid, "the cached old secret is gone");
+    assert_eq!(
+        w.app.verify_key(&old, None, &RequestContext::default()).await.unwrap(),
+        VerifyOutcome::Invalid,
+        "the cached old secret is gone"
+    );
     let new = rotated.secret.expose().to_owned();
-    assert!(matches!(w.app.verify_key(&new, None).await.unwrap(), VerifyOutcome::Valid(_)));
+    assert!(matches!(w.app.verify_key(&new, None, &RequestContext::default()).await.unwrap(), VerifyOutcome::Valid(_)));
 
     let edited = admin.edit_description(EditDescription { id: id.clone(), description: "Renamed".into() }).await;
     assert_eq!(edited.unwrap().unwrap().key.description, "Renamed");
@@ -140,7 +145,7 @@ async fn rotate_and_delete_revoke_at_once_and_edits_are_stamped_with_the_clock()
     assert_eq!(missing.unwrap().unwrap_err()[0].violation.code, ViolationCode::NotFound);
 
     admin.delete(DeleteKey { id: id.clone() }).await.unwrap().unwrap();
-    assert_eq!(w.app.verify_key(&new, None).await.unwrap(), VerifyOutcome::Invalid);
+    assert_eq!(w.app.verify_key(&new, None, &RequestContext::default()).await.unwrap(), VerifyOutcome::Invalid);
     assert_eq!(admin.delete(DeleteKey { id }).await.unwrap().unwrap_err()[0].violation.code, ViolationCode::NotFound);
 }
 
@@ -153,20 +158,26 @@ async fn a_correct_key_is_never_refused_for_anyone_elses_failures() {
     // A leaked prefix: wrong secrets with the key's lookup id, from the shared gateway address.
     for n in 0..20 {
         let wrong = with_checksum(&format!("{}{:0>34}", &secret[..15], n));
-        let outcome = w.app.verify_key(&wrong, Some(gateway)).await.unwrap();
+        let outcome = w.app.verify_key(&wrong, Some(gateway), &RequestContext::default()).await.unwrap();
         let expected = if n < 10 { VerifyOutcome::Invalid } else { VerifyOutcome::RateLimited };
         assert_eq!(outcome, expected, "failure {n}");
     }
     // Random well-formed keys from the same address, past the per-client limit.
     for _ in 0..310 {
         let random = ApiKeySecret::generate().unwrap();
-        w.app.verify_key(random.expose(), Some(gateway)).await.unwrap();
+        w.app.verify_key(random.expose(), Some(gateway), &RequestContext::default()).await.unwrap();
     }
     let random = ApiKeySecret::generate().unwrap();
-    assert_eq!(w.app.verify_key(random.expose(), Some(gateway)).await.unwrap(), VerifyOutcome::RateLimited);
+    assert_eq!(
+        w.app.verify_key(random.expose(), Some(gateway), &RequestContext::default()).await.unwrap(),
+        VerifyOutcome::RateLimited
+    );
     // Both correct keys, never verified before (cold), from that very address.
     for key in [&secret, &other] {
-        assert!(matches!(w.app.verify_key(key, Some(gateway)).await.unwrap(), VerifyOutcome::Valid(_)));
+        assert!(matches!(
+            w.app.verify_key(key, Some(gateway), &RequestContext::default()).await.unwrap(),
+            VerifyOutcome::Valid(_)
+        ));
     }
 }
 
@@ -185,9 +196,12 @@ async fn legacy_hashes_verify_and_are_upgraded_on_first_success() {
     let scheme = || async { HashScheme::of(&w.store.credential_hash(w.tenant.id, id).await.unwrap().unwrap()) };
     assert_eq!(scheme().await, Some(HashScheme::LegacyArgon2id));
     let wrong = with_checksum(&format!("{}{}", &secret.expose()[..15], "Z".repeat(34)));
-    assert_eq!(w.app.verify_key(&wrong, None).await.unwrap(), VerifyOutcome::Invalid);
+    assert_eq!(w.app.verify_key(&wrong, None, &RequestContext::default()).await.unwrap(), VerifyOutcome::Invalid);
     assert_eq!(scheme().await, Some(HashScheme::LegacyArgon2id), "a failure upgrades nothing");
-    assert!(matches!(w.app.verify_key(secret.expose(), None).await.unwrap(), VerifyOutcome::Valid(_)));
+    assert!(matches!(
+        w.app.verify_key(secret.expose(), None, &RequestContext::default()).await.unwrap(),
+        VerifyOutcome::Valid(_)
+    ));
     assert_eq!(scheme().await, Some(HashScheme::Sha256));
     // Still the same key, now on the fast path (a fresh verifier: nothing cached).
     let fresh = App::new(
@@ -198,7 +212,10 @@ async fn legacy_hashes_verify_and_are_upgraded_on_first_success() {
         Arc::new(tokio::sync::Notify::new()),
     )
     .unwrap();
-    assert!(matches!(fresh.verify_key(secret.expose(), None).await.unwrap(), VerifyOutcome::Valid(_)));
+    assert!(matches!(
+        fresh.verify_key(secret.expose(), None, &RequestContext::default()).await.unwrap(),
+        VerifyOutcome::Valid(_)
+    ));
 }
 
 #[tokio::test]
@@ -219,8 +236,14 @@ async fn a_rotation_during_the_upgrade_wins() {
     let upgraded =
         w.store.upgrade_credential_hash(&verified, &latchkey_domain::hashing::rehash(&parsed)).await.unwrap();
     assert!(!upgraded, "the old credential is gone: the upgrade must not resurrect it");
-    assert_eq!(w.app.verify_key(secret.expose(), None).await.unwrap(), VerifyOutcome::Invalid);
-    assert!(matches!(w.app.verify_key(rotated.secret.expose(), None).await.unwrap(), VerifyOutcome::Valid(_)));
+    assert_eq!(
+        w.app.verify_key(secret.expose(), None, &RequestContext::default()).await.unwrap(),
+        VerifyOutcome::Invalid
+    );
+    assert!(matches!(
+        w.app.verify_key(rotated.secret.expose(), None, &RequestContext::default()).await.unwrap(),
+        VerifyOutcome::Valid(_)
+    ));
 }
 
 #[tokio::test]
@@ -229,8 +252,12 @@ async fn concurrent_guesses_at_a_legacy_key_run_no_more_hashes_than_its_budget()
     let (_, secret) = legacy_key(&w).await;
     let guesses: Vec<String> =
         (0..150).map(|n| with_checksum(&format!("{}{:0>34}", &secret.expose()[..15], n))).collect();
-    let outcomes: Vec<VerifyOutcome> =
-        join_all(guesses.iter().map(|g| w.app.verify_key(g, None))).await.into_iter().map(Result::unwrap).collect();
+    let anything = RequestContext::default();
+    let outcomes: Vec<VerifyOutcome> = join_all(guesses.iter().map(|g| w.app.verify_key(g, None, &anything)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let invalid = outcomes.iter().filter(|o| **o == VerifyOutcome::Invalid).count();
     let limited = outcomes.iter().filter(|o| **o == VerifyOutcome::RateLimited).count();
     assert_eq!(invalid + limited, 150);
@@ -301,7 +328,7 @@ async fn overlap_expiry_and_disable_decide_what_verifies() {
     let (id, old) = w.generate("Sync").await;
     let verify = |secret: String| {
         let app = w.app.clone();
-        async move { app.verify_key(&secret, None).await.unwrap() }
+        async move { app.verify_key(&secret, None, &RequestContext::default()).await.unwrap() }
     };
     assert!(matches!(verify(old.clone()).await, VerifyOutcome::Valid(_)));
 

@@ -84,6 +84,8 @@ pub struct ApiKey {
     /// Until when the previous secret works (the rotation's overlap); past
     /// this it answers `EXPIRED`. None when a rotation kept no previous secret.
     pub previous_expires_at: Option<DateTime<Utc>>,
+    /// What it may do, where and from where.
+    pub restrictions: crate::restrictions::Restrictions,
 }
 
 crate::string_enum! {
@@ -104,6 +106,8 @@ crate::string_enum! {
         Expiring = "expiring",
         /// The key expired.
         Expired = "expired",
+        /// The key's restrictions changed.
+        RestrictionsChanged = "restrictions_changed",
     }
 }
 
@@ -151,6 +155,8 @@ pub struct KeyEvent {
     pub key_expires_at: Option<DateTime<Utc>>,
     /// Until when the previous secret works (after a rotation with an overlap).
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// For a restriction change: the restrictions before and after, described.
+    pub restrictions_change: Option<(String, String)>,
 }
 
 impl KeyEvent {
@@ -171,6 +177,7 @@ impl KeyEvent {
             occurred_at: at,
             key_expires_at: key.expires_at,
             previous_secret_expires_at: key.previous_expires_at,
+            restrictions_change: None,
         }
     }
 }
@@ -196,6 +203,8 @@ crate::string_enum! {
         Enabled = "enabled",
         /// The key expired (recorded by Latchkey itself).
         Expired = "expired",
+        /// The key's restrictions changed.
+        RestrictionsChanged = "restrictions_changed",
     }
 }
 
@@ -231,6 +240,8 @@ pub struct AuditEntry {
     pub old_expires_at: Option<DateTime<Utc>>,
     /// For an expiry change: the expiry after (none for never).
     pub new_expires_at: Option<DateTime<Utc>>,
+    /// For a restriction change: the restrictions before and after, described.
+    pub restrictions_change: Option<(String, String)>,
 }
 
 impl AuditEntry {
@@ -251,6 +262,7 @@ impl AuditEntry {
             previous_secret_expires_at: None,
             old_expires_at: None,
             new_expires_at: None,
+            restrictions_change: None,
         }
     }
 }

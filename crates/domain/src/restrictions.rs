@@ -290,6 +290,83 @@ impl Restrictions {
     }
 }
 
+/// How restrictions are stored: three nullable texts, null meaning
+/// unrestricted (so every key from before restrictions is). Names and
+/// networks are space-separated in their canonical form.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredRestrictions {
+    /// Permission names; none for unrestricted.
+    pub permissions: Option<String>,
+    /// Cloud names; none for both.
+    pub clouds: Option<String>,
+    /// Networks; none for any address.
+    pub allowed_ips: Option<String>,
+}
+
+impl Restrictions {
+    /// The stored form.
+    pub fn to_stored(&self) -> StoredRestrictions {
+        let both = self.clouds.len() == Cloud::ALL.len();
+        StoredRestrictions {
+            permissions: self.permissions.map(|p| p.names().join(" ")),
+            clouds: (!both).then(|| self.clouds.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" ")),
+            allowed_ips: (!self.allowed_networks.is_empty())
+                .then(|| self.allowed_networks.iter().map(Network::to_string).collect::<Vec<_>>().join(" ")),
+        }
+    }
+
+    /// Reads the stored form, failing closed: a permission no longer in the
+    /// catalogue is dropped, an unreadable network matches no address, and
+    /// no readable cloud means none.
+    pub fn from_stored(stored: &StoredRestrictions) -> Self {
+        let permissions = stored.permissions.as_deref().map(|names| {
+            names.split_whitespace().fold(PermissionSet::none(), |set, name| {
+                PermissionSet::parse([name]).map_or(set, |one| PermissionSet(set.0 | one.0))
+            })
+        });
+        let clouds = match stored.clouds.as_deref() {
+            None => Cloud::ALL.iter().copied().collect(),
+            Some(names) => names.split_whitespace().filter_map(Cloud::parse).collect(),
+        };
+        let allowed_networks = stored
+            .allowed_ips
+            .as_deref()
+            .map(|all| {
+                all.split_whitespace()
+                    .map(|n| {
+                        n.parse()
+                            .unwrap_or(Network { address: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), prefix: 128 })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Restrictions { permissions, clouds, allowed_networks }
+    }
+
+    /// One line for people (mail, audit): "full access", or what is allowed.
+    pub fn describe(&self) -> String {
+        if self.is_unrestricted() {
+            return "full access".into();
+        }
+        let permissions = match self.permissions {
+            None => "all permissions".to_owned(),
+            Some(p) if p == PermissionSet::none() => "no permissions".to_owned(),
+            Some(p) => format!("permissions {}", p.names().join(", ")),
+        };
+        let clouds = if self.clouds.len() == Cloud::ALL.len() {
+            "both clouds".to_owned()
+        } else {
+            format!("{} cloud only", self.clouds.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "))
+        };
+        let networks = if self.allowed_networks.is_empty() {
+            "any address".to_owned()
+        } else {
+            format!("from {}", self.allowed_networks.iter().map(Network::to_string).collect::<Vec<_>>().join(", "))
+        };
+        format!("{permissions}; {clouds}; {networks}")
+    }
+}
+
 /// What a request asks of a key, as the gateway tells it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestContext {
@@ -431,5 +508,29 @@ mod tests {
         let req = RequestContext::needing(None, ["users:read"], Some(ip("10.0.0.1")));
         assert!(matches!(r.decide(owner, &req), Err(Refusal::InsufficientPermissions { .. })));
         assert_eq!(PermissionSet::all().names().len(), PERMISSIONS.len());
+    }
+
+    #[test]
+    fn stored_form_round_trips_and_fails_closed() {
+        let r = Restrictions::parse(
+            Some(&["users:read".into(), "scim".into()]),
+            &[Cloud::Customer],
+            &["10.0.0.0/8".into(), "2001:db8::1".into()],
+        )
+        .unwrap();
+        assert_eq!(Restrictions::from_stored(&r.to_stored()), r);
+        assert_eq!(Restrictions::from_stored(&StoredRestrictions::default()), Restrictions::default());
+        assert_eq!(Restrictions::default().to_stored(), StoredRestrictions::default());
+        assert_eq!(r.describe(), "permissions users:read, scim; customer cloud only; from 10.0.0.0/8, 2001:db8::1");
+        let damaged = StoredRestrictions {
+            permissions: Some("users:read retired:perm".into()),
+            clouds: Some("moon".into()),
+            allowed_ips: Some("not-a-network".into()),
+        };
+        let read = Restrictions::from_stored(&damaged);
+        assert_eq!(read.permissions.map(PermissionSet::names), Some(vec!["users:read"]));
+        assert!(read.clouds.is_empty());
+        let any = RequestContext::needing(None, [], Some(ip("10.0.0.1")));
+        assert_eq!(read.decide(PermissionSet::all(), &any), Err(Refusal::IpNotAllowed));
     }
 }

@@ -2,14 +2,17 @@
 //! nothing; authentication and authorisation problems are top-level errors.
 
 use async_graphql::{Context, ID, Object};
-use latchkey_app::{DeleteKey, EditDescription, ExpirePreviousSecret, GenerateKey, RotateKey, SetDisabled, SetExpiry};
+use latchkey_app::{
+    DeleteKey, EditDescription, ExpirePreviousSecret, GenerateKey, RotateKey, SetDisabled, SetExpiry,
+    UpdateRestrictions,
+};
 
 use crate::error::{ApiResult, OrGraphql};
 use crate::query::context;
 use crate::types::{
-    ApiKeyIdInput, ApiKeyLifecyclePayload, DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput,
+    ApiKeyChangePayload, ApiKeyIdInput, DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput,
     GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput,
-    UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload, user_errors,
+    UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload, UpdateApiKeyRestrictionsInput, user_errors,
 };
 
 /// The mutation root.
@@ -27,8 +30,12 @@ impl MutationRoot {
     ) -> ApiResult<GenerateApiKeyPayload> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
-        let command =
-            GenerateKey { owner_id: input.owner_id.0, description: input.description, expires_at: input.expires_at };
+        let command = GenerateKey {
+            owner_id: input.owner_id.0,
+            description: input.description,
+            expires_at: input.expires_at,
+            restrictions: input.restrictions.map(Into::into),
+        };
         Ok(match admin.generate(command).await.gql()? {
             Err(violations) => GenerateApiKeyPayload { user_errors: user_errors(violations), ..Default::default() },
             Ok(made) => GenerateApiKeyPayload {
@@ -90,11 +97,11 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         input: ApiKeyIdInput,
-    ) -> ApiResult<ApiKeyLifecyclePayload> {
+    ) -> ApiResult<ApiKeyChangePayload> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
         let outcome = admin.expire_previous_secret(ExpirePreviousSecret { id: input.id.0 }).await.gql()?;
-        Ok(ApiKeyLifecyclePayload::of(outcome))
+        Ok(ApiKeyChangePayload::of(outcome))
     }
 
     /// Sets when a key stops working, or with `expiresAt: null` that it never
@@ -103,27 +110,40 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         input: SetApiKeyExpiryInput,
-    ) -> ApiResult<ApiKeyLifecyclePayload> {
+    ) -> ApiResult<ApiKeyChangePayload> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
         let outcome = admin.set_expiry(SetExpiry { id: input.id.0, expires_at: input.expires_at }).await.gql()?;
-        Ok(ApiKeyLifecyclePayload::of(outcome))
+        Ok(ApiKeyChangePayload::of(outcome))
     }
 
     /// Switches a key off without deleting it: it answers `DISABLED` at once,
     /// on every replica. The owner is emailed.
-    async fn disable_api_key(&self, ctx: &Context<'_>, input: ApiKeyIdInput) -> ApiResult<ApiKeyLifecyclePayload> {
+    async fn disable_api_key(&self, ctx: &Context<'_>, input: ApiKeyIdInput) -> ApiResult<ApiKeyChangePayload> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
         let outcome = admin.set_disabled(SetDisabled { id: input.id.0, disabled: true }).await.gql()?;
-        Ok(ApiKeyLifecyclePayload::of(outcome))
+        Ok(ApiKeyChangePayload::of(outcome))
     }
 
     /// Switches a disabled key back on, with the same secret. The owner is emailed.
-    async fn enable_api_key(&self, ctx: &Context<'_>, input: ApiKeyIdInput) -> ApiResult<ApiKeyLifecyclePayload> {
+    async fn enable_api_key(&self, ctx: &Context<'_>, input: ApiKeyIdInput) -> ApiResult<ApiKeyChangePayload> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
         let outcome = admin.set_disabled(SetDisabled { id: input.id.0, disabled: false }).await.gql()?;
-        Ok(ApiKeyLifecyclePayload::of(outcome))
+        Ok(ApiKeyChangePayload::of(outcome))
+    }
+
+    /// Replaces a key's restrictions (permissions, clouds, addresses). They
+    /// apply at once on every replica; the owner is emailed the before and after.
+    async fn update_api_key_restrictions(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateApiKeyRestrictionsInput,
+    ) -> ApiResult<ApiKeyChangePayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let command = UpdateRestrictions { id: input.id.0, restrictions: input.restrictions.into() };
+        Ok(ApiKeyChangePayload::of(admin.update_restrictions(command).await.gql()?))
     }
 }

@@ -7,8 +7,8 @@ use latchkey_app::{App, AppError, AuditQuery, Authentication, KeyOrderField, Key
 use crate::error::{ApiResult, OrGraphql, gql_error};
 use crate::types::{
     ApiKeyConnection, ApiKeyEdge, ApiKeyEvent, ApiKeyEventConnection, ApiKeyEventEdge, ApiKeyOrder, GqlApiKey,
-    GqlCloud, GqlKeyStatus, GqlTenant, GqlUser, OrderDirection, PageInfo, Viewer, decode_audit_cursor, decode_cursor,
-    encode_audit_cursor, encode_cursor,
+    GqlCloud, GqlKeyStatus, GqlPermission, GqlTenant, GqlUser, OrderDirection, PageInfo, Viewer, decode_audit_cursor,
+    decode_cursor, encode_audit_cursor, encode_cursor,
 };
 
 /// The query root.
@@ -56,7 +56,16 @@ impl QueryRoot {
             user: viewer.user.as_ref().map(GqlUser::from),
             api_key: viewer.api_key.map(GqlApiKey::from),
             clouds: viewer.clouds.into_iter().map(GqlCloud::from).collect(),
+            permissions: viewer.permissions,
         })
+    }
+
+    /// Every permission a key can be restricted to, grouped by cloud in the
+    /// order admins see them.
+    async fn api_key_permissions(&self, ctx: &Context<'_>) -> ApiResult<Vec<GqlPermission>> {
+        let (_, auth) = context(ctx)?;
+        auth.principal().gql()?;
+        Ok(latchkey_domain::restrictions::PERMISSIONS.iter().map(GqlPermission::from).collect())
     }
 
     /// The key table, newest first unless `orderBy` says otherwise. Only

@@ -78,6 +78,75 @@ pub struct ApiKeyOrder {
     pub direction: OrderDirection,
 }
 
+/// A permission of the platform's API that a key may be restricted to.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(name = "Permission")]
+pub struct GqlPermission {
+    /// Its name, e.g. `users:read`.
+    pub name: &'static str,
+    /// What it allows.
+    pub description: &'static str,
+    /// The one cloud it belongs to; null for both.
+    pub cloud: Option<GqlCloud>,
+}
+
+impl From<&latchkey_domain::restrictions::Permission> for GqlPermission {
+    fn from(p: &latchkey_domain::restrictions::Permission) -> Self {
+        GqlPermission { name: p.name, description: p.description, cloud: p.cloud.map(Into::into) }
+    }
+}
+
+/// What a key may do, where and from where.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct KeyRestrictions {
+    /// Its permissions; null for unrestricted (every permission its owner has).
+    pub permissions: Option<Vec<&'static str>>,
+    /// The clouds it works in.
+    pub clouds: Vec<GqlCloud>,
+    /// The addresses and CIDR blocks it may be used from; empty for any.
+    pub allowed_ips: Vec<String>,
+}
+
+impl From<&latchkey_domain::restrictions::Restrictions> for KeyRestrictions {
+    fn from(r: &latchkey_domain::restrictions::Restrictions) -> Self {
+        KeyRestrictions {
+            permissions: r.permissions.map(|p| p.names()),
+            clouds: r.clouds.iter().map(|c| (*c).into()).collect(),
+            allowed_ips: r.allowed_networks.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// Restrictions of a key; an omitted field is unrestricted.
+#[derive(InputObject, Clone, Debug, Default)]
+pub struct KeyRestrictionsInput {
+    /// Permission names (see `apiKeyPermissions`); null or omitted for every permission.
+    pub permissions: Option<Vec<String>>,
+    /// The clouds it works in (at least one); omitted for both.
+    pub clouds: Option<Vec<GqlCloud>>,
+    /// IPv4/IPv6 addresses or CIDR blocks, at most 50; omitted or empty for any address.
+    pub allowed_ips: Option<Vec<String>>,
+}
+
+impl From<KeyRestrictionsInput> for latchkey_app::RestrictionsInput {
+    fn from(r: KeyRestrictionsInput) -> Self {
+        latchkey_app::RestrictionsInput {
+            permissions: r.permissions,
+            clouds: r.clouds.map(|c| c.into_iter().map(Into::into).collect()),
+            allowed_ips: r.allowed_ips,
+        }
+    }
+}
+
+/// Input of `updateApiKeyRestrictions`.
+#[derive(InputObject, Debug)]
+pub struct UpdateApiKeyRestrictionsInput {
+    /// The key.
+    pub id: ID,
+    /// Its new restrictions (they replace the old ones whole).
+    pub restrictions: KeyRestrictionsInput,
+}
+
 /// A company using the platform.
 #[derive(SimpleObject, Clone, Debug)]
 #[graphql(name = "Tenant")]
@@ -207,6 +276,11 @@ impl GqlApiKey {
     async fn previous_last_four(&self) -> Option<&str> {
         self.view.previous_secret_until.and(self.view.key.previous_last_four.as_deref())
     }
+
+    /// What the key may do, where and from where.
+    async fn restrictions(&self) -> KeyRestrictions {
+        KeyRestrictions::from(&self.view.key.restrictions)
+    }
 }
 
 /// One key on a page.
@@ -303,6 +377,9 @@ pub struct Viewer {
     pub api_key: Option<GqlApiKey>,
     /// The clouds the caller may act in.
     pub clouds: Vec<GqlCloud>,
+    /// What an API key may do: its permissions, bounded by its owner's; null
+    /// for a signed-in user or a key that may do everything.
+    pub permissions: Option<Vec<&'static str>>,
 }
 
 /// Why an input was refused.
@@ -335,7 +412,7 @@ pub struct UserError {
 impl From<FieldViolation> for UserError {
     fn from(v: FieldViolation) -> Self {
         UserError {
-            field: vec!["input".into(), v.field.into()],
+            field: std::iter::once("input").chain(v.field.split('.')).map(str::to_owned).collect(),
             message: v.violation.message,
             code: v.violation.code.into(),
         }
@@ -357,6 +434,8 @@ pub struct GenerateApiKeyInput {
     /// When the key stops working: in the future, at most 366 days ahead.
     /// Omit for a key that never expires.
     pub expires_at: Option<DateTime<Utc>>,
+    /// What the key may do, where and from where; omit for full access.
+    pub restrictions: Option<KeyRestrictionsInput>,
 }
 
 /// Result of `generateApiKey`.
@@ -430,22 +509,22 @@ pub struct SetApiKeyExpiryInput {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Result of a change to one key's lifecycle (`expireApiKeyPreviousSecret`,
-/// `setApiKeyExpiry`, `disableApiKey`, `enableApiKey`).
+/// Result of a change to one key (`expireApiKeyPreviousSecret`,
+/// `setApiKeyExpiry`, `disableApiKey`, `enableApiKey`, `updateApiKeyRestrictions`).
 #[derive(SimpleObject, Debug, Default)]
-pub struct ApiKeyLifecyclePayload {
+pub struct ApiKeyChangePayload {
     /// The key as it is now; null when refused.
     pub api_key: Option<GqlApiKey>,
     /// Why the input was refused; empty on success.
     pub user_errors: Vec<UserError>,
 }
 
-impl ApiKeyLifecyclePayload {
+impl ApiKeyChangePayload {
     /// The payload of a use case's outcome.
     pub fn of(outcome: latchkey_app::Outcome<KeyView>) -> Self {
         match outcome {
-            Ok(key) => ApiKeyLifecyclePayload { api_key: Some(key.into()), user_errors: vec![] },
-            Err(violations) => ApiKeyLifecyclePayload { api_key: None, user_errors: user_errors(violations) },
+            Ok(key) => ApiKeyChangePayload { api_key: Some(key.into()), user_errors: vec![] },
+            Err(violations) => ApiKeyChangePayload { api_key: None, user_errors: user_errors(violations) },
         }
     }
 }
@@ -491,6 +570,7 @@ mod tests {
                 disabled_at: None,
                 previous_last_four: None,
                 previous_expires_at: None,
+                restrictions: Default::default(),
             },
             owner: latchkey_domain::lifecycle::system_actor(latchkey_domain::TenantId(Uuid::nil())),
             created_by: None,
@@ -534,6 +614,8 @@ pub enum ApiKeyEventAction {
     Enabled,
     /// The key expired (recorded by Latchkey; the actor is "Latchkey").
     Expired,
+    /// The key's restrictions changed.
+    RestrictionsChanged,
 }
 
 /// One entry of the audit trail. Kept after the key is deleted.
@@ -566,6 +648,10 @@ pub struct ApiKeyEvent {
     pub old_expires_at: Option<DateTime<Utc>>,
     /// For an expiry change: the expiry after (null: never).
     pub new_expires_at: Option<DateTime<Utc>>,
+    /// For a restriction change: the restrictions before, described.
+    pub restrictions_before: Option<String>,
+    /// For a restriction change: the restrictions after, described.
+    pub restrictions_after: Option<String>,
 }
 
 /// One audit entry on a page.
@@ -620,6 +706,8 @@ impl From<AuditView> for ApiKeyEvent {
             previous_secret_expires_at: e.previous_secret_expires_at,
             old_expires_at: e.old_expires_at,
             new_expires_at: e.new_expires_at,
+            restrictions_before: e.restrictions_change.as_ref().map(|(before, _)| before.clone()),
+            restrictions_after: e.restrictions_change.map(|(_, after)| after),
         }
     }
 }

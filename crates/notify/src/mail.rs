@@ -115,6 +115,22 @@ fn wording(event: &KeyEvent) -> (String, String, String) {
         KeyEventKind::Enabled => {
             (format!("was {word}"), done_by(), "The key works again, with the same secret as before.".into())
         }
+        KeyEventKind::RestrictionsChanged => {
+            let (before, after) = event.restrictions_change.clone().unwrap_or_default();
+            (
+                "had its restrictions changed".into(),
+                format!(
+                    "had its restrictions changed by {} at {}",
+                    one_line(&event.actor_name),
+                    timestamp(event.occurred_at)
+                ),
+                format!(
+                    "Before: {}. Now: {}. Requests the key may no longer make are refused from now on.",
+                    one_line(&before),
+                    one_line(&after)
+                ),
+            )
+        }
         KeyEventKind::Expiring => (
             format!("expires at {expiry}"),
             format!("expires at {expiry}"),
@@ -278,6 +294,7 @@ mod tests {
             occurred_at: chrono::Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap(),
             key_expires_at: None,
             previous_secret_expires_at: None,
+            restrictions_change: None,
         }
     }
 

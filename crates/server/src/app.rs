@@ -26,6 +26,8 @@ pub struct AppContext {
     pub app: App,
     /// Connection and request limits.
     pub limits: HttpLimits,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<latchkey_domain::restrictions::Network>>,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -103,7 +105,12 @@ pub async fn start_with_clock(
     store.migrate().await?;
     let outbox = Arc::new(Notify::new());
     let app = App::new(store.clone(), clock.clone(), config.token_key.clone(), &config.verifier, outbox.clone())?;
-    let context = AppContext { schema: build_schema(app.clone()), app: app.clone(), limits: config.http };
+    let context = AppContext {
+        schema: build_schema(app.clone()),
+        app: app.clone(),
+        limits: config.http,
+        trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+    };
 
     let dispatcher = Dispatcher::new(store.clone(), clock, notifier, config.dispatcher.clone(), outbox);
     let (stop_dispatcher, stop_rx) = watch::channel(false);

@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// How often last use is written to the database, in seconds.
     #[arg(long, env = "LATCHKEY_LAST_USED_FLUSH_SECS", default_value_t = 15)]
     pub last_used_flush_secs: u64,
+    /// Proxies whose X-Forwarded-For names the client (addresses or CIDRs,
+    /// comma-separated); none by default, so the peer address is the client.
+    #[arg(long, env = "LATCHKEY_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
     /// How often each replica looks for due expiry notices, in seconds.
     #[arg(long, env = "LATCHKEY_EXPIRY_SCAN_SECS", default_value_t = 60)]
     pub expiry_scan_secs: u64,
@@ -352,6 +356,7 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         },
         usage_flush_interval: Duration::from_secs(args.last_used_flush_secs.max(1)),
         expiry_scan_interval: Duration::from_secs(args.expiry_scan_secs.max(1)),
+        trusted_proxies: crate::config::parse_trusted_proxies(&args.trusted_proxies)?,
         http: crate::config::HttpLimits {
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),

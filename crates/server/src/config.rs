@@ -64,6 +64,8 @@ pub struct ServeConfig {
     pub expiry_scan_interval: Duration,
     /// What one connection and one request may take.
     pub http: HttpLimits,
+    /// Proxies (addresses or CIDRs) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<latchkey_domain::restrictions::Network>,
 }
 
 /// What one connection and one request may take, so that slow or greedy
@@ -179,6 +181,20 @@ pub fn prepare_database_url(raw: &str) -> Result<String, ConfigError> {
     })
 }
 
+/// Parses `LATCHKEY_TRUSTED_PROXIES`: addresses or CIDR blocks, separated by
+/// commas or spaces.
+pub fn parse_trusted_proxies(raw: &str) -> Result<Vec<latchkey_domain::restrictions::Network>, ConfigError> {
+    raw.split([',', ' '])
+        .filter(|s| !s.trim().is_empty())
+        .map(|entry| {
+            entry.trim().parse().map_err(|()| ConfigError::Invalid {
+                name: "LATCHKEY_TRUSTED_PROXIES",
+                reason: format!("{entry:?} is not an IP address or CIDR block"),
+            })
+        })
+        .collect()
+}
+
 /// Checks the console URL (used in links mailed to owners).
 pub fn parse_console_url(raw: &str) -> Result<String, ConfigError> {
     let url = raw.trim().trim_end_matches('/');
@@ -205,5 +221,8 @@ mod tests {
         assert!(prepare_database_url("sqlite://").is_err());
         assert!(parse_console_url("ftp://x").is_err());
         assert_eq!(parse_console_url("https://a.example/").unwrap(), "https://a.example");
+        assert_eq!(parse_trusted_proxies("10.0.0.0/8, 192.0.2.1").unwrap().len(), 2);
+        assert!(parse_trusted_proxies("").unwrap().is_empty());
+        assert!(parse_trusted_proxies("10.0.0.0/33").unwrap_err().to_string().contains("LATCHKEY_TRUSTED_PROXIES"));
     }
 }

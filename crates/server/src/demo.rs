@@ -80,7 +80,8 @@ async fn seed(store: &Store, token_key: &AdminTokenKey) -> anyhow::Result<Cast> 
         (&ada, "Reporting dashboard", None),
         (&grace, "Course catalogue import", in_six_days),
     ] {
-        let command = GenerateKey { owner_id: owner.id.to_string(), description: text.into(), expires_at };
+        let command =
+            GenerateKey { owner_id: owner.id.to_string(), description: text.into(), expires_at, restrictions: None };
         if let Err(violations) = admin.generate(command).await? {
             anyhow::bail!("demo seed refused: {violations:?}");
         }
@@ -132,6 +133,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         verifier: Default::default(),
         usage_flush_interval: Duration::from_secs(15),
         expiry_scan_interval: Duration::from_secs(60),
+        trusted_proxies: Vec::new(),
         http: Default::default(),
     };
     let notifier = config.notifier()?;

@@ -8,8 +8,11 @@ use actix_web::http::{StatusCode, header};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
 use latchkey_app::verify::VerifiedKey;
-use latchkey_app::{AppError, Authentication, Readiness, VerifyOutcome};
-use latchkey_domain::{API_KEYS_PAGE_PATH, policy};
+use std::net::IpAddr;
+
+use latchkey_app::{AppError, Authentication, Readiness, Refusal, RequestContext, VerifyOutcome};
+use latchkey_domain::restrictions::Network;
+use latchkey_domain::{API_KEYS_PAGE_PATH, Cloud, policy};
 use latchkey_graphql::{execute, server_error};
 use serde::{Deserialize, Serialize};
 
@@ -58,11 +61,33 @@ async fn authenticated(ctx: &AppContext, req: &HttpRequest) -> Result<Authentica
         Some(Ok(v)) => Some(v),
         Some(Err(_)) => return Ok(Authentication::Refused("The Authorization header is not valid text.".into())),
     };
-    let client = req.peer_addr().map(|a| a.ip());
+    let client = client_address(req, &ctx.trusted_proxies);
     ctx.app
         .authenticate(header, client)
         .await
         .map_err(|e| HttpResponse::Ok().json(async_graphql::Response::from_errors(vec![server_error(e)])))
+}
+
+/// The client's address: the peer, or when the peer is a trusted proxy
+/// (`LATCHKEY_TRUSTED_PROXIES`), the first untrusted hop of
+/// `X-Forwarded-For`, read from the right. An untrusted peer cannot spoof it;
+/// an unreadable hop stops the walk at the last trusted address.
+pub fn client_address(req: &HttpRequest, trusted: &[Network]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let mut nearest = peer;
+    let hops = req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
+    for hop in hops.iter().rev().flat_map(|h| h.rsplit(',')) {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else { return Some(nearest) };
+        if !is_trusted(ip) {
+            return Some(ip);
+        }
+        nearest = ip;
+    }
+    Some(nearest)
 }
 
 async fn run_graphql(ctx: &AppContext, req: &HttpRequest, request: async_graphql::Request, post: bool) -> HttpResponse {
@@ -208,10 +233,48 @@ async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
     }
 }
 
+/// A verification: the key, and what the request it came with needs.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct VerifyRequest<'a> {
     #[serde(borrow)]
     key: std::borrow::Cow<'a, str>,
+    /// `EMPLOYEE` or `CUSTOMER`.
+    cloud: Option<String>,
+    /// Permission names the request needs.
+    #[serde(default)]
+    permissions: Vec<String>,
+    /// The end client's address, as the gateway saw it.
+    ip: Option<String>,
+}
+
+/// Most permissions one verification may ask for.
+const MAX_ASKED_PERMISSIONS: usize = 64;
+
+impl VerifyRequest<'_> {
+    /// The request context, or what is wrong with it.
+    fn context(&self) -> Result<RequestContext, String> {
+        let cloud = match self.cloud.as_deref() {
+            None => None,
+            Some(raw) => Some(
+                Cloud::ALL
+                    .iter()
+                    .copied()
+                    .find(|c| c.as_str().eq_ignore_ascii_case(raw))
+                    .ok_or_else(|| "`cloud` must be EMPLOYEE or CUSTOMER.".to_owned())?,
+            ),
+        };
+        if self.permissions.len() > MAX_ASKED_PERMISSIONS {
+            return Err(format!("`permissions` may name at most {MAX_ASKED_PERMISSIONS} permissions."));
+        }
+        let ip = match self.ip.as_deref() {
+            None => None,
+            Some(raw) => {
+                Some(raw.trim().parse::<IpAddr>().map_err(|_| "`ip` must be an IPv4 or IPv6 address.".to_owned())?)
+            }
+        };
+        Ok(RequestContext::needing(cloud, self.permissions.iter().map(String::as_str), ip))
+    }
 }
 
 /// The answer for a valid key.
@@ -224,6 +287,17 @@ struct Verified {
     owner_id: String,
     /// In the wire form of the GraphQL `Cloud` enum.
     clouds: Vec<String>,
+    /// What the key may do; null when unrestricted.
+    permissions: Option<Vec<&'static str>>,
+}
+
+/// The answer for a working key that may not serve the request.
+#[derive(Serialize)]
+struct NotAllowed<'a> {
+    valid: bool,
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing: Option<&'a [String]>,
 }
 
 /// The body answering a valid key: rendered once per cached verification
@@ -236,7 +310,15 @@ fn verified_body(key: &VerifiedKey) -> String {
                 key_id: key.key_id.to_string(),
                 tenant_id: key.tenant_id.to_string(),
                 owner_id: key.owner_id.to_string(),
-                clouds: policy::clouds_of_api_keys().iter().map(|c| c.as_str().to_ascii_uppercase()).collect(),
+                clouds: policy::clouds_of_api_keys()
+                    .iter()
+                    .filter(|c| key.restrictions.clouds.contains(c))
+                    .map(|c| c.as_str().to_ascii_uppercase())
+                    .collect(),
+                permissions: key
+                    .restrictions
+                    .permissions
+                    .map(|_| key.restrictions.effective_permissions(key.owner_may).names()),
             };
             serde_json::to_string(&body).unwrap_or_default()
         })
@@ -252,13 +334,26 @@ async fn verify_key(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Byt
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
-                "The body must be JSON of the form {\"key\": \"lk_...\"}.",
+                "The body must be JSON of the form {\"key\": \"lk_...\"}, optionally with \"cloud\", \
+                 \"permissions\" and \"ip\".",
             );
         }
     };
+    let context = match request.context() {
+        Ok(c) => c,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message),
+    };
+    // The failure limit counts the caller (the gateway), not the address it reports.
     let client = req.peer_addr().map(|a| a.ip());
-    let body = match ctx.app.verify_key(&request.key, client).await {
+    let body = match ctx.app.verify_key(&request.key, client, &context).await {
         Ok(VerifyOutcome::Valid(key)) => verified_body(&key),
+        Ok(VerifyOutcome::NotAllowed(refusal)) => {
+            let missing = match &refusal {
+                Refusal::InsufficientPermissions { missing } => Some(missing.as_slice()),
+                _ => None,
+            };
+            serde_json::to_string(&NotAllowed { valid: false, code: refusal.code(), missing }).unwrap_or_default()
+        }
         Ok(refused) => format!("{{\"valid\":false,\"code\":\"{}\"}}", refused.code().unwrap_or("INVALID")),
         Err(e) => return rest_error(e),
     };

@@ -38,6 +38,8 @@ pub(crate) async fn insert_audit<C: ConnectionTrait>(conn: &C, entry: &AuditEntr
         previous_secret_expires_at: Set(entry.previous_secret_expires_at.map(storable)),
         old_expires_at: Set(entry.old_expires_at.map(storable)),
         new_expires_at: Set(entry.new_expires_at.map(storable)),
+        restrictions_before: Set(entry.restrictions_change.as_ref().map(|(before, _)| before.clone())),
+        restrictions_after: Set(entry.restrictions_change.as_ref().map(|(_, after)| after.clone())),
     }
     .insert(conn)
     .await?;
@@ -62,6 +64,7 @@ fn entry_from(m: key_audit::Model) -> StoreResult<AuditEntry> {
         previous_secret_expires_at: m.previous_secret_expires_at,
         old_expires_at: m.old_expires_at,
         new_expires_at: m.new_expires_at,
+        restrictions_change: m.restrictions_before.zip(m.restrictions_after),
     })
 }
 

@@ -67,6 +67,9 @@ pub mod api_key {
         pub previous_credential_hash: Option<String>,
         pub previous_last_four: Option<String>,
         pub previous_expires_at: Option<DateTimeUtc>,
+        pub permissions: Option<String>,
+        pub clouds: Option<String>,
+        pub allowed_ips: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -102,6 +105,8 @@ pub mod key_event {
         pub sent_at: Option<DateTimeUtc>,
         pub key_expires_at: Option<DateTimeUtc>,
         pub previous_secret_expires_at: Option<DateTimeUtc>,
+        pub restrictions_before: Option<String>,
+        pub restrictions_after: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -131,6 +136,8 @@ pub mod key_audit {
         pub previous_secret_expires_at: Option<DateTimeUtc>,
         pub old_expires_at: Option<DateTimeUtc>,
         pub new_expires_at: Option<DateTimeUtc>,
+        pub restrictions_before: Option<String>,
+        pub restrictions_after: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

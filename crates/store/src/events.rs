@@ -51,6 +51,8 @@ pub(crate) async fn insert_event<C: ConnectionTrait>(conn: &C, event: &KeyEvent)
         sent_at: Set(None),
         key_expires_at: Set(event.key_expires_at.map(storable)),
         previous_secret_expires_at: Set(event.previous_secret_expires_at.map(storable)),
+        restrictions_before: Set(event.restrictions_change.as_ref().map(|(before, _)| before.clone())),
+        restrictions_after: Set(event.restrictions_change.as_ref().map(|(_, after)| after.clone())),
     }
     .insert(conn)
     .await?;
@@ -78,6 +80,7 @@ pub(crate) fn stored_event_from(m: key_event::Model) -> StoreResult<StoredEvent>
             occurred_at: m.occurred_at,
             key_expires_at: m.key_expires_at,
             previous_secret_expires_at: m.previous_secret_expires_at,
+            restrictions_change: m.restrictions_before.zip(m.restrictions_after),
         },
         delivery,
         attempts: m.attempts,

@@ -1,9 +1,12 @@
 //! API keys: the key table, the key lifecycle, and credential lookup.
 
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+use latchkey_domain::restrictions::{PermissionSet, Restrictions, StoredRestrictions, owner_permissions};
 use latchkey_domain::{
     ApiKey, ApiKeyId, ApiKeySecret, AuditAction, AuditEntry, Description, ExpiryNotice, KeyEvent, KeyEventKind,
-    KeyStatus, LookupId, SearchTerm, TenantId, User, UserId,
+    KeyStatus, LookupId, Role, SearchTerm, TenantId, User, UserId,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{
@@ -50,12 +53,20 @@ pub struct NewKey {
     pub credential: NewCredential,
     /// When it stops working; none for never.
     pub expires_at: Option<DateTime<Utc>>,
+    /// What it may do, where and from where.
+    pub restrictions: Restrictions,
 }
 
 impl NewKey {
-    /// A key of `tenant_id` for `owner_id` that never expires.
+    /// An unrestricted key of `tenant_id` for `owner_id` that never expires.
     pub fn new(tenant_id: TenantId, owner_id: UserId, description: Description, credential: NewCredential) -> Self {
-        NewKey { tenant_id, owner_id, description, credential, expires_at: None }
+        NewKey { tenant_id, owner_id, description, credential, expires_at: None, restrictions: Restrictions::default() }
+    }
+
+    /// The same key, restricted by `restrictions`.
+    pub fn restricted_to(mut self, restrictions: Restrictions) -> Self {
+        self.restrictions = restrictions;
+        self
     }
 
     /// The same key, expiring at `expires_at` (none for never).
@@ -68,6 +79,7 @@ impl NewKey {
     /// for a key from before key management, which has no last edit either).
     fn into_model(self, created_at: DateTime<Utc>, created_by: Option<UserId>) -> api_key::ActiveModel {
         let created_by = created_by.map(|u| u.0);
+        let stored = self.restrictions.to_stored();
         api_key::ActiveModel {
             id: Set(ApiKeyId::new_at(created_at).0),
             tenant_id: Set(self.tenant_id.0),
@@ -90,6 +102,9 @@ impl NewKey {
             previous_credential_hash: Set(None),
             previous_last_four: Set(None),
             previous_expires_at: Set(None),
+            permissions: Set(stored.permissions),
+            clouds: Set(stored.clouds),
+            allowed_ips: Set(stored.allowed_ips),
         }
     }
 }
@@ -108,6 +123,10 @@ pub struct StoredCredential {
     pub works_until: Option<DateTime<Utc>>,
     /// Whether the key is disabled.
     pub disabled: bool,
+    /// What the key may do, where and from where.
+    pub restrictions: Arc<Restrictions>,
+    /// What its owner may do (a key never does more).
+    pub owner_may: PermissionSet,
     /// The key.
     pub key_id: ApiKeyId,
     /// Its tenant.
@@ -140,6 +159,26 @@ pub struct KeyCursor {
     pub id: ApiKeyId,
     /// Its value of the ordering field (none for the keys that come last).
     pub value: Option<DateTime<Utc>>,
+}
+
+/// What verification reads of a key (and its owner's role), in one query.
+#[derive(sea_orm::FromQueryResult)]
+struct CredentialRow {
+    lookup_id: String,
+    previous_lookup_id: Option<String>,
+    id: uuid::Uuid,
+    tenant_id: uuid::Uuid,
+    owner_id: uuid::Uuid,
+    credential_hash: String,
+    previous_credential_hash: Option<String>,
+    credential_version: i32,
+    expires_at: Option<DateTime<Utc>>,
+    previous_expires_at: Option<DateTime<Utc>>,
+    disabled_at: Option<DateTime<Utc>>,
+    permissions: Option<String>,
+    clouds: Option<String>,
+    allowed_ips: Option<String>,
+    owner_role: Option<String>,
 }
 
 /// A page request on the key table.
@@ -190,6 +229,11 @@ pub(crate) fn key_from(m: api_key::Model) -> ApiKey {
         disabled_at: m.disabled_at,
         previous_last_four: m.previous_last_four,
         previous_expires_at: m.previous_expires_at,
+        restrictions: Restrictions::from_stored(&StoredRestrictions {
+            permissions: m.permissions,
+            clouds: m.clouds,
+            allowed_ips: m.allowed_ips,
+        }),
     }
 }
 
@@ -619,6 +663,55 @@ impl Store {
         Ok(KeyChange::Done(key))
     }
 
+    /// Replaces a key's restrictions; the owner is mailed the before and
+    /// after, the change is audited, and every replica's cache forgets the
+    /// key. Rotation keeps restrictions.
+    pub async fn update_key_restrictions(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        restrictions: Restrictions,
+        actor: &User,
+        now: DateTime<Utc>,
+    ) -> StoreResult<KeyChange> {
+        let now = storable(now);
+        let txn = self.conn().begin().await?;
+        let mut before = api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0));
+        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+            before = before.lock_exclusive();
+        }
+        let Some(before) = before.one(&txn).await?.map(key_from) else {
+            txn.rollback().await?;
+            return Ok(KeyChange::NotFound);
+        };
+        if before.restrictions == restrictions {
+            txn.rollback().await?;
+            return Ok(KeyChange::Unchanged(before));
+        }
+        let stored = restrictions.to_stored();
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::Permissions, Expr::value(stored.permissions))
+            .col_expr(api_key::Column::Clouds, Expr::value(stored.clouds))
+            .col_expr(api_key::Column::AllowedIps, Expr::value(stored.allowed_ips))
+            .col_expr(api_key::Column::LastEditedAt, Expr::value(now))
+            .col_expr(api_key::Column::LastEditedBy, Expr::value(actor.id.0))
+            .filter(api_key::Column::Id.eq(id.0))
+            .exec(&txn)
+            .await?;
+        let change = Some((before.restrictions.describe(), restrictions.describe()));
+        let key = ApiKey { restrictions, last_edited_at: Some(now), last_edited_by: Some(actor.id), ..before };
+        let owner = owner_of(&txn, &key).await?;
+        let mut event = KeyEvent::new(KeyEventKind::RestrictionsChanged, &key, &owner, actor, now);
+        event.restrictions_change = change.clone();
+        insert_event(&txn, &event).await?;
+        let mut entry = AuditEntry::new(AuditAction::RestrictionsChanged, &key, actor, now);
+        entry.restrictions_change = change;
+        insert_audit(&txn, &entry).await?;
+        notify_revocation(&txn, key.id).await?;
+        txn.commit().await?;
+        Ok(KeyChange::Done(key))
+    }
+
     /// Queues the expiry notices due at `now` (7 days before, 1 day before,
     /// expired) for up to `limit` enabled keys, and audits each expiry. Each
     /// notice is queued once per key and expiry date, however many replicas
@@ -696,21 +789,8 @@ impl Store {
     /// query (unknown ids are absent). Reads only the columns verification
     /// needs: this is the cold path of every gateway.
     pub async fn credentials_by_lookup_ids(&self, lookup_ids: &[LookupId]) -> StoreResult<Vec<StoredCredential>> {
-        type Row = (
-            String,
-            Option<String>,
-            uuid::Uuid,
-            uuid::Uuid,
-            uuid::Uuid,
-            String,
-            Option<String>,
-            i32,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        );
         let ids = || lookup_ids.iter().map(LookupId::as_str);
-        let rows: Vec<Row> = api_key::Entity::find()
+        let rows: Vec<CredentialRow> = api_key::Entity::find()
             .select_only()
             .columns([
                 api_key::Column::LookupId,
@@ -724,45 +804,51 @@ impl Store {
                 api_key::Column::ExpiresAt,
                 api_key::Column::PreviousExpiresAt,
                 api_key::Column::DisabledAt,
+                api_key::Column::Permissions,
+                api_key::Column::Clouds,
+                api_key::Column::AllowedIps,
             ])
+            // The owner's role bounds what the key may do; read with the key.
+            .column_as(Expr::cust("(SELECT role FROM users WHERE users.id = api_keys.owner_id)"), "owner_role")
             .filter(
                 Condition::any()
                     .add(api_key::Column::LookupId.is_in(ids()))
                     .add(api_key::Column::PreviousLookupId.is_in(ids())),
             )
-            .into_tuple()
+            .into_model::<CredentialRow>()
             .all(self.reader())
             .await?;
         let mut found = Vec::with_capacity(rows.len());
-        for (
-            lookup,
-            previous_lookup,
-            id,
-            tenant,
-            owner,
-            hash,
-            previous_hash,
-            version,
-            expires,
-            previous_until,
-            disabled,
-        ) in rows
-        {
+        for row in rows {
+            let restrictions = Arc::new(Restrictions::from_stored(&StoredRestrictions {
+                permissions: row.permissions,
+                clouds: row.clouds,
+                allowed_ips: row.allowed_ips,
+            }));
+            // An owner whose role cannot be read may do nothing (fail closed).
+            let owner_may =
+                row.owner_role.as_deref().and_then(Role::parse).map_or(PermissionSet::none(), owner_permissions);
+            let (expires, disabled) = (row.expires_at, row.disabled_at.is_some());
             let credential = |lookup_id: String, hash: String, previous: bool, works_until| StoredCredential {
                 lookup_id: LookupId::from_stored(lookup_id),
                 previous,
                 works_until,
-                disabled: disabled.is_some(),
-                key_id: ApiKeyId(id),
-                tenant_id: TenantId(tenant),
-                owner_id: UserId(owner),
+                disabled,
+                restrictions: restrictions.clone(),
+                owner_may,
+                key_id: ApiKeyId(row.id),
+                tenant_id: TenantId(row.tenant_id),
+                owner_id: UserId(row.owner_id),
                 hash,
-                version,
+                version: row.credential_version,
             };
+            let (lookup, hash) = (row.lookup_id.clone(), row.credential_hash.clone());
             if lookup_ids.iter().any(|l| l.as_str() == lookup) {
                 found.push(credential(lookup, hash, false, expires));
             }
-            if let (Some(lookup), Some(hash), Some(until)) = (previous_lookup, previous_hash, previous_until)
+            let previous =
+                (row.previous_lookup_id.clone(), row.previous_credential_hash.clone(), row.previous_expires_at);
+            if let (Some(lookup), Some(hash), Some(until)) = previous
                 && lookup_ids.iter().any(|l| l.as_str() == lookup)
             {
                 let until = expires.map_or(until, |expires| Ord::min(expires, until));

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
+use latchkey_domain::restrictions::{PermissionSet, Restrictions};
 use latchkey_domain::{ApiKeyId, TenantId, UserId};
 use rand::TryRng;
 use sha2::Sha256;
@@ -37,6 +38,10 @@ pub struct VerifiedKey {
     /// rotation's overlap for a previous secret); a cached verification is
     /// not answered past it. None for no limit.
     pub valid_until: Option<DateTime<Utc>>,
+    /// What the key may do, where and from where (decided per request).
+    pub restrictions: Arc<Restrictions>,
+    /// What its owner may do: a key never does more.
+    pub owner_may: PermissionSet,
     /// A front end's rendering of this verdict, made on first use and reused
     /// for as long as the entry is cached (e.g. the REST response body).
     pub rendered: Arc<OnceLock<String>>,
@@ -44,8 +49,9 @@ pub struct VerifiedKey {
 
 impl PartialEq for VerifiedKey {
     fn eq(&self, other: &Self) -> bool {
-        (self.key_id, self.tenant_id, self.owner_id, self.version, self.valid_until)
-            == (other.key_id, other.tenant_id, other.owner_id, other.version, other.valid_until)
+        (self.key_id, self.tenant_id, self.owner_id, self.version, self.valid_until, self.owner_may)
+            == (other.key_id, other.tenant_id, other.owner_id, other.version, other.valid_until, other.owner_may)
+            && self.restrictions == other.restrictions
     }
 }
 
@@ -186,6 +192,8 @@ mod tests {
             owner_id: UserId(Uuid::from_u128(200)),
             version: 1,
             valid_until: None,
+            restrictions: Arc::default(),
+            owner_may: PermissionSet::all(),
             rendered: Arc::default(),
         }
     }

@@ -15,7 +15,11 @@
 //!    cached verification carries its secret's deadline and is not answered
 //!    past it (time from the [`Clock`]); disabling, and any change of expiry
 //!    or overlap, is pushed to every replica's cache like a revocation.
-//! 6. Failures are counted per lookup id and per client address; a presenter
+//! 6. A working key is then decided against the request (cloud, address,
+//!    permissions, in that order; [`Restrictions::decide`](latchkey_domain::restrictions::Restrictions::decide)): its restrictions
+//!    and its owner's permissions are part of the cached entry, so this costs
+//!    a few comparisons. A refusal is `NotAllowed`, not a failure.
+//! 7. Failures are counted per lookup id and per client address; a presenter
 //!    over its limit is answered `RATE_LIMITED` (see [`limits`]). A correct
 //!    key is never refused for anyone else's failures.
 //!
@@ -32,6 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use latchkey_domain::hashing::{HashScheme, needs_upgrade, rehash, verify_nothing, verify_secret};
+use latchkey_domain::restrictions::{Refusal, RequestContext};
 use latchkey_domain::{Clock, LookupId, ParsedKey};
 use latchkey_store::{RevocationSignal, Store, StoredCredential};
 use tokio::sync::Semaphore;
@@ -123,6 +128,9 @@ pub enum VerifyOutcome {
     /// The right secret of an expired key, or a previous secret whose
     /// overlap has ended.
     Expired,
+    /// A working key that may not serve this request (cloud, address or
+    /// permissions; see [`Restrictions::decide`](latchkey_domain::restrictions::Restrictions::decide)).
+    NotAllowed(Refusal),
     /// This presenter failed too often recently (or a legacy key's check
     /// budget is spent).
     RateLimited,
@@ -137,6 +145,7 @@ impl VerifyOutcome {
             VerifyOutcome::Invalid => Some("INVALID"),
             VerifyOutcome::Disabled => Some("DISABLED"),
             VerifyOutcome::Expired => Some("EXPIRED"),
+            VerifyOutcome::NotAllowed(refusal) => Some(refusal.code()),
             VerifyOutcome::RateLimited => Some("RATE_LIMITED"),
         }
     }
@@ -185,8 +194,24 @@ impl KeyVerifier {
         })
     }
 
-    /// Verifies `presented`, from `client` when known.
-    pub async fn verify(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
+    /// Verifies `presented`, from `client` when known, for `request`.
+    pub async fn verify(
+        &self,
+        presented: &str,
+        client: Option<IpAddr>,
+        request: &RequestContext,
+    ) -> AppResult<VerifyOutcome> {
+        Ok(match self.verify_key(presented, client).await? {
+            VerifyOutcome::Valid(key) => match key.restrictions.decide(key.owner_may, request) {
+                Ok(()) => VerifyOutcome::Valid(key),
+                Err(refusal) => VerifyOutcome::NotAllowed(refusal),
+            },
+            other => other,
+        })
+    }
+
+    /// Whether `presented` is a working key, whatever it is asked to do.
+    async fn verify_key(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
         let Ok(parsed) = ParsedKey::parse(presented) else {
             return Ok(VerifyOutcome::Malformed);
         };
@@ -238,6 +263,8 @@ impl KeyVerifier {
             owner_id: credential.owner_id,
             version: credential.version,
             valid_until: credential.works_until,
+            restrictions: credential.restrictions.clone(),
+            owner_may: credential.owner_may,
             rendered: Arc::default(),
         };
         self.cache.insert(digest, key.clone(), epoch, Instant::now());
