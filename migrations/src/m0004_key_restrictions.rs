@@ -52,10 +52,7 @@ impl MigrationTrait for Migration {
         if manager.get_database_backend() == sea_orm_migration::sea_orm::DatabaseBackend::Postgres {
             manager
                 .alter_table(
-                    Table::alter()
-                        .table(KeyEvents::Table)
-                        .modify_column(string_len(KeyEvents::Kind, 32))
-                        .to_owned(),
+                    Table::alter().table(KeyEvents::Table).modify_column(string_len(KeyEvents::Kind, 32)).to_owned(),
                 )
                 .await?;
         }

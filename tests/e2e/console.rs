@@ -124,29 +124,30 @@ async fn api_keys_page_end_to_end() {
     );
     let legacy_row = js(
         c,
-        "const td = document.querySelector('#rows tr:last-child td:nth-child(6)'); return [td.textContent, td.title]",
+        "const td = document.querySelector('#rows tr:last-child td:nth-child(7)'); return [td.textContent, td.title]",
     )
     .await;
     assert_eq!(legacy_row[0], "—");
     assert!(legacy_row[1].as_str().unwrap().contains("before key management"));
     let first_key = text(c, "#rows tr:first-child td.key").await;
     assert_eq!(first_key, format!("••••{}", &used[used.len() - 4..]));
-    assert!(text(c, "#rows tr:first-child td:nth-child(7)").await != "Never", "last used is shown");
+    assert!(text(c, "#rows tr:first-child td:nth-child(8)").await != "Never", "last used is shown");
     // Status and expiry: the imported key expired, the others never expire.
     let expired_row = js(
         c,
         "const tr = document.querySelector('#rows tr:last-child'); \
-        return [tr.querySelector('td:nth-child(4)').textContent, tr.querySelector('td.expires').textContent]",
+        return [tr.querySelector('td:nth-child(5)').textContent, tr.querySelector('td.expires').textContent]",
     )
     .await;
     assert_eq!(expired_row, json!(["Expired", "Expired"]));
     let active_row = js(
         c,
         "const tr = document.querySelector('#rows tr:first-child'); \
-        return [tr.querySelector('td:nth-child(4)').textContent, tr.querySelector('td.expires').textContent]",
+        return [tr.querySelector('td:nth-child(5)').textContent, tr.querySelector('td.expires').textContent]",
     )
     .await;
     assert_eq!(active_row, json!(["Active", "Never"]));
+    assert_eq!(text(c, "#rows tr:first-child td.access").await, "Full access");
 
     // What the page weighs and how soon the table shows.
     let metrics = js(
@@ -235,11 +236,50 @@ async fn api_keys_page_end_to_end() {
     row_action(c, "Browser made", "disable").await;
     until(c, "return document.getElementById('confirm-dialog').open").await;
     click(c, "#confirm-ok").await;
-    until(c, "return document.querySelector('#rows tr:first-child td:nth-child(4)').textContent === 'Disabled'").await;
+    until(c, "return document.querySelector('#rows tr:first-child td:nth-child(5)').textContent === 'Disabled'").await;
     assert_eq!(app.verify(&overlapping).await["code"], "DISABLED");
     row_action(c, "Browser made", "enable").await;
-    until(c, "return document.querySelector('#rows tr:first-child td:nth-child(4)').textContent === 'Active'").await;
+    until(c, "return document.querySelector('#rows tr:first-child td:nth-child(5)').textContent === 'Active'").await;
     assert_eq!(app.verify(&overlapping).await["valid"], true);
+
+    // Restrict it: users read-only, customer cloud, one network (a typo is flagged as typed).
+    row_action(c, "Browser made", "restrictions").await;
+    until(c, "return document.getElementById('restrict-dialog').open").await;
+    assert_eq!(js(c, "return document.getElementById('restrict-r-full').checked").await, json!(true));
+    click(c, "#restrict-r-full").await;
+    c.find(Locator::Css("#restrict-r-perm-users")).await.unwrap().select_by_value("read").await.unwrap();
+    click(c, "#restrict-r-cloud-employee").await;
+    type_into(c, "#restrict-r-ips", "10.0.0.0/8\nnot-an-ip").await;
+    until(c, "return document.getElementById('restrict-r-ips-error').textContent.includes('not-an-ip')").await;
+    type_into(c, "#restrict-r-ips", "10.0.0.0/8").await;
+    until(c, "return document.getElementById('restrict-r-ips-error').textContent === ''").await;
+    click(c, "#restrict-ok").await;
+    until(c, "return !document.getElementById('restrict-dialog').open").await;
+    assert_eq!(text(c, "#rows tr:first-child td.access").await, "1 permission · Customer cloud · 1 network");
+    let verify = |body: Value| {
+        let app = &app;
+        async move {
+            let resp = app.http.post(format!("{}/v1/keys/verify", app.url)).json(&body).send().await.unwrap();
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let inside = json!({ "key": overlapping, "cloud": "CUSTOMER", "ip": "10.1.2.3", "permissions": ["users:read"] });
+    assert_eq!(verify(inside).await["valid"], true);
+    let writing = json!({ "key": overlapping, "cloud": "CUSTOMER", "ip": "10.1.2.3", "permissions": ["users:write"] });
+    assert_eq!(verify(writing).await["code"], "INSUFFICIENT_PERMISSIONS");
+    // A server-side refusal shows next to its field too: no cloud at all.
+    row_action(c, "Browser made", "restrictions").await;
+    until(c, "return document.getElementById('restrict-dialog').open").await;
+    assert_eq!(
+        js(c, "return document.getElementById('restrict-r-perm-users').value").await,
+        "read",
+        "the dialog shows the key's restrictions"
+    );
+    click(c, "#restrict-r-cloud-customer").await;
+    click(c, "#restrict-ok").await;
+    until(c, "return document.getElementById('restrict-r-clouds-error').textContent.length > 0").await;
+    c.active_element().await.unwrap().send_keys(&Key::Escape.to_string()).await.unwrap();
+    until(c, "return !document.getElementById('restrict-dialog').open").await;
 
     // Edit in a dialog.
     row_action(c, "Browser made", "edit").await;
@@ -274,12 +314,16 @@ async fn api_keys_page_end_to_end() {
     .await;
     js(c, &format!("const i = document.getElementById('generate-expires'); i.value = {in_ten_days}; return i.value"))
         .await;
+    // Only reports, read-only.
+    click(c, "#generate-r-full").await;
+    c.find(Locator::Css("#generate-r-perm-reports")).await.unwrap().select_by_value("read").await.unwrap();
     click(c, "#generate-form button[type=submit]").await;
     take_secret(c).await;
     until(c, "return [...document.querySelectorAll('#rows td.desc')].some(td => td.textContent === 'Expiring soon')")
         .await;
     let expiry = text(c, "#rows tr:first-child td.expires").await;
     assert!(expiry == "Expires in 10 days" || expiry == "Expires in 11 days", "{expiry}");
+    assert_eq!(text(c, "#rows tr:first-child td.access").await, "1 permission");
     // A date too far ahead is refused next to the field.
     click(c, "#generate").await;
     until(c, "return document.getElementById('generate-dialog').open").await;

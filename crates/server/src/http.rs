@@ -203,6 +203,8 @@ const PAGE_MODULES: &[(&str, &str)] = &[
     ("edit-dialog.js", include_str!("../assets/api-keys/edit-dialog.js")),
     ("confirm-dialog.js", include_str!("../assets/api-keys/confirm-dialog.js")),
     ("rotate-dialog.js", include_str!("../assets/api-keys/rotate-dialog.js")),
+    ("restrictions-form.js", include_str!("../assets/api-keys/restrictions-form.js")),
+    ("restrictions-dialog.js", include_str!("../assets/api-keys/restrictions-dialog.js")),
 ];
 
 async fn api_keys_module(module: web::Path<String>) -> HttpResponse {

@@ -2,6 +2,7 @@
 
 import { M_GENERATE, gql } from "./graphql.js";
 import { showSecret } from "./secret-dialog.js";
+import { readRestrictionFields, renderRestrictionFields, restrictionErrorFields } from "./restrictions-form.js";
 import { loadKeys } from "./table.js";
 import { $, busy, clearFieldErrors, closeDialog, hideBanner, openDialog, showUserErrors } from "./ui.js";
 
@@ -10,6 +11,7 @@ function openGenerate(event) {
   const form = $("generate-form");
   form.reset();
   clearFieldErrors(form);
+  renderRestrictionFields($("generate-restrictions"), null, "generate-r");
   openDialog($("generate-dialog"), event && event.currentTarget);
   $("generate-description").focus();
 }
@@ -25,6 +27,7 @@ export function initGenerateDialog(onError) {
     const expires = $("generate-expires").value;
     // The end of the chosen day, in the admin's time zone.
     if (expires) input.expiresAt = new Date(`${expires}T23:59:59`).toISOString();
+    input.restrictions = readRestrictionFields($("generate-restrictions"), "generate-r");
     await busy([...form.querySelectorAll("button")], async () => {
       try {
         const result = (await gql(M_GENERATE, { input })).generateApiKey;
@@ -32,6 +35,7 @@ export function initGenerateDialog(onError) {
             description: "generate-description",
             ownerId: "generate-owner",
             expiresAt: "generate-expires",
+            ...restrictionErrorFields("generate-r"),
           })) return;
         closeDialog($("generate-dialog"));
         showSecret(result.secret, "Copy your new API key");

@@ -3,10 +3,11 @@
 import { state } from "./state.js";
 
 const KEY_FIELDS = `id lastFour description createdAt lastEditedAt lastUsedAt
-  status expiresAt previousSecretExpiresAt previousLastFour
+  status expiresAt previousSecretExpiresAt previousLastFour restrictions { permissions clouds allowedIps }
   owner { id name role } createdBy { id name } lastEditedBy { id name }`;
 const KEY_PAYLOAD = `apiKey { ${KEY_FIELDS} } userErrors { field message code }`;
-export const Q_VIEWER = `{ viewer { tenant { id name } user { id name role } clouds } apiKeyOwnerCandidates { id name role } }`;
+export const Q_VIEWER = `{ viewer { tenant { id name } user { id name role } clouds } apiKeyOwnerCandidates { id name role }
+  apiKeyPermissions { name description cloud } }`;
 export const Q_WHO = `{ viewer { tenant { id name } user { id name } } }`;
 export const Q_KEYS = `query($first: Int, $after: String, $search: String, $ownerId: ID) {
   apiKeys(first: $first, after: $after, search: $search, ownerId: $ownerId) {
@@ -18,6 +19,7 @@ export const M_EDIT = `mutation($input: UpdateApiKeyDescriptionInput!) { updateA
 export const M_EXPIRE_PREVIOUS = `mutation($input: ApiKeyIdInput!) { expireApiKeyPreviousSecret(input: $input) { ${KEY_PAYLOAD} } }`;
 export const M_DISABLE = `mutation($input: ApiKeyIdInput!) { disableApiKey(input: $input) { ${KEY_PAYLOAD} } }`;
 export const M_ENABLE = `mutation($input: ApiKeyIdInput!) { enableApiKey(input: $input) { ${KEY_PAYLOAD} } }`;
+export const M_RESTRICT = `mutation($input: UpdateApiKeyRestrictionsInput!) { updateApiKeyRestrictions(input: $input) { ${KEY_PAYLOAD} } }`;
 export const M_DELETE = `mutation($input: DeleteApiKeyInput!) { deleteApiKey(input: $input) {
   deletedApiKeyId userErrors { field message code } } }`;
 

@@ -6,6 +6,7 @@
 import { confirmDelete, confirmDisable, confirmEndOverlap, enable, initConfirmDialog } from "./confirm-dialog.js";
 import { initEditDialog, openEdit } from "./edit-dialog.js";
 import { initGenerateDialog } from "./generate-dialog.js";
+import { initRestrictionsDialog, openRestrictions } from "./restrictions-dialog.js";
 import { initRotateDialog, openRotate } from "./rotate-dialog.js";
 import { initSecretDialog } from "./secret-dialog.js";
 import { handleError, initSession } from "./session.js";
@@ -18,7 +19,7 @@ initSecretDialog();
 function rowActions(key) {
   const toggle =
     key.status === "DISABLED" ? ["Enable", (k, button) => enable(k, button, handleError)] : ["Disable", confirmDisable];
-  return [["Edit", openEdit], ["Rotate", openRotate], toggle, ["Delete", confirmDelete]];
+  return [["Edit", openEdit], ["Restrictions", openRestrictions], ["Rotate", openRotate], toggle, ["Delete", confirmDelete]];
 }
 
 initTable(rowActions, confirmEndOverlap, handleError);
@@ -26,4 +27,5 @@ initGenerateDialog(handleError);
 initEditDialog(handleError);
 initConfirmDialog(handleError);
 initRotateDialog(handleError);
+initRestrictionsDialog(handleError);
 initSession();

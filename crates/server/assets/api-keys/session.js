@@ -42,6 +42,7 @@ async function start(token) {
     const data = await gql(Q_VIEWER);
     state.viewer = data.viewer;
     state.candidates = data.apiKeyOwnerCandidates;
+    state.permissions = data.apiKeyPermissions;
     $("who").textContent = `${data.viewer.user ? data.viewer.user.name : "API key"} · ${data.viewer.tenant.name}`;
     fillOwnerSelects();
     $("signin").hidden = true;

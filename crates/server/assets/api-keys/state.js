@@ -6,6 +6,8 @@ export const state = {
   token: null,
   viewer: null,
   candidates: [],
+  /** The permission catalogue: { name, description, cloud }. */
+  permissions: [],
   keys: [],
   after: null,
   hasMore: false,

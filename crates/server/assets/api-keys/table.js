@@ -2,6 +2,7 @@
 
 import { Q_KEYS, gql } from "./graphql.js";
 import { state } from "./state.js";
+import { summary } from "./restrictions-form.js";
 import { $, ROLE_NAMES, busy } from "./ui.js";
 
 const PAGE_SIZE = 25;
@@ -105,6 +106,7 @@ function row(key) {
   role.textContent = ROLE_NAMES[key.owner.role] || key.owner.role;
   owner.append(role);
   tr.append(owner);
+  tr.append(cell(summary(key.restrictions), "Access", "access"));
   tr.append(statusCell(key));
   tr.append(expiryCell(key));
   tr.append(dateCell(key.lastEditedAt, "Last edited", key.lastEditedBy, "—", LEGACY_HINT));
