@@ -1,6 +1,7 @@
 //! Micro-benchmarks of `KeyVerifier::verify` in process, on SQLite:
 //! * a cached key (the hot path in front of every integration request), with
-//!   and without an expiry (whose deadline every hit checks);
+//!   and without an expiry (whose deadline every hit checks), and restricted
+//!   (cloud, 50 networks, permissions decided on every hit);
 //! * a malformed key;
 //! * cold keys: distinct keys, each verified once on a fresh cache (lookup +
 //!   hash check), stored with the current scheme and, for comparison in the
@@ -62,6 +63,37 @@ async fn seed_expiring(
     secrets
 }
 
+/// One key restricted to two permissions, the customer cloud and 50 networks.
+async fn seed_restricted(store: &Store) -> String {
+    let now = SystemClock.now();
+    let tenant = store.create_tenant("Restricted", now).await.unwrap();
+    let owner = store
+        .create_user(
+            NewUser {
+                tenant_id: tenant.id,
+                email: "r@b.example".into(),
+                name: "R".into(),
+                role: Role::IntegrationUser,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let networks: Vec<String> = (0..50).map(|i| format!("10.{i}.0.0/16")).collect();
+    let restrictions = latchkey_domain::restrictions::Restrictions::parse(
+        Some(&["users:read".into(), "reports:read".into()]),
+        &[latchkey_domain::Cloud::Customer],
+        &networks,
+    )
+    .unwrap();
+    let secret = ApiKeySecret::generate().unwrap();
+    let credential = NewCredential::new(&secret, hash_secret(&secret));
+    let new = NewKey::new(tenant.id, owner.id, Description::parse("restricted").unwrap(), credential)
+        .restricted_to(restrictions);
+    store.import_legacy_key(new, now).await.unwrap();
+    secret.expose().to_owned()
+}
+
 fn fresh_verifier(store: &Store) -> KeyVerifier {
     let config = VerifierConfig { max_failures_per_client: u32::MAX, ..VerifierConfig::default() };
     KeyVerifier::new(store.clone(), Arc::new(SystemClock), &config).unwrap()
@@ -115,6 +147,22 @@ fn verify(c: &mut Criterion) {
     c.bench_function("verify cached key with an expiry", |b| {
         b.to_async(&rt).iter(|| async {
             assert!(valid(&verifier.verify(black_box(&expiring), client, &RequestContext::default()).await.unwrap()))
+        })
+    });
+    // A restricted key decided against a request context: cloud, address
+    // (the last of 50 networks) and permissions, on every hit.
+    let restricted = rt.block_on(seed_restricted(&store));
+    let networks: Vec<String> = (0..50).map(|i| format!("10.{i}.0.0/16")).collect();
+    let context = RequestContext::needing(
+        Some(latchkey_domain::Cloud::Customer),
+        ["users:read", "reports:read"],
+        Some("10.49.7.7".parse().unwrap()),
+    );
+    assert_eq!(networks.len(), 50);
+    assert!(valid(&rt.block_on(verifier.verify(&restricted, None, &context)).unwrap()));
+    c.bench_function("verify cached key with restrictions", |b| {
+        b.to_async(&rt).iter(|| async {
+            assert!(valid(&verifier.verify(black_box(&restricted), client, &context).await.unwrap()))
         })
     });
     let malformed = format!("{}x", &secret[..54]);

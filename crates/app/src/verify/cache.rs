@@ -23,9 +23,29 @@ use crate::error::{AppError, AppResult};
 /// The cache key of a presented secret.
 pub type Digest = [u8; 32];
 
-/// A live key, as verification knows it.
+/// A live key, as verification knows it: one shared allocation, so a cache
+/// hit costs one reference count, whatever the key carries.
 #[derive(Clone, Debug)]
-pub struct VerifiedKey {
+pub struct VerifiedKey(Arc<Verified>);
+
+impl VerifiedKey {
+    /// Wraps what verification learned of a key.
+    pub fn new(verified: Verified) -> Self {
+        VerifiedKey(Arc::new(verified))
+    }
+}
+
+impl std::ops::Deref for VerifiedKey {
+    type Target = Verified;
+
+    fn deref(&self) -> &Verified {
+        &self.0
+    }
+}
+
+/// What verification learned of a live key.
+#[derive(Debug)]
+pub struct Verified {
     /// The key.
     pub key_id: ApiKeyId,
     /// Its tenant.
@@ -44,14 +64,15 @@ pub struct VerifiedKey {
     pub owner_may: PermissionSet,
     /// A front end's rendering of this verdict, made on first use and reused
     /// for as long as the entry is cached (e.g. the REST response body).
-    pub rendered: Arc<OnceLock<String>>,
+    pub rendered: OnceLock<String>,
 }
 
 impl PartialEq for VerifiedKey {
     fn eq(&self, other: &Self) -> bool {
-        (self.key_id, self.tenant_id, self.owner_id, self.version, self.valid_until, self.owner_may)
-            == (other.key_id, other.tenant_id, other.owner_id, other.version, other.valid_until, other.owner_may)
-            && self.restrictions == other.restrictions
+        let (a, b) = (&*self.0, &*other.0);
+        (a.key_id, a.tenant_id, a.owner_id, a.version, a.valid_until, a.owner_may)
+            == (b.key_id, b.tenant_id, b.owner_id, b.version, b.valid_until, b.owner_may)
+            && a.restrictions == b.restrictions
     }
 }
 
@@ -186,7 +207,7 @@ mod tests {
     use uuid::Uuid;
 
     pub(crate) fn key(n: u128) -> VerifiedKey {
-        VerifiedKey {
+        VerifiedKey::new(Verified {
             key_id: ApiKeyId(Uuid::from_u128(n)),
             tenant_id: TenantId(Uuid::from_u128(100)),
             owner_id: UserId(Uuid::from_u128(200)),
@@ -194,8 +215,8 @@ mod tests {
             valid_until: None,
             restrictions: Arc::default(),
             owner_may: PermissionSet::all(),
-            rendered: Arc::default(),
-        }
+            rendered: OnceLock::new(),
+        })
     }
 
     #[test]

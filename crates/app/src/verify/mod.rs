@@ -42,7 +42,7 @@ use latchkey_store::{RevocationSignal, Store, StoredCredential};
 use tokio::sync::Semaphore;
 
 use crate::error::AppResult;
-pub use cache::{VerifiedKey, VerifiedKeyCache};
+pub use cache::{Verified, VerifiedKey, VerifiedKeyCache};
 use limits::FailureLimiter;
 use lookup::CredentialLoader;
 use usage::UsageRecorder;
@@ -257,7 +257,7 @@ impl KeyVerifier {
         if !credential.previous && needs_upgrade(&credential.hash) {
             self.upgrade(&parsed, &credential).await;
         }
-        let key = VerifiedKey {
+        let key = VerifiedKey::new(Verified {
             key_id: credential.key_id,
             tenant_id: credential.tenant_id,
             owner_id: credential.owner_id,
@@ -265,8 +265,8 @@ impl KeyVerifier {
             valid_until: credential.works_until,
             restrictions: credential.restrictions.clone(),
             owner_may: credential.owner_may,
-            rendered: Arc::default(),
-        };
+            rendered: std::sync::OnceLock::new(),
+        });
         self.cache.insert(digest, key.clone(), epoch, Instant::now());
         self.usage.record(key.key_id, self.clock.now());
         Ok(VerifyOutcome::Valid(key))
