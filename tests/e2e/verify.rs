@@ -151,6 +151,7 @@ async fn keys_work_in_both_clouds_on_both_endpoints(app: TestApp) {
                 "tenantId": s.tenant.id.to_string(),
                 "ownerId": s.integration.id.to_string(),
                 "clouds": ["EMPLOYEE", "CUSTOMER"],
+                "permissions": null,
             })
         );
     }
