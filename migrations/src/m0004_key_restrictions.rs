@@ -31,20 +31,24 @@ enum KeyAudit {
     RestrictionsAfter,
 }
 
+/// The new columns, all nullable text, with their tables.
+fn columns() -> [(DynIden, DynIden); 7] {
+    [
+        (ApiKeys::Table.into_iden(), ApiKeys::Permissions.into_iden()),
+        (ApiKeys::Table.into_iden(), ApiKeys::Clouds.into_iden()),
+        (ApiKeys::Table.into_iden(), ApiKeys::AllowedIps.into_iden()),
+        (KeyEvents::Table.into_iden(), KeyEvents::RestrictionsBefore.into_iden()),
+        (KeyEvents::Table.into_iden(), KeyEvents::RestrictionsAfter.into_iden()),
+        (KeyAudit::Table.into_iden(), KeyAudit::RestrictionsBefore.into_iden()),
+        (KeyAudit::Table.into_iden(), KeyAudit::RestrictionsAfter.into_iden()),
+    ]
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let columns: [(DynIden, DynIden); 7] = [
-            (ApiKeys::Table.into_iden(), ApiKeys::Permissions.into_iden()),
-            (ApiKeys::Table.into_iden(), ApiKeys::Clouds.into_iden()),
-            (ApiKeys::Table.into_iden(), ApiKeys::AllowedIps.into_iden()),
-            (KeyEvents::Table.into_iden(), KeyEvents::RestrictionsBefore.into_iden()),
-            (KeyEvents::Table.into_iden(), KeyEvents::RestrictionsAfter.into_iden()),
-            (KeyAudit::Table.into_iden(), KeyAudit::RestrictionsBefore.into_iden()),
-            (KeyAudit::Table.into_iden(), KeyAudit::RestrictionsAfter.into_iden()),
-        ];
         // SQLite adds one column per statement.
-        for (table, column) in columns {
+        for (table, column) in columns() {
             manager.alter_table(Table::alter().table(table).add_column(text_null(column)).to_owned()).await?;
         }
         // `restrictions_changed` is longer than the 16 characters kinds had.
@@ -60,16 +64,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let columns: [(DynIden, DynIden); 7] = [
-            (ApiKeys::Table.into_iden(), ApiKeys::Permissions.into_iden()),
-            (ApiKeys::Table.into_iden(), ApiKeys::Clouds.into_iden()),
-            (ApiKeys::Table.into_iden(), ApiKeys::AllowedIps.into_iden()),
-            (KeyEvents::Table.into_iden(), KeyEvents::RestrictionsBefore.into_iden()),
-            (KeyEvents::Table.into_iden(), KeyEvents::RestrictionsAfter.into_iden()),
-            (KeyAudit::Table.into_iden(), KeyAudit::RestrictionsBefore.into_iden()),
-            (KeyAudit::Table.into_iden(), KeyAudit::RestrictionsAfter.into_iden()),
-        ];
-        for (table, column) in columns {
+        for (table, column) in columns() {
             manager.alter_table(Table::alter().table(table).drop_column(column).to_owned()).await?;
         }
         Ok(())

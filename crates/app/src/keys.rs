@@ -407,13 +407,7 @@ impl KeyAdmin<'_> {
         let change = self.app.store.expire_previous_secret(self.actor.tenant_id, id, self.actor, now).await?;
         let nothing_to_end =
             FieldViolation::new("id", ViolationCode::Invalid, "This key has no previous secret that still works.");
-        match key_change(change, Some(nothing_to_end)) {
-            Ok(key) => {
-                self.app.verifier.forget(key.id);
-                Ok(Ok(self.view(key).await?))
-            }
-            Err(violations) => Ok(Err(violations)),
-        }
+        self.changed(change, Some(nothing_to_end), false).await
     }
 
     /// Sets or clears a key's expiry (re-arming its expiry notices).
@@ -429,13 +423,7 @@ impl KeyAdmin<'_> {
             return Ok(Err(violations));
         };
         let change = self.app.store.set_key_expiry(self.actor.tenant_id, id, expires_at, self.actor, now).await?;
-        match key_change(change, None) {
-            Ok(key) => {
-                self.app.verifier.forget(key.id);
-                Ok(Ok(self.view(key).await?))
-            }
-            Err(violations) => Ok(Err(violations)),
-        }
+        self.changed(change, None, false).await
     }
 
     /// Replaces a key's restrictions. They apply at once, here and on every
@@ -453,17 +441,7 @@ impl KeyAdmin<'_> {
         let now = self.app.clock.now();
         let change =
             self.app.store.update_key_restrictions(self.actor.tenant_id, id, restrictions, self.actor, now).await?;
-        let done = matches!(change, KeyChange::Done(_));
-        match key_change(change, None) {
-            Ok(key) => {
-                if done {
-                    self.app.verifier.forget(key.id);
-                    self.app.outbox.notify_one();
-                }
-                Ok(Ok(self.view(key).await?))
-            }
-            Err(violations) => Ok(Err(violations)),
-        }
+        self.changed(change, None, true).await
     }
 
     /// Disables or enables a key. A disabled key answers `DISABLED` at once,
@@ -476,17 +454,7 @@ impl KeyAdmin<'_> {
         let now = self.app.clock.now();
         let change =
             self.app.store.set_key_disabled(self.actor.tenant_id, id, command.disabled, self.actor, now).await?;
-        let done = matches!(change, KeyChange::Done(_));
-        match key_change(change, None) {
-            Ok(key) => {
-                if done {
-                    self.app.verifier.forget(key.id);
-                    self.app.outbox.notify_one();
-                }
-                Ok(Ok(self.view(key).await?))
-            }
-            Err(violations) => Ok(Err(violations)),
-        }
+        self.changed(change, None, true).await
     }
 
     /// Changes a key's description. Nobody is mailed.
@@ -588,6 +556,30 @@ impl KeyAdmin<'_> {
         let mut users = self.app.store.key_owner_candidates(self.actor.tenant_id).await?;
         users.sort_by_key(|u| u.id != self.actor.id);
         Ok(users)
+    }
+
+    /// The outcome of a single-key change: the key as it is now, after this
+    /// process's cache forgot it and (when the owner is mailed) the dispatcher
+    /// was woken; or the user errors (`unchanged` when doing nothing is one).
+    async fn changed(
+        &self,
+        change: KeyChange,
+        unchanged: Option<FieldViolation>,
+        mailed: bool,
+    ) -> AppResult<Outcome<KeyView>> {
+        let done = matches!(change, KeyChange::Done(_));
+        match key_change(change, unchanged) {
+            Ok(key) => {
+                if done {
+                    self.app.verifier.forget(key.id);
+                    if mailed {
+                        self.app.outbox.notify_one();
+                    }
+                }
+                Ok(Ok(self.view(key).await?))
+            }
+            Err(violations) => Ok(Err(violations)),
+        }
     }
 
     async fn view(&self, key: ApiKey) -> AppResult<KeyView> {

@@ -241,6 +241,39 @@ async fn key_in<C: ConnectionTrait>(conn: &C, tenant: TenantId, id: ApiKeyId) ->
     Ok(api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0)).one(conn).await?)
 }
 
+/// A key of `tenant`, row-locked until the transaction ends on PostgreSQL
+/// (so concurrent changes record a true before and after; SQLite has one writer).
+async fn locked_key(
+    txn: &sea_orm::DatabaseTransaction,
+    tenant: TenantId,
+    id: ApiKeyId,
+) -> StoreResult<Option<api_key::Model>> {
+    let mut select = api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0));
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        select = select.lock_exclusive();
+    }
+    Ok(select.one(txn).await?)
+}
+
+/// After a conditional update of one key: the key as it is now when the
+/// update changed it, or (with the transaction rolled back) why not.
+async fn after_conditional_update(
+    txn: sea_orm::DatabaseTransaction,
+    tenant: TenantId,
+    id: ApiKeyId,
+    rows_affected: u64,
+) -> StoreResult<Result<(sea_orm::DatabaseTransaction, ApiKey), KeyChange>> {
+    let Some(key) = key_in(&txn, tenant, id).await?.map(key_from) else {
+        txn.rollback().await?;
+        return Ok(Err(KeyChange::NotFound));
+    };
+    if rows_affected == 0 {
+        txn.rollback().await?;
+        return Ok(Err(KeyChange::Unchanged(key)));
+    }
+    Ok(Ok((txn, key)))
+}
+
 async fn owner_of<C: ConnectionTrait>(conn: &C, key: &ApiKey) -> StoreResult<User> {
     user_in(conn, key.tenant_id, key.owner_id)
         .await?
@@ -469,13 +502,8 @@ impl Store {
     ) -> StoreResult<Option<ApiKey>> {
         let now = storable(now);
         let txn = self.conn().begin().await?;
-        // The old description, for the audit trail (row-locked on PostgreSQL
-        // so that concurrent edits record a true before/after).
-        let mut before = api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0));
-        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-            before = before.lock_exclusive();
-        }
-        let Some(before) = before.one(&txn).await? else {
+        // The old description, for the audit trail.
+        let Some(before) = locked_key(&txn, tenant, id).await? else {
             txn.rollback().await?;
             return Ok(None);
         };
@@ -556,14 +584,10 @@ impl Store {
             .filter(api_key::Column::PreviousExpiresAt.gt(now))
             .exec(&txn)
             .await?;
-        let Some(key) = key_in(&txn, tenant, id).await?.map(key_from) else {
-            txn.rollback().await?;
-            return Ok(KeyChange::NotFound);
+        let (txn, key) = match after_conditional_update(txn, tenant, id, updated.rows_affected).await? {
+            Ok(changed) => changed,
+            Err(unchanged) => return Ok(unchanged),
         };
-        if updated.rows_affected == 0 {
-            txn.rollback().await?;
-            return Ok(KeyChange::Unchanged(key));
-        }
         let mut entry = AuditEntry::new(AuditAction::PreviousSecretExpired, &key, actor, now);
         entry.previous_secret_expires_at = Some(now);
         insert_audit(&txn, &entry).await?;
@@ -586,11 +610,7 @@ impl Store {
         let now = storable(now);
         let expires_at = expires_at.map(storable);
         let txn = self.conn().begin().await?;
-        let mut before = api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0));
-        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-            before = before.lock_exclusive();
-        }
-        let Some(before) = before.one(&txn).await? else {
+        let Some(before) = locked_key(&txn, tenant, id).await? else {
             txn.rollback().await?;
             return Ok(KeyChange::NotFound);
         };
@@ -640,14 +660,10 @@ impl Store {
             .filter(currently)
             .exec(&txn)
             .await?;
-        let Some(key) = key_in(&txn, tenant, id).await?.map(key_from) else {
-            txn.rollback().await?;
-            return Ok(KeyChange::NotFound);
+        let (txn, key) = match after_conditional_update(txn, tenant, id, updated.rows_affected).await? {
+            Ok(changed) => changed,
+            Err(unchanged) => return Ok(unchanged),
         };
-        if updated.rows_affected == 0 {
-            txn.rollback().await?;
-            return Ok(KeyChange::Unchanged(key));
-        }
         let owner = owner_of(&txn, &key).await?;
         let (kind, action) = if disabled {
             (KeyEventKind::Disabled, AuditAction::Disabled)
@@ -676,11 +692,7 @@ impl Store {
     ) -> StoreResult<KeyChange> {
         let now = storable(now);
         let txn = self.conn().begin().await?;
-        let mut before = api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0));
-        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-            before = before.lock_exclusive();
-        }
-        let Some(before) = before.one(&txn).await?.map(key_from) else {
+        let Some(before) = locked_key(&txn, tenant, id).await?.map(key_from) else {
             txn.rollback().await?;
             return Ok(KeyChange::NotFound);
         };
