@@ -8,6 +8,7 @@ mod m0001_initial;
 mod m0002_key_audit;
 mod m0003_key_lifecycle;
 mod m0004_key_restrictions;
+mod m0005_leaks;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_key_audit::Migration),
             Box::new(m0003_key_lifecycle::Migration),
             Box::new(m0004_key_restrictions::Migration),
+            Box::new(m0005_leaks::Migration),
         ]
     }
 }

@@ -37,6 +37,7 @@ mod http;
 mod key_lifecycle;
 mod key_states;
 mod key_table;
+mod leaks;
 mod mail;
 mod replicas;
 mod restrictions;

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod error;
 pub mod keys;
+pub mod leaks;
 pub mod verify;
 
 use std::net::IpAddr;
@@ -41,6 +42,7 @@ pub struct App {
     token_key: AdminTokenKey,
     verifier: Arc<KeyVerifier>,
     outbox: Arc<Notify>,
+    leak_reports: Arc<leaks::ReportLimiter>,
 }
 
 /// What a caller sees of itself.
@@ -83,7 +85,7 @@ impl App {
         outbox: Arc<Notify>,
     ) -> AppResult<Self> {
         let verifier = Arc::new(KeyVerifier::new(store.clone(), clock.clone(), verifier)?);
-        Ok(App { store, clock, token_key, verifier, outbox })
+        Ok(App { store, clock, token_key, verifier, outbox, leak_reports: Arc::default() })
     }
 
     /// The verification engine.
@@ -132,6 +134,11 @@ impl App {
             VerifyOutcome::Expired => {
                 return Ok(Authentication::Refused(
                     "The API key has expired; ask an admin to rotate it or change its expiry.".into(),
+                ));
+            }
+            VerifyOutcome::Compromised => {
+                return Ok(Authentication::Refused(
+                    "The API key was reported leaked and revoked; an admin must rotate it.".into(),
                 ));
             }
             VerifyOutcome::NotAllowed(Refusal::IpNotAllowed) => {

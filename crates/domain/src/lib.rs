@@ -31,5 +31,8 @@ pub use description::{Description, DescriptionError, SearchTerm};
 pub use error::DomainError;
 pub use ids::{ApiKeyId, KeyEventId, TenantId, UserId};
 pub use lifecycle::{ExpiryNotice, KeyStatus};
-pub use model::{ApiKey, AuditAction, AuditEntry, Cloud, EventDelivery, KeyEvent, KeyEventKind, Role, Tenant, User};
+pub use model::{
+    ApiKey, AuditAction, AuditEntry, Cloud, EventDelivery, KeyEvent, KeyEventKind, LeakReport, LeakResponse, Role,
+    Tenant, User,
+};
 pub use secret::{ApiKeySecret, LookupId, MalformedKey, ParsedKey};

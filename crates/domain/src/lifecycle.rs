@@ -23,13 +23,18 @@ crate::string_enum! {
         Disabled = "disabled",
         /// Its expiry has passed.
         Expired = "expired",
+        /// It was reported leaked and revoked; rotating it issues a fresh secret.
+        Compromised = "compromised",
     }
 }
 
 impl ApiKey {
-    /// Its status at `now`. A disabled key is `Disabled` even once past its expiry.
+    /// Its status at `now`. A compromised key is `Compromised` whatever else
+    /// holds; a disabled key is `Disabled` even once past its expiry.
     pub fn status(&self, now: DateTime<Utc>) -> KeyStatus {
-        if self.disabled_at.is_some() {
+        if self.compromised_at.is_some() {
+            KeyStatus::Compromised
+        } else if self.disabled_at.is_some() {
             KeyStatus::Disabled
         } else if self.expires_at.is_some_and(|at| at <= now) {
             KeyStatus::Expired

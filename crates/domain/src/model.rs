@@ -86,6 +86,31 @@ pub struct ApiKey {
     pub previous_expires_at: Option<DateTime<Utc>>,
     /// What it may do, where and from where.
     pub restrictions: crate::restrictions::Restrictions,
+    /// When it was reported leaked and revoked; cleared by rotation.
+    pub compromised_at: Option<DateTime<Utc>>,
+}
+
+crate::string_enum! {
+    /// What a tenant wants done when one of its keys is reported leaked.
+    pub enum LeakResponse {
+        /// Revoke the key at once (status `COMPROMISED`), mail and audit.
+        Revoke = "revoke",
+        /// Only mail and audit: the key keeps working.
+        Notify = "notify",
+    }
+}
+
+/// Where a key was found exposed, as a report says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeakReport {
+    /// Who reported it, e.g. "GitHub secret scanning".
+    pub reporter: String,
+    /// Where it was found (a URL), if said.
+    pub url: Option<String>,
+    /// What kind of place (e.g. `content`, `commit`), if said.
+    pub source: Option<String>,
+    /// Whether the key was revoked for it.
+    pub revoked: bool,
 }
 
 crate::string_enum! {
@@ -108,6 +133,8 @@ crate::string_enum! {
         Expired = "expired",
         /// The key's restrictions changed.
         RestrictionsChanged = "restrictions_changed",
+        /// The key was reported leaked (mailed to its owner and the tenant's internal admins).
+        Leaked = "leaked",
     }
 }
 
@@ -157,6 +184,8 @@ pub struct KeyEvent {
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     /// For a restriction change: the restrictions before and after, described.
     pub restrictions_change: Option<(String, String)>,
+    /// For a leak: where it was found and what was done.
+    pub leak: Option<LeakReport>,
 }
 
 impl KeyEvent {
@@ -178,6 +207,7 @@ impl KeyEvent {
             key_expires_at: key.expires_at,
             previous_secret_expires_at: key.previous_expires_at,
             restrictions_change: None,
+            leak: None,
         }
     }
 }
@@ -205,6 +235,8 @@ crate::string_enum! {
         Expired = "expired",
         /// The key's restrictions changed.
         RestrictionsChanged = "restrictions_changed",
+        /// The key was reported leaked (and revoked, if the tenant says so).
+        LeakReported = "leak_reported",
     }
 }
 
@@ -242,6 +274,8 @@ pub struct AuditEntry {
     pub new_expires_at: Option<DateTime<Utc>>,
     /// For a restriction change: the restrictions before and after, described.
     pub restrictions_change: Option<(String, String)>,
+    /// For a leak report: where it was found and what was done.
+    pub leak: Option<LeakReport>,
 }
 
 impl AuditEntry {
@@ -263,6 +297,7 @@ impl AuditEntry {
             old_expires_at: None,
             new_expires_at: None,
             restrictions_change: None,
+            leak: None,
         }
     }
 }

@@ -11,8 +11,9 @@ use crate::error::{ApiResult, OrGraphql};
 use crate::query::context;
 use crate::types::{
     ApiKeyChangePayload, ApiKeyIdInput, DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput,
-    GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput,
-    UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload, UpdateApiKeyRestrictionsInput, user_errors,
+    GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput, TenantSettings,
+    UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload, UpdateApiKeyRestrictionsInput,
+    UpdateTenantSettingsInput, user_errors,
 };
 
 /// The mutation root.
@@ -145,5 +146,17 @@ impl MutationRoot {
         let admin = app.key_admin(auth).gql()?;
         let command = UpdateRestrictions { id: input.id.0, restrictions: input.restrictions.into() };
         Ok(ApiKeyChangePayload::of(admin.update_restrictions(command).await.gql()?))
+    }
+
+    /// Changes your tenant's settings.
+    async fn update_tenant_settings(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateTenantSettingsInput,
+    ) -> ApiResult<TenantSettings> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let response = admin.set_leak_response(input.leak_response.into()).await.gql()?;
+        Ok(TenantSettings { leak_response: response.into() })
     }
 }

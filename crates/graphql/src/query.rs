@@ -7,8 +7,8 @@ use latchkey_app::{App, AppError, AuditQuery, Authentication, KeyOrderField, Key
 use crate::error::{ApiResult, OrGraphql, gql_error};
 use crate::types::{
     ApiKeyConnection, ApiKeyEdge, ApiKeyEvent, ApiKeyEventConnection, ApiKeyEventEdge, ApiKeyOrder, GqlApiKey,
-    GqlCloud, GqlKeyStatus, GqlPermission, GqlTenant, GqlUser, OrderDirection, PageInfo, Viewer, decode_audit_cursor,
-    decode_cursor, encode_audit_cursor, encode_cursor,
+    GqlCloud, GqlKeyStatus, GqlPermission, GqlTenant, GqlUser, OrderDirection, PageInfo, TenantSettings, Viewer,
+    decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor,
 };
 
 /// The query root.
@@ -58,6 +58,13 @@ impl QueryRoot {
             clouds: viewer.clouds.into_iter().map(GqlCloud::from).collect(),
             permissions: viewer.permissions,
         })
+    }
+
+    /// Your tenant's settings. Only internal admins in the employee cloud.
+    async fn tenant_settings(&self, ctx: &Context<'_>) -> ApiResult<TenantSettings> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        Ok(TenantSettings { leak_response: admin.leak_response().await.gql()?.into() })
     }
 
     /// Every permission a key can be restricted to, grouped by cloud in the

@@ -42,6 +42,33 @@ pub enum GqlKeyStatus {
     Disabled,
     /// Its expiry has passed (`EXPIRED` at verification).
     Expired,
+    /// It was reported leaked and revoked (`COMPROMISED` at verification);
+    /// rotating it issues a fresh secret and clears this.
+    Compromised,
+}
+
+/// What a tenant does when one of its keys is reported leaked.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[graphql(remote = "latchkey_domain::LeakResponse")]
+pub enum LeakResponse {
+    /// Revoke the key at once (`COMPROMISED`), mail its owner and the internal admins, audit.
+    Revoke,
+    /// Only mail and audit: the key keeps working.
+    Notify,
+}
+
+/// Settings of your tenant.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct TenantSettings {
+    /// What happens when one of your keys is reported leaked (default `REVOKE`).
+    pub leak_response: LeakResponse,
+}
+
+/// Input of `updateTenantSettings`.
+#[derive(InputObject, Debug)]
+pub struct UpdateTenantSettingsInput {
+    /// What happens when one of your keys is reported leaked.
+    pub leak_response: LeakResponse,
 }
 
 /// What the key table can be ordered by.
@@ -571,6 +598,7 @@ mod tests {
                 previous_last_four: None,
                 previous_expires_at: None,
                 restrictions: Default::default(),
+                compromised_at: None,
             },
             owner: latchkey_domain::lifecycle::system_actor(latchkey_domain::TenantId(Uuid::nil())),
             created_by: None,
@@ -616,6 +644,8 @@ pub enum ApiKeyEventAction {
     Expired,
     /// The key's restrictions changed.
     RestrictionsChanged,
+    /// The key was reported leaked (actor: who reported it).
+    LeakReported,
 }
 
 /// One entry of the audit trail. Kept after the key is deleted.
@@ -652,6 +682,10 @@ pub struct ApiKeyEvent {
     pub restrictions_before: Option<String>,
     /// For a restriction change: the restrictions after, described.
     pub restrictions_after: Option<String>,
+    /// For a leak report: where the key was found.
+    pub leak_url: Option<String>,
+    /// For a leak report: whether the key was revoked for it.
+    pub leak_revoked: Option<bool>,
 }
 
 /// One audit entry on a page.
@@ -708,6 +742,8 @@ impl From<AuditView> for ApiKeyEvent {
             new_expires_at: e.new_expires_at,
             restrictions_before: e.restrictions_change.as_ref().map(|(before, _)| before.clone()),
             restrictions_after: e.restrictions_change.map(|(_, after)| after),
+            leak_url: e.leak.as_ref().and_then(|l| l.url.clone()),
+            leak_revoked: e.leak.as_ref().map(|l| l.revoked),
         }
     }
 }

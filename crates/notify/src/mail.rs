@@ -131,6 +131,37 @@ fn wording(event: &KeyEvent) -> (String, String, String) {
                 ),
             )
         }
+        KeyEventKind::Leaked => {
+            let leak = event.leak.clone().unwrap_or_else(|| latchkey_domain::LeakReport {
+                reporter: event.actor_name.clone(),
+                url: None,
+                source: None,
+                revoked: false,
+            });
+            let place = match (&leak.url, &leak.source) {
+                (Some(url), Some(source)) => format!(" at {} ({})", one_line(url), one_line(source)),
+                (Some(url), None) => format!(" at {}", one_line(url)),
+                (None, Some(source)) => format!(" in {}", one_line(source)),
+                (None, None) => String::new(),
+            };
+            (
+                "was found exposed".into(),
+                format!(
+                    "was found exposed{place}, reported by {} at {}",
+                    one_line(&leak.reporter),
+                    timestamp(event.occurred_at)
+                ),
+                if leak.revoked {
+                    "It was revoked at once and no longer works. Rotate it to issue a new secret for the \
+                     integration, and remove the exposed secret from where it was found."
+                        .into()
+                } else {
+                    "It still works: your organisation only asks to be told. Rotate it now, and remove the \
+                     exposed secret from where it was found."
+                        .into()
+                },
+            )
+        }
         KeyEventKind::Expiring => (
             format!("expires at {expiry}"),
             format!("expires at {expiry}"),
@@ -295,6 +326,7 @@ mod tests {
             key_expires_at: None,
             previous_secret_expires_at: None,
             restrictions_change: None,
+            leak: None,
         }
     }
 

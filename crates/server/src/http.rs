@@ -28,7 +28,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/assets/console.css", web::get().to(console_css))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/v1/keys/verify", web::post().to(verify_key));
+        .route("/v1/keys/verify", web::post().to(verify_key))
+        .route("/v1/keys/report-leak", web::post().to(report_leak));
 }
 
 /// The header naming the id of an internal failure.
@@ -408,6 +409,44 @@ pub async fn read_body_within(
     let mut refusal = refusal;
     refusal.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     Ok(req.into_response(refusal).map_into_right_body())
+}
+
+/// A report that a key was found exposed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeakReportRequest {
+    key: String,
+    url: Option<String>,
+}
+
+/// Longest URL a leak report may carry.
+const MAX_LEAK_URL: usize = 2048;
+
+/// `POST /v1/keys/report-leak`: anyone who finds a key may report it. The
+/// answer is 202 whatever the key (no oracle of validity); the report is
+/// handled in the background and acts only on real keys.
+async fn report_leak(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let report = match serde_json::from_slice::<LeakReportRequest>(&body) {
+        Ok(r) if is_object && r.url.as_ref().is_none_or(|u| u.len() <= MAX_LEAK_URL) => r,
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "The body must be JSON of the form {\"key\": \"...\", \"url\": \"where it was found\"} \
+                 (the URL at most 2048 characters).",
+            );
+        }
+    };
+    let client = req.peer_addr().map(|a| a.ip());
+    if !ctx.app.accept_leak_report(report.key, report.url, client) {
+        let mut response = json_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "Too many reports; retry later.");
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        return response;
+    }
+    HttpResponse::Accepted()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "received": true }))
 }
 
 /// Logs method, path (never the query string or headers), status and latency.

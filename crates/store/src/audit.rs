@@ -1,7 +1,7 @@
 //! The audit trail: appended in the transaction of every key change, read
 //! newest first, tenant-scoped. It outlives the keys it describes.
 
-use latchkey_domain::{ApiKeyId, AuditAction, AuditEntry, TenantId, UserId};
+use latchkey_domain::{ApiKeyId, AuditAction, AuditEntry, LeakReport, TenantId, UserId};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     Set,
@@ -40,6 +40,9 @@ pub(crate) async fn insert_audit<C: ConnectionTrait>(conn: &C, entry: &AuditEntr
         new_expires_at: Set(entry.new_expires_at.map(storable)),
         restrictions_before: Set(entry.restrictions_change.as_ref().map(|(before, _)| before.clone())),
         restrictions_after: Set(entry.restrictions_change.as_ref().map(|(_, after)| after.clone())),
+        leak_source: Set(entry.leak.as_ref().and_then(|l| l.source.clone())),
+        leak_url: Set(entry.leak.as_ref().and_then(|l| l.url.clone())),
+        leak_revoked: Set(entry.leak.as_ref().map(|l| l.revoked)),
     }
     .insert(conn)
     .await?;
@@ -55,7 +58,7 @@ fn entry_from(m: key_audit::Model) -> StoreResult<AuditEntry> {
         key_id: ApiKeyId(m.key_id),
         action,
         actor_id: UserId(m.actor_id),
-        actor_name: m.actor_name,
+        actor_name: m.actor_name.clone(),
         occurred_at: m.occurred_at,
         key_description: m.key_description,
         key_last_four: m.key_last_four,
@@ -65,6 +68,12 @@ fn entry_from(m: key_audit::Model) -> StoreResult<AuditEntry> {
         old_expires_at: m.old_expires_at,
         new_expires_at: m.new_expires_at,
         restrictions_change: m.restrictions_before.zip(m.restrictions_after),
+        leak: m.leak_revoked.map(|revoked| LeakReport {
+            reporter: m.actor_name,
+            url: m.leak_url,
+            source: m.leak_source,
+            revoked,
+        }),
     })
 }
 

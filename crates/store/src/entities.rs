@@ -10,6 +10,7 @@ pub mod tenant {
         pub id: Uuid,
         pub name: String,
         pub created_at: DateTimeUtc,
+        pub leak_response: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -70,6 +71,7 @@ pub mod api_key {
         pub permissions: Option<String>,
         pub clouds: Option<String>,
         pub allowed_ips: Option<String>,
+        pub compromised_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -107,6 +109,9 @@ pub mod key_event {
         pub previous_secret_expires_at: Option<DateTimeUtc>,
         pub restrictions_before: Option<String>,
         pub restrictions_after: Option<String>,
+        pub leak_source: Option<String>,
+        pub leak_url: Option<String>,
+        pub leak_revoked: Option<bool>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -138,6 +143,30 @@ pub mod key_audit {
         pub new_expires_at: Option<DateTimeUtc>,
         pub restrictions_before: Option<String>,
         pub restrictions_after: Option<String>,
+        pub leak_source: Option<String>,
+        pub leak_url: Option<String>,
+        pub leak_revoked: Option<bool>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod leak_report {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "leak_reports")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub key_id: Uuid,
+        pub token_digest: String,
+        pub source: String,
+        pub url: Option<String>,
+        pub reported_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -2,7 +2,7 @@
 //! the notification dispatcher.
 
 use chrono::{DateTime, Utc};
-use latchkey_domain::{ApiKeyId, EventDelivery, KeyEvent, KeyEventId, KeyEventKind, TenantId, UserId};
+use latchkey_domain::{ApiKeyId, EventDelivery, KeyEvent, KeyEventId, KeyEventKind, LeakReport, TenantId, UserId};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
@@ -53,6 +53,9 @@ pub(crate) async fn insert_event<C: ConnectionTrait>(conn: &C, event: &KeyEvent)
         previous_secret_expires_at: Set(event.previous_secret_expires_at.map(storable)),
         restrictions_before: Set(event.restrictions_change.as_ref().map(|(before, _)| before.clone())),
         restrictions_after: Set(event.restrictions_change.as_ref().map(|(_, after)| after.clone())),
+        leak_source: Set(event.leak.as_ref().and_then(|l| l.source.clone())),
+        leak_url: Set(event.leak.as_ref().and_then(|l| l.url.clone())),
+        leak_revoked: Set(event.leak.as_ref().map(|l| l.revoked)),
     }
     .insert(conn)
     .await?;
@@ -76,11 +79,17 @@ pub(crate) fn stored_event_from(m: key_event::Model) -> StoreResult<StoredEvent>
             owner_email: m.owner_email,
             owner_name: m.owner_name,
             actor_id: UserId(m.actor_id),
-            actor_name: m.actor_name,
+            actor_name: m.actor_name.clone(),
             occurred_at: m.occurred_at,
             key_expires_at: m.key_expires_at,
             previous_secret_expires_at: m.previous_secret_expires_at,
             restrictions_change: m.restrictions_before.zip(m.restrictions_after),
+            leak: m.leak_revoked.map(|revoked| LeakReport {
+                reporter: m.actor_name,
+                url: m.leak_url,
+                source: m.leak_source,
+                revoked,
+            }),
         },
         delivery,
         attempts: m.attempts,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use latchkey_domain::restrictions::{PermissionSet, Restrictions, StoredRestrictions, owner_permissions};
 use latchkey_domain::{
     ApiKey, ApiKeyId, ApiKeySecret, AuditAction, AuditEntry, Description, ExpiryNotice, KeyEvent, KeyEventKind,
-    KeyStatus, LookupId, Role, SearchTerm, TenantId, User, UserId,
+    KeyStatus, LeakReport, LeakResponse, LookupId, Role, SearchTerm, TenantId, User, UserId,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{
@@ -16,7 +16,7 @@ use sea_orm::{
 use sea_orm::{Condition, Order};
 
 use crate::audit::insert_audit;
-use crate::entities::api_key;
+use crate::entities::{api_key, leak_report, tenant, user};
 use crate::events::insert_event;
 use crate::revocations::notify_revocation;
 use crate::users::user_in;
@@ -105,6 +105,7 @@ impl NewKey {
             permissions: Set(stored.permissions),
             clouds: Set(stored.clouds),
             allowed_ips: Set(stored.allowed_ips),
+            compromised_at: Set(None),
         }
     }
 }
@@ -123,6 +124,8 @@ pub struct StoredCredential {
     pub works_until: Option<DateTime<Utc>>,
     /// Whether the key is disabled.
     pub disabled: bool,
+    /// Whether the key was reported leaked and revoked.
+    pub compromised: bool,
     /// What the key may do, where and from where.
     pub restrictions: Arc<Restrictions>,
     /// What its owner may do (a key never does more).
@@ -175,6 +178,7 @@ struct CredentialRow {
     expires_at: Option<DateTime<Utc>>,
     previous_expires_at: Option<DateTime<Utc>>,
     disabled_at: Option<DateTime<Utc>>,
+    compromised_at: Option<DateTime<Utc>>,
     permissions: Option<String>,
     clouds: Option<String>,
     allowed_ips: Option<String>,
@@ -234,6 +238,7 @@ pub(crate) fn key_from(m: api_key::Model) -> ApiKey {
             clouds: m.clouds,
             allowed_ips: m.allowed_ips,
         }),
+        compromised_at: m.compromised_at,
     }
 }
 
@@ -296,12 +301,13 @@ fn contains_pattern(term: &str) -> LikeExpr {
 
 /// The keys in `status` at `now`.
 fn status_condition(status: KeyStatus, now: DateTime<Utc>) -> Condition {
-    let enabled = api_key::Column::DisabledAt.is_null();
+    let intact = || Condition::all().add(api_key::Column::CompromisedAt.is_null());
+    let enabled = || intact().add(api_key::Column::DisabledAt.is_null());
     match status {
-        KeyStatus::Disabled => Condition::all().add(api_key::Column::DisabledAt.is_not_null()),
-        KeyStatus::Expired => Condition::all().add(enabled).add(api_key::Column::ExpiresAt.lte(now)),
-        KeyStatus::Active => Condition::all()
-            .add(enabled)
+        KeyStatus::Compromised => Condition::all().add(api_key::Column::CompromisedAt.is_not_null()),
+        KeyStatus::Disabled => intact().add(api_key::Column::DisabledAt.is_not_null()),
+        KeyStatus::Expired => enabled().add(api_key::Column::ExpiresAt.lte(now)),
+        KeyStatus::Active => enabled()
             .add(Condition::any().add(api_key::Column::ExpiresAt.is_null()).add(api_key::Column::ExpiresAt.gt(now))),
     }
 }
@@ -391,6 +397,23 @@ pub struct Rotation {
     pub previous_until: Option<DateTime<Utc>>,
 }
 
+/// What a leak report did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeakRecorded {
+    /// Recorded: the key was revoked (or not, as its tenant says), and this
+    /// many people are mailed.
+    Recorded {
+        /// Whether the key was revoked now.
+        revoked: bool,
+        /// How many people are mailed.
+        notified: usize,
+    },
+    /// This key and token were reported before: nothing changed.
+    AlreadyReported,
+    /// No such key (any more).
+    NotFound,
+}
+
 /// A change to one key that may be refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyChange {
@@ -461,6 +484,7 @@ impl Store {
         let updated = keep_previous(api_key::Entity::update_many(), previous_until)
             .col_expr(api_key::Column::ExpiresAt, Expr::value(expires_at.map(storable)))
             .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(0i16))
+            .col_expr(api_key::Column::CompromisedAt, Expr::value(Option::<DateTime<Utc>>::None))
             .col_expr(api_key::Column::LookupId, Expr::value(credential.lookup_id.as_str()))
             .col_expr(api_key::Column::CredentialHash, Expr::value(credential.hash))
             .col_expr(api_key::Column::LastFour, Expr::value(credential.last_four))
@@ -724,6 +748,94 @@ impl Store {
         Ok(KeyChange::Done(key))
     }
 
+    /// Records a report that `key`'s secret leaked (`token_digest`: SHA-256
+    /// of the leaked token), once per key and token: a repeated report
+    /// changes and mails nothing. Unless its tenant says `notify`, the key is
+    /// revoked at once (`COMPROMISED`, on every replica). The owner and every
+    /// internal admin of the tenant are mailed; the audit trail records it.
+    pub async fn report_leak(
+        &self,
+        id: ApiKeyId,
+        token_digest: &str,
+        reporter: &str,
+        url: Option<&str>,
+        source: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<LeakRecorded> {
+        let now = storable(now);
+        let txn = self.conn().begin().await?;
+        let Some(model) = api_key::Entity::find_by_id(id.0).one(&txn).await? else {
+            txn.rollback().await?;
+            return Ok(LeakRecorded::NotFound);
+        };
+        let report = leak_report::ActiveModel {
+            id: Set(latchkey_domain::ids::time_ordered_uuid(now)),
+            key_id: Set(id.0),
+            token_digest: Set(token_digest.to_owned()),
+            source: Set(reporter.to_owned()),
+            url: Set(url.map(str::to_owned)),
+            reported_at: Set(now),
+        };
+        // The unique (key, token) index makes a retried report a no-op.
+        let inserted = leak_report::Entity::insert(report)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns([leak_report::Column::KeyId, leak_report::Column::TokenDigest])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        if inserted == 0 {
+            txn.rollback().await?;
+            return Ok(LeakRecorded::AlreadyReported);
+        }
+        let mut key = key_from(model);
+        let response = tenant::Entity::find_by_id(key.tenant_id.0)
+            .one(&txn)
+            .await?
+            .and_then(|t| LeakResponse::parse(&t.leak_response))
+            .unwrap_or(LeakResponse::Revoke);
+        let revoked = response == LeakResponse::Revoke && key.compromised_at.is_none();
+        if revoked {
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::CompromisedAt, Expr::value(now))
+                .filter(api_key::Column::Id.eq(id.0))
+                .exec(&txn)
+                .await?;
+            key.compromised_at = Some(now);
+            notify_revocation(&txn, key.id).await?;
+        }
+        let leak = LeakReport {
+            reporter: reporter.to_owned(),
+            url: url.map(str::to_owned),
+            source: source.map(str::to_owned),
+            revoked,
+        };
+        let mut actor = latchkey_domain::lifecycle::system_actor(key.tenant_id);
+        actor.name = reporter.to_owned();
+        let owner = owner_of(&txn, &key).await?;
+        let admins = user::Entity::find()
+            .filter(user::Column::TenantId.eq(key.tenant_id.0))
+            .filter(user::Column::Role.eq(Role::InternalAdmin.as_str()))
+            .filter(user::Column::Id.ne(owner.id.0))
+            .all(&txn)
+            .await?;
+        let mut recipients = vec![owner];
+        for admin in admins {
+            recipients.push(crate::users::user_from(admin)?);
+        }
+        for recipient in &recipients {
+            let mut event = KeyEvent::new(KeyEventKind::Leaked, &key, recipient, &actor, now);
+            event.leak = Some(leak.clone());
+            insert_event(&txn, &event).await?;
+        }
+        let mut entry = AuditEntry::new(AuditAction::LeakReported, &key, &actor, now);
+        entry.leak = Some(leak);
+        insert_audit(&txn, &entry).await?;
+        txn.commit().await?;
+        Ok(LeakRecorded::Recorded { revoked, notified: recipients.len() })
+    }
+
     /// Queues the expiry notices due at `now` (7 days before, 1 day before,
     /// expired) for up to `limit` enabled keys, and audits each expiry. Each
     /// notice is queued once per key and expiry date, however many replicas
@@ -816,6 +928,7 @@ impl Store {
                 api_key::Column::ExpiresAt,
                 api_key::Column::PreviousExpiresAt,
                 api_key::Column::DisabledAt,
+                api_key::Column::CompromisedAt,
                 api_key::Column::Permissions,
                 api_key::Column::Clouds,
                 api_key::Column::AllowedIps,
@@ -840,12 +953,14 @@ impl Store {
             // An owner whose role cannot be read may do nothing (fail closed).
             let owner_may =
                 row.owner_role.as_deref().and_then(Role::parse).map_or(PermissionSet::none(), owner_permissions);
-            let (expires, disabled) = (row.expires_at, row.disabled_at.is_some());
+            let (expires, disabled, compromised) =
+                (row.expires_at, row.disabled_at.is_some(), row.compromised_at.is_some());
             let credential = |lookup_id: String, hash: String, previous: bool, works_until| StoredCredential {
                 lookup_id: LookupId::from_stored(lookup_id),
                 previous,
                 works_until,
                 disabled,
+                compromised,
                 restrictions: restrictions.clone(),
                 owner_may,
                 key_id: ApiKeyId(row.id),

@@ -22,7 +22,8 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
 pub use audit::AuditPage;
 pub use events::StoredEvent;
 pub use keys::{
-    KeyChange, KeyCursor, KeyOrderField, KeyPage, KeyQuery, NewCredential, NewKey, Rotation, StoredCredential,
+    KeyChange, KeyCursor, KeyOrderField, KeyPage, KeyQuery, LeakRecorded, NewCredential, NewKey, Rotation,
+    StoredCredential,
 };
 pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
 pub use users::NewUser;

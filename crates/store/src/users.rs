@@ -1,7 +1,7 @@
 //! Tenants and users.
 
 use chrono::{DateTime, Utc};
-use latchkey_domain::{Role, Tenant, TenantId, User, UserId};
+use latchkey_domain::{LeakResponse, Role, Tenant, TenantId, User, UserId};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use uuid::Uuid;
 
@@ -41,10 +41,31 @@ impl Store {
     pub async fn create_tenant(&self, name: &str, now: DateTime<Utc>) -> StoreResult<Tenant> {
         let now = storable(now);
         let id = TenantId::new_at(now);
-        tenant::ActiveModel { id: Set(id.0), name: Set(name.to_owned()), created_at: Set(now) }
-            .insert(self.conn())
-            .await?;
+        tenant::ActiveModel {
+            id: Set(id.0),
+            name: Set(name.to_owned()),
+            created_at: Set(now),
+            leak_response: Set(LeakResponse::Revoke.as_str().to_owned()),
+        }
+        .insert(self.conn())
+        .await?;
         Ok(Tenant { id, name: name.to_owned() })
+    }
+
+    /// What `tenant` wants done when one of its keys is reported leaked.
+    pub async fn leak_response(&self, tenant: TenantId) -> StoreResult<LeakResponse> {
+        let found = tenant::Entity::find_by_id(tenant.0).one(self.reader()).await?;
+        Ok(found.and_then(|t| LeakResponse::parse(&t.leak_response)).unwrap_or(LeakResponse::Revoke))
+    }
+
+    /// Sets what `tenant` wants done when one of its keys is reported leaked.
+    pub async fn set_leak_response(&self, tenant: TenantId, response: LeakResponse) -> StoreResult<()> {
+        tenant::Entity::update_many()
+            .col_expr(tenant::Column::LeakResponse, sea_orm::sea_query::Expr::value(response.as_str()))
+            .filter(tenant::Column::Id.eq(tenant.0))
+            .exec(self.conn())
+            .await?;
+        Ok(())
     }
 
     /// A tenant by id.

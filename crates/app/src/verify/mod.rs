@@ -128,6 +128,8 @@ pub enum VerifyOutcome {
     /// The right secret of an expired key, or a previous secret whose
     /// overlap has ended.
     Expired,
+    /// The right secret of a key reported leaked and revoked (until rotated).
+    Compromised,
     /// A working key that may not serve this request (cloud, address or
     /// permissions; see [`Restrictions::decide`](latchkey_domain::restrictions::Restrictions::decide)).
     NotAllowed(Refusal),
@@ -145,6 +147,7 @@ impl VerifyOutcome {
             VerifyOutcome::Invalid => Some("INVALID"),
             VerifyOutcome::Disabled => Some("DISABLED"),
             VerifyOutcome::Expired => Some("EXPIRED"),
+            VerifyOutcome::Compromised => Some("COMPROMISED"),
             VerifyOutcome::NotAllowed(refusal) => Some(refusal.code()),
             VerifyOutcome::RateLimited => Some("RATE_LIMITED"),
         }
@@ -248,6 +251,9 @@ impl KeyVerifier {
             return Ok(refused(self.limiter.fail(digest, &lookup, client, Instant::now())));
         };
         // The right secret: its key's state decides (and is not a failure).
+        if credential.compromised {
+            return Ok(VerifyOutcome::Compromised);
+        }
         if credential.disabled {
             return Ok(VerifyOutcome::Disabled);
         }

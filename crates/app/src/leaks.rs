@@ -1,0 +1,153 @@
+//! Leak reports: someone (GitHub's secret scanning, or anyone through
+//! `POST /v1/keys/report-leak`) found a key exposed. A real key is revoked at
+//! once (unless its tenant says `notify`), its owner and the tenant's internal
+//! admins are mailed, and the audit trail records it; a report of anything
+//! else does nothing. The caller learns nothing about the key either way.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use latchkey_domain::hashing::verify_secret;
+use latchkey_domain::{LeakResponse, ParsedKey};
+use latchkey_store::LeakRecorded;
+use sha2::{Digest, Sha256};
+
+use crate::App;
+use crate::error::AppResult;
+
+/// Reports one client may make per minute.
+pub const REPORTS_PER_MINUTE: u32 = 30;
+/// Most clients remembered by the limit.
+const MAX_CLIENTS: usize = 10_000;
+
+/// How many leak reports each client made in its current minute.
+#[derive(Debug, Default)]
+pub struct ReportLimiter(Mutex<HashMap<IpAddr, (Instant, u32)>>);
+
+impl ReportLimiter {
+    /// Whether `client` may report now (and counts it).
+    pub fn allow(&self, client: Option<IpAddr>, now: Instant) -> bool {
+        let Some(client) = client else { return true };
+        let Ok(mut clients) = self.0.lock() else { return false };
+        if clients.len() >= MAX_CLIENTS {
+            clients.retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
+            if clients.len() >= MAX_CLIENTS {
+                return false;
+            }
+        }
+        let (since, count) = clients.entry(client).or_insert((now, 0));
+        if now.duration_since(*since) >= Duration::from_secs(60) {
+            (*since, *count) = (now, 0);
+        }
+        *count += 1;
+        *count <= REPORTS_PER_MINUTE
+    }
+}
+
+/// Where a leaked key was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundAt {
+    /// Who reports it ("GitHub secret scanning", "Leak report").
+    pub reporter: String,
+    /// A URL, if given.
+    pub url: Option<String>,
+    /// The kind of place (`content`, `commit`, ...), if given.
+    pub source: Option<String>,
+}
+
+/// The SHA-256 of a token, in hex (as GitHub's `token_hash`).
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl App {
+    /// Acts on a report that `token` leaked; `Ok(true)` when it is one of
+    /// Latchkey's keys (current or previous secret). Repeated reports of one
+    /// token change and mail nothing more.
+    pub async fn report_leak(&self, token: &str, found: &FoundAt) -> AppResult<bool> {
+        let Ok(parsed) = ParsedKey::parse(token) else { return Ok(false) };
+        let credentials = self.store.credentials_by_lookup_ids(std::slice::from_ref(&parsed.lookup_id())).await?;
+        // Off the async workers: a legacy (argon2id) hash takes milliseconds.
+        let presented = token.to_owned();
+        let matched = tokio::task::spawn_blocking(move || {
+            let parsed = ParsedKey::parse(&presented).ok()?;
+            credentials.into_iter().find(|c| verify_secret(&parsed, &c.hash))
+        })
+        .await?;
+        let Some(credential) = matched else {
+            return Ok(false);
+        };
+        let outcome = self
+            .store
+            .report_leak(
+                credential.key_id,
+                &token_hash(token),
+                &found.reporter,
+                found.url.as_deref(),
+                found.source.as_deref(),
+                self.clock.now(),
+            )
+            .await?;
+        match outcome {
+            LeakRecorded::Recorded { revoked, notified } => {
+                if revoked {
+                    self.verifier.forget(credential.key_id);
+                }
+                tracing::warn!(key = %credential.key_id, revoked, notified, reporter = %found.reporter, "key reported leaked");
+                self.outbox.notify_one();
+                Ok(true)
+            }
+            LeakRecorded::AlreadyReported | LeakRecorded::NotFound => Ok(true),
+        }
+    }
+
+    /// Takes a report from anyone: counted against `client`'s limit (false
+    /// when over it), then handled in the background, so that neither the
+    /// answer nor its timing says whether the key was real.
+    pub fn accept_leak_report(&self, token: String, url: Option<String>, client: Option<IpAddr>) -> bool {
+        if !self.leak_reports.allow(client, Instant::now()) {
+            return false;
+        }
+        let app = self.clone();
+        tokio::spawn(async move {
+            let found = FoundAt { reporter: "Leak report".into(), url, source: None };
+            if let Err(e) = app.report_leak(&token, &found).await {
+                tracing::warn!(error = %e, "a leak report could not be handled");
+            }
+        });
+        true
+    }
+}
+
+/// What a tenant does about leaks, read and set by its internal admins.
+impl crate::KeyAdmin<'_> {
+    /// The tenant's leak response.
+    pub async fn leak_response(&self) -> AppResult<LeakResponse> {
+        Ok(self.app.store.leak_response(self.actor.tenant_id).await?)
+    }
+
+    /// Sets the tenant's leak response.
+    pub async fn set_leak_response(&self, response: LeakResponse) -> AppResult<LeakResponse> {
+        self.app.store.set_leak_response(self.actor.tenant_id, response).await?;
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_client_gets_its_reports_per_minute() {
+        let limiter = ReportLimiter::default();
+        let (a, b) = (Some("192.0.2.1".parse().unwrap()), Some("192.0.2.2".parse().unwrap()));
+        let now = Instant::now();
+        assert!((0..REPORTS_PER_MINUTE).all(|_| limiter.allow(a, now)));
+        assert!(!limiter.allow(a, now));
+        assert!(limiter.allow(b, now));
+        assert!(limiter.allow(a, now + Duration::from_secs(61)));
+        assert_eq!(token_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
