@@ -41,6 +41,7 @@ mod leaks;
 mod mail;
 mod replicas;
 mod restrictions;
+mod secret_scanning;
 mod secrets;
 mod store;
 mod tenancy;

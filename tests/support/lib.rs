@@ -229,6 +229,8 @@ pub struct AppOptions {
     pub clock: Option<Arc<latchkey_domain::clock::ManualClock>>,
     /// `LATCHKEY_TRUSTED_PROXIES`.
     pub trusted_proxies: Vec<latchkey_domain::restrictions::Network>,
+    /// `LATCHKEY_GITHUB_KEYS_URL` (nothing listens there by default).
+    pub github_keys_url: String,
 }
 
 impl Default for AppOptions {
@@ -241,6 +243,7 @@ impl Default for AppOptions {
             http: Default::default(),
             clock: None,
             trusted_proxies: Vec::new(),
+            github_keys_url: "http://127.0.0.1:9/github-keys".into(),
         }
     }
 }
@@ -348,6 +351,8 @@ impl TestApp {
             usage_flush_interval: Duration::from_millis(300),
             expiry_scan_interval: Duration::from_millis(100),
             trusted_proxies: options.trusted_proxies.clone(),
+            github_keys_url: options.github_keys_url.clone(),
+            github_keys_min_refresh: Duration::from_millis(100),
             http: options.http,
         };
         let chosen: Arc<dyn latchkey_notify::Notifier> = if options.smtp_url.is_some() || options.mail_dir.is_some() {

@@ -28,6 +28,8 @@ pub struct AppContext {
     pub limits: HttpLimits,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<latchkey_domain::restrictions::Network>>,
+    /// GitHub's secret-scanning keys.
+    pub github: Arc<crate::github::GithubKeys>,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -110,6 +112,7 @@ pub async fn start_with_clock(
         app: app.clone(),
         limits: config.http,
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+        github: Arc::new(crate::github::GithubKeys::new(&config.github_keys_url, config.github_keys_min_refresh)),
     };
 
     let dispatcher = Dispatcher::new(store.clone(), clock, notifier, config.dispatcher.clone(), outbox);

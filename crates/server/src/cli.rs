@@ -132,6 +132,9 @@ pub struct ServeArgs {
     /// comma-separated); none by default, so the peer address is the client.
     #[arg(long, env = "LATCHKEY_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// Where GitHub publishes the keys that sign its secret-scanning requests.
+    #[arg(long, env = "LATCHKEY_GITHUB_KEYS_URL", default_value = crate::github::DEFAULT_KEYS_URL)]
+    pub github_keys_url: String,
     /// How often each replica looks for due expiry notices, in seconds.
     #[arg(long, env = "LATCHKEY_EXPIRY_SCAN_SECS", default_value_t = 60)]
     pub expiry_scan_secs: u64,
@@ -357,6 +360,8 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         usage_flush_interval: Duration::from_secs(args.last_used_flush_secs.max(1)),
         expiry_scan_interval: Duration::from_secs(args.expiry_scan_secs.max(1)),
         trusted_proxies: crate::config::parse_trusted_proxies(&args.trusted_proxies)?,
+        github_keys_url: args.github_keys_url.trim().to_owned(),
+        github_keys_min_refresh: crate::github::DEFAULT_MIN_REFRESH,
         http: crate::config::HttpLimits {
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),

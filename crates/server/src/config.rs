@@ -66,6 +66,10 @@ pub struct ServeConfig {
     pub http: HttpLimits,
     /// Proxies (addresses or CIDRs) whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<latchkey_domain::restrictions::Network>,
+    /// Where GitHub publishes its secret-scanning keys.
+    pub github_keys_url: String,
+    /// The shortest time between two fetches of those keys.
+    pub github_keys_min_refresh: Duration,
 }
 
 /// What one connection and one request may take, so that slow or greedy

@@ -134,6 +134,8 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         usage_flush_interval: Duration::from_secs(15),
         expiry_scan_interval: Duration::from_secs(60),
         trusted_proxies: Vec::new(),
+        github_keys_url: crate::github::DEFAULT_KEYS_URL.into(),
+        github_keys_min_refresh: crate::github::DEFAULT_MIN_REFRESH,
         http: Default::default(),
     };
     let notifier = config.notifier()?;

@@ -29,7 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/v1/keys/verify", web::post().to(verify_key))
-        .route("/v1/keys/report-leak", web::post().to(report_leak));
+        .route("/v1/keys/report-leak", web::post().to(report_leak))
+        .route("/v1/secret-scanning/github", web::post().to(github_secret_scanning));
 }
 
 /// The header naming the id of an internal failure.
@@ -447,6 +448,56 @@ async fn report_leak(ctx: web::Data<AppContext>, req: HttpRequest, body: web::By
     HttpResponse::Accepted()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({ "received": true }))
+}
+
+/// Most matches one GitHub request may carry.
+const MAX_GITHUB_MATCHES: usize = 10_000;
+
+/// GitHub's label for one match.
+#[derive(Serialize)]
+struct ScanVerdict {
+    token_hash: String,
+    token_type: String,
+    label: &'static str,
+}
+
+/// `POST /v1/secret-scanning/github`: GitHub's secret-scanning partner
+/// requests. Only a body signed by one of GitHub's published keys is read;
+/// each real key is handled as a leak (see `latchkey_app::leaks`), and the
+/// answer labels every match.
+async fn github_secret_scanning(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let (identifier, signature) = (header("github-public-key-identifier"), header("github-public-key-signature"));
+    if identifier.is_empty() || signature.is_empty() || !ctx.github.verify(identifier, signature, &body).await {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "The request is not signed by one of GitHub's secret-scanning keys.",
+        );
+    }
+    let matches: Vec<crate::github::SecretMatch> = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(_) => return json_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "Expected a JSON array of matches."),
+    };
+    if matches.len() > MAX_GITHUB_MATCHES {
+        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "Too many matches in one request.");
+    }
+    let mut verdicts = Vec::with_capacity(matches.len());
+    for found in matches {
+        let place = latchkey_app::leaks::FoundAt {
+            reporter: "GitHub secret scanning".into(),
+            url: found.url,
+            source: found.source,
+        };
+        let label = match ctx.app.report_leak(&found.token, &place).await {
+            Ok(true) => "true_positive",
+            Ok(false) => "false_positive",
+            Err(e) => return rest_error(e),
+        };
+        let token_hash = latchkey_app::leaks::token_hash(&found.token);
+        verdicts.push(ScanVerdict { token_hash, token_type: found.token_type, label });
+    }
+    HttpResponse::Ok().json(verdicts)
 }
 
 /// Logs method, path (never the query string or headers), status and latency.
