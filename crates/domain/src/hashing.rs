@@ -29,6 +29,8 @@ use crate::secret::{ApiKeySecret, ParsedKey};
 
 /// The prefix of the current scheme's stored form.
 const SHA256_PREFIX: &str = "$sha256$v=1$";
+/// The prefix of an imported SHA-512 hash.
+pub const SHA512_PREFIX: &str = "$sha512$";
 
 /// Legacy argon2id memory cost in KiB.
 pub const M_COST_KIB: u32 = 19_456;
@@ -57,6 +59,9 @@ pub enum HashScheme {
     Sha256,
     /// Argon2id from before: verified on a blocking pool, then upgraded.
     LegacyArgon2id,
+    /// SHA-512 of the whole key, imported from another system
+    /// (`$sha512$<hex>`; djangorestframework-api-key stores these).
+    ImportedSha512,
 }
 
 impl HashScheme {
@@ -67,6 +72,8 @@ impl HashScheme {
             Some(HashScheme::Sha256)
         } else if stored.starts_with("$argon2id$") {
             Some(HashScheme::LegacyArgon2id)
+        } else if stored.starts_with(SHA512_PREFIX) {
+            Some(HashScheme::ImportedSha512)
         } else {
             None
         }
@@ -81,6 +88,17 @@ pub fn needs_upgrade(stored: &str) -> bool {
 
 fn sha256_phc(key: &str) -> String {
     format!("{SHA256_PREFIX}{}", B64.encode(Sha256::digest(key.as_bytes())))
+}
+
+/// The stored form (current scheme) of any key string, e.g. an imported
+/// plaintext secret, or an imported SHA-256 given as 32 bytes.
+pub fn sha256_stored(key: &str) -> String {
+    sha256_phc(key)
+}
+
+/// The current scheme's stored form of a SHA-256 digest (an import's hex).
+pub fn sha256_stored_from_digest(digest: &[u8; 32]) -> String {
+    format!("{SHA256_PREFIX}{}", B64.encode(digest))
 }
 
 /// The stored form of a new secret (current scheme).
@@ -135,11 +153,22 @@ fn compute(argon: &Argon2<'_>, m: u32, pwd: &[u8], salt: &[u8], out: &mut [u8]) 
 /// (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`, fresh 16-byte salt): for
 /// fixtures of old databases and for benchmarks, never for new keys.
 pub fn legacy_argon2id_hash(secret: &ApiKeySecret) -> Result<String, HashingFailed> {
+    argon2id_hash_of(secret.expose())
+}
+
+/// Hashes any key string with the legacy argon2id parameters (how another
+/// system might have stored its keys).
+pub fn argon2id_hash_of(key: &str) -> Result<String, HashingFailed> {
     let mut salt = [0u8; SALT_LEN];
     SysRng.try_fill_bytes(&mut salt).map_err(|_| HashingFailed("randomness unavailable".into()))?;
     let mut out = [0u8; HASH_LEN];
-    compute(&argon(M_COST_KIB, T_COST, P_COST, HASH_LEN)?, M_COST_KIB, secret.expose().as_bytes(), &salt, &mut out)?;
+    compute(&argon(M_COST_KIB, T_COST, P_COST, HASH_LEN)?, M_COST_KIB, key.as_bytes(), &salt, &mut out)?;
     Ok(format!("$argon2id$v=19$m={M_COST_KIB},t={T_COST},p={P_COST}${}${}", B64.encode(salt), B64.encode(out)))
+}
+
+/// Whether `phc` is an argon2id PHC string this crate can verify.
+pub fn is_argon2id_phc(phc: &str) -> bool {
+    parse_phc(phc).is_some()
 }
 
 /// A stored argon2id PHC string, taken apart.
@@ -182,18 +211,28 @@ fn parse_phc(phc: &str) -> Option<StoredHash> {
 /// malformed stored hash verifies nothing. The comparison is constant-time.
 /// For a legacy hash this is CPU-bound for tens of milliseconds.
 pub fn verify_secret(presented: &ParsedKey<'_>, stored_phc: &str) -> bool {
+    verify_raw(presented.expose(), stored_phc)
+}
+
+/// As [`verify_secret`], for any key string (an imported key in its
+/// original format).
+pub fn verify_raw(presented: &str, stored_phc: &str) -> bool {
     match HashScheme::of(stored_phc) {
-        Some(HashScheme::Sha256) => constant_time_eq(sha256_phc(presented.expose()).as_bytes(), stored_phc.as_bytes()),
+        Some(HashScheme::Sha256) => constant_time_eq(sha256_phc(presented).as_bytes(), stored_phc.as_bytes()),
         Some(HashScheme::LegacyArgon2id) => verify_argon2id(presented, stored_phc),
+        Some(HashScheme::ImportedSha512) => {
+            let hex = sha2::Sha512::digest(presented.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+            constant_time_eq(format!("{SHA512_PREFIX}{hex}").as_bytes(), stored_phc.as_bytes())
+        }
         None => false,
     }
 }
 
-fn verify_argon2id(presented: &ParsedKey<'_>, stored_phc: &str) -> bool {
+fn verify_argon2id(presented: &str, stored_phc: &str) -> bool {
     let Some(stored) = parse_phc(stored_phc) else { return false };
     let Ok(argon) = argon(stored.m, stored.t, stored.p, stored.hash.len()) else { return false };
     let mut out = vec![0u8; stored.hash.len()];
-    if compute(&argon, stored.m, presented.expose().as_bytes(), &stored.salt, &mut out).is_err() {
+    if compute(&argon, stored.m, presented.as_bytes(), &stored.salt, &mut out).is_err() {
         return false;
     }
     constant_time_eq(&out, &stored.hash)

@@ -12,6 +12,7 @@ pub mod description;
 pub mod error;
 pub mod hashing;
 pub mod ids;
+pub mod import;
 pub mod lifecycle;
 pub mod model;
 pub mod policy;
