@@ -9,6 +9,7 @@ mod m0002_key_audit;
 mod m0003_key_lifecycle;
 mod m0004_key_restrictions;
 mod m0005_leaks;
+mod m0006_imported_keys;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_key_lifecycle::Migration),
             Box::new(m0004_key_restrictions::Migration),
             Box::new(m0005_leaks::Migration),
+            Box::new(m0006_imported_keys::Migration),
         ]
     }
 }

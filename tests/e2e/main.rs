@@ -34,6 +34,7 @@ mod cli;
 mod concurrency;
 mod console;
 mod http;
+mod import;
 mod key_lifecycle;
 mod key_states;
 mod key_table;

@@ -233,8 +233,11 @@ async fn a_rotation_during_the_upgrade_wins() {
         .unwrap()
         .unwrap();
     let parsed = latchkey_domain::ParsedKey::parse(secret.expose()).unwrap();
-    let upgraded =
-        w.store.upgrade_credential_hash(&verified, &latchkey_domain::hashing::rehash(&parsed)).await.unwrap();
+    let upgraded = w
+        .store
+        .upgrade_credential_hash(&verified, &latchkey_domain::hashing::sha256_stored(parsed.expose()))
+        .await
+        .unwrap();
     assert!(!upgraded, "the old credential is gone: the upgrade must not resurrect it");
     assert_eq!(
         w.app.verify_key(secret.expose(), None, &RequestContext::default()).await.unwrap(),

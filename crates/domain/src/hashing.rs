@@ -90,8 +90,8 @@ fn sha256_phc(key: &str) -> String {
     format!("{SHA256_PREFIX}{}", B64.encode(Sha256::digest(key.as_bytes())))
 }
 
-/// The stored form (current scheme) of any key string, e.g. an imported
-/// plaintext secret, or an imported SHA-256 given as 32 bytes.
+/// The stored form (current scheme) of any key string: a presented key
+/// that just verified against an older scheme, or an imported plaintext.
 pub fn sha256_stored(key: &str) -> String {
     sha256_phc(key)
 }
@@ -104,12 +104,6 @@ pub fn sha256_stored_from_digest(digest: &[u8; 32]) -> String {
 /// The stored form of a new secret (current scheme).
 pub fn hash_secret(secret: &ApiKeySecret) -> String {
     sha256_phc(secret.expose())
-}
-
-/// The stored form (current scheme) of a presented key that has just
-/// verified against a legacy hash.
-pub fn rehash(presented: &ParsedKey<'_>) -> String {
-    sha256_phc(presented.expose())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -254,7 +248,7 @@ mod tests {
         assert!(!needs_upgrade(&phc));
         let parsed = ParsedKey::parse(secret.expose()).unwrap();
         assert!(verify_secret(&parsed, &phc));
-        assert_eq!(rehash(&parsed), phc);
+        assert_eq!(sha256_stored(parsed.expose()), phc);
         let other = ApiKeySecret::generate().unwrap();
         assert!(!verify_secret(&ParsedKey::parse(other.expose()).unwrap(), &phc));
         assert!(!verify_secret(&parsed, "$sha256$v=1$"));

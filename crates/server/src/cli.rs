@@ -68,6 +68,20 @@ pub enum KeysCommand {
         #[arg(long, value_parser = clap::value_parser!(u16).range(0..=366))]
         within_days: u16,
     },
+    /// Import keys from another system (JSON Lines), kept in their original format; prints a JSON report.
+    Import {
+        /// The tenant the keys belong to.
+        #[arg(long)]
+        tenant: String,
+        /// The file: one {"ownerEmail", "description", "createdAt", "secret" | "hash", "prefix"?, "lastFour"?, "expiresAt"?} per line.
+        file: std::path::PathBuf,
+        /// Check every line and report, writing nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write nothing unless every line is accepted.
+        #[arg(long)]
+        atomic: bool,
+    },
 }
 
 /// `outbox` subcommands.
@@ -495,6 +509,18 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 })
                 .collect();
             print_json(out, &serde_json::Value::Array(rows))?;
+        }
+        Command::Keys(KeysCommand::Import { tenant, file, dry_run, atomic }) => {
+            let tenant: TenantId =
+                tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
+            let input = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            let store = migrated_store(&cli.database_url).await?;
+            if store.tenant(tenant).await?.is_none() {
+                bail!("no tenant with id {tenant}");
+            }
+            let report =
+                crate::import::run(&store, tenant, std::io::BufReader::new(input), dry_run, atomic, now).await?;
+            print_json(out, &report)?;
         }
         Command::Outbox(OutboxCommand::Retry { id }) => {
             let id: KeyEventId = id.parse().map_err(|_| anyhow::anyhow!("the notice id must be a UUID"))?;

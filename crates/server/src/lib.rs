@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod github;
 mod http;
+pub mod import;
 
 pub use app::{RunningServer, start};
 pub use config::{ConfigError, ServeConfig};

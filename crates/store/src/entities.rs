@@ -72,6 +72,8 @@ pub mod api_key {
         pub clouds: Option<String>,
         pub allowed_ips: Option<String>,
         pub compromised_at: Option<DateTimeUtc>,
+        pub import_lookup: Option<String>,
+        pub previous_import_lookup: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

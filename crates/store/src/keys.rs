@@ -55,12 +55,40 @@ pub struct NewKey {
     pub expires_at: Option<DateTime<Utc>>,
     /// What it may do, where and from where.
     pub restrictions: Restrictions,
+    /// For a key imported in its original format: what it is found by.
+    pub import_lookup: Option<String>,
 }
 
 impl NewKey {
     /// An unrestricted key of `tenant_id` for `owner_id` that never expires.
     pub fn new(tenant_id: TenantId, owner_id: UserId, description: Description, credential: NewCredential) -> Self {
-        NewKey { tenant_id, owner_id, description, credential, expires_at: None, restrictions: Restrictions::default() }
+        NewKey {
+            tenant_id,
+            owner_id,
+            description,
+            credential,
+            expires_at: None,
+            restrictions: Restrictions::default(),
+            import_lookup: None,
+        }
+    }
+
+    /// A key imported in another system's format: found by `lookup`, stored
+    /// as `hash`; its Latchkey lookup id is one no `lk_` key can present.
+    pub fn imported(
+        tenant_id: TenantId,
+        owner_id: UserId,
+        description: Description,
+        lookup: String,
+        hash: String,
+        last_four: String,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        // `~` is not base62: no presented `lk_` key has this lookup id.
+        let unique = latchkey_domain::ids::time_ordered_uuid(created_at).simple().to_string();
+        let unreachable = format!("~{}", &unique[unique.len() - 15..]);
+        let credential = NewCredential { lookup_id: LookupId::from_stored(unreachable), hash, last_four };
+        NewKey { import_lookup: Some(lookup), ..NewKey::new(tenant_id, owner_id, description, credential) }
     }
 
     /// The same key, restricted by `restrictions`.
@@ -106,6 +134,8 @@ impl NewKey {
             clouds: Set(stored.clouds),
             allowed_ips: Set(stored.allowed_ips),
             compromised_at: Set(None),
+            import_lookup: Set(self.import_lookup),
+            previous_import_lookup: Set(None),
         }
     }
 }
@@ -164,11 +194,35 @@ pub struct KeyCursor {
     pub value: Option<DateTime<Utc>>,
 }
 
+/// Which columns find a credential: Latchkey's own lookup ids, or the
+/// lookups of imported keys.
+#[derive(Clone, Copy)]
+struct LookupColumns {
+    current: api_key::Column,
+    previous: api_key::Column,
+    imported: bool,
+}
+
+impl LookupColumns {
+    const KEY: Self = LookupColumns {
+        current: api_key::Column::LookupId,
+        previous: api_key::Column::PreviousLookupId,
+        imported: false,
+    };
+    const IMPORT: Self = LookupColumns {
+        current: api_key::Column::ImportLookup,
+        previous: api_key::Column::PreviousImportLookup,
+        imported: true,
+    };
+}
+
 /// What verification reads of a key (and its owner's role), in one query.
 #[derive(sea_orm::FromQueryResult)]
 struct CredentialRow {
     lookup_id: String,
     previous_lookup_id: Option<String>,
+    import_lookup: Option<String>,
+    previous_import_lookup: Option<String>,
     id: uuid::Uuid,
     tenant_id: uuid::Uuid,
     owner_id: uuid::Uuid,
@@ -372,11 +426,13 @@ fn keep_previous(
 ) -> sea_orm::UpdateMany<api_key::Entity> {
     match until {
         Some(until) => update
+            .col_expr(api_key::Column::PreviousImportLookup, Expr::col(api_key::Column::ImportLookup))
             .col_expr(api_key::Column::PreviousLookupId, Expr::col(api_key::Column::LookupId))
             .col_expr(api_key::Column::PreviousCredentialHash, Expr::col(api_key::Column::CredentialHash))
             .col_expr(api_key::Column::PreviousLastFour, Expr::col(api_key::Column::LastFour))
             .col_expr(api_key::Column::PreviousExpiresAt, Expr::value(storable(until))),
         None => update
+            .col_expr(api_key::Column::PreviousImportLookup, Expr::value(Option::<String>::None))
             .col_expr(api_key::Column::PreviousLookupId, Expr::value(Option::<String>::None))
             .col_expr(api_key::Column::PreviousCredentialHash, Expr::value(Option::<String>::None))
             .col_expr(api_key::Column::PreviousLastFour, Expr::value(Option::<String>::None))
@@ -485,6 +541,8 @@ impl Store {
             .col_expr(api_key::Column::ExpiresAt, Expr::value(expires_at.map(storable)))
             .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(0i16))
             .col_expr(api_key::Column::CompromisedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            // A rotated imported key is a Latchkey key from now on.
+            .col_expr(api_key::Column::ImportLookup, Expr::value(Option::<String>::None))
             .col_expr(api_key::Column::LookupId, Expr::value(credential.lookup_id.as_str()))
             .col_expr(api_key::Column::CredentialHash, Expr::value(credential.hash))
             .col_expr(api_key::Column::LastFour, Expr::value(credential.last_four))
@@ -913,12 +971,26 @@ impl Store {
     /// query (unknown ids are absent). Reads only the columns verification
     /// needs: this is the cold path of every gateway.
     pub async fn credentials_by_lookup_ids(&self, lookup_ids: &[LookupId]) -> StoreResult<Vec<StoredCredential>> {
-        let ids = || lookup_ids.iter().map(LookupId::as_str);
+        let wanted: Vec<&str> = lookup_ids.iter().map(LookupId::as_str).collect();
+        self.credentials_found_by(LookupColumns::KEY, &wanted).await
+    }
+
+    /// The stored credentials of imported keys found by any of `lookups`
+    /// (`prefix:…`, `sha256:…`, `sha512:…`; see `latchkey_domain::import`),
+    /// with one indexed query.
+    pub async fn credentials_by_import_lookups(&self, lookups: &[String]) -> StoreResult<Vec<StoredCredential>> {
+        let wanted: Vec<&str> = lookups.iter().map(String::as_str).collect();
+        self.credentials_found_by(LookupColumns::IMPORT, &wanted).await
+    }
+
+    async fn credentials_found_by(&self, by: LookupColumns, wanted: &[&str]) -> StoreResult<Vec<StoredCredential>> {
         let rows: Vec<CredentialRow> = api_key::Entity::find()
             .select_only()
             .columns([
                 api_key::Column::LookupId,
                 api_key::Column::PreviousLookupId,
+                api_key::Column::ImportLookup,
+                api_key::Column::PreviousImportLookup,
                 api_key::Column::Id,
                 api_key::Column::TenantId,
                 api_key::Column::OwnerId,
@@ -937,8 +1009,8 @@ impl Store {
             .column_as(Expr::cust("(SELECT role FROM users WHERE users.id = api_keys.owner_id)"), "owner_role")
             .filter(
                 Condition::any()
-                    .add(api_key::Column::LookupId.is_in(ids()))
-                    .add(api_key::Column::PreviousLookupId.is_in(ids())),
+                    .add(by.current.is_in(wanted.iter().copied()))
+                    .add(by.previous.is_in(wanted.iter().copied())),
             )
             .into_model::<CredentialRow>()
             .all(self.reader())
@@ -946,9 +1018,9 @@ impl Store {
         let mut found = Vec::with_capacity(rows.len());
         for row in rows {
             let restrictions = Arc::new(Restrictions::from_stored(&StoredRestrictions {
-                permissions: row.permissions,
-                clouds: row.clouds,
-                allowed_ips: row.allowed_ips,
+                permissions: row.permissions.clone(),
+                clouds: row.clouds.clone(),
+                allowed_ips: row.allowed_ips.clone(),
             }));
             // An owner whose role cannot be read may do nothing (fail closed).
             let owner_may =
@@ -969,20 +1041,41 @@ impl Store {
                 hash,
                 version: row.credential_version,
             };
-            let (lookup, hash) = (row.lookup_id.clone(), row.credential_hash.clone());
-            if lookup_ids.iter().any(|l| l.as_str() == lookup) {
-                found.push(credential(lookup, hash, false, expires));
+            let (current, previous) = if by.imported {
+                (row.import_lookup.clone(), row.previous_import_lookup.clone())
+            } else {
+                (Some(row.lookup_id.clone()), row.previous_lookup_id.clone())
+            };
+            if let Some(lookup) = current.filter(|l| wanted.contains(&l.as_str())) {
+                found.push(credential(lookup, row.credential_hash.clone(), false, expires));
             }
-            let previous =
-                (row.previous_lookup_id.clone(), row.previous_credential_hash.clone(), row.previous_expires_at);
-            if let (Some(lookup), Some(hash), Some(until)) = previous
-                && lookup_ids.iter().any(|l| l.as_str() == lookup)
+            if let (Some(lookup), Some(hash), Some(until)) =
+                (previous, row.previous_credential_hash.clone(), row.previous_expires_at)
+                && wanted.contains(&lookup.as_str())
             {
                 let until = expires.map_or(until, |expires| Ord::min(expires, until));
                 found.push(credential(lookup, hash, true, Some(until)));
             }
         }
         Ok(found)
+    }
+
+    /// Inserts a key imported from another system, as a key from before key
+    /// management; `None` (nothing written) when a key with the same lookup
+    /// is already there, so an import can run twice.
+    pub async fn insert_imported_key(&self, new: NewKey, created_at: DateTime<Utc>) -> StoreResult<Option<ApiKey>> {
+        let exists = match &new.import_lookup {
+            Some(lookup) => api_key::Entity::find().filter(api_key::Column::ImportLookup.eq(lookup.as_str())),
+            None => api_key::Entity::find().filter(api_key::Column::LookupId.eq(new.credential.lookup_id.as_str())),
+        };
+        if exists.one(self.conn()).await?.is_some() {
+            return Ok(None);
+        }
+        match self.import_legacy_key(new, created_at).await {
+            Ok(key) => Ok(Some(key)),
+            Err(StoreError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The stored credential for a lookup id, in any tenant.

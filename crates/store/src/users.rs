@@ -68,6 +68,17 @@ impl Store {
         Ok(())
     }
 
+    /// A user of `tenant` by email address (compared case-insensitively).
+    pub async fn user_by_email(&self, tenant: TenantId, email: &str) -> StoreResult<Option<User>> {
+        user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.0))
+            .filter(user::Column::Email.eq(email.trim().to_lowercase()))
+            .one(self.reader())
+            .await?
+            .map(user_from)
+            .transpose()
+    }
+
     /// A tenant by id.
     pub async fn tenant(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
         Ok(tenant::Entity::find_by_id(id.0)

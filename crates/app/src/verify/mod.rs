@@ -35,7 +35,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_domain::hashing::{HashScheme, needs_upgrade, rehash, verify_nothing, verify_secret};
+use latchkey_domain::hashing::{HashScheme, needs_upgrade, sha256_stored, verify_nothing, verify_raw, verify_secret};
+use latchkey_domain::import;
 use latchkey_domain::restrictions::{Refusal, RequestContext};
 use latchkey_domain::{Clock, LookupId, ParsedKey};
 use latchkey_store::{RevocationSignal, Store, StoredCredential};
@@ -216,17 +217,15 @@ impl KeyVerifier {
     /// Whether `presented` is a working key, whatever it is asked to do.
     async fn verify_key(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
         let Ok(parsed) = ParsedKey::parse(presented) else {
-            return Ok(VerifyOutcome::Malformed);
+            if presented.starts_with(latchkey_domain::secret::KEY_PREFIX) || !import::plausible_foreign_key(presented) {
+                return Ok(VerifyOutcome::Malformed);
+            }
+            return self.verify_imported(presented, client).await;
         };
         let now = Instant::now();
         let digest = self.cache.digest(presented);
-        if let Some(hit) = self.cache.get(&digest, now) {
-            let wall_now = self.clock.now();
-            // Past its deadline, a cached secret is looked up again (and refused).
-            if hit.valid_until.is_none_or(|until| wall_now < until) {
-                self.usage.record(hit.key_id, wall_now);
-                return Ok(VerifyOutcome::Valid(hit));
-            }
+        if let Some(hit) = self.cached(&digest, now) {
+            return Ok(VerifyOutcome::Valid(hit));
         }
         let lookup = parsed.lookup_id();
         if let Some(over_limit) = self.limiter.failed_before(&digest, &lookup, client, now) {
@@ -250,18 +249,77 @@ impl KeyVerifier {
         let (true, Some(credential)) = (matched, stored) else {
             return Ok(refused(self.limiter.fail(digest, &lookup, client, Instant::now())));
         };
-        // The right secret: its key's state decides (and is not a failure).
+        Ok(self.accept(presented, credential, digest, epoch).await)
+    }
+
+    /// A key imported in another system's format: found by its prefix or
+    /// digest (one indexed query), checked like any key.
+    async fn verify_imported(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
+        let now = Instant::now();
+        let digest = self.cache.digest(presented);
+        if let Some(hit) = self.cached(&digest, now) {
+            return Ok(VerifyOutcome::Valid(hit));
+        }
+        let lookups = import::lookups_of(presented);
+        // Failures are counted per digest of the key, as a lookup id would be.
+        let lookup = LookupId::from_stored(lookups[0].clone());
+        if let Some(over_limit) = self.limiter.failed_before(&digest, &lookup, client, now) {
+            return Ok(refused(over_limit));
+        }
+        let epoch = self.cache.epoch();
+        let mut matched = None;
+        for credential in self.store.credentials_by_import_lookups(&lookups).await? {
+            let ok = match HashScheme::of(&credential.hash) {
+                Some(HashScheme::LegacyArgon2id) => match self.check_legacy(presented, &lookup, &credential).await? {
+                    Some(ok) => ok,
+                    None => return Ok(VerifyOutcome::RateLimited),
+                },
+                _ => verify_raw(presented, &credential.hash),
+            };
+            if ok {
+                matched = Some(credential);
+                break;
+            }
+        }
+        let Some(credential) = matched else {
+            return Ok(refused(self.limiter.fail(digest, &lookup, client, Instant::now())));
+        };
+        Ok(self.accept(presented, credential, digest, epoch).await)
+    }
+
+    /// A live cached verification, unless past its secret's deadline.
+    fn cached(&self, digest: &cache::Digest, now: Instant) -> Option<VerifiedKey> {
+        let hit = self.cache.get(digest, now)?;
+        let wall_now = self.clock.now();
+        // Past its deadline, a cached secret is looked up again (and refused).
+        if hit.valid_until.is_some_and(|until| wall_now >= until) {
+            return None;
+        }
+        self.usage.record(hit.key_id, wall_now);
+        Some(hit)
+    }
+
+    /// The verdict for the right secret: its key's state decides (and a
+    /// refusal here is not a failure); a working key is cached and its use
+    /// recorded, and a hash of an older scheme is upgraded.
+    async fn accept(
+        &self,
+        presented: &str,
+        credential: StoredCredential,
+        digest: cache::Digest,
+        epoch: u64,
+    ) -> VerifyOutcome {
         if credential.compromised {
-            return Ok(VerifyOutcome::Compromised);
+            return VerifyOutcome::Compromised;
         }
         if credential.disabled {
-            return Ok(VerifyOutcome::Disabled);
+            return VerifyOutcome::Disabled;
         }
         if credential.works_until.is_some_and(|until| until <= self.clock.now()) {
-            return Ok(VerifyOutcome::Expired);
+            return VerifyOutcome::Expired;
         }
         if !credential.previous && needs_upgrade(&credential.hash) {
-            self.upgrade(&parsed, &credential).await;
+            self.upgrade(presented, &credential).await;
         }
         let key = VerifiedKey::new(Verified {
             key_id: credential.key_id,
@@ -275,7 +333,7 @@ impl KeyVerifier {
         });
         self.cache.insert(digest, key.clone(), epoch, Instant::now());
         self.usage.record(key.key_id, self.clock.now());
-        Ok(VerifyOutcome::Valid(key))
+        VerifyOutcome::Valid(key)
     }
 
     /// Checks a legacy argon2id hash within the key's budget and the global
@@ -294,9 +352,7 @@ impl KeyVerifier {
             return Ok(None);
         };
         let (presented, hash) = (presented.to_owned(), credential.hash.clone());
-        let matched =
-            tokio::task::spawn_blocking(move || ParsedKey::parse(&presented).is_ok_and(|p| verify_secret(&p, &hash)))
-                .await?;
+        let matched = tokio::task::spawn_blocking(move || verify_raw(&presented, &hash)).await?;
         // The reservation held the place of this check while it ran; a
         // mismatch is counted by the caller like any other failure.
         self.limiter.refund(lookup, Instant::now());
@@ -306,8 +362,8 @@ impl KeyVerifier {
     /// Replaces a legacy hash by the current scheme's, unless the key was
     /// rotated or deleted meanwhile (then that change wins). A failure is
     /// logged and retried on the next verification.
-    async fn upgrade(&self, presented: &ParsedKey<'_>, credential: &StoredCredential) {
-        match self.store.upgrade_credential_hash(credential, &rehash(presented)).await {
+    async fn upgrade(&self, presented: &str, credential: &StoredCredential) {
+        match self.store.upgrade_credential_hash(credential, &sha256_stored(presented)).await {
             Ok(true) => tracing::info!(key = %credential.key_id, "key hash upgraded to the current scheme"),
             Ok(false) => tracing::info!(key = %credential.key_id, "key changed before its hash upgrade; kept"),
             Err(e) => tracing::warn!(key = %credential.key_id, error = %e, "key hash upgrade failed; will retry"),

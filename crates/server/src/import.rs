@@ -1,0 +1,187 @@
+//! `latchkey keys import`: keys from another system, one JSON object per
+//! line, kept in their original format (see `latchkey_domain::import`). A bad
+//! line is refused with its number and reason and does not stop the others
+//! (unless `--atomic`); a key already there is skipped, so running an import
+//! twice changes nothing. Nothing of a secret or hash is ever printed.
+
+use std::io::{BufRead, Read};
+
+use chrono::{DateTime, Utc};
+use latchkey_domain::description::shows_nothing;
+use latchkey_domain::import::{ImportedSecret, from_hash, from_plaintext};
+use latchkey_domain::{Description, TenantId, policy};
+use latchkey_store::{NewCredential, NewKey, Store};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Longest line read (a longer one is refused, not parsed).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// One line of an import file.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Record {
+    owner_email: String,
+    description: String,
+    created_at: DateTime<Utc>,
+    last_four: Option<String>,
+    secret: Option<String>,
+    hash: Option<String>,
+    prefix: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// A line ready to write.
+struct Ready {
+    line: usize,
+    key: NewKey,
+    created_at: DateTime<Utc>,
+}
+
+/// Checks one record; the reason says what is wrong, never the secret.
+async fn check(
+    store: &Store,
+    tenant: TenantId,
+    record: Record,
+    now: DateTime<Utc>,
+) -> Result<(NewKey, DateTime<Utc>), String> {
+    let description = Description::parse(&record.description).map_err(|e| format!("description: {e}"))?;
+    let owner = store
+        .user_by_email(tenant, &record.owner_email)
+        .await
+        .map_err(|e| format!("the owner could not be read: {e}"))?
+        .ok_or("ownerEmail: no user with this address in the tenant")?;
+    if !policy::may_own_keys(&owner, tenant) {
+        return Err("ownerEmail: this user cannot own keys (only internal admins and integration users can)".into());
+    }
+    if record.created_at > now {
+        return Err("createdAt is in the future".into());
+    }
+    let last_four = match &record.last_four {
+        Some(l) if l.chars().count() <= 4 && !shows_nothing(l) && !l.chars().any(char::is_control) => l.clone(),
+        Some(_) => return Err("lastFour must be 1 to 4 visible characters".into()),
+        None => record
+            .secret
+            .as_deref()
+            .map_or("—".into(), |s| s.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect()),
+    };
+    let key = match (record.secret.as_deref(), record.hash.as_deref()) {
+        (Some(_), Some(_)) => return Err("give either secret or hash, not both".into()),
+        (None, None) => return Err("give the key's secret or its hash".into()),
+        // A Latchkey key keeps its own lookup id.
+        (Some(secret), None) if secret.starts_with(latchkey_domain::secret::KEY_PREFIX) => {
+            let parsed = latchkey_domain::ParsedKey::parse(secret).map_err(|e| format!("secret: {e}"))?;
+            let credential = NewCredential {
+                lookup_id: parsed.lookup_id(),
+                hash: latchkey_domain::hashing::sha256_stored(secret),
+                last_four: last_four.clone(),
+            };
+            NewKey::new(tenant, owner.id, description, credential)
+        }
+        (Some(secret), None) => imported(
+            tenant,
+            owner.id,
+            description,
+            from_plaintext(secret, record.prefix.as_deref())?,
+            last_four,
+            record.created_at,
+        ),
+        (None, Some(hash)) => imported(
+            tenant,
+            owner.id,
+            description,
+            from_hash(hash, record.prefix.as_deref())?,
+            last_four,
+            record.created_at,
+        ),
+    };
+    Ok((key.expiring_at(record.expires_at), record.created_at))
+}
+
+fn imported(
+    tenant: TenantId,
+    owner: latchkey_domain::UserId,
+    description: Description,
+    secret: ImportedSecret,
+    last_four: String,
+    created_at: DateTime<Utc>,
+) -> NewKey {
+    NewKey::imported(tenant, owner, description, secret.lookup, secret.hash, last_four, created_at)
+}
+
+/// Imports the records of `input` into `tenant`; returns the JSON report.
+pub async fn run(
+    store: &Store,
+    tenant: TenantId,
+    input: impl BufRead,
+    dry_run: bool,
+    atomic: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut refused = Vec::new();
+    let mut ready = Vec::new();
+    let mut lookups = std::collections::HashSet::new();
+    let mut reader = input;
+    let mut line = 0usize;
+    loop {
+        let mut buffer = Vec::new();
+        let read = reader.by_ref().take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        line += 1;
+        if buffer.len() > MAX_LINE_BYTES && !buffer.ends_with(b"\n") {
+            refused.push(json!({ "line": line, "reason": format!("the line is longer than {MAX_LINE_BYTES} bytes") }));
+            // Skip the rest of the long line without holding it.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let n = reader.by_ref().take(MAX_LINE_BYTES as u64).read_until(b'\n', &mut rest)?;
+                if n == 0 || rest.ends_with(b"\n") {
+                    break;
+                }
+            }
+            continue;
+        }
+        let text = String::from_utf8_lossy(&buffer);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let outcome = match serde_json::from_str::<Record>(text.trim()) {
+            Err(e) => {
+                Err(format!("not a valid record: {}", e.to_string().split(" at line").next().unwrap_or("bad JSON")))
+            }
+            Ok(record) => check(store, tenant, record, now).await,
+        };
+        match outcome {
+            Ok((key, created_at)) => {
+                let identity =
+                    key.import_lookup.clone().unwrap_or_else(|| key.credential.lookup_id.as_str().to_owned());
+                if !lookups.insert(identity) {
+                    refused.push(json!({ "line": line, "reason": "the same key appears earlier in the file" }));
+                    continue;
+                }
+                ready.push(Ready { line, key, created_at });
+            }
+            Err(reason) => refused.push(json!({ "line": line, "reason": reason })),
+        }
+    }
+    let (mut imported, mut skipped) = (Vec::new(), Vec::new());
+    let write = !dry_run && (!atomic || refused.is_empty());
+    if write {
+        for Ready { line, key, created_at } in ready {
+            match store.insert_imported_key(key, created_at).await? {
+                Some(key) => imported.push(json!({ "line": line, "id": key.id })),
+                None => skipped.push(line),
+            }
+        }
+    }
+    Ok(json!({
+        "dryRun": dry_run,
+        "written": write,
+        "imported": imported.len(),
+        "importedKeys": imported,
+        "skippedAsPresent": skipped,
+        "refused": refused,
+    }))
+}

@@ -1,0 +1,215 @@
+//! `latchkey keys import`: keys made by other systems verify in their
+//! original format, including keys made by a real djangorestframework-api-key
+//! (PyPI) in a throw-away SQLite database.
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+use latchkey_tests::{JWT_SECRET, Seeded, TestApp, TestDb, latchkey_bin, ops};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+on_both_backends!(imported_keys_verify_in_their_original_format, bad_import_lines_are_refused_and_change_nothing,);
+
+fn latchkey(db: &TestDb, args: &[&str]) -> Output {
+    Command::new(latchkey_bin())
+        .args(args)
+        .env("LATCHKEY_DATABASE_URL", &db.url)
+        .env("LATCHKEY_JWT_SECRET", JWT_SECRET)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run latchkey")
+}
+
+/// Imports `lines` into the seeded tenant; returns the report and all output.
+fn import(app: &TestApp, s: &Seeded, lines: &[String], flags: &[&str]) -> (Value, String) {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    for line in lines {
+        writeln!(file, "{line}").unwrap();
+    }
+    let tenant = s.tenant.id.to_string();
+    let path = file.path().to_str().unwrap().to_owned();
+    let mut args = vec!["keys", "import", "--tenant", &tenant, &path];
+    args.extend_from_slice(flags);
+    let out = latchkey(&app.db, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (serde_json::from_slice(&out.stdout).unwrap(), all)
+}
+
+/// Keys made by djangorestframework-api-key: (key, prefix, hashed_key, created, name).
+fn drf_keys(count: usize) -> Option<Vec<Value>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/drf/make_keys.py");
+    let out = Command::new("python3").arg(script).arg(count.to_string()).output();
+    match out {
+        Ok(out) if out.status.success() => {
+            Some(String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+        }
+        failed => {
+            let why = failed.map_or_else(|e| e.to_string(), |o| String::from_utf8_lossy(&o.stderr).into_owned());
+            assert!(
+                std::env::var_os("LATCHKEY_REQUIRE_DRF").is_none(),
+                "djangorestframework-api-key is required (pip install djangorestframework-api-key): {why}"
+            );
+            eprintln!("SKIPPED the djangorestframework-api-key round trip: {why}");
+            None
+        }
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn imported_keys_verify_in_their_original_format(db: TestDb) {
+    let app = TestApp::start_on(db).await;
+    let s = app.seed("Acme").await;
+    let owner = s.integration.email.clone();
+    let mut lines = Vec::new();
+    let mut keys = Vec::new();
+    // Made by djangorestframework-api-key: prefix.secret, stored as sha512$$<hex>.
+    let drf = drf_keys(3);
+    for k in drf.iter().flatten() {
+        lines.push(json!({ "ownerEmail": owner, "description": k["name"], "createdAt": k["created"], "prefix": k["prefix"], "hash": k["hashed_key"] }).to_string());
+        keys.push(k["key"].as_str().unwrap().to_owned());
+    }
+    // Exported as SHA-256 of the whole key, as Unkey stores them.
+    for n in 0..2 {
+        let key = format!("uk_{}", sha256_hex(&format!("unkey {n} {}", s.tenant.id))[..24].to_owned());
+        lines.push(json!({ "ownerEmail": owner, "description": format!("Unkey {n}"), "createdAt": "2024-01-02T03:04:05Z", "hash": format!("sha256:{}", sha256_hex(&key)), "lastFour": &key[key.len() - 4..] }).to_string());
+        keys.push(key);
+    }
+    // argon2id with a public prefix; and a plaintext secret (hashed at once).
+    let argon_key = format!("acme.{}", &sha256_hex(&s.tenant.id.to_string())[..30]);
+    let argon = latchkey_domain::hashing::argon2id_hash_of(&argon_key).unwrap();
+    lines.push(json!({ "ownerEmail": owner, "description": "Argon", "createdAt": "2023-05-06T07:08:09Z", "hash": argon, "prefix": "acme" }).to_string());
+    keys.push(argon_key);
+    let plain = format!("plain_{}", &sha256_hex(&format!("plain {}", s.tenant.id))[..20]);
+    lines.push(
+        json!({ "ownerEmail": owner, "description": "Plain", "createdAt": "2023-05-06T07:08:09Z", "secret": plain })
+            .to_string(),
+    );
+    keys.push(plain.clone());
+
+    let (report, output) = import(&app, &s, &lines, &[]);
+    assert_eq!(report["imported"], keys.len(), "{report}");
+    assert_eq!(report["refused"], json!([]), "{report}");
+    for (key, line) in keys.iter().zip(&lines) {
+        assert!(!output.contains(key.as_str()), "no secret in the report or logs");
+        let hash: Value = serde_json::from_str(line).unwrap();
+        if let Some(hash) = hash["hash"].as_str() {
+            assert!(!output.contains(&hash[hash.len().saturating_sub(20)..]), "no hash in the report or logs");
+        }
+    }
+    // Idempotent: the same file again changes nothing.
+    let (again, _) = import(&app, &s, &lines, &[]);
+    assert_eq!(
+        (again["imported"].clone(), again["skippedAsPresent"].as_array().unwrap().len()),
+        (json!(0), keys.len())
+    );
+
+    // Each original key verifies, over REST and as a GraphQL bearer; a wrong one does not.
+    for key in &keys {
+        assert_eq!(app.verify(key).await["valid"], true, "{key}");
+        let body = app.gql(Some(key), "{ viewer { apiKey { id lastEditedAt } } }", json!({})).await;
+        assert_eq!(body["data"]["viewer"]["apiKey"]["lastEditedAt"], Value::Null, "a legacy key: {body}");
+    }
+    assert_eq!(app.verify(&format!("{plain}x")).await["code"], "INVALID");
+    assert_eq!(app.verify("has space").await["code"], "MALFORMED");
+
+    // In the table as legacy keys; rotating one makes it a Latchkey key, with an overlap.
+    let body = app
+        .gql(
+            Some(&s.admin_token),
+            "{ apiKeys(first: 100) { nodes { id description lastFour lastEditedAt } } }",
+            json!({}),
+        )
+        .await;
+    let nodes = body["data"]["apiKeys"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(nodes.len(), keys.len());
+    assert!(nodes.iter().all(|n| n["lastEditedAt"].is_null()));
+    let unkey = nodes.iter().find(|n| n["description"] == "Unkey 0").unwrap();
+    assert_eq!(unkey["lastFour"], &keys[keys.len() - 4][keys[keys.len() - 4].len() - 4..]);
+    let argon_row = nodes.iter().find(|n| n["description"] == "Argon").unwrap();
+    assert_eq!(argon_row["lastFour"], "—", "no last four given");
+    let plain_row = nodes.iter().find(|n| n["description"] == "Plain").unwrap();
+    let rotated = app
+        .gql(
+            Some(&s.admin_token),
+            ops::ROTATE_WITH,
+            json!({ "input": { "id": plain_row["id"], "overlapSeconds": 3600 } }),
+        )
+        .await;
+    let fresh = rotated["data"]["rotateApiKey"]["secret"].as_str().unwrap().to_owned();
+    assert!(fresh.starts_with("lk_"));
+    assert_eq!(app.verify(&fresh).await["valid"], true);
+    assert_eq!(app.verify(&plain).await["valid"], true, "the imported secret works during the overlap");
+    app.gql(Some(&s.admin_token), ops::EXPIRE_PREVIOUS, json!({ "id": plain_row["id"] })).await;
+    assert_eq!(app.verify(&plain).await["code"], "EXPIRED");
+    app.stop().await;
+}
+
+async fn bad_import_lines_are_refused_and_change_nothing(db: TestDb) {
+    let app = TestApp::start_on(db).await;
+    let s = app.seed("Acme").await;
+    let other = app.seed("Other").await;
+    let good = |n: usize| {
+        json!({ "ownerEmail": s.integration.email, "description": format!("Good {n}"), "createdAt": "2024-01-01T00:00:00Z", "hash": format!("sha256:{}", sha256_hex(&format!("good key {n} {}", s.tenant.id))) }).to_string()
+    };
+    let hash = format!("sha256:{}", sha256_hex("x"));
+    let lines = vec![
+        good(1),
+        "{ not json".to_owned(),
+        json!({ "ownerEmail": s.integration.email, "description": "d", "createdAt": "2024-01-01T00:00:00Z", "hash": "md5:abcdef" }).to_string(),
+        json!({ "ownerEmail": other.integration.email, "description": "d", "createdAt": "2024-01-01T00:00:00Z", "hash": hash }).to_string(),
+        good(1),
+        "x".repeat(10 * 1024 * 1024),
+        json!({ "ownerEmail": s.integration.email, "description": "d", "createdAt": "2024-01-01T00:00:00Z", "hash": hash, "secret": "abcdefghij" }).to_string(),
+        json!({ "ownerEmail": s.integration.email, "description": "d", "createdAt": "2024-01-01T00:00:00Z", "hash": latchkey_domain::hashing::argon2id_hash_of("a.bcdefghij").unwrap() }).to_string(),
+        json!({ "ownerEmail": s.integration.email, "description": "d", "createdAt": "2999-01-01T00:00:00Z", "hash": hash }).to_string(),
+        json!({ "ownerEmail": s.academy_admin.email, "description": "d", "createdAt": "2024-01-01T00:00:00Z", "hash": hash }).to_string(),
+        json!({ "ownerEmail": s.integration.email, "description": "\u{200b}", "createdAt": "2024-01-01T00:00:00Z", "hash": hash }).to_string(),
+    ];
+    let count = || async {
+        app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await["data"]["apiKeys"]["totalCount"]
+            .clone()
+    };
+
+    // --atomic and --dry-run write nothing.
+    let (report, _) = import(&app, &s, &lines, &["--atomic"]);
+    assert_eq!(report["written"], false);
+    assert_eq!(count().await, 0);
+    let (report, _) = import(&app, &s, &lines[..1], &["--dry-run"]);
+    assert_eq!((report["written"].clone(), report["dryRun"].clone()), (json!(false), json!(true)));
+    assert_eq!(count().await, 0);
+
+    // Otherwise each bad line is refused with its number and reason; the good one goes in.
+    let (report, output) = import(&app, &s, &lines, &[]);
+    assert_eq!(report["imported"], 1, "{report}");
+    let refused: Vec<(u64, String)> = report["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap().to_owned()))
+        .collect();
+    let lines_refused: Vec<u64> = refused.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines_refused, [2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "{report}");
+    for (line, needle) in [
+        (2, "not a valid record"),
+        (3, "unknown hash algorithm"),
+        (4, "no user"),
+        (5, "earlier in the file"),
+        (6, "longer than"),
+        (7, "not both"),
+        (8, "prefix"),
+        (9, "future"),
+        (10, "cannot own keys"),
+        (11, "description"),
+    ] {
+        let reason = &refused.iter().find(|(l, _)| *l == line).unwrap().1;
+        assert!(reason.contains(needle), "line {line}: {reason}");
+    }
+    assert!(!output.contains(&hash[7..]), "no hash is echoed");
+    assert_eq!(count().await, 1);
+    app.stop().await;
+}
