@@ -192,7 +192,11 @@ async fn malformed_keys_are_refused_without_the_database(app: TestApp) {
         String::new(),
         "lk_".into(),
         "lk_short".into(),
-        format!("sk_{}", &secret[3..]),
+        // Not `lk_`, and not a key another system could have made (imported keys are 8 to
+        // 256 visible ASCII characters, e.g. `sk_…`, which are looked up).
+        format!("sk {}", &secret[3..]),
+        "x".repeat(257),
+        "short".into(),
         format!("{secret}x"),
         typo,
         secret.replace(&secret[20..21], "-"),
