@@ -27,7 +27,7 @@ fi
 cargo build --release -q -p latchkey-server
 BIN="$PWD/target/release/latchkey"
 WORK="$(mktemp -d)"
-trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; wait "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 export LATCHKEY_DATABASE_URL="${BENCH_DATABASE_URL:-sqlite://$WORK/bench.db?mode=rwc}"
 export LATCHKEY_JWT_SECRET="bench-secret-bench-secret-bench-secret-0"

@@ -112,7 +112,7 @@ pub async fn start_with_clock(
         app: app.clone(),
         limits: config.http,
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
-        github: Arc::new(crate::github::GithubKeys::new(&config.github_keys_url, config.github_keys_min_refresh)),
+        github: Arc::new(crate::github::GithubKeys::new(&config.github_keys_url, config.github_keys_min_refresh)?),
     };
 
     let dispatcher = Dispatcher::new(store.clone(), clock, notifier, config.dispatcher.clone(), outbox);

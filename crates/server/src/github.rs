@@ -50,9 +50,9 @@ struct Cache {
 impl GithubKeys {
     /// Keys published at `url`, fetched when first needed and at most every
     /// `min_refresh` after that.
-    pub fn new(url: &str, min_refresh: Duration) -> Self {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
-        GithubKeys { url: url.to_owned(), client, min_refresh, state: Mutex::new(Cache::default()) }
+    pub fn new(url: &str, min_refresh: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        Ok(GithubKeys { url: url.to_owned(), client, min_refresh, state: Mutex::new(Cache::default()) })
     }
 
     /// The key named `identifier`, fetching the published keys again if it is
@@ -118,7 +118,7 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_signatures_are_refused_without_a_fetch() {
-        let keys = GithubKeys::new("http://127.0.0.1:9/unreachable", DEFAULT_MIN_REFRESH);
+        let keys = GithubKeys::new("http://127.0.0.1:9/unreachable", DEFAULT_MIN_REFRESH).unwrap();
         assert!(!keys.verify("id", "not base64!", b"[]").await);
         assert!(!keys.verify("id", "AAAA", b"[]").await);
         assert!(keys.state.lock().await.fetched.is_none(), "nothing was fetched for a malformed signature");
