@@ -389,7 +389,12 @@ async fn soak_mixed_load_across_two_replicas() {
         ops.load(Ordering::Relaxed),
         errors.len()
     );
-    assert!(errors.is_empty(), "{:?}", &errors[..errors.len().min(5)]);
+    let failures: Vec<String> = replicas
+        .iter()
+        .flat_map(|r| r.log().lines().filter(|l| l.contains("internal error")).map(str::to_owned).collect::<Vec<_>>())
+        .take(5)
+        .collect();
+    assert!(errors.is_empty(), "{:?}\nthe replicas logged: {failures:#?}", &errors[..errors.len().min(5)]);
     // What verification may hold at its caps, plus room for the pools and
     // buffers a busy server keeps (database connections, HTTP workers).
     let ceiling_kib = latchkey_app::VerifierConfig::default().max_memory_bytes() as u64 / 1024 + 32 * 1024;
