@@ -2,18 +2,9 @@
 
 use std::process::{Command, Output};
 
+use latchkey_tests::run_latchkey as latchkey;
 use latchkey_tests::{Backend, JWT_SECRET, TestApp, TestDb, latchkey_bin};
 use serde_json::{Value, json};
-
-fn latchkey(db: &TestDb, args: &[&str]) -> Output {
-    Command::new(latchkey_bin())
-        .args(args)
-        .env("LATCHKEY_DATABASE_URL", &db.url)
-        .env("LATCHKEY_JWT_SECRET", JWT_SECRET)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run latchkey")
-}
 
 fn json_out(out: &Output) -> Value {
     assert!(out.status.success(), "latchkey failed: {}", String::from_utf8_lossy(&out.stderr));

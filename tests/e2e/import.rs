@@ -3,23 +3,14 @@
 //! (PyPI) in a throw-away SQLite database.
 
 use std::io::Write;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use latchkey_tests::{JWT_SECRET, Seeded, TestApp, TestDb, latchkey_bin, ops};
+use latchkey_tests::run_latchkey as latchkey;
+use latchkey_tests::{Seeded, TestApp, TestDb, ops};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 on_both_backends!(imported_keys_verify_in_their_original_format, bad_import_lines_are_refused_and_change_nothing,);
-
-fn latchkey(db: &TestDb, args: &[&str]) -> Output {
-    Command::new(latchkey_bin())
-        .args(args)
-        .env("LATCHKEY_DATABASE_URL", &db.url)
-        .env("LATCHKEY_JWT_SECRET", JWT_SECRET)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run latchkey")
-}
 
 /// Imports `lines` into the seeded tenant; returns the report and all output.
 fn import(app: &TestApp, s: &Seeded, lines: &[String], flags: &[&str]) -> (Value, String) {

@@ -482,6 +482,18 @@ pub fn admin_token_at(token_key: &AdminTokenKey, user: &User, cloud: Cloud, now:
     token_key.sign(&AdminClaims { sub: user.id, tid: user.tenant_id, cloud, exp: now + 3600, iat: now })
 }
 
+/// Runs the `latchkey` command line on `db`, with the tests' JWT secret and
+/// quiet logs.
+pub fn run_latchkey(db: &TestDb, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(latchkey_bin())
+        .args(args)
+        .env("LATCHKEY_DATABASE_URL", &db.url)
+        .env("LATCHKEY_JWT_SECRET", JWT_SECRET)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run latchkey")
+}
+
 /// The `latchkey` binary built next to this test binary.
 pub fn latchkey_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
