@@ -170,6 +170,54 @@ async fn serve_refuses_to_start_without_a_usable_configuration() {
     assert!(stderr(&out).contains("LATCHKEY_JWT_AUDIENCE"), "{}", stderr(&out));
 }
 
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_hold_no_secret() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let env = [
+        ("LATCHKEY_DATABASE_URL", db.url.as_str()),
+        ("LATCHKEY_JWT_SECRET", JWT_SECRET),
+        ("LATCHKEY_LOG_FORMAT", "json"),
+    ];
+    let server = latchkey_tests::process::ServerProcess::spawn(&env);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{}/healthz", server.url)).send().await.unwrap().status(), 200);
+    let bearer = "lk_NotARealKeyNotARealKeyNotARealKeyNotARealKeyNotAReal";
+    http.post(format!("{}/graphql", server.url))
+        .bearer_auth(bearer)
+        .json(&json!({ "query": "{ viewer { clouds } }" }))
+        .send()
+        .await
+        .unwrap();
+    let mut request_lines = Vec::new();
+    for _ in 0..100 {
+        let log = server.log();
+        request_lines = log.lines().filter(|l| l.contains("\"message\":\"request\"")).map(str::to_owned).collect();
+        if request_lines.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let log = server.log();
+    for line in log.lines() {
+        let parsed: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(parsed["level"].is_string() && parsed["timestamp"].is_string(), "{line}");
+    }
+    let healthz: Value = request_lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["path"] == "/healthz")
+        .expect("the request line");
+    assert_eq!((healthz["method"].clone(), healthz["status"].clone()), (json!("GET"), json!(200)));
+    assert!(healthz["micros"].is_u64());
+    assert!(!log.contains(bearer) && !log.contains(JWT_SECRET), "no secret or token in the logs");
+    server.terminate();
+    // An unknown format is refused.
+    let out =
+        std::process::Command::new(latchkey_bin()).args(["schema"]).env("LATCHKEY_LOG_FORMAT", "xml").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LATCHKEY_LOG_FORMAT"));
+}
+
 /// The arguments of `latchkey user create`.
 fn create_user<'a>(tenant: &'a str, email: &'a str, name: &'a str, role: &'a str) -> Vec<&'a str> {
     vec!["user", "create", "--tenant", tenant, "--email", email, "--name", name, "--role", role]

@@ -47,7 +47,13 @@ impl ServerProcess {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some((_, port)) = line.split_once("listening addr=127.0.0.1:") {
+                // Text logs say `listening addr=127.0.0.1:PORT`; JSON logs `"addr":"127.0.0.1:PORT"`.
+                let announced = line.split_once("listening addr=127.0.0.1:").or_else(|| {
+                    line.contains("\"message\":\"listening\"")
+                        .then(|| line.split_once("\"addr\":\"127.0.0.1:"))
+                        .flatten()
+                });
+                if let Some((_, port)) = announced {
                     let port: String = port.chars().take_while(char::is_ascii_digit).collect();
                     let _ = tx.send(port);
                 }

@@ -8,8 +8,16 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // One JSON object per line for log pipelines; text (coloured on a terminal) otherwise.
+    match std::env::var("LATCHKEY_LOG_FORMAT").unwrap_or_default().as_str() {
+        "" | "text" => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        "json" => logs.json().flatten_event(true).with_current_span(false).init(),
+        other => {
+            eprintln!("error: LATCHKEY_LOG_FORMAT is invalid: {other:?} (expected text or json)");
+            return ExitCode::FAILURE;
+        }
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(64).build() {
         Ok(rt) => rt,
