@@ -33,6 +33,7 @@ mod auth;
 mod cli;
 mod concurrency;
 mod console;
+mod cors;
 mod http;
 mod import;
 mod key_lifecycle;

@@ -231,6 +231,8 @@ pub struct AppOptions {
     pub trusted_proxies: Vec<latchkey_domain::restrictions::Network>,
     /// `LATCHKEY_GITHUB_KEYS_URL` (nothing listens there by default).
     pub github_keys_url: String,
+    /// `LATCHKEY_CORS_ORIGINS`.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for AppOptions {
@@ -244,6 +246,7 @@ impl Default for AppOptions {
             clock: None,
             trusted_proxies: Vec::new(),
             github_keys_url: "http://127.0.0.1:9/github-keys".into(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -353,6 +356,7 @@ impl TestApp {
             trusted_proxies: options.trusted_proxies.clone(),
             github_keys_url: options.github_keys_url.clone(),
             github_keys_min_refresh: Duration::from_millis(100),
+            cors_origins: options.cors_origins.clone(),
             http: options.http,
         };
         let chosen: Arc<dyn latchkey_notify::Notifier> = if options.smtp_url.is_some() || options.mail_dir.is_some() {

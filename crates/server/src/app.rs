@@ -134,11 +134,16 @@ pub async fn start_with_clock(
 
     let data = web::Data::new(context);
     let body_read_timeout = config.http.body_read_timeout;
+    let cors_origins = Arc::new(config.cors_origins.clone());
     let mut server = HttpServer::new(move || {
         actix_web::App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .wrap(actix_web::middleware::from_fn(move |req, next| http::read_body_within(body_read_timeout, req, next)))
+            .wrap(actix_web::middleware::from_fn({
+                let origins = cors_origins.clone();
+                move |req, next| http::cors(origins.clone(), req, next)
+            }))
             .wrap(actix_web::middleware::from_fn(http::log_requests))
             .configure(http::routes)
     })

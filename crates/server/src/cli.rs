@@ -146,6 +146,9 @@ pub struct ServeArgs {
     /// comma-separated); none by default, so the peer address is the client.
     #[arg(long, env = "LATCHKEY_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// Origins whose pages may call the API from a browser (exact, comma-separated; never *).
+    #[arg(long, env = "LATCHKEY_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
     /// Where GitHub publishes the keys that sign its secret-scanning requests.
     #[arg(long, env = "LATCHKEY_GITHUB_KEYS_URL", default_value = crate::github::DEFAULT_KEYS_URL)]
     pub github_keys_url: String,
@@ -376,6 +379,7 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         trusted_proxies: crate::config::parse_trusted_proxies(&args.trusted_proxies)?,
         github_keys_url: args.github_keys_url.trim().to_owned(),
         github_keys_min_refresh: crate::github::DEFAULT_MIN_REFRESH,
+        cors_origins: crate::config::parse_cors_origins(&args.cors_origins)?,
         http: crate::config::HttpLimits {
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),

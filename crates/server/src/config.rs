@@ -70,6 +70,8 @@ pub struct ServeConfig {
     pub github_keys_url: String,
     /// The shortest time between two fetches of those keys.
     pub github_keys_min_refresh: Duration,
+    /// Origins (scheme://host[:port]) whose pages may call the API from a browser.
+    pub cors_origins: Vec<String>,
 }
 
 /// What one connection and one request may take, so that slow or greedy
@@ -199,6 +201,25 @@ pub fn parse_trusted_proxies(raw: &str) -> Result<Vec<latchkey_domain::restricti
         .collect()
 }
 
+/// Parses `LATCHKEY_CORS_ORIGINS`: exact origins (`https://admin.example.com`),
+/// comma-separated; `*` and anything with a path are refused.
+pub fn parse_cors_origins(raw: &str) -> Result<Vec<String>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|origin| {
+            let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains(['/', '*', ' ', '?', '#']) => Ok(origin.to_owned()),
+                _ => Err(ConfigError::Invalid {
+                    name: "LATCHKEY_CORS_ORIGINS",
+                    reason: format!("{origin:?} is not an exact origin like https://admin.example.com (never *)"),
+                }),
+            }
+        })
+        .collect()
+}
+
 /// Checks the console URL (used in links mailed to owners).
 pub fn parse_console_url(raw: &str) -> Result<String, ConfigError> {
     let url = raw.trim().trim_end_matches('/');
@@ -227,6 +248,10 @@ mod tests {
         assert_eq!(parse_console_url("https://a.example/").unwrap(), "https://a.example");
         assert_eq!(parse_trusted_proxies("10.0.0.0/8, 192.0.2.1").unwrap().len(), 2);
         assert!(parse_trusted_proxies("").unwrap().is_empty());
+        assert_eq!(parse_cors_origins("https://a.example, http://127.0.0.1:3000").unwrap().len(), 2);
+        for bad in ["*", "https://*.example", "https://a.example/path", "a.example", "https://"] {
+            assert!(parse_cors_origins(bad).is_err(), "{bad}");
+        }
         assert!(parse_trusted_proxies("10.0.0.0/33").unwrap_err().to_string().contains("LATCHKEY_TRUSTED_PROXIES"));
     }
 }

@@ -136,6 +136,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         trusted_proxies: Vec::new(),
         github_keys_url: crate::github::DEFAULT_KEYS_URL.into(),
         github_keys_min_refresh: crate::github::DEFAULT_MIN_REFRESH,
+        cors_origins: Vec::new(),
         http: Default::default(),
     };
     let notifier = config.notifier()?;

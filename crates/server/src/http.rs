@@ -500,6 +500,43 @@ async fn github_secret_scanning(ctx: web::Data<AppContext>, req: HttpRequest, bo
     HttpResponse::Ok().json(verdicts)
 }
 
+/// Admin front ends on their own origin (`LATCHKEY_CORS_ORIGINS`, exact
+/// origins, none by default, never `*`): a preflight from a listed origin
+/// is answered with what GraphQL needs, and its requests get
+/// `Access-Control-Allow-Origin`; any other origin gets no CORS header, so
+/// browsers keep its pages out. `Vary: Origin` always.
+pub async fn cors(
+    origins: std::sync::Arc<Vec<String>>,
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let allowed = origin.filter(|o| origins.iter().any(|allowed| allowed == o));
+    if req.method() == actix_web::http::Method::OPTIONS
+        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        let mut preflight = HttpResponse::NoContent();
+        preflight.insert_header((header::VARY, "Origin"));
+        if let Some(origin) = &allowed {
+            preflight
+                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.as_str()))
+                .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"))
+                .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "authorization, content-type"))
+                .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"));
+        }
+        return Ok(req.into_response(preflight.finish()).map_into_right_body());
+    }
+    let mut response = next.call(req).await?;
+    let headers = response.headers_mut();
+    headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
+    if let Some(origin) = allowed
+        && let Ok(value) = header::HeaderValue::from_str(&origin)
+    {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    }
+    Ok(response.map_into_left_body())
+}
+
 /// Logs method, path (never the query string or headers), status and latency.
 pub async fn log_requests(
     req: ServiceRequest,
