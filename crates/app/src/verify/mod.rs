@@ -1,6 +1,8 @@
 //! Verification of presented API keys.
 //!
-//! 1. Malformed keys (shape, checksum) are refused without the database.
+//! 1. Malformed keys (an `lk_` key's shape or checksum; a string no system's
+//!    key could be) are refused without the database. Other non-`lk_`
+//!    strings are looked up as imported keys (`latchkey_domain::import`).
 //! 2. A cached verified key (see [`cache`]) is answered from memory: one HMAC
 //!    and one shard lookup.
 //! 3. A key that failed within the window is answered from memory too.
@@ -120,7 +122,7 @@ impl Default for VerifierConfig {
 pub enum VerifyOutcome {
     /// A live key.
     Valid(VerifiedKey),
-    /// Wrong shape or checksum (decided without the database).
+    /// Wrong shape or checksum, or not a key of any system (decided without the database).
     Malformed,
     /// Not a live key: unknown, rotated away, deleted, or a wrong secret.
     Invalid,
