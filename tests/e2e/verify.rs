@@ -199,7 +199,7 @@ async fn malformed_keys_are_refused_without_the_database(app: TestApp) {
         "short".into(),
         format!("{secret}x"),
         typo,
-        secret.replace(&secret[20..21], "-"),
+        format!("{}-{}", &secret[..20], &secret[21..]),
         "ä".repeat(30),
     ];
 
