@@ -244,6 +244,9 @@ async fn disabled_and_expired_keys_are_refused_with_their_code(db: TestDb) {
     assert_eq!(code(&app, &secret).await, "VALID");
     clock.advance(Duration::hours(1));
     assert_eq!(code(&app, &secret).await, "EXPIRED");
+    // It expired a second time: the owner is told again (and the audit log says so).
+    let expiry_notices = || app.notifier.delivered().iter().filter(|e| e.kind == KeyEventKind::Expired).count();
+    until("the second expiry notice", || expiry_notices() == 2).await;
 
     // Rotating an expired key gives a working key, without expiry unless asked.
     let rotated = rotate(&app, token, json!({ "id": id, "overlapSeconds": 3600 })).await;
@@ -259,6 +262,7 @@ async fn disabled_and_expired_keys_are_refused_with_their_code(db: TestDb) {
         [
             "DISABLED",
             "ENABLED",
+            "EXPIRED",
             "EXPIRED",
             "EXPIRY_CHANGED",
             "EXPIRY_CHANGED",
