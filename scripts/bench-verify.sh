@@ -5,7 +5,9 @@
 # tenant and a key, and drives it with wrk (64 connections, 10 s a case):
 #   /healthz (the HTTP stack's ceiling), /v1/keys/verify with a valid cached
 #   key, a malformed key, a wrong secret for a real lookup id, the valid key
-#   while a wrong-secret flood runs alongside, and GraphQL `viewer` with a key.
+#   while a wrong-secret flood runs alongside, GraphQL `viewer` with a key, and
+#   forward auth (`GET /v1/auth`, as nginx/Traefik/Envoy call it) with the
+#   cached key and with a wrong one.
 # Then the cold case: BENCH_COLD_KEYS distinct keys (default 100,000), the
 # server restarted so nothing is cached, each key verified at most once
 # (BENCH_COLD_DURATION, default 5 s, 32 connections); and the server's RSS
@@ -74,10 +76,20 @@ LUA
 
 # The valid key is verified once so it is cached.
 curl -fs "$URL/v1/keys/verify" -d "{\"key\":\"$SECRET\"}" | grep -q '"valid":true'
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $SECRET" "$URL/v1/auth")" = 200 ]
+
+cat > "$WORK/get.lua" <<'LUA'
+wrk.headers["Authorization"] = os.getenv("AUTH")
+wrk.headers["X-Forwarded-For"] = "203.0.113.7"
+wrk.headers["X-Latchkey-Cloud"] = "EMPLOYEE"
+LUA
 
 run() { # name, url, [body], [auth]
   local name="$1" url="$2"
   BODY="${3:-}" AUTH="${4:-}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency ${3:+-s "$WORK/post.lua"} "$url" > "$WORK/$name.out"
+}
+run_get() { # name, url, auth: a GET with a gateway's headers
+  AUTH="$3" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/get.lua" "$2" > "$WORK/$1.out"
 }
 
 summary() { # name -> "rps p50 p99"
@@ -98,6 +110,8 @@ BODY="{\"key\":\"$WRONG\"}" wrk -t1 -c$((CONNECTIONS / 2)) -d"$DURATION" -s "$WO
 FLOOD=$!
 BODY="{\"key\":\"$SECRET\"}" wrk -t1 -c$((CONNECTIONS / 2)) -d"$DURATION" --latency -s "$WORK/post.lua" "$URL/v1/keys/verify" > "$WORK/verify_under_flood.out"
 wait "$FLOOD"
+run_get forward_auth_cached "$URL/v1/auth" "Bearer $SECRET"
+run_get forward_auth_wrong "$URL/v1/auth" "Bearer $WRONG"
 run graphql_viewer "$URL/graphql" '{"query":"{ viewer { tenant { id } apiKey { id } clouds } }"}' "Bearer $SECRET"
 
 WRONG_CODE="$(curl -fs "$URL/v1/keys/verify" -d "{\"key\":\"$WRONG\"}" | jq -r .code)"
@@ -146,7 +160,8 @@ VALID_SAMPLE="$(curl -fs "$URL/v1/keys/verify" -d "{\"key\":\"$(sed -n 7p "$WORK
 
 printf '\nlatchkey verification benchmark: %s connections, %s per case, %s cores\n\n' "$CONNECTIONS" "$DURATION" "$(nproc)"
 printf '%-34s %12s %10s %10s\n' case requests/s p50 p99
-for c in healthz verify_cached verify_malformed verify_wrong verify_under_flood graphql_viewer verify_cold; do
+for c in healthz verify_cached verify_malformed verify_wrong verify_under_flood forward_auth_cached forward_auth_wrong \
+  graphql_viewer verify_cold; do
   read -r rps p50 p99 <<<"$(summary "$c")"
   printf '%-34s %12s %10s %10s\n' "$c" "$rps" "$p50" "$p99"
 done
@@ -154,7 +169,9 @@ read -r flood_rps _ <<<"$(awk '/Requests\/sec/ {print $2}' "$WORK/flood.out") x"
 printf '%-34s %12s\n' "(wrong-secret flood alongside)" "$flood_rps"
 read -r h _ _ <<<"$(summary healthz)"
 read -r v _ _ <<<"$(summary verify_cached)"
+read -r f _ _ <<<"$(summary forward_auth_cached)"
 python3 -c "print(f'\ncached verify / healthz throughput: {float(\"$v\")/float(\"$h\"):.2f}')"
+python3 -c "print(f'forward auth (cached key) / healthz throughput: {float(\"$f\")/float(\"$h\"):.2f}')"
 echo "wrong-secret answers settle on: $WRONG_CODE (the failing presenter is limited; correct keys never are)"
 printf 'cold: %s requests over %s distinct keys (%s), non-2xx: %s, a key verified after the run is valid: %s\n' \
   "$COLD_REQUESTS" "$COLD_KEYS" "$( [ "${COLD_REQUESTS:-0}" -le "$COLD_KEYS" ] && echo 'none repeated: all cold' || echo 'SOME REPEATED: raise BENCH_COLD_KEYS')" \

@@ -34,6 +34,7 @@ mod cli;
 mod concurrency;
 mod console;
 mod cors;
+mod gateway;
 mod http;
 mod import;
 mod key_lifecycle;

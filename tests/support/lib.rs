@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod logs;
+pub mod nginx;
 pub mod ops;
 pub mod process;
 pub mod proxy;

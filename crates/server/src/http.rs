@@ -29,6 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/v1/keys/verify", web::post().to(verify_key))
+        .route("/v1/auth", web::route().to(crate::forward_auth::forward_auth))
         .route("/v1/keys/report-leak", web::post().to(report_leak))
         .route("/v1/secret-scanning/github", web::post().to(github_secret_scanning));
 }
@@ -36,12 +37,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The header naming the id of an internal failure.
 const X_REQUEST_ID: &str = "x-request-id";
 
-fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "error": { "code": code, "message": message } }))
 }
 
 /// The one mapping from [`AppError`] to a REST answer.
-fn rest_error(e: AppError) -> HttpResponse {
+pub(crate) fn rest_error(e: AppError) -> HttpResponse {
     let status = match e {
         AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         AppError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -76,20 +77,29 @@ async fn authenticated(ctx: &AppContext, req: &HttpRequest) -> Result<Authentica
 /// an unreadable hop stops the walk at the last trusted address.
 pub fn client_address(req: &HttpRequest, trusted: &[Network]) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip();
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(peer) {
+    if !trusted.iter().any(|n| n.contains(peer)) {
         return Some(peer);
     }
-    let mut nearest = peer;
+    first_untrusted_hop(req, Some(peer), trusted)
+}
+
+/// Walks `X-Forwarded-For` from the right, past `nearest` (a trusted hop
+/// already passed, if any), to the first hop that is not a trusted proxy. An
+/// unreadable hop stops the walk at the last address passed.
+pub(crate) fn first_untrusted_hop(
+    req: &HttpRequest,
+    mut nearest: Option<IpAddr>,
+    trusted: &[Network],
+) -> Option<IpAddr> {
     let hops = req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
     for hop in hops.iter().rev().flat_map(|h| h.rsplit(',')) {
-        let Ok(ip) = hop.trim().parse::<IpAddr>() else { return Some(nearest) };
-        if !is_trusted(ip) {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else { return nearest };
+        if !trusted.iter().any(|n| n.contains(ip)) {
             return Some(ip);
         }
-        nearest = ip;
+        nearest = Some(ip);
     }
-    Some(nearest)
+    nearest
 }
 
 async fn run_graphql(ctx: &AppContext, req: &HttpRequest, request: async_graphql::Request, post: bool) -> HttpResponse {
@@ -253,21 +263,12 @@ struct VerifyRequest<'a> {
 }
 
 /// Most permissions one verification may ask for.
-const MAX_ASKED_PERMISSIONS: usize = 64;
+pub(crate) const MAX_ASKED_PERMISSIONS: usize = 64;
 
 impl VerifyRequest<'_> {
     /// The request context, or what is wrong with it.
     fn context(&self) -> Result<RequestContext, String> {
-        let cloud = match self.cloud.as_deref() {
-            None => None,
-            Some(raw) => Some(
-                Cloud::ALL
-                    .iter()
-                    .copied()
-                    .find(|c| c.as_str().eq_ignore_ascii_case(raw))
-                    .ok_or_else(|| "`cloud` must be EMPLOYEE or CUSTOMER.".to_owned())?,
-            ),
-        };
+        let cloud = self.cloud.as_deref().map(parse_cloud).transpose()?;
         if self.permissions.len() > MAX_ASKED_PERMISSIONS {
             return Err(format!("`permissions` may name at most {MAX_ASKED_PERMISSIONS} permissions."));
         }
@@ -279,6 +280,15 @@ impl VerifyRequest<'_> {
         };
         Ok(RequestContext::needing(cloud, self.permissions.iter().map(String::as_str), ip))
     }
+}
+
+/// A cloud named by a gateway: `EMPLOYEE` or `CUSTOMER`, in any case.
+pub(crate) fn parse_cloud(raw: &str) -> Result<Cloud, String> {
+    Cloud::ALL
+        .iter()
+        .copied()
+        .find(|c| c.as_str().eq_ignore_ascii_case(raw))
+        .ok_or_else(|| "The cloud must be EMPLOYEE or CUSTOMER.".to_owned())
 }
 
 /// The answer for a valid key.

@@ -6,6 +6,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+mod forward_auth;
 pub mod github;
 mod http;
 pub mod import;

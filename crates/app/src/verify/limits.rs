@@ -95,6 +95,12 @@ impl FailureLimiter {
     /// Records a failed verification of `digest` (a key with `lookup`) from
     /// `client`. Returns whether the presenter is now over a limit, so the
     /// answer should be `RATE_LIMITED` rather than `INVALID`.
+    /// How long failures are counted: the longest a `RATE_LIMITED`
+    /// presenter waits before its count starts again.
+    pub(crate) fn window(&self) -> Duration {
+        self.window
+    }
+
     pub(crate) fn fail(&self, digest: Digest, lookup: &LookupId, client: Option<IpAddr>, now: Instant) -> bool {
         let window = self.window;
         let mut shard = self.failed.shard(&digest);

@@ -372,6 +372,12 @@ impl KeyVerifier {
         }
     }
 
+    /// How long a `RATE_LIMITED` presenter should wait before retrying (the
+    /// failure window: its count has started again by then).
+    pub fn retry_after(&self) -> Duration {
+        self.limiter.window()
+    }
+
     /// Forgets a key that was rotated or deleted in this process.
     pub fn forget(&self, key: latchkey_domain::ApiKeyId) {
         self.cache.invalidate(key);

@@ -1,0 +1,139 @@
+//! Forward authentication for gateways: `/v1/auth`, for nginx's
+//! `auth_request`, Traefik's `forwardAuth` and Envoy's HTTP `ext_authz`.
+//!
+//! The gateway sends the client's request headers (no body) and learns from
+//! the status alone whether to let the request through:
+//! * 200: a working key allowed for this request; `X-Latchkey-Tenant`,
+//!   `-Key`, `-Owner` and `-Permissions` are for the gateway to pass upstream
+//!   (it must set them itself, overwriting whatever the client sent);
+//! * 401 with `WWW-Authenticate: Bearer error="invalid_token"`: no key, or
+//!   one that is malformed, unknown, expired, disabled or compromised;
+//! * 403: a working key that may not serve this request (cloud, address,
+//!   permissions);
+//! * 429 with `Retry-After`: this client failed too often;
+//! * 400: the gateway's own headers are wrong (a configuration error);
+//! * 503: Latchkey cannot answer.
+//!
+//! Every refusal also carries `X-Latchkey-Code` and the JSON body of
+//! `/v1/keys/verify`. It is the same verification, cache included.
+
+use std::net::IpAddr;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use latchkey_app::verify::VerifiedKey;
+use latchkey_app::{Refusal, RequestContext, VerifyOutcome};
+use latchkey_domain::restrictions::Network;
+
+use crate::app::AppContext;
+use crate::http::{MAX_ASKED_PERMISSIONS, first_untrusted_hop, json_error, parse_cloud, rest_error};
+
+/// The cloud the gateway's route is for (`EMPLOYEE` or `CUSTOMER`).
+pub const CLOUD_HEADER: &str = "x-latchkey-cloud";
+/// The permissions the gateway's route needs, comma- or space-separated.
+pub const PERMISSIONS_HEADER: &str = "x-latchkey-permissions";
+/// The header with the key, for clients that cannot send `Authorization`.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// What a refusal says in `WWW-Authenticate` (RFC 6750).
+const INVALID_TOKEN: &str = r#"Bearer realm="latchkey", error="invalid_token""#;
+
+/// Answers a gateway's subrequest; see the module documentation.
+pub async fn forward_auth(ctx: web::Data<AppContext>, req: HttpRequest) -> HttpResponse {
+    let context = match request_context(&req, &ctx.trusted_proxies) {
+        Ok(c) => c,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message),
+    };
+    let Some(presented) = presented_key(&req) else {
+        return refusal(StatusCode::UNAUTHORIZED, "MISSING_KEY")
+            .insert_header((header::WWW_AUTHENTICATE, INVALID_TOKEN))
+            .body(r#"{"valid":false,"code":"MISSING_KEY"}"#);
+    };
+    // Failures count against the end client when the gateway says who it is.
+    let client = context.ip.or_else(|| req.peer_addr().map(|a| a.ip()));
+    let outcome = match ctx.app.verify_key(presented, client, &context).await {
+        Ok(o) => o,
+        Err(e) => return rest_error(e),
+    };
+    let code = match &outcome {
+        VerifyOutcome::Valid(key) => return allowed(key),
+        refused => refused.code().unwrap_or("INVALID"),
+    };
+    let body = format!(r#"{{"valid":false,"code":"{code}"}}"#);
+    match outcome {
+        VerifyOutcome::NotAllowed(Refusal::InsufficientPermissions { missing }) => {
+            let body = serde_json::json!({ "valid": false, "code": code, "missing": missing });
+            refusal(StatusCode::FORBIDDEN, code)
+                .insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="latchkey", error="insufficient_scope""#))
+                .json(body)
+        }
+        VerifyOutcome::NotAllowed(_) => refusal(StatusCode::FORBIDDEN, code).body(body),
+        VerifyOutcome::RateLimited => {
+            let seconds = ctx.app.verifier().retry_after().as_secs().max(1);
+            refusal(StatusCode::TOO_MANY_REQUESTS, code).insert_header((header::RETRY_AFTER, seconds)).body(body)
+        }
+        _ => {
+            refusal(StatusCode::UNAUTHORIZED, code).insert_header((header::WWW_AUTHENTICATE, INVALID_TOKEN)).body(body)
+        }
+    }
+}
+
+/// The key: `Authorization: Bearer …`, else `X-Api-Key`.
+fn presented_key(req: &HttpRequest) -> Option<&str> {
+    let text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    text(header::AUTHORIZATION)
+        .and_then(latchkey_app::auth::bearer_token)
+        .or_else(|| text(header::HeaderName::from_static(API_KEY_HEADER)).map(str::trim))
+        .filter(|k| !k.is_empty())
+}
+
+/// What the gateway says about the request: its cloud and permissions (set
+/// per route), and the client's address (see [`forwarded_client`]).
+fn request_context(req: &HttpRequest, trusted: &[Network]) -> Result<RequestContext, String> {
+    let text = |name: &str| -> Result<Option<&str>, String> {
+        req.headers()
+            .get(name)
+            .map(|v| v.to_str().map_err(|_| format!("The {name} header is not valid text.")))
+            .transpose()
+    };
+    let cloud = text(CLOUD_HEADER)?.map(|raw| parse_cloud(raw.trim())).transpose()?;
+    let permissions: Vec<&str> = text(PERMISSIONS_HEADER)?
+        .unwrap_or_default()
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if permissions.len() > MAX_ASKED_PERMISSIONS {
+        return Err(format!("{PERMISSIONS_HEADER} may name at most {MAX_ASKED_PERMISSIONS} permissions."));
+    }
+    Ok(RequestContext::needing(cloud, permissions, forwarded_client(req, trusted)))
+}
+
+/// The end client's address: the last hop of `X-Forwarded-For` (the address
+/// the gateway itself saw; clients can only prepend), and further left only
+/// past proxies in `LATCHKEY_TRUSTED_PROXIES`. None when the gateway does not
+/// say.
+fn forwarded_client(req: &HttpRequest, trusted: &[Network]) -> Option<IpAddr> {
+    first_untrusted_hop(req, None, trusted)
+}
+
+fn refusal(status: StatusCode, code: &str) -> HttpResponseBuilder {
+    let mut response = HttpResponse::build(status);
+    response
+        .content_type(header::ContentType::json())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("x-latchkey-code", code.to_owned()));
+    response
+}
+
+/// 200 with the headers the gateway passes upstream.
+fn allowed(key: &VerifiedKey) -> HttpResponse {
+    let permissions = key.restrictions.effective_permissions(key.owner_may).names().join(",");
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("x-latchkey-tenant", key.tenant_id.to_string()))
+        .insert_header(("x-latchkey-key", key.key_id.to_string()))
+        .insert_header(("x-latchkey-owner", key.owner_id.to_string()))
+        .insert_header(("x-latchkey-permissions", permissions))
+        .finish()
+}
