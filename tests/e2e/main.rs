@@ -42,6 +42,7 @@ mod key_states;
 mod key_table;
 mod leaks;
 mod mail;
+mod metrics;
 mod replicas;
 mod restrictions;
 mod secret_scanning;

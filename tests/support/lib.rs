@@ -234,6 +234,8 @@ pub struct AppOptions {
     pub github_keys_url: String,
     /// `LATCHKEY_CORS_ORIGINS`.
     pub cors_origins: Vec<String>,
+    /// Serve `/metrics` on a listener of its own (port 0).
+    pub metrics: bool,
 }
 
 impl Default for AppOptions {
@@ -248,6 +250,7 @@ impl Default for AppOptions {
             trusted_proxies: Vec::new(),
             github_keys_url: "http://127.0.0.1:9/github-keys".into(),
             cors_origins: Vec::new(),
+            metrics: false,
         }
     }
 }
@@ -358,6 +361,7 @@ impl TestApp {
             github_keys_url: options.github_keys_url.clone(),
             github_keys_min_refresh: Duration::from_millis(100),
             cors_origins: options.cors_origins.clone(),
+            metrics_bind: options.metrics.then(|| "127.0.0.1:0".parse().unwrap()),
             http: options.http,
         };
         let chosen: Arc<dyn latchkey_notify::Notifier> = if options.smtp_url.is_some() || options.mail_dir.is_some() {

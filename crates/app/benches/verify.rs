@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use latchkey_app::metrics::Metrics;
 use latchkey_app::{KeyVerifier, RequestContext, VerifierConfig, VerifyOutcome};
 use latchkey_domain::hashing::{hash_secret, legacy_argon2id_hash};
 use latchkey_domain::secret::with_checksum;
@@ -96,7 +97,7 @@ async fn seed_restricted(store: &Store) -> String {
 
 fn fresh_verifier(store: &Store) -> KeyVerifier {
     let config = VerifierConfig { max_failures_per_client: u32::MAX, ..VerifierConfig::default() };
-    KeyVerifier::new(store.clone(), Arc::new(SystemClock), &config).unwrap()
+    KeyVerifier::new(store.clone(), Arc::new(SystemClock), &config, Arc::new(Metrics::new().unwrap())).unwrap()
 }
 
 /// Times `iters` cold verifications of `keys` (a fresh verifier whenever the

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod error;
 pub mod keys;
 pub mod leaks;
+pub mod metrics;
 pub mod verify;
 
 use std::net::IpAddr;
@@ -43,6 +44,7 @@ pub struct App {
     verifier: Arc<KeyVerifier>,
     outbox: Arc<Notify>,
     leak_reports: Arc<leaks::ReportLimiter>,
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// What a caller sees of itself.
@@ -84,8 +86,28 @@ impl App {
         verifier: &VerifierConfig,
         outbox: Arc<Notify>,
     ) -> AppResult<Self> {
-        let verifier = Arc::new(KeyVerifier::new(store.clone(), clock.clone(), verifier)?);
-        Ok(App { store, clock, token_key, verifier, outbox, leak_reports: Arc::default() })
+        let metrics = Arc::new(metrics::Metrics::new()?);
+        let verifier = Arc::new(KeyVerifier::new(store.clone(), clock.clone(), verifier, metrics.clone())?);
+        Ok(App { store, clock, token_key, verifier, outbox, leak_reports: Arc::default(), metrics })
+    }
+
+    /// The service's metrics (see [`metrics`]).
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// The metrics in the Prometheus text format, with the outbox, pools and
+    /// cache read now.
+    pub async fn render_metrics(&self) -> AppResult<String> {
+        let outbox = self.store.outbox_stats().await?;
+        let oldest_pending_age =
+            outbox.oldest_pending.and_then(|oldest| (self.clock.now() - oldest).to_std().ok()).unwrap_or_default();
+        self.metrics.render(&metrics::ScrapeState {
+            cache_entries: self.verifier.cached_keys(),
+            outbox,
+            oldest_pending_age,
+            pool: self.store.pool_status(),
+        })
     }
 
     /// The verification engine.

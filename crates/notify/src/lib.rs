@@ -132,6 +132,17 @@ pub struct RoundReport {
     pub released: usize,
 }
 
+/// Deliveries since the dispatcher started, for operators.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Delivered.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Failed and scheduled again.
+    pub retried: std::sync::atomic::AtomicU64,
+    /// Failed for good.
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
 enum Handled {
     Sent,
     Retried,
@@ -149,6 +160,7 @@ pub struct Dispatcher {
     notifier: Arc<dyn Notifier>,
     config: DispatcherConfig,
     wake: Arc<Notify>,
+    stats: Arc<DeliveryStats>,
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
@@ -165,7 +177,13 @@ impl Dispatcher {
         config: DispatcherConfig,
         wake: Arc<Notify>,
     ) -> Self {
-        Dispatcher { store, clock, notifier, config, wake }
+        Dispatcher { store, clock, notifier, config, wake, stats: Arc::default() }
+    }
+
+    /// Counts deliveries into `stats` (the service's metrics).
+    pub fn counting_into(mut self, stats: Arc<DeliveryStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Claims and delivers what is due now, several at a time. Stops early
@@ -181,13 +199,24 @@ impl Dispatcher {
             .collect()
             .await;
         let mut report = RoundReport::default();
+        let mut first_error = None;
         for outcome in outcomes {
-            match outcome? {
-                Handled::Sent => report.sent += 1,
-                Handled::Retried => report.retried += 1,
-                Handled::Failed => report.failed += 1,
-                Handled::Released => report.released += 1,
+            match outcome {
+                Ok(Handled::Sent) => report.sent += 1,
+                Ok(Handled::Retried) => report.retried += 1,
+                Ok(Handled::Failed) => report.failed += 1,
+                Ok(Handled::Released) => report.released += 1,
+                Err(e) => _ = first_error.get_or_insert(e),
             }
+        }
+        let add = |counter: &std::sync::atomic::AtomicU64, n: usize| {
+            counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        };
+        add(&self.stats.sent, report.sent);
+        add(&self.stats.retried, report.retried);
+        add(&self.stats.failed, report.failed);
+        if let Some(e) = first_error {
+            return Err(e);
         }
         Ok(report)
     }

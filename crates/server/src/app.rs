@@ -8,7 +8,7 @@ use latchkey_app::{App, KeyVerifier};
 use latchkey_domain::{Clock, SystemClock};
 use latchkey_graphql::{LatchkeySchema, build_schema};
 use latchkey_notify::{Dispatcher, Notifier};
-use latchkey_store::Store;
+use latchkey_store::{RevocationSignal, Store};
 use tokio::sync::{Notify, watch};
 
 use crate::config::{HttpLimits, ServeConfig};
@@ -43,6 +43,9 @@ impl std::fmt::Debug for AppContext {
 pub struct RunningServer {
     /// The address it listens on (the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics: Option<(actix_web::dev::ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>)>,
     handle: actix_web::dev::ServerHandle,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     dispatcher: tokio::task::JoinHandle<()>,
@@ -63,6 +66,10 @@ impl RunningServer {
     pub async fn stop(self) {
         self.handle.stop(true).await;
         let _ = self.server.await;
+        if let Some((handle, server)) = self.metrics {
+            handle.stop(true).await;
+            let _ = server.await;
+        }
         let _ = self.stop_dispatcher.send(true);
         let _ = self.dispatcher.await;
         let _ = self.usage.await;
@@ -80,6 +87,10 @@ impl RunningServer {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
         };
+        if let Some((handle, server)) = self.metrics {
+            handle.stop(true).await;
+            let _ = server.await;
+        }
         let _ = self.stop_dispatcher.send(true);
         let _ = self.dispatcher.await;
         let _ = self.usage.await;
@@ -115,7 +126,8 @@ pub async fn start_with_clock(
         github: Arc::new(crate::github::GithubKeys::new(&config.github_keys_url, config.github_keys_min_refresh)?),
     };
 
-    let dispatcher = Dispatcher::new(store.clone(), clock, notifier, config.dispatcher.clone(), outbox);
+    let dispatcher = Dispatcher::new(store.clone(), clock, notifier, config.dispatcher.clone(), outbox)
+        .counting_into(app.metrics().mail());
     let (stop_dispatcher, stop_rx) = watch::channel(false);
     let usage = tokio::spawn(flush_usage(app.verifier().clone(), config.usage_flush_interval, stop_rx.clone()));
     let expiry = tokio::spawn(queue_expiry_notices(app.clone(), config.expiry_scan_interval, stop_rx.clone()));
@@ -126,13 +138,19 @@ pub async fn start_with_clock(
             if tokio::time::timeout(std::time::Duration::from_secs(5), listener.next()).await.is_err() {
                 tracing::warn!("not yet listening for revocations; continuing to try in the background");
             }
-            Some(tokio::spawn(follow_revocations(listener, app.verifier().clone(), stop_rx.clone())))
+            Some(tokio::spawn(follow_revocations(listener, app.clone(), stop_rx.clone())))
         }
         None => None,
     };
     let dispatcher = tokio::spawn(dispatcher.run(stop_rx));
 
     let data = web::Data::new(context);
+    let metrics = match config.metrics_bind {
+        Some(bind) => Some(serve_metrics(bind, data.clone())?),
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().map(|(addr, _, _)| *addr);
+    let metrics = metrics.map(|(_, handle, server)| (handle, server));
     let body_read_timeout = config.http.body_read_timeout;
     let cors_origins = Arc::new(config.cors_origins.clone());
     let mut server = HttpServer::new(move || {
@@ -161,18 +179,61 @@ pub async fn start_with_clock(
     let handle = server.handle();
     let server = tokio::spawn(server);
     tracing::info!(%addr, "listening");
-    Ok(RunningServer { addr, handle, server, dispatcher, usage, expiry, revocations, stop_dispatcher, store })
+    if let Some(metrics_addr) = metrics_addr {
+        tracing::info!(%metrics_addr, "serving metrics");
+    }
+    Ok(RunningServer {
+        addr,
+        metrics_addr,
+        metrics,
+        handle,
+        server,
+        dispatcher,
+        usage,
+        expiry,
+        revocations,
+        stop_dispatcher,
+        store,
+    })
 }
 
-/// Applies revocations made by other replicas to this one's cache.
+/// The metrics listener: `/metrics` only, one worker, apart from the API so
+/// that only the operator's network reaches it. Stopped with the API server.
+#[allow(clippy::type_complexity)]
+fn serve_metrics(
+    bind: SocketAddr,
+    data: web::Data<AppContext>,
+) -> anyhow::Result<(SocketAddr, actix_web::dev::ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let server = HttpServer::new(move || {
+        actix_web::App::new().app_data(data.clone()).route("/metrics", web::get().to(http::metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(bind)
+    .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {bind} (LATCHKEY_METRICS_BIND): {e}"))?;
+    let addr = server.addrs().first().copied().ok_or_else(|| anyhow::anyhow!("metrics bound to no address"))?;
+    let server = server.run();
+    let handle = server.handle();
+    Ok((addr, handle, tokio::spawn(server)))
+}
+
+/// Applies revocations made by other replicas to this one's cache (the
+/// listener's first connection was awaited before serving: every `Resync`
+/// here is a reconnect).
 async fn follow_revocations(
     mut listener: latchkey_store::RevocationListener,
-    verifier: Arc<KeyVerifier>,
+    app: App,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
-            signal = listener.next() => verifier.apply(signal),
+            signal = listener.next() => {
+                match signal {
+                    RevocationSignal::Revoked(_) => app.metrics().revocation_notice(),
+                    RevocationSignal::Resync => app.metrics().listener_reconnect(),
+                }
+                app.verifier().apply(signal);
+            }
             _ = stop.changed() => return,
         }
     }

@@ -149,6 +149,10 @@ pub struct ServeArgs {
     /// Origins whose pages may call the API from a browser (exact, comma-separated; never *).
     #[arg(long, env = "LATCHKEY_CORS_ORIGINS", default_value = "")]
     pub cors_origins: String,
+    /// Where to serve Prometheus metrics (`GET /metrics`), apart from the API,
+    /// e.g. 127.0.0.1:9464; empty (the default) for nowhere.
+    #[arg(long, env = "LATCHKEY_METRICS_BIND", default_value = "")]
+    pub metrics_bind: String,
     /// Where GitHub publishes the keys that sign its secret-scanning requests.
     #[arg(long, env = "LATCHKEY_GITHUB_KEYS_URL", default_value = crate::github::DEFAULT_KEYS_URL)]
     pub github_keys_url: String,
@@ -380,6 +384,7 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         github_keys_url: args.github_keys_url.trim().to_owned(),
         github_keys_min_refresh: crate::github::DEFAULT_MIN_REFRESH,
         cors_origins: crate::config::parse_cors_origins(&args.cors_origins)?,
+        metrics_bind: crate::config::parse_metrics_bind(&args.metrics_bind)?,
         http: crate::config::HttpLimits {
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),

@@ -72,6 +72,8 @@ pub struct ServeConfig {
     pub github_keys_min_refresh: Duration,
     /// Origins (scheme://host[:port]) whose pages may call the API from a browser.
     pub cors_origins: Vec<String>,
+    /// Where `/metrics` is served, apart from the API; none for nowhere.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// What one connection and one request may take, so that slow or greedy
@@ -140,10 +142,19 @@ impl ServeConfig {
 
 /// Parses a listen address.
 pub fn parse_bind(raw: &str) -> Result<SocketAddr, ConfigError> {
-    raw.trim().parse().map_err(|e| ConfigError::Invalid {
-        name: "LATCHKEY_BIND",
-        reason: format!("{e} (expected host:port, e.g. {DEFAULT_BIND})"),
-    })
+    parse_listen_address("LATCHKEY_BIND", raw)
+}
+
+/// Parses `LATCHKEY_METRICS_BIND`: empty for no metrics listener.
+pub fn parse_metrics_bind(raw: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let raw = raw.trim();
+    (!raw.is_empty()).then(|| parse_listen_address("LATCHKEY_METRICS_BIND", raw)).transpose()
+}
+
+fn parse_listen_address(name: &'static str, raw: &str) -> Result<SocketAddr, ConfigError> {
+    raw.trim()
+        .parse()
+        .map_err(|e| ConfigError::Invalid { name, reason: format!("{e} (expected host:port, e.g. {DEFAULT_BIND})") })
 }
 
 /// Checks the JWT secret.

@@ -137,6 +137,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         github_keys_url: crate::github::DEFAULT_KEYS_URL.into(),
         github_keys_min_refresh: crate::github::DEFAULT_MIN_REFRESH,
         cors_origins: Vec::new(),
+        metrics_bind: None,
         http: Default::default(),
     };
     let notifier = config.notifier()?;

@@ -547,7 +547,8 @@ pub async fn cors(
     Ok(response.map_into_left_body())
 }
 
-/// Logs method, path (never the query string or headers), status and latency.
+/// Logs method, path (never the query string or headers), status and
+/// latency, and records the request in the metrics under its route pattern.
 pub async fn log_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -555,15 +556,26 @@ pub async fn log_requests(
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.path().to_owned();
+    let metrics = req.app_data::<web::Data<AppContext>>().map(|ctx| ctx.app.metrics().clone());
     let response = next.call(req).await?;
-    tracing::info!(
-        %method,
-        %path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    if let Some(metrics) = metrics {
+        metrics.http_request(response.request().match_pattern().as_deref(), method.as_str(), status, took);
+    }
+    tracing::info!(%method, %path, status, micros = took.as_micros() as u64, "request");
     Ok(response)
+}
+
+/// `GET /metrics` on the metrics listener, in the Prometheus text format.
+pub async fn metrics(ctx: web::Data<AppContext>) -> HttpResponse {
+    match ctx.app.render_metrics().await {
+        Ok(text) => HttpResponse::Ok()
+            .content_type(latchkey_app::metrics::CONTENT_TYPE)
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body(text),
+        Err(e) => rest_error(e),
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,17 @@ use sea_orm::{
 };
 
 use crate::entities::key_event;
+
+/// The outbox's backlog.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Events waiting to be sent (retries included).
+    pub pending: u64,
+    /// Events given up on (an operator requeues them).
+    pub failed: u64,
+    /// When the oldest pending event happened.
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
 use crate::{Store, StoreError, StoreResult, storable};
 
 /// An event with its delivery state.
@@ -238,6 +249,23 @@ impl Store {
     /// One event.
     pub async fn event(&self, id: KeyEventId) -> StoreResult<Option<StoredEvent>> {
         key_event::Entity::find_by_id(id.0).one(self.conn()).await?.map(stored_event_from).transpose()
+    }
+
+    /// The outbox's backlog, for operators: pending and failed events and
+    /// when the oldest pending one happened (all read through the status index).
+    pub async fn outbox_stats(&self) -> StoreResult<OutboxStats> {
+        use sea_orm::PaginatorTrait;
+        let in_state = |d: EventDelivery| key_event::Entity::find().filter(key_event::Column::Status.eq(d.as_str()));
+        let oldest = in_state(EventDelivery::Pending)
+            .order_by_asc(key_event::Column::OccurredAt)
+            .one(self.reader())
+            .await?
+            .map(|e| e.occurred_at);
+        Ok(OutboxStats {
+            pending: in_state(EventDelivery::Pending).count(self.reader()).await?,
+            failed: in_state(EventDelivery::Failed).count(self.reader()).await?,
+            oldest_pending: oldest,
+        })
     }
 
     /// How many events are in each delivery state: (pending, sent, failed).

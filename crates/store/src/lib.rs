@@ -20,7 +20,7 @@ use latchkey_migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
 
 pub use audit::AuditPage;
-pub use events::StoredEvent;
+pub use events::{OutboxStats, StoredEvent};
 pub use keys::{
     KeyChange, KeyCursor, KeyOrderField, KeyPage, KeyQuery, LeakRecorded, NewCredential, NewKey, Rotation,
     StoredCredential,
@@ -107,6 +107,15 @@ pub struct Store {
     reader: DatabaseConnection,
     backend: Backend,
     url: String,
+}
+
+/// Database connections, for operators.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open.
+    pub open: u32,
+    /// Connections lent out to a query or transaction.
+    pub in_use: u32,
 }
 
 /// Read-only SQLite connections beside the writer.
@@ -228,6 +237,28 @@ impl Store {
 
     pub(crate) fn conn(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The database connections open and in use, over the writer and reader
+    /// pools.
+    pub fn pool_status(&self) -> PoolStatus {
+        let mut status = PoolStatus::default();
+        let pools = if self.backend == Backend::Sqlite { vec![&self.db, &self.reader] } else { vec![&self.db] };
+        for conn in pools {
+            let (open, idle) = match self.backend {
+                Backend::Sqlite => {
+                    let pool = conn.get_sqlite_connection_pool();
+                    (pool.size(), pool.num_idle())
+                }
+                Backend::Postgres => {
+                    let pool = conn.get_postgres_connection_pool();
+                    (pool.size(), pool.num_idle())
+                }
+            };
+            status.open += open;
+            status.in_use += open.saturating_sub(idle as u32);
+        }
+        status
     }
 
     /// The connection for reads outside a transaction.

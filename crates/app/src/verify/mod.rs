@@ -45,6 +45,7 @@ use latchkey_store::{RevocationSignal, Store, StoredCredential};
 use tokio::sync::Semaphore;
 
 use crate::error::AppResult;
+use crate::metrics::Metrics;
 pub use cache::{Verified, VerifiedKey, VerifiedKeyCache};
 use limits::FailureLimiter;
 use lookup::CredentialLoader;
@@ -167,6 +168,7 @@ pub struct KeyVerifier {
     usage: UsageRecorder,
     legacy_slots: Semaphore,
     legacy_queue_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for KeyVerifier {
@@ -182,7 +184,7 @@ fn refused(over_limit: bool) -> VerifyOutcome {
 impl KeyVerifier {
     /// A verifier over `store`. Spawns its credential loader on the current
     /// tokio runtime.
-    pub fn new(store: Store, clock: Arc<dyn Clock>, config: &VerifierConfig) -> AppResult<Self> {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, config: &VerifierConfig, metrics: Arc<Metrics>) -> AppResult<Self> {
         Ok(KeyVerifier {
             credentials: CredentialLoader::new(store.clone(), config.lookup_concurrency)?,
             store,
@@ -197,6 +199,7 @@ impl KeyVerifier {
             usage: UsageRecorder::new(config.usage_capacity),
             legacy_slots: Semaphore::new(config.legacy_hash_concurrency.max(1)),
             legacy_queue_timeout: config.legacy_hash_queue_timeout,
+            metrics,
         })
     }
 
@@ -207,13 +210,15 @@ impl KeyVerifier {
         client: Option<IpAddr>,
         request: &RequestContext,
     ) -> AppResult<VerifyOutcome> {
-        Ok(match self.verify_key(presented, client).await? {
+        let outcome = match self.verify_key(presented, client).await? {
             VerifyOutcome::Valid(key) => match key.restrictions.decide(key.owner_may, request) {
                 Ok(()) => VerifyOutcome::Valid(key),
                 Err(refusal) => VerifyOutcome::NotAllowed(refusal),
             },
             other => other,
-        })
+        };
+        self.metrics.verification(&outcome);
+        Ok(outcome)
     }
 
     /// Whether `presented` is a working key, whatever it is asked to do.
@@ -291,7 +296,9 @@ impl KeyVerifier {
 
     /// A live cached verification, unless past its secret's deadline.
     fn cached(&self, digest: &cache::Digest, now: Instant) -> Option<VerifiedKey> {
-        let hit = self.cache.get(digest, now)?;
+        let hit = self.cache.get(digest, now);
+        self.metrics.cache_lookup(hit.is_some());
+        let hit = hit?;
         let wall_now = self.clock.now();
         // Past its deadline, a cached secret is looked up again (and refused).
         if hit.valid_until.is_some_and(|until| wall_now >= until) {
@@ -349,7 +356,10 @@ impl KeyVerifier {
         if !self.limiter.reserve(lookup, Instant::now()) {
             return Ok(None);
         }
-        let Ok(Ok(_slot)) = tokio::time::timeout(self.legacy_queue_timeout, self.legacy_slots.acquire()).await else {
+        let queued = Instant::now();
+        let slot = tokio::time::timeout(self.legacy_queue_timeout, self.legacy_slots.acquire()).await;
+        self.metrics.legacy_hash_waited(queued.elapsed());
+        let Ok(Ok(_slot)) = slot else {
             self.limiter.refund(lookup, Instant::now());
             return Ok(None);
         };
@@ -376,6 +386,11 @@ impl KeyVerifier {
     /// failure window: its count has started again by then).
     pub fn retry_after(&self) -> Duration {
         self.limiter.window()
+    }
+
+    /// How many verified keys are cached.
+    pub fn cached_keys(&self) -> usize {
+        self.cache.len()
     }
 
     /// Forgets a key that was rotated or deleted in this process.
