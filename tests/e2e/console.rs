@@ -8,28 +8,9 @@ use fantoccini::{Client, Locator, key::Key};
 use latchkey_domain::hashing::hash_secret;
 use latchkey_domain::{ApiKeySecret, Description};
 use latchkey_store::{NewCredential, NewKey};
-use latchkey_tests::browser::Browser;
+use latchkey_tests::browser::{Browser, click, js, until};
 use latchkey_tests::{Backend, TestApp};
 use serde_json::{Value, json};
-
-async fn js(c: &Client, script: &str) -> Value {
-    c.execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"))
-}
-
-/// Waits until `script` returns `true` (10 s at most).
-async fn until(c: &Client, script: &str) {
-    for _ in 0..200 {
-        if js(c, script).await == json!(true) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {script}");
-}
-
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
-}
 
 async fn type_into(c: &Client, css: &str, text: &str) {
     let input = c.find(Locator::Css(css)).await.unwrap();

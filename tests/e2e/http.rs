@@ -152,7 +152,14 @@ async fn http_routes_and_request_limits(app: TestApp) {
     let page = app.http.get(format!("{}/graphiql", app.url)).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    assert!(page.text().await.unwrap().contains("/graphql"));
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self';") && !csp.contains("http"), "no remote origin: {csp}");
+    assert!(page.text().await.unwrap().contains("/assets/graphiql/graphiql.min.js"));
+    let start = app.http.get(format!("{}/assets/graphiql/start.js", app.url)).send().await.unwrap();
+    assert_eq!(start.status(), 200);
+    assert!(start.text().await.unwrap().contains("/graphql"));
+    let missing = app.http.get(format!("{}/assets/graphiql/../Cargo.toml", app.url)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
 
     // Queries over GET work; mutations over GET are refused.
     let resp = app

@@ -35,6 +35,7 @@ mod concurrency;
 mod console;
 mod cors;
 mod gateway;
+mod graphiql;
 mod http;
 mod import;
 mod key_lifecycle;

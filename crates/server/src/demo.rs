@@ -155,10 +155,11 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         out,
         "Latchkey demo is running on a fresh database ({db}).\n\
          \n  API keys page (signed in as {ada}):\n    {url}/settings/integrations/api#token={token}\n\
-         \n  GraphiQL:  {url}/graphiql\n  GraphQL:   {url}/graphql\n\
-         \nSigned in as {ada} (internal admin, employee cloud), token valid 12 hours.\n\
-         In GraphiQL, open Headers and paste:\n\n  {{\"Authorization\": \"Bearer {token}\"}}\n\
-         \nThen try:\n\n  {{ apiKeys(first: 10) {{ totalCount nodes {{ id lastFour description owner {{ name role }} lastEditedAt lastUsedAt }} }} }}\n\
+         \n  GraphiQL (signed in as {ada}, an example query filled in; press run):\n    {url}/graphiql#token={token}\n\
+         \n  GraphQL:   {url}/graphql\n\
+         \nThe token (internal admin, employee cloud) is valid 12 hours; links carry it after `#`,\n\
+         which browsers never send to a server. For other clients: Authorization: Bearer {token}\n\
+         \nThen try, in GraphiQL:\n\
          \n  mutation {{ generateApiKey(input: {{ownerId: \"{bot}\", description: \"My integration\"}}) {{ secret apiKey {{ id lastFour }} userErrors {{ field message code }} }} }}\n\
          \nOther demo users: {grace} ({grace_id}), {bot_name} ({bot}).\n\
          Owner mail is written as .eml files to {mail}/ (set LATCHKEY_SMTP_URL with `serve` to send it).\n\

@@ -22,7 +22,8 @@ use crate::app::{AppContext, MAX_BODY_BYTES};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/graphql", web::post().to(graphql_post))
         .route("/graphql", web::get().to(graphql_get))
-        .route("/graphiql", web::get().to(graphiql))
+        .route("/graphiql", web::get().to(crate::graphiql::page))
+        .route("/assets/graphiql/{file}", web::get().to(crate::graphiql::file))
         .route(API_KEYS_PAGE_PATH, web::get().to(api_keys_page))
         .route("/assets/api-keys/{module}", web::get().to(api_keys_module))
         .route("/assets/console.css", web::get().to(console_css))
@@ -176,11 +177,6 @@ async fn graphql_get(ctx: web::Data<AppContext>, req: HttpRequest) -> HttpRespon
         }
     };
     run_graphql(&ctx, &req, request, false).await
-}
-
-async fn graphiql() -> HttpResponse {
-    let page = async_graphql::http::GraphiQLSource::build().endpoint("/graphql").title("Latchkey GraphiQL").finish();
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page)
 }
 
 /// No inline script or style, nothing from elsewhere, no framing.

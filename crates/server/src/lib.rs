@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 mod forward_auth;
 pub mod github;
+mod graphiql;
 mod http;
 pub mod import;
 
