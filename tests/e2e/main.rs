@@ -44,6 +44,7 @@ mod key_table;
 mod leaks;
 mod mail;
 mod metrics;
+mod openapi;
 mod replicas;
 mod restrictions;
 mod secret_scanning;

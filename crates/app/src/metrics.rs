@@ -21,23 +21,10 @@ use prometheus::{
 
 use crate::VerifyOutcome;
 use crate::error::{AppError, AppResult};
+use crate::verify::REFUSAL_CODES;
 
 /// The media type of [`Metrics`]' exposition (text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Every verification result code, `VALID` first.
-const RESULTS: [&str; 10] = [
-    "VALID",
-    "MALFORMED",
-    "INVALID",
-    "DISABLED",
-    "EXPIRED",
-    "COMPROMISED",
-    "CLOUD_NOT_ALLOWED",
-    "IP_NOT_ALLOWED",
-    "INSUFFICIENT_PERMISSIONS",
-    "RATE_LIMITED",
-];
 
 /// HTTP methods with a label of their own; any other is `OTHER`.
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
@@ -49,7 +36,8 @@ const HTTP_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    verifications: [IntCounter; RESULTS.len()],
+    /// `VALID`, then one per [`REFUSAL_CODES`].
+    verifications: [IntCounter; REFUSAL_CODES.len() + 1],
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     cache_entries: IntGauge,
@@ -101,7 +89,9 @@ impl Metrics {
         }
         let legacy_buckets = prometheus::exponential_buckets(0.0005, 4.0, 8).map_err(|e| AppError::internal(&e))?;
         Ok(Metrics {
-            verifications: RESULTS.map(|result| results.with_label_values(&[result])),
+            verifications: std::array::from_fn(|i| {
+                results.with_label_values(&[if i == 0 { "VALID" } else { REFUSAL_CODES[i - 1] }])
+            }),
             cache_hits: cache.with_label_values(&["hit"]),
             cache_misses: cache.with_label_values(&["miss"]),
             cache_entries: gauge("verification_cache_entries", "Keys in the verified-key cache.")?,
@@ -162,8 +152,11 @@ impl Metrics {
 
     /// Counts a verification's result.
     pub(crate) fn verification(&self, outcome: &VerifyOutcome) {
-        let code = outcome.code().unwrap_or("VALID");
-        if let Some(i) = RESULTS.iter().position(|r| *r == code) {
+        let slot = match outcome.code() {
+            None => Some(0),
+            Some(code) => REFUSAL_CODES.iter().position(|c| *c == code).map(|i| i + 1),
+        };
+        if let Some(i) = slot {
             self.verifications[i].inc();
         }
     }

@@ -51,6 +51,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Print the OpenAPI 3.1 description of the REST API (JSON).
+    Openapi,
     /// Inspect and re-send owner notices.
     #[command(subcommand)]
     Outbox(OutboxCommand),
@@ -494,6 +496,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Demo(args) => crate::demo::run(&args, out).await?,
         Command::Schema => {
             write!(out, "{}", latchkey_graphql::export_sdl())?;
+        }
+        Command::Openapi => {
+            write!(out, "{}", crate::openapi::document())?;
         }
         Command::Outbox(OutboxCommand::List { status, limit }) => {
             let store = migrated_store(&cli.database_url).await?;

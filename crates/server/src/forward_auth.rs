@@ -38,7 +38,44 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 /// What a refusal says in `WWW-Authenticate` (RFC 6750).
 const INVALID_TOKEN: &str = r#"Bearer realm="latchkey", error="invalid_token""#;
 
-/// Answers a gateway's subrequest; see the module documentation.
+/// Forward authentication: answers a gateway's subrequest with a status (any
+/// method is accepted; no body is read). The gateway passes the
+/// `X-Latchkey-*` headers of a 200 to its upstream, setting them itself.
+#[utoipa::path(
+    get, path = "/v1/auth", tag = "verification",
+    security(("bearer" = []), ("apiKeyHeader" = [])),
+    params(
+        ("X-Forwarded-For" = Option<String>, Header, nullable = false,
+         description = "The client's address as the gateway saw it (its last hop counts; further left only past LATCHKEY_TRUSTED_PROXIES)"),
+        ("X-Latchkey-Cloud" = Option<String>, Header, nullable = false, description = "The cloud the route is for: EMPLOYEE or CUSTOMER"),
+        ("X-Latchkey-Permissions" = Option<String>, Header, nullable = false, description = "Permissions the route needs, comma- or space-separated (at most 64)"),
+        ("X-Forwarded-Method" = Option<String>, Header, nullable = false, description = "The client's method (informational)"),
+        ("X-Original-URI" = Option<String>, Header, nullable = false, description = "The client's URI (informational; X-Forwarded-Uri is also read)"),
+    ),
+    responses(
+        (status = 200, description = "A working key allowed for this request",
+         headers(
+             ("X-Latchkey-Tenant" = String, description = "The key's tenant id"),
+             ("X-Latchkey-Key" = String, description = "The key's id"),
+             ("X-Latchkey-Owner" = String, description = "The key owner's user id"),
+             ("X-Latchkey-Permissions" = String, description = "What the key may do, comma-separated"),
+         )),
+        (status = 401, description = "No key, or one that is malformed, unknown, expired, disabled or compromised",
+         headers(
+             ("WWW-Authenticate" = String, description = "Bearer realm=\"latchkey\", error=\"invalid_token\""),
+             ("X-Latchkey-Code" = String, description = "MISSING_KEY or the refusal code"),
+         ),
+         body = crate::http::Refused),
+        (status = 403, description = "A working key that may not serve this request (cloud, address, permissions)",
+         headers(("X-Latchkey-Code" = String, description = "CLOUD_NOT_ALLOWED, IP_NOT_ALLOWED or INSUFFICIENT_PERMISSIONS")),
+         body = crate::http::Refused),
+        (status = 429, description = "This client failed too often",
+         headers(("Retry-After" = u32, description = "Seconds"), ("X-Latchkey-Code" = String, description = "RATE_LIMITED")),
+         body = crate::http::Refused),
+        (status = 400, description = "The gateway's own headers are wrong (a configuration error)", body = crate::http::ErrorBody),
+        (status = 503, description = "Latchkey cannot answer now", body = crate::http::ErrorBody),
+    )
+)]
 pub async fn forward_auth(ctx: web::Data<AppContext>, req: HttpRequest) -> HttpResponse {
     let context = match request_context(&req, &ctx.trusted_proxies) {
         Ok(c) => c,

@@ -99,7 +99,7 @@ impl GithubKeys {
 }
 
 /// One match GitHub reports.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SecretMatch {
     /// The matched string.
     pub token: String,

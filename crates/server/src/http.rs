@@ -15,6 +15,7 @@ use latchkey_domain::restrictions::Network;
 use latchkey_domain::{API_KEYS_PAGE_PATH, Cloud, policy};
 use latchkey_graphql::{execute, server_error};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::app::{AppContext, MAX_BODY_BYTES};
 
@@ -28,6 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/assets/api-keys/{module}", web::get().to(api_keys_module))
         .route("/assets/console.css", web::get().to(console_css))
         .route("/healthz", web::get().to(healthz))
+        .route("/openapi.json", web::get().to(openapi))
         .route("/readyz", web::get().to(readyz))
         .route("/v1/keys/verify", web::post().to(verify_key))
         .route("/v1/auth", web::route().to(crate::forward_auth::forward_auth))
@@ -38,8 +40,28 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The header naming the id of an internal failure.
 const X_REQUEST_ID: &str = "x-request-id";
 
+/// Every REST error: `{"error": {"code", "message", "requestId"?}}`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ErrorDetail {
+    /// Stable: `BAD_REQUEST`, `UNAUTHENTICATED`, `RATE_LIMITED`, `INTERNAL`, …
+    #[schema(example = "BAD_REQUEST")]
+    code: String,
+    /// For people; may change.
+    message: String,
+    /// Names an internal failure in the server's logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+}
+
 pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({ "error": { "code": code, "message": message } }))
+    let error = ErrorDetail { code: code.to_owned(), message: message.to_owned(), request_id: None };
+    HttpResponse::build(status).json(ErrorBody { error })
 }
 
 /// The one mapping from [`AppError`] to a REST answer.
@@ -51,12 +73,11 @@ pub(crate) fn rest_error(e: AppError) -> HttpResponse {
         AppError::Internal { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
     let mut response = HttpResponse::build(status);
-    let mut error = serde_json::json!({ "code": e.code(), "message": e.to_string() });
-    if let Some(id) = e.request_id() {
-        error["requestId"] = id.as_str().into();
+    let request_id = e.request_id().map(|id| id.as_str().to_owned());
+    if let Some(id) = &request_id {
         response.insert_header((X_REQUEST_ID, id.as_str()));
     }
-    response.json(serde_json::json!({ "error": error }))
+    response.json(ErrorBody { error: ErrorDetail { code: e.code().to_owned(), message: e.to_string(), request_id } })
 }
 
 async fn authenticated(ctx: &AppContext, req: &HttpRequest) -> Result<Authentication, HttpResponse> {
@@ -226,17 +247,45 @@ async fn console_css() -> HttpResponse {
     console_asset("text/css; charset=utf-8", include_str!("../assets/console.css"))
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+/// `GET /openapi.json`.
+async fn openapi() -> HttpResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HttpResponse::Ok()
+        .content_type(header::ContentType::json())
+        .body(DOCUMENT.get_or_init(crate::openapi::document).clone())
+}
+
+/// What `/healthz` and `/readyz` answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// `ok` (alive), `ready`, or `unavailable`.
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// Why not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+/// The process is up (it answers HTTP).
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive", body = Health)))]
+pub(crate) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok", reason: None })
 }
 
 /// Ready when the database answers and its schema is current.
-async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
-    let unavailable = |reason: &str| {
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "unavailable", "reason": reason }))
+#[utoipa::path(
+    get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Serving", body = Health),
+        (status = 503, description = "The database is unreachable, slow, or not migrated", body = Health),
+    )
+)]
+pub(crate) async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
+    let unavailable = |reason: &'static str| {
+        HttpResponse::ServiceUnavailable().json(Health { status: "unavailable", reason: Some(reason) })
     };
     match tokio::time::timeout(std::time::Duration::from_secs(2), ctx.app.readiness()).await {
-        Ok(Readiness::Ready) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Ok(Readiness::Ready) => HttpResponse::Ok().json(Health { status: "ready", reason: None }),
         Ok(Readiness::MigrationsPending) => unavailable("database migrations are pending"),
         Ok(Readiness::DatabaseUnreachable) => unavailable("the database is unreachable"),
         Err(_) => unavailable("the database did not answer in time"),
@@ -244,17 +293,22 @@ async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
 }
 
 /// A verification: the key, and what the request it came with needs.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct VerifyRequest<'a> {
+pub(crate) struct VerifyRequest<'a> {
+    /// The presented key (an `lk_` key, or an imported one).
     #[serde(borrow)]
+    #[schema(value_type = String, example = "lk_...")]
     key: std::borrow::Cow<'a, str>,
-    /// `EMPLOYEE` or `CUSTOMER`.
+    /// The cloud the request is for: `EMPLOYEE` or `CUSTOMER` (any case).
+    #[schema(example = "CUSTOMER")]
     cloud: Option<String>,
-    /// Permission names the request needs.
+    /// Permission names the request needs (at most 64).
     #[serde(default)]
+    #[schema(example = json!(["users:read"]))]
     permissions: Vec<String>,
     /// The end client's address, as the gateway saw it.
+    #[schema(example = "203.0.113.7")]
     ip: Option<String>,
 }
 
@@ -288,26 +342,44 @@ pub(crate) fn parse_cloud(raw: &str) -> Result<Cloud, String> {
 }
 
 /// The answer for a valid key.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Verified {
+pub(crate) struct Verified {
+    /// Always true.
     valid: bool,
+    #[schema(value_type = uuid::Uuid)]
     key_id: String,
+    #[schema(value_type = uuid::Uuid)]
     tenant_id: String,
+    #[schema(value_type = uuid::Uuid)]
     owner_id: String,
-    /// In the wire form of the GraphQL `Cloud` enum.
+    /// The clouds it works in (`EMPLOYEE`, `CUSTOMER`).
     clouds: Vec<String>,
     /// What the key may do; null when unrestricted.
     permissions: Option<Vec<&'static str>>,
 }
 
-/// The answer for a working key that may not serve the request.
-#[derive(Serialize)]
-struct NotAllowed<'a> {
+/// The answer for a key that does not work, or may not serve the request.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Refused<'a> {
+    /// Always false.
     valid: bool,
+    #[schema(schema_with = crate::openapi::refusal_code)]
     code: &'static str,
+    /// For `INSUFFICIENT_PERMISSIONS`: the permissions asked for and not granted.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     missing: Option<&'a [String]>,
+}
+
+/// What `/v1/keys/verify` answers with 200.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(crate) enum VerifyAnswer<'a> {
+    Verified(Verified),
+    #[schema(value_type = Refused)]
+    Refused(Refused<'a>),
 }
 
 /// The body answering a valid key: rendered once per cached verification
@@ -335,7 +407,17 @@ fn verified_body(key: &VerifiedKey) -> String {
         .clone()
 }
 
-async fn verify_key(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+/// Verifies a key for a gateway or service, with what the request needs.
+/// A refusal is a 200 answer with `valid: false` and its code.
+#[utoipa::path(
+    post, path = "/v1/keys/verify", tag = "verification", request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "The verdict", body = VerifyAnswer),
+        (status = 400, description = "The body is not a verification", body = ErrorBody),
+        (status = 503, description = "Latchkey cannot answer now", body = ErrorBody),
+    )
+)]
+pub(crate) async fn verify_key(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     // Only a JSON object: serde would also accept `["lk_..."]` for a struct.
     let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let request: VerifyRequest<'_> = match serde_json::from_slice(&body) {
@@ -362,9 +444,12 @@ async fn verify_key(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Byt
                 Refusal::InsufficientPermissions { missing } => Some(missing.as_slice()),
                 _ => None,
             };
-            serde_json::to_string(&NotAllowed { valid: false, code: refusal.code(), missing }).unwrap_or_default()
+            serde_json::to_string(&Refused { valid: false, code: refusal.code(), missing }).unwrap_or_default()
         }
-        Ok(refused) => format!("{{\"valid\":false,\"code\":\"{}\"}}", refused.code().unwrap_or("INVALID")),
+        Ok(refused) => {
+            let code = refused.code().unwrap_or("INVALID");
+            serde_json::to_string(&Refused { valid: false, code, missing: None }).unwrap_or_default()
+        }
         Err(e) => return rest_error(e),
     };
     HttpResponse::Ok()
@@ -419,11 +504,20 @@ pub async fn read_body_within(
 }
 
 /// A report that a key was found exposed.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LeakReportRequest {
+pub(crate) struct LeakReportRequest {
+    /// The key as found.
     key: String,
+    /// Where it was found (at most 2048 characters).
     url: Option<String>,
+}
+
+/// A leak report was taken.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LeakReceived {
+    /// Always true, whatever the key.
+    received: bool,
 }
 
 /// Longest URL a leak report may carry.
@@ -432,7 +526,16 @@ const MAX_LEAK_URL: usize = 2048;
 /// `POST /v1/keys/report-leak`: anyone who finds a key may report it. The
 /// answer is 202 whatever the key (no oracle of validity); the report is
 /// handled in the background and acts only on real keys.
-async fn report_leak(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+#[utoipa::path(
+    post, path = "/v1/keys/report-leak", tag = "leaks", request_body = LeakReportRequest,
+    responses(
+        (status = 202, description = "Taken; handled in the background, whatever the key", body = LeakReceived),
+        (status = 400, description = "The body is not a report", body = ErrorBody),
+        (status = 429, description = "Too many reports from this address",
+         headers(("Retry-After" = u32, description = "Seconds")), body = ErrorBody),
+    )
+)]
+pub(crate) async fn report_leak(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let report = match serde_json::from_slice::<LeakReportRequest>(&body) {
         Ok(r) if is_object && r.url.as_ref().is_none_or(|u| u.len() <= MAX_LEAK_URL) => r,
@@ -451,19 +554,21 @@ async fn report_leak(ctx: web::Data<AppContext>, req: HttpRequest, body: web::By
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
         return response;
     }
-    HttpResponse::Accepted()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({ "received": true }))
+    HttpResponse::Accepted().insert_header((header::CACHE_CONTROL, "no-store")).json(LeakReceived { received: true })
 }
 
 /// Most matches one GitHub request may carry.
 const MAX_GITHUB_MATCHES: usize = 10_000;
 
 /// GitHub's label for one match.
-#[derive(Serialize)]
-struct ScanVerdict {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ScanVerdict {
+    /// SHA-256 of the matched string, hex.
     token_hash: String,
+    /// The match's `type`, echoed.
     token_type: String,
+    /// `true_positive` (a real key, now handled as leaked) or `false_positive`.
+    #[schema(example = "true_positive")]
     label: &'static str,
 }
 
@@ -471,7 +576,24 @@ struct ScanVerdict {
 /// requests. Only a body signed by one of GitHub's published keys is read;
 /// each real key is handled as a leak (see `latchkey_app::leaks`), and the
 /// answer labels every match.
-async fn github_secret_scanning(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+#[utoipa::path(
+    post, path = "/v1/secret-scanning/github", tag = "leaks", request_body = Vec<crate::github::SecretMatch>,
+    params(
+        ("Github-Public-Key-Identifier" = String, Header, description = "Which of GitHub's keys signed the body"),
+        ("Github-Public-Key-Signature" = String, Header, description = "Base64 ECDSA P-256 signature of the body"),
+    ),
+    responses(
+        (status = 200, description = "A label for every match", body = Vec<ScanVerdict>),
+        (status = 400, description = "Not a JSON array of matches", body = ErrorBody),
+        (status = 401, description = "Not signed by GitHub", body = ErrorBody),
+        (status = 413, description = "More than 10,000 matches", body = ErrorBody),
+    )
+)]
+pub(crate) async fn github_secret_scanning(
+    ctx: web::Data<AppContext>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let (identifier, signature) = (header("github-public-key-identifier"), header("github-public-key-signature"));
     if identifier.is_empty() || signature.is_empty() || !ctx.github.verify(identifier, signature, &body).await {

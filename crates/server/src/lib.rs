@@ -11,6 +11,7 @@ pub mod github;
 mod graphiql;
 mod http;
 pub mod import;
+pub mod openapi;
 
 pub use app::{RunningServer, start};
 pub use config::{ConfigError, ServeConfig};

@@ -142,6 +142,20 @@ pub enum VerifyOutcome {
     RateLimited,
 }
 
+/// Every wire code of a refused verification (what [`VerifyOutcome::code`]
+/// gives), for documents and metrics that list them.
+pub const REFUSAL_CODES: [&str; 9] = [
+    "MALFORMED",
+    "INVALID",
+    "DISABLED",
+    "EXPIRED",
+    "COMPROMISED",
+    "CLOUD_NOT_ALLOWED",
+    "IP_NOT_ALLOWED",
+    "INSUFFICIENT_PERMISSIONS",
+    "RATE_LIMITED",
+];
+
 impl VerifyOutcome {
     /// The wire code of a refusal.
     pub fn code(&self) -> Option<&'static str> {
@@ -423,5 +437,27 @@ impl KeyVerifier {
     /// Resolves when recorded uses reached their cap and should be flushed.
     pub async fn usage_filled(&self) {
         self.usage.filled().await;
+    }
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    #[test]
+    fn refusal_codes_lists_every_refusal_exactly_once() {
+        let refusals = [
+            VerifyOutcome::Malformed,
+            VerifyOutcome::Invalid,
+            VerifyOutcome::Disabled,
+            VerifyOutcome::Expired,
+            VerifyOutcome::Compromised,
+            VerifyOutcome::NotAllowed(Refusal::CloudNotAllowed),
+            VerifyOutcome::NotAllowed(Refusal::IpNotAllowed),
+            VerifyOutcome::NotAllowed(Refusal::InsufficientPermissions { missing: vec![] }),
+            VerifyOutcome::RateLimited,
+        ];
+        let codes: Vec<&str> = refusals.iter().filter_map(VerifyOutcome::code).collect();
+        assert_eq!(codes, REFUSAL_CODES);
     }
 }
