@@ -57,6 +57,9 @@ async fn forward_auth_answers_with_a_status_and_headers_for_the_upstream(app: Te
     }
     let response = auth(&app, Method::GET).header("X-Api-Key", &secret).send().await.unwrap();
     assert_eq!((response.status().as_u16(), header(&response, "x-latchkey-key")), (200, id.as_str()));
+    // Envoy's ext_authz appends the client's path to the prefix.
+    let envoy = app.http.put(format!("{}/v1/auth/reports/weekly?x=1", app.url)).bearer_auth(&secret).send().await;
+    assert_eq!(envoy.unwrap().status(), 200);
 
     // 401 with a bearer challenge for every key that does not work.
     let invalid_token = r#"Bearer realm="latchkey", error="invalid_token""#;

@@ -33,6 +33,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/v1/keys/verify", web::post().to(verify_key))
         .route("/v1/auth", web::route().to(crate::forward_auth::forward_auth))
+        // Envoy's ext_authz appends the client's path to its `path_prefix`.
+        .route("/v1/auth/{path:.*}", web::route().to(crate::forward_auth::forward_auth))
         .route("/v1/keys/report-leak", web::post().to(report_leak))
         .route("/v1/secret-scanning/github", web::post().to(github_secret_scanning));
 }
