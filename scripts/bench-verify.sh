@@ -10,7 +10,7 @@
 #   cached key and with a wrong one.
 # Then the cold case: BENCH_COLD_KEYS distinct keys (default 100,000), the
 # server restarted so nothing is cached, each key verified at most once
-# (BENCH_COLD_DURATION, default 5 s, 32 connections); and the server's RSS
+# (BENCH_COLD_DURATION, default 2 s, 32 connections); and the server's RSS
 # after it. BENCH_DATABASE_URL=postgres://... runs everything on PostgreSQL.
 # Prints requests/s, p50 and p99 per case, and cached verify / healthz.
 set -euo pipefail
@@ -118,7 +118,7 @@ WRONG_CODE="$(curl -fs "$URL/v1/keys/verify" -d "{\"key\":\"$WRONG\"}" | jq -r .
 
 # The cold case: many distinct keys, each verified at most once, after a restart.
 COLD_KEYS="${BENCH_COLD_KEYS:-100000}"
-COLD_DURATION="${BENCH_COLD_DURATION:-5s}"
+COLD_DURATION="${BENCH_COLD_DURATION:-2s}"
 python3 - "$URL" "$TOKEN" "$BOT" "$COLD_KEYS" "$WORK/cold_keys.txt" <<'PY'
 import json, sys, urllib.request
 from concurrent.futures import ThreadPoolExecutor

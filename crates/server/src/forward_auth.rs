@@ -19,6 +19,7 @@
 
 use std::net::IpAddr;
 
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use latchkey_app::verify::VerifiedKey;
@@ -163,14 +164,31 @@ fn refusal(status: StatusCode, code: &str) -> HttpResponseBuilder {
     response
 }
 
-/// 200 with the headers the gateway passes upstream.
+/// What a 200 tells the gateway, in the order [`allowed`] renders them.
+const ALLOWED_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-latchkey-tenant"),
+    HeaderName::from_static("x-latchkey-key"),
+    HeaderName::from_static("x-latchkey-owner"),
+    HeaderName::from_static("x-latchkey-permissions"),
+];
+
+/// 200 with the headers the gateway passes upstream, rendered once per
+/// cached verification.
 fn allowed(key: &VerifiedKey) -> HttpResponse {
-    let permissions = key.restrictions.effective_permissions(key.owner_may).names().join(",");
-    HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header(("x-latchkey-tenant", key.tenant_id.to_string()))
-        .insert_header(("x-latchkey-key", key.key_id.to_string()))
-        .insert_header(("x-latchkey-owner", key.owner_id.to_string()))
-        .insert_header(("x-latchkey-permissions", permissions))
-        .finish()
+    let values = key.rendered_headers.get_or_init(|| {
+        vec![
+            key.tenant_id.to_string(),
+            key.key_id.to_string(),
+            key.owner_id.to_string(),
+            key.restrictions.effective_permissions(key.owner_may).names().join(","),
+        ]
+    });
+    let mut response = HttpResponse::Ok();
+    response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    for (name, value) in ALLOWED_HEADERS.iter().zip(values) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.insert_header((name.clone(), value));
+        }
+    }
+    response.finish()
 }

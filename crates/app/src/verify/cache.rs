@@ -65,6 +65,9 @@ pub struct Verified {
     /// A front end's rendering of this verdict, made on first use and reused
     /// for as long as the entry is cached (e.g. the REST response body).
     pub rendered: OnceLock<String>,
+    /// Another front end's rendering, as header values (e.g. what forward
+    /// authentication tells the gateway), made and kept likewise.
+    pub rendered_headers: OnceLock<Vec<String>>,
 }
 
 impl PartialEq for VerifiedKey {
@@ -216,6 +219,7 @@ mod tests {
             restrictions: Arc::default(),
             owner_may: PermissionSet::all(),
             rendered: OnceLock::new(),
+            rendered_headers: OnceLock::new(),
         })
     }
 

@@ -86,7 +86,7 @@ impl VerifierConfig {
     /// cached key's rendered answer, with allocator overhead).
     pub fn max_memory_bytes(&self) -> usize {
         const SLOTS: usize = 3;
-        const CACHED_KEY: usize = SLOTS * 112 + 256; // digest -> key, deadline; Arc'd rendered answer
+        const CACHED_KEY: usize = SLOTS * 112 + 512; // digest -> key, deadline; Arc'd rendered answers
         const KEY_MAPPING: usize = 2 * SLOTS * 48; // key id -> digest, twice the cache's cap
         const PRESENTER: usize = SLOTS * 48; // lookup id or address -> window
         const FAILED_KEY: usize = SLOTS * 48; // digest -> deadline
@@ -353,6 +353,7 @@ impl KeyVerifier {
             restrictions: credential.restrictions.clone(),
             owner_may: credential.owner_may,
             rendered: std::sync::OnceLock::new(),
+            rendered_headers: std::sync::OnceLock::new(),
         });
         self.cache.insert(digest, key.clone(), epoch, Instant::now());
         self.usage.record(key.key_id, self.clock.now());
