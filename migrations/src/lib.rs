@@ -10,6 +10,7 @@ mod m0003_key_lifecycle;
 mod m0004_key_restrictions;
 mod m0005_leaks;
 mod m0006_imported_keys;
+mod m0007_owner_lifecycle;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_key_restrictions::Migration),
             Box::new(m0005_leaks::Migration),
             Box::new(m0006_imported_keys::Migration),
+            Box::new(m0007_owner_lifecycle::Migration),
         ]
     }
 }

@@ -45,6 +45,7 @@ mod leaks;
 mod mail;
 mod metrics;
 mod openapi;
+mod owners;
 mod replicas;
 mod restrictions;
 mod secret_scanning;

@@ -14,7 +14,9 @@ use latchkey_domain::{
     ApiKey, ApiKeyId, ApiKeySecret, AuditEntry, Description, DomainError, SearchTerm, User, UserId, policy,
 };
 use latchkey_domain::{KeyStatus, lifecycle};
-use latchkey_store::{KeyChange, KeyCursor, KeyOrderField, KeyQuery, NewCredential, NewKey, Rotation, StoreError};
+use latchkey_store::{
+    ActivityChange, KeyChange, KeyCursor, KeyOrderField, KeyQuery, NewCredential, NewKey, Rotation, StoreError,
+};
 
 use crate::App;
 use crate::error::{AppError, AppResult};
@@ -114,6 +116,33 @@ pub struct SetDisabled {
     pub id: String,
     /// Off (true) or on (false).
     pub disabled: bool,
+}
+
+/// Give a key to another owner (the secret is unchanged).
+#[derive(Clone, Debug)]
+pub struct TransferKey {
+    /// The key's id, as given.
+    pub id: String,
+    /// The new owner's id, as given.
+    pub owner_id: String,
+}
+
+/// Give every key of one owner to another, at once.
+#[derive(Clone, Debug)]
+pub struct TransferKeys {
+    /// The current owner's id, as given (active or not).
+    pub from_owner_id: String,
+    /// The new owner's id, as given.
+    pub to_owner_id: String,
+}
+
+/// Deactivate or reactivate a user of the admin's tenant.
+#[derive(Clone, Debug)]
+pub struct SetUserActive {
+    /// The user's id, as given.
+    pub id: String,
+    /// Reactivate (true) or deactivate (false).
+    pub active: bool,
 }
 
 /// Change a key's description.
@@ -331,26 +360,13 @@ impl KeyAdmin<'_> {
 
     /// Generates a key; the owner is mailed.
     pub async fn generate(&self, command: GenerateKey) -> AppResult<Outcome<KeyWithSecret>> {
-        let tenant = self.actor.tenant_id;
         let mut violations = Vec::new();
         let expires_at = checked_expiry(command.expires_at, self.app.clock.now(), &mut violations);
         let restrictions = checked_restrictions(command.restrictions.unwrap_or_default(), &mut violations);
         let description = Description::parse(&command.description)
             .map_err(|e| violations.push(FieldViolation { field: "description", violation: e.into() }))
             .ok();
-        let owner = match command.owner_id.parse::<UserId>() {
-            Ok(id) => self.app.store.user(tenant, id).await?,
-            Err(_) => None,
-        };
-        match &owner {
-            None => violations.push(FieldViolation::new("ownerId", ViolationCode::NotFound, "Owner not found.")),
-            Some(owner) if !policy::may_own_keys(owner, tenant) => violations.push(FieldViolation::new(
-                "ownerId",
-                ViolationCode::InvalidOwner,
-                "The owner must be an internal admin or an integration user.",
-            )),
-            Some(_) => {}
-        }
+        let owner = self.eligible_owner(&command.owner_id, "ownerId", &mut violations).await?;
         let (Some(owner), Some(description), Some(restrictions), true) =
             (owner, description, restrictions, violations.is_empty())
         else {
@@ -385,7 +401,7 @@ impl KeyAdmin<'_> {
         let Some(current) = self.app.store.key(self.actor.tenant_id, id).await? else {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
-        let keeps_old = !overlap.is_zero() && current.status(now) == KeyStatus::Active;
+        let keeps_old = !overlap.is_zero() && self.view(current.clone()).await?.status == KeyStatus::Active;
         let previous_until = keeps_old.then(|| current.expires_at.map_or(now + overlap, |e| e.min(now + overlap)));
         let target = SecretTarget::Rotate { id, expires_at, previous_until };
         let Some((key, secret)) = self.write_new_secret(target).await? else {
@@ -455,6 +471,92 @@ impl KeyAdmin<'_> {
         let change =
             self.app.store.set_key_disabled(self.actor.tenant_id, id, command.disabled, self.actor, now).await?;
         self.changed(change, None, true).await
+    }
+
+    /// Gives a key to another eligible owner; the secret is unchanged, and a
+    /// suspended key works again at once. The old and the new owner are
+    /// mailed. Giving it to its owner changes nothing.
+    pub async fn transfer(&self, command: TransferKey) -> AppResult<Outcome<KeyView>> {
+        let mut violations = Vec::new();
+        let id = command.id.parse::<ApiKeyId>().ok();
+        if id.is_none() {
+            violations.push(FieldViolation::key_not_found());
+        }
+        let owner = self.eligible_owner(&command.owner_id, "ownerId", &mut violations).await?;
+        let (Some(id), Some(owner)) = (id, owner) else { return Ok(Err(violations)) };
+        let now = self.app.clock.now();
+        let change = self.app.store.transfer_key(self.actor.tenant_id, id, &owner, self.actor, now).await?;
+        self.changed(change, None, true).await
+    }
+
+    /// Gives every key of one user (active or not) to an eligible owner in
+    /// one transaction, as [`KeyAdmin::transfer`] does for one. Returns the
+    /// keys moved.
+    pub async fn transfer_all(&self, command: TransferKeys) -> AppResult<Outcome<Vec<KeyView>>> {
+        let tenant = self.actor.tenant_id;
+        let mut violations = Vec::new();
+        let from = match command.from_owner_id.parse::<UserId>() {
+            Ok(id) => self.app.store.user(tenant, id).await?,
+            Err(_) => None,
+        };
+        if from.is_none() {
+            violations.push(FieldViolation::new("fromOwnerId", ViolationCode::NotFound, "User not found."));
+        }
+        let to = self.eligible_owner(&command.to_owner_id, "toOwnerId", &mut violations).await?;
+        let (Some(from), Some(to)) = (from, to) else { return Ok(Err(violations)) };
+        if from.id == to.id {
+            let same = "The keys already belong to this user.";
+            return Ok(Err(vec![FieldViolation::new("toOwnerId", ViolationCode::Invalid, same)]));
+        }
+        let moved = self.app.store.transfer_keys(tenant, &from, &to, self.actor, self.app.clock.now()).await?;
+        for key in &moved {
+            self.app.verifier.forget(key.id);
+        }
+        if !moved.is_empty() {
+            self.app.outbox.notify_one();
+        }
+        Ok(Ok(self.views(moved).await?))
+    }
+
+    /// Deactivates a user of the tenant (its keys are suspended on every
+    /// replica at once, and it may no longer sign in) or reactivates it (the
+    /// keys it still owns work again). An admin cannot deactivate itself.
+    pub async fn set_user_active(&self, command: SetUserActive) -> AppResult<Outcome<User>> {
+        let not_found = || vec![FieldViolation::new("id", ViolationCode::NotFound, "User not found.")];
+        let Ok(id) = command.id.parse::<UserId>() else { return Ok(Err(not_found())) };
+        if id == self.actor.id && !command.active {
+            let message = "You cannot deactivate yourself; ask another internal admin.";
+            return Ok(Err(vec![FieldViolation::new("id", ViolationCode::Invalid, message)]));
+        }
+        match self.app.set_user_active(self.actor.tenant_id, id, command.active).await? {
+            ActivityChange::Done(user, _) | ActivityChange::Unchanged(user) => Ok(Ok(user)),
+            ActivityChange::NotFound => Ok(Err(not_found())),
+        }
+    }
+
+    /// The user `raw` names if it may own keys of this tenant (an active
+    /// internal admin or integration user); otherwise a violation on `field`.
+    async fn eligible_owner(
+        &self,
+        raw: &str,
+        field: &'static str,
+        violations: &mut Vec<FieldViolation>,
+    ) -> AppResult<Option<User>> {
+        let tenant = self.actor.tenant_id;
+        let owner = match raw.parse::<UserId>() {
+            Ok(id) => self.app.store.user(tenant, id).await?,
+            Err(_) => None,
+        };
+        match owner {
+            None => violations.push(FieldViolation::new(field, ViolationCode::NotFound, "Owner not found.")),
+            Some(owner) if !policy::may_own_keys(&owner, tenant) => violations.push(FieldViolation::new(
+                field,
+                ViolationCode::InvalidOwner,
+                "The owner must be an active internal admin or integration user.",
+            )),
+            Some(owner) => return Ok(Some(owner)),
+        }
+        Ok(None)
     }
 
     /// Changes a key's description. Nobody is mailed.
@@ -612,7 +714,7 @@ impl App {
                 })?;
                 let created_by = key.created_by.and_then(|id| users.get(&id).cloned());
                 let last_edited_by = key.last_edited_by.and_then(|id| users.get(&id).cloned());
-                let (status, previous_secret_until) = (key.status(now), key.previous_secret_until(now));
+                let (status, previous_secret_until) = (key.status(&owner, now), key.previous_secret_until(now));
                 Ok(KeyView { key, owner, created_by, last_edited_by, status, previous_secret_until })
             })
             .collect()

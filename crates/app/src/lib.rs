@@ -28,7 +28,7 @@ pub use error::{AppError, AppResult, RequestId};
 pub use keys::{
     AuditQuery, AuditView, DeleteKey, EditDescription, ExpirePreviousSecret, FieldViolation, GenerateKey, KeyAdmin,
     KeyTableQuery, KeyView, KeyWithSecret, Outcome, Page, RestrictionsInput, RotateKey, SetDisabled, SetExpiry,
-    UpdateRestrictions,
+    SetUserActive, TransferKey, TransferKeys, UpdateRestrictions,
 };
 use latchkey_domain::restrictions::{PermissionSet, owner_permissions};
 pub use latchkey_domain::restrictions::{Refusal, RequestContext};
@@ -138,6 +138,9 @@ impl App {
         let Some(user) = self.store.user(claims.tid, claims.sub).await? else {
             return Ok(Authentication::Refused("The token's user does not exist in its tenant.".into()));
         };
+        if !user.active {
+            return Ok(Authentication::Refused("The token's user is deactivated.".into()));
+        }
         Ok(Authentication::Authenticated(Principal::Admin { user, tenant, cloud: claims.cloud }))
     }
 
@@ -161,6 +164,11 @@ impl App {
             VerifyOutcome::Compromised => {
                 return Ok(Authentication::Refused(
                     "The API key was reported leaked and revoked; an admin must rotate it.".into(),
+                ));
+            }
+            VerifyOutcome::OwnerInactive => {
+                return Ok(Authentication::Refused(
+                    "The API key is suspended: its owner was deactivated; an admin can transfer it.".into(),
                 ));
             }
             VerifyOutcome::NotAllowed(Refusal::IpNotAllowed) => {
@@ -202,6 +210,25 @@ impl App {
             }
         };
         Ok(Viewer { tenant: principal.tenant().clone(), user, api_key, clouds: principal.clouds(), permissions })
+    }
+
+    /// Deactivates or reactivates a user of `tenant` (admins through
+    /// [`KeyAdmin::set_user_active`], operators through the CLI). A
+    /// deactivation suspends its keys: this process's cache forgets them now,
+    /// other replicas' through the revocation sent with the change.
+    pub async fn set_user_active(
+        &self,
+        tenant: latchkey_domain::TenantId,
+        user: latchkey_domain::UserId,
+        active: bool,
+    ) -> AppResult<latchkey_store::ActivityChange> {
+        let change = self.store.set_user_active(tenant, user, active, self.clock.now()).await?;
+        if let latchkey_store::ActivityChange::Done(_, keys) = &change {
+            for key in keys {
+                self.verifier.forget(*key);
+            }
+        }
+        Ok(change)
     }
 
     /// Queues the expiry notices (7 days and 1 day before, and at expiry)

@@ -384,3 +384,31 @@ async fn overlap_expiry_and_disable_decide_what_verifies() {
         .collect();
     assert_eq!(kinds, ["generated", "rotated", "disabled", "enabled", "expired"]);
 }
+
+#[tokio::test]
+async fn deactivating_an_owner_suspends_its_cached_keys_and_a_transfer_revives_them() {
+    let w = world().await;
+    let auth = w.admin();
+    let admin = w.app.key_admin(&auth).unwrap();
+    let (id, secret) = w.generate("Sync").await;
+    let ask = RequestContext::default();
+    assert!(matches!(w.app.verify_key(&secret, None, &ask).await.unwrap(), VerifyOutcome::Valid(_)), "cached");
+
+    let command = latchkey_app::SetUserActive { id: w.bot.id.to_string(), active: false };
+    assert!(!admin.set_user_active(command).await.unwrap().unwrap().active);
+    assert_eq!(w.app.verify_key(&secret, None, &ask).await.unwrap(), VerifyOutcome::OwnerInactive);
+    let table = admin.key_table(KeyTableQuery::default()).await.unwrap();
+    assert_eq!(table.items[0].status, latchkey_domain::KeyStatus::Suspended);
+
+    // Not to an inactive owner, nor one who may not own keys; then to the admin.
+    for owner in [&w.bot, &w.academy] {
+        let command = latchkey_app::TransferKey { id: id.clone(), owner_id: owner.id.to_string() };
+        let refused = admin.transfer(command).await.unwrap().unwrap_err();
+        assert_eq!(refused[0].violation.code, ViolationCode::InvalidOwner);
+    }
+    let command = latchkey_app::TransferKey { id: id.clone(), owner_id: w.admin.id.to_string() };
+    let moved = admin.transfer(command).await.unwrap().unwrap();
+    assert_eq!((moved.owner.id, moved.status), (w.admin.id, latchkey_domain::KeyStatus::Active));
+    let VerifyOutcome::Valid(key) = w.app.verify_key(&secret, None, &ask).await.unwrap() else { panic!("revived") };
+    assert_eq!(key.owner_id, w.admin.id);
+}

@@ -25,17 +25,24 @@ crate::string_enum! {
         Expired = "expired",
         /// It was reported leaked and revoked; rotating it issues a fresh secret.
         Compromised = "compromised",
+        /// Its owner was deactivated (or may no longer own keys); transferring
+        /// it, or reactivating the owner, makes it work again.
+        Suspended = "suspended",
     }
 }
 
 impl ApiKey {
-    /// Its status at `now`. A compromised key is `Compromised` whatever else
-    /// holds; a disabled key is `Disabled` even once past its expiry.
-    pub fn status(&self, now: DateTime<Utc>) -> KeyStatus {
+    /// Its status at `now`, owned by `owner`. A compromised key is
+    /// `Compromised` whatever else holds; a disabled key is `Disabled` even
+    /// when suspended or past its expiry; a suspended key is `Suspended`
+    /// even once past its expiry.
+    pub fn status(&self, owner: &User, now: DateTime<Utc>) -> KeyStatus {
         if self.compromised_at.is_some() {
             KeyStatus::Compromised
         } else if self.disabled_at.is_some() {
             KeyStatus::Disabled
+        } else if !crate::policy::owner_may_use_keys(owner) {
+            KeyStatus::Suspended
         } else if self.expires_at.is_some_and(|at| at <= now) {
             KeyStatus::Expired
         } else {
@@ -127,6 +134,7 @@ pub fn system_actor(tenant_id: TenantId) -> User {
         email: String::new(),
         name: "Latchkey".into(),
         role: Role::InternalAdmin,
+        active: true,
     }
 }
 

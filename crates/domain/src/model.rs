@@ -49,6 +49,8 @@ pub struct User {
     pub name: String,
     /// What it may do.
     pub role: Role,
+    /// False once deactivated (it may not sign in, and its keys are suspended).
+    pub active: bool,
 }
 
 /// An API key as the key table shows it. Never carries the secret or its hash.
@@ -135,6 +137,8 @@ crate::string_enum! {
         RestrictionsChanged = "restrictions_changed",
         /// The key was reported leaked (mailed to its owner and the tenant's internal admins).
         Leaked = "leaked",
+        /// The key was given to another owner (mailed to the old and the new owner).
+        OwnerChanged = "owner_changed",
     }
 }
 
@@ -186,6 +190,8 @@ pub struct KeyEvent {
     pub restrictions_change: Option<(String, String)>,
     /// For a leak: where it was found and what was done.
     pub leak: Option<LeakReport>,
+    /// For a transfer: the old and the new owner's names.
+    pub owner_change: Option<(String, String)>,
 }
 
 impl KeyEvent {
@@ -208,6 +214,7 @@ impl KeyEvent {
             previous_secret_expires_at: key.previous_expires_at,
             restrictions_change: None,
             leak: None,
+            owner_change: None,
         }
     }
 }
@@ -237,6 +244,8 @@ crate::string_enum! {
         RestrictionsChanged = "restrictions_changed",
         /// The key was reported leaked (and revoked, if the tenant says so).
         LeakReported = "leak_reported",
+        /// The key was given to another owner.
+        OwnerChanged = "owner_changed",
     }
 }
 
@@ -276,6 +285,8 @@ pub struct AuditEntry {
     pub restrictions_change: Option<(String, String)>,
     /// For a leak report: where it was found and what was done.
     pub leak: Option<LeakReport>,
+    /// For a transfer: the old and the new owner's names.
+    pub owner_change: Option<(String, String)>,
 }
 
 impl AuditEntry {
@@ -298,6 +309,7 @@ impl AuditEntry {
             new_expires_at: None,
             restrictions_change: None,
             leak: None,
+            owner_change: None,
         }
     }
 }

@@ -12,10 +12,24 @@ pub fn clouds_of_api_keys() -> &'static [Cloud] {
     Cloud::ALL
 }
 
-/// A key's owner must be an internal admin or an integration user of the
-/// same tenant as the key.
+/// A key's owner must be an active internal admin or integration user of
+/// the same tenant as the key.
 pub fn may_own_keys(owner: &User, tenant_of_key: crate::TenantId) -> bool {
-    owner.tenant_id == tenant_of_key && matches!(owner.role, Role::InternalAdmin | Role::IntegrationUser)
+    owner.tenant_id == tenant_of_key && owner_may_use_keys(owner)
+}
+
+/// Whether keys owned by `owner` work: an active user of a role that may own
+/// keys. Otherwise its keys are suspended (kept, not deleted).
+pub fn owner_may_use_keys(owner: &User) -> bool {
+    owner.active && role_may_own_keys(owner.role)
+}
+
+/// The roles that may own keys.
+pub const KEY_OWNER_ROLES: [Role; 2] = [Role::InternalAdmin, Role::IntegrationUser];
+
+/// Whether `role` may own keys.
+pub fn role_may_own_keys(role: Role) -> bool {
+    KEY_OWNER_ROLES.contains(&role)
 }
 
 #[cfg(test)]
@@ -25,7 +39,7 @@ mod tests {
     use uuid::Uuid;
 
     fn user(tenant: TenantId, role: Role) -> User {
-        User { id: UserId(Uuid::nil()), tenant_id: tenant, email: "a@b.c".into(), name: "A".into(), role }
+        User { id: UserId(Uuid::nil()), tenant_id: tenant, email: "a@b.c".into(), name: "A".into(), role, active: true }
     }
 
     #[test]
@@ -45,5 +59,6 @@ mod tests {
         assert!(may_own_keys(&user(t, Role::IntegrationUser), t));
         assert!(!may_own_keys(&user(t, Role::AcademyAdmin), t));
         assert!(!may_own_keys(&user(other, Role::InternalAdmin), t));
+        assert!(!may_own_keys(&User { active: false, ..user(t, Role::InternalAdmin) }, t), "deactivated");
     }
 }

@@ -3,15 +3,16 @@
 
 use async_graphql::{Context, ID, Object};
 use latchkey_app::{
-    DeleteKey, EditDescription, ExpirePreviousSecret, GenerateKey, RotateKey, SetDisabled, SetExpiry,
-    UpdateRestrictions,
+    DeleteKey, EditDescription, ExpirePreviousSecret, GenerateKey, RotateKey, SetDisabled, SetExpiry, SetUserActive,
+    TransferKey, TransferKeys, UpdateRestrictions,
 };
 
 use crate::error::{ApiResult, OrGraphql};
 use crate::query::context;
 use crate::types::{
     ApiKeyChangePayload, ApiKeyIdInput, DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput,
-    GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput, TenantSettings,
+    GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput, SetUserActiveInput,
+    SetUserActivePayload, TenantSettings, TransferApiKeyInput, TransferApiKeysInput, TransferApiKeysPayload,
     UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload, UpdateApiKeyRestrictionsInput,
     UpdateTenantSettingsInput, user_errors,
 };
@@ -133,6 +134,39 @@ impl MutationRoot {
         let admin = app.key_admin(auth).gql()?;
         let outcome = admin.set_disabled(SetDisabled { id: input.id.0, disabled: false }).await.gql()?;
         Ok(ApiKeyChangePayload::of(outcome))
+    }
+
+    /// Gives a key to another owner (an active internal admin or integration
+    /// user). The secret is unchanged; a suspended key works again at once.
+    /// The old and the new owner are emailed.
+    async fn transfer_api_key(&self, ctx: &Context<'_>, input: TransferApiKeyInput) -> ApiResult<ApiKeyChangePayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let outcome = admin.transfer(TransferKey { id: input.id.0, owner_id: input.owner_id.0 }).await.gql()?;
+        Ok(ApiKeyChangePayload::of(outcome))
+    }
+
+    /// Gives every key of one user (say, one who left) to another, in one
+    /// transaction. Each key's old and new owner are emailed.
+    async fn transfer_api_keys(
+        &self,
+        ctx: &Context<'_>,
+        input: TransferApiKeysInput,
+    ) -> ApiResult<TransferApiKeysPayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let command = TransferKeys { from_owner_id: input.from_owner_id.0, to_owner_id: input.to_owner_id.0 };
+        Ok(TransferApiKeysPayload::of(admin.transfer_all(command).await.gql()?))
+    }
+
+    /// Deactivates a user of the tenant (it can no longer sign in, and the
+    /// keys it owns answer `OWNER_INACTIVE` at once, on every replica, until
+    /// transferred) or reactivates it (the keys it still owns work again).
+    async fn set_user_active(&self, ctx: &Context<'_>, input: SetUserActiveInput) -> ApiResult<SetUserActivePayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let command = SetUserActive { id: input.id.0, active: input.active };
+        Ok(SetUserActivePayload::of(admin.set_user_active(command).await.gql()?))
     }
 
     /// Replaces a key's restrictions (permissions, clouds, addresses). They

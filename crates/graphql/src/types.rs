@@ -45,6 +45,9 @@ pub enum GqlKeyStatus {
     /// It was reported leaked and revoked (`COMPROMISED` at verification);
     /// rotating it issues a fresh secret and clears this.
     Compromised,
+    /// Its owner was deactivated (`OWNER_INACTIVE` at verification);
+    /// transferring it, or reactivating the owner, makes it work again.
+    Suspended,
 }
 
 /// What a tenant does when one of its keys is reported leaked.
@@ -203,11 +206,20 @@ pub struct GqlUser {
     pub email: String,
     /// Role.
     pub role: GqlUserRole,
+    /// False once deactivated: it cannot sign in, and the keys it owns are
+    /// suspended until transferred or it is reactivated.
+    pub active: bool,
 }
 
 impl From<&User> for GqlUser {
     fn from(u: &User) -> Self {
-        GqlUser { id: ID(u.id.to_string()), name: u.name.clone(), email: u.email.clone(), role: u.role.into() }
+        GqlUser {
+            id: ID(u.id.to_string()),
+            name: u.name.clone(),
+            email: u.email.clone(),
+            role: u.role.into(),
+            active: u.active,
+        }
     }
 }
 
@@ -556,6 +568,73 @@ impl ApiKeyChangePayload {
     }
 }
 
+/// Input of `transferApiKey`.
+#[derive(InputObject, Debug)]
+pub struct TransferApiKeyInput {
+    /// The key.
+    pub id: ID,
+    /// The new owner: an active internal admin or integration user of the tenant.
+    pub owner_id: ID,
+}
+
+/// Input of `transferApiKeys`.
+#[derive(InputObject, Debug)]
+pub struct TransferApiKeysInput {
+    /// Whose keys (active or not).
+    pub from_owner_id: ID,
+    /// The new owner: an active internal admin or integration user of the tenant.
+    pub to_owner_id: ID,
+}
+
+/// Result of `transferApiKeys`.
+#[derive(SimpleObject, Debug, Default)]
+pub struct TransferApiKeysPayload {
+    /// The keys moved, as they are now; empty when refused (or there were none).
+    pub api_keys: Vec<GqlApiKey>,
+    /// Why the input was refused; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+impl TransferApiKeysPayload {
+    /// The payload of a use case's outcome.
+    pub fn of(outcome: latchkey_app::Outcome<Vec<KeyView>>) -> Self {
+        match outcome {
+            Ok(keys) => {
+                TransferApiKeysPayload { api_keys: keys.into_iter().map(Into::into).collect(), user_errors: vec![] }
+            }
+            Err(violations) => TransferApiKeysPayload { api_keys: vec![], user_errors: user_errors(violations) },
+        }
+    }
+}
+
+/// Input of `setUserActive`.
+#[derive(InputObject, Debug)]
+pub struct SetUserActiveInput {
+    /// The user.
+    pub id: ID,
+    /// `false` deactivates (sign-in refused, keys suspended); `true` reactivates.
+    pub active: bool,
+}
+
+/// Result of `setUserActive`.
+#[derive(SimpleObject, Debug, Default)]
+pub struct SetUserActivePayload {
+    /// The user as it is now; null when refused.
+    pub user: Option<GqlUser>,
+    /// Why the input was refused; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+impl SetUserActivePayload {
+    /// The payload of a use case's outcome.
+    pub fn of(outcome: latchkey_app::Outcome<User>) -> Self {
+        match outcome {
+            Ok(user) => SetUserActivePayload { user: Some(GqlUser::from(&user)), user_errors: vec![] },
+            Err(violations) => SetUserActivePayload { user: None, user_errors: user_errors(violations) },
+        }
+    }
+}
+
 /// Input of `deleteApiKey`.
 #[derive(InputObject, Debug)]
 pub struct DeleteApiKeyInput {
@@ -646,6 +725,8 @@ pub enum ApiKeyEventAction {
     RestrictionsChanged,
     /// The key was reported leaked (actor: who reported it).
     LeakReported,
+    /// The key was given to another owner.
+    OwnerChanged,
 }
 
 /// One entry of the audit trail. Kept after the key is deleted.
@@ -686,6 +767,10 @@ pub struct ApiKeyEvent {
     pub leak_url: Option<String>,
     /// For a leak report: whether the key was revoked for it.
     pub leak_revoked: Option<bool>,
+    /// For a transfer: the previous owner's name at the time.
+    pub old_owner_name: Option<String>,
+    /// For a transfer: the new owner's name at the time.
+    pub new_owner_name: Option<String>,
 }
 
 /// One audit entry on a page.
@@ -744,6 +829,8 @@ impl From<AuditView> for ApiKeyEvent {
             restrictions_after: e.restrictions_change.map(|(_, after)| after),
             leak_url: e.leak.as_ref().and_then(|l| l.url.clone()),
             leak_revoked: e.leak.as_ref().map(|l| l.revoked),
+            old_owner_name: e.owner_change.as_ref().map(|(before, _)| before.clone()),
+            new_owner_name: e.owner_change.map(|(_, after)| after),
         }
     }
 }

@@ -162,6 +162,24 @@ fn wording(event: &KeyEvent) -> (String, String, String) {
                 },
             )
         }
+        KeyEventKind::OwnerChanged => {
+            let (before, after) = event.owner_change.clone().unwrap_or_default();
+            (
+                "has a new owner".into(),
+                format!(
+                    "was given by {} to {} by {} at {}",
+                    one_line(&before),
+                    one_line(&after),
+                    one_line(&event.actor_name),
+                    timestamp(event.occurred_at)
+                ),
+                format!(
+                    "Its secret is unchanged: integrations using it keep working. From now on {} is told of \
+                     every change to it.",
+                    one_line(&after)
+                ),
+            )
+        }
         KeyEventKind::Expiring => (
             format!("expires at {expiry}"),
             format!("expires at {expiry}"),
@@ -327,6 +345,7 @@ mod tests {
             previous_secret_expires_at: None,
             restrictions_change: None,
             leak: None,
+            owner_change: None,
         }
     }
 
@@ -334,6 +353,19 @@ mod tests {
         let raw = compose(event, &settings()).unwrap().formatted();
         let parsed = MessageParser::default().parse(&raw).unwrap();
         (parsed.subject().unwrap().to_owned(), parsed.body_text(0).unwrap().into_owned())
+    }
+
+    #[test]
+    fn a_transfer_mail_names_both_owners_and_who_moved_it() {
+        let moved = KeyEvent {
+            kind: KeyEventKind::OwnerChanged,
+            owner_change: Some(("Olive Owner".into(), "Nina New".into())),
+            ..event("Sync", "Ada Admin")
+        };
+        let (subject, text) = text_of(&moved);
+        assert_eq!(subject, "Your API key \"Sync\" has a new owner");
+        assert!(text.contains("was given by Olive Owner to Nina New by Ada Admin at 2026-03-04T05:06:07Z"), "{text}");
+        assert!(text.contains("secret is unchanged"), "{text}");
     }
 
     #[test]

@@ -294,6 +294,19 @@ pub enum UserCommand {
         #[arg(long)]
         role: Role,
     },
+    /// Deactivate a user: it can no longer sign in, and the keys it owns are
+    /// suspended (OWNER_INACTIVE) until transferred or it is reactivated.
+    Deactivate {
+        /// The user id.
+        #[arg(long)]
+        user: String,
+    },
+    /// Reactivate a user: the keys it still owns work again.
+    Activate {
+        /// The user id.
+        #[arg(long)]
+        user: String,
+    },
 }
 
 /// `token` options.
@@ -342,6 +355,32 @@ async fn migrated_store(url: &str) -> anyhow::Result<Store> {
 fn print_json(out: &mut dyn Write, value: &serde_json::Value) -> anyhow::Result<()> {
     writeln!(out, "{value}")?;
     Ok(())
+}
+
+/// `user deactivate|activate`: prints the user and the keys it owns. On
+/// PostgreSQL every serving replica forgets those keys at once; a server on
+/// a SQLite file (one process, no notifications) does so within its key
+/// cache TTL; `setUserActive` through the server's GraphQL acts at once.
+async fn set_user_active(
+    database_url: &str,
+    user: &str,
+    active: bool,
+    now: chrono::DateTime<chrono::Utc>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let id: UserId = user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
+    let store = migrated_store(database_url).await?;
+    let Some(found) = store.user_in_any_tenant(id).await? else { bail!("no user with id {id}") };
+    let (user, keys, changed) = match store.set_user_active(found.tenant_id, id, active, now).await? {
+        latchkey_store::ActivityChange::Done(user, keys) => (user, keys, true),
+        latchkey_store::ActivityChange::Unchanged(user) => (user, Vec::new(), false),
+        latchkey_store::ActivityChange::NotFound => bail!("no user with id {id}"),
+    };
+    let keys_field = if active { "keysRestored" } else { "keysSuspended" };
+    print_json(
+        out,
+        &json!({ "id": user.id, "tenantId": user.tenant_id, "active": user.active, "changed": changed, keys_field: keys }),
+    )
 }
 
 /// Builds the `serve` configuration from flags and environment.
@@ -468,6 +507,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 &json!({ "id": user.id, "tenantId": user.tenant_id, "email": user.email, "name": user.name, "role": user.role.as_str() }),
             )?;
         }
+        Command::User(UserCommand::Deactivate { user }) => {
+            set_user_active(&cli.database_url, &user, false, now, out).await?
+        }
+        Command::User(UserCommand::Activate { user }) => {
+            set_user_active(&cli.database_url, &user, true, now, out).await?
+        }
         Command::Token(args) => {
             let key = args.token_key.key()?;
             let user: UserId = args.user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
@@ -508,20 +553,20 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Expiring { within_days }) => {
             let store = migrated_store(&cli.database_url).await?;
             let keys = store.keys_expiring_before(now + chrono::Duration::days(i64::from(within_days))).await?;
-            let rows = keys
-                .iter()
-                .map(|k| {
-                    json!({
-                        "id": k.id,
-                        "tenantId": k.tenant_id,
-                        "ownerId": k.owner_id,
-                        "description": k.description,
-                        "lastFour": k.last_four,
-                        "expiresAt": k.expires_at,
-                        "status": k.status(now).as_str(),
-                    })
-                })
-                .collect();
+            let mut rows = Vec::with_capacity(keys.len());
+            for k in &keys {
+                let owner = store.user(k.tenant_id, k.owner_id).await?;
+                let status = owner.map_or("owner missing", |owner| k.status(&owner, now).as_str());
+                rows.push(json!({
+                    "id": k.id,
+                    "tenantId": k.tenant_id,
+                    "ownerId": k.owner_id,
+                    "description": k.description,
+                    "lastFour": k.last_four,
+                    "expiresAt": k.expires_at,
+                    "status": status,
+                }));
+            }
             print_json(out, &serde_json::Value::Array(rows))?;
         }
         Command::Keys(KeysCommand::Import { tenant, file, dry_run, atomic }) => {

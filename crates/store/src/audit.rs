@@ -43,6 +43,8 @@ pub(crate) async fn insert_audit<C: ConnectionTrait>(conn: &C, entry: &AuditEntr
         leak_source: Set(entry.leak.as_ref().and_then(|l| l.source.clone())),
         leak_url: Set(entry.leak.as_ref().and_then(|l| l.url.clone())),
         leak_revoked: Set(entry.leak.as_ref().map(|l| l.revoked)),
+        owner_before: Set(entry.owner_change.as_ref().map(|(before, _)| before.clone())),
+        owner_after: Set(entry.owner_change.as_ref().map(|(_, after)| after.clone())),
     }
     .insert(conn)
     .await?;
@@ -68,6 +70,7 @@ fn entry_from(m: key_audit::Model) -> StoreResult<AuditEntry> {
         old_expires_at: m.old_expires_at,
         new_expires_at: m.new_expires_at,
         restrictions_change: m.restrictions_before.zip(m.restrictions_after),
+        owner_change: m.owner_before.zip(m.owner_after),
         leak: m.leak_revoked.map(|revoked| LeakReport {
             reporter: m.actor_name,
             url: m.leak_url,

@@ -32,6 +32,7 @@ pub mod user {
         pub name: String,
         pub role: String,
         pub created_at: DateTimeUtc,
+        pub deactivated_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -114,6 +115,8 @@ pub mod key_event {
         pub leak_source: Option<String>,
         pub leak_url: Option<String>,
         pub leak_revoked: Option<bool>,
+        pub owner_before: Option<String>,
+        pub owner_after: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -148,6 +151,8 @@ pub mod key_audit {
         pub leak_source: Option<String>,
         pub leak_url: Option<String>,
         pub leak_revoked: Option<bool>,
+        pub owner_before: Option<String>,
+        pub owner_after: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

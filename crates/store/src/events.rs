@@ -67,6 +67,8 @@ pub(crate) async fn insert_event<C: ConnectionTrait>(conn: &C, event: &KeyEvent)
         leak_source: Set(event.leak.as_ref().and_then(|l| l.source.clone())),
         leak_url: Set(event.leak.as_ref().and_then(|l| l.url.clone())),
         leak_revoked: Set(event.leak.as_ref().map(|l| l.revoked)),
+        owner_before: Set(event.owner_change.as_ref().map(|(before, _)| before.clone())),
+        owner_after: Set(event.owner_change.as_ref().map(|(_, after)| after.clone())),
     }
     .insert(conn)
     .await?;
@@ -95,6 +97,7 @@ pub(crate) fn stored_event_from(m: key_event::Model) -> StoreResult<StoredEvent>
             key_expires_at: m.key_expires_at,
             previous_secret_expires_at: m.previous_secret_expires_at,
             restrictions_change: m.restrictions_before.zip(m.restrictions_after),
+            owner_change: m.owner_before.zip(m.owner_after),
             leak: m.leak_revoked.map(|revoked| LeakReport {
                 reporter: m.actor_name,
                 url: m.leak_url,

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
+use latchkey_domain::policy::{KEY_OWNER_ROLES, role_may_own_keys};
 use latchkey_domain::restrictions::{PermissionSet, Restrictions, StoredRestrictions, owner_permissions};
 use latchkey_domain::{
     ApiKey, ApiKeyId, ApiKeySecret, AuditAction, AuditEntry, Description, ExpiryNotice, KeyEvent, KeyEventKind,
@@ -156,6 +157,9 @@ pub struct StoredCredential {
     pub disabled: bool,
     /// Whether the key was reported leaked and revoked.
     pub compromised: bool,
+    /// Whether its owner was deactivated (or may no longer own keys): the key
+    /// is suspended.
+    pub owner_inactive: bool,
     /// What the key may do, where and from where.
     pub restrictions: Arc<Restrictions>,
     /// What its owner may do (a key never does more).
@@ -237,6 +241,7 @@ struct CredentialRow {
     clouds: Option<String>,
     allowed_ips: Option<String>,
     owner_role: Option<String>,
+    owner_active: Option<i32>,
 }
 
 /// A page request on the key table.
@@ -302,7 +307,7 @@ async fn key_in<C: ConnectionTrait>(conn: &C, tenant: TenantId, id: ApiKeyId) ->
 
 /// A key of `tenant`, row-locked until the transaction ends on PostgreSQL
 /// (so concurrent changes record a true before and after; SQLite has one writer).
-async fn locked_key(
+pub(crate) async fn locked_key(
     txn: &sea_orm::DatabaseTransaction,
     tenant: TenantId,
     id: ApiKeyId,
@@ -333,7 +338,7 @@ async fn after_conditional_update(
     Ok(Ok((txn, key)))
 }
 
-async fn owner_of<C: ConnectionTrait>(conn: &C, key: &ApiKey) -> StoreResult<User> {
+pub(crate) async fn owner_of<C: ConnectionTrait>(conn: &C, key: &ApiKey) -> StoreResult<User> {
     user_in(conn, key.tenant_id, key.owner_id)
         .await?
         .ok_or_else(|| StoreError::MissingReference(format!("owner {} of key {}", key.owner_id, key.id)))
@@ -353,15 +358,29 @@ fn contains_pattern(term: &str) -> LikeExpr {
     LikeExpr::new(escaped).escape('\\')
 }
 
-/// The keys in `status` at `now`.
+/// The keys in `status` at `now` (see `ApiKey::status` for the precedence).
 fn status_condition(status: KeyStatus, now: DateTime<Utc>) -> Condition {
     let intact = || Condition::all().add(api_key::Column::CompromisedAt.is_null());
     let enabled = || intact().add(api_key::Column::DisabledAt.is_null());
+    // Owners whose keys are suspended: deactivated, or of a role that may not own keys.
+    let suspending_owners = || {
+        sea_orm::sea_query::Query::select()
+            .column(user::Column::Id)
+            .from(user::Entity)
+            .cond_where(
+                Condition::any()
+                    .add(user::Column::DeactivatedAt.is_not_null())
+                    .add(user::Column::Role.is_not_in(KEY_OWNER_ROLES.map(Role::as_str))),
+            )
+            .to_owned()
+    };
+    let owner_may_use = || enabled().add(api_key::Column::OwnerId.not_in_subquery(suspending_owners()));
     match status {
         KeyStatus::Compromised => Condition::all().add(api_key::Column::CompromisedAt.is_not_null()),
         KeyStatus::Disabled => intact().add(api_key::Column::DisabledAt.is_not_null()),
-        KeyStatus::Expired => enabled().add(api_key::Column::ExpiresAt.lte(now)),
-        KeyStatus::Active => enabled()
+        KeyStatus::Suspended => enabled().add(api_key::Column::OwnerId.in_subquery(suspending_owners())),
+        KeyStatus::Expired => owner_may_use().add(api_key::Column::ExpiresAt.lte(now)),
+        KeyStatus::Active => owner_may_use()
             .add(Condition::any().add(api_key::Column::ExpiresAt.is_null()).add(api_key::Column::ExpiresAt.gt(now))),
     }
 }
@@ -1005,8 +1024,16 @@ impl Store {
                 api_key::Column::Clouds,
                 api_key::Column::AllowedIps,
             ])
-            // The owner's role bounds what the key may do; read with the key.
+            // The owner's role bounds what the key may do, and a deactivated
+            // owner suspends it; read with the key.
             .column_as(Expr::cust("(SELECT role FROM users WHERE users.id = api_keys.owner_id)"), "owner_role")
+            .column_as(
+                Expr::cust(
+                    "(SELECT CASE WHEN users.deactivated_at IS NULL THEN 1 ELSE 0 END FROM users \
+                     WHERE users.id = api_keys.owner_id)",
+                ),
+                "owner_active",
+            )
             .filter(
                 Condition::any()
                     .add(by.current.is_in(wanted.iter().copied()))
@@ -1023,8 +1050,9 @@ impl Store {
                 allowed_ips: row.allowed_ips.clone(),
             }));
             // An owner whose role cannot be read may do nothing (fail closed).
-            let owner_may =
-                row.owner_role.as_deref().and_then(Role::parse).map_or(PermissionSet::none(), owner_permissions);
+            let owner_role = row.owner_role.as_deref().and_then(Role::parse);
+            let owner_may = owner_role.map_or(PermissionSet::none(), owner_permissions);
+            let owner_inactive = row.owner_active != Some(1) || !owner_role.is_some_and(role_may_own_keys);
             let (expires, disabled, compromised) =
                 (row.expires_at, row.disabled_at.is_some(), row.compromised_at.is_some());
             let credential = |lookup_id: String, hash: String, previous: bool, works_until| StoredCredential {
@@ -1033,6 +1061,7 @@ impl Store {
                 works_until,
                 disabled,
                 compromised,
+                owner_inactive,
                 restrictions: restrictions.clone(),
                 owner_may,
                 key_id: ApiKeyId(row.id),

@@ -10,6 +10,7 @@ mod audit;
 mod entities;
 mod events;
 mod keys;
+mod owners;
 mod revocations;
 mod users;
 
@@ -25,6 +26,7 @@ pub use keys::{
     KeyChange, KeyCursor, KeyOrderField, KeyPage, KeyQuery, LeakRecorded, NewCredential, NewKey, Rotation,
     StoredCredential,
 };
+pub use owners::ActivityChange;
 pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
 pub use users::NewUser;
 

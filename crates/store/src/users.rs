@@ -24,7 +24,14 @@ pub struct NewUser {
 pub(crate) fn user_from(model: user::Model) -> StoreResult<User> {
     let role = Role::parse(&model.role)
         .ok_or_else(|| StoreError::Corrupt(format!("user {} has role {:?}", model.id, model.role)))?;
-    Ok(User { id: UserId(model.id), tenant_id: TenantId(model.tenant_id), email: model.email, name: model.name, role })
+    Ok(User {
+        id: UserId(model.id),
+        tenant_id: TenantId(model.tenant_id),
+        email: model.email,
+        name: model.name,
+        role,
+        active: model.deactivated_at.is_none(),
+    })
 }
 
 pub(crate) async fn user_in<C: ConnectionTrait>(conn: &C, tenant: TenantId, id: UserId) -> StoreResult<Option<User>> {
@@ -104,10 +111,11 @@ impl Store {
             name: Set(new.name.clone()),
             role: Set(new.role.as_str().to_owned()),
             created_at: Set(now),
+            deactivated_at: Set(None),
         }
         .insert(self.conn())
         .await?;
-        Ok(User { id, tenant_id: new.tenant_id, email, name: new.name, role: new.role })
+        Ok(User { id, tenant_id: new.tenant_id, email, name: new.name, role: new.role, active: true })
     }
 
     /// A user of `tenant` by id; `None` when unknown or another tenant's.
@@ -137,12 +145,13 @@ impl Store {
             .collect()
     }
 
-    /// Everyone in `tenant` who may own keys (internal admins and integration
-    /// users), by name.
+    /// Everyone in `tenant` who may own keys (active internal admins and
+    /// integration users), by name.
     pub async fn key_owner_candidates(&self, tenant: TenantId) -> StoreResult<Vec<User>> {
         user::Entity::find()
             .filter(user::Column::TenantId.eq(tenant.0))
-            .filter(user::Column::Role.is_in([Role::InternalAdmin.as_str(), Role::IntegrationUser.as_str()]))
+            .filter(user::Column::Role.is_in(latchkey_domain::policy::KEY_OWNER_ROLES.map(Role::as_str)))
+            .filter(user::Column::DeactivatedAt.is_null())
             .order_by_asc(user::Column::Name)
             .order_by_asc(user::Column::Id)
             .all(self.conn())

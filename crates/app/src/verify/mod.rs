@@ -12,11 +12,13 @@
 //!    take the same time. A legacy argon2id hash is checked on the blocking
 //!    pool, within the key's failure budget (taken first) and a global bound
 //!    on concurrent hashes, then upgraded to the current scheme.
-//! 5. The right secret of a disabled key answers `DISABLED`; of an expired
+//! 5. The right secret of a disabled key answers `DISABLED`; of a key whose
+//!    owner was deactivated, `OWNER_INACTIVE`; of an expired
 //!    key, or a previous secret past its rotation's overlap, `EXPIRED`. A
 //!    cached verification carries its secret's deadline and is not answered
-//!    past it (time from the [`Clock`]); disabling, and any change of expiry
-//!    or overlap, is pushed to every replica's cache like a revocation.
+//!    past it (time from the [`Clock`]); disabling, deactivating the owner,
+//!    a transfer, and any change of expiry or overlap, is pushed to every
+//!    replica's cache like a revocation.
 //! 6. A working key is then decided against the request (cloud, address,
 //!    permissions, in that order; [`Restrictions::decide`](latchkey_domain::restrictions::Restrictions::decide)): its restrictions
 //!    and its owner's permissions are part of the cached entry, so this costs
@@ -134,6 +136,9 @@ pub enum VerifyOutcome {
     Expired,
     /// The right secret of a key reported leaked and revoked (until rotated).
     Compromised,
+    /// The right secret of a suspended key: its owner was deactivated (or
+    /// may no longer own keys) and it was not transferred.
+    OwnerInactive,
     /// A working key that may not serve this request (cloud, address or
     /// permissions; see [`Restrictions::decide`](latchkey_domain::restrictions::Restrictions::decide)).
     NotAllowed(Refusal),
@@ -144,12 +149,13 @@ pub enum VerifyOutcome {
 
 /// Every wire code of a refused verification (what [`VerifyOutcome::code`]
 /// gives), for documents and metrics that list them.
-pub const REFUSAL_CODES: [&str; 9] = [
+pub const REFUSAL_CODES: [&str; 10] = [
     "MALFORMED",
     "INVALID",
     "DISABLED",
     "EXPIRED",
     "COMPROMISED",
+    "OWNER_INACTIVE",
     "CLOUD_NOT_ALLOWED",
     "IP_NOT_ALLOWED",
     "INSUFFICIENT_PERMISSIONS",
@@ -166,6 +172,7 @@ impl VerifyOutcome {
             VerifyOutcome::Disabled => Some("DISABLED"),
             VerifyOutcome::Expired => Some("EXPIRED"),
             VerifyOutcome::Compromised => Some("COMPROMISED"),
+            VerifyOutcome::OwnerInactive => Some("OWNER_INACTIVE"),
             VerifyOutcome::NotAllowed(refusal) => Some(refusal.code()),
             VerifyOutcome::RateLimited => Some("RATE_LIMITED"),
         }
@@ -338,6 +345,9 @@ impl KeyVerifier {
         if credential.disabled {
             return VerifyOutcome::Disabled;
         }
+        if credential.owner_inactive {
+            return VerifyOutcome::OwnerInactive;
+        }
         if credential.works_until.is_some_and(|until| until <= self.clock.now()) {
             return VerifyOutcome::Expired;
         }
@@ -453,6 +463,7 @@ mod code_tests {
             VerifyOutcome::Disabled,
             VerifyOutcome::Expired,
             VerifyOutcome::Compromised,
+            VerifyOutcome::OwnerInactive,
             VerifyOutcome::NotAllowed(Refusal::CloudNotAllowed),
             VerifyOutcome::NotAllowed(Refusal::IpNotAllowed),
             VerifyOutcome::NotAllowed(Refusal::InsufficientPermissions { missing: vec![] }),

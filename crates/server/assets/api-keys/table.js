@@ -8,7 +8,13 @@ import { $, ROLE_NAMES, busy } from "./ui.js";
 const PAGE_SIZE = 25;
 const LEGACY_HINT = "This key was created before key management existed, so it has no edit history.";
 
-const STATUS_NAMES = { ACTIVE: "Active", DISABLED: "Disabled", EXPIRED: "Expired", COMPROMISED: "Compromised — rotate it" };
+const STATUS_NAMES = {
+  ACTIVE: "Active",
+  DISABLED: "Disabled",
+  EXPIRED: "Expired",
+  COMPROMISED: "Compromised — rotate it",
+  SUSPENDED: "Suspended — owner deactivated",
+};
 
 /** The row buttons of a key: `key => [[label, handler(key, button)], ...]`; set by `initTable`. */
 let actionsFor = () => [];

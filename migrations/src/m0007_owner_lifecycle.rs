@@ -1,0 +1,67 @@
+//! Owners come and go: a user may be deactivated (`users.deactivated_at`),
+//! which suspends the keys it owns, and a key may be given to another owner
+//! (`owner_before`/`owner_after` in the outbox and the audit trail, the two
+//! owners' names at the time).
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Users {
+    Table,
+    DeactivatedAt,
+}
+
+#[derive(DeriveIden)]
+enum KeyEvents {
+    Table,
+    OwnerBefore,
+    OwnerAfter,
+}
+
+#[derive(DeriveIden)]
+enum KeyAudit {
+    Table,
+    OwnerBefore,
+    OwnerAfter,
+}
+
+/// The new text columns, all nullable, with their tables.
+fn owner_columns() -> [(DynIden, DynIden); 4] {
+    [
+        (KeyEvents::Table.into_iden(), KeyEvents::OwnerBefore.into_iden()),
+        (KeyEvents::Table.into_iden(), KeyEvents::OwnerAfter.into_iden()),
+        (KeyAudit::Table.into_iden(), KeyAudit::OwnerBefore.into_iden()),
+        (KeyAudit::Table.into_iden(), KeyAudit::OwnerAfter.into_iden()),
+    ]
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .add_column(timestamp_with_time_zone_null(Users::DeactivatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        // SQLite adds one column per statement.
+        for (table, column) in owner_columns() {
+            manager.alter_table(Table::alter().table(table).add_column(text_null(column)).to_owned()).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (table, column) in owner_columns() {
+            manager.alter_table(Table::alter().table(table).drop_column(column).to_owned()).await?;
+        }
+        manager.alter_table(Table::alter().table(Users::Table).drop_column(Users::DeactivatedAt).to_owned()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,232 @@
+//! Owners who leave: deactivating a user suspends its keys (on every
+//! replica at once) and refuses its sign-in; a transfer gives a key to
+//! another owner with the same secret; reactivation restores what was not
+//! transferred.
+
+use std::time::{Duration, Instant};
+
+use latchkey_domain::{Cloud, KeyEventKind};
+use latchkey_tests::{Backend, TestApp, TestDb, error_code, run_latchkey};
+use serde_json::{Value, json};
+
+on_both_backends!(a_deactivated_owner_suspends_its_keys_until_they_are_transferred, hostile_transfers_change_nothing,);
+
+const SET_ACTIVE: &str = "mutation($id: ID!, $active: Boolean!) { setUserActive(input: {id: $id, active: $active}) { \
+    user { id active } userErrors { field message code } } }";
+const TRANSFER: &str = "mutation($id: ID!, $owner: ID!) { transferApiKey(input: {id: $id, ownerId: $owner}) { \
+    apiKey { id status owner { id active } } userErrors { field message code } } }";
+const TRANSFER_ALL: &str = "mutation($from: ID!, $to: ID!) { transferApiKeys(input: {fromOwnerId: $from, toOwnerId: $to}) { \
+    apiKeys { id status owner { id } } userErrors { field message code } } }";
+const STATUSES: &str =
+    "query($status: [ApiKeyStatus!]) { apiKeys(first: 50, status: $status) { nodes { id status } } }";
+
+async fn set_active(app: &TestApp, token: &str, user: impl ToString, active: bool) -> Value {
+    let body = app.gql(Some(token), SET_ACTIVE, json!({ "id": user.to_string(), "active": active })).await;
+    body["data"]["setUserActive"].clone()
+}
+
+async fn code(app: &TestApp, secret: &str) -> String {
+    let answer = app.verify(secret).await;
+    answer["code"].as_str().map_or_else(|| "VALID".to_owned(), str::to_owned)
+}
+
+async fn ids_with(app: &TestApp, token: &str, status: Value) -> Vec<String> {
+    let body = app.gql(Some(token), STATUSES, json!({ "status": status })).await;
+    let nodes = body["data"]["apiKeys"]["nodes"].as_array().unwrap_or_else(|| panic!("{body}"));
+    nodes.iter().map(|n| n["id"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn a_deactivated_owner_suspends_its_keys_until_they_are_transferred(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let token = &s.admin_token;
+    let (id1, secret1, _) = app.generate(token, &s.integration, "Sync").await;
+    let (id2, secret2, _) = app.generate(token, &s.integration, "Reports").await;
+    let (id3, secret3, _) = app.generate(token, &s.admin, "Admin's own").await;
+    assert_eq!(code(&app, &secret1).await, "VALID", "now cached");
+
+    // Deactivated: its keys are refused at once, from the cache too, on every surface.
+    let done = set_active(&app, token, s.integration.id, false).await;
+    assert_eq!(done, json!({ "user": { "id": s.integration.id.to_string(), "active": false }, "userErrors": [] }));
+    assert_eq!(code(&app, &secret1).await, "OWNER_INACTIVE");
+    assert_eq!(code(&app, &secret2).await, "OWNER_INACTIVE");
+    assert_eq!(code(&app, &secret3).await, "VALID", "other owners' keys are untouched");
+    let forward = app.http.get(format!("{}/v1/auth", app.url)).bearer_auth(&secret1).send().await.unwrap();
+    assert_eq!(forward.status(), 401);
+    assert_eq!(forward.headers()["x-latchkey-code"], "OWNER_INACTIVE");
+    let body = app.gql(Some(&secret2), "{ viewer { tenant { id } } }", json!({})).await;
+    assert_eq!(error_code(&body), "UNAUTHENTICATED");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("owner was deactivated"), "{body}");
+
+    // The key table says so, and filters by it.
+    let mut suspended = ids_with(&app, token, json!(["SUSPENDED"])).await;
+    suspended.sort();
+    let mut expected = vec![id1.clone(), id2.clone()];
+    expected.sort();
+    assert_eq!(suspended, expected);
+    assert_eq!(ids_with(&app, token, json!(["ACTIVE"])).await, std::slice::from_ref(&id3));
+    let candidates = app.gql(Some(token), "{ apiKeyOwnerCandidates { id } }", json!({})).await;
+    let candidates = candidates["data"]["apiKeyOwnerCandidates"].as_array().unwrap().clone();
+    assert!(!candidates.contains(&json!({ "id": s.integration.id.to_string() })), "no inactive owner is offered");
+
+    // A transfer makes a suspended key work again with the same secret; both owners are told.
+    let moved = app.gql(Some(token), TRANSFER, json!({ "id": id1, "owner": s.other_admin.id.to_string() })).await;
+    let moved = &moved["data"]["transferApiKey"];
+    assert_eq!(moved["userErrors"], json!([]), "{moved}");
+    assert_eq!(moved["apiKey"]["status"], "ACTIVE");
+    assert_eq!(moved["apiKey"]["owner"]["id"], s.other_admin.id.to_string());
+    let verified = app.verify(&secret1).await;
+    assert_eq!(verified["ownerId"], s.other_admin.id.to_string(), "{verified}");
+    let events = app.wait_for_deliveries(5).await;
+    let transfers: Vec<_> = events.iter().filter(|e| e.kind == KeyEventKind::OwnerChanged).collect();
+    let mut told: Vec<_> = transfers.iter().map(|e| e.owner_email.clone()).collect();
+    told.sort();
+    let mut owners = vec![s.integration.email.clone(), s.other_admin.email.clone()];
+    owners.sort();
+    assert_eq!(told, owners, "the old and the new owner");
+    let change = (s.integration.name.clone(), s.other_admin.name.clone());
+    assert!(transfers.iter().all(|e| e.owner_change.as_ref() == Some(&change) && e.actor_name == s.admin.name));
+    let audit = app
+        .gql(
+            Some(token),
+            "query($k: ID!) { apiKeyEvents(keyId: $k, first: 10) { nodes { action oldOwnerName newOwnerName actorName } } }",
+            json!({ "k": id1 }),
+        )
+        .await;
+    assert_eq!(
+        audit["data"]["apiKeyEvents"]["nodes"][0],
+        json!({ "action": "OWNER_CHANGED", "oldOwnerName": s.integration.name, "newOwnerName": s.other_admin.name, "actorName": s.admin.name })
+    );
+
+    // Reactivation restores what was not transferred.
+    assert_eq!(set_active(&app, token, s.integration.id, true).await["user"]["active"], true);
+    assert_eq!(code(&app, &secret2).await, "VALID");
+    assert_eq!(app.verify(&secret1).await["ownerId"], s.other_admin.id.to_string(), "the transfer stands");
+
+    // Everything of a leaver at once.
+    set_active(&app, token, s.integration.id, false).await;
+    let all = app
+        .gql(Some(token), TRANSFER_ALL, json!({ "from": s.integration.id.to_string(), "to": s.admin.id.to_string() }))
+        .await;
+    let all = &all["data"]["transferApiKeys"];
+    assert_eq!(all["userErrors"], json!([]), "{all}");
+    assert_eq!(all["apiKeys"], json!([{ "id": id2, "status": "ACTIVE", "owner": { "id": s.admin.id.to_string() } }]));
+    assert_eq!(app.verify(&secret2).await["ownerId"], s.admin.id.to_string());
+
+    // A deactivated admin cannot sign in any more; nobody deactivates themselves.
+    let other_token = app.token(&s.other_admin, Cloud::Employee);
+    assert_eq!(set_active(&app, token, s.other_admin.id, false).await["userErrors"], json!([]));
+    let refused = app.gql(Some(&other_token), "{ viewer { tenant { id } } }", json!({})).await;
+    assert_eq!(error_code(&refused), "UNAUTHENTICATED");
+    assert!(refused["errors"][0]["message"].as_str().unwrap().contains("deactivated"), "{refused}");
+    assert_eq!(code(&app, &secret1).await, "OWNER_INACTIVE", "and its keys are suspended");
+    let own = set_active(&app, token, s.admin.id, false).await;
+    assert_eq!(own["userErrors"][0]["code"], "INVALID", "{own}");
+    assert_eq!(code(&app, &secret3).await, "VALID");
+    app.stop().await;
+}
+
+async fn hostile_transfers_change_nothing(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let other = app.seed("Globex").await;
+    let token = &s.admin_token;
+    let (id, secret, _) = app.generate(token, &s.integration, "Sync").await;
+    let (foreign_id, _, _) = app.generate(&other.admin_token, &other.integration, "Theirs").await;
+    set_active(&app, token, s.other_admin.id, false).await;
+    let cases = [
+        (id.clone(), s.academy_admin.id.to_string(), "ownerId", "INVALID_OWNER"),
+        (id.clone(), s.other_admin.id.to_string(), "ownerId", "INVALID_OWNER"),
+        (id.clone(), other.admin.id.to_string(), "ownerId", "NOT_FOUND"),
+        (id.clone(), "not-a-user".to_owned(), "ownerId", "NOT_FOUND"),
+        (foreign_id.clone(), s.admin.id.to_string(), "id", "NOT_FOUND"),
+        ("garbage".to_owned(), s.admin.id.to_string(), "id", "NOT_FOUND"),
+    ];
+    for (key, owner, field, expected) in cases {
+        let body = app.gql(Some(token), TRANSFER, json!({ "id": key, "owner": owner })).await;
+        let errors = &body["data"]["transferApiKey"]["userErrors"];
+        assert_eq!(
+            (errors[0]["field"].clone(), errors[0]["code"].clone()),
+            (json!(["input", field]), json!(expected)),
+            "{body}"
+        );
+    }
+    let bulk = app
+        .gql(
+            Some(token),
+            TRANSFER_ALL,
+            json!({ "from": s.integration.id.to_string(), "to": s.integration.id.to_string() }),
+        )
+        .await;
+    assert_eq!(bulk["data"]["transferApiKeys"]["userErrors"][0]["code"], "INVALID", "{bulk}");
+    let bulk = app
+        .gql(
+            Some(token),
+            TRANSFER_ALL,
+            json!({ "from": other.integration.id.to_string(), "to": s.admin.id.to_string() }),
+        )
+        .await;
+    assert_eq!(bulk["data"]["transferApiKeys"]["userErrors"][0]["code"], "NOT_FOUND", "another tenant's user: {bulk}");
+    let foreign = set_active(&app, token, other.admin.id, false).await;
+    assert_eq!(foreign["userErrors"][0]["code"], "NOT_FOUND", "{foreign}");
+    // An integration's key cannot manage users.
+    let by_key = app.gql(Some(&secret), SET_ACTIVE, json!({ "id": s.admin.id.to_string(), "active": false })).await;
+    assert_eq!(error_code(&by_key), "FORBIDDEN", "{by_key}");
+
+    // Nothing changed.
+    assert_eq!(app.verify(&secret).await["ownerId"], s.integration.id.to_string());
+    assert_eq!(app.verify(&secret).await["valid"], true);
+    let admin_body = app.gql(Some(&other.admin_token), "{ viewer { user { active } } }", json!({})).await;
+    assert_eq!(admin_body["data"]["viewer"]["user"]["active"], true, "{admin_body}");
+    assert!(app.notifier.delivered().iter().all(|e| e.kind != KeyEventKind::OwnerChanged));
+    app.stop().await;
+}
+
+/// On PostgreSQL, a deactivation through one replica (or the CLI) reaches
+/// every replica's cache within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivation_reaches_every_replica_within_a_second() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else { return };
+    let app = TestApp::start_on(db).await;
+    let (replica, _) = app.replica().await;
+    let s = app.seed("Acme").await;
+    let (_, secret, _) = app.generate(&s.admin_token, &s.integration, "Sync").await;
+    let (_, other_secret, _) = app.generate(&s.admin_token, &s.other_admin, "Other").await;
+    let verify_on_replica = |key: String| {
+        let http = app.http.clone();
+        let url = format!("{}/v1/keys/verify", replica.url());
+        async move {
+            let answer: Value = http.post(url).json(&json!({ "key": key })).send().await.unwrap().json().await.unwrap();
+            answer["code"].as_str().map_or_else(|| "VALID".to_owned(), str::to_owned)
+        }
+    };
+    assert_eq!(verify_on_replica(secret.clone()).await, "VALID", "cached on the replica");
+    assert_eq!(verify_on_replica(other_secret.clone()).await, "VALID");
+
+    // Through the first replica's GraphQL.
+    set_active(&app, &s.admin_token, s.integration.id, false).await;
+    let started = Instant::now();
+    while verify_on_replica(secret.clone()).await != "OWNER_INACTIVE" {
+        assert!(started.elapsed() < Duration::from_secs(1), "the replica still accepts a suspended key");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Through the operators' CLI.
+    let out = run_latchkey(&app.db, &["user", "deactivate", "--user", &s.other_admin.id.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((printed["active"].clone(), printed["changed"].clone()), (json!(false), json!(true)), "{printed}");
+    assert_eq!(printed["keysSuspended"].as_array().unwrap().len(), 1);
+    let started = Instant::now();
+    while verify_on_replica(other_secret.clone()).await != "OWNER_INACTIVE" {
+        assert!(started.elapsed() < Duration::from_secs(1), "the CLI's deactivation did not reach the replica");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = run_latchkey(&app.db, &["user", "deactivate", "--user", &s.other_admin.id.to_string()]);
+    assert_eq!(serde_json::from_slice::<Value>(&again.stdout).unwrap()["changed"], false);
+    let out = run_latchkey(&app.db, &["user", "activate", "--user", &s.other_admin.id.to_string()]);
+    assert!(out.status.success());
+    assert_eq!(verify_on_replica(other_secret).await, "VALID");
+    let bad = run_latchkey(&app.db, &["user", "deactivate", "--user", "nope"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--user must be a user id"));
+    replica.stop().await;
+    app.stop().await;
+}
