@@ -6,10 +6,15 @@
 use std::time::{Duration, Instant};
 
 use latchkey_domain::{Cloud, KeyEventKind};
+use latchkey_tests::browser::{Browser, click, js, until};
 use latchkey_tests::{Backend, TestApp, TestDb, error_code, run_latchkey};
 use serde_json::{Value, json};
 
-on_both_backends!(a_deactivated_owner_suspends_its_keys_until_they_are_transferred, hostile_transfers_change_nothing,);
+on_both_backends!(
+    a_deactivated_owner_suspends_its_keys_until_they_are_transferred,
+    hostile_transfers_change_nothing,
+    the_directory_lists_a_tenants_users_with_their_keys,
+);
 
 const SET_ACTIVE: &str = "mutation($id: ID!, $active: Boolean!) { setUserActive(input: {id: $id, active: $active}) { \
     user { id active } userErrors { field message code } } }";
@@ -180,6 +185,65 @@ async fn hostile_transfers_change_nothing(app: TestApp) {
     app.stop().await;
 }
 
+const USERS: &str = "query($first: Int, $after: String, $search: String, $role: UserRole, $active: Boolean) { \
+    users(first: $first, after: $after, search: $search, role: $role, active: $active) { \
+    nodes { id name role active keyCount } pageInfo { hasNextPage endCursor } totalCount } }";
+
+async fn the_directory_lists_a_tenants_users_with_their_keys(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let other = app.seed("Globex").await;
+    let token = &s.admin_token;
+    app.generate(token, &s.integration, "Sync").await;
+    app.generate(token, &s.integration, "Reports").await;
+    app.generate(&other.admin_token, &other.integration, "Theirs").await;
+    set_active(&app, token, s.other_admin.id, false).await;
+    let users = |vars: Value| app.gql(Some(token), USERS, vars);
+
+    // Paged in creation order, this tenant only.
+    let first = users(json!({ "first": 2 })).await;
+    let page = &first["data"]["users"];
+    assert_eq!(
+        (page["totalCount"].clone(), page["pageInfo"]["hasNextPage"].clone()),
+        (json!(4), json!(true)),
+        "{first}"
+    );
+    let ids = |page: &Value| -> Vec<String> {
+        page["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(ids(page), [s.admin.id.to_string(), s.other_admin.id.to_string()]);
+    let rest = users(json!({ "first": 2, "after": page["pageInfo"]["endCursor"] })).await;
+    let rest = &rest["data"]["users"];
+    assert_eq!(ids(rest), [s.academy_admin.id.to_string(), s.integration.id.to_string()]);
+    assert_eq!(rest["pageInfo"]["hasNextPage"], false);
+
+    // Filters, and what each user owns.
+    let bots = users(json!({ "role": "INTEGRATION_USER" })).await;
+    assert_eq!(
+        bots["data"]["users"]["nodes"],
+        json!([{ "id": s.integration.id.to_string(), "name": s.integration.name, "role": "INTEGRATION_USER", "active": true, "keyCount": 2 }])
+    );
+    let inactive = users(json!({ "active": false })).await;
+    assert_eq!(ids(&inactive["data"]["users"]), [s.other_admin.id.to_string()]);
+    let found = users(json!({ "search": "SYNC BOT" })).await;
+    assert_eq!(ids(&found["data"]["users"]), [s.integration.id.to_string()], "name, ignoring case");
+    let found = users(json!({ "search": "academy@acme" })).await;
+    assert_eq!(ids(&found["data"]["users"]), [s.academy_admin.id.to_string()], "email");
+    let me = app.gql(Some(token), "{ viewer { user { keyCount } } }", json!({})).await;
+    assert_eq!(me["data"]["viewer"]["user"]["keyCount"], 0, "{me}");
+
+    // Refusals.
+    for (vars, code) in [
+        (json!({ "after": "nope" }), "BAD_USER_INPUT"),
+        (json!({ "first": 0 }), "BAD_USER_INPUT"),
+        (json!({ "search": "x".repeat(300) }), "BAD_USER_INPUT"),
+    ] {
+        assert_eq!(error_code(&users(vars.clone()).await), code, "{vars}");
+    }
+    let (_, secret, _) = app.generate(token, &s.integration, "Key").await;
+    assert_eq!(error_code(&app.gql(Some(&secret), USERS, json!({})).await), "FORBIDDEN");
+    app.stop().await;
+}
+
 /// On PostgreSQL, a deactivation through one replica (or the CLI) reaches
 /// every replica's cache within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,5 +292,49 @@ async fn deactivation_reaches_every_replica_within_a_second() {
     let bad = run_latchkey(&app.db, &["user", "deactivate", "--user", "nope"]);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--user must be a user id"));
     replica.stop().await;
+    app.stop().await;
+}
+
+/// The API keys page: suspended keys are marked, and "Transfer" (with "every
+/// other key of …") gives them to another owner; they work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_keys_are_transferred_from_the_page() {
+    let Some(browser) = Browser::start().await else { return };
+    let app = TestApp::start(Backend::Sqlite).await.unwrap();
+    let c = &browser.client;
+    let s = app.seed("Acme").await;
+    let (_, sync, _) = app.generate(&s.admin_token, &s.integration, "Sync").await;
+    let (_, reports, _) = app.generate(&s.admin_token, &s.integration, "Reports").await;
+    set_active(&app, &s.admin_token, s.integration.id, false).await;
+
+    c.goto(&format!("{}/settings/integrations/api#token={}", app.url, s.admin_token)).await.unwrap();
+    until(c, "return document.querySelectorAll('#rows tr').length === 2").await;
+    let statuses =
+        js(c, "return [...document.querySelectorAll('#rows tr td:nth-child(5)')].map(td => td.textContent)").await;
+    assert_eq!(statuses, json!(["Suspended — owner deactivated", "Suspended — owner deactivated"]));
+
+    click(c, "#rows tr:first-child button[data-action='transfer']").await;
+    until(c, "return document.getElementById('transfer-dialog').open").await;
+    let offered = js(c, "return [...document.querySelectorAll('#transfer-owner option')].map(o => o.value)").await;
+    let offered: Vec<String> = serde_json::from_value(offered).unwrap();
+    assert!(!offered.contains(&s.integration.id.to_string()), "not to the inactive owner: {offered:?}");
+    let other = s.other_admin.id.to_string();
+    js(c, &format!("document.getElementById('transfer-owner').value = '{other}'; return true")).await;
+    click(c, "#transfer-all").await;
+    click(c, "#transfer-form button[type=submit]").await;
+    until(c, "return !document.getElementById('transfer-dialog').open").await;
+    until(
+        c,
+        "return [...document.querySelectorAll('#rows tr td:nth-child(5)')].every(td => td.textContent === 'Active') \
+         && document.querySelectorAll('#rows tr').length === 2",
+    )
+    .await;
+    let owners =
+        js(c, "return [...document.querySelectorAll('#rows tr td:nth-child(3)')].map(td => td.firstChild.textContent)")
+            .await;
+    assert_eq!(owners, json!([s.other_admin.name, s.other_admin.name]));
+    for secret in [&sync, &reports] {
+        assert_eq!(app.verify(secret).await["ownerId"], other, "works again, same secret");
+    }
     app.stop().await;
 }

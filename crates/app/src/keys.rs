@@ -136,6 +136,21 @@ pub struct TransferKeys {
     pub to_owner_id: String,
 }
 
+/// A page of the tenant's user directory.
+#[derive(Clone, Debug, Default)]
+pub struct UserDirectoryQuery {
+    /// Page size, 1 to [`MAX_PAGE_SIZE`] (default [`DEFAULT_PAGE_SIZE`]).
+    pub first: Option<i32>,
+    /// Continue after this user (its id, as given).
+    pub after: Option<String>,
+    /// Only users whose name or email contains this, ignoring case.
+    pub search: Option<String>,
+    /// Only users of this role.
+    pub role: Option<latchkey_domain::Role>,
+    /// Only active (true) or deactivated (false) users.
+    pub active: Option<bool>,
+}
+
 /// Deactivate or reactivate a user of the admin's tenant.
 #[derive(Clone, Debug)]
 pub struct SetUserActive {
@@ -532,6 +547,26 @@ impl KeyAdmin<'_> {
             ActivityChange::Done(user, _) | ActivityChange::Unchanged(user) => Ok(Ok(user)),
             ActivityChange::NotFound => Ok(Err(not_found())),
         }
+    }
+
+    /// The tenant's users in creation order, each with how many keys it owns.
+    pub async fn users(&self, query: UserDirectoryQuery) -> AppResult<Page<(User, u64)>> {
+        let first = page_size(query.first)?;
+        let after = match query.after.as_deref().map(str::parse::<UserId>) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(_)) => return Err(AppError::BadUserInput("`after` is not a valid cursor.".into())),
+        };
+        let search = SearchTerm::parse(query.search.as_deref().unwrap_or_default())
+            .map_err(|_| AppError::BadUserInput("`search` is too long (maximum is 255 characters).".into()))?;
+        let filter = latchkey_store::UserFilter { search, role: query.role, active: query.active };
+        let page = self.app.store.users_page(self.actor.tenant_id, &filter, after, first).await?;
+        Ok(Page { items: page.users, has_next_page: page.has_next_page, total_count: page.total_count })
+    }
+
+    /// How many keys `user` of this tenant owns (0 for an unknown user).
+    pub async fn key_count_of(&self, user: UserId) -> AppResult<u64> {
+        Ok(self.app.store.key_count_of(self.actor.tenant_id, user).await?)
     }
 
     /// The user `raw` names if it may own keys of this tenant (an active

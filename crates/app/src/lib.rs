@@ -28,7 +28,7 @@ pub use error::{AppError, AppResult, RequestId};
 pub use keys::{
     AuditQuery, AuditView, DeleteKey, EditDescription, ExpirePreviousSecret, FieldViolation, GenerateKey, KeyAdmin,
     KeyTableQuery, KeyView, KeyWithSecret, Outcome, Page, RestrictionsInput, RotateKey, SetDisabled, SetExpiry,
-    SetUserActive, TransferKey, TransferKeys, UpdateRestrictions,
+    SetUserActive, TransferKey, TransferKeys, UpdateRestrictions, UserDirectoryQuery,
 };
 use latchkey_domain::restrictions::{PermissionSet, owner_permissions};
 pub use latchkey_domain::restrictions::{Refusal, RequestContext};

@@ -2,13 +2,13 @@
 
 use async_graphql::{Context, ID, Object};
 use latchkey_app::keys::DEFAULT_PAGE_SIZE;
-use latchkey_app::{App, AppError, AuditQuery, Authentication, KeyOrderField, KeyTableQuery, Page};
+use latchkey_app::{App, AppError, AuditQuery, Authentication, KeyOrderField, KeyTableQuery, Page, UserDirectoryQuery};
 
 use crate::error::{ApiResult, OrGraphql, gql_error};
 use crate::types::{
     ApiKeyConnection, ApiKeyEdge, ApiKeyEvent, ApiKeyEventConnection, ApiKeyEventEdge, ApiKeyOrder, GqlApiKey,
-    GqlCloud, GqlKeyStatus, GqlPermission, GqlTenant, GqlUser, OrderDirection, PageInfo, TenantSettings, Viewer,
-    decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor,
+    GqlCloud, GqlKeyStatus, GqlPermission, GqlTenant, GqlUser, GqlUserRole, OrderDirection, PageInfo, TenantSettings,
+    UserConnection, Viewer, decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor,
 };
 
 /// The query root.
@@ -150,6 +150,33 @@ impl QueryRoot {
             page_info,
             total_count: i32::try_from(page.total_count).unwrap_or(i32::MAX),
         })
+    }
+
+    /// The tenant's users, in creation order, with what they own. Internal
+    /// admins only.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        search: Option<String>,
+        role: Option<GqlUserRole>,
+        active: Option<bool>,
+    ) -> ApiResult<UserConnection> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let after_given = after.is_some();
+        let query = UserDirectoryQuery { first, after, search, role: role.map(Into::into), active };
+        let page = admin.users(query).await.gql()?;
+        let cursors: Vec<String> = page.items.iter().map(|(u, _)| u.id.to_string()).collect();
+        let info = page_info(&page, &cursors, after_given);
+        let nodes = page
+            .items
+            .iter()
+            .map(|(user, keys)| GqlUser { known_key_count: Some(*keys), ..GqlUser::from(user) })
+            .collect();
+        Ok(UserConnection { nodes, page_info: info, total_count: i32::try_from(page.total_count).unwrap_or(i32::MAX) })
     }
 
     /// Who may own a new key: you first, then the other internal admins and

@@ -195,7 +195,7 @@ impl From<&Tenant> for GqlTenant {
 
 /// A user of the tenant.
 #[derive(SimpleObject, Clone, Debug)]
-#[graphql(name = "User")]
+#[graphql(name = "User", complex)]
 pub struct GqlUser {
     /// Its id.
     pub id: ID,
@@ -209,6 +209,40 @@ pub struct GqlUser {
     /// False once deactivated: it cannot sign in, and the keys it owns are
     /// suspended until transferred or it is reactivated.
     pub active: bool,
+    /// Its key count when already known (the directory reads it with the user).
+    #[graphql(skip)]
+    pub known_key_count: Option<u64>,
+}
+
+#[async_graphql::ComplexObject]
+impl GqlUser {
+    /// How many keys it owns. Internal admins only.
+    async fn key_count(&self, ctx: &async_graphql::Context<'_>) -> crate::error::ApiResult<i32> {
+        use crate::error::OrGraphql;
+        let (app, auth) = crate::query::context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let count = match self.known_key_count {
+            Some(n) => n,
+            None => {
+                let id = self.id.parse::<latchkey_domain::UserId>().map_err(|_| {
+                    crate::error::gql_error(latchkey_app::AppError::internal(&"a user id does not parse"))
+                })?;
+                admin.key_count_of(id).await.gql()?
+            }
+        };
+        Ok(i32::try_from(count).unwrap_or(i32::MAX))
+    }
+}
+
+/// A page of the user directory.
+#[derive(SimpleObject, Debug)]
+pub struct UserConnection {
+    /// The users, in creation order.
+    pub nodes: Vec<GqlUser>,
+    /// Paging (`endCursor` is the last user's id).
+    pub page_info: PageInfo,
+    /// How many users match in all.
+    pub total_count: i32,
 }
 
 impl From<&User> for GqlUser {
@@ -219,6 +253,7 @@ impl From<&User> for GqlUser {
             email: u.email.clone(),
             role: u.role.into(),
             active: u.active,
+            known_key_count: None,
         }
     }
 }

@@ -226,6 +226,7 @@ const PAGE_MODULES: &[(&str, &str)] = &[
     ("main.js", include_str!("../assets/api-keys/main.js")),
     ("state.js", include_str!("../assets/api-keys/state.js")),
     ("graphql.js", include_str!("../assets/api-keys/graphql.js")),
+    ("transfer-dialog.js", include_str!("../assets/api-keys/transfer-dialog.js")),
     ("ui.js", include_str!("../assets/api-keys/ui.js")),
     ("table.js", include_str!("../assets/api-keys/table.js")),
     ("session.js", include_str!("../assets/api-keys/session.js")),

@@ -345,7 +345,7 @@ pub(crate) async fn owner_of<C: ConnectionTrait>(conn: &C, key: &ApiKey) -> Stor
 }
 
 /// `%term%` with LIKE's wildcards in the term escaped.
-fn contains_pattern(term: &str) -> LikeExpr {
+pub(crate) fn contains_pattern(term: &str) -> LikeExpr {
     let mut escaped = String::with_capacity(term.len() + 2);
     escaped.push('%');
     for c in term.chars() {

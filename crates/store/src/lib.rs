@@ -26,7 +26,7 @@ pub use keys::{
     KeyChange, KeyCursor, KeyOrderField, KeyPage, KeyQuery, LeakRecorded, NewCredential, NewKey, Rotation,
     StoredCredential,
 };
-pub use owners::ActivityChange;
+pub use owners::{ActivityChange, UserFilter, UserPage};
 pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
 pub use users::NewUser;
 

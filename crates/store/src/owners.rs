@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::{ApiKey, ApiKeyId, AuditAction, AuditEntry, KeyEvent, KeyEventKind, TenantId, User, UserId};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use sea_orm::{TransactionTrait, Value};
 
@@ -14,8 +14,31 @@ use crate::entities::{api_key, user};
 use crate::events::insert_event;
 use crate::keys::{KeyChange, key_from, locked_key, owner_of};
 use crate::revocations::notify_revocation;
-use crate::users::user_in;
+use crate::users::{user_from, user_in};
 use crate::{Store, StoreResult, storable};
+
+/// Which users of a tenant the directory lists.
+#[derive(Clone, Debug, Default)]
+pub struct UserFilter {
+    /// Only users whose name or email contains this (case-insensitive).
+    pub search: Option<latchkey_domain::SearchTerm>,
+    /// Only users of this role.
+    pub role: Option<latchkey_domain::Role>,
+    /// Only active (true) or deactivated (false) users.
+    pub active: Option<bool>,
+}
+
+/// A page of the directory: users in creation order, each with how many keys
+/// it owns, whether more follow, and how many match in all.
+#[derive(Clone, Debug)]
+pub struct UserPage {
+    /// The users and their key counts.
+    pub users: Vec<(User, u64)>,
+    /// Whether more users follow.
+    pub has_next_page: bool,
+    /// Users matching the filter in all.
+    pub total_count: u64,
+}
 
 /// What deactivating or reactivating a user did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +53,65 @@ pub enum ActivityChange {
 }
 
 impl Store {
+    /// A page of `tenant`'s users under `filter`, after the user `after`, in
+    /// creation order (ids are time-ordered), with their key counts in the
+    /// same query.
+    pub async fn users_page(
+        &self,
+        tenant: TenantId,
+        filter: &UserFilter,
+        after: Option<UserId>,
+        first: u64,
+    ) -> StoreResult<UserPage> {
+        use sea_orm::PaginatorTrait;
+        let mut select = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0));
+        if let Some(term) = &filter.search {
+            let pattern = || crate::keys::contains_pattern(&term.as_str().to_lowercase());
+            let name = Expr::expr(sea_orm::sea_query::Func::lower(Expr::col(user::Column::Name))).like(pattern());
+            select =
+                select.filter(sea_orm::Condition::any().add(name).add(Expr::col(user::Column::Email).like(pattern())));
+        }
+        if let Some(role) = filter.role {
+            select = select.filter(user::Column::Role.eq(role.as_str()));
+        }
+        match filter.active {
+            Some(true) => select = select.filter(user::Column::DeactivatedAt.is_null()),
+            Some(false) => select = select.filter(user::Column::DeactivatedAt.is_not_null()),
+            None => {}
+        }
+        let total_count = select.clone().count(self.reader()).await?;
+        if let Some(after) = after {
+            select = select.filter(user::Column::Id.gt(after.0));
+        }
+        let rows: Vec<(user::Model, Option<i64>)> = select
+            .order_by_asc(user::Column::Id)
+            .limit(first + 1)
+            .column_as(Expr::cust("(SELECT COUNT(*) FROM api_keys WHERE api_keys.owner_id = users.id)"), "key_count")
+            .into_model::<UserWithKeyCount>()
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(|row| (row.user(), row.key_count))
+            .collect();
+        let has_next_page = rows.len() as u64 > first;
+        let users = rows
+            .into_iter()
+            .take(usize::try_from(first).unwrap_or(usize::MAX))
+            .map(|(model, count)| Ok((user_from(model)?, count.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(UserPage { users, has_next_page, total_count })
+    }
+
+    /// How many keys `owner` of `tenant` owns.
+    pub async fn key_count_of(&self, tenant: TenantId, owner: UserId) -> StoreResult<u64> {
+        use sea_orm::PaginatorTrait;
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(api_key::Column::OwnerId.eq(owner.0))
+            .count(self.reader())
+            .await?)
+    }
+
     /// Deactivates (`active: false`) or reactivates a user of `tenant`. A
     /// deactivation suspends the keys it owns on every replica at once (their
     /// revocation is sent in this transaction); a reactivation lets the keys
@@ -133,6 +215,33 @@ impl Store {
         }
         txn.commit().await?;
         Ok(moved)
+    }
+}
+
+/// A user row and its key count.
+#[derive(sea_orm::FromQueryResult)]
+struct UserWithKeyCount {
+    id: uuid::Uuid,
+    tenant_id: uuid::Uuid,
+    email: String,
+    name: String,
+    role: String,
+    created_at: DateTime<Utc>,
+    deactivated_at: Option<DateTime<Utc>>,
+    key_count: Option<i64>,
+}
+
+impl UserWithKeyCount {
+    fn user(&self) -> user::Model {
+        user::Model {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            email: self.email.clone(),
+            name: self.name.clone(),
+            role: self.role.clone(),
+            created_at: self.created_at,
+            deactivated_at: self.deactivated_at,
+        }
     }
 }
 

@@ -20,6 +20,9 @@ export const M_EXPIRE_PREVIOUS = `mutation($input: ApiKeyIdInput!) { expireApiKe
 export const M_DISABLE = `mutation($input: ApiKeyIdInput!) { disableApiKey(input: $input) { ${KEY_PAYLOAD} } }`;
 export const M_ENABLE = `mutation($input: ApiKeyIdInput!) { enableApiKey(input: $input) { ${KEY_PAYLOAD} } }`;
 export const M_RESTRICT = `mutation($input: UpdateApiKeyRestrictionsInput!) { updateApiKeyRestrictions(input: $input) { ${KEY_PAYLOAD} } }`;
+export const M_TRANSFER = `mutation($input: TransferApiKeyInput!) { transferApiKey(input: $input) { ${KEY_PAYLOAD} } }`;
+export const M_TRANSFER_ALL = `mutation($input: TransferApiKeysInput!) { transferApiKeys(input: $input) {
+  apiKeys { id } userErrors { field message code } } }`;
 export const M_DELETE = `mutation($input: DeleteApiKeyInput!) { deleteApiKey(input: $input) {
   deletedApiKeyId userErrors { field message code } } }`;
 

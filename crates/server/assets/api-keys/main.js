@@ -11,6 +11,7 @@ import { initRotateDialog, openRotate } from "./rotate-dialog.js";
 import { initSecretDialog } from "./secret-dialog.js";
 import { handleError, initSession } from "./session.js";
 import { initTable } from "./table.js";
+import { initTransferDialog, openTransfer } from "./transfer-dialog.js";
 import { initDialogs } from "./ui.js";
 
 initDialogs();
@@ -19,7 +20,14 @@ initSecretDialog();
 function rowActions(key) {
   const toggle =
     key.status === "DISABLED" ? ["Enable", (k, button) => enable(k, button, handleError)] : ["Disable", confirmDisable];
-  return [["Edit", openEdit], ["Restrictions", openRestrictions], ["Rotate", openRotate], toggle, ["Delete", confirmDelete]];
+  return [
+    ["Edit", openEdit],
+    ["Restrictions", openRestrictions],
+    ["Rotate", openRotate],
+    ["Transfer", openTransfer],
+    toggle,
+    ["Delete", confirmDelete],
+  ];
 }
 
 initTable(rowActions, confirmEndOverlap, handleError);
@@ -28,4 +36,5 @@ initEditDialog(handleError);
 initConfirmDialog(handleError);
 initRotateDialog(handleError);
 initRestrictionsDialog(handleError);
+initTransferDialog(handleError);
 initSession();
