@@ -1,5 +1,7 @@
 //! Owners come and go: a user may be deactivated (`users.deactivated_at`),
-//! which suspends the keys it owns, and a key may be given to another owner
+//! which suspends the keys it owns (the admins' notice names the user and
+//! lists the keys: `suspended_user_id`, `suspended_user_name`,
+//! `suspended_keys`), and a key may be given to another owner
 //! (`owner_before`/`owner_after` in the outbox and the audit trail, the two
 //! owners' names at the time).
 
@@ -20,6 +22,9 @@ enum KeyEvents {
     Table,
     OwnerBefore,
     OwnerAfter,
+    SuspendedUserId,
+    SuspendedUserName,
+    SuspendedKeys,
 }
 
 #[derive(DeriveIden)]
@@ -30,10 +35,12 @@ enum KeyAudit {
 }
 
 /// The new text columns, all nullable, with their tables.
-fn owner_columns() -> [(DynIden, DynIden); 4] {
+fn owner_columns() -> [(DynIden, DynIden); 6] {
     [
         (KeyEvents::Table.into_iden(), KeyEvents::OwnerBefore.into_iden()),
         (KeyEvents::Table.into_iden(), KeyEvents::OwnerAfter.into_iden()),
+        (KeyEvents::Table.into_iden(), KeyEvents::SuspendedUserName.into_iden()),
+        (KeyEvents::Table.into_iden(), KeyEvents::SuspendedKeys.into_iden()),
         (KeyAudit::Table.into_iden(), KeyAudit::OwnerBefore.into_iden()),
         (KeyAudit::Table.into_iden(), KeyAudit::OwnerAfter.into_iden()),
     ]
@@ -54,10 +61,18 @@ impl MigrationTrait for Migration {
         for (table, column) in owner_columns() {
             manager.alter_table(Table::alter().table(table).add_column(text_null(column)).to_owned()).await?;
         }
+        manager
+            .alter_table(
+                Table::alter().table(KeyEvents::Table).add_column(uuid_null(KeyEvents::SuspendedUserId)).to_owned(),
+            )
+            .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(Table::alter().table(KeyEvents::Table).drop_column(KeyEvents::SuspendedUserId).to_owned())
+            .await?;
         for (table, column) in owner_columns() {
             manager.alter_table(Table::alter().table(table).drop_column(column).to_owned()).await?;
         }

@@ -81,7 +81,19 @@ async fn a_deactivated_owner_suspends_its_keys_until_they_are_transferred(app: T
     assert_eq!(moved["apiKey"]["owner"]["id"], s.other_admin.id.to_string());
     let verified = app.verify(&secret1).await;
     assert_eq!(verified["ownerId"], s.other_admin.id.to_string(), "{verified}");
-    let events = app.wait_for_deliveries(5).await;
+    // 3 generated, the suspension notice to each active internal admin, 2 for the transfer.
+    let events = app.wait_for_deliveries(7).await;
+    let notices: Vec<_> = events.iter().filter(|e| e.kind == KeyEventKind::KeysSuspended).collect();
+    let mut admins: Vec<_> = notices.iter().map(|e| e.owner_email.clone()).collect();
+    admins.sort();
+    let mut expected_admins = vec![s.admin.email.clone(), s.other_admin.email.clone()];
+    expected_admins.sort();
+    assert_eq!(admins, expected_admins, "each active internal admin, once");
+    let suspension = notices[0].suspension.clone().expect("the keys are listed");
+    assert_eq!((suspension.user_id, suspension.user_name.as_str()), (s.integration.id, s.integration.name.as_str()));
+    let mut listed: Vec<_> = suspension.keys.iter().map(|(_, description)| description.as_str()).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, ["Reports", "Sync"]);
     let transfers: Vec<_> = events.iter().filter(|e| e.kind == KeyEventKind::OwnerChanged).collect();
     let mut told: Vec<_> = transfers.iter().map(|e| e.owner_email.clone()).collect();
     told.sort();
@@ -307,13 +319,21 @@ async fn suspended_keys_are_transferred_from_the_page() {
     let (_, reports, _) = app.generate(&s.admin_token, &s.integration, "Reports").await;
     set_active(&app, &s.admin_token, s.integration.id, false).await;
 
-    c.goto(&format!("{}/settings/integrations/api#token={}", app.url, s.admin_token)).await.unwrap();
+    app.generate(&s.admin_token, &s.admin, "Admin's own").await;
+
+    // The admins' mail links to the page filtered to the deactivated owner.
+    let link = format!("{}/settings/integrations/api?owner={}#token={}", app.url, s.integration.id, s.admin_token);
+    c.goto(&link).await.unwrap();
     until(c, "return document.querySelectorAll('#rows tr').length === 2").await;
     let statuses =
         js(c, "return [...document.querySelectorAll('#rows tr td:nth-child(5)')].map(td => td.textContent)").await;
     assert_eq!(statuses, json!(["Suspended — owner deactivated", "Suspended — owner deactivated"]));
+    let filter = js(c, "return document.getElementById('owner-filter').value").await;
+    assert_eq!(filter, json!(s.integration.id.to_string()));
+    js(c, "const f = document.getElementById('owner-filter'); f.value = ''; f.dispatchEvent(new Event('change')); return true").await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 3").await;
 
-    click(c, "#rows tr:first-child button[data-action='transfer']").await;
+    click(c, "#rows tr[data-status='SUSPENDED'] button[data-action='transfer']").await;
     until(c, "return document.getElementById('transfer-dialog').open").await;
     let offered = js(c, "return [...document.querySelectorAll('#transfer-owner option')].map(o => o.value)").await;
     let offered: Vec<String> = serde_json::from_value(offered).unwrap();
@@ -326,13 +346,13 @@ async fn suspended_keys_are_transferred_from_the_page() {
     until(
         c,
         "return [...document.querySelectorAll('#rows tr td:nth-child(5)')].every(td => td.textContent === 'Active') \
-         && document.querySelectorAll('#rows tr').length === 2",
+         && document.querySelectorAll('#rows tr').length === 3",
     )
     .await;
     let owners =
         js(c, "return [...document.querySelectorAll('#rows tr td:nth-child(3)')].map(td => td.firstChild.textContent)")
             .await;
-    assert_eq!(owners, json!([s.other_admin.name, s.other_admin.name]));
+    assert_eq!(owners, json!([s.admin.name, s.other_admin.name, s.other_admin.name]));
     for secret in [&sync, &reports] {
         assert_eq!(app.verify(secret).await["ownerId"], other, "works again, same secret");
     }

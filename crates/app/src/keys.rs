@@ -543,7 +543,7 @@ impl KeyAdmin<'_> {
             let message = "You cannot deactivate yourself; ask another internal admin.";
             return Ok(Err(vec![FieldViolation::new("id", ViolationCode::Invalid, message)]));
         }
-        match self.app.set_user_active(self.actor.tenant_id, id, command.active).await? {
+        match self.app.set_user_active(self.actor.tenant_id, id, command.active, self.actor).await? {
             ActivityChange::Done(user, _) | ActivityChange::Unchanged(user) => Ok(Ok(user)),
             ActivityChange::NotFound => Ok(Err(not_found())),
         }

@@ -212,20 +212,25 @@ impl App {
         Ok(Viewer { tenant: principal.tenant().clone(), user, api_key, clouds: principal.clouds(), permissions })
     }
 
-    /// Deactivates or reactivates a user of `tenant` (admins through
-    /// [`KeyAdmin::set_user_active`], operators through the CLI). A
-    /// deactivation suspends its keys: this process's cache forgets them now,
-    /// other replicas' through the revocation sent with the change.
+    /// Deactivates or reactivates a user of `tenant`, as `actor` (admins
+    /// through [`KeyAdmin::set_user_active`]). A deactivation suspends its
+    /// keys: this process's cache forgets them now, other replicas' through
+    /// the revocation sent with the change; the tenant's internal admins are
+    /// mailed the list.
     pub async fn set_user_active(
         &self,
         tenant: latchkey_domain::TenantId,
         user: latchkey_domain::UserId,
         active: bool,
+        actor: &User,
     ) -> AppResult<latchkey_store::ActivityChange> {
-        let change = self.store.set_user_active(tenant, user, active, self.clock.now()).await?;
+        let change = self.store.set_user_active(tenant, user, active, actor, self.clock.now()).await?;
         if let latchkey_store::ActivityChange::Done(_, keys) = &change {
             for key in keys {
                 self.verifier.forget(*key);
+            }
+            if !active && !keys.is_empty() {
+                self.outbox.notify_one();
             }
         }
         Ok(change)

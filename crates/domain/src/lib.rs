@@ -34,6 +34,6 @@ pub use ids::{ApiKeyId, KeyEventId, TenantId, UserId};
 pub use lifecycle::{ExpiryNotice, KeyStatus};
 pub use model::{
     ApiKey, AuditAction, AuditEntry, Cloud, EventDelivery, KeyEvent, KeyEventKind, LeakReport, LeakResponse, Role,
-    Tenant, User,
+    Suspension, Tenant, User,
 };
 pub use secret::{ApiKeySecret, LookupId, MalformedKey, ParsedKey};

@@ -139,6 +139,9 @@ crate::string_enum! {
         Leaked = "leaked",
         /// The key was given to another owner (mailed to the old and the new owner).
         OwnerChanged = "owner_changed",
+        /// A user was deactivated and the keys it owns were suspended (mailed
+        /// once to each active internal admin of the tenant, listing them).
+        KeysSuspended = "keys_suspended",
     }
 }
 
@@ -192,6 +195,19 @@ pub struct KeyEvent {
     pub leak: Option<LeakReport>,
     /// For a transfer: the old and the new owner's names.
     pub owner_change: Option<(String, String)>,
+    /// For a deactivation: whose keys were suspended, and which.
+    pub suspension: Option<Suspension>,
+}
+
+/// The keys a deactivation suspended, for the admins' notice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suspension {
+    /// The deactivated user.
+    pub user_id: UserId,
+    /// Its name at the time.
+    pub user_name: String,
+    /// Each key's last four and description, at the time.
+    pub keys: Vec<(String, String)>,
 }
 
 impl KeyEvent {
@@ -215,6 +231,7 @@ impl KeyEvent {
             restrictions_change: None,
             leak: None,
             owner_change: None,
+            suspension: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use latchkey_domain::{API_KEYS_PAGE_PATH, KeyEvent, KeyEventKind};
+use latchkey_domain::{API_KEYS_PAGE_PATH, KeyEvent, KeyEventKind, Suspension};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -180,6 +180,12 @@ fn wording(event: &KeyEvent) -> (String, String, String) {
                 ),
             )
         }
+        // Composed by `suspension_message`; this is its one-key fallback.
+        KeyEventKind::KeysSuspended => (
+            "was suspended".into(),
+            format!("was suspended when its owner was deactivated by {}", one_line(&event.actor_name)),
+            "Transfer it to another owner to make it work again.".into(),
+        ),
         KeyEventKind::Expiring => (
             format!("expires at {expiry}"),
             format!("expires at {expiry}"),
@@ -209,6 +215,10 @@ pub fn compose(event: &KeyEvent, settings: &MailSettings) -> Result<Message, Del
         .map_err(|e: lettre::address::AddressError| {
             DeliveryError::Permanent(format!("the owner's address cannot be used: {e}"))
         })?;
+    if let Some(suspension) = &event.suspension {
+        let (subject, text, html) = suspension_message(event, suspension, settings);
+        return build(event, settings, to, subject, text, html);
+    }
     let description = one_line(&event.key_description);
     let owner = one_line(&event.owner_name);
     let link = settings.api_keys_page();
@@ -238,6 +248,56 @@ pub fn compose(event: &KeyEvent, settings: &MailSettings) -> Result<Message, Del
         consequence = escape_html(&consequence),
         link = escape_html(&link),
     );
+    build(event, settings, to, subject, text, html)
+}
+
+/// The admins' notice of a deactivation: whose keys were suspended, which,
+/// and a link to the API keys page filtered to that owner.
+fn suspension_message(event: &KeyEvent, suspension: &Suspension, settings: &MailSettings) -> (String, String, String) {
+    let admin = one_line(&event.owner_name);
+    let user = one_line(&suspension.user_name);
+    let count = suspension.keys.len();
+    let plural = if count == 1 { "" } else { "s" };
+    let subject = format!("{count} API key{plural} of {user} suspended");
+    let link = format!("{}?owner={}", settings.api_keys_page(), suspension.user_id);
+    let what = format!(
+        "{user} was deactivated by {} at {}, so the API key{plural} they own stopped working (their \
+         integrations get OWNER_INACTIVE):",
+        one_line(&event.actor_name),
+        timestamp(event.occurred_at)
+    );
+    let keys: Vec<String> = suspension
+        .keys
+        .iter()
+        .map(|(last_four, description)| format!("\"{}\" (ending in {last_four})", one_line(description)))
+        .collect();
+    let remedy = "Transfer them to another owner to make them work again with the same secret, or reactivate the user.";
+    let text = format!(
+        "Hello {admin},\n\n{what}\n\n{}\n\n{remedy}\n\nReview the suspended keys: {link}\n",
+        keys.iter().map(|k| format!("  - {k}")).collect::<Vec<_>>().join("\n")
+    );
+    let html = format!(
+        "<!doctype html><html><body style=\"font-family: sans-serif\">\
+         <p>Hello {admin},</p><p>{what}</p><ul>{items}</ul><p>{remedy}</p>\
+         <p><a href=\"{link}\">Review the suspended keys</a></p></body></html>",
+        admin = escape_html(&admin),
+        what = escape_html(&what),
+        items = keys.iter().map(|k| format!("<li>{}</li>", escape_html(k))).collect::<String>(),
+        remedy = escape_html(remedy),
+        link = escape_html(&link),
+    );
+    (subject, text, html)
+}
+
+/// The message for `event`, to `to`, as text and HTML alternatives.
+fn build(
+    event: &KeyEvent,
+    settings: &MailSettings,
+    to: Mailbox,
+    subject: String,
+    text: String,
+    html: String,
+) -> Result<Message, DeliveryError> {
     Message::builder()
         .from(settings.from.clone())
         .to(to)
@@ -346,6 +406,7 @@ mod tests {
             restrictions_change: None,
             leak: None,
             owner_change: None,
+            suspension: None,
         }
     }
 
@@ -353,6 +414,29 @@ mod tests {
         let raw = compose(event, &settings()).unwrap().formatted();
         let parsed = MessageParser::default().parse(&raw).unwrap();
         (parsed.subject().unwrap().to_owned(), parsed.body_text(0).unwrap().into_owned())
+    }
+
+    #[test]
+    fn the_admins_are_told_whose_keys_were_suspended_and_where_to_transfer_them() {
+        let notice = KeyEvent {
+            kind: KeyEventKind::KeysSuspended,
+            suspension: Some(Suspension {
+                user_id: UserId(Uuid::from_u128(9)),
+                user_name: "Sam <Leaver>".into(),
+                keys: vec![("AbC9".into(), "Sync".into()), ("XyZ1".into(), "Reports & exports".into())],
+            }),
+            ..event("Sync", "Ada Admin")
+        };
+        let raw = compose(&notice, &settings()).unwrap().formatted();
+        let parsed = MessageParser::default().parse(&raw).unwrap();
+        assert_eq!(parsed.subject().unwrap(), "2 API keys of Sam <Leaver> suspended");
+        let text = parsed.body_text(0).unwrap();
+        assert!(text.contains("Sam <Leaver> was deactivated by Ada Admin at 2026-03-04T05:06:07Z"), "{text}");
+        let items: Vec<&str> = text.lines().filter(|l| l.starts_with("  - ")).collect();
+        assert_eq!(items, ["  - \"Sync\" (ending in AbC9)", "  - \"Reports & exports\" (ending in XyZ1)"], "{text}");
+        assert!(text.contains("settings/integrations/api?owner=00000000-0000-0000-0000-000000000009"), "{text}");
+        let html = parsed.body_html(0).unwrap();
+        assert!(html.contains("Sam &lt;Leaver&gt;") && html.contains("Reports &amp; exports"), "{html}");
     }
 
     #[test]

@@ -371,7 +371,8 @@ async fn set_user_active(
     let id: UserId = user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
     let store = migrated_store(database_url).await?;
     let Some(found) = store.user_in_any_tenant(id).await? else { bail!("no user with id {id}") };
-    let (user, keys, changed) = match store.set_user_active(found.tenant_id, id, active, now).await? {
+    let operator = latchkey_domain::lifecycle::system_actor(found.tenant_id);
+    let (user, keys, changed) = match store.set_user_active(found.tenant_id, id, active, &operator, now).await? {
         latchkey_store::ActivityChange::Done(user, keys) => (user, keys, true),
         latchkey_store::ActivityChange::Unchanged(user) => (user, Vec::new(), false),
         latchkey_store::ActivityChange::NotFound => bail!("no user with id {id}"),

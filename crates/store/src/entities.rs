@@ -117,6 +117,9 @@ pub mod key_event {
         pub leak_revoked: Option<bool>,
         pub owner_before: Option<String>,
         pub owner_after: Option<String>,
+        pub suspended_user_id: Option<Uuid>,
+        pub suspended_user_name: Option<String>,
+        pub suspended_keys: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

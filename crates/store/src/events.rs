@@ -2,7 +2,9 @@
 //! the notification dispatcher.
 
 use chrono::{DateTime, Utc};
-use latchkey_domain::{ApiKeyId, EventDelivery, KeyEvent, KeyEventId, KeyEventKind, LeakReport, TenantId, UserId};
+use latchkey_domain::{
+    ApiKeyId, EventDelivery, KeyEvent, KeyEventId, KeyEventKind, LeakReport, Suspension, TenantId, UserId,
+};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
@@ -69,10 +71,27 @@ pub(crate) async fn insert_event<C: ConnectionTrait>(conn: &C, event: &KeyEvent)
         leak_revoked: Set(event.leak.as_ref().map(|l| l.revoked)),
         owner_before: Set(event.owner_change.as_ref().map(|(before, _)| before.clone())),
         owner_after: Set(event.owner_change.as_ref().map(|(_, after)| after.clone())),
+        suspended_user_id: Set(event.suspension.as_ref().map(|s| s.user_id.0)),
+        suspended_user_name: Set(event.suspension.as_ref().map(|s| s.user_name.clone())),
+        suspended_keys: Set(event.suspension.as_ref().map(|s| stored_key_list(&s.keys))),
     }
     .insert(conn)
     .await?;
     Ok(())
+}
+
+/// A suspension's keys as stored: one line per key, its last four (always
+/// four characters), a space, its description (which has no line breaks).
+fn stored_key_list(keys: &[(String, String)]) -> String {
+    keys.iter().map(|(last_four, description)| format!("{last_four} {description}")).collect::<Vec<_>>().join("\n")
+}
+
+fn key_list_from(stored: &str) -> Vec<(String, String)> {
+    stored
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(last_four, description)| (last_four.to_owned(), description.to_owned()))
+        .collect()
 }
 
 pub(crate) fn stored_event_from(m: key_event::Model) -> StoreResult<StoredEvent> {
@@ -98,6 +117,11 @@ pub(crate) fn stored_event_from(m: key_event::Model) -> StoreResult<StoredEvent>
             previous_secret_expires_at: m.previous_secret_expires_at,
             restrictions_change: m.restrictions_before.zip(m.restrictions_after),
             owner_change: m.owner_before.zip(m.owner_after),
+            suspension: m.suspended_user_id.zip(m.suspended_user_name).map(|(id, name)| Suspension {
+                user_id: UserId(id),
+                user_name: name,
+                keys: m.suspended_keys.as_deref().map(key_list_from).unwrap_or_default(),
+            }),
             leak: m.leak_revoked.map(|revoked| LeakReport {
                 reporter: m.actor_name,
                 url: m.leak_url,

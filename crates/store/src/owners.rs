@@ -4,7 +4,9 @@
 //! forgets them in the transaction that suspends them.
 
 use chrono::{DateTime, Utc};
-use latchkey_domain::{ApiKey, ApiKeyId, AuditAction, AuditEntry, KeyEvent, KeyEventKind, TenantId, User, UserId};
+use latchkey_domain::{
+    ApiKey, ApiKeyId, AuditAction, AuditEntry, KeyEvent, KeyEventKind, Suspension, TenantId, User, UserId,
+};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use sea_orm::{TransactionTrait, Value};
@@ -112,15 +114,17 @@ impl Store {
             .await?)
     }
 
-    /// Deactivates (`active: false`) or reactivates a user of `tenant`. A
-    /// deactivation suspends the keys it owns on every replica at once (their
-    /// revocation is sent in this transaction); a reactivation lets the keys
-    /// it still owns work again.
+    /// Deactivates (`active: false`) or reactivates a user of `tenant`, as
+    /// `actor`. A deactivation suspends the keys it owns on every replica at
+    /// once (their revocation is sent in this transaction) and, when there
+    /// are any, queues one notice listing them to each active internal admin
+    /// of the tenant; a reactivation lets the keys it still owns work again.
     pub async fn set_user_active(
         &self,
         tenant: TenantId,
         id: UserId,
         active: bool,
+        actor: &User,
         now: DateTime<Utc>,
     ) -> StoreResult<ActivityChange> {
         let now = storable(now);
@@ -148,11 +152,23 @@ impl Store {
         let keys = keys_owned_by(&txn, tenant, id).await?;
         if !active {
             for key in &keys {
-                notify_revocation(&txn, *key).await?;
+                notify_revocation(&txn, key.id).await?;
+            }
+            if let Some(first) = keys.first() {
+                let suspension = Suspension {
+                    user_id: user.id,
+                    user_name: user.name.clone(),
+                    keys: keys.iter().map(|k| (k.last_four.clone(), k.description.clone())).collect(),
+                };
+                for admin in active_internal_admins(&txn, tenant).await? {
+                    let mut notice = KeyEvent::new(KeyEventKind::KeysSuspended, first, &admin, actor, now);
+                    notice.suspension = Some(suspension.clone());
+                    insert_event(&txn, &notice).await?;
+                }
             }
         }
         txn.commit().await?;
-        Ok(ActivityChange::Done(user, keys))
+        Ok(ActivityChange::Done(user, keys.iter().map(|k| k.id).collect()))
     }
 
     /// Gives a key to `new_owner`, whom the caller has checked may own it. The
@@ -245,16 +261,29 @@ impl UserWithKeyCount {
     }
 }
 
-async fn keys_owned_by<C: ConnectionTrait>(conn: &C, tenant: TenantId, owner: UserId) -> StoreResult<Vec<ApiKeyId>> {
-    let ids: Vec<uuid::Uuid> = api_key::Entity::find()
-        .select_only()
-        .column(api_key::Column::Id)
+async fn keys_owned_by<C: ConnectionTrait>(conn: &C, tenant: TenantId, owner: UserId) -> StoreResult<Vec<ApiKey>> {
+    Ok(api_key::Entity::find()
         .filter(api_key::Column::TenantId.eq(tenant.0))
         .filter(api_key::Column::OwnerId.eq(owner.0))
-        .into_tuple()
+        .order_by_asc(api_key::Column::Id)
         .all(conn)
-        .await?;
-    Ok(ids.into_iter().map(ApiKeyId).collect())
+        .await?
+        .into_iter()
+        .map(key_from)
+        .collect())
+}
+
+async fn active_internal_admins<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> StoreResult<Vec<User>> {
+    user::Entity::find()
+        .filter(user::Column::TenantId.eq(tenant.0))
+        .filter(user::Column::Role.eq(latchkey_domain::Role::InternalAdmin.as_str()))
+        .filter(user::Column::DeactivatedAt.is_null())
+        .order_by_asc(user::Column::Id)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(user_from)
+        .collect()
 }
 
 async fn set_owner(txn: &DatabaseTransaction, tenant: TenantId, keys: &[ApiKeyId], owner: UserId) -> StoreResult<()> {

@@ -44,6 +44,8 @@ async function start(token) {
     state.candidates = data.apiKeyOwnerCandidates;
     state.permissions = data.apiKeyPermissions;
     $("who").textContent = `${data.viewer.user ? data.viewer.user.name : "API key"} · ${data.viewer.tenant.name}`;
+    // A link may filter the table to one owner (`?owner=`), e.g. a deactivated one's suspended keys.
+    state.owner = new URLSearchParams(location.search).get("owner") || "";
     fillOwnerSelects();
     $("signin").hidden = true;
     $("keys").hidden = false;

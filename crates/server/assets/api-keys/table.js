@@ -183,7 +183,16 @@ export function fillOwnerSelects() {
   const all = document.createElement("option");
   all.value = "";
   all.textContent = "All owners";
-  $("owner-filter").replaceChildren(all, ...options());
+  const choices = [all, ...options()];
+  if (state.owner && !state.candidates.some((u) => u.id === state.owner)) {
+    // An owner who may no longer own keys (deactivated), filtered to by a link.
+    const linked = document.createElement("option");
+    linked.value = state.owner;
+    linked.textContent = "The owner from the link (deactivated)";
+    choices.push(linked);
+  }
+  $("owner-filter").replaceChildren(...choices);
+  $("owner-filter").value = state.owner;
 }
 
 /** Empties the table and its filters (on sign-out). */
