@@ -14,6 +14,7 @@ on_both_backends!(
     a_deactivated_owner_suspends_its_keys_until_they_are_transferred,
     hostile_transfers_change_nothing,
     the_directory_lists_a_tenants_users_with_their_keys,
+    operators_list_users_and_a_demotion_suspends_keys,
 );
 
 const SET_ACTIVE: &str = "mutation($id: ID!, $active: Boolean!) { setUserActive(input: {id: $id, active: $active}) { \
@@ -253,6 +254,57 @@ async fn the_directory_lists_a_tenants_users_with_their_keys(app: TestApp) {
     }
     let (_, secret, _) = app.generate(token, &s.integration, "Key").await;
     assert_eq!(error_code(&app.gql(Some(&secret), USERS, json!({})).await), "FORBIDDEN");
+    app.stop().await;
+}
+
+async fn operators_list_users_and_a_demotion_suspends_keys(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let (_, secret, _) = app.generate(&s.admin_token, &s.integration, "Sync").await;
+    let cli = |args: &[&str]| {
+        let out = run_latchkey(&app.db, args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let user = s.integration.id.to_string();
+
+    // A role that cannot own keys suspends them, and the admins are told.
+    let (ok, out, err) = cli(&["user", "update", "--user", &user, "--role", "academy-admin"]);
+    assert!(ok, "{err}");
+    let printed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (printed["role"].clone(), printed["keysWork"].clone()),
+        (json!("academy-admin"), json!(false)),
+        "{printed}"
+    );
+    assert_eq!(code(&app, &secret).await, "OWNER_INACTIVE");
+    let events = app.wait_for_deliveries(3).await;
+    assert_eq!(events.iter().filter(|e| e.kind == KeyEventKind::KeysSuspended).count(), 2, "both internal admins");
+    let (ok, _, err) = cli(&["user", "update", "--user", &user, "--role", "integration-user"]);
+    assert!(ok, "{err}");
+    assert_eq!(code(&app, &secret).await, "VALID", "a role that may own keys restores them");
+
+    let (ok, out, err) = cli(&["user", "list", "--tenant", &s.tenant.id.to_string()]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(
+        rows.contains(&json!({ "id": user, "email": s.integration.email, "name": s.integration.name,
+        "role": "integration-user", "active": true, "keyCount": 1 })),
+        "{listed}"
+    );
+
+    for (args, says) in [
+        (vec!["user", "update", "--user", &user, "--role", "boss"], "invalid value"),
+        (vec!["user", "update", "--user", "nope", "--role", "academy-admin"], "--user must be a user id"),
+        (vec!["user", "list", "--tenant", "nope"], "--tenant must be a tenant id"),
+    ] {
+        let (ok, _, err) = cli(&args);
+        assert!(!ok && err.contains(says), "{args:?}: {err}");
+    }
     app.stop().await;
 }
 

@@ -183,7 +183,7 @@ fn wording(event: &KeyEvent) -> (String, String, String) {
         // Composed by `suspension_message`; this is its one-key fallback.
         KeyEventKind::KeysSuspended => (
             "was suspended".into(),
-            format!("was suspended when its owner was deactivated by {}", one_line(&event.actor_name)),
+            format!("was suspended when its owner could no longer own keys ({})", one_line(&event.actor_name)),
             "Transfer it to another owner to make it work again.".into(),
         ),
         KeyEventKind::Expiring => (
@@ -261,8 +261,8 @@ fn suspension_message(event: &KeyEvent, suspension: &Suspension, settings: &Mail
     let subject = format!("{count} API key{plural} of {user} suspended");
     let link = format!("{}?owner={}", settings.api_keys_page(), suspension.user_id);
     let what = format!(
-        "{user} was deactivated by {} at {}, so the API key{plural} they own stopped working (their \
-         integrations get OWNER_INACTIVE):",
+        "{user} may no longer own API keys (deactivated, or given a role that cannot own keys, by {} at {}), \
+         so the API key{plural} they own stopped working (their integrations get OWNER_INACTIVE):",
         one_line(&event.actor_name),
         timestamp(event.occurred_at)
     );
@@ -431,7 +431,7 @@ mod tests {
         let parsed = MessageParser::default().parse(&raw).unwrap();
         assert_eq!(parsed.subject().unwrap(), "2 API keys of Sam <Leaver> suspended");
         let text = parsed.body_text(0).unwrap();
-        assert!(text.contains("Sam <Leaver> was deactivated by Ada Admin at 2026-03-04T05:06:07Z"), "{text}");
+        assert!(text.contains("Sam <Leaver> may no longer own API keys (deactivated, or given a role that cannot own keys, by Ada Admin at 2026-03-04T05:06:07Z)"), "{text}");
         let items: Vec<&str> = text.lines().filter(|l| l.starts_with("  - ")).collect();
         assert_eq!(items, ["  - \"Sync\" (ending in AbC9)", "  - \"Reports & exports\" (ending in XyZ1)"], "{text}");
         assert!(text.contains("settings/integrations/api?owner=00000000-0000-0000-0000-000000000009"), "{text}");

@@ -307,6 +307,22 @@ pub enum UserCommand {
         #[arg(long)]
         user: String,
     },
+    /// Change a user's role. A role that cannot own keys (academy-admin)
+    /// suspends the keys it owns, as a deactivation does.
+    Update {
+        /// The user id.
+        #[arg(long)]
+        user: String,
+        /// The new role: internal-admin, academy-admin or integration-user.
+        #[arg(long)]
+        role: Role,
+    },
+    /// List a tenant's users with their state and key counts.
+    List {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 /// `token` options.
@@ -507,6 +523,43 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 out,
                 &json!({ "id": user.id, "tenantId": user.tenant_id, "email": user.email, "name": user.name, "role": user.role.as_str() }),
             )?;
+        }
+        Command::User(UserCommand::Update { user, role }) => {
+            let id: UserId = user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
+            let store = migrated_store(&cli.database_url).await?;
+            let Some(found) = store.user_in_any_tenant(id).await? else { bail!("no user with id {id}") };
+            let operator = latchkey_domain::lifecycle::system_actor(found.tenant_id);
+            let Some((user, keys)) = store.set_user_role(found.tenant_id, id, role, &operator, now).await? else {
+                bail!("no user with id {id}")
+            };
+            let works = latchkey_domain::policy::owner_may_use_keys(&user);
+            print_json(
+                out,
+                &json!({ "id": user.id, "tenantId": user.tenant_id, "role": user.role.as_str(), "active": user.active,
+                         "keys": keys, "keysWork": works }),
+            )?;
+        }
+        Command::User(UserCommand::List { tenant }) => {
+            let tenant: TenantId =
+                tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
+            let store = migrated_store(&cli.database_url).await?;
+            if store.tenant(tenant).await?.is_none() {
+                bail!("no tenant with id {tenant}");
+            }
+            let mut rows = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store.users_page(tenant, &Default::default(), after, 500).await?;
+                after = page.users.last().map(|(u, _)| u.id);
+                rows.extend(page.users.iter().map(|(u, keys)| {
+                    json!({ "id": u.id, "email": u.email, "name": u.name, "role": u.role.as_str(),
+                            "active": u.active, "keyCount": keys })
+                }));
+                if !page.has_next_page {
+                    break;
+                }
+            }
+            print_json(out, &serde_json::Value::Array(rows))?;
         }
         Command::User(UserCommand::Deactivate { user }) => {
             set_user_active(&cli.database_url, &user, false, now, out).await?

@@ -829,7 +829,7 @@ impl Store {
     /// of the leaked token), once per key and token: a repeated report
     /// changes and mails nothing. Unless its tenant says `notify`, the key is
     /// revoked at once (`COMPROMISED`, on every replica). The owner and every
-    /// internal admin of the tenant are mailed; the audit trail records it.
+    /// active internal admin of the tenant are mailed; the audit trail records it.
     pub async fn report_leak(
         &self,
         id: ApiKeyId,
@@ -891,16 +891,10 @@ impl Store {
         let mut actor = latchkey_domain::lifecycle::system_actor(key.tenant_id);
         actor.name = reporter.to_owned();
         let owner = owner_of(&txn, &key).await?;
-        let admins = user::Entity::find()
-            .filter(user::Column::TenantId.eq(key.tenant_id.0))
-            .filter(user::Column::Role.eq(Role::InternalAdmin.as_str()))
-            .filter(user::Column::Id.ne(owner.id.0))
-            .all(&txn)
-            .await?;
+        let admins = crate::users::active_internal_admins(&txn, key.tenant_id).await?;
+        let owner_id = owner.id;
         let mut recipients = vec![owner];
-        for admin in admins {
-            recipients.push(crate::users::user_from(admin)?);
-        }
+        recipients.extend(admins.into_iter().filter(|admin| admin.id != owner_id));
         for recipient in &recipients {
             let mut event = KeyEvent::new(KeyEventKind::Leaked, &key, recipient, &actor, now);
             event.leak = Some(leak.clone());

@@ -16,7 +16,7 @@ use crate::entities::{api_key, user};
 use crate::events::insert_event;
 use crate::keys::{KeyChange, key_from, locked_key, owner_of};
 use crate::revocations::notify_revocation;
-use crate::users::{user_from, user_in};
+use crate::users::{active_internal_admins, user_from, user_in};
 use crate::{Store, StoreResult, storable};
 
 /// Which users of a tenant the directory lists.
@@ -151,24 +151,49 @@ impl Store {
         }
         let keys = keys_owned_by(&txn, tenant, id).await?;
         if !active {
-            for key in &keys {
-                notify_revocation(&txn, key.id).await?;
-            }
-            if let Some(first) = keys.first() {
-                let suspension = Suspension {
-                    user_id: user.id,
-                    user_name: user.name.clone(),
-                    keys: keys.iter().map(|k| (k.last_four.clone(), k.description.clone())).collect(),
-                };
-                for admin in active_internal_admins(&txn, tenant).await? {
-                    let mut notice = KeyEvent::new(KeyEventKind::KeysSuspended, first, &admin, actor, now);
-                    notice.suspension = Some(suspension.clone());
-                    insert_event(&txn, &notice).await?;
-                }
-            }
+            suspend(&txn, &user, &keys, actor, now).await?;
         }
         txn.commit().await?;
         Ok(ActivityChange::Done(user, keys.iter().map(|k| k.id).collect()))
+    }
+
+    /// Changes a user's role (operators). A role that may not own keys
+    /// suspends the keys it owns exactly as a deactivation does (revoked on
+    /// every replica, the admins told); a role that may restores them. Returns
+    /// the user as it is now and the keys it owns; `None` for no such user.
+    pub async fn set_user_role(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        role: latchkey_domain::Role,
+        actor: &User,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(User, Vec<ApiKeyId>)>> {
+        let now = storable(now);
+        let txn = self.conn().begin().await?;
+        let Some(before) = user_in(&txn, tenant, id).await? else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        user::Entity::update_many()
+            .col_expr(user::Column::Role, Expr::value(role.as_str()))
+            .filter(user::Column::Id.eq(id.0))
+            .filter(user::Column::TenantId.eq(tenant.0))
+            .exec(&txn)
+            .await?;
+        let user = User { role, ..before.clone() };
+        let keys = keys_owned_by(&txn, tenant, id).await?;
+        let may = latchkey_domain::policy::owner_may_use_keys;
+        if may(&before) && !may(&user) {
+            suspend(&txn, &user, &keys, actor, now).await?;
+        } else if before.role != role {
+            // What its keys may do follows its role: cached verifications are stale.
+            for key in &keys {
+                notify_revocation(&txn, key.id).await?;
+            }
+        }
+        txn.commit().await?;
+        Ok(Some((user, keys.iter().map(|k| k.id).collect())))
     }
 
     /// Gives a key to `new_owner`, whom the caller has checked may own it. The
@@ -234,6 +259,33 @@ impl Store {
     }
 }
 
+/// Suspends `keys` of `user` (deactivated, or demoted to a role that may not
+/// own keys): every replica's cache forgets them, and each active internal
+/// admin of the tenant is told once which keys stopped working.
+async fn suspend(
+    txn: &DatabaseTransaction,
+    user: &User,
+    keys: &[ApiKey],
+    actor: &User,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    for key in keys {
+        notify_revocation(txn, key.id).await?;
+    }
+    let Some(first) = keys.first() else { return Ok(()) };
+    let suspension = Suspension {
+        user_id: user.id,
+        user_name: user.name.clone(),
+        keys: keys.iter().map(|k| (k.last_four.clone(), k.description.clone())).collect(),
+    };
+    for admin in active_internal_admins(txn, user.tenant_id).await? {
+        let mut notice = KeyEvent::new(KeyEventKind::KeysSuspended, first, &admin, actor, now);
+        notice.suspension = Some(suspension.clone());
+        insert_event(txn, &notice).await?;
+    }
+    Ok(())
+}
+
 /// A user row and its key count.
 #[derive(sea_orm::FromQueryResult)]
 struct UserWithKeyCount {
@@ -271,19 +323,6 @@ async fn keys_owned_by<C: ConnectionTrait>(conn: &C, tenant: TenantId, owner: Us
         .into_iter()
         .map(key_from)
         .collect())
-}
-
-async fn active_internal_admins<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> StoreResult<Vec<User>> {
-    user::Entity::find()
-        .filter(user::Column::TenantId.eq(tenant.0))
-        .filter(user::Column::Role.eq(latchkey_domain::Role::InternalAdmin.as_str()))
-        .filter(user::Column::DeactivatedAt.is_null())
-        .order_by_asc(user::Column::Id)
-        .all(conn)
-        .await?
-        .into_iter()
-        .map(user_from)
-        .collect()
 }
 
 async fn set_owner(txn: &DatabaseTransaction, tenant: TenantId, keys: &[ApiKeyId], owner: UserId) -> StoreResult<()> {

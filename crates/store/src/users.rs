@@ -43,6 +43,21 @@ pub(crate) async fn user_in<C: ConnectionTrait>(conn: &C, tenant: TenantId, id: 
         .transpose()
 }
 
+/// The active internal admins of `tenant`, in creation order: who is told
+/// of what happens to the tenant's keys beyond their owners.
+pub(crate) async fn active_internal_admins<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> StoreResult<Vec<User>> {
+    user::Entity::find()
+        .filter(user::Column::TenantId.eq(tenant.0))
+        .filter(user::Column::Role.eq(Role::InternalAdmin.as_str()))
+        .filter(user::Column::DeactivatedAt.is_null())
+        .order_by_asc(user::Column::Id)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(user_from)
+        .collect()
+}
+
 impl Store {
     /// Creates a tenant.
     pub async fn create_tenant(&self, name: &str, now: DateTime<Utc>) -> StoreResult<Tenant> {
