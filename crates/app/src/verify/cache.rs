@@ -6,7 +6,7 @@
 //! so the TTL is only a backstop. The invalidation epoch keeps a
 //! verification that raced a rotation or deletion out of the cache.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,18 @@ pub struct Verified {
     /// Another front end's rendering, as header values (e.g. what forward
     /// authentication tells the gateway), made and kept likewise.
     pub rendered_headers: OnceLock<Vec<String>>,
+    /// The second (Unix time) of the last use handed to the last-use
+    /// recorder: a key used many times a second is recorded once per second,
+    /// so its hits do not all queue on one lock.
+    pub last_use_second: AtomicI64,
+}
+
+impl Verified {
+    /// Whether a use at `now` should be recorded: the first in its second.
+    pub(crate) fn first_use_in_second(&self, now: DateTime<Utc>) -> bool {
+        let second = now.timestamp();
+        self.last_use_second.fetch_max(second, Ordering::Relaxed) < second
+    }
 }
 
 impl PartialEq for VerifiedKey {
@@ -220,6 +232,7 @@ mod tests {
             owner_may: PermissionSet::all(),
             rendered: OnceLock::new(),
             rendered_headers: OnceLock::new(),
+            last_use_second: AtomicI64::new(i64::MIN),
         })
     }
 

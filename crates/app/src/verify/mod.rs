@@ -27,7 +27,8 @@
 //!    over its limit is answered `RATE_LIMITED` (see [`limits`]). A correct
 //!    key is never refused for anyone else's failures.
 //!
-//! Use is recorded in memory and flushed to `last_used_at` in batches.
+//! Use is recorded in memory, at most once a second per cached key, and
+//! flushed to `last_used_at` in batches.
 
 pub mod cache;
 mod limits;
@@ -325,7 +326,9 @@ impl KeyVerifier {
         if hit.valid_until.is_some_and(|until| wall_now >= until) {
             return None;
         }
-        self.usage.record(hit.key_id, wall_now);
+        if hit.first_use_in_second(wall_now) {
+            self.usage.record(hit.key_id, wall_now);
+        }
         Some(hit)
     }
 
@@ -364,9 +367,13 @@ impl KeyVerifier {
             owner_may: credential.owner_may,
             rendered: std::sync::OnceLock::new(),
             rendered_headers: std::sync::OnceLock::new(),
+            last_use_second: std::sync::atomic::AtomicI64::new(i64::MIN),
         });
         self.cache.insert(digest, key.clone(), epoch, Instant::now());
-        self.usage.record(key.key_id, self.clock.now());
+        let now = self.clock.now();
+        if key.first_use_in_second(now) {
+            self.usage.record(key.key_id, now);
+        }
         VerifyOutcome::Valid(key)
     }
 
