@@ -171,6 +171,11 @@ async fn nginx_lets_only_allowed_keys_through_to_the_upstream(app: TestApp) {
     assert_eq!(seen["x-latchkey-owner"], json!([s.integration.id.to_string()]));
     assert!(seen["x-latchkey-permissions"][0].as_str().unwrap().contains("reports:read"), "{seen}");
     assert!(seen.get("authorization").is_none(), "the upstream never sees the key: {seen}");
+    // The client's method and path are logged with the answer, never its query string.
+    let logs = latchkey_tests::logs::captured();
+    let line = logs.lines().find(|l| l.contains("forward auth") && l.contains("/reports/weekly")).unwrap_or_default();
+    assert!(line.contains("GET") && line.contains("VALID"), "{line}");
+    assert!(!logs.contains("format=csv"), "no query string is logged");
 
     // The route's needs are decided: the reader may read reports, not write academies.
     let response = get("/reports/daily").header("X-Api-Key", &reader).send().await.unwrap();

@@ -7,7 +7,8 @@
 //!   `-Key`, `-Owner` and `-Permissions` are for the gateway to pass upstream
 //!   (it must set them itself, overwriting whatever the client sent);
 //! * 401 with `WWW-Authenticate: Bearer error="invalid_token"`: no key, or
-//!   one that is malformed, unknown, expired, disabled or compromised;
+//!   one that is malformed, unknown, expired, disabled, compromised or
+//!   suspended (its owner was deactivated);
 //! * 403: a working key that may not serve this request (cloud, address,
 //!   permissions);
 //! * 429 with `Retry-After`: this client failed too often;
@@ -15,7 +16,10 @@
 //! * 503: Latchkey cannot answer.
 //!
 //! Every refusal also carries `X-Latchkey-Code` and the JSON body of
-//! `/v1/keys/verify`. It is the same verification, cache included.
+//! `/v1/keys/verify`. It is the same verification, cache included. The
+//! client's method and path (`X-Forwarded-Method`, `X-Forwarded-Uri` or
+//! `X-Original-URI`, never the query string) are logged at debug level with
+//! the answer's code.
 
 use std::net::IpAddr;
 
@@ -50,8 +54,8 @@ const INVALID_TOKEN: &str = r#"Bearer realm="latchkey", error="invalid_token""#;
          description = "The client's address as the gateway saw it (its last hop counts; further left only past LATCHKEY_TRUSTED_PROXIES)"),
         ("X-Latchkey-Cloud" = Option<String>, Header, nullable = false, description = "The cloud the route is for: EMPLOYEE or CUSTOMER"),
         ("X-Latchkey-Permissions" = Option<String>, Header, nullable = false, description = "Permissions the route needs, comma- or space-separated (at most 64)"),
-        ("X-Forwarded-Method" = Option<String>, Header, nullable = false, description = "The client's method (informational)"),
-        ("X-Original-URI" = Option<String>, Header, nullable = false, description = "The client's URI (informational; X-Forwarded-Uri is also read)"),
+        ("X-Forwarded-Method" = Option<String>, Header, nullable = false, description = "The client's method (logged at debug level)"),
+        ("X-Original-URI" = Option<String>, Header, nullable = false, description = "The client's URI (logged at debug level without its query string; X-Forwarded-Uri is also read)"),
     ),
     responses(
         (status = 200, description = "A working key allowed for this request",
@@ -61,7 +65,7 @@ const INVALID_TOKEN: &str = r#"Bearer realm="latchkey", error="invalid_token""#;
              ("X-Latchkey-Owner" = String, description = "The key owner's user id"),
              ("X-Latchkey-Permissions" = String, description = "What the key may do, comma-separated"),
          )),
-        (status = 401, description = "No key, or one that is malformed, unknown, expired, disabled or compromised",
+        (status = 401, description = "No key, or one that is malformed, unknown, expired, disabled, compromised or suspended",
          headers(
              ("WWW-Authenticate" = String, description = "Bearer realm=\"latchkey\", error=\"invalid_token\""),
              ("X-Latchkey-Code" = String, description = "MISSING_KEY or the refusal code"),
@@ -93,6 +97,13 @@ pub async fn forward_auth(ctx: web::Data<AppContext>, req: HttpRequest) -> HttpR
         Ok(o) => o,
         Err(e) => return rest_error(e),
     };
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let uri = [header("x-forwarded-uri"), header("x-original-uri")].into_iter().find(|u| !u.is_empty());
+        let path = uri.unwrap_or("").split(['?', '#']).next().unwrap_or("");
+        let code = outcome.code().unwrap_or("VALID");
+        tracing::debug!(forwarded_method = header("x-forwarded-method"), forwarded_path = path, code, "forward auth");
+    }
     let code = match &outcome {
         VerifyOutcome::Valid(key) => return allowed(key),
         refused => refused.code().unwrap_or("INVALID"),
