@@ -408,5 +408,17 @@ async fn suspended_keys_are_transferred_from_the_page() {
     for secret in [&sync, &reports] {
         assert_eq!(app.verify(secret).await["ownerId"], other, "works again, same secret");
     }
+
+    // A deactivated admin's page returns to sign-in, saying why.
+    js(c, "sessionStorage.clear(); return true").await;
+    let other_token = app.token(&s.other_admin, Cloud::Employee);
+    c.goto(&format!("{}/settings/integrations/api#token={other_token}", app.url)).await.unwrap();
+    until(c, "return document.querySelectorAll('#rows tr').length === 3").await;
+    set_active(&app, &s.admin_token, s.other_admin.id, false).await;
+    let search = c.find(fantoccini::Locator::Css("#search")).await.unwrap();
+    search.send_keys("Sync").await.unwrap();
+    until(c, "return !document.getElementById('signin').hidden").await;
+    let said = js(c, "return document.getElementById('signin-message').textContent").await;
+    assert!(said.as_str().unwrap().contains("deactivated"), "{said}");
     app.stop().await;
 }
