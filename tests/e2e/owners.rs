@@ -185,6 +185,8 @@ async fn hostile_transfers_change_nothing(app: TestApp) {
     assert_eq!(bulk["data"]["transferApiKeys"]["userErrors"][0]["code"], "NOT_FOUND", "another tenant's user: {bulk}");
     let foreign = set_active(&app, token, other.admin.id, false).await;
     assert_eq!(foreign["userErrors"][0]["code"], "NOT_FOUND", "{foreign}");
+    let malformed = set_active(&app, token, "not-a-user", false).await;
+    assert_eq!(malformed["userErrors"][0]["code"], "NOT_FOUND", "{malformed}");
     // An integration's key cannot manage users.
     let by_key = app.gql(Some(&secret), SET_ACTIVE, json!({ "id": s.admin.id.to_string(), "active": false })).await;
     assert_eq!(error_code(&by_key), "FORBIDDEN", "{by_key}");
@@ -241,6 +243,10 @@ async fn the_directory_lists_a_tenants_users_with_their_keys(app: TestApp) {
     assert_eq!(ids(&found["data"]["users"]), [s.integration.id.to_string()], "name, ignoring case");
     let found = users(json!({ "search": "academy@acme" })).await;
     assert_eq!(ids(&found["data"]["users"]), [s.academy_admin.id.to_string()], "email");
+    for wildcard in ["%", "_", "\\"] {
+        let found = users(json!({ "search": wildcard })).await;
+        assert_eq!(found["data"]["users"]["totalCount"], 0, "{wildcard} is a character, not a pattern: {found}");
+    }
     let me = app.gql(Some(token), "{ viewer { user { keyCount } } }", json!({})).await;
     assert_eq!(me["data"]["viewer"]["user"]["keyCount"], 0, "{me}");
 
