@@ -11,6 +11,7 @@ mod m0004_key_restrictions;
 mod m0005_leaks;
 mod m0006_imported_keys;
 mod m0007_owner_lifecycle;
+mod m0008_scim_users;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_leaks::Migration),
             Box::new(m0006_imported_keys::Migration),
             Box::new(m0007_owner_lifecycle::Migration),
+            Box::new(m0008_scim_users::Migration),
         ]
     }
 }

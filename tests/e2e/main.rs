@@ -48,6 +48,7 @@ mod openapi;
 mod owners;
 mod replicas;
 mod restrictions;
+mod scim;
 mod secret_scanning;
 mod secrets;
 mod store;

@@ -13,6 +13,7 @@ pub mod error;
 pub mod keys;
 pub mod leaks;
 pub mod metrics;
+pub mod scim;
 pub mod verify;
 
 use std::net::IpAddr;

@@ -36,7 +36,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         // Envoy's ext_authz appends the client's path to its `path_prefix`.
         .route("/v1/auth/{path:.*}", web::route().to(crate::forward_auth::forward_auth))
         .route("/v1/keys/report-leak", web::post().to(report_leak))
-        .route("/v1/secret-scanning/github", web::post().to(github_secret_scanning));
+        .route("/v1/secret-scanning/github", web::post().to(github_secret_scanning))
+        .configure(crate::scim::routes);
 }
 
 /// The header naming the id of an internal failure.

@@ -12,6 +12,7 @@ mod graphiql;
 mod http;
 pub mod import;
 pub mod openapi;
+mod scim;
 
 pub use app::{RunningServer, start};
 pub use config::{ConfigError, ServeConfig};

@@ -33,6 +33,12 @@ pub mod user {
         pub role: String,
         pub created_at: DateTimeUtc,
         pub deactivated_at: Option<DateTimeUtc>,
+        pub external_id: Option<String>,
+        pub given_name: Option<String>,
+        pub family_name: Option<String>,
+        pub updated_at: Option<DateTimeUtc>,
+        pub version: i32,
+        pub deleted_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ mod events;
 mod keys;
 mod owners;
 mod revocations;
+mod scim;
 mod users;
 
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use keys::{
 };
 pub use owners::{ActivityChange, UserFilter, UserPage};
 pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
+pub use scim::{ScimMatch, ScimUser, ScimUserWrite, ScimWritten};
 pub use users::NewUser;
 
 /// Which database engine a store talks to.

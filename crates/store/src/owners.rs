@@ -104,6 +104,11 @@ impl Store {
         Ok(UserPage { users, has_next_page, total_count })
     }
 
+    /// The ids of the keys `owner` of `tenant` owns.
+    pub async fn key_ids_owned_by(&self, tenant: TenantId, owner: UserId) -> StoreResult<Vec<ApiKeyId>> {
+        Ok(keys_owned_by(self.reader(), tenant, owner).await?.into_iter().map(|k| k.id).collect())
+    }
+
     /// How many keys `owner` of `tenant` owns.
     pub async fn key_count_of(&self, tenant: TenantId, owner: UserId) -> StoreResult<u64> {
         use sea_orm::PaginatorTrait;
@@ -262,7 +267,7 @@ impl Store {
 /// Suspends `keys` of `user` (deactivated, or demoted to a role that may not
 /// own keys): every replica's cache forgets them, and each active internal
 /// admin of the tenant is told once which keys stopped working.
-async fn suspend(
+pub(crate) async fn suspend(
     txn: &DatabaseTransaction,
     user: &User,
     keys: &[ApiKey],
@@ -296,6 +301,12 @@ struct UserWithKeyCount {
     role: String,
     created_at: DateTime<Utc>,
     deactivated_at: Option<DateTime<Utc>>,
+    external_id: Option<String>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+    updated_at: Option<DateTime<Utc>>,
+    version: i32,
+    deleted_at: Option<DateTime<Utc>>,
     key_count: Option<i64>,
 }
 
@@ -309,6 +320,12 @@ impl UserWithKeyCount {
             role: self.role.clone(),
             created_at: self.created_at,
             deactivated_at: self.deactivated_at,
+            external_id: self.external_id.clone(),
+            given_name: self.given_name.clone(),
+            family_name: self.family_name.clone(),
+            updated_at: self.updated_at,
+            version: self.version,
+            deleted_at: self.deleted_at,
         }
     }
 }

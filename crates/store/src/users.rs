@@ -127,6 +127,12 @@ impl Store {
             role: Set(new.role.as_str().to_owned()),
             created_at: Set(now),
             deactivated_at: Set(None),
+            external_id: Set(None),
+            given_name: Set(None),
+            family_name: Set(None),
+            updated_at: Set(None),
+            version: Set(1),
+            deleted_at: Set(None),
         }
         .insert(self.conn())
         .await?;

@@ -1,0 +1,95 @@
+//! Provisioning by an identity provider (SCIM): a key allowed the `scim`
+//! permission manages the users of its own tenant. A [`ScimAdmin`] exists
+//! only after that check ([`App::scim`]), so no SCIM handler can skip it.
+
+use latchkey_domain::lifecycle::system_actor;
+use latchkey_domain::restrictions::{PermissionSet, owner_permissions};
+use latchkey_domain::{TenantId, User, UserId};
+use latchkey_store::{ScimMatch, ScimUser, ScimUserWrite, ScimWritten};
+
+use crate::App;
+use crate::auth::{Authentication, Principal};
+use crate::error::{AppError, AppResult};
+
+/// The SCIM use cases of one tenant, for a key allowed `scim`.
+#[derive(Debug)]
+pub struct ScimAdmin<'a> {
+    app: &'a App,
+    tenant: TenantId,
+    /// Who the audit trail and mail say did it: the provider, by its key.
+    actor: User,
+}
+
+impl App {
+    /// The SCIM use cases for the caller: `UNAUTHENTICATED` without a key,
+    /// `FORBIDDEN` for an admin token or a key without the `scim` permission.
+    pub fn scim<'a>(&'a self, auth: &'a Authentication) -> AppResult<ScimAdmin<'a>> {
+        match auth.principal()? {
+            Principal::Integration { key, tenant } => {
+                let scim = PermissionSet::parse(["scim"]).map_err(|_| AppError::internal(&"no `scim` permission"))?;
+                let may = key.key.restrictions.effective_permissions(owner_permissions(key.owner.role));
+                if !may.contains_all(scim) {
+                    return Err(AppError::Forbidden(
+                        "This API key may not provision users: it lacks the `scim` permission.".into(),
+                    ));
+                }
+                let mut actor = system_actor(tenant.id);
+                actor.name = format!("SCIM provisioning (key ending in {})", key.key.last_four);
+                Ok(ScimAdmin { app: self, tenant: tenant.id, actor })
+            }
+            Principal::Admin { .. } => {
+                Err(AppError::Forbidden("SCIM is for an identity provider's API key, not an admin token.".into()))
+            }
+        }
+    }
+}
+
+impl ScimAdmin<'_> {
+    /// A user of the tenant; `None` when unknown, deleted, another tenant's or malformed.
+    pub async fn get(&self, id: &str) -> AppResult<Option<ScimUser>> {
+        let Ok(id) = id.parse::<UserId>() else { return Ok(None) };
+        Ok(self.app.store.scim_user(self.tenant, id).await?)
+    }
+
+    /// The users matching every term: how many in all, and `count` from `offset`.
+    pub async fn list(&self, terms: &[ScimMatch], offset: u64, count: u64) -> AppResult<(u64, Vec<ScimUser>)> {
+        Ok(self.app.store.scim_users(self.tenant, terms, offset, count).await?)
+    }
+
+    /// Provisions a user.
+    pub async fn create(&self, write: ScimUserWrite) -> AppResult<ScimWritten> {
+        Ok(self.app.store.scim_create(self.tenant, write, self.app.clock.now()).await?)
+    }
+
+    /// Replaces a user, at `expected` version when given. Deactivating or
+    /// demoting it suspends its keys (here at once, elsewhere through the
+    /// revocations sent with the change).
+    pub async fn replace(&self, id: &str, write: ScimUserWrite, expected: Option<i32>) -> AppResult<ScimWritten> {
+        let Ok(id) = id.parse::<UserId>() else { return Ok(ScimWritten::NotFound) };
+        let now = self.app.clock.now();
+        let written = self.app.store.scim_replace(self.tenant, id, write, expected, &self.actor, now).await?;
+        if matches!(written, ScimWritten::Done(_)) {
+            self.forget_keys_of(id).await?;
+        }
+        Ok(written)
+    }
+
+    /// Deletes a user as the provider sees it (see `Store::scim_delete`);
+    /// false when there was none.
+    pub async fn delete(&self, id: &str) -> AppResult<bool> {
+        let Ok(id) = id.parse::<UserId>() else { return Ok(false) };
+        let deleted = self.app.store.scim_delete(self.tenant, id, &self.actor, self.app.clock.now()).await?;
+        if deleted {
+            self.forget_keys_of(id).await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn forget_keys_of(&self, owner: UserId) -> AppResult<()> {
+        for key in self.app.store.key_ids_owned_by(self.tenant, owner).await? {
+            self.app.verifier.forget(key);
+        }
+        self.app.outbox.notify_one();
+        Ok(())
+    }
+}

@@ -1,0 +1,288 @@
+//! Users as a SCIM identity provider sees them: the same rows, with the
+//! provider's `externalId`, the name's parts, a version (the ETag) and a
+//! deletion mark. Every write goes through one transaction that applies what
+//! the user's state means for its keys (see `owners`).
+
+use chrono::{DateTime, Utc};
+use latchkey_domain::{Role, TenantId, User, UserId};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+
+use crate::entities::{api_key, user};
+use crate::owners::suspend;
+use crate::revocations::notify_revocation;
+use crate::users::user_from;
+use crate::{Store, StoreError, StoreResult, storable};
+
+/// A provisioned user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScimUser {
+    /// The user (its email is the SCIM `userName`).
+    pub user: User,
+    /// The provider's id for it.
+    pub external_id: Option<String>,
+    /// `name.givenName`.
+    pub given_name: Option<String>,
+    /// `name.familyName`.
+    pub family_name: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Incremented by every change (the ETag).
+    pub version: i32,
+}
+
+/// What a provider says a user is (a create or a full replace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScimUserWrite {
+    /// The email address (`userName`), lower-cased by the store.
+    pub email: String,
+    /// The display name.
+    pub name: String,
+    /// The role.
+    pub role: Role,
+    /// Whether it is active.
+    pub active: bool,
+    /// The provider's id.
+    pub external_id: Option<String>,
+    /// `name.givenName`.
+    pub given_name: Option<String>,
+    /// `name.familyName`.
+    pub family_name: Option<String>,
+}
+
+/// One `attr eq "value"` of a filter (terms are and-ed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScimMatch {
+    /// `userName eq` (case-insensitive, as emails are).
+    UserName(String),
+    /// `externalId eq` (exact).
+    ExternalId(String),
+    /// `emails.value eq` (case-insensitive).
+    Email(String),
+}
+
+/// The outcome of a SCIM write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScimWritten {
+    /// Done: the user as it is now.
+    Done(ScimUser),
+    /// No such (undeleted) user in the tenant.
+    NotFound,
+    /// Another user of the tenant has this `userName`.
+    Conflict,
+    /// `If-Match` named another version.
+    VersionMismatch,
+}
+
+fn scim_user(m: user::Model) -> StoreResult<ScimUser> {
+    let (external_id, given_name, family_name) = (m.external_id.clone(), m.given_name.clone(), m.family_name.clone());
+    let (created_at, updated_at, version) = (m.created_at, m.updated_at.unwrap_or(m.created_at), m.version);
+    Ok(ScimUser { user: user_from(m)?, external_id, given_name, family_name, created_at, updated_at, version })
+}
+
+fn live(tenant: TenantId) -> Condition {
+    Condition::all().add(user::Column::TenantId.eq(tenant.0)).add(user::Column::DeletedAt.is_null())
+}
+
+impl Store {
+    /// A provisioned user of `tenant`; `None` when unknown or deleted.
+    pub async fn scim_user(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<ScimUser>> {
+        user::Entity::find_by_id(id.0).filter(live(tenant)).one(self.reader()).await?.map(scim_user).transpose()
+    }
+
+    /// The users of `tenant` matching every term, in creation order: how many
+    /// in all, and `count` of them from the `offset`th.
+    pub async fn scim_users(
+        &self,
+        tenant: TenantId,
+        terms: &[ScimMatch],
+        offset: u64,
+        count: u64,
+    ) -> StoreResult<(u64, Vec<ScimUser>)> {
+        let mut condition = live(tenant);
+        for term in terms {
+            condition = condition.add(match term {
+                ScimMatch::UserName(v) | ScimMatch::Email(v) => user::Column::Email.eq(v.trim().to_lowercase()),
+                ScimMatch::ExternalId(v) => user::Column::ExternalId.eq(v.as_str()),
+            });
+        }
+        let select = user::Entity::find().filter(condition);
+        let total = select.clone().count(self.reader()).await?;
+        let users = if count == 0 {
+            Vec::new()
+        } else {
+            select
+                .order_by_asc(user::Column::Id)
+                .offset(offset)
+                .limit(count)
+                .all(self.reader())
+                .await?
+                .into_iter()
+                .map(scim_user)
+                .collect::<StoreResult<_>>()?
+        };
+        Ok((total, users))
+    }
+
+    /// Provisions a user.
+    pub async fn scim_create(
+        &self,
+        tenant: TenantId,
+        write: ScimUserWrite,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ScimWritten> {
+        let now = storable(now);
+        let id = UserId::new_at(now);
+        let model = user::ActiveModel {
+            id: Set(id.0),
+            tenant_id: Set(tenant.0),
+            email: Set(write.email.trim().to_lowercase()),
+            name: Set(write.name),
+            role: Set(write.role.as_str().to_owned()),
+            created_at: Set(now),
+            deactivated_at: Set((!write.active).then_some(now)),
+            external_id: Set(write.external_id),
+            given_name: Set(write.given_name),
+            family_name: Set(write.family_name),
+            updated_at: Set(Some(now)),
+            version: Set(1),
+            deleted_at: Set(None),
+        };
+        match model.insert(self.conn()).await.map_err(StoreError::from) {
+            Ok(m) => Ok(ScimWritten::Done(scim_user(m)?)),
+            Err(StoreError::Conflict(_)) => Ok(ScimWritten::Conflict),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces what a provisioned user is, at `expected` version when given,
+    /// as `actor`. Becoming inactive, or a role that may not own keys,
+    /// suspends its keys as a deactivation does; a role change revokes their
+    /// cached verifications.
+    pub async fn scim_replace(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        write: ScimUserWrite,
+        expected: Option<i32>,
+        actor: &User,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ScimWritten> {
+        let now = storable(now);
+        let txn = self.conn().begin().await?;
+        let mut select = user::Entity::find_by_id(id.0).filter(live(tenant));
+        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+            select = select.lock_exclusive();
+        }
+        let Some(before) = select.one(&txn).await? else {
+            txn.rollback().await?;
+            return Ok(ScimWritten::NotFound);
+        };
+        if expected.is_some_and(|v| v != before.version) {
+            txn.rollback().await?;
+            return Ok(ScimWritten::VersionMismatch);
+        }
+        let deactivated_at = match (before.deactivated_at, write.active) {
+            (Some(at), false) => Some(at),
+            (None, false) => Some(now),
+            (_, true) => None,
+        };
+        let email = write.email.trim().to_lowercase();
+        let updated = user::Entity::update_many()
+            .col_expr(user::Column::Email, Expr::value(email))
+            .col_expr(user::Column::Name, Expr::value(write.name))
+            .col_expr(user::Column::Role, Expr::value(write.role.as_str()))
+            .col_expr(user::Column::DeactivatedAt, Expr::value(deactivated_at))
+            .col_expr(user::Column::ExternalId, Expr::value(write.external_id))
+            .col_expr(user::Column::GivenName, Expr::value(write.given_name))
+            .col_expr(user::Column::FamilyName, Expr::value(write.family_name))
+            .col_expr(user::Column::UpdatedAt, Expr::value(Some(now)))
+            .col_expr(user::Column::Version, Expr::col(user::Column::Version).add(1))
+            .filter(user::Column::Id.eq(id.0))
+            .exec(&txn)
+            .await;
+        match updated.map_err(StoreError::from) {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => {
+                txn.rollback().await?;
+                return Ok(ScimWritten::Conflict);
+            }
+            Err(e) => return Err(e),
+        }
+        let Some(after) = user::Entity::find_by_id(id.0).one(&txn).await? else {
+            return Err(StoreError::MissingReference(format!("user {id}")));
+        };
+        let (was, now_user) = (user_from(before)?, user_from(after.clone())?);
+        apply_key_consequences(&txn, &was, &now_user, actor, now).await?;
+        txn.commit().await?;
+        scim_user(after).map(ScimWritten::Done)
+    }
+
+    /// Deletes a provisioned user as the provider sees it: it is deactivated
+    /// (its keys suspended, the admins told) and hidden from SCIM, and its
+    /// address is freed for a new user; its name stays in the audit trail.
+    pub async fn scim_delete(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        actor: &User,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let now = storable(now);
+        let txn = self.conn().begin().await?;
+        let Some(before) = user::Entity::find_by_id(id.0).filter(live(tenant)).one(&txn).await? else {
+            txn.rollback().await?;
+            return Ok(false);
+        };
+        user::Entity::update_many()
+            .col_expr(user::Column::DeletedAt, Expr::value(Some(now)))
+            .col_expr(user::Column::DeactivatedAt, Expr::value(Some(before.deactivated_at.unwrap_or(now))))
+            .col_expr(user::Column::Email, Expr::value(format!("deleted-{}@deleted.invalid", id.0)))
+            .col_expr(user::Column::ExternalId, Expr::value(Option::<String>::None))
+            .col_expr(user::Column::UpdatedAt, Expr::value(Some(now)))
+            .filter(user::Column::Id.eq(id.0))
+            .exec(&txn)
+            .await?;
+        let was = user_from(before)?;
+        let gone = User { active: false, ..was.clone() };
+        apply_key_consequences(&txn, &was, &gone, actor, now).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+}
+
+/// What a change of a user's state means for the keys it owns.
+async fn apply_key_consequences(
+    txn: &sea_orm::DatabaseTransaction,
+    before: &User,
+    after: &User,
+    actor: &User,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let may = latchkey_domain::policy::owner_may_use_keys;
+    if may(before) == may(after) && before.role == after.role {
+        return Ok(());
+    }
+    let keys: Vec<latchkey_domain::ApiKey> = api_key::Entity::find()
+        .filter(api_key::Column::TenantId.eq(after.tenant_id.0))
+        .filter(api_key::Column::OwnerId.eq(after.id.0))
+        .order_by_asc(api_key::Column::Id)
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(crate::keys::key_from)
+        .collect();
+    if may(before) && !may(after) {
+        suspend(txn, after, &keys, actor, now).await
+    } else {
+        for key in &keys {
+            notify_revocation(txn, key.id).await?;
+        }
+        Ok(())
+    }
+}
