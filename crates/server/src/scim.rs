@@ -668,9 +668,14 @@ async fn resource_types() -> HttpResponse {
         "id": "User", "name": "User", "endpoint": "/Users", "schema": USER_SCHEMA,
         "meta": { "resourceType": "ResourceType", "location": "/scim/v2/ResourceTypes/User" }
     });
+    single_list(user)
+}
+
+/// A list response of one discovery resource.
+fn single_list(resource: Value) -> HttpResponse {
     scim_json(
         StatusCode::OK,
-        &json!({ "schemas": [LIST_SCHEMA], "totalResults": 1, "startIndex": 1, "itemsPerPage": 1, "Resources": [user] }),
+        &json!({ "schemas": [LIST_SCHEMA], "totalResults": 1, "startIndex": 1, "itemsPerPage": 1, "Resources": [resource] }),
     )
 }
 
@@ -705,8 +710,5 @@ async fn schemas() -> HttpResponse {
         ],
         "meta": { "resourceType": "Schema", "location": format!("/scim/v2/Schemas/{USER_SCHEMA}") }
     });
-    scim_json(
-        StatusCode::OK,
-        &json!({ "schemas": [LIST_SCHEMA], "totalResults": 1, "startIndex": 1, "itemsPerPage": 1, "Resources": [user] }),
-    )
+    single_list(user)
 }
