@@ -297,6 +297,18 @@ async fn scim_refuses_what_it_cannot_take(app: TestApp) {
             operations.to_string().chars().take(120).collect::<String>()
         );
     }
+    // Preconditions and unknown users.
+    let body = okta_user("ada@acme.example", "1");
+    for (method, if_match) in [(Method::DELETE, "W/\"9\""), (Method::PUT, "garbage"), (Method::PUT, "W/\"2\"")] {
+        let answer =
+            scim_raw(&app, &idp, method.clone(), &format!("/Users/{id}"), body.clone(), &[("if-match", if_match)])
+                .await;
+        assert_eq!(answer.status(), 412, "{method} If-Match {if_match}");
+    }
+    for path in ["/Users/not-an-id", "/Users/00000000-0000-7000-8000-000000000000"] {
+        let (status, answer) = scim(&app, &idp, Method::PUT, path, Some(body.clone())).await;
+        assert_eq!((status, answer["status"].clone()), (404, json!("404")), "{path}");
+    }
     let (_, unchanged) = scim(&app, &idp, Method::GET, &format!("/Users/{id}"), None).await;
     assert_eq!(
         (unchanged["active"].clone(), unchanged["meta"]["version"].clone()),

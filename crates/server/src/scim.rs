@@ -263,10 +263,6 @@ fn role(roles: &Value) -> Result<Role, ScimError> {
     }
 }
 
-fn looks_like_email(s: &str) -> bool {
-    crate::cli::looks_like_email(s)
-}
-
 /// What a User resource says the user is.
 fn write_from(object: &Map<String, Value>) -> Result<ScimUserWrite, ScimError> {
     if let Value::Array(schemas) = attr(object, "schemas")
@@ -289,7 +285,7 @@ fn write_from(object: &Map<String, Value>) -> Result<ScimUserWrite, ScimError> {
     });
     let email = primary.or(work).or(emails.first()).and_then(email_of).unwrap_or_else(|| user_name.clone());
     let email = email.trim().to_owned();
-    if !looks_like_email(&email) {
+    if !crate::cli::looks_like_email(&email) {
         return Err(ScimError::bad(
             "invalidValue",
             "userName (or a primary email) must be an email address: owner notices go there.",

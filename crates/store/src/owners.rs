@@ -187,16 +187,8 @@ impl Store {
             .exec(&txn)
             .await?;
         let user = User { role, ..before.clone() };
+        apply_key_consequences(&txn, &before, &user, actor, now).await?;
         let keys = keys_owned_by(&txn, tenant, id).await?;
-        let may = latchkey_domain::policy::owner_may_use_keys;
-        if may(&before) && !may(&user) {
-            suspend(&txn, &user, &keys, actor, now).await?;
-        } else if before.role != role {
-            // What its keys may do follows its role: cached verifications are stale.
-            for key in &keys {
-                notify_revocation(&txn, key.id).await?;
-            }
-        }
         txn.commit().await?;
         Ok(Some((user, keys.iter().map(|k| k.id).collect())))
     }
@@ -267,7 +259,7 @@ impl Store {
 /// Suspends `keys` of `user` (deactivated, or demoted to a role that may not
 /// own keys): every replica's cache forgets them, and each active internal
 /// admin of the tenant is told once which keys stopped working.
-pub(crate) async fn suspend(
+async fn suspend(
     txn: &DatabaseTransaction,
     user: &User,
     keys: &[ApiKey],
@@ -289,6 +281,32 @@ pub(crate) async fn suspend(
         insert_event(txn, &notice).await?;
     }
     Ok(())
+}
+
+/// What a change of a user's state means for the keys it owns: losing the
+/// right to own keys (deactivated, demoted) suspends them (see [`suspend`]);
+/// any other change of that right or of the role revokes their cached
+/// verifications, which carry what the owner may do.
+pub(crate) async fn apply_key_consequences(
+    txn: &DatabaseTransaction,
+    before: &User,
+    after: &User,
+    actor: &User,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let may = latchkey_domain::policy::owner_may_use_keys;
+    if may(before) == may(after) && before.role == after.role {
+        return Ok(());
+    }
+    let keys = keys_owned_by(txn, after.tenant_id, after.id).await?;
+    if may(before) && !may(after) {
+        suspend(txn, after, &keys, actor, now).await
+    } else {
+        for key in &keys {
+            notify_revocation(txn, key.id).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A user row and its key count.

@@ -11,9 +11,8 @@ use sea_orm::{
     QuerySelect, Set, TransactionTrait,
 };
 
-use crate::entities::{api_key, user};
-use crate::owners::suspend;
-use crate::revocations::notify_revocation;
+use crate::entities::user;
+use crate::owners::apply_key_consequences;
 use crate::users::user_from;
 use crate::{Store, StoreError, StoreResult, storable};
 
@@ -253,36 +252,5 @@ impl Store {
         apply_key_consequences(&txn, &was, &gone, actor, now).await?;
         txn.commit().await?;
         Ok(true)
-    }
-}
-
-/// What a change of a user's state means for the keys it owns.
-async fn apply_key_consequences(
-    txn: &sea_orm::DatabaseTransaction,
-    before: &User,
-    after: &User,
-    actor: &User,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let may = latchkey_domain::policy::owner_may_use_keys;
-    if may(before) == may(after) && before.role == after.role {
-        return Ok(());
-    }
-    let keys: Vec<latchkey_domain::ApiKey> = api_key::Entity::find()
-        .filter(api_key::Column::TenantId.eq(after.tenant_id.0))
-        .filter(api_key::Column::OwnerId.eq(after.id.0))
-        .order_by_asc(api_key::Column::Id)
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(crate::keys::key_from)
-        .collect();
-    if may(before) && !may(after) {
-        suspend(txn, after, &keys, actor, now).await
-    } else {
-        for key in &keys {
-            notify_revocation(txn, key.id).await?;
-        }
-        Ok(())
     }
 }
