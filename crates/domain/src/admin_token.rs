@@ -120,13 +120,13 @@ struct ReceivedClaims {
 /// RFC 7519 allows one audience or several.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Audience {
+pub(crate) enum Audience {
     One(String),
     Many(Vec<String>),
 }
 
 impl Audience {
-    fn names(&self, audience: &str) -> bool {
+    pub(crate) fn names(&self, audience: &str) -> bool {
         match self {
             Audience::One(a) => a == audience,
             Audience::Many(all) => all.iter().any(|a| a == audience),

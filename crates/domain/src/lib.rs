@@ -15,6 +15,7 @@ pub mod ids;
 pub mod import;
 pub mod lifecycle;
 pub mod model;
+pub mod oidc;
 pub mod policy;
 pub mod restrictions;
 pub mod secret;
