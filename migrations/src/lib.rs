@@ -12,6 +12,7 @@ mod m0005_leaks;
 mod m0006_imported_keys;
 mod m0007_owner_lifecycle;
 mod m0008_scim_users;
+mod m0009_tenant_external_id;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_imported_keys::Migration),
             Box::new(m0007_owner_lifecycle::Migration),
             Box::new(m0008_scim_users::Migration),
+            Box::new(m0009_tenant_external_id::Migration),
         ]
     }
 }

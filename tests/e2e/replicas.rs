@@ -169,7 +169,7 @@ async fn five_replicas_starting_together_migrate_once() {
         ))
         .await
         .unwrap();
-    assert_eq!(rows.len(), 8, "each of the 8 migrations recorded once");
+    assert_eq!(rows.len(), 9, "each of the 9 migrations recorded once");
     let _ = conn.close().await;
 }
 

@@ -236,6 +236,8 @@ pub struct AppOptions {
     pub cors_origins: Vec<String>,
     /// Serve `/metrics` on a listener of its own (port 0).
     pub metrics: bool,
+    /// Sign-in through an identity provider.
+    pub oidc: Option<latchkey_server::oidc::OidcConfig>,
 }
 
 impl Default for AppOptions {
@@ -251,6 +253,7 @@ impl Default for AppOptions {
             github_keys_url: "http://127.0.0.1:9/github-keys".into(),
             cors_origins: Vec::new(),
             metrics: false,
+            oidc: None,
         }
     }
 }
@@ -341,7 +344,8 @@ impl TestApp {
         let config = ServeConfig {
             database_url: db.url.clone(),
             bind: "127.0.0.1:0".parse().unwrap(),
-            token_key: token_key.clone(),
+            token_key: Some(token_key.clone()),
+            oidc: options.oidc.clone(),
             console_url: "http://console.test".into(),
             store: StoreOptions::default(),
             workers: 2,

@@ -13,6 +13,7 @@ pub mod error;
 pub mod keys;
 pub mod leaks;
 pub mod metrics;
+pub mod oidc;
 pub mod scim;
 pub mod verify;
 
@@ -41,7 +42,8 @@ pub use verify::{KeyVerifier, VerifierConfig, VerifyOutcome};
 pub struct App {
     store: Store,
     clock: Arc<dyn Clock>,
-    token_key: AdminTokenKey,
+    token_key: Option<AdminTokenKey>,
+    oidc: Option<Arc<oidc::OidcVerifier>>,
     verifier: Arc<KeyVerifier>,
     outbox: Arc<Notify>,
     leak_reports: Arc<leaks::ReportLimiter>,
@@ -77,19 +79,32 @@ pub enum Readiness {
 
 impl App {
     /// The application over `store` (call within a tokio runtime: verification
-    /// spawns its credential loader), telling time with `clock`, checking admin
-    /// tokens with `token_key`. `outbox` is woken after every change that
+    /// spawns its credential loader), telling time with `clock`, checking
+    /// shared-secret admin tokens with `token_key` (none: only OIDC tokens,
+    /// see [`App::with_oidc`]). `outbox` is woken after every change that
     /// wrote an owner notice, so the dispatcher sends it at once.
     pub fn new(
         store: Store,
         clock: Arc<dyn Clock>,
-        token_key: AdminTokenKey,
+        token_key: Option<AdminTokenKey>,
         verifier: &VerifierConfig,
         outbox: Arc<Notify>,
     ) -> AppResult<Self> {
         let metrics = Arc::new(metrics::Metrics::new()?);
         let verifier = Arc::new(KeyVerifier::new(store.clone(), clock.clone(), verifier, metrics.clone())?);
-        Ok(App { store, clock, token_key, verifier, outbox, leak_reports: Arc::default(), metrics })
+        Ok(App { store, clock, token_key, oidc: None, verifier, outbox, leak_reports: Arc::default(), metrics })
+    }
+
+    /// The same application, also accepting access tokens of the company's
+    /// identity provider.
+    pub fn with_oidc(mut self, oidc: Arc<oidc::OidcVerifier>) -> Self {
+        self.oidc = Some(oidc);
+        self
+    }
+
+    /// The OIDC verifier, when sign-in through an identity provider is configured.
+    pub fn oidc(&self) -> Option<&Arc<oidc::OidcVerifier>> {
+        self.oidc.as_ref()
     }
 
     /// The service's metrics (see [`metrics`]).
@@ -129,7 +144,18 @@ impl App {
         if token.starts_with(latchkey_domain::secret::KEY_PREFIX) {
             return self.authenticate_key(token, client).await;
         }
-        let claims = match self.token_key.verify(token, self.clock.now()) {
+        if let Some(oidc) = &self.oidc {
+            // RS256, PS256 and ES256 are the provider's; anything else may be ours.
+            if let Ok(signed) = latchkey_domain::oidc::SignedToken::parse(token) {
+                return self.authenticate_oidc(oidc, &signed).await;
+            }
+        }
+        let Some(token_key) = &self.token_key else {
+            return Ok(Authentication::Refused(
+                "The token is not valid: this server accepts only tokens of its identity provider.".into(),
+            ));
+        };
+        let claims = match token_key.verify(token, self.clock.now()) {
             Ok(c) => c,
             Err(e) => return Ok(Authentication::Refused(auth::token_refusal(e).into())),
         };

@@ -50,7 +50,7 @@ async fn world() -> World {
     let app = App::new(
         store.clone(),
         clock.clone(),
-        AdminTokenKey::new(&[7; 32]).unwrap(),
+        Some(AdminTokenKey::new(&[7; 32]).unwrap()),
         &VerifierConfig::default(),
         Arc::new(tokio::sync::Notify::new()),
     )
@@ -207,7 +207,7 @@ async fn legacy_hashes_verify_and_are_upgraded_on_first_success() {
     let fresh = App::new(
         w.store.clone(),
         w.clock.clone(),
-        AdminTokenKey::new(&[7; 32]).unwrap(),
+        Some(AdminTokenKey::new(&[7; 32]).unwrap()),
         &VerifierConfig::default(),
         Arc::new(tokio::sync::Notify::new()),
     )

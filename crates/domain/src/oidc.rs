@@ -27,6 +27,8 @@ pub const MIN_RSA_BITS: usize = 2048;
 pub const MAX_KEYS: usize = 32;
 /// The claim that names the tenant unless configured otherwise (Entra ID's).
 pub const DEFAULT_TENANT_CLAIM: &str = "tid";
+/// The claim that names the user unless configured otherwise.
+pub const DEFAULT_SUBJECT_CLAIM: &str = "sub";
 
 /// A signature algorithm accepted on this path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,6 +228,9 @@ pub struct OidcRules {
     pub audience: String,
     /// The claim that names the tenant.
     pub tenant_claim: String,
+    /// The claim matched against a user's SCIM `externalId`: `sub`, or
+    /// Entra ID's `oid` (its `sub` differs for each application).
+    pub subject_claim: String,
     /// The longest `exp - iat` accepted, as for the shared-secret tokens.
     pub max_lifetime_secs: i64,
 }
@@ -234,7 +239,7 @@ pub struct OidcRules {
 /// found in Latchkey's database; the token says nothing of the role.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OidcIdentity {
-    /// `sub`: matched against a user's SCIM `externalId`.
+    /// The subject claim's value: matched against a user's SCIM `externalId`.
     pub subject: String,
     /// `email`, if present.
     pub email: Option<String>,
@@ -387,13 +392,13 @@ fn check_claims(claims: &Map<String, Value>, rules: &OidcRules, now: i64) -> Res
     if exp.saturating_sub(iat) > rules.max_lifetime_secs {
         return Err(OidcTokenError::LifetimeTooLong);
     }
-    let subject = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty());
-    let subject = subject.ok_or(OidcTokenError::MissingClaim("sub"))?.to_owned();
-    let tenant = match claims.get(&rules.tenant_claim) {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(OidcTokenError::MissingClaim("naming the tenant")),
+    let text = |name: &str| match claims.get(name) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
     };
+    let subject = text(&rules.subject_claim).ok_or(OidcTokenError::MissingClaim("naming the user"))?;
+    let tenant = text(&rules.tenant_claim).ok_or(OidcTokenError::MissingClaim("naming the tenant"))?;
     let email = claims.get("email").and_then(Value::as_str).map(str::to_owned);
     // Some providers (Cognito, older Okta orgs) send the flag as a string.
     let email_verified = matches!(claims.get("email_verified"), Some(Value::Bool(true)))
@@ -420,6 +425,7 @@ mod tests {
             issuer: "https://idp.example".into(),
             audience: "latchkey".into(),
             tenant_claim: DEFAULT_TENANT_CLAIM.into(),
+            subject_claim: DEFAULT_SUBJECT_CLAIM.into(),
             max_lifetime_secs: 24 * 3600,
         }
     }
@@ -571,7 +577,13 @@ mod tests {
         assert_eq!(with(&|c| c["exp"] = json!(NOW + 2 * 24 * 3600)), Err(OidcTokenError::LifetimeTooLong));
         assert_eq!(with(&|c| c["exp"] = json!(i64::MAX as f64 * 4.0)), Err(OidcTokenError::LifetimeTooLong));
         assert_eq!(with(&|c| c["exp"] = json!("soon")), Err(OidcTokenError::MissingClaim("exp")));
-        assert_eq!(with(&|c| c["sub"] = json!("")), Err(OidcTokenError::MissingClaim("sub")));
+        assert_eq!(with(&|c| c["sub"] = json!("")), Err(OidcTokenError::MissingClaim("naming the user")));
+        let by_oid = OidcRules { subject_claim: "oid".into(), ..rules() };
+        let mut with_oid = claims();
+        with_oid["oid"] = json!("b5a1");
+        let token = sign("RS256", Some("r1"), &with_oid);
+        let identity = SignedToken::parse(&token).unwrap().verify(&KeySet::parse(&jwks()).unwrap(), &by_oid, now());
+        assert_eq!(identity.unwrap().subject, "b5a1");
         assert_eq!(with(&|c| c["tid"] = json!(null)), Err(OidcTokenError::MissingClaim("naming the tenant")));
         let unverified = with(&|c| c["email_verified"] = json!(false)).unwrap();
         assert_eq!(unverified.verified_email(), None);

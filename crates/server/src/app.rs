@@ -30,6 +30,10 @@ pub struct AppContext {
     pub trusted_proxies: Arc<Vec<latchkey_domain::restrictions::Network>>,
     /// GitHub's secret-scanning keys.
     pub github: Arc<crate::github::GithubKeys>,
+    /// The identity provider, when admins sign in through one.
+    pub oidc_provider: Option<Arc<crate::oidc::Provider>>,
+    /// The API keys page's "Sign in with your organisation".
+    pub page_sign_in: Option<crate::oidc::PageSignIn>,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -117,13 +121,24 @@ pub async fn start_with_clock(
     let store = Store::connect(&config.database_url, &config.store).await?;
     store.migrate().await?;
     let outbox = Arc::new(Notify::new());
-    let app = App::new(store.clone(), clock.clone(), config.token_key.clone(), &config.verifier, outbox.clone())?;
+    let mut app = App::new(store.clone(), clock.clone(), config.token_key.clone(), &config.verifier, outbox.clone())?;
+    let oidc_provider = match &config.oidc {
+        Some(oidc) => {
+            let provider = Arc::new(crate::oidc::Provider::new(&oidc.settings.rules.issuer)?);
+            let verifier = latchkey_app::oidc::OidcVerifier::new(oidc.settings.clone(), provider.clone(), clock.clone());
+            app = app.with_oidc(Arc::new(verifier));
+            Some(provider)
+        }
+        None => None,
+    };
     let context = AppContext {
         schema: build_schema(app.clone()),
         app: app.clone(),
         limits: config.http,
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         github: Arc::new(crate::github::GithubKeys::new(&config.github_keys_url, config.github_keys_min_refresh)?),
+        oidc_provider,
+        page_sign_in: config.oidc.as_ref().and_then(|oidc| oidc.page.clone()),
     };
 
     let dispatcher = Dispatcher::new(store.clone(), clock, notifier, config.dispatcher.clone(), outbox)

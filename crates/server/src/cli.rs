@@ -15,8 +15,8 @@ use latchkey_store::{NewUser, Store, StoreError, StoreOptions};
 use serde_json::json;
 
 use crate::config::{
-    DEFAULT_BIND, DEFAULT_DATABASE_URL, ServeConfig, parse_bind, parse_console_url, parse_jwt_secret,
-    prepare_database_url,
+    DEFAULT_BIND, DEFAULT_DATABASE_URL, ServeConfig, parse_auth_params, parse_bind, parse_console_url,
+    parse_jwt_secret, parse_provider_url, prepare_database_url,
 };
 
 /// Latchkey: API keys for the employee and customer clouds of every tenant.
@@ -113,6 +113,8 @@ pub struct ServeArgs {
     pub bind: String,
     #[command(flatten)]
     pub token_key: TokenKeyArgs,
+    #[command(flatten)]
+    pub oidc: OidcArgs,
     /// Base URL of the admin console (links in owner mail). Default: this server.
     #[arg(long, env = "LATCHKEY_CONSOLE_URL")]
     pub console_url: Option<String>,
@@ -208,6 +210,72 @@ impl TokenKeyArgs {
     }
 }
 
+/// Sign-in through the company's identity provider (OpenID Connect).
+#[derive(Debug, Args)]
+pub struct OidcArgs {
+    /// The provider's issuer URL (its /.well-known/openid-configuration names
+    /// the key set); unset: no OIDC sign-in.
+    #[arg(long, env = "LATCHKEY_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The `aud` access tokens must carry for Latchkey.
+    #[arg(long, env = "LATCHKEY_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// The claim naming the tenant (its id, or the external id set with
+    /// `latchkey tenant update --external-id`).
+    #[arg(long, env = "LATCHKEY_OIDC_TENANT_CLAIM", default_value = latchkey_domain::oidc::DEFAULT_TENANT_CLAIM)]
+    pub oidc_tenant_claim: String,
+    /// The claim matched against a user's SCIM externalId (Entra ID: `oid`).
+    #[arg(long, env = "LATCHKEY_OIDC_SUBJECT_CLAIM", default_value = latchkey_domain::oidc::DEFAULT_SUBJECT_CLAIM)]
+    pub oidc_subject_claim: String,
+    /// The API keys page's client id at the provider (a public client using
+    /// PKCE); unset: the page offers no organisation sign-in.
+    #[arg(long, env = "LATCHKEY_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// The scopes the page asks for.
+    #[arg(long, env = "LATCHKEY_OIDC_SCOPE", default_value = "openid profile email")]
+    pub oidc_scope: String,
+    /// Extra parameters of the page's authorization request, `name=value&…`
+    /// (Auth0: `audience=…`; a resource indicator: `resource=…`).
+    #[arg(long, env = "LATCHKEY_OIDC_AUTH_PARAMS", default_value = "")]
+    pub oidc_auth_params: String,
+}
+
+impl OidcArgs {
+    /// The OIDC configuration these options describe; none without an issuer.
+    pub fn config(&self, max_lifetime_secs: i64) -> anyhow::Result<Option<crate::oidc::OidcConfig>> {
+        let Some(issuer) = self.oidc_issuer.as_deref().filter(|i| !i.trim().is_empty()) else {
+            if self.oidc_client_id.is_some() || self.oidc_audience.is_some() {
+                bail!("LATCHKEY_OIDC_ISSUER is required when LATCHKEY_OIDC_AUDIENCE or LATCHKEY_OIDC_CLIENT_ID is set");
+            }
+            return Ok(None);
+        };
+        let issuer = parse_provider_url("LATCHKEY_OIDC_ISSUER", issuer)?;
+        let Some(audience) = self.oidc_audience.as_deref().map(str::trim).filter(|a| !a.is_empty()) else {
+            bail!("LATCHKEY_OIDC_AUDIENCE is required with LATCHKEY_OIDC_ISSUER: the `aud` Latchkey's access tokens carry");
+        };
+        let (tenant_claim, subject_claim) = (self.oidc_tenant_claim.trim(), self.oidc_subject_claim.trim());
+        if tenant_claim.is_empty() || subject_claim.is_empty() {
+            bail!("LATCHKEY_OIDC_TENANT_CLAIM and LATCHKEY_OIDC_SUBJECT_CLAIM must not be empty");
+        }
+        let rules = latchkey_domain::oidc::OidcRules {
+            issuer,
+            audience: audience.to_owned(),
+            tenant_claim: tenant_claim.to_owned(),
+            subject_claim: subject_claim.to_owned(),
+            max_lifetime_secs,
+        };
+        let page = match self.oidc_client_id.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+            Some(client_id) => Some(crate::oidc::PageSignIn {
+                client_id: client_id.to_owned(),
+                scope: self.oidc_scope.trim().to_owned(),
+                extra_params: parse_auth_params(&self.oidc_auth_params)?,
+            }),
+            None => None,
+        };
+        Ok(Some(crate::oidc::OidcConfig { settings: latchkey_app::oidc::OidcSettings::new(rules), page }))
+    }
+}
+
 /// Owner mail options.
 #[derive(Debug, Args)]
 pub struct MailArgs {
@@ -273,6 +341,16 @@ pub enum TenantCommand {
         /// Its name.
         #[arg(long)]
         name: String,
+    },
+    /// Change a tenant.
+    Update {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// How the identity provider names the tenant in the OIDC tenant claim
+        /// (e.g. Entra ID's directory id); an empty value clears it.
+        #[arg(long)]
+        external_id: String,
     },
 }
 
@@ -403,7 +481,16 @@ async fn set_user_active(
 /// Builds the `serve` configuration from flags and environment.
 pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     let bind = parse_bind(&args.bind)?;
-    let token_key = args.token_key.key()?;
+    let oidc = args.oidc.config(args.token_key.token_max_ttl_secs)?;
+    let token_key = match (&args.token_key.jwt_secret, &oidc) {
+        // Only OIDC: no shared secret to leak.
+        (None, Some(_)) => None,
+        (None, None) => bail!(
+            "LATCHKEY_JWT_SECRET is required unless admins sign in through an identity provider \
+             (LATCHKEY_OIDC_ISSUER): set it to a random string of at least 32 bytes (e.g. `openssl rand -base64 48`)"
+        ),
+        (Some(_), _) => Some(args.token_key.key()?),
+    };
     if args.body_read_timeout_secs == 0 || args.idle_timeout_secs == 0 || args.max_response_bytes == 0 {
         bail!(
             "LATCHKEY_BODY_READ_TIMEOUT_SECS, LATCHKEY_IDLE_TIMEOUT_SECS and LATCHKEY_MAX_RESPONSE_BYTES must be positive"
@@ -418,6 +505,7 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         database_url: prepare_database_url(database_url)?,
         bind,
         token_key,
+        oidc,
         console_url,
         store: StoreOptions {
             max_connections: args.db_max_connections.max(1),
@@ -491,6 +579,24 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Migrate => {
             migrated_store(&cli.database_url).await?;
             print_json(out, &json!({ "migrated": true }))?;
+        }
+        Command::Tenant(TenantCommand::Update { tenant, external_id }) => {
+            let tenant: TenantId =
+                tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
+            let external_id = external_id.trim();
+            if external_id.chars().count() > 255 || (!external_id.is_empty() && shows_nothing(external_id)) {
+                bail!("--external-id must be at most 255 characters, not all of them invisible (empty clears it)");
+            }
+            let store = migrated_store(&cli.database_url).await?;
+            let cleared = external_id.is_empty();
+            let updated = match store.set_tenant_external_id(tenant, (!cleared).then_some(external_id)).await {
+                Ok(Some(updated)) => updated,
+                Ok(None) => bail!("no tenant with id {tenant}"),
+                Err(StoreError::Conflict(_)) => bail!("another tenant already has the external id {external_id:?}"),
+                Err(e) => return Err(e.into()),
+            };
+            let external_id = (!cleared).then_some(external_id);
+            print_json(out, &json!({ "id": updated.id, "name": updated.name, "externalId": external_id }))?;
         }
         Command::Tenant(TenantCommand::Create { name }) => {
             let name = name.trim();

@@ -40,8 +40,11 @@ pub struct ServeConfig {
     pub database_url: String,
     /// Where to listen; port 0 picks a free port.
     pub bind: SocketAddr,
-    /// Signs and verifies admin tokens.
-    pub token_key: AdminTokenKey,
+    /// Signs and verifies shared-secret admin tokens; none when admins sign
+    /// in only through the identity provider.
+    pub token_key: Option<AdminTokenKey>,
+    /// Sign-in through the company's identity provider.
+    pub oidc: Option<crate::oidc::OidcConfig>,
     /// Base URL of the admin console, for links in mail.
     pub console_url: String,
     /// Pool settings.
@@ -169,6 +172,51 @@ pub fn parse_jwt_secret(raw: Option<&str>) -> Result<AdminTokenKey, ConfigError>
     })
 }
 
+/// Checks an issuer URL or endpoint: `https`, or `http` on a loopback
+/// address only (a provider on this machine, as in tests).
+pub fn parse_provider_url(name: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let raw = raw.trim();
+    let invalid = |reason: &str| ConfigError::Invalid { name, reason: reason.into() };
+    let url = reqwest::Url::parse(raw).map_err(|e| invalid(&format!("{e}; expected e.g. https://login.example.com/tenant")))?;
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(invalid("it must be an https URL (http only for a loopback address)")),
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(invalid("it must have no query, fragment or credentials"));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Parses `LATCHKEY_OIDC_AUTH_PARAMS`: `name=value` pairs separated by `&`
+/// (values may be percent-encoded), sent with the page's authorization request.
+pub fn parse_auth_params(raw: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    const FLOW_PARAMS: [&str; 8] =
+        ["client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method"];
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut params = Vec::new();
+    for (name, value) in reqwest::Url::parse(&format!("http://x/?{raw}")).map_err(|e| ConfigError::Invalid {
+        name: "LATCHKEY_OIDC_AUTH_PARAMS",
+        reason: e.to_string(),
+    })?.query_pairs()
+    {
+        if name.is_empty() || FLOW_PARAMS.contains(&name.as_ref()) {
+            return Err(ConfigError::Invalid {
+                name: "LATCHKEY_OIDC_AUTH_PARAMS",
+                reason: format!("{name:?} cannot be set here (the page sets the flow's own parameters)"),
+            });
+        }
+        params.push((name.into_owned(), value.into_owned()));
+    }
+    Ok(params)
+}
+
 /// Checks a database URL and, for SQLite files, creates their folder.
 pub fn prepare_database_url(raw: &str) -> Result<String, ConfigError> {
     let url = raw.trim();
@@ -263,6 +311,18 @@ mod tests {
         for bad in ["*", "https://*.example", "https://a.example/path", "a.example", "https://"] {
             assert!(parse_cors_origins(bad).is_err(), "{bad}");
         }
+        assert!(parse_provider_url("LATCHKEY_OIDC_ISSUER", "https://login.example.com/t/v2.0").is_ok());
+        assert!(parse_provider_url("LATCHKEY_OIDC_ISSUER", "http://127.0.0.1:8081").is_ok());
+        for bad in ["http://idp.example", "ftp://x", "idp.example", "https://u:p@idp.example", "https://idp.example/?a=b"] {
+            let e = parse_provider_url("LATCHKEY_OIDC_ISSUER", bad).unwrap_err().to_string();
+            assert!(e.contains("LATCHKEY_OIDC_ISSUER"), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_auth_params("audience=https%3A%2F%2Flatchkey.example&prompt=login").unwrap(),
+            [("audience".to_owned(), "https://latchkey.example".to_owned()), ("prompt".to_owned(), "login".to_owned())]
+        );
+        assert!(parse_auth_params("").unwrap().is_empty());
+        assert!(parse_auth_params("redirect_uri=https://evil.example").is_err());
         assert!(parse_trusted_proxies("10.0.0.0/33").unwrap_err().to_string().contains("LATCHKEY_TRUSTED_PROXIES"));
     }
 }

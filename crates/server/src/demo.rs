@@ -68,7 +68,7 @@ async fn seed(store: &Store, token_key: &AdminTokenKey) -> anyhow::Result<Cast> 
     let app = App::new(
         store.clone(),
         Arc::new(SystemClock),
-        token_key.clone(),
+        Some(token_key.clone()),
         &VerifierConfig::default(),
         Arc::new(tokio::sync::Notify::new()),
     )?;
@@ -122,7 +122,8 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let config = ServeConfig {
         database_url,
         bind,
-        token_key: token_key.clone(),
+        token_key: Some(token_key.clone()),
+        oidc: None,
         console_url: format!("http://{bind}"),
         store: StoreOptions::default(),
         workers: 0,

@@ -27,6 +27,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/assets/graphiql/{file}", web::get().to(crate::graphiql::file))
         .route(API_KEYS_PAGE_PATH, web::get().to(api_keys_page))
         .route("/assets/api-keys/{module}", web::get().to(api_keys_module))
+        .route("/api-keys/sign-in.json", web::get().to(crate::oidc::sign_in_options))
         .route("/assets/console.css", web::get().to(console_css))
         .route("/healthz", web::get().to(healthz))
         .route("/openapi.json", web::get().to(openapi))
@@ -208,9 +209,13 @@ const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'sel
     img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn console_asset(content_type: &str, body: &'static str) -> HttpResponse {
+    console_asset_with_csp(content_type, body, CONSOLE_CSP.to_owned())
+}
+
+fn console_asset_with_csp(content_type: &str, body: &'static str, csp: String) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(content_type)
-        .insert_header((header::CONTENT_SECURITY_POLICY, CONSOLE_CSP))
+        .insert_header((header::CONTENT_SECURITY_POLICY, csp))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
@@ -218,8 +223,22 @@ fn console_asset(content_type: &str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-async fn api_keys_page() -> HttpResponse {
-    console_asset("text/html; charset=utf-8", include_str!("../assets/api-keys.html"))
+/// The API keys page. With organisation sign-in, the page may also post to
+/// the identity provider's token endpoint (the code exchange of PKCE).
+async fn api_keys_page(ctx: web::Data<AppContext>) -> HttpResponse {
+    let page = include_str!("../assets/api-keys.html");
+    let provider = ctx.oidc_provider.as_ref().filter(|_| ctx.page_sign_in.is_some());
+    match provider {
+        Some(provider) => match provider.token_endpoint_origin().await {
+            Some(origin) => console_asset_with_csp(
+                "text/html; charset=utf-8",
+                page,
+                CONSOLE_CSP.replacen("connect-src 'self'", &format!("connect-src 'self' {origin}"), 1),
+            ),
+            None => console_asset("text/html; charset=utf-8", page),
+        },
+        None => console_asset("text/html; charset=utf-8", page),
+    }
 }
 
 /// The page's ES modules, one per concern, served as they are (no build step).

@@ -11,6 +11,7 @@ pub mod github;
 mod graphiql;
 mod http;
 pub mod import;
+pub mod oidc;
 pub mod openapi;
 mod scim;
 

@@ -11,6 +11,7 @@ pub mod tenant {
         pub name: String,
         pub created_at: DateTimeUtc,
         pub leak_response: String,
+        pub external_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

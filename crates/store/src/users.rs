@@ -68,6 +68,7 @@ impl Store {
             name: Set(name.to_owned()),
             created_at: Set(now),
             leak_response: Set(LeakResponse::Revoke.as_str().to_owned()),
+            external_id: Set(None),
         }
         .insert(self.conn())
         .await?;
@@ -107,6 +108,50 @@ impl Store {
             .one(self.reader())
             .await?
             .map(|m| Tenant { id: TenantId(m.id), name: m.name }))
+    }
+
+    /// The tenant a token names: by its id or, failing that, by its external id.
+    pub async fn tenant_by_id_or_external_id(&self, name: &str) -> StoreResult<Option<Tenant>> {
+        let by_id = name.parse::<Uuid>().map(|id| tenant::Column::Id.eq(id));
+        let by_external_id = tenant::Column::ExternalId.eq(name);
+        let condition = match by_id {
+            Ok(by_id) => sea_orm::Condition::any().add(by_id).add(by_external_id),
+            Err(_) => sea_orm::Condition::all().add(by_external_id),
+        };
+        let mut found = tenant::Entity::find().filter(condition).all(self.reader()).await?;
+        // An id wins over another tenant's external id that happens to equal it.
+        found.sort_by_key(|t| t.external_id.as_deref() == Some(name));
+        Ok(found.into_iter().next().map(|m| Tenant { id: TenantId(m.id), name: m.name }))
+    }
+
+    /// Sets (or, with `None`, clears) how the identity provider names
+    /// `tenant`. `None` when there is no such tenant; [`StoreError::Conflict`]
+    /// when another tenant has that external id.
+    pub async fn set_tenant_external_id(
+        &self,
+        tenant: TenantId,
+        external_id: Option<&str>,
+    ) -> StoreResult<Option<Tenant>> {
+        let updated = tenant::Entity::update_many()
+            .col_expr(tenant::Column::ExternalId, sea_orm::sea_query::Expr::value(external_id.map(str::to_owned)))
+            .filter(tenant::Column::Id.eq(tenant.0))
+            .exec(self.conn())
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(None);
+        }
+        self.tenant(tenant).await
+    }
+
+    /// A user of `tenant` by the identity provider's id for it (SCIM `externalId`, OIDC `sub`).
+    pub async fn user_by_external_id(&self, tenant: TenantId, external_id: &str) -> StoreResult<Option<User>> {
+        user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.0))
+            .filter(user::Column::ExternalId.eq(external_id))
+            .one(self.reader())
+            .await?
+            .map(user_from)
+            .transpose()
     }
 
     /// Creates a user. Fails with [`StoreError::Conflict`] when the email is

@@ -1,0 +1,182 @@
+//! Sign-in through the company's identity provider, the HTTP half: the
+//! provider's discovery document and key set fetched over HTTP (the app's
+//! [`KeySetSource`]), and what the API keys page needs to run the
+//! authorization-code flow with PKCE (`GET /api-keys/sign-in.json`).
+//! The token rules live in `latchkey_domain::oidc`, the key cache and the
+//! user mapping in `latchkey_app::oidc`.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use latchkey_app::oidc::{KeySetFuture, KeySetSource, OidcSettings};
+use latchkey_domain::oidc::KeySet;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppContext;
+
+/// Largest discovery document or key set read.
+const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+/// OIDC sign-in as configured.
+#[derive(Clone, Debug)]
+pub struct OidcConfig {
+    /// How tokens are checked.
+    pub settings: OidcSettings,
+    /// The API keys page's sign-in button; none without `LATCHKEY_OIDC_CLIENT_ID`.
+    pub page: Option<PageSignIn>,
+}
+
+/// What the API keys page sends to the provider's authorization endpoint.
+#[derive(Clone, Debug)]
+pub struct PageSignIn {
+    /// `LATCHKEY_OIDC_CLIENT_ID`: the page, registered at the provider as a public client.
+    pub client_id: String,
+    /// `LATCHKEY_OIDC_SCOPE`.
+    pub scope: String,
+    /// `LATCHKEY_OIDC_AUTH_PARAMS`: extra authorization parameters, such as
+    /// Auth0's `audience` or a resource indicator.
+    pub extra_params: Vec<(String, String)>,
+}
+
+/// The parts of the provider's discovery document Latchkey uses.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+}
+
+/// The provider at `LATCHKEY_OIDC_ISSUER`, read over HTTP.
+#[derive(Debug)]
+pub struct Provider {
+    issuer: String,
+    client: reqwest::Client,
+    discovery: RwLock<Option<Discovery>>,
+}
+
+impl Provider {
+    /// The provider whose issuer URL is `issuer`; nothing is fetched yet.
+    pub fn new(issuer: &str) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Provider { issuer: issuer.to_owned(), client, discovery: RwLock::new(None) })
+    }
+
+    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        let mut response = self.client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(format!("{url} answered more than {MAX_DOCUMENT_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Fetches the discovery document, which must name this issuer exactly
+    /// (OpenID Connect Discovery §4.3), and keeps it.
+    async fn discover(&self) -> Result<Discovery, String> {
+        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
+        let discovery: Discovery =
+            serde_json::from_slice(&self.get(&url).await?).map_err(|e| format!("{url} is not a discovery document: {e}"))?;
+        if discovery.issuer != self.issuer {
+            return Err(format!("{url} names the issuer {:?}, not {:?}", discovery.issuer, self.issuer));
+        }
+        if let Ok(mut kept) = self.discovery.write() {
+            *kept = Some(discovery.clone());
+        }
+        Ok(discovery)
+    }
+
+    /// The discovery document, fetched if it was not yet.
+    async fn discovery(&self) -> Result<Discovery, String> {
+        match self.discovery.read().ok().and_then(|d| d.clone()) {
+            Some(discovery) => Ok(discovery),
+            None => self.discover().await,
+        }
+    }
+
+    /// The origin of the provider's token endpoint, which the page posts to
+    /// (none while the provider cannot be reached).
+    pub async fn token_endpoint_origin(&self) -> Option<String> {
+        let discovery = self.discovery().await.ok()?;
+        let url = reqwest::Url::parse(discovery.token_endpoint.as_deref()?).ok()?;
+        Some(url.origin().ascii_serialization())
+    }
+}
+
+impl KeySetSource for Provider {
+    /// The discovery document again (the key set may have moved), then the key set.
+    fn fetch(&self) -> KeySetFuture<'_> {
+        Box::pin(async move {
+            let discovery = self.discover().await?;
+            let body = self.get(&discovery.jwks_uri).await?;
+            KeySet::parse(&body).map_err(|e| format!("{}: {e}", discovery.jwks_uri))
+        })
+    }
+}
+
+/// `GET /api-keys/sign-in.json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignInOptions {
+    /// None when the page has no organisation sign-in.
+    oidc: Option<PageFlow>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageFlow {
+    issuer: String,
+    client_id: String,
+    scope: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    extra_params: std::collections::BTreeMap<String, String>,
+}
+
+/// What the API keys page needs to offer "Sign in with your organisation".
+pub async fn sign_in_options(ctx: web::Data<AppContext>) -> HttpResponse {
+    let (Some(provider), Some(page)) = (&ctx.oidc_provider, &ctx.page_sign_in) else {
+        return HttpResponse::Ok().json(SignInOptions { oidc: None });
+    };
+    let discovery = match provider.discovery().await {
+        Ok(discovery) => discovery,
+        Err(error) => {
+            tracing::warn!(%error, "the identity provider's discovery document could not be fetched");
+            return crate::http::json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "The identity provider cannot be reached; try again shortly.",
+            );
+        }
+    };
+    let (Some(authorization_endpoint), Some(token_endpoint)) =
+        (discovery.authorization_endpoint, discovery.token_endpoint)
+    else {
+        return crate::http::json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "The identity provider publishes no authorization or token endpoint.",
+        );
+    };
+    HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(SignInOptions {
+        oidc: Some(PageFlow {
+            issuer: discovery.issuer,
+            client_id: page.client_id.clone(),
+            scope: page.scope.clone(),
+            authorization_endpoint,
+            token_endpoint,
+            extra_params: page.extra_params.iter().cloned().collect(),
+        }),
+    })
+}
