@@ -17,7 +17,7 @@ enum Tenants {
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .alter_table(Table::alter().table(Tenants::Table).add_column(&mut text_null(Tenants::ExternalId)).to_owned())
+            .alter_table(Table::alter().table(Tenants::Table).add_column(text_null(Tenants::ExternalId)).to_owned())
             .await?;
         manager
             .create_index(

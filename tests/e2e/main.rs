@@ -44,6 +44,7 @@ mod key_table;
 mod leaks;
 mod mail;
 mod metrics;
+mod oidc;
 mod openapi;
 mod owners;
 mod replicas;

@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod logs;
 pub mod nginx;
+pub mod oidc;
 pub mod ops;
 pub mod process;
 pub mod proxy;

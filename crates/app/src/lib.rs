@@ -81,7 +81,7 @@ impl App {
     /// The application over `store` (call within a tokio runtime: verification
     /// spawns its credential loader), telling time with `clock`, checking
     /// shared-secret admin tokens with `token_key` (none: only OIDC tokens,
-    /// see [`App::with_oidc`]). `outbox` is woken after every change that
+    /// see `App::with_oidc`). `outbox` is woken after every change that
     /// wrote an owner notice, so the dispatcher sends it at once.
     pub fn new(
         store: Store,
@@ -93,18 +93,6 @@ impl App {
         let metrics = Arc::new(metrics::Metrics::new()?);
         let verifier = Arc::new(KeyVerifier::new(store.clone(), clock.clone(), verifier, metrics.clone())?);
         Ok(App { store, clock, token_key, oidc: None, verifier, outbox, leak_reports: Arc::default(), metrics })
-    }
-
-    /// The same application, also accepting access tokens of the company's
-    /// identity provider.
-    pub fn with_oidc(mut self, oidc: Arc<oidc::OidcVerifier>) -> Self {
-        self.oidc = Some(oidc);
-        self
-    }
-
-    /// The OIDC verifier, when sign-in through an identity provider is configured.
-    pub fn oidc(&self) -> Option<&Arc<oidc::OidcVerifier>> {
-        self.oidc.as_ref()
     }
 
     /// The service's metrics (see [`metrics`]).

@@ -53,6 +53,8 @@ pub struct Metrics {
     /// The dispatcher counts here; copied into `mail` at scrape time.
     mail_stats: Arc<DeliveryStats>,
     mail: IntCounterVec,
+    /// Fetches of the identity provider's key set: succeeded, failed.
+    oidc_key_fetches: [IntCounter; 2],
     /// One scrape at a time updates the scrape-time values.
     scrape: Mutex<()>,
 }
@@ -87,6 +89,10 @@ impl Metrics {
         for result in ["sent", "retried", "failed"] {
             mail.with_label_values(&[result]);
         }
+        let oidc_key_fetches = by_result(
+            "oidc_key_fetches_total",
+            "Fetches of the identity provider's signing keys (OIDC sign-in), by result.",
+        )?;
         let legacy_buckets = prometheus::exponential_buckets(0.0005, 4.0, 8).map_err(|e| AppError::internal(&e))?;
         Ok(Metrics {
             verifications: std::array::from_fn(|i| {
@@ -140,6 +146,10 @@ impl Metrics {
             pool_in_use: gauge("db_connections_in_use", "Database connections lent to a query.")?,
             mail_stats: Arc::default(),
             mail,
+            oidc_key_fetches: [
+                oidc_key_fetches.with_label_values(&["ok"]),
+                oidc_key_fetches.with_label_values(&["error"]),
+            ],
             scrape: Mutex::new(()),
             registry,
         })
@@ -182,6 +192,11 @@ impl Metrics {
         let digits = status_digits(status);
         let status = std::str::from_utf8(&digits).unwrap_or("000");
         self.http.with_label_values(&[route.unwrap_or("unmatched"), method, status]).observe(took.as_secs_f64());
+    }
+
+    /// Counts a fetch of the identity provider's key set.
+    pub(crate) fn oidc_key_fetch(&self, ok: bool) {
+        self.oidc_key_fetches[usize::from(!ok)].inc();
     }
 
     /// Counts a revocation received from another replica.

@@ -19,6 +19,7 @@ use latchkey_domain::oidc::{KeySet, OidcIdentity, OidcRules, OidcTokenError, Sig
 use latchkey_domain::{Clock, Cloud};
 
 use crate::auth::{Authentication, Principal};
+use crate::metrics::Metrics;
 use crate::{App, AppResult};
 
 /// What fetching a key set gives: the set, or why not (for the log).
@@ -44,11 +45,7 @@ pub struct OidcSettings {
 impl OidcSettings {
     /// The default refresh timing: at most one fetch per 30 s, a fresh set every hour.
     pub fn new(rules: OidcRules) -> Self {
-        OidcSettings {
-            rules,
-            min_refresh: Duration::seconds(30),
-            max_age: Duration::hours(1),
-        }
+        OidcSettings { rules, min_refresh: Duration::seconds(30), max_age: Duration::hours(1) }
     }
 }
 
@@ -66,17 +63,24 @@ pub struct OidcVerifier {
     settings: OidcSettings,
     source: Arc<dyn KeySetSource>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     keys: RwLock<Arc<KeySet>>,
     fetches: tokio::sync::Mutex<Fetches>,
 }
 
 impl OidcVerifier {
     /// A verifier with no keys yet: the first token fetches them.
-    pub fn new(settings: OidcSettings, source: Arc<dyn KeySetSource>, clock: Arc<dyn Clock>) -> Self {
+    fn new(
+        settings: OidcSettings,
+        source: Arc<dyn KeySetSource>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         OidcVerifier {
             settings,
             source,
             clock,
+            metrics,
             keys: RwLock::new(Arc::default()),
             fetches: tokio::sync::Mutex::new(Fetches::default()),
         }
@@ -124,7 +128,9 @@ impl OidcVerifier {
             return;
         }
         fetches.attempted = Some(now);
-        match self.source.fetch().await {
+        let fetched = self.source.fetch().await;
+        self.metrics.oidc_key_fetch(fetched.is_ok());
+        match fetched {
             Ok(keys) => {
                 tracing::info!(keys = keys.len(), "fetched the identity provider's signing keys");
                 if let Ok(mut current) = self.keys.write() {
@@ -159,6 +165,14 @@ fn refusal(e: OidcTokenError) -> String {
 }
 
 impl App {
+    /// The same application, also accepting access tokens of the company's
+    /// identity provider, whose key set comes from `source`.
+    pub fn with_oidc(mut self, settings: OidcSettings, source: Arc<dyn KeySetSource>) -> Self {
+        let verifier = OidcVerifier::new(settings, source, self.clock.clone(), self.metrics.clone());
+        self.oidc = Some(Arc::new(verifier));
+        self
+    }
+
     /// The admin an OIDC access token names: its tenant by id or external
     /// id, its user by subject (the SCIM `externalId`) or else by verified
     /// email, its role from the database. Admins signed in this way act in

@@ -447,10 +447,7 @@ mod tests {
         static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
         KEYS.get_or_init(|| {
             let mut rng = rsa::rand_core::OsRng;
-            Keys {
-                rsa: RsaPrivateKey::new(&mut rng, 2048).unwrap(),
-                ec: p256::ecdsa::SigningKey::random(&mut rng),
-            }
+            Keys { rsa: RsaPrivateKey::new(&mut rng, 2048).unwrap(), ec: p256::ecdsa::SigningKey::random(&mut rng) }
         })
     }
 
@@ -511,7 +508,8 @@ mod tests {
         assert_eq!(KeySet::parse(b"[]").unwrap_err(), KeySetError::Malformed);
         assert_eq!(KeySet::parse(br#"{"keys":[{"kty":"oct","k":"AA"}]}"#).unwrap_err(), KeySetError::NoUsableKeys);
         let small = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap().to_public_key();
-        let weak = json!({"keys": [{"kty": "RSA", "n": b64(&small.n().to_bytes_be()), "e": b64(&small.e().to_bytes_be())}]});
+        let weak =
+            json!({"keys": [{"kty": "RSA", "n": b64(&small.n().to_bytes_be()), "e": b64(&small.e().to_bytes_be())}]});
         assert_eq!(KeySet::parse(weak.to_string().as_bytes()).unwrap_err(), KeySetError::NoUsableKeys);
     }
 

@@ -125,8 +125,7 @@ pub async fn start_with_clock(
     let oidc_provider = match &config.oidc {
         Some(oidc) => {
             let provider = Arc::new(crate::oidc::Provider::new(&oidc.settings.rules.issuer)?);
-            let verifier = latchkey_app::oidc::OidcVerifier::new(oidc.settings.clone(), provider.clone(), clock.clone());
-            app = app.with_oidc(Arc::new(verifier));
+            app = app.with_oidc(oidc.settings.clone(), provider.clone());
             Some(provider)
         }
         None => None,

@@ -251,7 +251,9 @@ impl OidcArgs {
         };
         let issuer = parse_provider_url("LATCHKEY_OIDC_ISSUER", issuer)?;
         let Some(audience) = self.oidc_audience.as_deref().map(str::trim).filter(|a| !a.is_empty()) else {
-            bail!("LATCHKEY_OIDC_AUDIENCE is required with LATCHKEY_OIDC_ISSUER: the `aud` Latchkey's access tokens carry");
+            bail!(
+                "LATCHKEY_OIDC_AUDIENCE is required with LATCHKEY_OIDC_ISSUER: the `aud` Latchkey's access tokens carry"
+            );
         };
         let (tenant_claim, subject_claim) = (self.oidc_tenant_claim.trim(), self.oidc_subject_claim.trim());
         if tenant_claim.is_empty() || subject_claim.is_empty() {

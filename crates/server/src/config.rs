@@ -177,7 +177,8 @@ pub fn parse_jwt_secret(raw: Option<&str>) -> Result<AdminTokenKey, ConfigError>
 pub fn parse_provider_url(name: &'static str, raw: &str) -> Result<String, ConfigError> {
     let raw = raw.trim();
     let invalid = |reason: &str| ConfigError::Invalid { name, reason: reason.into() };
-    let url = reqwest::Url::parse(raw).map_err(|e| invalid(&format!("{e}; expected e.g. https://login.example.com/tenant")))?;
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| invalid(&format!("{e}; expected e.g. https://login.example.com/tenant")))?;
     let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     match url.scheme() {
@@ -194,17 +195,24 @@ pub fn parse_provider_url(name: &'static str, raw: &str) -> Result<String, Confi
 /// Parses `LATCHKEY_OIDC_AUTH_PARAMS`: `name=value` pairs separated by `&`
 /// (values may be percent-encoded), sent with the page's authorization request.
 pub fn parse_auth_params(raw: &str) -> Result<Vec<(String, String)>, ConfigError> {
-    const FLOW_PARAMS: [&str; 8] =
-        ["client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method"];
+    const FLOW_PARAMS: [&str; 8] = [
+        "client_id",
+        "redirect_uri",
+        "response_type",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+    ];
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(Vec::new());
     }
     let mut params = Vec::new();
-    for (name, value) in reqwest::Url::parse(&format!("http://x/?{raw}")).map_err(|e| ConfigError::Invalid {
-        name: "LATCHKEY_OIDC_AUTH_PARAMS",
-        reason: e.to_string(),
-    })?.query_pairs()
+    for (name, value) in reqwest::Url::parse(&format!("http://x/?{raw}"))
+        .map_err(|e| ConfigError::Invalid { name: "LATCHKEY_OIDC_AUTH_PARAMS", reason: e.to_string() })?
+        .query_pairs()
     {
         if name.is_empty() || FLOW_PARAMS.contains(&name.as_ref()) {
             return Err(ConfigError::Invalid {
@@ -313,7 +321,9 @@ mod tests {
         }
         assert!(parse_provider_url("LATCHKEY_OIDC_ISSUER", "https://login.example.com/t/v2.0").is_ok());
         assert!(parse_provider_url("LATCHKEY_OIDC_ISSUER", "http://127.0.0.1:8081").is_ok());
-        for bad in ["http://idp.example", "ftp://x", "idp.example", "https://u:p@idp.example", "https://idp.example/?a=b"] {
+        for bad in
+            ["http://idp.example", "ftp://x", "idp.example", "https://u:p@idp.example", "https://idp.example/?a=b"]
+        {
             let e = parse_provider_url("LATCHKEY_OIDC_ISSUER", bad).unwrap_err().to_string();
             assert!(e.contains("LATCHKEY_OIDC_ISSUER"), "{bad}: {e}");
         }

@@ -86,8 +86,8 @@ impl Provider {
     /// (OpenID Connect Discovery §4.3), and keeps it.
     async fn discover(&self) -> Result<Discovery, String> {
         let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
-        let discovery: Discovery =
-            serde_json::from_slice(&self.get(&url).await?).map_err(|e| format!("{url} is not a discovery document: {e}"))?;
+        let discovery: Discovery = serde_json::from_slice(&self.get(&url).await?)
+            .map_err(|e| format!("{url} is not a discovery document: {e}"))?;
         if discovery.issuer != self.issuer {
             return Err(format!("{url} names the issuer {:?}, not {:?}", discovery.issuer, self.issuer));
         }
