@@ -11,6 +11,8 @@ use chrono::Utc;
 use hmac::{Hmac, Mac};
 use latchkey_domain::admin_token::AdminTokenKey;
 use latchkey_domain::clock::ManualClock;
+use fantoccini::Locator;
+use latchkey_tests::browser::{Browser, click, js, until};
 use latchkey_tests::oidc::{AUDIENCE, Account, IdentityProvider, provider_installed};
 use latchkey_tests::process::ServerProcess;
 use latchkey_tests::{AppOptions, JWT_SECRET, Seeded, TestApp, TestDb, error_code, ops, run_latchkey, seed_tenant};
@@ -368,6 +370,61 @@ async fn a_deployment_may_sign_in_only_through_its_provider() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("LATCHKEY_OIDC_ISSUER is invalid"));
+}
+
+/// The API keys page's "Sign in with your organisation": the
+/// authorization-code flow with PKCE through the provider's own login page,
+/// the token kept in sessionStorage only, and the session ended at its expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_keys_page_signs_in_through_the_provider() {
+    if !provider_installed() {
+        return;
+    }
+    let Some(browser) = Browser::start().await else { return };
+    let c = &browser.client;
+    let db = TestDb::new(latchkey_tests::Backend::Sqlite).await.unwrap();
+    let store = db.store().await;
+    store.migrate().await.unwrap();
+    let s = seed_tenant(&store, &AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap(), "Acme").await;
+    let accounts = [Account::new("ada", &s.admin.email, &s.tenant.id.to_string())];
+    // Short-lived tokens, so that the test sees the page end the session.
+    let idp = IdentityProvider::start_with_token_ttl(&accounts, "ec-1:ES256", 12);
+    // The provider wants a resource indicator to issue a token for Latchkey.
+    let options = AppOptions { oidc: Some(idp.config(Some(&format!("resource={AUDIENCE}%3Falg%3DES256")))), ..AppOptions::default() };
+    let app = TestApp::start_with(db, options).await;
+    app.generate(&s.admin_token, &s.integration, "Salesforce sync").await;
+    let page = format!("{}{}", app.url, latchkey_domain::API_KEYS_PAGE_PATH);
+    let csp = app.http.get(&page).send().await.unwrap().headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains(&format!("connect-src 'self' {}", idp.issuer)), "the page may post to the token endpoint: {csp}");
+
+    c.goto(&format!("{page}?owner={}", s.integration.id)).await.unwrap();
+    until(c, "return !document.getElementById('org-signin').hidden").await;
+    click(c, "#org-signin-button").await;
+    // The provider's own sign-in page.
+    until(c, "return !!document.getElementById('login')").await;
+    let at_provider = js(c, "return location.href").await;
+    assert!(at_provider.as_str().unwrap().starts_with(&idp.issuer), "{at_provider}");
+    c.find(Locator::Css("#login")).await.unwrap().send_keys("ada").await.unwrap();
+    click(c, "#sign-in").await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 1").await;
+    assert_eq!(js(c, "return document.getElementById('who').textContent").await, json!("Admin (Acme) · Acme"));
+    assert_eq!(js(c, "return location.search").await, json!(format!("?owner={}", s.integration.id)), "the address the flow left from");
+    let token = js(c, "return sessionStorage.getItem('latchkey.adminToken')").await;
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts(token.as_str().unwrap()).1).unwrap()).unwrap();
+    assert_eq!(claims["iss"], idp.issuer.as_str(), "the provider's access token");
+    assert_eq!(claims["aud"], AUDIENCE);
+    assert_eq!(js(c, "return localStorage.length + document.cookie.length").await, json!(0), "kept in sessionStorage only");
+    assert_eq!(js(c, "return sessionStorage.getItem('latchkey.signInFlow')").await, Value::Null, "the verifier is gone");
+    // At the token's expiry the page signs out by itself.
+    for _ in 0..300 {
+        if js(c, "return !document.getElementById('signin').hidden").await == json!(true) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(js(c, "return document.getElementById('signin-message').textContent").await, json!("Your session has expired; sign in again."));
+    assert_eq!(js(c, "return sessionStorage.getItem('latchkey.adminToken')").await, Value::Null);
+    app.stop().await;
 }
 
 fn parts(token: &str) -> (&str, &str, &str) {

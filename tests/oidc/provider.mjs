@@ -14,6 +14,7 @@
 //   OIDC_ACCOUNTS    JSON [{sub, email, email_verified, tid}]
 //   OIDC_CLIENT_ID   the page's client id
 //   OIDC_PAGE_PATH   the page's path (its redirect URI on any loopback port, RFC 8252)
+//   OIDC_ACCESS_TOKEN_TTL  access tokens' lifetime in seconds (default 3600)
 //
 // Access tokens are asked for with a resource indicator (RFC 8707): the
 // audience itself, optionally with `?alg=PS256` to choose the algorithm;
@@ -112,6 +113,7 @@ server.listen(Number(env("OIDC_PORT", "0")), "127.0.0.1", () => {
     ],
     jwks: { keys },
     pkce: { required: () => true },
+    ttl: { AccessToken: Number(env("OIDC_ACCESS_TOKEN_TTL", "3600")) },
     cookies: { keys: ["latchkey-test-identity-provider"] },
     claims: { openid: ["sub"], email: ["email", "email_verified"] },
     features: {

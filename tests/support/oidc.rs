@@ -38,15 +38,24 @@ impl Account {
     }
 }
 
-/// Whether the provider's npm packages are installed (`npm ci` in
-/// `tests/oidc`); fails when LATCHKEY_REQUIRE_OIDC_PROVIDER=1 (`.ci/run`) and they are not.
+/// Whether the provider can run: Node, and the npm packages of `tests/oidc`,
+/// installed here with `npm ci` (once per test run) when they are missing.
+/// Fails when LATCHKEY_REQUIRE_OIDC_PROVIDER=1 (`.ci/run`) and they cannot be.
 pub fn provider_installed() -> bool {
-    let found = dir().join("node_modules/oidc-provider/package.json").exists()
-        && Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let found = *INSTALLED.get_or_init(|| {
+        let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+        let installed = || dir().join("node_modules/oidc-provider/package.json").exists();
+        if node && !installed() {
+            eprintln!("installing the test identity provider: npm ci in {}", dir().display());
+            let _ = Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir()).status();
+        }
+        node && installed()
+    });
     if !found {
         let required = std::env::var("LATCHKEY_REQUIRE_OIDC_PROVIDER").is_ok_and(|v| v == "1");
-        assert!(!required, "LATCHKEY_REQUIRE_OIDC_PROVIDER=1 but Node or tests/oidc/node_modules is missing");
-        eprintln!("\n*** SKIPPED: OIDC test — install Node.js and run `npm ci` in tests/oidc ***\n");
+        assert!(!required, "LATCHKEY_REQUIRE_OIDC_PROVIDER=1 but Node.js or the npm packages of tests/oidc are missing");
+        eprintln!("\n*** SKIPPED: OIDC test — install Node.js and npm (then `npm ci` runs in tests/oidc) ***\n");
     }
     found
 }
@@ -70,9 +79,14 @@ impl IdentityProvider {
     /// Starts the provider knowing `accounts`, publishing `keys` (`kid:ALG`,
     /// comma-separated, the signing key of each algorithm first).
     pub fn start(accounts: &[Account], keys: &str) -> IdentityProvider {
+        Self::start_with_token_ttl(accounts, keys, 3600)
+    }
+
+    /// As [`IdentityProvider::start`], issuing access tokens that live `ttl_secs`.
+    pub fn start_with_token_ttl(accounts: &[Account], keys: &str, ttl_secs: u32) -> IdentityProvider {
         let accounts = serde_json::to_string(accounts).unwrap();
         let keys_dir = tempfile::tempdir().unwrap();
-        let (child, issuer) = spawn(0, &accounts, keys, &keys_dir.path().join("keys.json"));
+        let (child, issuer) = spawn_with_ttl(0, &accounts, keys, &keys_dir.path().join("keys.json"), ttl_secs);
         let port = issuer.rsplit(':').next().unwrap().parse().unwrap();
         IdentityProvider { child: Some(child), issuer, port, accounts, keys: keys.into(), keys_dir }
     }
@@ -205,6 +219,10 @@ fn rand_bytes() -> [u8; 32] {
 
 /// Runs the provider and waits for the line with its issuer.
 fn spawn(port: u16, accounts: &str, keys: &str, keys_file: &std::path::Path) -> (Child, String) {
+    spawn_with_ttl(port, accounts, keys, keys_file, 3600)
+}
+
+fn spawn_with_ttl(port: u16, accounts: &str, keys: &str, keys_file: &std::path::Path, ttl: u32) -> (Child, String) {
     let mut child = Command::new("node")
         .arg(dir().join("provider.mjs"))
         .current_dir(dir())
@@ -215,6 +233,7 @@ fn spawn(port: u16, accounts: &str, keys: &str, keys_file: &std::path::Path) -> 
         .env("OIDC_AUDIENCE", AUDIENCE)
         .env("OIDC_CLIENT_ID", CLIENT_ID)
         .env("OIDC_PAGE_PATH", latchkey_domain::API_KEYS_PAGE_PATH)
+        .env("OIDC_ACCESS_TOKEN_TTL", ttl.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -250,6 +250,7 @@ const PAGE_MODULES: &[(&str, &str)] = &[
     ("ui.js", include_str!("../assets/api-keys/ui.js")),
     ("table.js", include_str!("../assets/api-keys/table.js")),
     ("session.js", include_str!("../assets/api-keys/session.js")),
+    ("organisation-sign-in.js", include_str!("../assets/api-keys/organisation-sign-in.js")),
     ("secret-dialog.js", include_str!("../assets/api-keys/secret-dialog.js")),
     ("generate-dialog.js", include_str!("../assets/api-keys/generate-dialog.js")),
     ("edit-dialog.js", include_str!("../assets/api-keys/edit-dialog.js")),

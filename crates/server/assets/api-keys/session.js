@@ -1,10 +1,12 @@
-// Signing in and out. A token arrives pasted, or in a link's fragment (which
-// is never sent to a server). Only the first load signs in from a fragment:
+// Signing in and out. A token arrives from the organisation's identity
+// provider (organisation-sign-in.js), pasted, or in a link's fragment (which
+// is never sent to a server). The session ends when its token expires. Only the first load signs in from a fragment:
 // a link followed later that would sign the tab in as someone else, or in
 // another tenant, is asked about first, so a link cannot quietly land an
 // admin in an attacker's tenant.
 
 import { AuthError, Q_VIEWER, Q_WHO, gql } from "./graphql.js";
+import { beginSignIn, finishSignIn, isSignInReturn, organisationSignIn } from "./organisation-sign-in.js";
 import { TOKEN_KEY, state } from "./state.js";
 import { clearTable, fillOwnerSelects, loadKeys } from "./table.js";
 import { $, closeAllDialogs, closeDialog, hideBanner, openDialog, showBanner } from "./ui.js";
@@ -15,7 +17,32 @@ export function handleError(error) {
   else showBanner(error.message);
 }
 
+/** The organisation sign-in the server offers, or null. */
+let organisation = null;
+let expiryTimer = null;
+
+/** When a JWT expires, in ms since the epoch; null if it does not say. */
+function expiresAt(token) {
+  try {
+    const payload = token.split(".")[1].replaceAll("-", "+").replaceAll("_", "/");
+    const exp = JSON.parse(atob(payload)).exp;
+    return typeof exp === "number" ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Keeps `token` as the session's, ending the session when it expires. */
+function keep(token) {
+  state.token = token;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  clearTimeout(expiryTimer);
+  const at = expiresAt(token);
+  if (at !== null) expiryTimer = setTimeout(() => signOut("Your session has expired; sign in again."), Math.max(0, at - Date.now()));
+}
+
 function signOut(message) {
+  clearTimeout(expiryTimer);
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
   state.viewer = null;
@@ -24,7 +51,8 @@ function signOut(message) {
   $("sign-out").hidden = true;
   $("who").textContent = "";
   $("signin").hidden = false;
-  $("signin-message").textContent = message || "Paste an admin token to manage API keys.";
+  $("signin-message").textContent =
+    message || (organisation ? "Sign in to manage API keys." : "Paste an admin token to manage API keys.");
   closeAllDialogs();
   $("secret-value").textContent = "";
 }
@@ -34,8 +62,7 @@ function describe(viewer) {
 }
 
 async function start(token) {
-  state.token = token;
-  sessionStorage.setItem(TOKEN_KEY, token);
+  keep(token);
   hideBanner();
   clearTable();
   try {
@@ -80,8 +107,7 @@ async function offerSwitch(token) {
   const current = state.viewer;
   const samePerson = current && current.user && who.user && who.user.id === current.user.id && who.tenant.id === current.tenant.id;
   if (samePerson) {
-    state.token = token;
-    sessionStorage.setItem(TOKEN_KEY, token);
+    keep(token);
     return;
   }
   offeredToken = token;
@@ -109,6 +135,27 @@ export function initSession() {
     const token = tokenFromFragment();
     if (token) offerSwitch(token);
   });
+  $("org-signin-button").addEventListener("click", () => beginSignIn(organisation).catch((e) => showBanner(e.message)));
+  resume();
+}
+
+/** The first load: back from the identity provider, a link's token, the tab's session, or signed out. */
+async function resume() {
+  const returning = isSignInReturn();
+  try {
+    organisation = await organisationSignIn();
+  } catch (error) {
+    showBanner(error.message);
+  }
+  $("org-signin").hidden = !organisation;
+  if (returning && organisation) {
+    try {
+      start(await finishSignIn(organisation));
+    } catch (error) {
+      signOut(error.message);
+    }
+    return;
+  }
   const saved = tokenFromFragment() || sessionStorage.getItem(TOKEN_KEY);
   if (saved) start(saved);
   else signOut();
