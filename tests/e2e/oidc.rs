@@ -8,10 +8,10 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
+use fantoccini::Locator;
 use hmac::{Hmac, Mac};
 use latchkey_domain::admin_token::AdminTokenKey;
 use latchkey_domain::clock::ManualClock;
-use fantoccini::Locator;
 use latchkey_tests::browser::{Browser, click, js, until};
 use latchkey_tests::oidc::{AUDIENCE, Account, IdentityProvider, provider_installed};
 use latchkey_tests::process::ServerProcess;
@@ -390,12 +390,19 @@ async fn the_api_keys_page_signs_in_through_the_provider() {
     // Short-lived tokens, so that the test sees the page end the session.
     let idp = IdentityProvider::start_with_token_ttl(&accounts, "ec-1:ES256", 12);
     // The provider wants a resource indicator to issue a token for Latchkey.
-    let options = AppOptions { oidc: Some(idp.config(Some(&format!("resource={AUDIENCE}%3Falg%3DES256")))), ..AppOptions::default() };
+    let options = AppOptions {
+        oidc: Some(idp.config(Some(&format!("resource={AUDIENCE}%3Falg%3DES256")))),
+        ..AppOptions::default()
+    };
     let app = TestApp::start_with(db, options).await;
     app.generate(&s.admin_token, &s.integration, "Salesforce sync").await;
     let page = format!("{}{}", app.url, latchkey_domain::API_KEYS_PAGE_PATH);
-    let csp = app.http.get(&page).send().await.unwrap().headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains(&format!("connect-src 'self' {}", idp.issuer)), "the page may post to the token endpoint: {csp}");
+    let csp =
+        app.http.get(&page).send().await.unwrap().headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(
+        csp.contains(&format!("connect-src 'self' {}", idp.issuer)),
+        "the page may post to the token endpoint: {csp}"
+    );
 
     c.goto(&format!("{page}?owner={}", s.integration.id)).await.unwrap();
     until(c, "return !document.getElementById('org-signin').hidden").await;
@@ -408,13 +415,26 @@ async fn the_api_keys_page_signs_in_through_the_provider() {
     click(c, "#sign-in").await;
     until(c, "return document.querySelectorAll('#rows tr').length === 1").await;
     assert_eq!(js(c, "return document.getElementById('who').textContent").await, json!("Admin (Acme) · Acme"));
-    assert_eq!(js(c, "return location.search").await, json!(format!("?owner={}", s.integration.id)), "the address the flow left from");
+    assert_eq!(
+        js(c, "return location.search").await,
+        json!(format!("?owner={}", s.integration.id)),
+        "the address the flow left from"
+    );
     let token = js(c, "return sessionStorage.getItem('latchkey.adminToken')").await;
-    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts(token.as_str().unwrap()).1).unwrap()).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts(token.as_str().unwrap()).1).unwrap()).unwrap();
     assert_eq!(claims["iss"], idp.issuer.as_str(), "the provider's access token");
     assert_eq!(claims["aud"], AUDIENCE);
-    assert_eq!(js(c, "return localStorage.length + document.cookie.length").await, json!(0), "kept in sessionStorage only");
-    assert_eq!(js(c, "return sessionStorage.getItem('latchkey.signInFlow')").await, Value::Null, "the verifier is gone");
+    assert_eq!(
+        js(c, "return localStorage.length + document.cookie.length").await,
+        json!(0),
+        "kept in sessionStorage only"
+    );
+    assert_eq!(
+        js(c, "return sessionStorage.getItem('latchkey.signInFlow')").await,
+        Value::Null,
+        "the verifier is gone"
+    );
     // At the token's expiry the page signs out by itself.
     for _ in 0..300 {
         if js(c, "return !document.getElementById('signin').hidden").await == json!(true) {
@@ -422,7 +442,10 @@ async fn the_api_keys_page_signs_in_through_the_provider() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(js(c, "return document.getElementById('signin-message').textContent").await, json!("Your session has expired; sign in again."));
+    assert_eq!(
+        js(c, "return document.getElementById('signin-message').textContent").await,
+        json!("Your session has expired; sign in again.")
+    );
     assert_eq!(js(c, "return sessionStorage.getItem('latchkey.adminToken')").await, Value::Null);
     app.stop().await;
 }

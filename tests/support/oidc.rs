@@ -54,7 +54,10 @@ pub fn provider_installed() -> bool {
     });
     if !found {
         let required = std::env::var("LATCHKEY_REQUIRE_OIDC_PROVIDER").is_ok_and(|v| v == "1");
-        assert!(!required, "LATCHKEY_REQUIRE_OIDC_PROVIDER=1 but Node.js or the npm packages of tests/oidc are missing");
+        assert!(
+            !required,
+            "LATCHKEY_REQUIRE_OIDC_PROVIDER=1 but Node.js or the npm packages of tests/oidc are missing"
+        );
         eprintln!("\n*** SKIPPED: OIDC test — install Node.js and npm (then `npm ci` runs in tests/oidc) ***\n");
     }
     found

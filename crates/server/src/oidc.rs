@@ -5,8 +5,8 @@
 //! The token rules live in `latchkey_domain::oidc`, the key cache and the
 //! user mapping in `latchkey_app::oidc`.
 
-use std::sync::RwLock;
-use std::time::Duration;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -18,6 +18,10 @@ use crate::app::AppContext;
 
 /// Largest discovery document or key set read.
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+/// After a failed fetch of the discovery document, how long the page's
+/// requests are answered without asking the provider again.
+const DISCOVERY_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// OIDC sign-in as configured.
 #[derive(Clone, Debug)]
@@ -55,6 +59,8 @@ pub struct Provider {
     issuer: String,
     client: reqwest::Client,
     discovery: RwLock<Option<Discovery>>,
+    /// When the page last found the provider unreachable.
+    discovery_failed: Mutex<Option<Instant>>,
 }
 
 impl Provider {
@@ -64,7 +70,12 @@ impl Provider {
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Provider { issuer: issuer.to_owned(), client, discovery: RwLock::new(None) })
+        Ok(Provider {
+            issuer: issuer.to_owned(),
+            client,
+            discovery: RwLock::new(None),
+            discovery_failed: Mutex::new(None),
+        })
     }
 
     async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
@@ -97,12 +108,24 @@ impl Provider {
         Ok(discovery)
     }
 
-    /// The discovery document, fetched if it was not yet.
+    /// The discovery document, fetched if it was not yet (but not again
+    /// within [`DISCOVERY_RETRY_AFTER`] of a failure: page loads do not make
+    /// Latchkey hammer a provider that is down).
     async fn discovery(&self) -> Result<Discovery, String> {
-        match self.discovery.read().ok().and_then(|d| d.clone()) {
-            Some(discovery) => Ok(discovery),
-            None => self.discover().await,
+        if let Some(discovery) = self.discovery.read().ok().and_then(|d| d.clone()) {
+            return Ok(discovery);
         }
+        let failed_recently = |at: &Option<Instant>| at.is_some_and(|at| at.elapsed() < DISCOVERY_RETRY_AFTER);
+        if self.discovery_failed.lock().is_ok_and(|at| failed_recently(&at)) {
+            return Err("the provider was unreachable moments ago".into());
+        }
+        let discovered = self.discover().await;
+        if discovered.is_err()
+            && let Ok(mut at) = self.discovery_failed.lock()
+        {
+            *at = Some(Instant::now());
+        }
+        discovered
     }
 
     /// The origin of the provider's token endpoint, which the page posts to
