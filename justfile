@@ -29,5 +29,6 @@ ci:
 bench:
     bash scripts/bench-verify.sh
     cargo bench -p latchkey-app --bench verify
+    cargo bench -p latchkey-app --bench sign_in
     cargo bench -p latchkey-tests --bench keys
     cargo bench -p latchkey-tests --bench mail

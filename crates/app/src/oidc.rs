@@ -86,11 +86,6 @@ impl OidcVerifier {
         }
     }
 
-    /// What tokens are checked against.
-    pub fn settings(&self) -> &OidcSettings {
-        &self.settings
-    }
-
     fn keys(&self) -> Arc<KeySet> {
         self.keys.read().map(|k| k.clone()).unwrap_or_default()
     }

@@ -325,11 +325,6 @@ impl<'a> SignedToken<'a> {
         Ok(SignedToken { alg, kid: header.kid, signing_input, signature: decode(signature)?, payload })
     }
 
-    /// Whether this looks like a token of an asymmetric provider (RS256, PS256 or ES256).
-    pub fn algorithm(&self) -> Algorithm {
-        self.alg
-    }
-
     /// The key id the header names.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
