@@ -25,6 +25,20 @@ async fn operator_commands_bootstrap_a_tenant(backend: Backend) {
     let tenant = json_out(&latchkey(&db, &["tenant", "create", "--name", "Acme Corp"]));
     assert_eq!(tenant["name"], "Acme Corp");
     let tenant_id = tenant["id"].as_str().unwrap();
+    // How the identity provider names it: set, unique among tenants, cleared.
+    let named = json_out(&latchkey(&db, &["tenant", "update", "--tenant", tenant_id, "--external-id", "acme-dir"]));
+    assert_eq!(named, json!({ "id": tenant_id, "name": "Acme Corp", "externalId": "acme-dir" }));
+    let other = json_out(&latchkey(&db, &["tenant", "create", "--name", "Globex"]));
+    let other_id = other["id"].as_str().unwrap();
+    let taken = latchkey(&db, &["tenant", "update", "--tenant", other_id, "--external-id", "acme-dir"]);
+    assert!(!taken.status.success());
+    assert!(stderr(&taken).contains("another tenant already has the external id"), "{}", stderr(&taken));
+    let unknown =
+        latchkey(&db, &["tenant", "update", "--tenant", "0190c3a0-0000-7000-8000-000000000000", "--external-id", "x"]);
+    assert!(stderr(&unknown).contains("no tenant with id"), "{}", stderr(&unknown));
+    let cleared = json_out(&latchkey(&db, &["tenant", "update", "--tenant", tenant_id, "--external-id", ""]));
+    assert_eq!(cleared["externalId"], Value::Null);
+    json_out(&latchkey(&db, &["tenant", "update", "--tenant", other_id, "--external-id", "acme-dir"]));
     let user = json_out(&latchkey(
         &db,
         &[
