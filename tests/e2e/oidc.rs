@@ -447,6 +447,11 @@ async fn the_api_keys_page_signs_in_through_the_provider() {
         json!("Your session has expired; sign in again.")
     );
     assert_eq!(js(c, "return sessionStorage.getItem('latchkey.adminToken')").await, Value::Null);
+    // An answer for a sign-in this tab did not start (login CSRF) is refused before any exchange.
+    c.goto(&format!("{page}?code=stolen-code&state=forged")).await.unwrap();
+    until(c, "return document.getElementById('signin-message').textContent.includes('does not belong to a sign-in started here')").await;
+    assert_eq!(js(c, "return location.search").await, json!(""), "the code leaves the address bar");
+    assert_eq!(js(c, "return sessionStorage.getItem('latchkey.adminToken')").await, Value::Null);
     app.stop().await;
 }
 
