@@ -70,41 +70,38 @@ async fn world(db: TestDb, keys: &str, accounts: impl FnOnce(&Seeded) -> Vec<Acc
 }
 
 impl World {
+    /// Sends a SCIM request as the provider; returns the status and body.
+    async fn scim(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .app
+            .http
+            .request(method, format!("{}/scim/v2{path}", self.app.url))
+            .bearer_auth(&self.scim_key)
+            .header("content-type", "application/scim+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
     /// Provisions a user over SCIM, as the provider would; returns its id.
     async fn provision(&self, email: &str, external_id: &str, role: &str) -> String {
         let user = json!({
             "schemas": [SCIM_USER], "userName": email, "externalId": external_id, "displayName": email,
             "emails": [{ "primary": true, "value": email }], "roles": [{ "value": role, "primary": true }], "active": true,
         });
-        let response = self
-            .app
-            .http
-            .post(format!("{}/scim/v2/Users", self.app.url))
-            .bearer_auth(&self.scim_key)
-            .header("content-type", "application/scim+json")
-            .body(user.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+        let (status, created) = self.scim(reqwest::Method::POST, "/Users", user).await;
+        assert_eq!(status, 201, "{created}");
+        created["id"].as_str().unwrap().to_owned()
     }
 
     /// Deactivates a user over SCIM.
     async fn deactivate(&self, id: &str) {
         let patch = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
             "Operations": [{ "op": "replace", "value": { "active": false } }] });
-        let response = self
-            .app
-            .http
-            .patch(format!("{}/scim/v2/Users/{id}", self.app.url))
-            .bearer_auth(&self.scim_key)
-            .header("content-type", "application/scim+json")
-            .body(patch.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        let (status, body) = self.scim(reqwest::Method::PATCH, &format!("/Users/{id}"), patch).await;
+        assert_eq!(status, 200, "{body}");
     }
 
     /// Who Latchkey says `token` is: the viewer, or the refusal's code and message.

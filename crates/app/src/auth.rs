@@ -92,15 +92,18 @@ pub fn bearer_token(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-pub(crate) fn token_refusal(e: TokenError) -> &'static str {
+/// What a refused admin token (shared-secret or OIDC) tells its caller.
+pub(crate) fn token_refusal(e: TokenError) -> String {
     match e {
-        TokenError::Expired => "The token has expired; request a new one.",
-        TokenError::LifetimeTooLong => "The token's lifetime is longer than this server accepts.",
+        TokenError::Expired => "The token has expired; sign in again.".into(),
+        TokenError::LifetimeTooLong => "The token's lifetime is longer than this server accepts.".into(),
         TokenError::Issuer | TokenError::Audience => {
-            "The token was not issued for this service: its `iss` and `aud` claims must name it."
+            "The token was not issued for this service: its `iss` and `aud` claims must name it.".into()
         }
+        TokenError::UnknownKey => "The token is signed with a key the identity provider does not publish.".into(),
+        TokenError::MissingClaim(claim) => format!("The token lacks the claim {claim}."),
         TokenError::Malformed | TokenError::Algorithm | TokenError::Signature | TokenError::NotYetValid => {
-            "The token is not valid."
+            "The token is not valid.".into()
         }
     }
 }

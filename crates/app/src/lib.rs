@@ -145,7 +145,7 @@ impl App {
         };
         let claims = match token_key.verify(token, self.clock.now()) {
             Ok(c) => c,
-            Err(e) => return Ok(Authentication::Refused(auth::token_refusal(e).into())),
+            Err(e) => return Ok(Authentication::Refused(auth::token_refusal(e))),
         };
         let Some(tenant) = self.store.tenant(claims.tid).await? else {
             return Ok(Authentication::Refused("The token's tenant does not exist.".into()));

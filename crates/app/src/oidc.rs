@@ -15,7 +15,8 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
-use latchkey_domain::oidc::{KeySet, OidcIdentity, OidcRules, OidcTokenError, SignedToken};
+use latchkey_domain::admin_token::TokenError;
+use latchkey_domain::oidc::{KeySet, OidcIdentity, OidcRules, SignedToken};
 use latchkey_domain::{Clock, Cloud};
 
 use crate::auth::{Authentication, Principal};
@@ -92,7 +93,7 @@ impl OidcVerifier {
 
     /// Checks `token`'s signature and claims, fetching the key set first if
     /// it does not know the token's key (and may fetch now).
-    pub async fn verify(&self, token: &SignedToken<'_>) -> Result<OidcIdentity, OidcTokenError> {
+    pub async fn verify(&self, token: &SignedToken<'_>) -> Result<OidcIdentity, TokenError> {
         if !self.keys().knows(token.kid()) {
             self.refresh(|keys| keys.knows(token.kid()), true).await;
         } else {
@@ -142,23 +143,6 @@ impl OidcVerifier {
     }
 }
 
-/// What a refused OIDC token tells its caller.
-fn refusal(e: OidcTokenError) -> String {
-    match e {
-        OidcTokenError::Expired => "The token has expired; sign in again.".into(),
-        OidcTokenError::LifetimeTooLong => "The token's lifetime is longer than this server accepts.".into(),
-        OidcTokenError::Issuer | OidcTokenError::Audience => {
-            "The token was not issued for this service: its `iss` and `aud` claims must name it.".into()
-        }
-        OidcTokenError::UnknownKey => "The token is signed with a key the identity provider does not publish.".into(),
-        OidcTokenError::MissingClaim(claim) => format!("The token lacks the claim {claim}."),
-        OidcTokenError::Malformed
-        | OidcTokenError::Algorithm
-        | OidcTokenError::Signature
-        | OidcTokenError::NotYetValid => "The token is not valid.".into(),
-    }
-}
-
 impl App {
     /// The same application, also accepting access tokens of the company's
     /// identity provider, whose key set comes from `source`.
@@ -180,7 +164,7 @@ impl App {
         let refused = |reason: &str| Ok(Authentication::Refused(reason.into()));
         let identity = match oidc.verify(token).await {
             Ok(identity) => identity,
-            Err(e) => return Ok(Authentication::Refused(refusal(e))),
+            Err(e) => return Ok(Authentication::Refused(crate::auth::token_refusal(e))),
         };
         let Some(tenant) = self.store.tenant_by_id_or_external_id(&identity.tenant).await? else {
             return refused("The token's tenant is not known to Latchkey.");

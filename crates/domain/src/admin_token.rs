@@ -44,13 +44,15 @@ pub struct AdminClaims {
     pub iat: i64,
 }
 
-/// Why a token was refused. The message is safe to show to the caller.
+/// Why an admin token (shared-secret or OIDC) was refused. The message is
+/// safe to show to the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// Not three base64url parts, bad JSON, or missing claims.
     #[error("the bearer token is malformed")]
     Malformed,
-    /// Algorithm other than HS256.
+    /// An algorithm this path does not accept (HS256 only for shared-secret
+    /// tokens; RS256, PS256, ES256 for OIDC, fitting the key named).
     #[error("the bearer token's algorithm is not accepted")]
     Algorithm,
     /// The signature does not match.
@@ -59,7 +61,7 @@ pub enum TokenError {
     /// Past `exp`.
     #[error("the bearer token has expired")]
     Expired,
-    /// `iat` lies in the future.
+    /// `iat` (or `nbf`) lies in the future.
     #[error("the bearer token is not valid yet")]
     NotYetValid,
     /// `exp - iat` is longer than the key's maximum lifetime.
@@ -71,6 +73,13 @@ pub enum TokenError {
     /// `aud` is missing or does not name this service.
     #[error("the bearer token is not meant for this service")]
     Audience,
+    /// No key the identity provider publishes has the token's `kid` (OIDC).
+    #[error("the bearer token is signed with a key the identity provider does not publish")]
+    UnknownKey,
+    /// A claim the token needs (`exp`, `iat`, the user's or the tenant's) is
+    /// missing or not of its type (OIDC; for shared-secret tokens this is `Malformed`).
+    #[error("the bearer token lacks the claim {0}")]
+    MissingClaim(&'static str),
 }
 
 /// The configured signing key was refused.

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::admin_token::{Audience, LEEWAY_SECS};
+use crate::admin_token::{Audience, LEEWAY_SECS, TokenError};
 
 /// The smallest RSA key accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -258,41 +258,6 @@ impl OidcIdentity {
     }
 }
 
-/// Why a token was refused. The message is safe to show to the caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum OidcTokenError {
-    /// Not three base64url parts, or bad JSON.
-    #[error("the bearer token is malformed")]
-    Malformed,
-    /// An algorithm other than RS256, PS256 or ES256, or one the named key does not fit.
-    #[error("the bearer token's algorithm is not accepted")]
-    Algorithm,
-    /// No key of the provider's key set has the token's `kid`.
-    #[error("the bearer token is signed with a key the identity provider does not publish")]
-    UnknownKey,
-    /// The signature does not match.
-    #[error("the bearer token's signature is invalid")]
-    Signature,
-    /// Past `exp`.
-    #[error("the bearer token has expired")]
-    Expired,
-    /// Before `nbf` or `iat`.
-    #[error("the bearer token is not valid yet")]
-    NotYetValid,
-    /// `exp - iat` is longer than allowed.
-    #[error("the bearer token's lifetime is longer than allowed")]
-    LifetimeTooLong,
-    /// `iss` is missing or another.
-    #[error("the bearer token's issuer is not accepted")]
-    Issuer,
-    /// `aud` does not name this service.
-    #[error("the bearer token is not meant for this service")]
-    Audience,
-    /// A required claim (`sub`, `exp`, `iat`, the tenant claim) is missing or not of its type.
-    #[error("the bearer token lacks the claim {0}")]
-    MissingClaim(&'static str),
-}
-
 #[derive(Deserialize)]
 struct Header {
     alg: String,
@@ -311,17 +276,17 @@ pub struct SignedToken<'a> {
 
 impl<'a> SignedToken<'a> {
     /// Splits `token` and reads its header; refuses any algorithm but RS256, PS256 and ES256.
-    pub fn parse(token: &'a str) -> Result<SignedToken<'a>, OidcTokenError> {
+    pub fn parse(token: &'a str) -> Result<SignedToken<'a>, TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(OidcTokenError::Malformed);
+            return Err(TokenError::Malformed);
         };
-        let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).map_err(|_| OidcTokenError::Malformed);
-        let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| OidcTokenError::Malformed)?;
-        let alg = Algorithm::parse(&header.alg).ok_or(OidcTokenError::Algorithm)?;
-        let signing_input = token.get(..token.len() - signature.len() - 1).ok_or(OidcTokenError::Malformed)?;
+        let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed);
+        let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
+        let alg = Algorithm::parse(&header.alg).ok_or(TokenError::Algorithm)?;
+        let signing_input = token.get(..token.len() - signature.len() - 1).ok_or(TokenError::Malformed)?;
         Ok(SignedToken { alg, kid: header.kid, signing_input, signature: decode(signature)?, payload })
     }
 
@@ -332,31 +297,31 @@ impl<'a> SignedToken<'a> {
 
     /// Checks the signature with the key `keys` hold for this token, then the
     /// claims under `rules` at `now`.
-    pub fn verify(&self, keys: &KeySet, rules: &OidcRules, now: DateTime<Utc>) -> Result<OidcIdentity, OidcTokenError> {
+    pub fn verify(&self, keys: &KeySet, rules: &OidcRules, now: DateTime<Utc>) -> Result<OidcIdentity, TokenError> {
         self.check_signature(keys)?;
-        let payload = URL_SAFE_NO_PAD.decode(self.payload).map_err(|_| OidcTokenError::Malformed)?;
-        let claims: Map<String, Value> = serde_json::from_slice(&payload).map_err(|_| OidcTokenError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD.decode(self.payload).map_err(|_| TokenError::Malformed)?;
+        let claims: Map<String, Value> = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         check_claims(&claims, rules, now.timestamp())
     }
 
-    fn check_signature(&self, keys: &KeySet) -> Result<(), OidcTokenError> {
+    fn check_signature(&self, keys: &KeySet) -> Result<(), TokenError> {
         let named: Vec<&Jwk> = match &self.kid {
             Some(kid) => keys.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).collect(),
             None => keys.keys.iter().collect(),
         };
         if named.is_empty() {
-            return Err(OidcTokenError::UnknownKey);
+            return Err(TokenError::UnknownKey);
         }
         let fitting: Vec<&Jwk> =
             named.into_iter().filter(|k| k.key.fits(self.alg) && k.alg.is_none_or(|a| a == self.alg)).collect();
         if fitting.is_empty() {
-            return Err(OidcTokenError::Algorithm);
+            return Err(TokenError::Algorithm);
         }
         let input = self.signing_input.as_bytes();
         if fitting.iter().any(|k| k.key.verifies(self.alg, input, &self.signature)) {
             Ok(())
         } else {
-            Err(OidcTokenError::Signature)
+            Err(TokenError::Signature)
         }
     }
 }
@@ -367,33 +332,33 @@ fn seconds(claims: &Map<String, Value>, name: &str) -> Option<i64> {
     claims.get(name)?.as_f64().map(|s| s.floor() as i64)
 }
 
-fn check_claims(claims: &Map<String, Value>, rules: &OidcRules, now: i64) -> Result<OidcIdentity, OidcTokenError> {
+fn check_claims(claims: &Map<String, Value>, rules: &OidcRules, now: i64) -> Result<OidcIdentity, TokenError> {
     if claims.get("iss").and_then(Value::as_str) != Some(rules.issuer.as_str()) {
-        return Err(OidcTokenError::Issuer);
+        return Err(TokenError::Issuer);
     }
     let audience = claims.get("aud").cloned().and_then(|aud| serde_json::from_value::<Audience>(aud).ok());
     if !audience.is_some_and(|aud| aud.names(&rules.audience)) {
-        return Err(OidcTokenError::Audience);
+        return Err(TokenError::Audience);
     }
-    let exp = seconds(claims, "exp").ok_or(OidcTokenError::MissingClaim("exp"))?;
-    let iat = seconds(claims, "iat").ok_or(OidcTokenError::MissingClaim("iat"))?;
+    let exp = seconds(claims, "exp").ok_or(TokenError::MissingClaim("exp"))?;
+    let iat = seconds(claims, "iat").ok_or(TokenError::MissingClaim("iat"))?;
     if exp.saturating_add(LEEWAY_SECS) <= now {
-        return Err(OidcTokenError::Expired);
+        return Err(TokenError::Expired);
     }
     let not_before = seconds(claims, "nbf").map_or(iat, |nbf| nbf.max(iat));
     if not_before.saturating_sub(LEEWAY_SECS) > now {
-        return Err(OidcTokenError::NotYetValid);
+        return Err(TokenError::NotYetValid);
     }
     if exp.saturating_sub(iat) > rules.max_lifetime_secs {
-        return Err(OidcTokenError::LifetimeTooLong);
+        return Err(TokenError::LifetimeTooLong);
     }
     let text = |name: &str| match claims.get(name) {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    let subject = text(&rules.subject_claim).ok_or(OidcTokenError::MissingClaim("naming the user"))?;
-    let tenant = text(&rules.tenant_claim).ok_or(OidcTokenError::MissingClaim("naming the tenant"))?;
+    let subject = text(&rules.subject_claim).ok_or(TokenError::MissingClaim("naming the user"))?;
+    let tenant = text(&rules.tenant_claim).ok_or(TokenError::MissingClaim("naming the tenant"))?;
     let email = claims.get("email").and_then(Value::as_str).map(str::to_owned);
     // Some providers (Cognito, older Okta orgs) send the flag as a string.
     let email_verified = matches!(claims.get("email_verified"), Some(Value::Bool(true)))
@@ -489,7 +454,7 @@ mod tests {
         format!("{input}.{}", b64(&signature))
     }
 
-    fn verify(token: &str) -> Result<OidcIdentity, OidcTokenError> {
+    fn verify(token: &str) -> Result<OidcIdentity, TokenError> {
         let keys = KeySet::parse(&jwks()).unwrap();
         SignedToken::parse(token)?.verify(&keys, &rules(), now())
     }
@@ -532,13 +497,13 @@ mod tests {
         let mut mac = hmac::Hmac::<Sha256>::new_from_slice(public_der.as_bytes()).unwrap();
         mac.update(input.as_bytes());
         let confused = format!("{input}.{}", b64(&mac.finalize().into_bytes()));
-        assert_eq!(verify(&confused).unwrap_err(), OidcTokenError::Algorithm);
+        assert_eq!(verify(&confused).unwrap_err(), TokenError::Algorithm);
         let none = format!("{}.{payload}.", b64(br#"{"alg":"none"}"#));
-        assert_eq!(verify(&none).unwrap_err(), OidcTokenError::Algorithm);
+        assert_eq!(verify(&none).unwrap_err(), TokenError::Algorithm);
         // ES256 naming the RSA key, RS256 naming the EC key.
-        assert_eq!(verify(&sign("ES256", Some("r1"), &claims())).unwrap_err(), OidcTokenError::Algorithm);
-        assert_eq!(verify(&sign("RS256", Some("e1"), &claims())).unwrap_err(), OidcTokenError::Algorithm);
-        assert_eq!(verify(&sign("RS256", Some("nope"), &claims())).unwrap_err(), OidcTokenError::UnknownKey);
+        assert_eq!(verify(&sign("ES256", Some("r1"), &claims())).unwrap_err(), TokenError::Algorithm);
+        assert_eq!(verify(&sign("RS256", Some("e1"), &claims())).unwrap_err(), TokenError::Algorithm);
+        assert_eq!(verify(&sign("RS256", Some("nope"), &claims())).unwrap_err(), TokenError::UnknownKey);
     }
 
     #[test]
@@ -548,9 +513,9 @@ mod tests {
         let mut other = claims();
         other["sub"] = json!("someone-else");
         let forged = format!("{}.{}.{}", parts[0], b64(other.to_string().as_bytes()), parts[2]);
-        assert_eq!(verify(&forged).unwrap_err(), OidcTokenError::Signature);
+        assert_eq!(verify(&forged).unwrap_err(), TokenError::Signature);
         for junk in ["", "a.b", "a.b.c.d", "é.é.é", "e30.e30.e30"] {
-            assert!(matches!(verify(junk), Err(OidcTokenError::Malformed | OidcTokenError::Algorithm)), "{junk}");
+            assert!(matches!(verify(junk), Err(TokenError::Malformed | TokenError::Algorithm)), "{junk}");
         }
     }
 
@@ -561,23 +526,23 @@ mod tests {
             change(&mut c);
             verify(&sign("RS256", Some("r1"), &c))
         };
-        assert_eq!(with(&|c| c["iss"] = json!("https://evil.example")), Err(OidcTokenError::Issuer));
-        assert_eq!(with(&|c| c["aud"] = json!("billing")), Err(OidcTokenError::Audience));
-        assert_eq!(with(&|c| c["exp"] = json!(NOW - 31)), Err(OidcTokenError::Expired));
+        assert_eq!(with(&|c| c["iss"] = json!("https://evil.example")), Err(TokenError::Issuer));
+        assert_eq!(with(&|c| c["aud"] = json!("billing")), Err(TokenError::Audience));
+        assert_eq!(with(&|c| c["exp"] = json!(NOW - 31)), Err(TokenError::Expired));
         assert!(with(&|c| c["exp"] = json!(NOW - 29)).is_ok(), "within the leeway");
-        assert_eq!(with(&|c| c["nbf"] = json!(NOW + 60)), Err(OidcTokenError::NotYetValid));
-        assert_eq!(with(&|c| c["iat"] = json!(NOW + 60)), Err(OidcTokenError::NotYetValid));
-        assert_eq!(with(&|c| c["exp"] = json!(NOW + 2 * 24 * 3600)), Err(OidcTokenError::LifetimeTooLong));
-        assert_eq!(with(&|c| c["exp"] = json!(i64::MAX as f64 * 4.0)), Err(OidcTokenError::LifetimeTooLong));
-        assert_eq!(with(&|c| c["exp"] = json!("soon")), Err(OidcTokenError::MissingClaim("exp")));
-        assert_eq!(with(&|c| c["sub"] = json!("")), Err(OidcTokenError::MissingClaim("naming the user")));
+        assert_eq!(with(&|c| c["nbf"] = json!(NOW + 60)), Err(TokenError::NotYetValid));
+        assert_eq!(with(&|c| c["iat"] = json!(NOW + 60)), Err(TokenError::NotYetValid));
+        assert_eq!(with(&|c| c["exp"] = json!(NOW + 2 * 24 * 3600)), Err(TokenError::LifetimeTooLong));
+        assert_eq!(with(&|c| c["exp"] = json!(i64::MAX as f64 * 4.0)), Err(TokenError::LifetimeTooLong));
+        assert_eq!(with(&|c| c["exp"] = json!("soon")), Err(TokenError::MissingClaim("exp")));
+        assert_eq!(with(&|c| c["sub"] = json!("")), Err(TokenError::MissingClaim("naming the user")));
         let by_oid = OidcRules { subject_claim: "oid".into(), ..rules() };
         let mut with_oid = claims();
         with_oid["oid"] = json!("b5a1");
         let token = sign("RS256", Some("r1"), &with_oid);
         let identity = SignedToken::parse(&token).unwrap().verify(&KeySet::parse(&jwks()).unwrap(), &by_oid, now());
         assert_eq!(identity.unwrap().subject, "b5a1");
-        assert_eq!(with(&|c| c["tid"] = json!(null)), Err(OidcTokenError::MissingClaim("naming the tenant")));
+        assert_eq!(with(&|c| c["tid"] = json!(null)), Err(TokenError::MissingClaim("naming the tenant")));
         let unverified = with(&|c| c["email_verified"] = json!(false)).unwrap();
         assert_eq!(unverified.verified_email(), None);
         assert_eq!(with(&|c| c["email_verified"] = json!("true")).unwrap().verified_email(), Some("ada@acme.example"));
