@@ -2,7 +2,8 @@
 //! kind of token in the same run: a shared-secret HS256 token, and access
 //! tokens of the identity provider signed RS256, PS256 and ES256 (key set
 //! cached), plus a token naming an unknown `kid` within the refresh interval
-//! (what each token of a flood of made-up kids costs: no fetch).
+//! (what each token of a flood of made-up kids costs: no fetch); and, apart,
+//! the signature and claim checks alone, to tell crypto from lookups.
 //!
 //! Run: `cargo bench -p latchkey-app --bench sign_in`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -16,7 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use latchkey_app::oidc::{KeySetFuture, KeySetSource, OidcSettings};
 use latchkey_app::{App, Authentication, VerifierConfig};
 use latchkey_domain::admin_token::{AdminClaims, AdminTokenKey};
-use latchkey_domain::oidc::{KeySet, OidcRules};
+use latchkey_domain::oidc::{KeySet, OidcRules, SignedToken};
 use latchkey_domain::{Clock, Cloud, Role, SystemClock};
 use latchkey_store::{NewUser, Store, StoreOptions};
 use p256::ecdsa::signature::Signer;
@@ -43,7 +44,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let rsa_key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
     let ec_key = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
-    let (app, hs256, admin_email) = runtime.block_on(async {
+    let (app, hs256, admin_email, jwks, rules) = runtime.block_on(async {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
         let store = Store::connect(&url, &StoreOptions::default()).await.unwrap();
         store.migrate().await.unwrap();
@@ -86,8 +87,8 @@ fn bench(c: &mut Criterion) {
             Arc::new(tokio::sync::Notify::new()),
         )
         .unwrap()
-        .with_oidc(OidcSettings::new(rules), Arc::new(Published(jwks.to_string().into_bytes())));
-        (app, hs256, admin.email)
+        .with_oidc(OidcSettings::new(rules.clone()), Arc::new(Published(jwks.to_string().into_bytes())));
+        (app, hs256, admin.email, jwks, rules)
     });
     let now = SystemClock.now().timestamp();
     // Found by verified email: the longest mapping (no externalId matches first).
@@ -132,6 +133,16 @@ fn bench(c: &mut Criterion) {
     group.bench_function("OIDC unknown kid (refused, no fetch)", |b| {
         b.to_async(&runtime).iter(|| async { black_box(app.authenticate(Some(&unknown), None).await.unwrap()) })
     });
+    group.finish();
+
+    let keys = KeySet::parse(jwks.to_string().as_bytes()).unwrap();
+    let mut group = c.benchmark_group("OIDC token check alone");
+    for (name, header) in &tokens[1..] {
+        let token = header.strip_prefix("Bearer ").unwrap();
+        group.bench_function(*name, |b| {
+            b.iter(|| black_box(SignedToken::parse(token).unwrap().verify(&keys, &rules, SystemClock.now()).unwrap()))
+        });
+    }
     group.finish();
 }
 

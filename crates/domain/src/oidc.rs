@@ -12,17 +12,19 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use p256::ecdsa::signature::Verifier;
-use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, RsaPublicKey};
+use ring::signature::{
+    ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256, RsaPublicKeyComponents,
+    UnparsedPublicKey,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sha2::Sha256;
 
 use crate::admin_token::{Audience, LEEWAY_SECS, TokenError};
 
 /// The smallest RSA key accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
+/// The largest RSA key accepted, in bits.
+pub const MAX_RSA_BITS: usize = 8192;
 /// The most keys read from one key set (the rest are ignored).
 pub const MAX_KEYS: usize = 32;
 /// The claim that names the tenant unless configured otherwise (Entra ID's).
@@ -62,34 +64,46 @@ impl Algorithm {
     }
 }
 
+/// A public key, checked by *ring* (signatures are verified in constant time
+/// by audited code; keys of the wrong size are refused there too).
 #[derive(Clone)]
 enum PublicKey {
-    Rsa(RsaPublicKey),
-    P256(p256::ecdsa::VerifyingKey),
+    /// Modulus and exponent, big-endian.
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// An uncompressed P-256 point (`04 ‖ x ‖ y`).
+    P256(Vec<u8>),
 }
 
 impl PublicKey {
     fn fits(&self, alg: Algorithm) -> bool {
         matches!(
             (self, alg),
-            (PublicKey::Rsa(_), Algorithm::Rs256 | Algorithm::Ps256) | (PublicKey::P256(_), Algorithm::Es256)
+            (PublicKey::Rsa { .. }, Algorithm::Rs256 | Algorithm::Ps256) | (PublicKey::P256(_), Algorithm::Es256)
         )
     }
 
     /// Whether `signature` signs `input` under this key with `alg` (which fits it).
     fn verifies(&self, alg: Algorithm, input: &[u8], signature: &[u8]) -> bool {
         match (self, alg) {
-            (PublicKey::Rsa(key), Algorithm::Rs256) => rsa::pkcs1v15::Signature::try_from(signature)
-                .is_ok_and(|s| rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone()).verify(input, &s).is_ok()),
-            (PublicKey::Rsa(key), Algorithm::Ps256) => rsa::pss::Signature::try_from(signature)
-                .is_ok_and(|s| rsa::pss::VerifyingKey::<Sha256>::new(key.clone()).verify(input, &s).is_ok()),
-            // JWS carries ECDSA signatures as r ‖ s, 64 bytes.
-            (PublicKey::P256(key), Algorithm::Es256) => {
-                p256::ecdsa::Signature::from_slice(signature).is_ok_and(|s| key.verify(input, &s).is_ok())
+            (PublicKey::Rsa { n, e }, Algorithm::Rs256) => {
+                RsaPublicKeyComponents { n, e }.verify(&RSA_PKCS1_2048_8192_SHA256, input, signature).is_ok()
+            }
+            (PublicKey::Rsa { n, e }, Algorithm::Ps256) => {
+                RsaPublicKeyComponents { n, e }.verify(&RSA_PSS_2048_8192_SHA256, input, signature).is_ok()
+            }
+            // JWS carries ECDSA signatures as r ‖ s, 64 bytes: ring's FIXED form.
+            (PublicKey::P256(point), Algorithm::Es256) => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).verify(input, signature).is_ok()
             }
             _ => false,
         }
     }
+}
+
+/// The length in bits of a big-endian unsigned number.
+fn bit_length(number: &[u8]) -> usize {
+    let significant = number.iter().position(|&b| b != 0).map_or(&[][..], |first| &number[first..]);
+    significant.first().map_or(0, |&top| (significant.len() - 1) * 8 + (8 - top.leading_zeros() as usize))
 }
 
 /// One usable signing key of a key set.
@@ -102,7 +116,7 @@ struct Jwk {
 }
 
 /// The signing keys an identity provider publishes, as far as they are
-/// usable here: RSA keys of at least [`MIN_RSA_BITS`] and P-256 keys meant
+/// usable here: RSA keys of [`MIN_RSA_BITS`] to [`MAX_RSA_BITS`] and P-256 keys meant
 /// for signatures. Others (encryption keys, other curves, HMAC secrets) are
 /// skipped.
 #[derive(Clone, Default)]
@@ -159,20 +173,17 @@ impl RawJwk {
         let key = match (self.kty.as_str(), self.crv.as_deref()) {
             ("RSA", _) => {
                 let (n, e) = (bytes(&self.n)?, bytes(&self.e)?);
-                let key = RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e)).ok()?;
-                (key.size() * 8 >= MIN_RSA_BITS).then_some(PublicKey::Rsa(key))?
+                if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bit_length(&n)) || !(2..=33).contains(&bit_length(&e)) {
+                    return None;
+                }
+                PublicKey::Rsa { n, e }
             }
             ("EC", Some("P-256")) => {
                 let (x, y) = (bytes(&self.x)?, bytes(&self.y)?);
                 if x.len() != 32 || y.len() != 32 {
                     return None;
                 }
-                let point = p256::EncodedPoint::from_affine_coordinates(
-                    p256::FieldBytes::from_slice(&x),
-                    p256::FieldBytes::from_slice(&y),
-                    false,
-                );
-                PublicKey::P256(p256::ecdsa::VerifyingKey::from_encoded_point(&point).ok()?)
+                PublicKey::P256([&[0x04][..], &x, &y].concat())
             }
             _ => return None,
         };
@@ -372,7 +383,9 @@ mod tests {
     use chrono::TimeZone;
     use p256::ecdsa::signature::Signer;
     use rsa::RsaPrivateKey;
+    use rsa::traits::PublicKeyParts;
     use serde_json::json;
+    use sha2::Sha256;
 
     const NOW: i64 = 1_800_000_000;
 
