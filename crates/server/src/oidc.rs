@@ -102,6 +102,13 @@ impl Provider {
         if discovery.issuer != self.issuer {
             return Err(format!("{url} names the issuer {:?}, not {:?}", discovery.issuer, self.issuer));
         }
+        let endpoints =
+            [Some(&discovery.jwks_uri), discovery.authorization_endpoint.as_ref(), discovery.token_endpoint.as_ref()];
+        for endpoint in endpoints.into_iter().flatten() {
+            if !reqwest::Url::parse(endpoint).is_ok_and(|u| crate::config::is_secure_provider_url(&u)) {
+                return Err(format!("{url} names an endpoint that is not an https URL: {endpoint:?}"));
+            }
+        }
         if let Ok(mut kept) = self.discovery.write() {
             *kept = Some(discovery.clone());
         }

@@ -1,9 +1,9 @@
 // Signing in and out. A token arrives from the organisation's identity
 // provider (organisation-sign-in.js), pasted, or in a link's fragment (which
-// is never sent to a server). The session ends when its token expires. Only the first load signs in from a fragment:
-// a link followed later that would sign the tab in as someone else, or in
-// another tenant, is asked about first, so a link cannot quietly land an
-// admin in an attacker's tenant.
+// is never sent to a server); the session ends when its token expires. Only
+// the first load signs in from a fragment: a link followed later that would
+// sign the tab in as someone else, or in another tenant, is asked about
+// first, so a link cannot quietly land an admin in an attacker's tenant.
 
 import { AuthError, Q_VIEWER, Q_WHO, gql } from "./graphql.js";
 import { beginSignIn, finishSignIn, isSignInReturn, organisationSignIn } from "./organisation-sign-in.js";
@@ -38,7 +38,11 @@ function keep(token) {
   sessionStorage.setItem(TOKEN_KEY, token);
   clearTimeout(expiryTimer);
   const at = expiresAt(token);
-  if (at !== null) expiryTimer = setTimeout(() => signOut("Your session has expired; sign in again."), Math.max(0, at - Date.now()));
+  const delay = at === null ? null : Math.max(0, at - Date.now());
+  // Timers cannot wait longer than 2^31 - 1 ms (~24.8 days); no token here lives that long.
+  if (delay !== null && delay < 2 ** 31) {
+    expiryTimer = setTimeout(() => signOut("Your session has expired; sign in again."), delay);
+  }
 }
 
 function signOut(message) {
