@@ -385,7 +385,7 @@ async fn the_api_keys_page_signs_in_through_the_provider() {
     let s = seed_tenant(&store, &AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap(), "Acme").await;
     let accounts = [Account::new("ada", &s.admin.email, &s.tenant.id.to_string())];
     // Short-lived tokens, so that the test sees the page end the session.
-    let idp = IdentityProvider::start_with_token_ttl(&accounts, "ec-1:ES256", 12);
+    let idp = IdentityProvider::start_with_token_ttl(&accounts, "ec-1:ES256", 20);
     // The provider wants a resource indicator to issue a token for Latchkey.
     let options = AppOptions {
         oidc: Some(idp.config(Some(&format!("resource={AUDIENCE}%3Falg%3DES256")))),
@@ -433,7 +433,7 @@ async fn the_api_keys_page_signs_in_through_the_provider() {
         "the verifier is gone"
     );
     // At the token's expiry the page signs out by itself.
-    for _ in 0..300 {
+    for _ in 0..400 {
         if js(c, "return !document.getElementById('signin').hidden").await == json!(true) {
             break;
         }
