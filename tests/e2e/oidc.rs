@@ -324,6 +324,8 @@ async fn a_deployment_may_sign_in_only_through_its_provider() {
     let idp =
         IdentityProvider::start(&[Account::new("00u-ada", &s.admin.email, &s.tenant.id.to_string())], "rsa-1:RS256");
     let server = ServerProcess::spawn(&[
+        // Set but empty, as a deployment template may leave it: the same as unset.
+        ("LATCHKEY_JWT_SECRET", ""),
         ("LATCHKEY_DATABASE_URL", &db.url),
         ("LATCHKEY_OIDC_ISSUER", &idp.issuer),
         ("LATCHKEY_OIDC_AUDIENCE", AUDIENCE),

@@ -484,7 +484,8 @@ async fn set_user_active(
 pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     let bind = parse_bind(&args.bind)?;
     let oidc = args.oidc.config(args.token_key.token_max_ttl_secs)?;
-    let token_key = match (&args.token_key.jwt_secret, &oidc) {
+    let jwt_secret = args.token_key.jwt_secret.as_deref().filter(|s| !s.is_empty());
+    let token_key = match (jwt_secret, &oidc) {
         // Only OIDC: no shared secret to leak.
         (None, Some(_)) => None,
         (None, None) => bail!(
