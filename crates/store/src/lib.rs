@@ -145,10 +145,7 @@ impl Store {
                 o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                     .foreign_keys(true)
-                    // Within one process there is one writer (below); this is how
-                    // long another process (an operator command beside a busy
-                    // server) waits for the write lock before "database is locked".
-                    .busy_timeout(Duration::from_secs(30))
+                    .busy_timeout(Duration::from_secs(5))
                     .read_only(read_only)
             });
         };
