@@ -198,23 +198,14 @@ impl AdminTokenKey {
 
     /// Verifies the signature, issuer, audience and times of `token` at `now`.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<AdminClaims, TokenError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed);
-        let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
-        if header.alg != "HS256" {
+        let jws: Compact<'_, Header> = split_compact(token)?;
+        if jws.header.alg != "HS256" {
             return Err(TokenError::Algorithm);
         }
-        let signature = decode(signature)?;
-        let signing_input_len = token.len() - signature_len(token);
         let mut mac = self.mac();
-        mac.update(token.as_bytes().get(..signing_input_len).unwrap_or_default());
-        mac.verify_slice(&signature).map_err(|_| TokenError::Signature)?;
-        let received: ReceivedClaims = serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
+        mac.update(jws.signing_input.as_bytes());
+        mac.verify_slice(&jws.signature).map_err(|_| TokenError::Signature)?;
+        let received: ReceivedClaims = serde_json::from_slice(&jws.payload()?).map_err(|_| TokenError::Malformed)?;
         if received.iss.as_deref() != Some(self.issuer.as_str()) {
             return Err(TokenError::Issuer);
         }
@@ -237,9 +228,40 @@ impl AdminTokenKey {
     }
 }
 
-/// Length of the signature part plus its leading dot.
-fn signature_len(token: &str) -> usize {
-    token.rfind('.').map_or(0, |dot| token.len() - dot)
+/// A compact JWS (`header.payload.signature`, base64url), split, with its
+/// header read as `H` and its signature decoded; the payload is decoded only
+/// once the signature holds.
+pub(crate) struct Compact<'a, H> {
+    pub(crate) header: H,
+    pub(crate) signing_input: &'a str,
+    pub(crate) signature: Vec<u8>,
+    payload: &'a str,
+}
+
+impl<H> Compact<'_, H> {
+    /// The decoded payload.
+    pub(crate) fn payload(&self) -> Result<Vec<u8>, TokenError> {
+        URL_SAFE_NO_PAD.decode(self.payload).map_err(|_| TokenError::Malformed)
+    }
+}
+
+/// Splits a compact JWS; anything but three base64url parts with a JSON
+/// header of shape `H` is `Malformed`.
+pub(crate) fn split_compact<H: serde::de::DeserializeOwned>(token: &str) -> Result<Compact<'_, H>, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed);
+    let header = serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
+    let signing_input = token.get(..header_and_payload_len(token)).ok_or(TokenError::Malformed)?;
+    Ok(Compact { header, signing_input, signature: decode(signature)?, payload })
+}
+
+/// Where the signature's leading dot is.
+fn header_and_payload_len(token: &str) -> usize {
+    token.rfind('.').unwrap_or(0)
 }
 
 #[cold]

@@ -19,7 +19,7 @@ use ring::signature::{
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::admin_token::{Audience, LEEWAY_SECS, TokenError};
+use crate::admin_token::{Audience, Compact, LEEWAY_SECS, TokenError, split_compact};
 
 /// The smallest RSA key accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -276,29 +276,24 @@ struct Header {
 }
 
 /// A compact JWS whose header names an accepted algorithm, not yet verified.
-#[derive(Debug)]
 pub struct SignedToken<'a> {
     alg: Algorithm,
     kid: Option<String>,
-    signing_input: &'a str,
-    signature: Vec<u8>,
-    payload: &'a str,
+    jws: Compact<'a, Header>,
+}
+
+impl fmt::Debug for SignedToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedToken").field("alg", &self.alg).field("kid", &self.kid).finish_non_exhaustive()
+    }
 }
 
 impl<'a> SignedToken<'a> {
     /// Splits `token` and reads its header; refuses any algorithm but RS256, PS256 and ES256.
     pub fn parse(token: &'a str) -> Result<SignedToken<'a>, TokenError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed);
-        let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
-        let alg = Algorithm::parse(&header.alg).ok_or(TokenError::Algorithm)?;
-        let signing_input = token.get(..token.len() - signature.len() - 1).ok_or(TokenError::Malformed)?;
-        Ok(SignedToken { alg, kid: header.kid, signing_input, signature: decode(signature)?, payload })
+        let jws: Compact<'a, Header> = split_compact(token)?;
+        let alg = Algorithm::parse(&jws.header.alg).ok_or(TokenError::Algorithm)?;
+        Ok(SignedToken { alg, kid: jws.header.kid.clone(), jws })
     }
 
     /// The key id the header names.
@@ -310,8 +305,8 @@ impl<'a> SignedToken<'a> {
     /// claims under `rules` at `now`.
     pub fn verify(&self, keys: &KeySet, rules: &OidcRules, now: DateTime<Utc>) -> Result<OidcIdentity, TokenError> {
         self.check_signature(keys)?;
-        let payload = URL_SAFE_NO_PAD.decode(self.payload).map_err(|_| TokenError::Malformed)?;
-        let claims: Map<String, Value> = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+        let claims: Map<String, Value> =
+            serde_json::from_slice(&self.jws.payload()?).map_err(|_| TokenError::Malformed)?;
         check_claims(&claims, rules, now.timestamp())
     }
 
@@ -328,8 +323,8 @@ impl<'a> SignedToken<'a> {
         if fitting.is_empty() {
             return Err(TokenError::Algorithm);
         }
-        let input = self.signing_input.as_bytes();
-        if fitting.iter().any(|k| k.key.verifies(self.alg, input, &self.signature)) {
+        let input = self.jws.signing_input.as_bytes();
+        if fitting.iter().any(|k| k.key.verifies(self.alg, input, &self.jws.signature)) {
             Ok(())
         } else {
             Err(TokenError::Signature)
