@@ -13,6 +13,7 @@ mod m0006_imported_keys;
 mod m0007_owner_lifecycle;
 mod m0008_scim_users;
 mod m0009_tenant_external_id;
+mod m0010_hardening;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_owner_lifecycle::Migration),
             Box::new(m0008_scim_users::Migration),
             Box::new(m0009_tenant_external_id::Migration),
+            Box::new(m0010_hardening::Migration),
         ]
     }
 }

@@ -10,7 +10,12 @@ use latchkey_tests::{Seeded, TestApp, TestDb, ops};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-on_both_backends!(imported_keys_verify_in_their_original_format, bad_import_lines_are_refused_and_change_nothing,);
+on_both_backends!(
+    imported_keys_verify_in_their_original_format,
+    bad_import_lines_are_refused_and_change_nothing,
+    a_reimport_never_brings_back_a_rotated_or_deleted_key,
+    guesses_at_an_imported_argon2_key_share_one_budget,
+);
 
 /// Imports `lines` into the seeded tenant; returns the report and all output.
 fn import(app: &TestApp, s: &Seeded, lines: &[String], flags: &[&str]) -> (Value, String) {
@@ -103,7 +108,10 @@ async fn imported_keys_verify_in_their_original_format(db: TestDb) {
     for key in &keys {
         assert_eq!(app.verify(key).await["valid"], true, "{key}");
         let body = app.gql(Some(key), "{ viewer { apiKey { id lastEditedAt } } }", json!({})).await;
+        assert!(body["data"]["viewer"]["apiKey"]["id"].is_string(), "a GraphQL bearer: {body}");
         assert_eq!(body["data"]["viewer"]["apiKey"]["lastEditedAt"], Value::Null, "a legacy key: {body}");
+        let scim = app.http.get(format!("{}/scim/v2/Users", app.url)).bearer_auth(key).send().await.unwrap();
+        assert_eq!(scim.status(), 200, "a SCIM bearer (an unrestricted key may provision)");
     }
     assert_eq!(app.verify(&format!("{plain}x")).await["code"], "INVALID");
     assert_eq!(app.verify("has space").await["code"], "MALFORMED");
@@ -202,5 +210,110 @@ async fn bad_import_lines_are_refused_and_change_nothing(db: TestDb) {
     }
     assert!(!output.contains(&hash[7..]), "no hash is echoed");
     assert_eq!(count().await, 1);
+    app.stop().await;
+}
+
+fn plain_line(s: &Seeded, description: &str, secret: &str) -> String {
+    json!({ "ownerEmail": s.integration.email, "description": description, "createdAt": "2024-01-01T00:00:00Z", "secret": secret }).to_string()
+}
+
+async fn a_reimport_never_brings_back_a_rotated_or_deleted_key(db: TestDb) {
+    let app = TestApp::start_on(db).await;
+    let s = app.seed("Acme").await;
+    let (kept, rotated, deleted) = ("kept_1234567890abcdef", "rotated_1234567890abcdef", "deleted_1234567890abcdef");
+    // A key refused a moment before it is imported verifies as soon as it is.
+    assert_eq!(app.verify(kept).await["code"], "INVALID");
+    let lines =
+        vec![plain_line(&s, "Kept", kept), plain_line(&s, "Rotated", rotated), plain_line(&s, "Deleted", deleted)];
+    let (report, _) = import(&app, &s, &lines, &[]);
+    assert_eq!(report["imported"], 3, "{report}");
+    assert_eq!(app.verify(kept).await["valid"], true, "not held back by the failure a moment ago");
+    let ids: Vec<String> =
+        report["importedKeys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().to_owned()).collect();
+
+    // Each import is audited (by Latchkey) and its owner mailed like a generate.
+    let events = app.wait_for_deliveries(3).await;
+    let imported: Vec<_> = events.iter().filter(|e| e.kind == latchkey_domain::KeyEventKind::Imported).collect();
+    assert_eq!(imported.len(), 3, "{events:?}");
+    assert!(imported.iter().all(|e| e.owner_email == s.integration.email && e.actor_name == "Latchkey"));
+    let trail = app
+        .gql(
+            Some(&s.admin_token),
+            "query($k: ID!) { apiKeyEvents(keyId: $k, first: 10) { nodes { action actorName } } }",
+            json!({ "k": ids[0] }),
+        )
+        .await;
+    assert_eq!(
+        trail["data"]["apiKeyEvents"]["nodes"],
+        json!([{ "action": "IMPORTED", "actorName": "Latchkey" }]),
+        "{trail}"
+    );
+
+    let fresh = app.rotate(&s.admin_token, &ids[1]).await;
+    app.delete(&s.admin_token, &ids[2]).await;
+    assert_eq!(app.verify(rotated).await["code"], "INVALID");
+    assert_eq!(app.verify(deleted).await["code"], "INVALID");
+
+    // The same file again: the kept key is present, the other two never come back.
+    let (again, _) = import(&app, &s, &lines, &[]);
+    assert_eq!(again["imported"], 0, "{again}");
+    assert_eq!(again["skippedAsPresent"], json!([1]), "{again}");
+    assert_eq!(again["skippedAsRetired"], json!([2, 3]), "{again}");
+    assert_eq!(app.verify(rotated).await["code"], "INVALID");
+    assert_eq!(app.verify(deleted).await["code"], "INVALID");
+    assert_eq!(app.verify(&fresh).await["valid"], true);
+    let count = app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await;
+    assert_eq!(count["data"]["apiKeys"]["totalCount"], 2, "{count}");
+    app.stop().await;
+}
+
+async fn guesses_at_an_imported_argon2_key_share_one_budget(db: TestDb) {
+    let app = TestApp::start_with(db, latchkey_tests::AppOptions { metrics: true, ..Default::default() }).await;
+    let metrics = format!("http://{}/metrics", app.server.as_ref().unwrap().metrics_addr.unwrap());
+    let s = app.seed("Acme").await;
+    let key = format!("acme.{}", &sha256_hex(&s.tenant.id.to_string())[..30]);
+    let other = format!("beta.{}", &sha256_hex(&s.admin.id.to_string())[..30]);
+    let line = |prefix: &str, hash: String| {
+        json!({ "ownerEmail": s.integration.email, "description": prefix, "createdAt": "2024-01-01T00:00:00Z", "hash": hash, "prefix": prefix }).to_string()
+    };
+    // Parameters above the ceiling are refused per line, dry run or not.
+    let costly = |params: &str| {
+        format!("$argon2id$v=19${params}$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGg")
+    };
+    let lines = vec![
+        line("acme", latchkey_domain::hashing::argon2id_hash_of(&key).unwrap()),
+        line("beta", latchkey_domain::hashing::argon2id_hash_of(&other).unwrap()),
+        line("huge", costly("m=2097152,t=64,p=16")),
+        line("slow", costly("m=524288,t=2,p=1")),
+    ];
+    for flags in [&["--dry-run"][..], &[]] {
+        let (report, _) = import(&app, &s, &lines, flags);
+        let reasons: Vec<&str> =
+            report["refused"].as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap()).collect();
+        assert_eq!(reasons.len(), 2, "{report}");
+        assert!(reasons.iter().all(|r| r.contains("at most 102400 KiB")), "{reasons:?}");
+    }
+
+    let hashes = || async {
+        let text = app.http.get(&metrics).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("latchkey_legacy_hashes_total "))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    // 40 guesses at the known prefix, each different: one budget of 10 hashes.
+    let mut codes = Vec::new();
+    for n in 0..40 {
+        codes.push(app.verify(&format!("acme.guess{n:026}")).await["code"].as_str().unwrap().to_owned());
+    }
+    let hashed = hashes().await;
+    assert!(hashed <= 10, "{hashed} hashes for 40 guesses: {codes:?}");
+    assert_eq!(codes.iter().filter(|c| *c == "INVALID").count(), 10, "{codes:?}");
+    assert!(codes[10..].iter().all(|c| c == "RATE_LIMITED"), "{codes:?}");
+    // Another imported key is not held back, and costs one hash.
+    assert_eq!(app.verify(&other).await["valid"], true);
+    assert_eq!(hashes().await, hashed + 1);
     app.stop().await;
 }

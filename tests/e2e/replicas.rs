@@ -169,7 +169,7 @@ async fn five_replicas_starting_together_migrate_once() {
         ))
         .await
         .unwrap();
-    assert_eq!(rows.len(), 9, "each of the 9 migrations recorded once");
+    assert_eq!(rows.len(), 10, "each of the 10 migrations recorded once");
     let _ = conn.close().await;
 }
 

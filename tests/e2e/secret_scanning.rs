@@ -13,7 +13,11 @@ use p256::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-on_both_backends!(github_reports_are_verified_labelled_and_acted_on, a_large_batch_is_answered_in_time,);
+on_both_backends!(
+    github_reports_are_verified_labelled_and_acted_on,
+    a_large_batch_is_answered_in_time,
+    a_secret_that_no_longer_works_is_a_false_positive,
+);
 
 /// GitHub's key listing, served locally: what it publishes can change, and
 /// it can fail.
@@ -215,4 +219,73 @@ async fn a_large_batch_is_answered_in_time(db: TestDb) {
         assert_eq!(code(&app, secret).await, "COMPROMISED");
     }
     app.stop().await;
+}
+
+/// A previous secret past its overlap opens nothing: reporting it (GitHub or
+/// the public endpoint) is a false positive and leaves the current secret working.
+async fn a_secret_that_no_longer_works_is_a_false_positive(db: TestDb) {
+    let (app, listing) = started(db).await;
+    let s = app.seed("Acme").await;
+    let (id, old, _) = app.generate(&s.admin_token, &s.integration, "Deploy bot").await;
+    let rotated = app
+        .gql(
+            Some(&s.admin_token),
+            latchkey_tests::ops::ROTATE_WITH,
+            json!({ "input": { "id": id, "overlapSeconds": 3600 } }),
+        )
+        .await;
+    let current = rotated["data"]["rotateApiKey"]["secret"].as_str().expect("rotated").to_owned();
+    assert_eq!(code(&app, &old).await, "VALID", "in its overlap");
+    let ended = app.gql(Some(&s.admin_token), latchkey_tests::ops::EXPIRE_PREVIOUS, json!({ "id": id })).await;
+    assert_eq!(ended["data"]["expireApiKeyPreviousSecret"]["userErrors"], json!([]), "{ended}");
+    assert_eq!(code(&app, &old).await, "EXPIRED");
+
+    let key = signing_key(7);
+    listing.publish(&[("key-1", &key)]);
+    let body = json!([{ "token": old, "type": "latchkey_api_key", "url": "https://github.com/acme/app", "source": "content" }]).to_string();
+    let (status, verdicts) = send(&app, &body, "key-1", &key).await;
+    assert_eq!((status, verdicts[0]["label"].as_str()), (200, Some("false_positive")), "{verdicts}");
+
+    // The public endpoint handles reports in the background: report the dead
+    // secret, then a live sentinel key, and wait for the sentinel's revocation.
+    let (_, sentinel, _) = app.generate(&s.admin_token, &s.integration, "Sentinel").await;
+    for key in [&old, &sentinel] {
+        let resp = app
+            .http
+            .post(format!("{}/v1/keys/report-leak", app.url))
+            .json(&json!({ "key": key }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let waited = Instant::now();
+    while code(&app, &sentinel).await != "COMPROMISED" {
+        assert!(waited.elapsed() < Duration::from_secs(10), "the sentinel report was never handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let state = app.gql(Some(&s.admin_token), latchkey_tests::ops::GET_KEY_STATE, json!({ "id": id })).await;
+    assert_eq!(state["data"]["apiKey"]["status"], "ACTIVE", "{state}");
+    assert_eq!(code(&app, &current).await, "VALID", "the current secret still works");
+    let audit = app
+        .gql(
+            Some(&s.admin_token),
+            "query($id: ID!) { apiKeyEvents(keyId: $id, first: 50) { nodes { action } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let mut actions: Vec<&str> = audit["data"]["apiKeyEvents"]["nodes"]
+        .as_array()
+        .expect("the trail")
+        .iter()
+        .map(|n| n["action"].as_str().unwrap())
+        .collect();
+    actions.sort_unstable();
+    assert_eq!(actions, ["GENERATED", "PREVIOUS_SECRET_EXPIRED", "ROTATED"], "no leak recorded");
+    assert!(
+        app.notifier
+            .delivered()
+            .iter()
+            .all(|e| e.kind != KeyEventKind::Leaked || e.key_last_four == sentinel[sentinel.len() - 4..])
+    );
 }

@@ -64,8 +64,11 @@ pub fn token_hash(token: &str) -> String {
 
 impl App {
     /// Acts on a report that `token` leaked; `Ok(true)` when it is one of
-    /// Latchkey's keys (current or previous secret). Repeated reports of one
-    /// token change and mail nothing more.
+    /// Latchkey's working credentials (current secret, or a previous one in
+    /// its overlap). A secret that no longer works (a previous secret past its
+    /// overlap, or its key's expiry) is a false positive: acting on it would
+    /// revoke the key's *current* secret for a leak that opens nothing.
+    /// Repeated reports of one token change and mail nothing more.
     pub async fn report_leak(&self, token: &str, found: &FoundAt) -> AppResult<bool> {
         let Ok(parsed) = ParsedKey::parse(token) else { return Ok(false) };
         let credentials = self.store.credentials_by_lookup_ids(std::slice::from_ref(&parsed.lookup_id())).await?;
@@ -79,6 +82,10 @@ impl App {
         let Some(credential) = matched else {
             return Ok(false);
         };
+        if credential.works_until.is_some_and(|until| until <= self.clock.now()) {
+            tracing::info!(key = %credential.key_id, reporter = %found.reporter, "a leak report named a secret that no longer works; ignored");
+            return Ok(false);
+        }
         let outcome = self
             .store
             .report_leak(

@@ -37,6 +37,10 @@ pub use latchkey_domain::restrictions::{Refusal, RequestContext};
 pub use latchkey_store::{KeyCursor, KeyOrderField};
 pub use verify::{KeyVerifier, VerifierConfig, VerifyOutcome};
 
+/// How long a previous secret whose overlap ended is still recognised (to
+/// answer `EXPIRED` rather than `INVALID`); it never works again meanwhile.
+pub const ENDED_SECRET_KEPT: chrono::Duration = chrono::Duration::days(1);
+
 /// Every use case, over one store, clock and verifier. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct App {
@@ -129,7 +133,9 @@ impl App {
         let Some(token) = auth::bearer_token(header) else {
             return Ok(Authentication::Refused("The Authorization header must be `Bearer <token>`.".into()));
         };
-        if token.starts_with(latchkey_domain::secret::KEY_PREFIX) {
+        if token.starts_with(latchkey_domain::secret::KEY_PREFIX)
+            || !latchkey_domain::admin_token::looks_like_jws(token)
+        {
             return self.authenticate_key(token, client).await;
         }
         if let Some(oidc) = &self.oidc {
@@ -255,8 +261,18 @@ impl App {
     /// that are due now, at most `limit`, and wakes the dispatcher. Every
     /// replica may run this at once: each notice is queued once. Returns how
     /// many were queued.
+    ///
+    /// Previous secrets whose overlap ended more than
+    /// [`ENDED_SECRET_KEPT`] ago are forgotten in the same pass: until then
+    /// presenting one answers `EXPIRED` (telling its holder to switch),
+    /// afterwards `INVALID`.
     pub async fn queue_expiry_notices(&self, limit: u64) -> AppResult<usize> {
-        let queued = self.store.queue_expiry_notices(self.clock.now(), limit).await?;
+        let now = self.clock.now();
+        let cleared = self.store.clear_previous_secrets_ended_before(now - ENDED_SECRET_KEPT).await?;
+        if cleared > 0 {
+            tracing::info!(cleared, "previous secrets past their overlap forgotten");
+        }
+        let queued = self.store.queue_expiry_notices(now, limit).await?;
         if queued > 0 {
             self.outbox.notify_one();
         }

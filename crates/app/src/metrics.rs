@@ -42,6 +42,7 @@ pub struct Metrics {
     cache_misses: IntCounter,
     cache_entries: IntGauge,
     legacy_hash_wait: Histogram,
+    legacy_hashes: IntCounter,
     http: HistogramVec,
     revocation_notices: IntCounter,
     listener_reconnects: IntCounter,
@@ -110,6 +111,10 @@ impl Metrics {
                     )
                     .buckets(legacy_buckets),
                 ),
+            )?,
+            legacy_hashes: counter(
+                "legacy_hashes_total",
+                "Legacy (argon2id) hash checks run: each within its key's budget, never for a presenter over its limit.",
             )?,
             http: registered(
                 r,
@@ -183,6 +188,11 @@ impl Metrics {
     /// Records how long a legacy hash check waited for its slot.
     pub(crate) fn legacy_hash_waited(&self, waited: Duration) {
         self.legacy_hash_wait.observe(waited.as_secs_f64());
+    }
+
+    /// Counts a legacy hash check that runs.
+    pub(crate) fn legacy_hash_run(&self) {
+        self.legacy_hashes.inc();
     }
 
     /// Records an HTTP request: `route` is the matched pattern (never the

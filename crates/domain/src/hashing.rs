@@ -160,9 +160,40 @@ pub fn argon2id_hash_of(key: &str) -> Result<String, HashingFailed> {
     Ok(format!("$argon2id$v=19$m={M_COST_KIB},t={T_COST},p={P_COST}${}${}", B64.encode(salt), B64.encode(out)))
 }
 
-/// Whether `phc` is an argon2id PHC string this crate can verify.
-pub fn is_argon2id_phc(phc: &str) -> bool {
-    parse_phc(phc).is_some()
+/// The most memory (KiB) an argon2id hash may ask for: 100 MiB, the
+/// largest default of common systems (Django's `Argon2PasswordHasher`; RFC
+/// 9106's second recommended option asks 64 MiB). Legacy checks run one per
+/// core at most, so hashing holds at most that many times this.
+pub const MAX_ARGON2_M_KIB: u32 = 102_400;
+/// The most work (memory × passes, KiB) one argon2id check may ask for:
+/// Django's default (100 MiB × 2), about 0.1 s of one core here; OWASP's
+/// options all ask ≤ 47 104.
+pub const MAX_ARGON2_WORK_KIB: u64 = 204_800;
+/// The most lanes (Django's default; lanes run one after the other here).
+pub const MAX_ARGON2_P: u32 = 8;
+
+/// Why an argon2id PHC string is refused: not one this crate can verify, or
+/// asking more than the ceilings above.
+pub fn argon2id_phc_problem(phc: &str) -> Option<String> {
+    let Some(stored) = parse_phc_unbounded(phc) else {
+        return Some("the argon2id hash is not a valid PHC string".into());
+    };
+    if stored.m > MAX_ARGON2_M_KIB {
+        return Some(format!(
+            "the argon2id hash asks m={} KiB of memory per check; at most {MAX_ARGON2_M_KIB} KiB (100 MiB) is accepted",
+            stored.m
+        ));
+    }
+    if u64::from(stored.m) * u64::from(stored.t) > MAX_ARGON2_WORK_KIB {
+        return Some(format!(
+            "the argon2id hash asks m×t={} KiB of work per check; at most {MAX_ARGON2_WORK_KIB} (e.g. m=102400,t=2) is accepted",
+            u64::from(stored.m) * u64::from(stored.t)
+        ));
+    }
+    if stored.p > MAX_ARGON2_P {
+        return Some(format!("the argon2id hash asks p={} lanes; at most {MAX_ARGON2_P} are accepted", stored.p));
+    }
+    None
 }
 
 /// A stored argon2id PHC string, taken apart.
@@ -174,7 +205,15 @@ struct StoredHash {
     hash: Vec<u8>,
 }
 
+/// A stored hash within the ceilings; anything else verifies nothing (a row
+/// written before the ceilings, or corrupted, never makes a check that costly).
 fn parse_phc(phc: &str) -> Option<StoredHash> {
+    parse_phc_unbounded(phc).filter(|h| {
+        h.m <= MAX_ARGON2_M_KIB && u64::from(h.m) * u64::from(h.t) <= MAX_ARGON2_WORK_KIB && h.p <= MAX_ARGON2_P
+    })
+}
+
+fn parse_phc_unbounded(phc: &str) -> Option<StoredHash> {
     let mut parts = phc.split('$');
     let (Some(""), Some("argon2id"), Some("v=19"), Some(params), Some(salt), Some(hash), None) =
         (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
@@ -193,9 +232,9 @@ fn parse_phc(phc: &str) -> Option<StoredHash> {
         }
     }
     let hash = B64.decode(hash).ok()?;
-    // Refuse absurd parameters from a corrupted row rather than allocating.
     let (m, t, p) = (m?, t?, p?);
-    if m > 1 << 21 || t > 64 || p > 16 || hash.len() < 16 || hash.len() > 64 {
+    // argon2's own bounds: at least one pass and lane, 8 KiB per lane.
+    if t == 0 || p == 0 || u64::from(m) < 8 * u64::from(p) || hash.len() < 16 || hash.len() > 64 {
         return None;
     }
     Some(StoredHash { m, t, p, salt: B64.decode(salt).ok()?, hash })
@@ -289,6 +328,30 @@ mod tests {
         let theirs =
             reference.hash_password_with_salt(secret.expose().as_bytes(), b"0123456789abcdef").unwrap().to_string();
         assert!(verify_secret(&ParsedKey::parse(secret.expose()).unwrap(), &theirs));
+    }
+
+    #[test]
+    fn costly_parameters_are_refused_with_the_ceiling_named() {
+        let with = |params: &str| {
+            format!("$argon2id$v=19${params}$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGg")
+        };
+        for ok in ["m=19456,t=2,p=1", "m=102400,t=2,p=8", "m=65536,t=3,p=4", "m=47104,t=1,p=1"] {
+            assert_eq!(argon2id_phc_problem(&with(ok)), None, "{ok}");
+        }
+        for (bad, says) in [
+            ("m=2097152,t=64,p=16", "memory"),
+            ("m=524288,t=2,p=1", "memory"),
+            ("m=65536,t=4,p=1", "work"),
+            ("m=19456,t=2,p=16", "lanes"),
+        ] {
+            let problem = argon2id_phc_problem(&with(bad)).unwrap_or_default();
+            assert!(problem.contains(says), "{bad}: {problem}");
+            let parsed = ParsedKey::parse("lk_000000000000000000000000000000000000000000000000000").ok();
+            if let Some(parsed) = parsed {
+                assert!(!verify_secret(&parsed, &with(bad)), "a row above the ceiling verifies nothing");
+            }
+        }
+        assert!(argon2id_phc_problem("$argon2id$v=19$m=8,t=0,p=1$c2FsdA$aGFzaGhhc2hoYXNoaGFzaA").is_some());
     }
 
     #[test]

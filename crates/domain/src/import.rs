@@ -93,8 +93,11 @@ pub fn from_hash(hash: &str, prefix: Option<&str>) -> Result<ImportedSecret, Str
         let digest = hex_digest(digest, 128).ok_or("a sha512 hash is 128 hexadecimal digits")?;
         (Some(format!("sha512:{digest}")), format!("{SHA512_PREFIX}{digest}"))
     } else if hash.starts_with("$argon2id$") {
-        if HashScheme::of(hash) != Some(HashScheme::LegacyArgon2id) || !crate::hashing::is_argon2id_phc(hash) {
+        if HashScheme::of(hash) != Some(HashScheme::LegacyArgon2id) {
             return Err("the argon2id hash is not a valid PHC string".into());
+        }
+        if let Some(problem) = crate::hashing::argon2id_phc_problem(hash) {
+            return Err(problem);
         }
         (None, hash.to_owned())
     } else {

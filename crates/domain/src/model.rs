@@ -142,6 +142,8 @@ crate::string_enum! {
         /// A user was deactivated and the keys it owns were suspended (mailed
         /// once to each active internal admin of the tenant, listing them).
         KeysSuspended = "keys_suspended",
+        /// The key was imported from another system (`latchkey keys import`).
+        Imported = "imported",
     }
 }
 
@@ -263,6 +265,8 @@ crate::string_enum! {
         LeakReported = "leak_reported",
         /// The key was given to another owner.
         OwnerChanged = "owner_changed",
+        /// The key was imported from another system (`latchkey keys import`).
+        Imported = "imported",
     }
 }
 

@@ -762,6 +762,8 @@ pub enum ApiKeyEventAction {
     LeakReported,
     /// The key was given to another owner.
     OwnerChanged,
+    /// The key was imported from another system by an operator (actor: "Latchkey").
+    Imported,
 }
 
 /// One entry of the audit trail. Kept after the key is deleted.

@@ -102,6 +102,13 @@ fn wording(event: &KeyEvent) -> (String, String, String) {
                 None => "The previous secret stopped working immediately. Integrations must use the new secret.".into(),
             },
         ),
+        KeyEventKind::Imported => (
+            format!("was {word}"),
+            format!("was {word} from another system into Latchkey at {}", timestamp(event.occurred_at)),
+            "It keeps working with the secret it had there. You can now see it on the API keys page, \
+             and rotate, restrict or delete it there."
+                .into(),
+        ),
         KeyEventKind::Deleted => (
             format!("was {word}"),
             done_by(),

@@ -2,7 +2,10 @@
 //! line, kept in their original format (see `latchkey_domain::import`). A bad
 //! line is refused with its number and reason and does not stop the others
 //! (unless `--atomic`); a key already there is skipped, so running an import
-//! twice changes nothing. Nothing of a secret or hash is ever printed.
+//! twice changes nothing, and a credential imported before and since rotated
+//! away or deleted is never written again. Each imported key is audited
+//! (`IMPORTED`, by "Latchkey") and its owner mailed, as for a generated key.
+//! Nothing of a secret or hash is ever printed.
 
 use std::io::{BufRead, Read};
 
@@ -10,7 +13,7 @@ use chrono::{DateTime, Utc};
 use latchkey_domain::description::shows_nothing;
 use latchkey_domain::import::{ImportedSecret, from_hash, from_plaintext};
 use latchkey_domain::{Description, TenantId, policy};
-use latchkey_store::{NewCredential, NewKey, Store};
+use latchkey_store::{ImportWrite, NewCredential, NewKey, Store};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -166,13 +169,15 @@ pub async fn run(
             Err(reason) => refused.push(json!({ "line": line, "reason": reason })),
         }
     }
-    let (mut imported, mut skipped) = (Vec::new(), Vec::new());
+    let (mut imported, mut skipped, mut retired) = (Vec::new(), Vec::new(), Vec::new());
     let write = !dry_run && (!atomic || refused.is_empty());
     if write {
+        let actor = latchkey_domain::lifecycle::system_actor(tenant);
         for Ready { line, key, created_at } in ready {
-            match store.insert_imported_key(key, created_at).await? {
-                Some(key) => imported.push(json!({ "line": line, "id": key.id })),
-                None => skipped.push(line),
+            match store.insert_imported_key(key, created_at, &actor, now).await? {
+                ImportWrite::Imported(key) => imported.push(json!({ "line": line, "id": key.id })),
+                ImportWrite::Present => skipped.push(line),
+                ImportWrite::Retired => retired.push(line),
             }
         }
     }
@@ -182,6 +187,7 @@ pub async fn run(
         "imported": imported.len(),
         "importedKeys": imported,
         "skippedAsPresent": skipped,
+        "skippedAsRetired": retired,
         "refused": refused,
     }))
 }

@@ -12,6 +12,7 @@ pub mod tenant {
         pub created_at: DateTimeUtc,
         pub leak_response: String,
         pub external_id: Option<String>,
+        pub scim_may_grant_internal_admin: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -40,6 +41,7 @@ pub mod user {
         pub updated_at: Option<DateTimeUtc>,
         pub version: i32,
         pub deleted_at: Option<DateTimeUtc>,
+        pub scim_managed: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -184,6 +186,26 @@ pub mod leak_report {
         pub source: String,
         pub url: Option<String>,
         pub reported_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod imported_credential {
+    use sea_orm::entity::prelude::*;
+
+    /// Every credential an import wrote, kept after its key is rotated or deleted.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "imported_credentials")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub lookup: String,
+        pub tenant_id: Uuid,
+        pub key_id: Uuid,
+        pub imported_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -17,7 +17,7 @@ use sea_orm::{
 use sea_orm::{Condition, Order};
 
 use crate::audit::insert_audit;
-use crate::entities::{api_key, leak_report, tenant, user};
+use crate::entities::{api_key, imported_credential, leak_report, tenant, user};
 use crate::events::insert_event;
 use crate::revocations::notify_revocation;
 use crate::users::user_in;
@@ -472,6 +472,18 @@ pub struct Rotation {
     pub previous_until: Option<DateTime<Utc>>,
 }
 
+/// What importing one key did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportWrite {
+    /// Written, audited and its owner told.
+    Imported(ApiKey),
+    /// The key is already there (as imported): nothing written.
+    Present,
+    /// The credential was imported before and has since been rotated away or
+    /// deleted: it never comes back.
+    Retired,
+}
+
 /// What a leak report did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeakRecorded {
@@ -695,6 +707,17 @@ impl Store {
         notify_revocation(&txn, key.id).await?;
         txn.commit().await?;
         Ok(KeyChange::Done(key))
+    }
+
+    /// Forgets previous secrets whose overlap ended before `ended_before`
+    /// (their lookup id, hash and last four): from then on presenting one is
+    /// like presenting any unknown key. Returns how many were cleared.
+    pub async fn clear_previous_secrets_ended_before(&self, ended_before: DateTime<Utc>) -> StoreResult<u64> {
+        let cleared = keep_previous(api_key::Entity::update_many(), None)
+            .filter(api_key::Column::PreviousExpiresAt.lt(storable(ended_before)))
+            .exec(self.conn())
+            .await?;
+        Ok(cleared.rows_affected)
     }
 
     /// Sets (or with `None` clears) a key's expiry, re-arming its expiry
@@ -1084,21 +1107,65 @@ impl Store {
     }
 
     /// Inserts a key imported from another system, as a key from before key
-    /// management; `None` (nothing written) when a key with the same lookup
-    /// is already there, so an import can run twice.
-    pub async fn insert_imported_key(&self, new: NewKey, created_at: DateTime<Utc>) -> StoreResult<Option<ApiKey>> {
+    /// management, with its `imported` audit entry and owner notice (by
+    /// `actor`), in one transaction. A credential imported before is never
+    /// written again: not while its key is there (an import can run twice),
+    /// nor after it was rotated away or deleted.
+    pub async fn insert_imported_key(
+        &self,
+        new: NewKey,
+        created_at: DateTime<Utc>,
+        actor: &User,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ImportWrite> {
+        let (created_at, now) = (storable(created_at), storable(now));
+        let identity = new.import_lookup.clone().unwrap_or_else(|| new.credential.lookup_id.as_str().to_owned());
+        let txn = self.conn().begin().await?;
+        if let Some(before) = imported_credential::Entity::find_by_id(identity.clone()).one(&txn).await? {
+            let present = key_in(&txn, TenantId(before.tenant_id), ApiKeyId(before.key_id))
+                .await?
+                .is_some_and(|k| k.import_lookup.as_deref().unwrap_or(&k.lookup_id) == identity);
+            txn.rollback().await?;
+            return Ok(if present { ImportWrite::Present } else { ImportWrite::Retired });
+        }
         let exists = match &new.import_lookup {
-            Some(lookup) => api_key::Entity::find().filter(api_key::Column::ImportLookup.eq(lookup.as_str())),
-            None => api_key::Entity::find().filter(api_key::Column::LookupId.eq(new.credential.lookup_id.as_str())),
+            Some(lookup) => api_key::Entity::find().filter(
+                Condition::any()
+                    .add(api_key::Column::ImportLookup.eq(lookup.as_str()))
+                    .add(api_key::Column::PreviousImportLookup.eq(lookup.as_str())),
+            ),
+            None => api_key::Entity::find().filter(
+                Condition::any()
+                    .add(api_key::Column::LookupId.eq(new.credential.lookup_id.as_str()))
+                    .add(api_key::Column::PreviousLookupId.eq(new.credential.lookup_id.as_str())),
+            ),
         };
-        if exists.one(self.conn()).await?.is_some() {
-            return Ok(None);
+        if exists.one(&txn).await?.is_some() {
+            txn.rollback().await?;
+            return Ok(ImportWrite::Present);
         }
-        match self.import_legacy_key(new, created_at).await {
-            Ok(key) => Ok(Some(key)),
-            Err(StoreError::Conflict(_)) => Ok(None),
-            Err(e) => Err(e),
+        let model = match new.into_model(created_at, None).insert(&txn).await.map_err(StoreError::from) {
+            Ok(model) => model,
+            Err(StoreError::Conflict(_)) => {
+                txn.rollback().await?;
+                return Ok(ImportWrite::Present);
+            }
+            Err(e) => return Err(e),
+        };
+        let key = key_from(model);
+        imported_credential::ActiveModel {
+            lookup: Set(identity),
+            tenant_id: Set(key.tenant_id.0),
+            key_id: Set(key.id.0),
+            imported_at: Set(now),
         }
+        .insert(&txn)
+        .await?;
+        let owner = owner_of(&txn, &key).await?;
+        insert_event(&txn, &KeyEvent::new(KeyEventKind::Imported, &key, &owner, actor, now)).await?;
+        insert_audit(&txn, &AuditEntry::new(AuditAction::Imported, &key, actor, now)).await?;
+        txn.commit().await?;
+        Ok(ImportWrite::Imported(key))
     }
 
     /// The stored credential for a lookup id, in any tenant.

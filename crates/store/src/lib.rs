@@ -24,7 +24,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
 pub use audit::AuditPage;
 pub use events::{OutboxStats, StoredEvent};
 pub use keys::{
-    KeyChange, KeyCursor, KeyOrderField, KeyPage, KeyQuery, LeakRecorded, NewCredential, NewKey, Rotation,
+    ImportWrite, KeyChange, KeyCursor, KeyOrderField, KeyPage, KeyQuery, LeakRecorded, NewCredential, NewKey, Rotation,
     StoredCredential,
 };
 pub use owners::{ActivityChange, UserFilter, UserPage};

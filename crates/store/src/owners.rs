@@ -325,6 +325,7 @@ struct UserWithKeyCount {
     updated_at: Option<DateTime<Utc>>,
     version: i32,
     deleted_at: Option<DateTime<Utc>>,
+    scim_managed: bool,
     key_count: Option<i64>,
 }
 
@@ -344,6 +345,7 @@ impl UserWithKeyCount {
             updated_at: self.updated_at,
             version: self.version,
             deleted_at: self.deleted_at,
+            scim_managed: self.scim_managed,
         }
     }
 }

@@ -151,6 +151,7 @@ impl Store {
             updated_at: Set(Some(now)),
             version: Set(1),
             deleted_at: Set(None),
+            scim_managed: Set(true),
         };
         match model.insert(self.conn()).await.map_err(StoreError::from) {
             Ok(m) => Ok(ScimWritten::Done(scim_user(m)?)),

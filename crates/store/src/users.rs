@@ -69,6 +69,7 @@ impl Store {
             created_at: Set(now),
             leak_response: Set(LeakResponse::Revoke.as_str().to_owned()),
             external_id: Set(None),
+            scim_may_grant_internal_admin: Set(false),
         }
         .insert(self.conn())
         .await?;
@@ -178,6 +179,7 @@ impl Store {
             updated_at: Set(None),
             version: Set(1),
             deleted_at: Set(None),
+            scim_managed: Set(false),
         }
         .insert(self.conn())
         .await?;

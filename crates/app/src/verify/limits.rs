@@ -21,24 +21,47 @@ use std::time::{Duration, Instant};
 use latchkey_domain::LookupId;
 use latchkey_domain::secret::LOOKUP_ID_LEN;
 
+use sha2::{Digest as _, Sha256};
+
 use super::cache::Digest;
 use super::shards::ShardedMap;
 
 /// Who failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Presenter {
-    /// Anyone presenting this lookup id.
+    /// Anyone presenting this lookup id (a Latchkey key's).
     Key([u8; LOOKUP_ID_LEN]),
-    /// One client address.
+    /// Anyone presenting a key found by this stored lookup (an imported
+    /// key's `prefix:…` or digest), by its SHA-256: lookups are longer than
+    /// a lookup id and must never share a budget by a common beginning.
+    Stored([u8; 16]),
+    /// One client address; IPv6 clients by their /64 (one host's share).
     Client(IpAddr),
 }
 
 fn key_presenter(lookup: &LookupId) -> Presenter {
-    let mut bytes = [0u8; LOOKUP_ID_LEN];
-    for (slot, b) in bytes.iter_mut().zip(lookup.as_str().bytes()) {
-        *slot = b;
+    let raw = lookup.as_str().as_bytes();
+    if raw.len() <= LOOKUP_ID_LEN {
+        let mut bytes = [0u8; LOOKUP_ID_LEN];
+        bytes[..raw.len()].copy_from_slice(raw);
+        return Presenter::Key(bytes);
     }
-    Presenter::Key(bytes)
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&Sha256::digest(raw)[..16]);
+    Presenter::Stored(bytes)
+}
+
+/// The presenter a client address counts as: an IPv4 address itself, an
+/// IPv6 address by its /64 (a host is given a whole /64 and picks any
+/// address in it).
+pub(crate) fn client_presenter(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
 }
 
 /// Failures in the window that started at `.0`.
@@ -70,7 +93,7 @@ impl FailureLimiter {
 
     fn limit_of(&self, presenter: &Presenter) -> u32 {
         match presenter {
-            Presenter::Key(_) => self.per_key,
+            Presenter::Key(_) | Presenter::Stored(_) => self.per_key,
             Presenter::Client(_) => self.per_client,
         }
     }
@@ -92,15 +115,15 @@ impl FailureLimiter {
         shard.get(presenter).filter(|w| now.duration_since(w.0) < self.window).map_or(0, |w| w.1)
     }
 
-    /// Records a failed verification of `digest` (a key with `lookup`) from
-    /// `client`. Returns whether the presenter is now over a limit, so the
-    /// answer should be `RATE_LIMITED` rather than `INVALID`.
     /// How long failures are counted: the longest a `RATE_LIMITED`
     /// presenter waits before its count starts again.
     pub(crate) fn window(&self) -> Duration {
         self.window
     }
 
+    /// Records a failed verification of `digest` (a key with `lookup`) from
+    /// `client`. Returns whether the presenter is now over a limit, so the
+    /// answer should be `RATE_LIMITED` rather than `INVALID`.
     pub(crate) fn fail(&self, digest: Digest, lookup: &LookupId, client: Option<IpAddr>, now: Instant) -> bool {
         let window = self.window;
         let mut shard = self.failed.shard(&digest);
@@ -109,13 +132,21 @@ impl FailureLimiter {
         self.count_failure(lookup, client, now)
     }
 
-    fn count_failure(&self, lookup: &LookupId, client: Option<IpAddr>, now: Instant) -> bool {
+    /// Counts a failure of `lookup` from `client` without remembering the
+    /// key; whether the presenter is now over a limit.
+    pub(crate) fn count_failure(&self, lookup: &LookupId, client: Option<IpAddr>, now: Instant) -> bool {
         let key = key_presenter(lookup);
         let mut over = self.add(key, 1, now) > self.per_key;
         if let Some(ip) = client {
-            over |= self.add(Presenter::Client(ip), 1, now) > self.per_client;
+            over |= self.add(Presenter::Client(client_presenter(ip)), 1, now) > self.per_client;
         }
         over
+    }
+
+    /// Whether `client` is over its failure limit now: it is answered
+    /// `RATE_LIMITED`, and no expensive check runs for it.
+    pub(crate) fn client_over_limit(&self, client: Option<IpAddr>, now: Instant) -> bool {
+        client.is_some_and(|ip| self.count(&Presenter::Client(client_presenter(ip)), now) >= self.per_client)
     }
 
     /// Whether `digest` failed within the window. If so, the repeat counts as
@@ -204,6 +235,22 @@ mod tests {
         limiter.refund(&lookup('a'), now);
         assert!(limiter.reserve(&lookup('a'), now), "a success gives its unit back");
         assert!(limiter.reserve(&lookup('b'), now), "other keys are unaffected");
+    }
+
+    #[test]
+    fn long_stored_lookups_never_share_a_budget_and_ipv6_counts_per_64() {
+        let limiter = FailureLimiter::new(Duration::from_secs(60), 1, 2, 1000);
+        let now = Instant::now();
+        let a = LookupId::from_stored("prefix:abcdefgh1".into());
+        let b = LookupId::from_stored("prefix:abcdefgh2".into());
+        assert!(limiter.reserve(&a, now));
+        assert!(!limiter.reserve(&a, now));
+        assert!(limiter.reserve(&b, now), "a common beginning is not the same key");
+        let host = |last: &str| Some(format!("2001:db8:1:2::{last}").parse::<IpAddr>().unwrap());
+        assert!(!limiter.fail([1; 32], &lookup('x'), host("1"), now));
+        assert!(!limiter.fail([2; 32], &lookup('y'), host("2"), now));
+        assert!(limiter.client_over_limit(host("ffff"), now), "one /64 is one client");
+        assert!(!limiter.client_over_limit(Some("2001:db8:1:3::1".parse().unwrap()), now));
     }
 
     #[test]

@@ -268,10 +268,12 @@ impl KeyVerifier {
                 false
             }
             Some(credential) => match HashScheme::of(&credential.hash) {
-                Some(HashScheme::LegacyArgon2id) => match self.check_legacy(presented, &lookup, credential).await? {
-                    Some(matched) => matched,
-                    None => return Ok(VerifyOutcome::RateLimited),
-                },
+                Some(HashScheme::LegacyArgon2id) => {
+                    match self.check_legacy(presented, &lookup, client, credential).await? {
+                        Some(matched) => matched,
+                        None => return Ok(VerifyOutcome::RateLimited),
+                    }
+                }
                 _ => verify_secret(&parsed, &credential.hash),
             },
         };
@@ -282,7 +284,10 @@ impl KeyVerifier {
     }
 
     /// A key imported in another system's format: found by its prefix or
-    /// digest (one indexed query), checked like any key.
+    /// digest (one indexed query), checked like any key. Failures and the
+    /// legacy-hash budget count against what the key is stored under (its
+    /// `prefix:…`), so guesses at one imported key share one budget however
+    /// they vary the rest.
     async fn verify_imported(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
         let now = Instant::now();
         let digest = self.cache.digest(presented);
@@ -290,19 +295,22 @@ impl KeyVerifier {
             return Ok(VerifyOutcome::Valid(hit));
         }
         let lookups = import::lookups_of(presented);
-        // Failures are counted per digest of the key, as a lookup id would be.
-        let lookup = LookupId::from_stored(lookups[0].clone());
-        if let Some(over_limit) = self.limiter.failed_before(&digest, &lookup, client, now) {
-            return Ok(refused(over_limit));
-        }
+        // Before anything is found, the presented key's own digest stands in
+        // for a lookup id. A failed foreign key is counted, not remembered:
+        // it may be imported the next minute (by another process), and
+        // remembering saves nothing against guesses, which all differ.
+        let mut lookup = LookupId::from_stored(lookups[0].clone());
         let epoch = self.cache.epoch();
         let mut matched = None;
         for credential in self.store.credentials_by_import_lookups(&lookups).await? {
+            lookup = credential.lookup_id.clone();
             let ok = match HashScheme::of(&credential.hash) {
-                Some(HashScheme::LegacyArgon2id) => match self.check_legacy(presented, &lookup, &credential).await? {
-                    Some(ok) => ok,
-                    None => return Ok(VerifyOutcome::RateLimited),
-                },
+                Some(HashScheme::LegacyArgon2id) => {
+                    match self.check_legacy(presented, &credential.lookup_id, client, &credential).await? {
+                        Some(ok) => ok,
+                        None => return Ok(VerifyOutcome::RateLimited),
+                    }
+                }
                 _ => verify_raw(presented, &credential.hash),
             };
             if ok {
@@ -311,7 +319,7 @@ impl KeyVerifier {
             }
         }
         let Some(credential) = matched else {
-            return Ok(refused(self.limiter.fail(digest, &lookup, client, Instant::now())));
+            return Ok(refused(self.limiter.count_failure(&lookup, client, Instant::now())));
         };
         Ok(self.accept(presented, credential, digest, epoch).await)
     }
@@ -377,15 +385,17 @@ impl KeyVerifier {
         VerifyOutcome::Valid(key)
     }
 
-    /// Checks a legacy argon2id hash within the key's budget and the global
-    /// bound; `None` when either is exhausted.
+    /// Checks a legacy argon2id hash within the key's budget, its
+    /// presenter's failure limit and the global bound; `None` (no hash run)
+    /// when any is exhausted.
     async fn check_legacy(
         &self,
         presented: &str,
         lookup: &LookupId,
+        client: Option<IpAddr>,
         credential: &StoredCredential,
     ) -> AppResult<Option<bool>> {
-        if !self.limiter.reserve(lookup, Instant::now()) {
+        if self.limiter.client_over_limit(client, Instant::now()) || !self.limiter.reserve(lookup, Instant::now()) {
             return Ok(None);
         }
         let queued = Instant::now();
@@ -395,6 +405,7 @@ impl KeyVerifier {
             self.limiter.refund(lookup, Instant::now());
             return Ok(None);
         };
+        self.metrics.legacy_hash_run();
         let (presented, hash) = (presented.to_owned(), credential.hash.clone());
         let matched = tokio::task::spawn_blocking(move || verify_raw(&presented, &hash)).await?;
         // The reservation held the place of this check while it ran; a
