@@ -66,6 +66,11 @@ async fn world(db: TestDb, keys: &str, accounts: impl FnOnce(&Seeded) -> Vec<Acc
     let input = json!({ "input": { "ownerId": s.integration.id, "description": "IdP provisioning", "restrictions": { "permissions": ["scim"] } } });
     let body = app.gql(Some(&s.admin_token), ops::GENERATE_RESTRICTED, input).await;
     let scim_key = body["data"]["generateApiKey"]["secret"].as_str().unwrap().to_owned();
+    // This provider provisions internal admins: the tenant allows it.
+    let allowed =
+        "mutation { updateTenantSettings(input: { scimMayGrantInternalAdmin: true }) { scimMayGrantInternalAdmin } }";
+    let body = app.gql(Some(&s.admin_token), allowed, json!({})).await;
+    assert_eq!(body["data"]["updateTenantSettings"]["scimMayGrantInternalAdmin"], true, "{body}");
     Some(World { app, idp, s, clock, scim_key })
 }
 

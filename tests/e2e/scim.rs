@@ -9,6 +9,7 @@ on_both_backends!(
     an_identity_provider_provisions_and_deprovisions_users,
     scim_refuses_what_it_cannot_take,
     a_scim_client_library_works_against_latchkey,
+    scim_reaches_only_its_own_users_and_makes_admins_only_where_allowed,
 );
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -114,6 +115,11 @@ async fn an_identity_provider_provisions_and_deprovisions_users(app: TestApp) {
         scim(&app, &idp, Method::GET, &format!("/Users?filter={}", urlencode(r#"userName eq "nobody@x.y""#)), None)
             .await;
     assert_eq!(none["totalResults"], 0);
+    // Paging over SCIM's own users (the seeded ones are not SCIM's).
+    for n in 0..4 {
+        let more = okta_user(&format!("user{n}@acme.example"), &format!("00u{n}"));
+        assert_eq!(scim(&app, &idp, Method::POST, "/Users", Some(more)).await.0, 201);
+    }
     let (_, paged) = scim(&app, &idp, Method::GET, "/Users?startIndex=2&count=2", None).await;
     assert_eq!((paged["totalResults"].clone(), paged["itemsPerPage"].clone()), (json!(5), json!(2)), "{paged}");
 
@@ -316,7 +322,7 @@ async fn scim_refuses_what_it_cannot_take(app: TestApp) {
         "nothing changed"
     );
     let (_, list) = scim(&app, &idp, Method::GET, "/Users", None).await;
-    assert_eq!(list["totalResults"], 5, "no user was created by a refused request");
+    assert_eq!(list["totalResults"], 1, "no user was created by a refused request (SCIM sees only its own)");
     app.stop().await;
 }
 
@@ -352,4 +358,68 @@ async fn a_scim_client_library_works_against_latchkey(app: TestApp) {
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().ends_with("ok"), "scim2-client: {said}");
     app.stop().await;
+}
+
+fn user_body(user_name: &str, role: &str) -> Value {
+    json!({ "schemas": [USER], "userName": user_name, "externalId": format!("ext-{user_name}"), "name": { "givenName": "New", "familyName": "User" }, "emails": [{ "value": user_name, "primary": true }], "roles": [{ "value": role, "primary": true }], "active": true })
+}
+
+async fn scim_reaches_only_its_own_users_and_makes_admins_only_where_allowed(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let key = key_with(&app, &s, json!(["scim"])).await;
+    let take_over = json!({ "schemas": [PATCH], "Operations": [{ "op": "replace", "path": "externalId", "value": "00u-attacker" }] });
+
+    // An admin made by the CLI or the page is not SCIM's: unknown to it.
+    let admin = format!("/Users/{}", s.admin.id);
+    assert_eq!(scim(&app, &key, Method::PATCH, &admin, Some(take_over.clone())).await.0, 404);
+    assert_eq!(scim(&app, &key, Method::GET, &admin, None).await.0, 404);
+    assert_eq!(scim(&app, &key, Method::DELETE, &admin, None).await.0, 404);
+    let (_, listed) =
+        scim(&app, &key, Method::GET, &format!("/Users?filter=userName%20eq%20%22{}%22", s.admin.email), None).await;
+    assert_eq!(listed["totalResults"], 0, "{listed}");
+
+    // No internal admins by default, neither created nor promoted.
+    let (status, refused) =
+        scim(&app, &key, Method::POST, "/Users", Some(user_body("eve@acme.example", "internal-admin"))).await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("scimMayGrantInternalAdmin"), "{refused}");
+    let (status, made) =
+        scim(&app, &key, Method::POST, "/Users", Some(user_body("ann@acme.example", "academy-admin"))).await;
+    assert_eq!(status, 201, "{made}");
+    let ann = format!("/Users/{}", made["id"].as_str().unwrap());
+    let promote = json!({ "schemas": [PATCH], "Operations": [{ "op": "replace", "path": "roles", "value": [{ "value": "internal-admin", "primary": true }] }] });
+    assert_eq!(scim(&app, &key, Method::PATCH, &ann, Some(promote.clone())).await.0, 403);
+
+    // An internal admin allows it (audited); then SCIM may.
+    let settings = app
+        .gql(Some(&s.admin_token), "mutation { updateTenantSettings(input: { scimMayGrantInternalAdmin: true }) { leakResponse scimMayGrantInternalAdmin } }", json!({}))
+        .await;
+    assert_eq!(
+        settings["data"]["updateTenantSettings"],
+        json!({ "leakResponse": "REVOKE", "scimMayGrantInternalAdmin": true }),
+        "{settings}"
+    );
+    let trail = app
+        .gql(
+            Some(&s.admin_token),
+            "{ apiKeyEvents(first: 10) { nodes { action actorName keyDescription oldDescription newDescription } } }",
+            json!({}),
+        )
+        .await;
+    let nodes = trail["data"]["apiKeyEvents"]["nodes"].as_array().unwrap_or_else(|| panic!("{trail}"));
+    assert!(nodes.contains(&json!({ "action": "SETTINGS_CHANGED", "actorName": s.admin.name, "keyDescription": "scimMayGrantInternalAdmin", "oldDescription": "false", "newDescription": "true" })), "{trail}");
+    let (status, promoted) = scim(&app, &key, Method::PATCH, &ann, Some(promote.clone())).await;
+    assert_eq!((status, promoted["roles"][0]["value"].as_str()), (200, Some("internal-admin")), "{promoted}");
+
+    // A key never raises its own owner, even linked and allowed.
+    let linked = app
+        .gql(Some(&s.admin_token), "mutation($id: ID!) { setUserScimManaged(input: { id: $id, managed: true }) { user { id } userErrors { code } } }", json!({ "id": s.integration.id }))
+        .await;
+    assert_eq!(linked["data"]["setUserScimManaged"]["userErrors"], json!([]), "{linked}");
+    let owner = format!("/Users/{}", s.integration.id);
+    let (status, body) = scim(&app, &key, Method::PATCH, &owner, Some(promote)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(scim(&app, &key, Method::GET, &owner, None).await.0, 200, "a linked user is SCIM's");
+    let viewer = app.gql(Some(&key), "{ viewer { apiKey { owner { role } } } }", json!({})).await;
+    assert_eq!(viewer["data"]["viewer"]["apiKey"]["owner"]["role"], "INTEGRATION_USER", "{viewer}");
 }

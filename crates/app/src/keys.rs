@@ -549,6 +549,22 @@ impl KeyAdmin<'_> {
         }
     }
 
+    /// Links a user of the tenant to SCIM provisioning (or unlinks it). SCIM
+    /// sees and changes only the users it created and those linked here, so
+    /// an identity provider's key cannot take over an admin made elsewhere.
+    pub async fn set_user_scim_managed(&self, id: &str, managed: bool) -> AppResult<Outcome<User>> {
+        let not_found = || vec![FieldViolation::new("id", ViolationCode::NotFound, "User not found.")];
+        let Ok(id) = id.parse::<UserId>() else { return Ok(Err(not_found())) };
+        if !self.app.store.set_user_scim_managed(self.actor.tenant_id, id, managed).await? {
+            return Ok(Err(not_found()));
+        }
+        tracing::info!(user = %id, actor = %self.actor.id, managed, "user's SCIM link changed");
+        match self.app.store.user(self.actor.tenant_id, id).await? {
+            Some(user) => Ok(Ok(user)),
+            None => Ok(Err(not_found())),
+        }
+    }
+
     /// The tenant's users in creation order, each with how many keys it owns.
     pub async fn users(&self, query: UserDirectoryQuery) -> AppResult<Page<(User, u64)>> {
         let first = page_size(query.first)?;

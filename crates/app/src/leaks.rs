@@ -140,6 +140,29 @@ impl crate::KeyAdmin<'_> {
         self.app.store.set_leak_response(self.actor.tenant_id, response).await?;
         Ok(response)
     }
+
+    /// Whether SCIM may make internal admins in the tenant.
+    pub async fn scim_may_grant_internal_admin(&self) -> AppResult<bool> {
+        Ok(self.app.store.scim_may_grant_internal_admin(self.actor.tenant_id).await?)
+    }
+
+    /// Lets SCIM make internal admins (or not); audited when it changes.
+    pub async fn set_scim_may_grant_internal_admin(&self, allowed: bool) -> AppResult<()> {
+        let before = self.scim_may_grant_internal_admin().await?;
+        if before == allowed {
+            return Ok(());
+        }
+        let entry = latchkey_domain::AuditEntry::setting_changed(
+            self.actor,
+            "scimMayGrantInternalAdmin",
+            before.to_string(),
+            allowed.to_string(),
+            self.app.clock.now(),
+        );
+        self.app.store.set_scim_may_grant_internal_admin(self.actor.tenant_id, allowed, &entry).await?;
+        tracing::info!(tenant = %self.actor.tenant_id, actor = %self.actor.id, allowed, "scimMayGrantInternalAdmin changed");
+        Ok(())
+    }
 }
 
 #[cfg(test)]

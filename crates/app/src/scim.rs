@@ -1,10 +1,15 @@
 //! Provisioning by an identity provider (SCIM): a key allowed the `scim`
 //! permission manages the users of its own tenant. A [`ScimAdmin`] exists
 //! only after that check ([`App::scim`]), so no SCIM handler can skip it.
+//!
+//! Its reach: the users SCIM created and those an internal admin linked
+//! (`setUserScimManaged`); anyone else is unknown to it. It makes internal
+//! admins only where the tenant allows it (`scimMayGrantInternalAdmin`), and
+//! never raises the role of the user that owns its own key.
 
 use latchkey_domain::lifecycle::system_actor;
 use latchkey_domain::restrictions::{PermissionSet, owner_permissions};
-use latchkey_domain::{TenantId, User, UserId};
+use latchkey_domain::{Role, TenantId, User, UserId};
 use latchkey_store::{ScimMatch, ScimUser, ScimUserWrite, ScimWritten};
 
 use crate::App;
@@ -18,6 +23,8 @@ pub struct ScimAdmin<'a> {
     tenant: TenantId,
     /// Who the audit trail and mail say did it: the provider, by its key.
     actor: User,
+    /// The owner of the key acting: its role is never raised through it.
+    key_owner: UserId,
 }
 
 impl App {
@@ -35,7 +42,7 @@ impl App {
                 }
                 let mut actor = system_actor(tenant.id);
                 actor.name = format!("SCIM provisioning (key ending in {})", key.key.last_four);
-                Ok(ScimAdmin { app: self, tenant: tenant.id, actor })
+                Ok(ScimAdmin { app: self, tenant: tenant.id, actor, key_owner: key.owner.id })
             }
             Principal::Admin { .. } => {
                 Err(AppError::Forbidden("SCIM is for an identity provider's API key, not an admin token.".into()))
@@ -56,22 +63,63 @@ impl ScimAdmin<'_> {
         Ok(self.app.store.scim_users(self.tenant, terms, offset, count).await?)
     }
 
+    /// `FORBIDDEN` unless SCIM may give `role` here (internal admin only
+    /// where the tenant allows it).
+    async fn may_grant(&self, role: Role) -> AppResult<()> {
+        if role == Role::InternalAdmin && !self.app.store.scim_may_grant_internal_admin(self.tenant).await? {
+            return Err(AppError::Forbidden(
+                "SCIM may not make internal admins in this tenant; an internal admin can allow it \
+                 (tenant setting scimMayGrantInternalAdmin)."
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Provisions a user.
     pub async fn create(&self, write: ScimUserWrite) -> AppResult<ScimWritten> {
+        self.may_grant(write.role).await?;
         Ok(self.app.store.scim_create(self.tenant, write, self.app.clock.now()).await?)
     }
 
     /// Replaces a user, at `expected` version when given. Deactivating or
     /// demoting it suspends its keys (here at once, elsewhere through the
-    /// revocations sent with the change).
+    /// revocations sent with the change). A new role is checked against the
+    /// user as it was: the write is conditional on that version, so a change
+    /// in between is retried (or, with `expected`, refused as a mismatch).
     pub async fn replace(&self, id: &str, write: ScimUserWrite, expected: Option<i32>) -> AppResult<ScimWritten> {
         let Ok(id) = id.parse::<UserId>() else { return Ok(ScimWritten::NotFound) };
-        let now = self.app.clock.now();
-        let written = self.app.store.scim_replace(self.tenant, id, write, expected, &self.actor, now).await?;
-        if matches!(written, ScimWritten::Done(_)) {
-            self.forget_keys_of(id).await?;
+        for _ in 0..3 {
+            let Some(before) = self.app.store.scim_user(self.tenant, id).await? else {
+                return Ok(ScimWritten::NotFound);
+            };
+            if expected.is_some_and(|v| v != before.version) {
+                return Ok(ScimWritten::VersionMismatch);
+            }
+            if write.role != before.user.role {
+                let (old, new) = (owner_permissions(before.user.role), owner_permissions(write.role));
+                let raised = write.role == Role::InternalAdmin || !old.contains_all(new);
+                if id == self.key_owner && raised {
+                    return Err(AppError::Forbidden("This API key may not raise the role of its own owner.".into()));
+                }
+                self.may_grant(write.role).await?;
+            }
+            let now = self.app.clock.now();
+            let written = self
+                .app
+                .store
+                .scim_replace(self.tenant, id, write.clone(), Some(before.version), &self.actor, now)
+                .await?;
+            match written {
+                ScimWritten::VersionMismatch if expected.is_none() => continue,
+                ScimWritten::Done(_) => {
+                    self.forget_keys_of(id).await?;
+                    return Ok(written);
+                }
+                other => return Ok(other),
+            }
         }
-        Ok(written)
+        Ok(ScimWritten::VersionMismatch)
     }
 
     /// Deletes a user as the provider sees it (see `Store::scim_delete`);

@@ -267,6 +267,8 @@ crate::string_enum! {
         OwnerChanged = "owner_changed",
         /// The key was imported from another system (`latchkey keys import`).
         Imported = "imported",
+        /// A setting of the tenant changed (no key: the entry's key id is nil).
+        SettingsChanged = "settings_changed",
     }
 }
 
@@ -311,6 +313,31 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// The entry for a change of the tenant setting `name` from `old` to
+    /// `new`, by `actor` at `at`: no key (nil id), the setting's name as
+    /// description, the values as old and new description.
+    pub fn setting_changed(actor: &User, name: &str, old: String, new: String, at: DateTime<Utc>) -> Self {
+        AuditEntry {
+            id: crate::ids::time_ordered_uuid(at),
+            tenant_id: actor.tenant_id,
+            key_id: ApiKeyId(uuid::Uuid::nil()),
+            action: AuditAction::SettingsChanged,
+            actor_id: actor.id,
+            actor_name: actor.name.clone(),
+            occurred_at: at,
+            key_description: name.to_owned(),
+            key_last_four: String::new(),
+            old_description: Some(old),
+            new_description: Some(new),
+            previous_secret_expires_at: None,
+            old_expires_at: None,
+            new_expires_at: None,
+            restrictions_change: None,
+            leak: None,
+            owner_change: None,
+        }
+    }
+
     /// The entry for `action` on `key` by `actor` at `at`.
     pub fn new(action: AuditAction, key: &ApiKey, actor: &User, at: DateTime<Utc>) -> Self {
         AuditEntry {

@@ -12,9 +12,9 @@ use crate::query::context;
 use crate::types::{
     ApiKeyChangePayload, ApiKeyIdInput, DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput,
     GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput, SetUserActiveInput,
-    SetUserActivePayload, TenantSettings, TransferApiKeyInput, TransferApiKeysInput, TransferApiKeysPayload,
-    UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload, UpdateApiKeyRestrictionsInput,
-    UpdateTenantSettingsInput, user_errors,
+    SetUserActivePayload, SetUserScimManagedInput, SetUserScimManagedPayload, TenantSettings, TransferApiKeyInput,
+    TransferApiKeysInput, TransferApiKeysPayload, UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload,
+    UpdateApiKeyRestrictionsInput, UpdateTenantSettingsInput, user_errors,
 };
 
 /// The mutation root.
@@ -169,6 +169,18 @@ impl MutationRoot {
         Ok(SetUserActivePayload::of(admin.set_user_active(command).await.gql()?))
     }
 
+    /// Links a user to SCIM provisioning (`managed: true`) or unlinks it.
+    /// SCIM sees and changes only the users it created and those linked here.
+    async fn set_user_scim_managed(
+        &self,
+        ctx: &Context<'_>,
+        input: SetUserScimManagedInput,
+    ) -> ApiResult<SetUserScimManagedPayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        Ok(SetUserScimManagedPayload::of(admin.set_user_scim_managed(&input.id, input.managed).await.gql()?))
+    }
+
     /// Replaces a key's restrictions (permissions, clouds, addresses). They
     /// apply at once on every replica; the owner is emailed the before and after.
     async fn update_api_key_restrictions(
@@ -190,7 +202,15 @@ impl MutationRoot {
     ) -> ApiResult<TenantSettings> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
-        let response = admin.set_leak_response(input.leak_response.into()).await.gql()?;
-        Ok(TenantSettings { leak_response: response.into() })
+        if let Some(response) = input.leak_response {
+            admin.set_leak_response(response.into()).await.gql()?;
+        }
+        if let Some(allowed) = input.scim_may_grant_internal_admin {
+            admin.set_scim_may_grant_internal_admin(allowed).await.gql()?;
+        }
+        Ok(TenantSettings {
+            leak_response: admin.leak_response().await.gql()?.into(),
+            scim_may_grant_internal_admin: admin.scim_may_grant_internal_admin().await.gql()?,
+        })
     }
 }

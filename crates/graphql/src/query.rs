@@ -64,7 +64,10 @@ impl QueryRoot {
     async fn tenant_settings(&self, ctx: &Context<'_>) -> ApiResult<TenantSettings> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
-        Ok(TenantSettings { leak_response: admin.leak_response().await.gql()?.into() })
+        Ok(TenantSettings {
+            leak_response: admin.leak_response().await.gql()?.into(),
+            scim_may_grant_internal_admin: admin.scim_may_grant_internal_admin().await.gql()?,
+        })
     }
 
     /// Every permission a key can be restricted to, grouped by cloud in the

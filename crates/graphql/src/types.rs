@@ -65,13 +65,18 @@ pub enum LeakResponse {
 pub struct TenantSettings {
     /// What happens when one of your keys is reported leaked (default `REVOKE`).
     pub leak_response: LeakResponse,
+    /// Whether SCIM provisioning may make users internal admins (default
+    /// false: it may create and change academy admins and integration users only).
+    pub scim_may_grant_internal_admin: bool,
 }
 
-/// Input of `updateTenantSettings`.
+/// Input of `updateTenantSettings`: the settings to change (others stay).
 #[derive(InputObject, Debug)]
 pub struct UpdateTenantSettingsInput {
     /// What happens when one of your keys is reported leaked.
-    pub leak_response: LeakResponse,
+    pub leak_response: Option<LeakResponse>,
+    /// Whether SCIM provisioning may make users internal admins (audited).
+    pub scim_may_grant_internal_admin: Option<bool>,
 }
 
 /// What the key table can be ordered by.
@@ -670,6 +675,34 @@ impl SetUserActivePayload {
     }
 }
 
+/// Input of `setUserScimManaged`.
+#[derive(InputObject, Debug)]
+pub struct SetUserScimManagedInput {
+    /// The user.
+    pub id: ID,
+    /// `true` lets SCIM provisioning see and change the user; `false` takes it away.
+    pub managed: bool,
+}
+
+/// Result of `setUserScimManaged`.
+#[derive(SimpleObject, Debug, Default)]
+pub struct SetUserScimManagedPayload {
+    /// The user as it is now; null when refused.
+    pub user: Option<GqlUser>,
+    /// Why the input was refused; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+impl SetUserScimManagedPayload {
+    /// The payload of a use case's outcome.
+    pub fn of(outcome: latchkey_app::Outcome<User>) -> Self {
+        match outcome {
+            Ok(user) => SetUserScimManagedPayload { user: Some(GqlUser::from(&user)), user_errors: vec![] },
+            Err(violations) => SetUserScimManagedPayload { user: None, user_errors: user_errors(violations) },
+        }
+    }
+}
+
 /// Input of `deleteApiKey`.
 #[derive(InputObject, Debug)]
 pub struct DeleteApiKeyInput {
@@ -764,6 +797,9 @@ pub enum ApiKeyEventAction {
     OwnerChanged,
     /// The key was imported from another system by an operator (actor: "Latchkey").
     Imported,
+    /// A tenant setting changed (no key: `keyId` is the nil id, `keyDescription`
+    /// names the setting, `oldDescription`/`newDescription` hold its values).
+    SettingsChanged,
 }
 
 /// One entry of the audit trail. Kept after the key is deleted.

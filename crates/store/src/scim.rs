@@ -84,11 +84,29 @@ fn scim_user(m: user::Model) -> StoreResult<ScimUser> {
     Ok(ScimUser { user: user_from(m)?, external_id, given_name, family_name, created_at, updated_at, version })
 }
 
+/// The users SCIM sees in `tenant`: those it provisioned or an admin
+/// linked to it, not deleted.
 fn live(tenant: TenantId) -> Condition {
-    Condition::all().add(user::Column::TenantId.eq(tenant.0)).add(user::Column::DeletedAt.is_null())
+    Condition::all()
+        .add(user::Column::TenantId.eq(tenant.0))
+        .add(user::Column::DeletedAt.is_null())
+        .add(user::Column::ScimManaged.eq(true))
 }
 
 impl Store {
+    /// Links a user of `tenant` to SCIM (or unlinks it): only linked users
+    /// are seen and changed by provisioning. False when there is no such user.
+    pub async fn set_user_scim_managed(&self, tenant: TenantId, id: UserId, managed: bool) -> StoreResult<bool> {
+        let updated = user::Entity::update_many()
+            .col_expr(user::Column::ScimManaged, Expr::value(managed))
+            .filter(user::Column::Id.eq(id.0))
+            .filter(user::Column::TenantId.eq(tenant.0))
+            .filter(user::Column::DeletedAt.is_null())
+            .exec(self.conn())
+            .await?;
+        Ok(updated.rows_affected == 1)
+    }
+
     /// A provisioned user of `tenant`; `None` when unknown or deleted.
     pub async fn scim_user(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<ScimUser>> {
         user::Entity::find_by_id(id.0).filter(live(tenant)).one(self.reader()).await?.map(scim_user).transpose()

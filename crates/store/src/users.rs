@@ -92,6 +92,31 @@ impl Store {
         Ok(())
     }
 
+    /// Whether SCIM may make internal admins in `tenant`.
+    pub async fn scim_may_grant_internal_admin(&self, tenant: TenantId) -> StoreResult<bool> {
+        let found = tenant::Entity::find_by_id(tenant.0).one(self.reader()).await?;
+        Ok(found.is_some_and(|t| t.scim_may_grant_internal_admin))
+    }
+
+    /// Sets whether SCIM may make internal admins in `tenant`, with its audit entry.
+    pub async fn set_scim_may_grant_internal_admin(
+        &self,
+        tenant: TenantId,
+        allowed: bool,
+        entry: &latchkey_domain::AuditEntry,
+    ) -> StoreResult<()> {
+        use sea_orm::TransactionTrait;
+        let txn = self.conn().begin().await?;
+        tenant::Entity::update_many()
+            .col_expr(tenant::Column::ScimMayGrantInternalAdmin, sea_orm::sea_query::Expr::value(allowed))
+            .filter(tenant::Column::Id.eq(tenant.0))
+            .exec(&txn)
+            .await?;
+        crate::audit::insert_audit(&txn, entry).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
     /// A user of `tenant` by email address (compared case-insensitively).
     pub async fn user_by_email(&self, tenant: TenantId, email: &str) -> StoreResult<Option<User>> {
         user::Entity::find()
