@@ -36,6 +36,7 @@ mod console;
 mod cors;
 mod gateway;
 mod graphiql;
+mod hardening;
 mod http;
 mod import;
 mod key_lifecycle;

@@ -22,19 +22,24 @@ pub const REPORTS_PER_MINUTE: u32 = 30;
 /// Most clients remembered by the limit.
 const MAX_CLIENTS: usize = 10_000;
 
-/// How many leak reports each client made in its current minute.
+/// How many leak reports each client made in its current minute. A client
+/// is an address (IPv6: its /64, what one host is given); when the map is
+/// full the oldest windows make room, so a flood of new addresses can never
+/// shut others out.
 #[derive(Debug, Default)]
 pub struct ReportLimiter(Mutex<HashMap<IpAddr, (Instant, u32)>>);
 
 impl ReportLimiter {
     /// Whether `client` may report now (and counts it).
     pub fn allow(&self, client: Option<IpAddr>, now: Instant) -> bool {
-        let Some(client) = client else { return true };
+        let Some(client) = client.map(crate::verify::client_presenter) else { return true };
         let Ok(mut clients) = self.0.lock() else { return false };
-        if clients.len() >= MAX_CLIENTS {
+        if clients.len() >= MAX_CLIENTS && !clients.contains_key(&client) {
             clients.retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
-            if clients.len() >= MAX_CLIENTS {
-                return false;
+            if clients.len() >= MAX_CLIENTS
+                && let Some(oldest) = clients.iter().min_by_key(|(_, (since, _))| *since).map(|(ip, _)| *ip)
+            {
+                clients.remove(&oldest);
             }
         }
         let (since, count) = clients.entry(client).or_insert((now, 0));
@@ -179,5 +184,18 @@ mod tests {
         assert!(limiter.allow(b, now));
         assert!(limiter.allow(a, now + Duration::from_secs(61)));
         assert_eq!(token_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn a_flood_of_new_addresses_never_shuts_anyone_out_and_ipv6_counts_per_64() {
+        let limiter = ReportLimiter::default();
+        let now = Instant::now();
+        for n in 0..(MAX_CLIENTS as u32 + 5_000) {
+            assert!(limiter.allow(Some(IpAddr::from((0x7f00_0000 | n).to_be_bytes())), now), "address {n}");
+        }
+        assert!(limiter.allow(Some("192.0.2.77".parse().unwrap()), now), "a newcomer after the flood");
+        let host = |last: u16| Some(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]));
+        assert!((0..REPORTS_PER_MINUTE as u16).all(|n| limiter.allow(host(n), now)));
+        assert!(!limiter.allow(host(999), now), "another address of the same /64");
     }
 }

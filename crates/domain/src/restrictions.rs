@@ -85,6 +85,13 @@ impl PermissionSet {
         })
     }
 
+    /// The permissions that apply in `cloud`: its own and those of both.
+    pub fn of_cloud(cloud: Cloud) -> Self {
+        PERMISSIONS.iter().enumerate().fold(PermissionSet::none(), |set, (i, p)| {
+            if p.cloud.is_none_or(|c| c == cloud) { PermissionSet(set.0 | 1 << i) } else { set }
+        })
+    }
+
     /// Whether it holds every permission of `other`.
     pub fn contains_all(self, other: PermissionSet) -> bool {
         other.0 & !self.0 == 0
@@ -232,6 +239,22 @@ impl Restrictions {
         if clouds.is_empty() {
             problems.push(invalid("clouds", "Choose at least one cloud.".into()));
         }
+        if let Some(set) = permissions {
+            for name in set.names() {
+                if let Some(cloud) = permission(name).and_then(|p| p.cloud)
+                    && !clouds.is_empty()
+                    && !clouds.contains(&cloud)
+                {
+                    problems.push(invalid(
+                        "permissions",
+                        format!(
+                            "“{name}” is a permission of the {} cloud, which this key does not work in.",
+                            cloud.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
         if allowed_ips.len() > MAX_ALLOWED_NETWORKS {
             problems.push(invalid(
                 "allowedIps",
@@ -274,7 +297,11 @@ impl Restrictions {
                 return Err(Refusal::IpNotAllowed);
             }
         }
-        let granted = self.effective_permissions(owner_may);
+        // A permission of one cloud is never granted in the other.
+        let granted = match request.cloud {
+            Some(cloud) => self.effective_permissions(owner_may).intersection(PermissionSet::of_cloud(cloud)),
+            None => self.effective_permissions(owner_may),
+        };
         if !granted.contains_all(request.permissions) || !request.unknown_permissions.is_empty() {
             let mut missing = PermissionSet(request.permissions.0 & !granted.0).names();
             missing.extend(request.unknown_permissions.iter().map(String::as_str));
@@ -467,6 +494,26 @@ mod tests {
         ] {
             assert!(bad.parse::<Network>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_permission_of_one_cloud_is_refused_and_never_granted_in_the_other() {
+        let err = Restrictions::parse(Some(&["academies:write".into()]), &[Cloud::Employee], &[]).unwrap_err();
+        assert_eq!(err[0].field, "permissions");
+        assert!(err[0].violation.message.contains("customer cloud"), "{:?}", err[0]);
+        assert!(Restrictions::parse(Some(&["academies:write".into()]), &[Cloud::Customer], &[]).is_ok());
+        // Even a key that holds it (unrestricted, or stored before this rule) never gets it in the employee cloud.
+        let asking = |cloud| RequestContext {
+            cloud: Some(cloud),
+            permissions: PermissionSet::parse(["academies:write"]).unwrap(),
+            ..RequestContext::default()
+        };
+        let unrestricted = Restrictions::default();
+        assert!(unrestricted.decide(PermissionSet::all(), &asking(Cloud::Customer)).is_ok());
+        assert!(matches!(
+            unrestricted.decide(PermissionSet::all(), &asking(Cloud::Employee)),
+            Err(Refusal::InsufficientPermissions { .. })
+        ));
     }
 
     #[test]

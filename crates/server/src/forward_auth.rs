@@ -139,6 +139,14 @@ fn presented_key(req: &HttpRequest) -> Option<&str> {
 /// What the gateway says about the request: its cloud and permissions (set
 /// per route), and the client's address (see [`forwarded_client`]).
 fn request_context(req: &HttpRequest, trusted: &[Network]) -> Result<RequestContext, String> {
+    // A gateway sets each of its headers once; two lines of one are a
+    // client's addition the gateway did not strip, and which one counts
+    // would be a guess.
+    for name in req.headers().keys().filter(|n| n.as_str().starts_with("x-latchkey-")) {
+        if req.headers().get_all(name).nth(1).is_some() {
+            return Err(format!("The {name} header is given more than once; a gateway sets it once."));
+        }
+    }
     let text = |name: &str| -> Result<Option<&str>, String> {
         req.headers()
             .get(name)

@@ -110,16 +110,21 @@ pub fn client_address(req: &HttpRequest, trusted: &[Network]) -> Option<IpAddr> 
 }
 
 /// Walks `X-Forwarded-For` from the right, past `nearest` (a trusted hop
-/// already passed, if any), to the first hop that is not a trusted proxy. An
-/// unreadable hop stops the walk at the last address passed.
+/// already passed, if any), to the first hop that is not a trusted proxy.
+/// A hop that is not an address (`unknown`, junk, a line that is not text)
+/// means the client is not known: `None`, never a proxy's address, so an
+/// address-restricted key is refused rather than judged by the proxy.
 pub(crate) fn first_untrusted_hop(
     req: &HttpRequest,
     mut nearest: Option<IpAddr>,
     trusted: &[Network],
 ) -> Option<IpAddr> {
-    let hops = req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
-    for hop in hops.iter().rev().flat_map(|h| h.rsplit(',')) {
-        let Ok(ip) = hop.trim().parse::<IpAddr>() else { return nearest };
+    let mut lines = Vec::new();
+    for value in req.headers().get_all("x-forwarded-for") {
+        lines.push(value.to_str().ok()?);
+    }
+    for hop in lines.iter().rev().flat_map(|h| h.rsplit(',')) {
+        let ip = forwarded_hop(hop)?;
         if !trusted.iter().any(|n| n.contains(ip)) {
             return Some(ip);
         }
@@ -128,14 +133,55 @@ pub(crate) fn first_untrusted_hop(
     nearest
 }
 
+/// One `X-Forwarded-For` hop as proxies write it (and RFC 7239 node names):
+/// `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]` or
+/// `[2001:db8::1]:4711`; anything else is no address.
+pub(crate) fn forwarded_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim().trim_matches('"');
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        let (address, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok());
+        return port_ok.then(|| address.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)).flatten();
+    }
+    let (address, port) = hop.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    address.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// The media type of GraphQL over HTTP, answered when the client accepts it.
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// Whether the client's `Accept` names `application/graphql-response+json`.
+fn accepts_graphql_response(req: &HttpRequest) -> bool {
+    req.headers().get_all(header::ACCEPT).filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|item| {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|p| p.trim().replace(' ', "") == "q=0");
+        media.eq_ignore_ascii_case(GRAPHQL_RESPONSE_JSON) && !refused
+    })
+}
+
+/// Runs a GraphQL request. With `Accept: application/graphql-response+json`
+/// the answer has that media type, and a request that failed before
+/// execution (too large, unparsable, invalid) is `400` without `data`, as
+/// GraphQL over HTTP says; `application/json` answers `200` as before.
 async fn run_graphql(ctx: &AppContext, req: &HttpRequest, request: async_graphql::Request, post: bool) -> HttpResponse {
     let auth = match authenticated(ctx, req).await {
         Ok(a) => a,
         Err(response) => return response,
     };
-    let response = execute(&ctx.schema, request, auth, post).await;
+    let graphql_response = accepts_graphql_response(req);
+    let executed = execute(&ctx.schema, request, auth, post).await;
     let max = ctx.limits.max_response_bytes;
-    let body = match serde_json::to_vec(&response) {
+    let serialized = if graphql_response && executed.request_error {
+        serde_json::to_vec(&serde_json::json!({ "errors": executed.response.errors }))
+    } else {
+        serde_json::to_vec(&executed.response)
+    };
+    let body = match serialized {
         Ok(body) if body.len() <= max => body,
         Ok(_) => too_large_response(max),
         Err(e) => {
@@ -143,10 +189,12 @@ async fn run_graphql(ctx: &AppContext, req: &HttpRequest, request: async_graphql
             return rest_error(AppError::internal(&e));
         }
     };
-    HttpResponse::Ok()
-        .content_type(header::ContentType::json())
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(body)
+    let (status, content_type) = match (graphql_response, executed.request_error) {
+        (true, true) => (StatusCode::BAD_REQUEST, "application/graphql-response+json; charset=utf-8"),
+        (true, false) => (StatusCode::OK, "application/graphql-response+json; charset=utf-8"),
+        (false, _) => (StatusCode::OK, "application/json"),
+    };
+    HttpResponse::build(status).content_type(content_type).insert_header((header::CACHE_CONTROL, "no-store")).body(body)
 }
 
 /// What replaces an answer over the response-size ceiling.
@@ -572,7 +620,7 @@ pub(crate) async fn report_leak(ctx: web::Data<AppContext>, req: HttpRequest, bo
             );
         }
     };
-    let client = req.peer_addr().map(|a| a.ip());
+    let client = client_address(&req, &ctx.trusted_proxies);
     if !ctx.app.accept_leak_report(report.key, report.url, client) {
         let mut response = json_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "Too many reports; retry later.");
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
@@ -664,8 +712,12 @@ pub async fn cors(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let allowed = origin.filter(|o| origins.iter().any(|allowed| allowed == o));
+    // Forward auth is for gateways, never browsers: it answers every
+    // method itself (a preflight there is a request to authenticate).
+    let forward_auth = req.path() == "/v1/auth" || req.path().starts_with("/v1/auth/");
     if req.method() == actix_web::http::Method::OPTIONS
         && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && !forward_auth
     {
         let mut preflight = HttpResponse::NoContent();
         preflight.insert_header((header::VARY, "Origin"));

@@ -51,6 +51,7 @@ use crate::error::AppResult;
 use crate::metrics::Metrics;
 pub use cache::{Verified, VerifiedKey, VerifiedKeyCache};
 use limits::FailureLimiter;
+pub(crate) use limits::client_presenter;
 use lookup::CredentialLoader;
 use usage::UsageRecorder;
 
@@ -233,14 +234,35 @@ impl KeyVerifier {
         request: &RequestContext,
     ) -> AppResult<VerifyOutcome> {
         let outcome = match self.verify_key(presented, client).await? {
-            VerifyOutcome::Valid(key) => match key.restrictions.decide(key.owner_may, request) {
-                Ok(()) => VerifyOutcome::Valid(key),
-                Err(refusal) => VerifyOutcome::NotAllowed(refusal),
-            },
+            VerifyOutcome::Valid(key) => self.decide(key, client, request),
             other => other,
         };
         self.metrics.verification(&outcome);
         Ok(outcome)
+    }
+
+    /// Decides a working key against the request. A refusal counts as a
+    /// failure of the presenter (the key, and the client address), like a
+    /// wrong secret: probing a key's restrictions (e.g. every `ip` for its
+    /// allowlist) meets the same limits, and past them is answered
+    /// `RATE_LIMITED`; and a client over its limit learns nothing more from
+    /// an address-restricted key, whose answer would say which address fits.
+    fn decide(&self, key: VerifiedKey, client: Option<IpAddr>, request: &RequestContext) -> VerifyOutcome {
+        let now = Instant::now();
+        match key.restrictions.decide(key.owner_may, request) {
+            Ok(()) if !key.restrictions.allowed_networks.is_empty() && self.limiter.client_over_limit(client, now) => {
+                VerifyOutcome::RateLimited
+            }
+            Ok(()) => VerifyOutcome::Valid(key),
+            Err(refusal) => {
+                let presenter = LookupId::from_stored(format!("key:{}", key.key_id));
+                if self.limiter.count_failure(&presenter, client, now) {
+                    VerifyOutcome::RateLimited
+                } else {
+                    VerifyOutcome::NotAllowed(refusal)
+                }
+            }
+        }
     }
 
     /// Whether `presented` is a working key, whatever it is asked to do.
