@@ -15,6 +15,7 @@ on_both_backends!(
     a_permission_of_another_cloud_is_refused,
     probing_a_keys_restrictions_meets_the_failure_limits,
     graphql_documents_are_bounded_before_parsing_and_follow_graphql_over_http,
+    scim_and_rest_answer_what_their_specifications_require,
 );
 
 fn behind_proxy() -> AppOptions {
@@ -210,4 +211,64 @@ async fn graphql_documents_are_bounded_before_parsing_and_follow_graphql_over_ht
     let (status, content_type, body) = post("{ viewer ".into(), "application/json").await;
     assert_eq!((status, content_type.as_str()), (200, "application/json"));
     assert!(body["errors"][0]["message"].is_string(), "{body}");
+}
+
+async fn scim_and_rest_answer_what_their_specifications_require(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let key = restricted(&app, &s, json!({ "permissions": ["scim"] })).await;
+    let scim = |method: reqwest::Method, path: &str| {
+        let req = app.http.request(method, format!("{}/scim/v2{path}", app.url)).bearer_auth(&key);
+        async move {
+            let response = req.send().await.unwrap();
+            let status = response.status().as_u16();
+            let allow = response.headers().get("allow").map(|v| v.to_str().unwrap().to_owned());
+            (status, allow, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+    const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+    let (status, _, schema) = scim(reqwest::Method::GET, &format!("/Schemas/{USER}")).await;
+    assert_eq!((status, schema["id"].as_str()), (200, Some(USER)), "{schema}");
+    let roles = schema["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "roles").unwrap();
+    assert_eq!(
+        roles["subAttributes"][0]["canonicalValues"],
+        json!(["internal-admin", "academy-admin", "integration-user"])
+    );
+    let (status, _, user_type) = scim(reqwest::Method::GET, "/ResourceTypes/User").await;
+    assert_eq!((status, user_type["endpoint"].as_str()), (200, Some("/Users")), "{user_type}");
+    for unknown in ["/Schemas/urn:nope", "/ResourceTypes/Group", "/Groups", "/Nothing/here"] {
+        let (status, _, body) = scim(reqwest::Method::GET, unknown).await;
+        assert_eq!(
+            (status, body["schemas"][0].as_str(), body["status"].as_str()),
+            (404, Some(ERROR), Some("404")),
+            "{unknown}: {body}"
+        );
+    }
+    for path in ["/ServiceProviderConfig", "/ResourceTypes", "/Schemas", &format!("/Schemas/{USER}")] {
+        for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::PATCH, reqwest::Method::DELETE] {
+            let (status, allow, body) = scim(method.clone(), path).await;
+            assert_eq!(
+                (status, allow.as_deref(), body["schemas"][0].as_str()),
+                (405, Some("GET"), Some(ERROR)),
+                "{method} {path}"
+            );
+        }
+    }
+    let filter = "emails%5Btype%20eq%20%22work%22%5D.value%20eq%20%22nobody%40acme.example%22";
+    let (status, _, list) = scim(reqwest::Method::GET, &format!("/Users?filter={filter}")).await;
+    assert_eq!((status, list["totalResults"].as_u64()), (200, Some(0)), "{list}");
+
+    // REST: methods the document does not list are 405 with Allow.
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "/v1/keys/verify", "POST"),
+        (reqwest::Method::TRACE, "/v1/keys/verify", "POST"),
+        (reqwest::Method::GET, "/v1/keys/report-leak", "POST"),
+        (reqwest::Method::DELETE, "/healthz", "GET"),
+    ] {
+        let response = app.http.request(method.clone(), format!("{}{path}", app.url)).send().await.unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED", "{body}");
+    }
 }

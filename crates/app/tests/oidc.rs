@@ -114,6 +114,8 @@ async fn world() -> World {
         role: Role::InternalAdmin,
     };
     let ada = store.create_user(ada, start).await.unwrap();
+    // Linked to provisioning, as an admin does with setUserScimManaged.
+    assert!(store.set_user_scim_managed(tenant.id, ada.id, true).await.unwrap());
     let scim = store.scim_user(tenant.id, ada.id).await.unwrap().unwrap();
     let write = latchkey_store::ScimUserWrite {
         email: ada.email.clone(),

@@ -139,7 +139,13 @@ mod restriction_decisions {
             return Err("IP_NOT_ALLOWED");
         }
         let own: Vec<&str> = permissions.clone().unwrap_or_else(|| PERMISSIONS.iter().map(|p| p.name).collect());
-        if asked.iter().any(|a| !(own.contains(a) && owner.contains(a))) {
+        // A permission of one cloud is never granted in the other.
+        let in_cloud = |a: &str| {
+            cloud.is_none_or(|c| {
+                PERMISSIONS.iter().find(|p| p.name == a).is_some_and(|p| p.cloud.is_none_or(|pc| pc == c))
+            })
+        };
+        if asked.iter().any(|a| !(own.contains(a) && owner.contains(a) && in_cloud(a))) {
             return Err("INSUFFICIENT_PERMISSIONS");
         }
         Ok(())
@@ -166,7 +172,12 @@ mod restriction_decisions {
         ) {
             let given: Option<Vec<String>> = permissions.as_ref().map(|p| p.iter().map(|s| s.to_string()).collect());
             let given_networks: Vec<String> = networks.iter().map(|s| s.to_string()).collect();
-            let restrictions = Restrictions::parse(given.as_deref(), &clouds, &given_networks).unwrap();
+            let outside_clouds = permissions.iter().flatten().any(|name| {
+                PERMISSIONS.iter().find(|p| p.name == *name).is_some_and(|p| p.cloud.is_some_and(|c| !clouds.contains(&c)))
+            });
+            let parsed = Restrictions::parse(given.as_deref(), &clouds, &given_networks);
+            prop_assert_eq!(parsed.is_err(), outside_clouds, "a permission outside the key's clouds is refused");
+            let Ok(restrictions) = parsed else { return Ok(()) };
             let owner_may = PermissionSet::parse(owner.iter().copied()).unwrap();
             let ip: Option<IpAddr> = ip.map(|a| a.parse().unwrap());
             let decided = restrictions.decide(owner_may, &RequestContext::needing(cloud, asked.iter().copied(), ip));

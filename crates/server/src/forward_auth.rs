@@ -52,7 +52,7 @@ const INVALID_TOKEN: &str = r#"Bearer realm="latchkey", error="invalid_token""#;
     params(
         ("X-Forwarded-For" = Option<String>, Header, nullable = false,
          description = "The client's address as the gateway saw it (its last hop counts; further left only past LATCHKEY_TRUSTED_PROXIES)"),
-        ("X-Latchkey-Cloud" = Option<String>, Header, nullable = false, description = "The cloud the route is for: EMPLOYEE or CUSTOMER"),
+        ("X-Latchkey-Cloud" = Option<crate::http::CloudName>, Header, nullable = false, description = "The cloud the route is for: EMPLOYEE or CUSTOMER"),
         ("X-Latchkey-Permissions" = Option<String>, Header, nullable = false, description = "Permissions the route needs, comma- or space-separated (at most 64)"),
         ("X-Forwarded-Method" = Option<String>, Header, nullable = false, description = "The client's method (logged at debug level)"),
         ("X-Original-URI" = Option<String>, Header, nullable = false, description = "The client's URI (logged at debug level without its query string; X-Forwarded-Uri is also read)"),

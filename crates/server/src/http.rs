@@ -29,16 +29,30 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/assets/api-keys/{module}", web::get().to(api_keys_module))
         .route("/api-keys/sign-in.json", web::get().to(crate::oidc::sign_in_options))
         .route("/assets/console.css", web::get().to(console_css))
-        .route("/healthz", web::get().to(healthz))
-        .route("/openapi.json", web::get().to(openapi))
-        .route("/readyz", web::get().to(readyz))
-        .route("/v1/keys/verify", web::post().to(verify_key))
+        .service(only("/healthz", "GET").route(web::get().to(healthz)))
+        .service(only("/openapi.json", "GET").route(web::get().to(openapi)))
+        .service(only("/readyz", "GET").route(web::get().to(readyz)))
+        .service(only("/v1/keys/verify", "POST").route(web::post().to(verify_key)))
         .route("/v1/auth", web::route().to(crate::forward_auth::forward_auth))
         // Envoy's ext_authz appends the client's path to its `path_prefix`.
         .route("/v1/auth/{path:.*}", web::route().to(crate::forward_auth::forward_auth))
-        .route("/v1/keys/report-leak", web::post().to(report_leak))
-        .route("/v1/secret-scanning/github", web::post().to(github_secret_scanning))
+        .service(only("/v1/keys/report-leak", "POST").route(web::post().to(report_leak)))
+        .service(only("/v1/secret-scanning/github", "POST").route(web::post().to(github_secret_scanning)))
         .configure(crate::scim::routes);
+}
+
+/// A resource answering only `allow` (its routes), and `405` with `Allow`
+/// and a REST error for any other method.
+fn only(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        let mut response = json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            &format!("This endpoint answers {allow} only."),
+        );
+        response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        response
+    }))
 }
 
 /// The header naming the id of an internal failure.
@@ -373,15 +387,36 @@ pub(crate) struct VerifyRequest<'a> {
     #[schema(value_type = String, example = "lk_...")]
     key: std::borrow::Cow<'a, str>,
     /// The cloud the request is for: `EMPLOYEE` or `CUSTOMER` (any case).
-    #[schema(example = "CUSTOMER")]
+    #[schema(value_type = Option<CloudName>, example = "CUSTOMER")]
     cloud: Option<String>,
     /// Permission names the request needs (at most 64).
     #[serde(default)]
     #[schema(example = json!(["users:read"]))]
     permissions: Vec<String>,
     /// The end client's address, as the gateway saw it.
-    #[schema(example = "203.0.113.7")]
+    #[schema(schema_with = ip_address, required = false, example = "203.0.113.7")]
     ip: Option<String>,
+}
+
+/// A cloud, as the OpenAPI document names it (the server also takes any case).
+#[derive(ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)] // only described
+pub(crate) enum CloudName {
+    EMPLOYEE,
+    CUSTOMER,
+}
+
+/// An IPv4 or IPv6 address, for the OpenAPI document.
+fn ip_address() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let address =
+        |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
+    OneOfBuilder::new()
+        .item(address(KnownFormat::Ipv4))
+        .item(address(KnownFormat::Ipv6))
+        .description(Some("The end client's address, as the gateway saw it."))
+        .build()
+        .into()
 }
 
 /// Most permissions one verification may ask for.

@@ -29,18 +29,39 @@ const MAX_COUNT: u64 = 200;
 
 /// Registers `/scim/v2`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    // Each resource answers the methods it has, and 405 with `Allow` and a
+    // SCIM error for others; an unknown path is a SCIM 404 (RFC 7644 §3.12).
+    let resource = |path: &str, allow: &'static str| {
+        web::resource(path).default_service(web::to(move || async move { method_not_allowed(allow) }))
+    };
     cfg.service(
         web::scope("/scim/v2")
-            .route("/ServiceProviderConfig", web::get().to(service_provider_config))
-            .route("/ResourceTypes", web::get().to(resource_types))
-            .route("/Schemas", web::get().to(schemas))
-            .route("/Users", web::get().to(list_users))
-            .route("/Users", web::post().to(create_user))
-            .route("/Users/{id}", web::get().to(get_user))
-            .route("/Users/{id}", web::put().to(replace_user))
-            .route("/Users/{id}", web::patch().to(patch_user))
-            .route("/Users/{id}", web::delete().to(delete_user)),
+            .service(resource("/ServiceProviderConfig", "GET").route(web::get().to(service_provider_config)))
+            .service(resource("/ResourceTypes", "GET").route(web::get().to(resource_types)))
+            .service(resource("/ResourceTypes/{id}", "GET").route(web::get().to(resource_type)))
+            .service(resource("/Schemas", "GET").route(web::get().to(schemas)))
+            .service(resource("/Schemas/{id}", "GET").route(web::get().to(schema)))
+            .service(
+                resource("/Users", "GET, POST").route(web::get().to(list_users)).route(web::post().to(create_user)),
+            )
+            .service(
+                resource("/Users/{id}", "GET, PUT, PATCH, DELETE")
+                    .route(web::get().to(get_user))
+                    .route(web::put().to(replace_user))
+                    .route(web::patch().to(patch_user))
+                    .route(web::delete().to(delete_user)),
+            )
+            .default_service(web::to(|| async {
+                ScimError::new(StatusCode::NOT_FOUND, None, "No such SCIM endpoint.").response()
+            })),
     );
+}
+
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response =
+        ScimError::new(StatusCode::METHOD_NOT_ALLOWED, None, format!("This endpoint answers {allow} only.")).response();
+    response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    response
 }
 
 /// A SCIM error answer.
@@ -372,8 +393,16 @@ fn parse_filter(filter: &str) -> Result<Vec<ScimMatch>, ScimError> {
     let mut terms = Vec::new();
     let mut rest = filter.trim();
     loop {
+        // An attribute ends at white space, except inside a value filter
+        // (`emails[type eq "work"].value`).
+        let split = match (rest.find('['), rest.find(char::is_whitespace)) {
+            (Some(open), Some(space)) if open < space => rest[open..]
+                .find(']')
+                .and_then(|close| rest[open + close..].find(char::is_whitespace).map(|end| open + close + end)),
+            (_, space) => space,
+        };
         let (attribute, after) =
-            rest.split_once(char::is_whitespace).ok_or_else(|| invalid("Expected `attribute eq \"value\"`."))?;
+            split.map(|at| (&rest[..at], &rest[at..])).ok_or_else(|| invalid("Expected `attribute eq \"value\"`."))?;
         let after = after.trim_start();
         let (op, after) =
             after.split_once(char::is_whitespace).ok_or_else(|| invalid("Expected `attribute eq \"value\"`."))?;
@@ -400,11 +429,13 @@ fn parse_filter(filter: &str) -> Result<Vec<ScimMatch>, ScimError> {
         let end = end.ok_or_else(|| invalid("The value's quote is not closed."))?;
         let value: String =
             serde_json::from_str(&after[..=end]).map_err(|_| invalid("The value is not a valid string."))?;
-        let attribute = attribute.to_ascii_lowercase();
+        let attribute = attribute.to_ascii_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
         terms.push(match attribute.as_str() {
             "username" => ScimMatch::UserName(value),
             "externalid" => ScimMatch::ExternalId(value),
-            "emails.value" | "emails[type eq \"work\"].value" => ScimMatch::Email(value),
+            "emails" | "emails.value" | "emails[type eq \"work\"].value" | "emails[primary eq true].value" => {
+                ScimMatch::Email(value)
+            }
             _ => return Err(invalid("Filter on userName, externalId or emails.value.")),
         });
         rest = after[end + 1..].trim_start();
@@ -658,13 +689,30 @@ async fn service_provider_config() -> HttpResponse {
     )
 }
 
-async fn resource_types() -> HttpResponse {
-    let user = json!({
+fn user_resource_type() -> Value {
+    json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
         "id": "User", "name": "User", "endpoint": "/Users", "schema": USER_SCHEMA,
         "meta": { "resourceType": "ResourceType", "location": "/scim/v2/ResourceTypes/User" }
-    });
-    single_list(user)
+    })
+}
+
+async fn resource_types() -> HttpResponse {
+    single_list(user_resource_type())
+}
+
+async fn resource_type(id: web::Path<String>) -> HttpResponse {
+    match id.as_str() {
+        "User" => scim_json(StatusCode::OK, &user_resource_type()),
+        _ => ScimError::new(StatusCode::NOT_FOUND, None, "No such resource type.").response(),
+    }
+}
+
+async fn schema(id: web::Path<String>) -> HttpResponse {
+    match id.as_str() {
+        USER_SCHEMA => scim_json(StatusCode::OK, &user_schema()),
+        _ => ScimError::new(StatusCode::NOT_FOUND, None, "No such schema.").response(),
+    }
 }
 
 /// A list response of one discovery resource.
@@ -676,11 +724,17 @@ fn single_list(resource: Value) -> HttpResponse {
 }
 
 async fn schemas() -> HttpResponse {
+    single_list(user_schema())
+}
+
+fn user_schema() -> Value {
     let attribute = |name: &str, kind: &str, required: bool, mutability: &str, uniqueness: &str| {
         json!({ "name": name, "type": kind, "multiValued": false, "required": required, "caseExact": false,
                 "mutability": mutability, "returned": "default", "uniqueness": uniqueness })
     };
-    let user = json!({
+    let mut role_value = attribute("value", "string", false, "readWrite", "none");
+    role_value["canonicalValues"] = json!(["internal-admin", "academy-admin", "integration-user"]);
+    json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
         "id": USER_SCHEMA, "name": "User", "description": "A user of the tenant (who may own API keys).",
         "attributes": [
@@ -700,11 +754,8 @@ async fn schemas() -> HttpResponse {
                 attribute("primary", "boolean", false, "readWrite", "none") ] },
             { "name": "roles", "type": "complex", "multiValued": true, "required": false, "mutability": "readWrite",
               "returned": "default", "description": "internal-admin, academy-admin or integration-user (none: academy-admin)",
-              "subAttributes": [
-                attribute("value", "string", false, "readWrite", "none"),
-                attribute("primary", "boolean", false, "readWrite", "none") ] }
+              "subAttributes": [role_value, attribute("primary", "boolean", false, "readWrite", "none")] }
         ],
         "meta": { "resourceType": "Schema", "location": format!("/scim/v2/Schemas/{USER_SCHEMA}") }
-    });
-    single_list(user)
+    })
 }
