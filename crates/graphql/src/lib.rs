@@ -197,7 +197,7 @@ fn check_operation(
         },
     };
     for op in operations {
-        let fields = |name: Option<&str>| top_level_fields(&op.selection_set.node, &doc, name, 0);
+        let fields = |name: Option<&str>| top_level_fields(&op.selection_set.node, doc, name, 0);
         if op.ty == OperationType::Mutation {
             if !allow_mutations {
                 return Err(AppError::BadUserInput("Mutations must be sent with POST.".into()));
@@ -217,20 +217,6 @@ fn check_operation(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_counted_like_the_lexer_does() {
-        assert_eq!(count_tokens("{ viewer { tenant { id } } }", 100), 9);
-        assert_eq!(count_tokens("query($a: Int = -12) { f(s: \"a, \\\"b\\\" c\") } # many words here", 100), 17);
-        assert_eq!(count_tokens(&"{ __typename }".repeat(1000), 50), 50, "counting stops early");
-        assert!(check_size(&format!("{{ {} }}", "__typename ".repeat(4000))).is_err());
-        assert!(check_size("{ viewer { tenant { id } } }").is_ok());
-    }
 }
 
 /// The fields (named `name`, or all) a selection set selects at its top
@@ -259,4 +245,18 @@ fn top_level_fields(
             }
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_counted_like_the_lexer_does() {
+        assert_eq!(count_tokens("{ viewer { tenant { id } } }", 100), 9);
+        assert_eq!(count_tokens("query($a: Int = -12) { f(s: \"a, \\\"b\\\" c\") } # many words here", 100), 17);
+        assert_eq!(count_tokens(&"{ __typename }".repeat(1000), 50), 50, "counting stops early");
+        assert!(check_size(&format!("{{ {} }}", "__typename ".repeat(4000))).is_err());
+        assert!(check_size("{ viewer { tenant { id } } }").is_ok());
+    }
 }

@@ -476,7 +476,7 @@ pub struct Rotation {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImportWrite {
     /// Written, audited and its owner told.
-    Imported(ApiKey),
+    Imported(Box<ApiKey>),
     /// The key is already there (as imported): nothing written.
     Present,
     /// The credential was imported before and has since been rotated away or
@@ -1165,7 +1165,7 @@ impl Store {
         insert_event(&txn, &KeyEvent::new(KeyEventKind::Imported, &key, &owner, actor, now)).await?;
         insert_audit(&txn, &AuditEntry::new(AuditAction::Imported, &key, actor, now)).await?;
         txn.commit().await?;
-        Ok(ImportWrite::Imported(key))
+        Ok(ImportWrite::Imported(Box::new(key)))
     }
 
     /// The stored credential for a lookup id, in any tenant.
