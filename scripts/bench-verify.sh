@@ -8,6 +8,10 @@
 #   while a wrong-secret flood runs alongside, GraphQL `viewer` with a key, and
 #   forward auth (`GET /v1/auth`, as nginx/Traefik/Envoy call it) with the
 #   cached key and with a wrong one.
+# Two floods run alongside the cached valid key (32 + 32 connections), with
+# the server's peak RSS: guesses at an imported argon2id key (`prefix.<n>`,
+# every guess different; the key is never used, so its hash is still
+# argon2id), and anonymous GraphQL documents of about 1 MB.
 # Then the cold case: BENCH_COLD_KEYS distinct keys (default 100,000), the
 # server restarted so nothing is cached, each key verified at most once
 # (BENCH_COLD_DURATION, default 2 s, 32 connections); and the server's RSS
@@ -26,8 +30,9 @@ if ! command -v wrk >/dev/null; then
   else sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null; fi
 fi
 
-cargo build --release -q -p latchkey-server
-BIN="$PWD/target/release/latchkey"
+# BENCH_BIN=path runs another build (e.g. the previous commit's) through the same cases.
+if [ -z "${BENCH_BIN:-}" ]; then cargo build --release -q -p latchkey-server; fi
+BIN="${BENCH_BIN:-$PWD/target/release/latchkey}"
 WORK="$(mktemp -d)"
 trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; wait "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -42,6 +47,10 @@ TENANT="$("$BIN" tenant create --name Bench | jq -r .id)"
 ADMIN="$("$BIN" user create --tenant "$TENANT" --email admin@bench.example --name Admin --role internal-admin | jq -r .id)"
 BOT="$("$BIN" user create --tenant "$TENANT" --email bot@bench.example --name Bot --role integration-user | jq -r .id)"
 TOKEN="$("$BIN" token --user "$ADMIN" --ttl-secs 3600)"
+# An imported key stored as argon2id (OWASP parameters), found by its prefix
+# `benchimp` (its secret, for reference: benchimp.0123456789abcdefghijklmnopqrst).
+printf '%s\n' '{"ownerEmail":"bot@bench.example","description":"imported","createdAt":"2024-01-01T00:00:00Z","prefix":"benchimp","hash":"$argon2id$v=19$m=19456,t=2,p=1$jJnuSXmnIPMTtu1tHNKdbw$0fhmNQgJDYgsUWibHCjQgfey/YTahpSg6Jhv8Tije/A"}' > "$WORK/import.jsonl"
+"$BIN" keys import --tenant "$TENANT" "$WORK/import.jsonl" | jq -e '.imported == 1' >/dev/null
 
 start_server() {
   LATCHKEY_BIND="127.0.0.1:$PORT" "$BIN" serve 2>>"$WORK/server.log" &
@@ -110,6 +119,44 @@ BODY="{\"key\":\"$WRONG\"}" wrk -t1 -c$((CONNECTIONS / 2)) -d"$DURATION" -s "$WO
 FLOOD=$!
 BODY="{\"key\":\"$SECRET\"}" wrk -t1 -c$((CONNECTIONS / 2)) -d"$DURATION" --latency -s "$WORK/post.lua" "$URL/v1/keys/verify" > "$WORK/verify_under_flood.out"
 wait "$FLOOD"
+
+peak_rss() { # samples the server's RSS until the file $1 appears; prints the peak (KiB)
+  local peak=0 rss
+  while [ ! -e "$1" ]; do
+    rss="$(ps -o rss= -p "$SERVER_PID" | tr -d ' ')"; [ "${rss:-0}" -gt "$peak" ] && peak="$rss"; sleep 0.2
+  done
+  echo "$peak"
+}
+under_flood() { # name, flood script: the cached valid key while the flood runs alongside
+  local name="$1" script="$2"
+  peak_rss "$WORK/$name.done" > "$WORK/$name.rss" &
+  local sampler=$!
+  wrk -t1 -c$((CONNECTIONS / 2)) -d"$DURATION" -s "$script" "$URL" > "$WORK/$name.flood.out" &
+  local flood=$!
+  BODY="{\"key\":\"$SECRET\"}" wrk -t1 -c$((CONNECTIONS / 2)) -d"$DURATION" --latency -s "$WORK/post.lua" "$URL/v1/keys/verify" > "$WORK/$name.out"
+  wait "$flood"; touch "$WORK/$name.done"; wait "$sampler"
+}
+cat > "$WORK/guesses.lua" <<'LUA'
+-- Every guess at the imported key's prefix is a different string.
+local n = 0
+wrk.method = "POST"
+wrk.path = "/v1/keys/verify"
+wrk.headers["Content-Type"] = "application/json"
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil, string.format('{"key":"benchimp.guess%026d"}', n))
+end
+LUA
+python3 -c "import json; print(json.dumps({'query': '{ ' + '__typename ' * 92000 + '}'}))" > "$WORK/large_document.json"
+cat > "$WORK/large_documents.lua" <<LUA
+local f = io.open("$WORK/large_document.json"); local body = f:read("*a"); f:close()
+wrk.method = "POST"
+wrk.path = "/graphql"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = body
+LUA
+under_flood verify_under_argon2_guesses "$WORK/guesses.lua"
+under_flood verify_under_large_documents "$WORK/large_documents.lua"
 run_get forward_auth_cached "$URL/v1/auth" "Bearer $SECRET"
 run_get forward_auth_wrong "$URL/v1/auth" "Bearer $WRONG"
 run graphql_viewer "$URL/graphql" '{"query":"{ viewer { tenant { id } apiKey { id } clouds } }"}' "Bearer $SECRET"
@@ -160,13 +207,16 @@ VALID_SAMPLE="$(curl -fs "$URL/v1/keys/verify" -d "{\"key\":\"$(sed -n 7p "$WORK
 
 printf '\nlatchkey verification benchmark: %s connections, %s per case, %s cores\n\n' "$CONNECTIONS" "$DURATION" "$(nproc)"
 printf '%-34s %12s %10s %10s\n' case requests/s p50 p99
-for c in healthz verify_cached verify_malformed verify_wrong verify_under_flood forward_auth_cached forward_auth_wrong \
-  graphql_viewer verify_cold; do
+for c in healthz verify_cached verify_malformed verify_wrong verify_under_flood verify_under_argon2_guesses \
+  verify_under_large_documents forward_auth_cached forward_auth_wrong graphql_viewer verify_cold; do
   read -r rps p50 p99 <<<"$(summary "$c")"
   printf '%-34s %12s %10s %10s\n' "$c" "$rps" "$p50" "$p99"
 done
 read -r flood_rps _ <<<"$(awk '/Requests\/sec/ {print $2}' "$WORK/flood.out") x"
 printf '%-34s %12s\n' "(wrong-secret flood alongside)" "$flood_rps"
+for c in verify_under_argon2_guesses verify_under_large_documents; do
+  printf '%-34s %12s  (server peak RSS %s KiB)\n' "($c: flood)" "$(awk '/Requests\/sec/ {print $2}' "$WORK/$c.flood.out")" "$(cat "$WORK/$c.rss")"
+done
 read -r h _ _ <<<"$(summary healthz)"
 read -r v _ _ <<<"$(summary verify_cached)"
 read -r f _ _ <<<"$(summary forward_auth_cached)"

@@ -30,9 +30,10 @@ const MAX_CLIENTS: usize = 10_000;
 pub struct ReportLimiter(Mutex<HashMap<IpAddr, (Instant, u32)>>);
 
 impl ReportLimiter {
-    /// Whether `client` may report now (and counts it).
+    /// Whether `client` may report now (and counts it). Clients whose
+    /// address is not known (a proxy that did not say) share one limit.
     pub fn allow(&self, client: Option<IpAddr>, now: Instant) -> bool {
-        let Some(client) = client.map(crate::verify::client_presenter) else { return true };
+        let client = client.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), crate::verify::client_presenter);
         let Ok(mut clients) = self.0.lock() else { return false };
         if clients.len() >= MAX_CLIENTS && !clients.contains_key(&client) {
             clients.retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));

@@ -245,8 +245,6 @@ impl<H> Compact<'_, H> {
     }
 }
 
-/// Splits a compact JWS; anything but three base64url parts with a JSON
-/// header of shape `H` is `Malformed`.
 /// Whether `token` has the shape of a compact JWS (three dot-separated
 /// parts): what an admin token is. Anything else presented as a bearer is
 /// an API key (Latchkey's `lk_…` or an imported one).
@@ -254,6 +252,8 @@ pub fn looks_like_jws(token: &str) -> bool {
     token.split('.').count() == 3
 }
 
+/// Splits a compact JWS; anything but three base64url parts with a JSON
+/// header of shape `H` is `Malformed`.
 pub(crate) fn split_compact<H: serde::de::DeserializeOwned>(token: &str) -> Result<Compact<'_, H>, TokenError> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())

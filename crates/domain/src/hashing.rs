@@ -175,25 +175,29 @@ pub const MAX_ARGON2_P: u32 = 8;
 /// Why an argon2id PHC string is refused: not one this crate can verify, or
 /// asking more than the ceilings above.
 pub fn argon2id_phc_problem(phc: &str) -> Option<String> {
-    let Some(stored) = parse_phc_unbounded(phc) else {
-        return Some("the argon2id hash is not a valid PHC string".into());
-    };
+    match parse_phc_unbounded(phc) {
+        None => Some("the argon2id hash is not a valid PHC string".into()),
+        Some(stored) => ceiling_problem(&stored),
+    }
+}
+
+/// What of `stored` is above the ceilings, if anything.
+fn ceiling_problem(stored: &StoredHash) -> Option<String> {
+    let work = u64::from(stored.m) * u64::from(stored.t);
     if stored.m > MAX_ARGON2_M_KIB {
-        return Some(format!(
+        Some(format!(
             "the argon2id hash asks m={} KiB of memory per check; at most {MAX_ARGON2_M_KIB} KiB (100 MiB) is accepted",
             stored.m
-        ));
+        ))
+    } else if work > MAX_ARGON2_WORK_KIB {
+        Some(format!(
+            "the argon2id hash asks m×t={work} KiB of work per check; at most {MAX_ARGON2_WORK_KIB} (e.g. m=102400,t=2) is accepted"
+        ))
+    } else if stored.p > MAX_ARGON2_P {
+        Some(format!("the argon2id hash asks p={} lanes; at most {MAX_ARGON2_P} are accepted", stored.p))
+    } else {
+        None
     }
-    if u64::from(stored.m) * u64::from(stored.t) > MAX_ARGON2_WORK_KIB {
-        return Some(format!(
-            "the argon2id hash asks m×t={} KiB of work per check; at most {MAX_ARGON2_WORK_KIB} (e.g. m=102400,t=2) is accepted",
-            u64::from(stored.m) * u64::from(stored.t)
-        ));
-    }
-    if stored.p > MAX_ARGON2_P {
-        return Some(format!("the argon2id hash asks p={} lanes; at most {MAX_ARGON2_P} are accepted", stored.p));
-    }
-    None
 }
 
 /// A stored argon2id PHC string, taken apart.
@@ -208,9 +212,7 @@ struct StoredHash {
 /// A stored hash within the ceilings; anything else verifies nothing (a row
 /// written before the ceilings, or corrupted, never makes a check that costly).
 fn parse_phc(phc: &str) -> Option<StoredHash> {
-    parse_phc_unbounded(phc).filter(|h| {
-        h.m <= MAX_ARGON2_M_KIB && u64::from(h.m) * u64::from(h.t) <= MAX_ARGON2_WORK_KIB && h.p <= MAX_ARGON2_P
-    })
+    parse_phc_unbounded(phc).filter(|h| ceiling_problem(h).is_none())
 }
 
 fn parse_phc_unbounded(phc: &str) -> Option<StoredHash> {

@@ -317,39 +317,36 @@ impl AuditEntry {
     /// `new`, by `actor` at `at`: no key (nil id), the setting's name as
     /// description, the values as old and new description.
     pub fn setting_changed(actor: &User, name: &str, old: String, new: String, at: DateTime<Utc>) -> Self {
-        AuditEntry {
-            id: crate::ids::time_ordered_uuid(at),
-            tenant_id: actor.tenant_id,
-            key_id: ApiKeyId(uuid::Uuid::nil()),
-            action: AuditAction::SettingsChanged,
-            actor_id: actor.id,
-            actor_name: actor.name.clone(),
-            occurred_at: at,
-            key_description: name.to_owned(),
-            key_last_four: String::new(),
-            old_description: Some(old),
-            new_description: Some(new),
-            previous_secret_expires_at: None,
-            old_expires_at: None,
-            new_expires_at: None,
-            restrictions_change: None,
-            leak: None,
-            owner_change: None,
-        }
+        let nil = ApiKeyId(uuid::Uuid::nil());
+        let mut entry = AuditEntry::about(AuditAction::SettingsChanged, actor.tenant_id, nil, name, "", actor, at);
+        (entry.old_description, entry.new_description) = (Some(old), Some(new));
+        entry
     }
 
     /// The entry for `action` on `key` by `actor` at `at`.
     pub fn new(action: AuditAction, key: &ApiKey, actor: &User, at: DateTime<Utc>) -> Self {
+        AuditEntry::about(action, key.tenant_id, key.id, &key.description, &key.last_four, actor, at)
+    }
+
+    fn about(
+        action: AuditAction,
+        tenant_id: TenantId,
+        key_id: ApiKeyId,
+        description: &str,
+        last_four: &str,
+        actor: &User,
+        at: DateTime<Utc>,
+    ) -> Self {
         AuditEntry {
             id: crate::ids::time_ordered_uuid(at),
-            tenant_id: key.tenant_id,
-            key_id: key.id,
+            tenant_id,
+            key_id,
             action,
             actor_id: actor.id,
             actor_name: actor.name.clone(),
             occurred_at: at,
-            key_description: key.description.clone(),
-            key_last_four: key.last_four.clone(),
+            key_description: description.to_owned(),
+            key_last_four: last_four.to_owned(),
             old_description: None,
             new_description: None,
             previous_secret_expires_at: None,

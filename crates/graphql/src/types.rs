@@ -656,24 +656,35 @@ pub struct SetUserActiveInput {
     pub active: bool,
 }
 
-/// Result of `setUserActive`.
-#[derive(SimpleObject, Debug, Default)]
-pub struct SetUserActivePayload {
-    /// The user as it is now; null when refused.
-    pub user: Option<GqlUser>,
-    /// Why the input was refused; empty on success.
-    pub user_errors: Vec<UserError>,
+/// A mutation's result that is one user: the user as it is now (null when
+/// refused) and why the input was refused.
+macro_rules! user_payload {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(SimpleObject, Debug, Default)]
+        pub struct $name {
+            /// The user as it is now; null when refused.
+            pub user: Option<GqlUser>,
+            /// Why the input was refused; empty on success.
+            pub user_errors: Vec<UserError>,
+        }
+
+        impl $name {
+            /// The payload of a use case's outcome.
+            pub fn of(outcome: latchkey_app::Outcome<User>) -> Self {
+                match outcome {
+                    Ok(user) => $name { user: Some(GqlUser::from(&user)), user_errors: vec![] },
+                    Err(violations) => $name { user: None, user_errors: user_errors(violations) },
+                }
+            }
+        }
+    };
 }
 
-impl SetUserActivePayload {
-    /// The payload of a use case's outcome.
-    pub fn of(outcome: latchkey_app::Outcome<User>) -> Self {
-        match outcome {
-            Ok(user) => SetUserActivePayload { user: Some(GqlUser::from(&user)), user_errors: vec![] },
-            Err(violations) => SetUserActivePayload { user: None, user_errors: user_errors(violations) },
-        }
-    }
-}
+user_payload!(
+    /// Result of `setUserActive`.
+    SetUserActivePayload
+);
 
 /// Input of `setUserScimManaged`.
 #[derive(InputObject, Debug)]
@@ -684,24 +695,10 @@ pub struct SetUserScimManagedInput {
     pub managed: bool,
 }
 
-/// Result of `setUserScimManaged`.
-#[derive(SimpleObject, Debug, Default)]
-pub struct SetUserScimManagedPayload {
-    /// The user as it is now; null when refused.
-    pub user: Option<GqlUser>,
-    /// Why the input was refused; empty on success.
-    pub user_errors: Vec<UserError>,
-}
-
-impl SetUserScimManagedPayload {
-    /// The payload of a use case's outcome.
-    pub fn of(outcome: latchkey_app::Outcome<User>) -> Self {
-        match outcome {
-            Ok(user) => SetUserScimManagedPayload { user: Some(GqlUser::from(&user)), user_errors: vec![] },
-            Err(violations) => SetUserScimManagedPayload { user: None, user_errors: user_errors(violations) },
-        }
-    }
-}
+user_payload!(
+    /// Result of `setUserScimManaged`.
+    SetUserScimManagedPayload
+);
 
 /// Input of `deleteApiKey`.
 #[derive(InputObject, Debug)]

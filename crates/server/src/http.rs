@@ -19,26 +19,36 @@ use utoipa::ToSchema;
 
 use crate::app::{AppContext, MAX_BODY_BYTES};
 
+/// Largest GraphQL request body: a document at its ceiling
+/// ([`latchkey_graphql::MAX_DOCUMENT_BYTES`]) and as much again for
+/// variables. Larger bodies are `413` from their `Content-Length`, before
+/// they are read or parsed.
+const MAX_GRAPHQL_BODY_BYTES: usize = 2 * latchkey_graphql::MAX_DOCUMENT_BYTES;
+
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/graphql", web::post().to(graphql_post))
-        .route("/graphql", web::get().to(graphql_get))
-        .route("/graphiql", web::get().to(crate::graphiql::page))
-        .route("/assets/graphiql/{file}", web::get().to(crate::graphiql::file))
-        .route(API_KEYS_PAGE_PATH, web::get().to(api_keys_page))
-        .route("/assets/api-keys/{module}", web::get().to(api_keys_module))
-        .route("/api-keys/sign-in.json", web::get().to(crate::oidc::sign_in_options))
-        .route("/assets/console.css", web::get().to(console_css))
-        .service(only("/healthz", "GET").route(web::get().to(healthz)))
-        .service(only("/openapi.json", "GET").route(web::get().to(openapi)))
-        .service(only("/readyz", "GET").route(web::get().to(readyz)))
-        .service(only("/v1/keys/verify", "POST").route(web::post().to(verify_key)))
-        .route("/v1/auth", web::route().to(crate::forward_auth::forward_auth))
-        // Envoy's ext_authz appends the client's path to its `path_prefix`.
-        .route("/v1/auth/{path:.*}", web::route().to(crate::forward_auth::forward_auth))
-        .service(only("/v1/keys/report-leak", "POST").route(web::post().to(report_leak)))
-        .service(only("/v1/secret-scanning/github", "POST").route(web::post().to(github_secret_scanning)))
-        .configure(crate::scim::routes);
+    cfg.service(
+        web::resource("/graphql")
+            .app_data(web::PayloadConfig::new(MAX_GRAPHQL_BODY_BYTES))
+            .route(web::post().to(graphql_post))
+            .route(web::get().to(graphql_get)),
+    )
+    .route("/graphiql", web::get().to(crate::graphiql::page))
+    .route("/assets/graphiql/{file}", web::get().to(crate::graphiql::file))
+    .route(API_KEYS_PAGE_PATH, web::get().to(api_keys_page))
+    .route("/assets/api-keys/{module}", web::get().to(api_keys_module))
+    .route("/api-keys/sign-in.json", web::get().to(crate::oidc::sign_in_options))
+    .route("/assets/console.css", web::get().to(console_css))
+    .service(only("/healthz", "GET").route(web::get().to(healthz)))
+    .service(only("/openapi.json", "GET").route(web::get().to(openapi)))
+    .service(only("/readyz", "GET").route(web::get().to(readyz)))
+    .service(only("/v1/keys/verify", "POST").route(web::post().to(verify_key)))
+    .route("/v1/auth", web::route().to(crate::forward_auth::forward_auth))
+    // Envoy's ext_authz appends the client's path to its `path_prefix`.
+    .route("/v1/auth/{path:.*}", web::route().to(crate::forward_auth::forward_auth))
+    .service(only("/v1/keys/report-leak", "POST").route(web::post().to(report_leak)))
+    .service(only("/v1/secret-scanning/github", "POST").route(web::post().to(github_secret_scanning)))
+    .configure(crate::scim::routes);
 }
 
 /// A resource answering only `allow` (its routes), and `405` with `Allow`
@@ -167,6 +177,8 @@ pub(crate) fn forwarded_hop(hop: &str) -> Option<IpAddr> {
 
 /// The media type of GraphQL over HTTP, answered when the client accepts it.
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+/// [`GRAPHQL_RESPONSE_JSON`] as a `Content-Type`.
+const GRAPHQL_RESPONSE_CONTENT_TYPE: &str = "application/graphql-response+json; charset=utf-8";
 
 /// Whether the client's `Accept` names `application/graphql-response+json`.
 fn accepts_graphql_response(req: &HttpRequest) -> bool {
@@ -204,8 +216,8 @@ async fn run_graphql(ctx: &AppContext, req: &HttpRequest, request: async_graphql
         }
     };
     let (status, content_type) = match (graphql_response, executed.request_error) {
-        (true, true) => (StatusCode::BAD_REQUEST, "application/graphql-response+json; charset=utf-8"),
-        (true, false) => (StatusCode::OK, "application/graphql-response+json; charset=utf-8"),
+        (true, true) => (StatusCode::BAD_REQUEST, GRAPHQL_RESPONSE_CONTENT_TYPE),
+        (true, false) => (StatusCode::OK, GRAPHQL_RESPONSE_CONTENT_TYPE),
         (false, _) => (StatusCode::OK, "application/json"),
     };
     HttpResponse::build(status).content_type(content_type).insert_header((header::CACHE_CONTROL, "no-store")).body(body)

@@ -18,8 +18,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use latchkey_domain::LookupId;
 use latchkey_domain::secret::LOOKUP_ID_LEN;
+use latchkey_domain::{ApiKeyId, LookupId};
 
 use sha2::{Digest as _, Sha256};
 
@@ -37,6 +37,9 @@ enum Presenter {
     Stored([u8; 16]),
     /// One client address; IPv6 clients by their /64 (one host's share).
     Client(IpAddr),
+    /// A working key refused for its restrictions, by one client (or by
+    /// clients of unknown address).
+    Refused(ApiKeyId, Option<IpAddr>),
 }
 
 fn key_presenter(lookup: &LookupId) -> Presenter {
@@ -93,7 +96,7 @@ impl FailureLimiter {
 
     fn limit_of(&self, presenter: &Presenter) -> u32 {
         match presenter {
-            Presenter::Key(_) | Presenter::Stored(_) => self.per_key,
+            Presenter::Key(_) | Presenter::Stored(_) | Presenter::Refused(..) => self.per_key,
             Presenter::Client(_) => self.per_client,
         }
     }
@@ -147,6 +150,18 @@ impl FailureLimiter {
     /// `RATE_LIMITED`, and no expensive check runs for it.
     pub(crate) fn client_over_limit(&self, client: Option<IpAddr>, now: Instant) -> bool {
         client.is_some_and(|ip| self.count(&Presenter::Client(client_presenter(ip)), now) >= self.per_client)
+    }
+
+    /// Counts a restriction refusal of `key` for `client`; whether that
+    /// presenter is now over the per-key limit.
+    pub(crate) fn refuse(&self, key: ApiKeyId, client: Option<IpAddr>, now: Instant) -> bool {
+        self.add(Presenter::Refused(key, client.map(client_presenter)), 1, now) > self.per_key
+    }
+
+    /// Whether `key` was refused for `client` as often as the per-key limit
+    /// allows within the window.
+    pub(crate) fn refused_too_often(&self, key: ApiKeyId, client: Option<IpAddr>, now: Instant) -> bool {
+        self.count(&Presenter::Refused(key, client.map(client_presenter)), now) >= self.per_key
     }
 
     /// Whether `digest` failed within the window. If so, the repeat counts as
@@ -251,6 +266,23 @@ mod tests {
         assert!(!limiter.fail([2; 32], &lookup('y'), host("2"), now));
         assert!(limiter.client_over_limit(host("ffff"), now), "one /64 is one client");
         assert!(!limiter.client_over_limit(Some("2001:db8:1:3::1".parse().unwrap()), now));
+    }
+
+    #[test]
+    fn restriction_refusals_count_per_key_and_client() {
+        let limiter = FailureLimiter::new(Duration::from_secs(60), 2, 100, 1000);
+        let now = Instant::now();
+        let (key, other_key) = (ApiKeyId(uuid::Uuid::from_u128(1)), ApiKeyId(uuid::Uuid::from_u128(2)));
+        let (a, b) = (Some(IpAddr::from([192, 0, 2, 1])), Some(IpAddr::from([192, 0, 2, 2])));
+        assert_eq!(
+            [limiter.refuse(key, a, now), limiter.refuse(key, a, now), limiter.refuse(key, a, now)],
+            [false, false, true]
+        );
+        assert!(limiter.refused_too_often(key, a, now));
+        assert!(!limiter.refused_too_often(key, b, now), "another client of the key");
+        assert!(!limiter.refused_too_often(other_key, a, now), "another key of the client");
+        assert!(!limiter.client_over_limit(a, now), "refusals are not the client's wrong secrets");
+        assert!(!limiter.refused_too_often(key, a, now + Duration::from_secs(61)));
     }
 
     #[test]

@@ -25,7 +25,9 @@
 //!    a few comparisons. A refusal is `NotAllowed`, not a failure.
 //! 7. Failures are counted per lookup id and per client address; a presenter
 //!    over its limit is answered `RATE_LIMITED` (see [`limits`]). A correct
-//!    key is never refused for anyone else's failures.
+//!    key is never refused for anyone else's failures. Restriction refusals
+//!    are counted per key and client, and no legacy hash runs for a client
+//!    over its limit.
 //!
 //! Use is recorded in memory, at most once a second per cached key, and
 //! flushed to `last_used_at` in batches.
@@ -242,26 +244,20 @@ impl KeyVerifier {
     }
 
     /// Decides a working key against the request. A refusal counts as a
-    /// failure of the presenter (the key, and the client address), like a
-    /// wrong secret: probing a key's restrictions (e.g. every `ip` for its
-    /// allowlist) meets the same limits, and past them is answered
-    /// `RATE_LIMITED`; and a client over its limit learns nothing more from
-    /// an address-restricted key, whose answer would say which address fits.
+    /// failure of its presenter, the key from this client (like a wrong
+    /// secret, and on the same limit per window): past it, refusals answer
+    /// `RATE_LIMITED`, and so does every answer of an address-restricted key
+    /// to that client, so probing `ip` cannot map an allowlist. Other
+    /// clients of the key, and the client's other keys, are not affected.
     fn decide(&self, key: VerifiedKey, client: Option<IpAddr>, request: &RequestContext) -> VerifyOutcome {
         let now = Instant::now();
+        if !key.restrictions.allowed_networks.is_empty() && self.limiter.refused_too_often(key.key_id, client, now) {
+            return VerifyOutcome::RateLimited;
+        }
         match key.restrictions.decide(key.owner_may, request) {
-            Ok(()) if !key.restrictions.allowed_networks.is_empty() && self.limiter.client_over_limit(client, now) => {
-                VerifyOutcome::RateLimited
-            }
             Ok(()) => VerifyOutcome::Valid(key),
-            Err(refusal) => {
-                let presenter = LookupId::from_stored(format!("key:{}", key.key_id));
-                if self.limiter.count_failure(&presenter, client, now) {
-                    VerifyOutcome::RateLimited
-                } else {
-                    VerifyOutcome::NotAllowed(refusal)
-                }
-            }
+            Err(_) if self.limiter.refuse(key.key_id, client, now) => VerifyOutcome::RateLimited,
+            Err(refusal) => VerifyOutcome::NotAllowed(refusal),
         }
     }
 
