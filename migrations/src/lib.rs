@@ -14,6 +14,7 @@ mod m0007_owner_lifecycle;
 mod m0008_scim_users;
 mod m0009_tenant_external_id;
 mod m0010_hardening;
+mod m0011_audit_changes;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_scim_users::Migration),
             Box::new(m0009_tenant_external_id::Migration),
             Box::new(m0010_hardening::Migration),
+            Box::new(m0011_audit_changes::Migration),
         ]
     }
 }

@@ -71,7 +71,7 @@ async fn backlog(store: &Store, count: usize) {
         let secret = ApiKeySecret::generate().unwrap();
         let credential = NewCredential::new(&secret, hash.clone());
         let new = NewKey::new(tenant.id, owner.id, Description::parse(&format!("n{i}")).unwrap(), credential);
-        store.insert_generated_key(new, &owner, Utc::now()).await.unwrap();
+        latchkey_tests::insert_generated_key(store, new, &owner).await;
     }
 }
 

@@ -64,7 +64,7 @@ async fn seed_keys(app: &TestApp, s: &latchkey_tests::Seeded, count: usize, pref
         let credential = NewCredential::new(&secret, hash.clone());
         let description = Description::parse(&format!("{prefix} {i:02}")).unwrap();
         let new = NewKey::new(s.tenant.id, s.integration.id, description, credential);
-        app.store.insert_generated_key(new, &s.admin, Utc::now()).await.unwrap();
+        latchkey_tests::insert_generated_key(&app.store, new, &s.admin).await;
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use latchkey_domain::EventDelivery;
 use latchkey_domain::admin_token::AdminTokenKey;
 use latchkey_domain::{Description, KeyEventKind};
@@ -205,7 +205,7 @@ async fn two_dispatchers_send_each_of_200_notices_exactly_once(backend: Backend)
         let secret = latchkey_domain::ApiKeySecret::generate().unwrap();
         let credential = NewCredential::new(&secret, hash.clone());
         let new = NewKey::new(tenant.id, admin.id, Description::parse(&format!("k{i}")).unwrap(), credential);
-        store.insert_generated_key(new, &admin, Utc::now()).await.unwrap();
+        latchkey_tests::insert_generated_key(&store, new, &admin).await;
     }
     assert_eq!(store.event_counts().await.unwrap(), (200, 0, 0));
 

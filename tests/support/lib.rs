@@ -378,7 +378,7 @@ impl TestApp {
             Some(manual) => manual.clone(),
             None => Arc::new(latchkey_domain::SystemClock),
         };
-        latchkey_server::app::start_with_clock(config, chosen, clock).await.expect("server starts")
+        latchkey_server::wiring::start_with_clock(config, chosen, clock).await.expect("server starts")
     }
 
     /// Stops the server gracefully.
@@ -483,6 +483,21 @@ pub async fn seed_tenant(store: &Store, token_key: &AdminTokenKey, name: &str) -
     let integration = store.create_user(mk("sync", "Sync Bot", Role::IntegrationUser), now).await.unwrap();
     let admin_token = admin_token(token_key, &admin, Cloud::Employee);
     Seeded { tenant, admin, other_admin, academy_admin, integration, admin_token }
+}
+
+/// Writes `new` as if `actor` generated it — the key, its `generated` owner
+/// notice and audit entry in one unit of work — without a server: for
+/// fixtures of many keys (the use case itself is `KeyAdmin::generate`).
+pub async fn insert_generated_key(store: &Store, new: latchkey_store::NewKey, actor: &User) -> latchkey_domain::ApiKey {
+    use latchkey_domain::{AuditChange, AuditEntry, KeyEvent, KeyEventKind};
+    let now = Utc::now();
+    let tx = store.begin().await.unwrap();
+    let key = tx.insert_key(new, now, Some(actor.id)).await.unwrap();
+    let owner = tx.owner_of(&key).await.unwrap();
+    tx.enqueue_notice(&KeyEvent::new(KeyEventKind::Generated, &key, &owner, actor, now)).await.unwrap();
+    tx.append_audit(&AuditEntry::new(AuditChange::Generated, &key, actor, now)).await.unwrap();
+    tx.commit().await.unwrap();
+    key
 }
 
 /// A valid one-hour token for `user` in `cloud`, signed with `token_key`.

@@ -11,14 +11,16 @@ use latchkey_domain::error::{Violation, ViolationCode};
 use latchkey_domain::hashing::hash_secret;
 use latchkey_domain::restrictions::Restrictions;
 use latchkey_domain::{
-    ApiKey, ApiKeyId, ApiKeySecret, AuditEntry, Description, DomainError, SearchTerm, User, UserId, policy,
+    ApiKey, ApiKeyId, ApiKeySecret, AuditChange, AuditEntry, Description, DomainError, KeyEvent, KeyEventKind,
+    SearchTerm, User, UserId, policy,
 };
 use latchkey_domain::{KeyStatus, lifecycle};
 use latchkey_store::{
-    ActivityChange, KeyChange, KeyCursor, KeyOrderField, KeyQuery, NewCredential, NewKey, Rotation, StoreError,
+    KeyCursor, KeyOrderField, KeyQuery, NewCredential, NewKey, Rotation, StoreError, Written, storable,
 };
 
 use crate::App;
+use crate::change::Change;
 use crate::error::{AppError, AppResult};
 
 /// Largest page of the key table and the audit trail.
@@ -36,11 +38,11 @@ pub struct FieldViolation {
 }
 
 impl FieldViolation {
-    fn new(field: &'static str, code: ViolationCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, code: ViolationCode, message: impl Into<String>) -> Self {
         FieldViolation { field, violation: Violation::new(code, message) }
     }
 
-    fn key_not_found() -> Self {
+    pub(crate) fn key_not_found() -> Self {
         Self::new("id", ViolationCode::NotFound, "API key not found.")
     }
 }
@@ -328,12 +330,13 @@ fn checked_restrictions(input: RestrictionsInput, violations: &mut Vec<FieldViol
         .ok()
 }
 
-/// The user errors of a single-key change the store did or refused.
-fn key_change(change: KeyChange, unchanged: Option<FieldViolation>) -> Outcome<ApiKey> {
-    match change {
-        KeyChange::Done(key) => Ok(key),
-        KeyChange::Unchanged(key) => unchanged.map_or(Ok(key), |v| Err(vec![v])),
-        KeyChange::NotFound => Err(vec![FieldViolation::key_not_found()]),
+/// The user errors of a single-key change: the key as it is now, or why not
+/// (`unchanged` when doing nothing is one).
+fn written(written: Written<ApiKey>, unchanged: Option<FieldViolation>) -> Outcome<ApiKey> {
+    match written {
+        Written::Done(key) => Ok(key),
+        Written::Unchanged(key) => unchanged.map_or(Ok(key), |v| Err(vec![v])),
+        Written::NotFound => Err(vec![FieldViolation::key_not_found()]),
     }
 }
 
@@ -345,30 +348,51 @@ pub struct KeyAdmin<'a> {
 }
 
 impl KeyAdmin<'_> {
-    /// Writes a fresh secret to `target`, with a new secret again should the
-    /// lookup id be taken. `None` when the key to rotate does not exist.
+    /// Writes a fresh secret to `target` in one unit of work with its audit
+    /// entry, the owner's notice and (for a rotation) the revocation, with a
+    /// new secret again should the lookup id be taken. `None` when the key
+    /// to rotate does not exist.
     async fn write_new_secret(&self, target: SecretTarget) -> AppResult<Option<(ApiKey, ApiKeySecret)>> {
-        let (store, tenant, now) = (&self.app.store, self.actor.tenant_id, self.app.clock.now());
+        let (tenant, now) = (self.actor.tenant_id, self.app.clock.now());
         for _ in 0..GENERATE_ATTEMPTS {
             let (secret, credential) = new_credential()?;
+            let mut change = Change::begin(self.app).await?;
             let written = match &target {
                 SecretTarget::NewKey { owner, description, expires_at, restrictions } => {
                     let new = NewKey::new(tenant, *owner, description.clone(), credential)
                         .expiring_at(*expires_at)
                         .restricted_to(restrictions.clone());
-                    store.insert_generated_key(new, self.actor, now).await.map(Some)
+                    change.insert_key(new, now, Some(self.actor.id)).await.map(Some)
                 }
                 SecretTarget::Rotate { id, expires_at, previous_until } => {
                     let rotation = Rotation { credential, expires_at: *expires_at, previous_until: *previous_until };
-                    store.rotate_key(tenant, *id, rotation, self.actor, now).await
+                    change.replace_credential(tenant, *id, rotation, self.actor.id, now).await
                 }
             };
-            match written {
-                Ok(done) => return Ok(done.map(|key| (key, secret))),
+            let key = match written {
+                Ok(Some(key)) => key,
+                Ok(None) => return Ok(None),
                 // The database message names the lookup id, a part of the new secret: not logged.
-                Err(StoreError::Conflict(_)) => tracing::warn!("lookup id collision; retrying with a new secret"),
+                Err(StoreError::Conflict(_)) => {
+                    tracing::warn!("lookup id collision; retrying with a new secret");
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
+            };
+            let (kind, audited) = match target {
+                SecretTarget::NewKey { .. } => (KeyEventKind::Generated, AuditChange::Generated),
+                SecretTarget::Rotate { .. } => {
+                    (KeyEventKind::Rotated, AuditChange::Rotated { previous_secret_until: key.previous_expires_at })
+                }
+            };
+            let owner = change.owner_of(&key).await?;
+            change.mail(&KeyEvent::new(kind, &key, &owner, self.actor, now)).await?;
+            change.audit(&AuditEntry::new(audited, &key, self.actor, now)).await?;
+            if matches!(target, SecretTarget::Rotate { .. }) {
+                change.revoke(key.id).await?;
             }
+            change.commit().await?;
+            return Ok(Some((key, secret)));
         }
         Err(AppError::internal(&"lookup id collided repeatedly"))
     }
@@ -390,7 +414,6 @@ impl KeyAdmin<'_> {
         let target = SecretTarget::NewKey { owner: owner.id, description, expires_at, restrictions };
         let made = self.write_new_secret(target).await?;
         let Some((key, secret)) = made else { return Err(AppError::internal(&"a generated key was not written")) };
-        self.app.outbox.notify_one();
         Ok(Ok(KeyWithSecret { key: self.view(key).await?, secret }))
     }
 
@@ -422,8 +445,6 @@ impl KeyAdmin<'_> {
         let Some((key, secret)) = self.write_new_secret(target).await? else {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
-        self.app.verifier.forget(key.id);
-        self.app.outbox.notify_one();
         Ok(Ok(KeyWithSecret { key: self.view(key).await?, secret }))
     }
 
@@ -434,11 +455,19 @@ impl KeyAdmin<'_> {
         let Ok(id) = command.id.parse::<ApiKeyId>() else {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
-        let now = self.app.clock.now();
-        let change = self.app.store.expire_previous_secret(self.actor.tenant_id, id, self.actor, now).await?;
+        let now = storable(self.app.clock.now());
+        let mut change = Change::begin(self.app).await?;
         let nothing_to_end =
             FieldViolation::new("id", ViolationCode::Invalid, "This key has no previous secret that still works.");
-        self.changed(change, Some(nothing_to_end), false).await
+        let key = match written(change.end_previous_secret(self.actor.tenant_id, id, now).await?, Some(nothing_to_end))
+        {
+            Ok(key) => key,
+            Err(violations) => return Ok(Err(violations)),
+        };
+        change.audit(&AuditEntry::new(AuditChange::PreviousSecretExpired { at: now }, &key, self.actor, now)).await?;
+        change.revoke(key.id).await?;
+        change.commit().await?;
+        Ok(Ok(self.view(key).await?))
     }
 
     /// Sets or clears a key's expiry (re-arming its expiry notices).
@@ -449,12 +478,26 @@ impl KeyAdmin<'_> {
         if id.is_none() {
             violations.push(FieldViolation::key_not_found());
         }
-        let expires_at = checked_expiry(command.expires_at, now, &mut violations);
+        let expires_at = checked_expiry(command.expires_at, now, &mut violations).map(storable);
         let (Some(id), true) = (id, violations.is_empty()) else {
             return Ok(Err(violations));
         };
-        let change = self.app.store.set_key_expiry(self.actor.tenant_id, id, expires_at, self.actor, now).await?;
-        self.changed(change, None, false).await
+        let mut change = Change::begin(self.app).await?;
+        let Some(before) = change.locked_key(self.actor.tenant_id, id).await? else {
+            return Ok(Err(vec![FieldViolation::key_not_found()]));
+        };
+        if before.expires_at == expires_at {
+            return Ok(Ok(self.view(before).await?));
+        }
+        change.set_key_expiry(self.actor.tenant_id, id, expires_at).await?;
+        let old = before.expires_at;
+        let key = ApiKey { expires_at, ..before };
+        change
+            .audit(&AuditEntry::new(AuditChange::ExpiryChanged { old, new: expires_at }, &key, self.actor, now))
+            .await?;
+        change.revoke(key.id).await?;
+        change.commit().await?;
+        Ok(Ok(self.view(key).await?))
     }
 
     /// Replaces a key's restrictions. They apply at once, here and on every
@@ -469,10 +512,28 @@ impl KeyAdmin<'_> {
         let (Some(id), Some(restrictions), true) = (id, restrictions, violations.is_empty()) else {
             return Ok(Err(violations));
         };
-        let now = self.app.clock.now();
-        let change =
-            self.app.store.update_key_restrictions(self.actor.tenant_id, id, restrictions, self.actor, now).await?;
-        self.changed(change, None, true).await
+        let now = storable(self.app.clock.now());
+        let mut change = Change::begin(self.app).await?;
+        let Some(before) = change.locked_key(self.actor.tenant_id, id).await? else {
+            return Ok(Err(vec![FieldViolation::key_not_found()]));
+        };
+        if before.restrictions == restrictions {
+            return Ok(Ok(self.view(before).await?));
+        }
+        change.set_key_restrictions(self.actor.tenant_id, id, &restrictions, self.actor.id, now).await?;
+        let described = (before.restrictions.describe(), restrictions.describe());
+        let key = ApiKey { restrictions, last_edited_at: Some(now), last_edited_by: Some(self.actor.id), ..before };
+        let owner = change.owner_of(&key).await?;
+        let mut notice = KeyEvent::new(KeyEventKind::RestrictionsChanged, &key, &owner, self.actor, now);
+        notice.restrictions_change = Some(described.clone());
+        change.mail(&notice).await?;
+        let (before, after) = described;
+        change
+            .audit(&AuditEntry::new(AuditChange::RestrictionsChanged { before, after }, &key, self.actor, now))
+            .await?;
+        change.revoke(key.id).await?;
+        change.commit().await?;
+        Ok(Ok(self.view(key).await?))
     }
 
     /// Disables or enables a key. A disabled key answers `DISABLED` at once,
@@ -483,111 +544,79 @@ impl KeyAdmin<'_> {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
         let now = self.app.clock.now();
-        let change =
-            self.app.store.set_key_disabled(self.actor.tenant_id, id, command.disabled, self.actor, now).await?;
-        self.changed(change, None, true).await
+        let mut change = Change::begin(self.app).await?;
+        let disabled_at = command.disabled.then_some(now);
+        let key = match change.set_key_disabled(self.actor.tenant_id, id, disabled_at).await? {
+            Written::Done(key) => key,
+            unchanged => return self.outcome(written(unchanged, None)).await,
+        };
+        let (kind, audited) = if command.disabled {
+            (KeyEventKind::Disabled, AuditChange::Disabled)
+        } else {
+            (KeyEventKind::Enabled, AuditChange::Enabled)
+        };
+        let owner = change.owner_of(&key).await?;
+        change.mail(&KeyEvent::new(kind, &key, &owner, self.actor, now)).await?;
+        change.audit(&AuditEntry::new(audited, &key, self.actor, now)).await?;
+        change.revoke(key.id).await?;
+        change.commit().await?;
+        Ok(Ok(self.view(key).await?))
     }
 
-    /// Gives a key to another eligible owner; the secret is unchanged, and a
-    /// suspended key works again at once. The old and the new owner are
-    /// mailed. Giving it to its owner changes nothing.
-    pub async fn transfer(&self, command: TransferKey) -> AppResult<Outcome<KeyView>> {
+    /// Changes a key's description. Nobody is mailed.
+    pub async fn edit_description(&self, command: EditDescription) -> AppResult<Outcome<KeyView>> {
         let mut violations = Vec::new();
         let id = command.id.parse::<ApiKeyId>().ok();
         if id.is_none() {
             violations.push(FieldViolation::key_not_found());
         }
-        let owner = self.eligible_owner(&command.owner_id, "ownerId", &mut violations).await?;
-        let (Some(id), Some(owner)) = (id, owner) else { return Ok(Err(violations)) };
+        let description = Description::parse(&command.description)
+            .map_err(|e| violations.push(FieldViolation { field: "description", violation: e.into() }))
+            .ok();
+        let (Some(id), Some(description)) = (id, description) else {
+            return Ok(Err(violations));
+        };
         let now = self.app.clock.now();
-        let change = self.app.store.transfer_key(self.actor.tenant_id, id, &owner, self.actor, now).await?;
-        self.changed(change, None, true).await
-    }
-
-    /// Gives every key of one user (active or not) to an eligible owner in
-    /// one transaction, as [`KeyAdmin::transfer`] does for one. Returns the
-    /// keys moved.
-    pub async fn transfer_all(&self, command: TransferKeys) -> AppResult<Outcome<Vec<KeyView>>> {
+        let mut change = Change::begin(self.app).await?;
         let tenant = self.actor.tenant_id;
-        let mut violations = Vec::new();
-        let from = match command.from_owner_id.parse::<UserId>() {
-            Ok(id) => self.app.store.user(tenant, id).await?,
-            Err(_) => None,
+        let Some(before) = change.locked_key(tenant, id).await? else {
+            return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
-        if from.is_none() {
-            violations.push(FieldViolation::new("fromOwnerId", ViolationCode::NotFound, "User not found."));
-        }
-        let to = self.eligible_owner(&command.to_owner_id, "toOwnerId", &mut violations).await?;
-        let (Some(from), Some(to)) = (from, to) else { return Ok(Err(violations)) };
-        if from.id == to.id {
-            let same = "The keys already belong to this user.";
-            return Ok(Err(vec![FieldViolation::new("toOwnerId", ViolationCode::Invalid, same)]));
-        }
-        let moved = self.app.store.transfer_keys(tenant, &from, &to, self.actor, self.app.clock.now()).await?;
-        for key in &moved {
-            self.app.verifier.forget(key.id);
-        }
-        if !moved.is_empty() {
-            self.app.outbox.notify_one();
-        }
-        Ok(Ok(self.views(moved).await?))
-    }
-
-    /// Deactivates a user of the tenant (its keys are suspended on every
-    /// replica at once, and it may no longer sign in) or reactivates it (the
-    /// keys it still owns work again). An admin cannot deactivate itself.
-    pub async fn set_user_active(&self, command: SetUserActive) -> AppResult<Outcome<User>> {
-        let not_found = || vec![FieldViolation::new("id", ViolationCode::NotFound, "User not found.")];
-        let Ok(id) = command.id.parse::<UserId>() else { return Ok(Err(not_found())) };
-        if id == self.actor.id && !command.active {
-            let message = "You cannot deactivate yourself; ask another internal admin.";
-            return Ok(Err(vec![FieldViolation::new("id", ViolationCode::Invalid, message)]));
-        }
-        match self.app.set_user_active(self.actor.tenant_id, id, command.active, self.actor).await? {
-            ActivityChange::Done(user, _) | ActivityChange::Unchanged(user) => Ok(Ok(user)),
-            ActivityChange::NotFound => Ok(Err(not_found())),
-        }
-    }
-
-    /// Links a user of the tenant to SCIM provisioning (or unlinks it). SCIM
-    /// sees and changes only the users it created and those linked here, so
-    /// an identity provider's key cannot take over an admin made elsewhere.
-    pub async fn set_user_scim_managed(&self, id: &str, managed: bool) -> AppResult<Outcome<User>> {
-        let not_found = || vec![FieldViolation::new("id", ViolationCode::NotFound, "User not found.")];
-        let Ok(id) = id.parse::<UserId>() else { return Ok(Err(not_found())) };
-        if !self.app.store.set_user_scim_managed(self.actor.tenant_id, id, managed).await? {
-            return Ok(Err(not_found()));
-        }
-        tracing::info!(user = %id, actor = %self.actor.id, managed, "user's SCIM link changed");
-        match self.app.store.user(self.actor.tenant_id, id).await? {
-            Some(user) => Ok(Ok(user)),
-            None => Ok(Err(not_found())),
-        }
-    }
-
-    /// The tenant's users in creation order, each with how many keys it owns.
-    pub async fn users(&self, query: UserDirectoryQuery) -> AppResult<Page<(User, u64)>> {
-        let first = page_size(query.first)?;
-        let after = match query.after.as_deref().map(str::parse::<UserId>) {
-            None => None,
-            Some(Ok(id)) => Some(id),
-            Some(Err(_)) => return Err(AppError::BadUserInput("`after` is not a valid cursor.".into())),
+        let Some(key) = change.set_key_description(tenant, id, &description, self.actor.id, now).await? else {
+            return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
-        let search = SearchTerm::parse(query.search.as_deref().unwrap_or_default())
-            .map_err(|_| AppError::BadUserInput("`search` is too long (maximum is 255 characters).".into()))?;
-        let filter = latchkey_store::UserFilter { search, role: query.role, active: query.active };
-        let page = self.app.store.users_page(self.actor.tenant_id, &filter, after, first).await?;
-        Ok(Page { items: page.users, has_next_page: page.has_next_page, total_count: page.total_count })
+        let edited = AuditChange::DescriptionChanged { old: before.description, new: description.into_string() };
+        change.audit(&AuditEntry::new(edited, &key, self.actor, now)).await?;
+        change.commit().await?;
+        Ok(Ok(self.view(key).await?))
     }
 
-    /// How many keys `user` of this tenant owns (0 for an unknown user).
-    pub async fn key_count_of(&self, user: UserId) -> AppResult<u64> {
-        Ok(self.app.store.key_count_of(self.actor.tenant_id, user).await?)
+    /// Deletes a key; its secret stops working at once. The owner is mailed.
+    pub async fn delete(&self, command: DeleteKey) -> AppResult<Outcome<ApiKey>> {
+        let Ok(id) = command.id.parse::<ApiKeyId>() else {
+            return Ok(Err(vec![FieldViolation::key_not_found()]));
+        };
+        let now = self.app.clock.now();
+        let mut change = Change::begin(self.app).await?;
+        let tenant = self.actor.tenant_id;
+        let Some(key) = change.locked_key(tenant, id).await? else {
+            return Ok(Err(vec![FieldViolation::key_not_found()]));
+        };
+        // False when a concurrent delete won; it wrote the notice.
+        if !change.delete_key(tenant, id).await? {
+            return Ok(Err(vec![FieldViolation::key_not_found()]));
+        }
+        let owner = change.owner_of(&key).await?;
+        change.mail(&KeyEvent::new(KeyEventKind::Deleted, &key, &owner, self.actor, now)).await?;
+        change.audit(&AuditEntry::new(AuditChange::Deleted, &key, self.actor, now)).await?;
+        change.revoke(key.id).await?;
+        change.commit().await?;
+        Ok(Ok(key))
     }
 
     /// The user `raw` names if it may own keys of this tenant (an active
     /// internal admin or integration user); otherwise a violation on `field`.
-    async fn eligible_owner(
+    pub(crate) async fn eligible_owner(
         &self,
         raw: &str,
         field: &'static str,
@@ -608,42 +637,6 @@ impl KeyAdmin<'_> {
             Some(owner) => return Ok(Some(owner)),
         }
         Ok(None)
-    }
-
-    /// Changes a key's description. Nobody is mailed.
-    pub async fn edit_description(&self, command: EditDescription) -> AppResult<Outcome<KeyView>> {
-        let mut violations = Vec::new();
-        let id = command.id.parse::<ApiKeyId>().ok();
-        if id.is_none() {
-            violations.push(FieldViolation::key_not_found());
-        }
-        let description = Description::parse(&command.description)
-            .map_err(|e| violations.push(FieldViolation { field: "description", violation: e.into() }))
-            .ok();
-        let (Some(id), Some(description)) = (id, description) else {
-            return Ok(Err(violations));
-        };
-        let now = self.app.clock.now();
-        match self.app.store.update_key_description(self.actor.tenant_id, id, description, self.actor, now).await? {
-            Some(key) => Ok(Ok(self.view(key).await?)),
-            None => Ok(Err(vec![FieldViolation::key_not_found()])),
-        }
-    }
-
-    /// Deletes a key; its secret stops working at once. The owner is mailed.
-    pub async fn delete(&self, command: DeleteKey) -> AppResult<Outcome<ApiKey>> {
-        let Ok(id) = command.id.parse::<ApiKeyId>() else {
-            return Ok(Err(vec![FieldViolation::key_not_found()]));
-        };
-        let now = self.app.clock.now();
-        match self.app.store.delete_key(self.actor.tenant_id, id, self.actor, now).await? {
-            Some(key) => {
-                self.app.verifier.forget(key.id);
-                self.app.outbox.notify_one();
-                Ok(Ok(key))
-            }
-            None => Ok(Err(vec![FieldViolation::key_not_found()])),
-        }
     }
 
     /// One key of the tenant; `None` for an unknown or malformed id.
@@ -711,35 +704,19 @@ impl KeyAdmin<'_> {
         Ok(users)
     }
 
-    /// The outcome of a single-key change: the key as it is now, after this
-    /// process's cache forgot it and (when the owner is mailed) the dispatcher
-    /// was woken; or the user errors (`unchanged` when doing nothing is one).
-    async fn changed(
-        &self,
-        change: KeyChange,
-        unchanged: Option<FieldViolation>,
-        mailed: bool,
-    ) -> AppResult<Outcome<KeyView>> {
-        let done = matches!(change, KeyChange::Done(_));
-        match key_change(change, unchanged) {
-            Ok(key) => {
-                if done {
-                    self.app.verifier.forget(key.id);
-                    if mailed {
-                        self.app.outbox.notify_one();
-                    }
-                }
-                Ok(Ok(self.view(key).await?))
-            }
+    /// The view of the key a change left, or its user errors.
+    async fn outcome(&self, outcome: Outcome<ApiKey>) -> AppResult<Outcome<KeyView>> {
+        match outcome {
+            Ok(key) => Ok(Ok(self.view(key).await?)),
             Err(violations) => Ok(Err(violations)),
         }
     }
 
-    async fn view(&self, key: ApiKey) -> AppResult<KeyView> {
+    pub(crate) async fn view(&self, key: ApiKey) -> AppResult<KeyView> {
         self.app.key_views(vec![key]).await?.pop().ok_or_else(|| AppError::internal(&"a key view went missing"))
     }
 
-    async fn views(&self, keys: Vec<ApiKey>) -> AppResult<Vec<KeyView>> {
+    pub(crate) async fn views(&self, keys: Vec<ApiKey>) -> AppResult<Vec<KeyView>> {
         self.app.key_views(keys).await
     }
 }

@@ -10,11 +10,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use latchkey_domain::hashing::verify_secret;
-use latchkey_domain::{LeakResponse, ParsedKey};
-use latchkey_store::LeakRecorded;
+use latchkey_domain::{ApiKeyId, AuditChange, AuditEntry, KeyEvent, KeyEventKind, LeakReport, LeakResponse, ParsedKey};
+use latchkey_store::storable;
 use sha2::{Digest, Sha256};
 
 use crate::App;
+use crate::change::Change;
 use crate::error::AppResult;
 
 /// Reports one client may make per minute.
@@ -92,28 +93,52 @@ impl App {
             tracing::info!(key = %credential.key_id, reporter = %found.reporter, "a leak report named a secret that no longer works; ignored");
             return Ok(false);
         }
-        let outcome = self
-            .store
-            .report_leak(
-                credential.key_id,
-                &token_hash(token),
-                &found.reporter,
-                found.url.as_deref(),
-                found.source.as_deref(),
-                self.clock.now(),
-            )
-            .await?;
-        match outcome {
-            LeakRecorded::Recorded { revoked, notified } => {
-                if revoked {
-                    self.verifier.forget(credential.key_id);
-                }
-                tracing::warn!(key = %credential.key_id, revoked, notified, reporter = %found.reporter, "key reported leaked");
-                self.outbox.notify_one();
-                Ok(true)
-            }
-            LeakRecorded::AlreadyReported | LeakRecorded::NotFound => Ok(true),
+        self.record_leak(credential.key_id, &token_hash(token), found).await?;
+        Ok(true)
+    }
+
+    /// Records a leak of `key` once per key and token (`token_digest`): a
+    /// repeated report changes and mails nothing. Unless its tenant says
+    /// `notify`, the key is revoked at once (`COMPROMISED`, on every
+    /// replica). The owner and every active internal admin of the tenant are
+    /// mailed; the audit trail records it.
+    async fn record_leak(&self, key: ApiKeyId, token_digest: &str, found: &FoundAt) -> AppResult<()> {
+        let now = storable(self.clock.now());
+        let mut change = Change::begin(self).await?;
+        let Some(mut key) = change.locked_key_of_any_tenant(key).await? else { return Ok(()) };
+        if !change.insert_leak_report(key.id, token_digest, &found.reporter, found.url.as_deref(), now).await? {
+            return Ok(());
         }
+        let revoked =
+            change.leak_response(key.tenant_id).await? == LeakResponse::Revoke && key.compromised_at.is_none();
+        if revoked {
+            change.set_key_compromised(key.id, now).await?;
+            key.compromised_at = Some(now);
+            change.revoke(key.id).await?;
+        }
+        let leak = LeakReport {
+            reporter: found.reporter.clone(),
+            url: found.url.clone(),
+            source: found.source.clone(),
+            revoked,
+        };
+        let mut actor = latchkey_domain::lifecycle::system_actor(key.tenant_id);
+        actor.name = found.reporter.clone();
+        let owner = change.owner_of(&key).await?;
+        let admins = change.active_internal_admins(key.tenant_id).await?;
+        let owner_id = owner.id;
+        let mut recipients = vec![owner];
+        recipients.extend(admins.into_iter().filter(|admin| admin.id != owner_id));
+        for recipient in &recipients {
+            let mut notice = KeyEvent::new(KeyEventKind::Leaked, &key, recipient, &actor, now);
+            notice.leak = Some(leak.clone());
+            change.mail(&notice).await?;
+        }
+        let LeakReport { url, source, .. } = leak;
+        change.audit(&AuditEntry::new(AuditChange::LeakReported { url, source, revoked }, &key, &actor, now)).await?;
+        change.commit().await?;
+        tracing::warn!(key = %key.id, revoked, notified = recipients.len(), reporter = %found.reporter, "key reported leaked");
+        Ok(())
     }
 
     /// Takes a report from anyone: counted against `client`'s limit (false
@@ -165,7 +190,10 @@ impl crate::KeyAdmin<'_> {
             allowed.to_string(),
             self.app.clock.now(),
         );
-        self.app.store.set_scim_may_grant_internal_admin(self.actor.tenant_id, allowed, &entry).await?;
+        let mut change = Change::begin(self.app).await?;
+        change.set_scim_may_grant_internal_admin(self.actor.tenant_id, allowed).await?;
+        change.audit(&entry).await?;
+        change.commit().await?;
         tracing::info!(tenant = %self.actor.tenant_id, actor = %self.actor.id, allowed, "scimMayGrantInternalAdmin changed");
         Ok(())
     }

@@ -9,11 +9,15 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
 pub mod auth;
+mod change;
 pub mod error;
+mod import;
 pub mod keys;
 pub mod leaks;
 pub mod metrics;
 pub mod oidc;
+pub mod operator;
+mod owners;
 pub mod scim;
 pub mod verify;
 
@@ -21,8 +25,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use latchkey_domain::admin_token::AdminTokenKey;
-use latchkey_domain::{Clock, Tenant, User};
+use latchkey_domain::{AuditChange, AuditEntry, Clock, ExpiryNotice, KeyEvent, KeyEventKind, Tenant, User};
 use latchkey_store::{RevocationListener, Store};
+
+use crate::change::Change;
 use tokio::sync::Notify;
 
 pub use auth::{Authentication, Principal};
@@ -233,30 +239,6 @@ impl App {
         Ok(Viewer { tenant: principal.tenant().clone(), user, api_key, clouds: principal.clouds(), permissions })
     }
 
-    /// Deactivates or reactivates a user of `tenant`, as `actor` (admins
-    /// through [`KeyAdmin::set_user_active`]). A deactivation suspends its
-    /// keys: this process's cache forgets them now, other replicas' through
-    /// the revocation sent with the change; the tenant's internal admins are
-    /// mailed the list.
-    pub async fn set_user_active(
-        &self,
-        tenant: latchkey_domain::TenantId,
-        user: latchkey_domain::UserId,
-        active: bool,
-        actor: &User,
-    ) -> AppResult<latchkey_store::ActivityChange> {
-        let change = self.store.set_user_active(tenant, user, active, actor, self.clock.now()).await?;
-        if let latchkey_store::ActivityChange::Done(_, keys) = &change {
-            for key in keys {
-                self.verifier.forget(*key);
-            }
-            if !active && !keys.is_empty() {
-                self.outbox.notify_one();
-            }
-        }
-        Ok(change)
-    }
-
     /// Queues the expiry notices (7 days and 1 day before, and at expiry)
     /// that are due now, at most `limit`, and wakes the dispatcher. Every
     /// replica may run this at once: each notice is queued once. Returns how
@@ -267,14 +249,32 @@ impl App {
     /// presenting one answers `EXPIRED` (telling its holder to switch),
     /// afterwards `INVALID`.
     pub async fn queue_expiry_notices(&self, limit: u64) -> AppResult<usize> {
-        let now = self.clock.now();
+        let now = latchkey_store::storable(self.clock.now());
         let cleared = self.store.clear_previous_secrets_ended_before(now - ENDED_SECRET_KEPT).await?;
         if cleared > 0 {
             tracing::info!(cleared, "previous secrets past their overlap forgotten");
         }
-        let queued = self.store.queue_expiry_notices(now, limit).await?;
-        if queued > 0 {
-            self.outbox.notify_one();
+        let mut queued = 0;
+        for (key, stage) in self.store.keys_due_for_expiry_notice(now, limit).await? {
+            let Some(expires_at) = key.expires_at else { continue };
+            let Some(notice) = ExpiryNotice::due(expires_at, now) else { continue };
+            if stage >= notice.stage() {
+                continue;
+            }
+            let mut change = Change::begin(self).await?;
+            if !change.claim_expiry_notice(key.id, notice.stage(), expires_at).await? {
+                // Another replica queued it, or the key changed meanwhile.
+                continue;
+            }
+            let owner = change.owner_of(&key).await?;
+            let actor = latchkey_domain::lifecycle::system_actor(key.tenant_id);
+            let kind = if notice == ExpiryNotice::Expired { KeyEventKind::Expired } else { KeyEventKind::Expiring };
+            change.mail(&KeyEvent::new(kind, &key, &owner, &actor, now)).await?;
+            if notice == ExpiryNotice::Expired {
+                change.audit(&AuditEntry::new(AuditChange::Expired, &key, &actor, expires_at)).await?;
+            }
+            change.commit().await?;
+            queued += 1;
         }
         Ok(queued)
     }

@@ -19,9 +19,8 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::VerifyOutcome;
 use crate::error::{AppError, AppResult};
-use crate::verify::REFUSAL_CODES;
+use crate::verify::outcome::{REFUSAL_CODES, VerifyOutcome};
 
 /// The media type of [`Metrics`]' exposition (text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -10,11 +10,27 @@
 use latchkey_domain::lifecycle::system_actor;
 use latchkey_domain::restrictions::{PermissionSet, owner_permissions};
 use latchkey_domain::{Role, TenantId, User, UserId};
-use latchkey_store::{ScimMatch, ScimUser, ScimUserWrite, ScimWritten};
+use latchkey_store::UserNameTaken;
+pub use latchkey_store::{ScimMatch, ScimUser, ScimUserWrite};
 
 use crate::App;
 use crate::auth::{Authentication, Principal};
+use crate::change::Change;
 use crate::error::{AppError, AppResult};
+use crate::owners::user_changed;
+
+/// The outcome of a SCIM write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScimWritten {
+    /// Done: the user as it is now.
+    Done(ScimUser),
+    /// No such (undeleted) user in the tenant.
+    NotFound,
+    /// Another user of the tenant has this `userName`.
+    Conflict,
+    /// `If-Match` named another version.
+    VersionMismatch,
+}
 
 /// The SCIM use cases of one tenant, for a key allowed `scim`.
 #[derive(Debug)]
@@ -79,65 +95,55 @@ impl ScimAdmin<'_> {
     /// Provisions a user.
     pub async fn create(&self, write: ScimUserWrite) -> AppResult<ScimWritten> {
         self.may_grant(write.role).await?;
-        Ok(self.app.store.scim_create(self.tenant, write, self.app.clock.now()).await?)
+        Ok(match self.app.store.scim_create(self.tenant, write, self.app.clock.now()).await? {
+            Ok(user) => ScimWritten::Done(user),
+            Err(UserNameTaken) => ScimWritten::Conflict,
+        })
     }
 
     /// Replaces a user, at `expected` version when given. Deactivating or
-    /// demoting it suspends its keys (here at once, elsewhere through the
-    /// revocations sent with the change). A new role is checked against the
-    /// user as it was: the write is conditional on that version, so a change
-    /// in between is retried (or, with `expected`, refused as a mismatch).
+    /// demoting it suspends its keys (see `owners::user_changed`). A new role
+    /// is checked against the user as it is, row-locked in the unit of work.
     pub async fn replace(&self, id: &str, write: ScimUserWrite, expected: Option<i32>) -> AppResult<ScimWritten> {
         let Ok(id) = id.parse::<UserId>() else { return Ok(ScimWritten::NotFound) };
-        for _ in 0..3 {
-            let Some(before) = self.app.store.scim_user(self.tenant, id).await? else {
-                return Ok(ScimWritten::NotFound);
-            };
-            if expected.is_some_and(|v| v != before.version) {
-                return Ok(ScimWritten::VersionMismatch);
-            }
-            if write.role != before.user.role {
-                let (old, new) = (owner_permissions(before.user.role), owner_permissions(write.role));
-                let raised = write.role == Role::InternalAdmin || !old.contains_all(new);
-                if id == self.key_owner && raised {
-                    return Err(AppError::Forbidden("This API key may not raise the role of its own owner.".into()));
-                }
-                self.may_grant(write.role).await?;
-            }
-            let now = self.app.clock.now();
-            let written = self
-                .app
-                .store
-                .scim_replace(self.tenant, id, write.clone(), Some(before.version), &self.actor, now)
-                .await?;
-            match written {
-                ScimWritten::VersionMismatch if expected.is_none() => continue,
-                ScimWritten::Done(_) => {
-                    self.forget_keys_of(id).await?;
-                    return Ok(written);
-                }
-                other => return Ok(other),
-            }
+        let mut change = Change::begin(self.app).await?;
+        let Some(before) = change.locked_scim_user(self.tenant, id).await? else {
+            return Ok(ScimWritten::NotFound);
+        };
+        if expected.is_some_and(|v| v != before.version) {
+            return Ok(ScimWritten::VersionMismatch);
         }
-        Ok(ScimWritten::VersionMismatch)
+        if write.role != before.user.role {
+            let (old, new) = (owner_permissions(before.user.role), owner_permissions(write.role));
+            let raised = write.role == Role::InternalAdmin || !old.contains_all(new);
+            if id == self.key_owner && raised {
+                return Err(AppError::Forbidden("This API key may not raise the role of its own owner.".into()));
+            }
+            self.may_grant(write.role).await?;
+        }
+        let now = self.app.clock.now();
+        let after = match change.replace_scim_user(self.tenant, id, write, now).await? {
+            Ok(after) => after,
+            Err(UserNameTaken) => return Ok(ScimWritten::Conflict),
+        };
+        user_changed(&mut change, &before.user, &after.user, &self.actor, now).await?;
+        change.commit().await?;
+        Ok(ScimWritten::Done(after))
     }
 
-    /// Deletes a user as the provider sees it (see `Store::scim_delete`);
-    /// false when there was none.
+    /// Deletes a user as the provider sees it: it is deactivated (its keys
+    /// suspended, the admins told) and hidden from SCIM, and its address is
+    /// freed for a new user; its name stays in the audit trail. False when
+    /// there was none.
     pub async fn delete(&self, id: &str) -> AppResult<bool> {
         let Ok(id) = id.parse::<UserId>() else { return Ok(false) };
-        let deleted = self.app.store.scim_delete(self.tenant, id, &self.actor, self.app.clock.now()).await?;
-        if deleted {
-            self.forget_keys_of(id).await?;
-        }
-        Ok(deleted)
-    }
-
-    async fn forget_keys_of(&self, owner: UserId) -> AppResult<()> {
-        for key in self.app.store.key_ids_owned_by(self.tenant, owner).await? {
-            self.app.verifier.forget(key);
-        }
-        self.app.outbox.notify_one();
-        Ok(())
+        let now = self.app.clock.now();
+        let mut change = Change::begin(self.app).await?;
+        let Some(before) = change.locked_scim_user(self.tenant, id).await? else { return Ok(false) };
+        change.delete_scim_user(self.tenant, id, now).await?;
+        let gone = User { active: false, ..before.user.clone() };
+        user_changed(&mut change, &before.user, &gone, &self.actor, now).await?;
+        change.commit().await?;
+        Ok(true)
     }
 }

@@ -116,7 +116,7 @@ async fn world() -> World {
     let ada = store.create_user(ada, start).await.unwrap();
     // Linked to provisioning, as an admin does with setUserScimManaged.
     assert!(store.set_user_scim_managed(tenant.id, ada.id, true).await.unwrap());
-    let scim = store.scim_user(tenant.id, ada.id).await.unwrap().unwrap();
+    assert!(store.scim_user(tenant.id, ada.id).await.unwrap().is_some(), "linked to SCIM");
     let write = latchkey_store::ScimUserWrite {
         email: ada.email.clone(),
         name: ada.name.clone(),
@@ -126,7 +126,9 @@ async fn world() -> World {
         given_name: None,
         family_name: None,
     };
-    store.scim_replace(tenant.id, ada.id, write, Some(scim.version), &ada, start).await.unwrap();
+    let tx = store.begin().await.unwrap();
+    tx.replace_scim_user(tenant.id, ada.id, write, start).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
     let provider =
         Arc::new(ScriptedProvider { published: Mutex::new(Err("not yet".into())), fetches: AtomicUsize::new(0) });
     provider.publish(&[1]);

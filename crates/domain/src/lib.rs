@@ -15,11 +15,13 @@ pub mod ids;
 pub mod import;
 pub mod lifecycle;
 pub mod model;
+pub mod names;
 pub mod oidc;
 pub mod policy;
 pub mod restrictions;
 pub mod secret;
 mod string_enum;
+pub mod tenancy;
 
 #[doc(hidden)]
 pub use serde as __serde;
@@ -34,7 +36,7 @@ pub use error::DomainError;
 pub use ids::{ApiKeyId, KeyEventId, TenantId, UserId};
 pub use lifecycle::{ExpiryNotice, KeyStatus};
 pub use model::{
-    ApiKey, AuditAction, AuditEntry, Cloud, EventDelivery, KeyEvent, KeyEventKind, LeakReport, LeakResponse, Role,
-    Suspension, Tenant, User,
+    ApiKey, AuditAction, AuditChange, AuditEntry, Cloud, EventDelivery, KeyEvent, KeyEventKind, LeakReport,
+    LeakResponse, Role, Suspension, Tenant, User,
 };
 pub use secret::{ApiKeySecret, LookupId, MalformedKey, ParsedKey};

@@ -1,31 +1,10 @@
-//! Tenants, users, roles, clouds, API keys and key events.
+//! Tenants, users, API keys, key events and audit entries.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::ids::{ApiKeyId, KeyEventId, TenantId, UserId};
-
-crate::string_enum! {
-    /// The two clouds of a tenant.
-    pub enum Cloud {
-        /// The company's own staff.
-        Employee = "employee",
-        /// The academies of the company's customers.
-        Customer = "customer",
-    }
-}
-
-crate::string_enum! {
-    /// A user's role within its tenant (stored and written on the command line by these names).
-    pub enum Role {
-        /// Administrator of the employee cloud; manages API keys.
-        InternalAdmin = "internal-admin",
-        /// Administrator of the customer cloud (academies).
-        AcademyAdmin = "academy-admin",
-        /// A service account that owns keys for an integration.
-        IntegrationUser = "integration-user",
-    }
-}
+pub use crate::tenancy::{Cloud, Role};
 
 /// A tenant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -281,8 +260,6 @@ pub struct AuditEntry {
     pub tenant_id: TenantId,
     /// The key.
     pub key_id: ApiKeyId,
-    /// What happened.
-    pub action: AuditAction,
     /// Who did it.
     pub actor_id: UserId,
     /// The actor's name at the time.
@@ -293,43 +270,124 @@ pub struct AuditEntry {
     pub key_description: String,
     /// The key's last four after the change.
     pub key_last_four: String,
-    /// For a description change: the old description.
-    pub old_description: Option<String>,
-    /// For a description change: the new description.
-    pub new_description: Option<String>,
-    /// For a rotation with an overlap (or its early end): until when the
-    /// previous secret works.
-    pub previous_secret_expires_at: Option<DateTime<Utc>>,
-    /// For an expiry change: the expiry before (none for never).
-    pub old_expires_at: Option<DateTime<Utc>>,
-    /// For an expiry change: the expiry after (none for never).
-    pub new_expires_at: Option<DateTime<Utc>>,
-    /// For a restriction change: the restrictions before and after, described.
-    pub restrictions_change: Option<(String, String)>,
-    /// For a leak report: where it was found and what was done.
-    pub leak: Option<LeakReport>,
-    /// For a transfer: the old and the new owner's names.
-    pub owner_change: Option<(String, String)>,
+    /// What happened, with what only that kind of change records.
+    pub change: AuditChange,
+}
+
+/// What an audited change did. One variant per kind of change, holding what
+/// that kind records; stored whole (as JSON beside its action), so a new
+/// kind adds a variant and no column.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuditChange {
+    /// The key was generated.
+    Generated,
+    /// The key was imported from another system.
+    Imported,
+    /// The key's secret was replaced.
+    Rotated {
+        /// Until when the previous secret works (none: it stopped at once).
+        previous_secret_until: Option<DateTime<Utc>>,
+    },
+    /// The description changed.
+    DescriptionChanged {
+        /// Before.
+        old: String,
+        /// After.
+        new: String,
+    },
+    /// The key was deleted.
+    Deleted,
+    /// A rotation's overlap was ended early.
+    PreviousSecretExpired {
+        /// When the previous secret stopped.
+        at: DateTime<Utc>,
+    },
+    /// The expiry was set, changed or cleared.
+    ExpiryChanged {
+        /// Before (none: never).
+        old: Option<DateTime<Utc>>,
+        /// After (none: never).
+        new: Option<DateTime<Utc>>,
+    },
+    /// The key was switched off.
+    Disabled,
+    /// The key was switched back on.
+    Enabled,
+    /// The key expired.
+    Expired,
+    /// The restrictions changed.
+    RestrictionsChanged {
+        /// Before, described.
+        before: String,
+        /// After, described.
+        after: String,
+    },
+    /// The key was reported leaked; the reporter is the entry's actor.
+    LeakReported {
+        /// Where it was found (a URL), if said.
+        url: Option<String>,
+        /// What kind of place, if said.
+        source: Option<String>,
+        /// Whether the key was revoked for it.
+        revoked: bool,
+    },
+    /// The key was given to another owner.
+    OwnerChanged {
+        /// The old owner's name at the time.
+        before: String,
+        /// The new owner's name at the time.
+        after: String,
+    },
+    /// A tenant setting changed (the entry's key id is nil and its key
+    /// description names the setting).
+    SettingChanged {
+        /// The value before.
+        old: String,
+        /// The value after.
+        new: String,
+    },
+}
+
+impl AuditChange {
+    /// The action this change is listed as.
+    pub fn action(&self) -> AuditAction {
+        match self {
+            AuditChange::Generated => AuditAction::Generated,
+            AuditChange::Imported => AuditAction::Imported,
+            AuditChange::Rotated { .. } => AuditAction::Rotated,
+            AuditChange::DescriptionChanged { .. } => AuditAction::DescriptionChanged,
+            AuditChange::Deleted => AuditAction::Deleted,
+            AuditChange::PreviousSecretExpired { .. } => AuditAction::PreviousSecretExpired,
+            AuditChange::ExpiryChanged { .. } => AuditAction::ExpiryChanged,
+            AuditChange::Disabled => AuditAction::Disabled,
+            AuditChange::Enabled => AuditAction::Enabled,
+            AuditChange::Expired => AuditAction::Expired,
+            AuditChange::RestrictionsChanged { .. } => AuditAction::RestrictionsChanged,
+            AuditChange::LeakReported { .. } => AuditAction::LeakReported,
+            AuditChange::OwnerChanged { .. } => AuditAction::OwnerChanged,
+            AuditChange::SettingChanged { .. } => AuditAction::SettingsChanged,
+        }
+    }
 }
 
 impl AuditEntry {
     /// The entry for a change of the tenant setting `name` from `old` to
     /// `new`, by `actor` at `at`: no key (nil id), the setting's name as
-    /// description, the values as old and new description.
+    /// description.
     pub fn setting_changed(actor: &User, name: &str, old: String, new: String, at: DateTime<Utc>) -> Self {
         let nil = ApiKeyId(uuid::Uuid::nil());
-        let mut entry = AuditEntry::about(AuditAction::SettingsChanged, actor.tenant_id, nil, name, "", actor, at);
-        (entry.old_description, entry.new_description) = (Some(old), Some(new));
-        entry
+        let change = AuditChange::SettingChanged { old, new };
+        AuditEntry::about(change, actor.tenant_id, nil, name, "", actor, at)
     }
 
-    /// The entry for `action` on `key` by `actor` at `at`.
-    pub fn new(action: AuditAction, key: &ApiKey, actor: &User, at: DateTime<Utc>) -> Self {
-        AuditEntry::about(action, key.tenant_id, key.id, &key.description, &key.last_four, actor, at)
+    /// The entry for `change` of `key` by `actor` at `at`.
+    pub fn new(change: AuditChange, key: &ApiKey, actor: &User, at: DateTime<Utc>) -> Self {
+        AuditEntry::about(change, key.tenant_id, key.id, &key.description, &key.last_four, actor, at)
     }
 
     fn about(
-        action: AuditAction,
+        change: AuditChange,
         tenant_id: TenantId,
         key_id: ApiKeyId,
         description: &str,
@@ -341,20 +399,17 @@ impl AuditEntry {
             id: crate::ids::time_ordered_uuid(at),
             tenant_id,
             key_id,
-            action,
             actor_id: actor.id,
             actor_name: actor.name.clone(),
             occurred_at: at,
             key_description: description.to_owned(),
             key_last_four: last_four.to_owned(),
-            old_description: None,
-            new_description: None,
-            previous_secret_expires_at: None,
-            old_expires_at: None,
-            new_expires_at: None,
-            restrictions_change: None,
-            leak: None,
-            owner_change: None,
+            change,
         }
+    }
+
+    /// What it is listed as.
+    pub fn action(&self) -> AuditAction {
+        self.change.action()
     }
 }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use crate::error::{Violation, ViolationCode};
-use crate::model::{Cloud, Role};
+use crate::tenancy::{Cloud, Role};
 
 /// One permission of the platform's API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

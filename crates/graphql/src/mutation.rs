@@ -7,8 +7,8 @@ use latchkey_app::{
     TransferKey, TransferKeys, UpdateRestrictions,
 };
 
+use crate::context::context;
 use crate::error::{ApiResult, OrGraphql};
-use crate::query::context;
 use crate::types::{
     ApiKeyChangePayload, ApiKeyIdInput, DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput,
     GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput, SetUserActiveInput,

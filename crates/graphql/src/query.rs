@@ -2,9 +2,10 @@
 
 use async_graphql::{Context, ID, Object};
 use latchkey_app::keys::DEFAULT_PAGE_SIZE;
-use latchkey_app::{App, AppError, AuditQuery, Authentication, KeyOrderField, KeyTableQuery, Page, UserDirectoryQuery};
+use latchkey_app::{AppError, AuditQuery, KeyOrderField, KeyTableQuery, Page, UserDirectoryQuery};
 
-use crate::error::{ApiResult, OrGraphql, gql_error};
+use crate::context::context;
+use crate::error::{ApiResult, OrGraphql};
 use crate::types::{
     ApiKeyConnection, ApiKeyEdge, ApiKeyEvent, ApiKeyEventConnection, ApiKeyEventEdge, ApiKeyOrder, GqlApiKey,
     GqlCloud, GqlKeyStatus, GqlPermission, GqlTenant, GqlUser, GqlUserRole, OrderDirection, PageInfo, TenantSettings,
@@ -14,12 +15,6 @@ use crate::types::{
 /// The query root.
 #[derive(Debug, Default)]
 pub struct QueryRoot;
-
-/// The application and the caller of this request.
-pub(crate) fn context<'a>(ctx: &Context<'a>) -> ApiResult<(&'a App, &'a Authentication)> {
-    let app = ctx.data::<App>().map_err(|_| gql_error(AppError::internal(&"the schema has no App")))?;
-    Ok((app, ctx.data_opt::<Authentication>().unwrap_or(&Authentication::Anonymous)))
-}
 
 /// Decodes an `after` cursor.
 fn cursor<T>(after: Option<String>, decode: fn(&str) -> Option<T>) -> ApiResult<Option<T>> {

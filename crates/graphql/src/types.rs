@@ -8,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use latchkey_app::{AuditView, FieldViolation, KeyCursor, KeyOrderField, KeyView};
+use latchkey_domain::AuditChange;
 use latchkey_domain::{Tenant, User};
 
 /// A cloud of a tenant.
@@ -224,7 +225,7 @@ impl GqlUser {
     /// How many keys it owns. Internal admins only.
     async fn key_count(&self, ctx: &async_graphql::Context<'_>) -> crate::error::ApiResult<i32> {
         use crate::error::OrGraphql;
-        let (app, auth) = crate::query::context(ctx)?;
+        let (app, auth) = crate::context::context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
         let count = match self.known_key_count {
             Some(n) => n,
@@ -881,26 +882,50 @@ pub fn decode_audit_cursor(cursor: &str) -> Option<uuid::Uuid> {
 
 impl From<AuditView> for ApiKeyEvent {
     fn from(AuditView { entry: e, actor }: AuditView) -> Self {
-        ApiKeyEvent {
+        let mut event = ApiKeyEvent {
             id: ID(e.id.to_string()),
-            action: e.action.into(),
+            action: e.action().into(),
             key_id: ID(e.key_id.to_string()),
             key_description: e.key_description,
             key_last_four: e.key_last_four,
             actor: actor.as_ref().map(GqlUser::from),
             actor_name: e.actor_name,
             occurred_at: e.occurred_at,
-            old_description: e.old_description,
-            new_description: e.new_description,
-            previous_secret_expires_at: e.previous_secret_expires_at,
-            old_expires_at: e.old_expires_at,
-            new_expires_at: e.new_expires_at,
-            restrictions_before: e.restrictions_change.as_ref().map(|(before, _)| before.clone()),
-            restrictions_after: e.restrictions_change.map(|(_, after)| after),
-            leak_url: e.leak.as_ref().and_then(|l| l.url.clone()),
-            leak_revoked: e.leak.as_ref().map(|l| l.revoked),
-            old_owner_name: e.owner_change.as_ref().map(|(before, _)| before.clone()),
-            new_owner_name: e.owner_change.map(|(_, after)| after),
+            old_description: None,
+            new_description: None,
+            previous_secret_expires_at: None,
+            old_expires_at: None,
+            new_expires_at: None,
+            restrictions_before: None,
+            restrictions_after: None,
+            leak_url: None,
+            leak_revoked: None,
+            old_owner_name: None,
+            new_owner_name: None,
+        };
+        match e.change {
+            AuditChange::DescriptionChanged { old, new } | AuditChange::SettingChanged { old, new } => {
+                (event.old_description, event.new_description) = (Some(old), Some(new));
+            }
+            AuditChange::Rotated { previous_secret_until } => event.previous_secret_expires_at = previous_secret_until,
+            AuditChange::PreviousSecretExpired { at } => event.previous_secret_expires_at = Some(at),
+            AuditChange::ExpiryChanged { old, new } => (event.old_expires_at, event.new_expires_at) = (old, new),
+            AuditChange::RestrictionsChanged { before, after } => {
+                (event.restrictions_before, event.restrictions_after) = (Some(before), Some(after));
+            }
+            AuditChange::LeakReported { url, revoked, .. } => {
+                (event.leak_url, event.leak_revoked) = (url, Some(revoked));
+            }
+            AuditChange::OwnerChanged { before, after } => {
+                (event.old_owner_name, event.new_owner_name) = (Some(before), Some(after));
+            }
+            AuditChange::Generated
+            | AuditChange::Imported
+            | AuditChange::Deleted
+            | AuditChange::Disabled
+            | AuditChange::Enabled
+            | AuditChange::Expired => {}
         }
+        event
     }
 }

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use latchkey_app::operator::{Refusal, UserChange};
+use latchkey_app::{App, VerifierConfig};
 use latchkey_domain::admin_token::{
     AdminClaims, AdminTokenKey, DEFAULT_ISSUER_AND_AUDIENCE, DEFAULT_MAX_LIFETIME_SECS,
 };
-use latchkey_domain::description::shows_nothing;
 use latchkey_domain::{Clock, Cloud, EventDelivery, KeyEventId, Role, SystemClock, TenantId, UserId};
-use latchkey_store::{NewUser, Store, StoreError, StoreOptions};
+use latchkey_store::{Store, StoreOptions};
 use serde_json::json;
 
 use crate::config::{
@@ -48,7 +49,7 @@ pub enum Command {
     /// Print a signed admin token (JWT) for a user.
     Token(TokenArgs),
     /// Start on a fresh embedded database with demo data; prints a URL and a token.
-    Demo(DemoArgs),
+    Demo(crate::demo::DemoArgs),
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Print the OpenAPI 3.1 description of the REST API (JSON).
@@ -422,20 +423,6 @@ pub struct TokenArgs {
     pub token_key: TokenKeyArgs,
 }
 
-/// `demo` options.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Listen address.
-    #[arg(long, env = "LATCHKEY_BIND", default_value = DEFAULT_BIND)]
-    pub bind: String,
-    /// Where the demo database goes (recreated on every run).
-    #[arg(long, default_value = "data/demo.db")]
-    pub demo_database: String,
-    /// Where the demo's owner mail goes, as .eml files (emptied on every run).
-    #[arg(long, default_value = "data/demo-mail")]
-    pub demo_mail_dir: String,
-}
-
 async fn open_store(url: &str) -> anyhow::Result<Store> {
     let url = prepare_database_url(url)?;
     let store = Store::connect(&url, &StoreOptions::default()).await.context("cannot open the database")?;
@@ -453,26 +440,29 @@ fn print_json(out: &mut dyn Write, value: &serde_json::Value) -> anyhow::Result<
     Ok(())
 }
 
+/// The application over the migrated database at `url`, for operator
+/// commands ([`App::operator`]).
+async fn operator_app(url: &str) -> anyhow::Result<App> {
+    let store = migrated_store(url).await?;
+    let outbox = std::sync::Arc::new(tokio::sync::Notify::new());
+    let app = App::new(store, std::sync::Arc::new(SystemClock), None, &VerifierConfig::default(), outbox)?;
+    Ok(app)
+}
+
+/// A refusal of an operator command, as the command's error.
+fn refused<T>(outcome: Result<T, Refusal>) -> anyhow::Result<T> {
+    outcome.map_err(|refusal| anyhow::anyhow!(refusal))
+}
+
 /// `user deactivate|activate`: prints the user and the keys it owns. On
 /// PostgreSQL every serving replica forgets those keys at once; a server on
 /// a SQLite file (one process, no notifications) does so within its key
 /// cache TTL; `setUserActive` through the server's GraphQL acts at once.
-async fn set_user_active(
-    database_url: &str,
-    user: &str,
-    active: bool,
-    now: chrono::DateTime<chrono::Utc>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+async fn set_user_active(database_url: &str, user: &str, active: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let id: UserId = user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
-    let store = migrated_store(database_url).await?;
-    let Some(found) = store.user_in_any_tenant(id).await? else { bail!("no user with id {id}") };
-    let operator = latchkey_domain::lifecycle::system_actor(found.tenant_id);
-    let (user, keys, changed) = match store.set_user_active(found.tenant_id, id, active, &operator, now).await? {
-        latchkey_store::ActivityChange::Done(user, keys) => (user, keys, true),
-        latchkey_store::ActivityChange::Unchanged(user) => (user, Vec::new(), false),
-        latchkey_store::ActivityChange::NotFound => bail!("no user with id {id}"),
-    };
+    let app = operator_app(database_url).await?;
+    let UserChange { user, keys, changed } = refused(app.operator().set_user_active(id, active).await?)?;
+    let keys = if changed { keys } else { Vec::new() };
     let keys_field = if active { "keysRestored" } else { "keysSuspended" };
     print_json(
         out,
@@ -575,7 +565,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     "LATCHKEY_SMTP_URL is not set: owner mail is NOT leaving this machine; it is written as .eml files"
                 );
             }
-            let server = crate::app::start(config, notifier).await?;
+            let server = crate::wiring::start(config, notifier).await?;
             server.wait().await?;
             tracing::info!("stopped");
         }
@@ -586,48 +576,21 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Tenant(TenantCommand::Update { tenant, external_id }) => {
             let tenant: TenantId =
                 tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
-            let external_id = external_id.trim();
-            if external_id.chars().count() > 255 || (!external_id.is_empty() && shows_nothing(external_id)) {
-                bail!("--external-id must be at most 255 characters, not all of them invisible (empty clears it)");
-            }
-            let store = migrated_store(&cli.database_url).await?;
-            let cleared = external_id.is_empty();
-            let updated = match store.set_tenant_external_id(tenant, (!cleared).then_some(external_id)).await {
-                Ok(Some(updated)) => updated,
-                Ok(None) => bail!("no tenant with id {tenant}"),
-                Err(StoreError::Conflict(_)) => bail!("another tenant already has the external id {external_id:?}"),
-                Err(e) => return Err(e.into()),
-            };
-            let external_id = (!cleared).then_some(external_id);
+            let app = operator_app(&cli.database_url).await?;
+            let updated = refused(app.operator().set_tenant_external_id(tenant, &external_id).await?)?;
+            let external_id = Some(external_id.trim()).filter(|id| !id.is_empty());
             print_json(out, &json!({ "id": updated.id, "name": updated.name, "externalId": external_id }))?;
         }
         Command::Tenant(TenantCommand::Create { name }) => {
-            let name = name.trim();
-            if shows_nothing(name) || name.chars().count() > 255 {
-                bail!("--name must be 1 to 255 characters, not all of them invisible");
-            }
-            let store = migrated_store(&cli.database_url).await?;
-            let tenant = store.create_tenant(name, now).await?;
+            let app = operator_app(&cli.database_url).await?;
+            let tenant = refused(app.operator().create_tenant(&name).await?)?;
             print_json(out, &json!({ "id": tenant.id, "name": tenant.name }))?;
         }
         Command::User(UserCommand::Create { tenant, email, name, role }) => {
             let tenant: TenantId =
                 tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
-            let email = email.trim().to_owned();
-            if !looks_like_email(&email) {
-                bail!("--email must be an email address");
-            }
-            let name = name.trim().to_owned();
-            if shows_nothing(&name) || name.chars().count() > 255 || name.chars().any(char::is_control) {
-                bail!("--name must be 1 to 255 characters without control characters, not all of them invisible");
-            }
-            let store = migrated_store(&cli.database_url).await?;
-            let user = match store.create_user(NewUser { tenant_id: tenant, email, name, role }, now).await {
-                Ok(u) => u,
-                Err(StoreError::Conflict(_)) => bail!("a user with that email already exists in the tenant"),
-                Err(StoreError::MissingReference(_)) => bail!("no tenant with id {tenant}"),
-                Err(e) => return Err(e.into()),
-            };
+            let app = operator_app(&cli.database_url).await?;
+            let user = refused(app.operator().create_user(tenant, &email, &name, role).await?)?;
             print_json(
                 out,
                 &json!({ "id": user.id, "tenantId": user.tenant_id, "email": user.email, "name": user.name, "role": user.role.as_str() }),
@@ -635,12 +598,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Update { user, role }) => {
             let id: UserId = user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
-            let store = migrated_store(&cli.database_url).await?;
-            let Some(found) = store.user_in_any_tenant(id).await? else { bail!("no user with id {id}") };
-            let operator = latchkey_domain::lifecycle::system_actor(found.tenant_id);
-            let Some((user, keys)) = store.set_user_role(found.tenant_id, id, role, &operator, now).await? else {
-                bail!("no user with id {id}")
-            };
+            let app = operator_app(&cli.database_url).await?;
+            let UserChange { user, keys, .. } = refused(app.operator().set_user_role(id, role).await?)?;
             let works = latchkey_domain::policy::owner_may_use_keys(&user);
             print_json(
                 out,
@@ -651,31 +610,18 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::User(UserCommand::List { tenant }) => {
             let tenant: TenantId =
                 tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
-            let store = migrated_store(&cli.database_url).await?;
-            if store.tenant(tenant).await?.is_none() {
-                bail!("no tenant with id {tenant}");
-            }
-            let mut rows = Vec::new();
-            let mut after = None;
-            loop {
-                let page = store.users_page(tenant, &Default::default(), after, 500).await?;
-                after = page.users.last().map(|(u, _)| u.id);
-                rows.extend(page.users.iter().map(|(u, keys)| {
-                    json!({ "id": u.id, "email": u.email, "name": u.name, "role": u.role.as_str(),
-                            "active": u.active, "keyCount": keys })
-                }));
-                if !page.has_next_page {
-                    break;
-                }
-            }
-            print_json(out, &serde_json::Value::Array(rows))?;
+            let app = operator_app(&cli.database_url).await?;
+            let users = refused(app.operator().users(tenant).await?)?;
+            let rows = users.iter().map(|(u, keys)| {
+                json!({ "id": u.id, "email": u.email, "name": u.name, "role": u.role.as_str(),
+                        "active": u.active, "keyCount": keys })
+            });
+            print_json(out, &serde_json::Value::Array(rows.collect()))?;
         }
         Command::User(UserCommand::Deactivate { user }) => {
-            set_user_active(&cli.database_url, &user, false, now, out).await?
+            set_user_active(&cli.database_url, &user, false, out).await?
         }
-        Command::User(UserCommand::Activate { user }) => {
-            set_user_active(&cli.database_url, &user, true, now, out).await?
-        }
+        Command::User(UserCommand::Activate { user }) => set_user_active(&cli.database_url, &user, true, out).await?,
         Command::Token(args) => {
             let key = args.token_key.key()?;
             let user: UserId = args.user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
@@ -688,8 +634,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     args.token_key.token_max_ttl_secs
                 );
             }
-            let store = migrated_store(&cli.database_url).await?;
-            let Some(user) = store.user_in_any_tenant(user).await? else {
+            let app = operator_app(&cli.database_url).await?;
+            let Some(user) = app.operator().user(user).await? else {
                 bail!("no user with id {user}");
             };
             let claims = AdminClaims {
@@ -709,18 +655,15 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             write!(out, "{}", crate::openapi::document())?;
         }
         Command::Outbox(OutboxCommand::List { status, limit }) => {
-            let store = migrated_store(&cli.database_url).await?;
-            let notices = store.list_events(status, limit).await?;
+            let app = operator_app(&cli.database_url).await?;
+            let notices = app.operator().notices(status, limit).await?;
             print_json(out, &serde_json::Value::Array(notices.iter().map(notice_json).collect()))?;
         }
         Command::Keys(KeysCommand::Expiring { within_days }) => {
-            let store = migrated_store(&cli.database_url).await?;
-            let keys = store.keys_expiring_before(now + chrono::Duration::days(i64::from(within_days))).await?;
-            let mut rows = Vec::with_capacity(keys.len());
-            for k in &keys {
-                let owner = store.user(k.tenant_id, k.owner_id).await?;
+            let app = operator_app(&cli.database_url).await?;
+            let rows = app.operator().keys_expiring_within(within_days).await?.into_iter().map(|(k, owner)| {
                 let status = owner.map_or("owner missing", |owner| k.status(&owner, now).as_str());
-                rows.push(json!({
+                json!({
                     "id": k.id,
                     "tenantId": k.tenant_id,
                     "ownerId": k.owner_id,
@@ -728,39 +671,27 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     "lastFour": k.last_four,
                     "expiresAt": k.expires_at,
                     "status": status,
-                }));
-            }
-            print_json(out, &serde_json::Value::Array(rows))?;
+                })
+            });
+            print_json(out, &serde_json::Value::Array(rows.collect()))?;
         }
         Command::Keys(KeysCommand::Import { tenant, file, dry_run, atomic }) => {
             let tenant: TenantId =
                 tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
             let input = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
-            let store = migrated_store(&cli.database_url).await?;
-            if store.tenant(tenant).await?.is_none() {
-                bail!("no tenant with id {tenant}");
-            }
-            let report =
-                crate::import::run(&store, tenant, std::io::BufReader::new(input), dry_run, atomic, now).await?;
+            let app = operator_app(&cli.database_url).await?;
+            let input = std::io::BufReader::new(input);
+            let report = refused(app.operator().import_keys(tenant, input, dry_run, atomic).await?)?;
             print_json(out, &report)?;
         }
         Command::Outbox(OutboxCommand::Retry { id }) => {
             let id: KeyEventId = id.parse().map_err(|_| anyhow::anyhow!("the notice id must be a UUID"))?;
-            let store = migrated_store(&cli.database_url).await?;
-            let Some(notice) = store.retry_event(id, now).await? else {
+            let app = operator_app(&cli.database_url).await?;
+            let Some(notice) = app.operator().retry_notice(id).await? else {
                 bail!("no notice with id {id}");
             };
             print_json(out, &notice_json(&notice))?;
         }
     }
     Ok(())
-}
-
-/// A deliberately loose check: something@something, no spaces or controls.
-pub fn looks_like_email(s: &str) -> bool {
-    let Some((local, domain)) = s.rsplit_once('@') else { return false };
-    !local.is_empty()
-        && !domain.is_empty()
-        && s.len() <= 320
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',')
 }

@@ -179,21 +179,13 @@ pub fn parse_provider_url(name: &'static str, raw: &str) -> Result<String, Confi
     let invalid = |reason: &str| ConfigError::Invalid { name, reason: reason.into() };
     let url = reqwest::Url::parse(raw)
         .map_err(|e| invalid(&format!("{e}; expected e.g. https://login.example.com/tenant")))?;
-    if !is_secure_provider_url(&url) {
+    if !crate::oidc::is_secure_provider_url(&url) {
         return Err(invalid("it must be an https URL (http only for a loopback address)"));
     }
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
         return Err(invalid("it must have no query, fragment or credentials"));
     }
     Ok(raw.to_owned())
-}
-
-/// Whether an identity provider's URL may be used: `https`, or `http` to a
-/// loopback address (a provider on this machine, as in tests).
-pub fn is_secure_provider_url(url: &reqwest::Url) -> bool {
-    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    url.scheme() == "https" || (url.scheme() == "http" && loopback)
 }
 
 /// Parses `LATCHKEY_OIDC_AUTH_PARAMS`: `name=value` pairs separated by `&`

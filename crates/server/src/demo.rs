@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine;
+use clap::Args;
 use latchkey_app::{App, Authentication, GenerateKey, Principal, VerifierConfig};
 use latchkey_domain::admin_token::{AdminClaims, AdminTokenKey};
 use latchkey_domain::hashing::legacy_argon2id_hash;
@@ -13,9 +14,22 @@ use latchkey_domain::{ApiKeySecret, Clock, Cloud, Description, Role, SystemClock
 use latchkey_store::{NewCredential, NewKey, NewUser, Store, StoreOptions};
 use rand::TryRng;
 
-use crate::cli::DemoArgs;
 use crate::config::{MailOptions, ServeConfig, parse_bind, parse_jwt_secret};
 use latchkey_notify::DispatcherConfig;
+
+/// `demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Listen address.
+    #[arg(long, env = "LATCHKEY_BIND", default_value = crate::config::DEFAULT_BIND)]
+    pub bind: String,
+    /// Where the demo database goes (recreated on every run).
+    #[arg(long, default_value = "data/demo.db")]
+    pub demo_database: String,
+    /// Where the demo's owner mail goes, as .eml files (emptied on every run).
+    #[arg(long, default_value = "data/demo-mail")]
+    pub demo_mail_dir: String,
+}
 
 fn remove_database(path: &str) -> anyhow::Result<()> {
     for suffix in ["", "-wal", "-shm"] {
@@ -142,7 +156,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         http: Default::default(),
     };
     let notifier = config.notifier()?;
-    let server = crate::app::start(config, notifier).await?;
+    let server = crate::wiring::start(config, notifier).await?;
     let now = SystemClock.now().timestamp();
     let token = token_key.sign(&AdminClaims {
         sub: cast.ada.id,

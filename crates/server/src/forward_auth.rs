@@ -30,8 +30,8 @@ use latchkey_app::verify::VerifiedKey;
 use latchkey_app::{Refusal, RequestContext, VerifyOutcome};
 use latchkey_domain::restrictions::Network;
 
-use crate::app::AppContext;
-use crate::http::{MAX_ASKED_PERMISSIONS, first_untrusted_hop, json_error, parse_cloud, rest_error};
+use crate::answers::{MAX_ASKED_PERMISSIONS, RestError, first_untrusted_hop, parse_cloud, rest_error};
+use crate::context::ServerContext;
 
 /// The cloud the gateway's route is for (`EMPLOYEE` or `CUSTOMER`).
 pub const CLOUD_HEADER: &str = "x-latchkey-cloud";
@@ -52,7 +52,7 @@ const INVALID_TOKEN: &str = r#"Bearer realm="latchkey", error="invalid_token""#;
     params(
         ("X-Forwarded-For" = Option<String>, Header, nullable = false,
          description = "The client's address as the gateway saw it (its last hop counts; further left only past LATCHKEY_TRUSTED_PROXIES)"),
-        ("X-Latchkey-Cloud" = Option<crate::http::CloudName>, Header, nullable = false, description = "The cloud the route is for: EMPLOYEE or CUSTOMER"),
+        ("X-Latchkey-Cloud" = Option<crate::answers::CloudName>, Header, nullable = false, description = "The cloud the route is for: EMPLOYEE or CUSTOMER"),
         ("X-Latchkey-Permissions" = Option<String>, Header, nullable = false, description = "Permissions the route needs, comma- or space-separated (at most 64)"),
         ("X-Forwarded-Method" = Option<String>, Header, nullable = false, description = "The client's method (logged at debug level)"),
         ("X-Original-URI" = Option<String>, Header, nullable = false, description = "The client's URI (logged at debug level without its query string; X-Forwarded-Uri is also read)"),
@@ -70,21 +70,21 @@ const INVALID_TOKEN: &str = r#"Bearer realm="latchkey", error="invalid_token""#;
              ("WWW-Authenticate" = String, description = "Bearer realm=\"latchkey\", error=\"invalid_token\""),
              ("X-Latchkey-Code" = String, description = "MISSING_KEY or the refusal code"),
          ),
-         body = crate::http::Refused),
+         body = crate::verify::Refused),
         (status = 403, description = "A working key that may not serve this request (cloud, address, permissions)",
          headers(("X-Latchkey-Code" = String, description = "CLOUD_NOT_ALLOWED, IP_NOT_ALLOWED or INSUFFICIENT_PERMISSIONS")),
-         body = crate::http::Refused),
+         body = crate::verify::Refused),
         (status = 429, description = "This client failed too often",
          headers(("Retry-After" = u32, description = "Seconds"), ("X-Latchkey-Code" = String, description = "RATE_LIMITED")),
-         body = crate::http::Refused),
-        (status = 400, description = "The gateway's own headers are wrong (a configuration error)", body = crate::http::ErrorBody),
-        (status = 503, description = "Latchkey cannot answer now", body = crate::http::ErrorBody),
+         body = crate::verify::Refused),
+        (status = 400, description = "The gateway's own headers are wrong (a configuration error)", body = crate::answers::ErrorBody),
+        (status = 503, description = "Latchkey cannot answer now", body = crate::answers::ErrorBody),
     )
 )]
-pub async fn forward_auth(ctx: web::Data<AppContext>, req: HttpRequest) -> HttpResponse {
+pub async fn forward_auth(ctx: web::Data<ServerContext>, req: HttpRequest) -> HttpResponse {
     let context = match request_context(&req, &ctx.trusted_proxies) {
         Ok(c) => c,
-        Err(message) => return json_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message),
+        Err(message) => return RestError::bad_request(message).response(),
     };
     let Some(presented) = presented_key(&req) else {
         return refusal(StatusCode::UNAUTHORIZED, "MISSING_KEY")

@@ -1,10 +1,10 @@
 //! GraphiQL, served from files compiled into the binary (see
 //! `assets/graphiql/README.md`): no CDN, so it works offline.
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
-use crate::http::json_error;
+use crate::answers::RestError;
 
 /// Only this server's own files; fonts and images are data URIs in
 /// GraphiQL's stylesheet; its editors set inline styles.
@@ -50,6 +50,6 @@ pub async fn page() -> HttpResponse {
 pub async fn file(name: web::Path<String>) -> HttpResponse {
     match FILES.iter().find(|(file, _, _)| *file == name.as_str()) {
         Some((_, content_type, body)) => asset(content_type, body, "public, max-age=3600"),
-        None => json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "No such GraphiQL file."),
+        None => RestError::not_found("No such GraphiQL file.").response(),
     }
 }

@@ -1,20 +1,15 @@
 //! Sign-in through the company's identity provider, the HTTP half: the
 //! provider's discovery document and key set fetched over HTTP (the app's
-//! [`KeySetSource`]), and what the API keys page needs to run the
-//! authorization-code flow with PKCE (`GET /api-keys/sign-in.json`).
+//! [`KeySetSource`]), which the API keys page's sign-in (`console`) reads too.
 //! The token rules live in `latchkey_domain::oidc`, the key cache and the
 //! user mapping in `latchkey_app::oidc`.
 
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
 use latchkey_app::oidc::{KeySetFuture, KeySetSource, OidcSettings};
 use latchkey_domain::oidc::KeySet;
-use serde::{Deserialize, Serialize};
-
-use crate::app::AppContext;
+use serde::Deserialize;
 
 /// Largest discovery document or key set read.
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -47,10 +42,13 @@ pub struct PageSignIn {
 /// The parts of the provider's discovery document Latchkey uses.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Discovery {
-    issuer: String,
+    /// The provider's issuer.
+    pub issuer: String,
     jwks_uri: String,
-    authorization_endpoint: Option<String>,
-    token_endpoint: Option<String>,
+    /// Where the page sends the browser to sign in.
+    pub authorization_endpoint: Option<String>,
+    /// Where the page exchanges the code for tokens.
+    pub token_endpoint: Option<String>,
 }
 
 /// The provider at `LATCHKEY_OIDC_ISSUER`, read over HTTP.
@@ -105,7 +103,7 @@ impl Provider {
         let endpoints =
             [Some(&discovery.jwks_uri), discovery.authorization_endpoint.as_ref(), discovery.token_endpoint.as_ref()];
         for endpoint in endpoints.into_iter().flatten() {
-            if !reqwest::Url::parse(endpoint).is_ok_and(|u| crate::config::is_secure_provider_url(&u)) {
+            if !reqwest::Url::parse(endpoint).is_ok_and(|u| is_secure_provider_url(&u)) {
                 return Err(format!("{url} names an endpoint that is not an https URL: {endpoint:?}"));
             }
         }
@@ -118,7 +116,7 @@ impl Provider {
     /// The discovery document, fetched if it was not yet (but not again
     /// within [`DISCOVERY_RETRY_AFTER`] of a failure: page loads do not make
     /// Latchkey hammer a provider that is down).
-    async fn discovery(&self) -> Result<Discovery, String> {
+    pub(crate) async fn discovery(&self) -> Result<Discovery, String> {
         if let Some(discovery) = self.discovery.read().ok().and_then(|d| d.clone()) {
             return Ok(discovery);
         }
@@ -155,58 +153,10 @@ impl KeySetSource for Provider {
     }
 }
 
-/// `GET /api-keys/sign-in.json`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SignInOptions {
-    /// None when the page has no organisation sign-in.
-    oidc: Option<PageFlow>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PageFlow {
-    issuer: String,
-    client_id: String,
-    scope: String,
-    authorization_endpoint: String,
-    token_endpoint: String,
-    extra_params: std::collections::BTreeMap<String, String>,
-}
-
-/// What the API keys page needs to offer "Sign in with your organisation".
-pub async fn sign_in_options(ctx: web::Data<AppContext>) -> HttpResponse {
-    let (Some(provider), Some(page)) = (&ctx.oidc_provider, &ctx.page_sign_in) else {
-        return HttpResponse::Ok().json(SignInOptions { oidc: None });
-    };
-    let discovery = match provider.discovery().await {
-        Ok(discovery) => discovery,
-        Err(error) => {
-            tracing::warn!(%error, "the identity provider's discovery document could not be fetched");
-            return crate::http::json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                "The identity provider cannot be reached; try again shortly.",
-            );
-        }
-    };
-    let (Some(authorization_endpoint), Some(token_endpoint)) =
-        (discovery.authorization_endpoint, discovery.token_endpoint)
-    else {
-        return crate::http::json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "The identity provider publishes no authorization or token endpoint.",
-        );
-    };
-    HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(SignInOptions {
-        oidc: Some(PageFlow {
-            issuer: discovery.issuer,
-            client_id: page.client_id.clone(),
-            scope: page.scope.clone(),
-            authorization_endpoint,
-            token_endpoint,
-            extra_params: page.extra_params.iter().cloned().collect(),
-        }),
-    })
+/// Whether an identity provider's URL may be used: `https`, or `http` to a
+/// loopback address (a provider on this machine, as in tests).
+pub fn is_secure_provider_url(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
 }

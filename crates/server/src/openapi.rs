@@ -3,8 +3,9 @@
 //! `latchkey openapi`, and kept as `openapi.json` in the repository (CI
 //! diffs it and validates it).
 
+use actix_web::HttpResponse;
+use actix_web::http::header;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -16,12 +17,12 @@ use utoipa::{Modify, OpenApi};
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
-        crate::http::verify_key,
+        crate::verify::verify_key,
         crate::forward_auth::forward_auth,
-        crate::http::report_leak,
-        crate::http::github_secret_scanning,
-        crate::http::healthz,
-        crate::http::readyz,
+        crate::verify::report_leak,
+        crate::secret_scanning::github_secret_scanning,
+        crate::probes::healthz,
+        crate::probes::readyz,
     ),
     modifiers(&KeySchemes),
     tags(
@@ -45,14 +46,6 @@ impl Modify for KeySchemes {
     }
 }
 
-/// The schema of a refusal's `code`: every code the verifier gives.
-pub(crate) fn refusal_code() -> impl Into<RefOr<Schema>> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(latchkey_app::verify::REFUSAL_CODES.iter().copied().chain(["MISSING_KEY"])))
-        .description(Some("Why the key was refused (`MISSING_KEY`: forward auth only, no key sent)"))
-}
-
 /// The document, as pretty JSON with a final newline.
 pub fn document() -> String {
     let mut doc = ApiDoc::openapi();
@@ -60,4 +53,10 @@ pub fn document() -> String {
     let mut json = doc.to_pretty_json().unwrap_or_default();
     json.push('\n');
     json
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn serve() -> HttpResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HttpResponse::Ok().content_type(header::ContentType::json()).body(DOCUMENT.get_or_init(document).clone())
 }

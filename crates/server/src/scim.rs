@@ -7,13 +7,13 @@
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use latchkey_app::scim::ScimAdmin;
+use latchkey_app::scim::{ScimMatch, ScimUser, ScimUserWrite, ScimWritten};
 use latchkey_app::{AppError, Authentication};
 use latchkey_domain::Role;
-use latchkey_store::{ScimMatch, ScimUser, ScimUserWrite, ScimWritten};
 use serde_json::{Map, Value, json};
 
-use crate::app::AppContext;
-use crate::http::client_address;
+use crate::answers::client_address;
+use crate::context::ServerContext;
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
@@ -126,7 +126,7 @@ fn scim_json(status: StatusCode, body: &Value) -> HttpResponse {
 }
 
 /// The caller, authenticated from its `Authorization` header.
-async fn authentication(ctx: &AppContext, req: &HttpRequest) -> Result<Authentication, ScimError> {
+async fn authentication(ctx: &ServerContext, req: &HttpRequest) -> Result<Authentication, ScimError> {
     let header = req.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
     let auth = ctx.app.authenticate(header, client_address(req, &ctx.trusted_proxies)).await?;
     match auth {
@@ -306,7 +306,7 @@ fn write_from(object: &Map<String, Value>) -> Result<ScimUserWrite, ScimError> {
     });
     let email = primary.or(work).or(emails.first()).and_then(email_of).unwrap_or_else(|| user_name.clone());
     let email = email.trim().to_owned();
-    if !crate::cli::looks_like_email(&email) {
+    if !latchkey_domain::names::looks_like_email(&email) {
         return Err(ScimError::bad(
             "invalidValue",
             "userName (or a primary email) must be an email address: owner notices go there.",
@@ -361,7 +361,7 @@ fn written(req: &HttpRequest, status: StatusCode, written: ScimWritten) -> ScimR
 }
 
 /// Runs `handle` with the SCIM use cases of the caller.
-async fn with_scim<F>(ctx: &AppContext, req: &HttpRequest, handle: F) -> HttpResponse
+async fn with_scim<F>(ctx: &ServerContext, req: &HttpRequest, handle: F) -> HttpResponse
 where
     F: AsyncFnOnce(ScimAdmin<'_>) -> ScimResult,
 {
@@ -375,7 +375,7 @@ where
     }
 }
 
-async fn get_user(ctx: web::Data<AppContext>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+async fn get_user(ctx: web::Data<ServerContext>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     with_scim(&ctx, &req, async |scim| match scim.get(&id).await? {
         Some(u) => Ok(one(&req, StatusCode::OK, &u)),
         None => Err(ScimError::not_found()),
@@ -451,7 +451,7 @@ fn parse_filter(filter: &str) -> Result<Vec<ScimMatch>, ScimError> {
     }
 }
 
-async fn list_users(ctx: web::Data<AppContext>, req: HttpRequest) -> HttpResponse {
+async fn list_users(ctx: web::Data<ServerContext>, req: HttpRequest) -> HttpResponse {
     let query = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string());
     with_scim(&ctx, &req, async |scim| {
         let query = query.map_err(|_| ScimError::bad("invalidValue", "The query string is not valid."))?;
@@ -476,7 +476,7 @@ async fn list_users(ctx: web::Data<AppContext>, req: HttpRequest) -> HttpRespons
     .await
 }
 
-async fn create_user(ctx: web::Data<AppContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn create_user(ctx: web::Data<ServerContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     with_scim(&ctx, &req, async |scim| {
         let write = write_from(&body_object(&req, &body)?)?;
         written(&req, StatusCode::CREATED, scim.create(write).await?)
@@ -485,7 +485,7 @@ async fn create_user(ctx: web::Data<AppContext>, req: HttpRequest, body: web::By
 }
 
 async fn replace_user(
-    ctx: web::Data<AppContext>,
+    ctx: web::Data<ServerContext>,
     req: HttpRequest,
     id: web::Path<String>,
     body: web::Bytes,
@@ -498,7 +498,7 @@ async fn replace_user(
     .await
 }
 
-async fn delete_user(ctx: web::Data<AppContext>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+async fn delete_user(ctx: web::Data<ServerContext>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     with_scim(&ctx, &req, async |scim| {
         let expected = if_match(&req)?;
         let Some(current) = scim.get(&id).await? else { return Err(ScimError::not_found()) };
@@ -520,7 +520,7 @@ const ATTRIBUTES: [&str; 8] = ["userName", "name", "displayName", "emails", "act
 const READ_ONLY: [&str; 3] = ["id", "meta", "schemas"];
 
 async fn patch_user(
-    ctx: web::Data<AppContext>,
+    ctx: web::Data<ServerContext>,
     req: HttpRequest,
     id: web::Path<String>,
     body: web::Bytes,

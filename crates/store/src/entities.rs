@@ -153,18 +153,8 @@ pub mod key_audit {
         pub occurred_at: DateTimeUtc,
         pub key_description: String,
         pub key_last_four: String,
-        pub old_description: Option<String>,
-        pub new_description: Option<String>,
-        pub previous_secret_expires_at: Option<DateTimeUtc>,
-        pub old_expires_at: Option<DateTimeUtc>,
-        pub new_expires_at: Option<DateTimeUtc>,
-        pub restrictions_before: Option<String>,
-        pub restrictions_after: Option<String>,
-        pub leak_source: Option<String>,
-        pub leak_url: Option<String>,
-        pub leak_revoked: Option<bool>,
-        pub owner_before: Option<String>,
-        pub owner_after: Option<String>,
+        /// The domain's `AuditChange`, as JSON.
+        pub details: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,20 +6,18 @@ use std::sync::Arc;
 use latchkey_domain::policy::{KEY_OWNER_ROLES, role_may_own_keys};
 use latchkey_domain::restrictions::{PermissionSet, Restrictions, StoredRestrictions, owner_permissions};
 use latchkey_domain::{
-    ApiKey, ApiKeyId, ApiKeySecret, AuditAction, AuditEntry, Description, ExpiryNotice, KeyEvent, KeyEventKind,
-    KeyStatus, LeakReport, LeakResponse, LookupId, Role, SearchTerm, TenantId, User, UserId,
+    ApiKey, ApiKeyId, ApiKeySecret, Description, ExpiryNotice, KeyStatus, LookupId, Role, SearchTerm, TenantId, User,
+    UserId,
 };
-use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     Select, Set, TransactionTrait,
 };
 use sea_orm::{Condition, Order};
 
-use crate::audit::insert_audit;
-use crate::entities::{api_key, imported_credential, leak_report, tenant, user};
-use crate::events::insert_event;
-use crate::revocations::notify_revocation;
+use crate::entities::{api_key, imported_credential, leak_report, user};
+use crate::tx::{Tx, Written};
 use crate::users::user_in;
 use crate::{Store, StoreError, StoreResult, storable};
 
@@ -102,6 +100,12 @@ impl NewKey {
     pub fn expiring_at(mut self, expires_at: Option<DateTime<Utc>>) -> Self {
         self.expires_at = expires_at;
         self
+    }
+
+    /// What identifies its credential for good: the import lookup of an
+    /// imported key, else its lookup id.
+    pub fn import_identity(&self) -> String {
+        self.import_lookup.clone().unwrap_or_else(|| self.credential.lookup_id.as_str().to_owned())
     }
 
     /// The row for this key, created at `created_at` by `created_by` (none
@@ -305,59 +309,6 @@ async fn key_in<C: ConnectionTrait>(conn: &C, tenant: TenantId, id: ApiKeyId) ->
     Ok(api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0)).one(conn).await?)
 }
 
-/// A key of `tenant`, row-locked until the transaction ends on PostgreSQL
-/// (so concurrent changes record a true before and after; SQLite has one writer).
-pub(crate) async fn locked_key(
-    txn: &sea_orm::DatabaseTransaction,
-    tenant: TenantId,
-    id: ApiKeyId,
-) -> StoreResult<Option<api_key::Model>> {
-    let mut select = api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0));
-    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        select = select.lock_exclusive();
-    }
-    Ok(select.one(txn).await?)
-}
-
-/// After a conditional update of one key: the key as it is now when the
-/// update changed it, or (with the transaction rolled back) why not.
-async fn after_conditional_update(
-    txn: sea_orm::DatabaseTransaction,
-    tenant: TenantId,
-    id: ApiKeyId,
-    rows_affected: u64,
-) -> StoreResult<Result<(sea_orm::DatabaseTransaction, ApiKey), KeyChange>> {
-    let Some(key) = key_in(&txn, tenant, id).await?.map(key_from) else {
-        txn.rollback().await?;
-        return Ok(Err(KeyChange::NotFound));
-    };
-    if rows_affected == 0 {
-        txn.rollback().await?;
-        return Ok(Err(KeyChange::Unchanged(key)));
-    }
-    Ok(Ok((txn, key)))
-}
-
-pub(crate) async fn owner_of<C: ConnectionTrait>(conn: &C, key: &ApiKey) -> StoreResult<User> {
-    user_in(conn, key.tenant_id, key.owner_id)
-        .await?
-        .ok_or_else(|| StoreError::MissingReference(format!("owner {} of key {}", key.owner_id, key.id)))
-}
-
-/// `%term%` with LIKE's wildcards in the term escaped.
-pub(crate) fn contains_pattern(term: &str) -> LikeExpr {
-    let mut escaped = String::with_capacity(term.len() + 2);
-    escaped.push('%');
-    for c in term.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped.push('%');
-    LikeExpr::new(escaped).escape('\\')
-}
-
 /// The keys in `status` at `now` (see `ApiKey::status` for the precedence).
 fn status_condition(status: KeyStatus, now: DateTime<Utc>) -> Condition {
     let intact = || Condition::all().add(api_key::Column::CompromisedAt.is_null());
@@ -391,7 +342,8 @@ fn filtered(tenant: TenantId, query: &KeyQuery) -> Select<api_key::Entity> {
         select = select.filter(api_key::Column::OwnerId.eq(owner.0));
     }
     if let Some(term) = &query.search {
-        select = select.filter(Expr::col(api_key::Column::DescriptionFolded).like(contains_pattern(term.as_str())));
+        select =
+            select.filter(Expr::col(api_key::Column::DescriptionFolded).like(crate::contains_pattern(term.as_str())));
     }
     if !query.statuses.is_empty() {
         let any = query.statuses.iter().fold(Condition::any(), |any, s| any.add(status_condition(*s, query.now)));
@@ -471,64 +423,7 @@ pub struct Rotation {
     /// (a previous secret kept by an earlier rotation ends at once either way).
     pub previous_until: Option<DateTime<Utc>>,
 }
-
-/// What importing one key did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ImportWrite {
-    /// Written, audited and its owner told.
-    Imported(Box<ApiKey>),
-    /// The key is already there (as imported): nothing written.
-    Present,
-    /// The credential was imported before and has since been rotated away or
-    /// deleted: it never comes back.
-    Retired,
-}
-
-/// What a leak report did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeakRecorded {
-    /// Recorded: the key was revoked (or not, as its tenant says), and this
-    /// many people are mailed.
-    Recorded {
-        /// Whether the key was revoked now.
-        revoked: bool,
-        /// How many people are mailed.
-        notified: usize,
-    },
-    /// This key and token were reported before: nothing changed.
-    AlreadyReported,
-    /// No such key (any more).
-    NotFound,
-}
-
-/// A change to one key that may be refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyChange {
-    /// Done; the key as it is now.
-    Done(ApiKey),
-    /// There was nothing to do (e.g. no overlap to end); the key as it is.
-    Unchanged(ApiKey),
-    /// No such key in the tenant.
-    NotFound,
-}
-
 impl Store {
-    /// Inserts a generated key and its `generated` event in one transaction.
-    /// The actor is the admin who generated it. Fails with
-    /// [`StoreError::Conflict`] if the lookup id is taken (the caller retries
-    /// with a new secret).
-    pub async fn insert_generated_key(&self, new: NewKey, actor: &User, now: DateTime<Utc>) -> StoreResult<ApiKey> {
-        let now = storable(now);
-        let txn = self.conn().begin().await?;
-        let model = new.into_model(now, Some(actor.id)).insert(&txn).await?;
-        let key = key_from(model);
-        let owner = owner_of(&txn, &key).await?;
-        insert_event(&txn, &KeyEvent::new(KeyEventKind::Generated, &key, &owner, actor, now)).await?;
-        insert_audit(&txn, &AuditEntry::new(AuditAction::Generated, &key, actor, now)).await?;
-        txn.commit().await?;
-        Ok(key)
-    }
-
     /// Inserts a key made before key management existed: no creator, no last
     /// edit, no event. Used by imports and the demo.
     pub async fn import_legacy_key(&self, new: NewKey, created_at: DateTime<Utc>) -> StoreResult<ApiKey> {
@@ -552,163 +447,6 @@ impl Store {
         Ok(KeyPage { keys: rows.into_iter().map(key_from).collect(), has_next_page, total_count })
     }
 
-    /// Replaces a key's credential (keeping the replaced one until
-    /// `rotation.previous_until`, if given) and writes its `rotated` event, in
-    /// one transaction. `None` when the key is unknown or another tenant's.
-    pub async fn rotate_key(
-        &self,
-        tenant: TenantId,
-        id: ApiKeyId,
-        rotation: Rotation,
-        actor: &User,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<ApiKey>> {
-        let now = storable(now);
-        let Rotation { credential, expires_at, previous_until } = rotation;
-        let txn = self.conn().begin().await?;
-        // Write first: on PostgreSQL this takes the row lock, so concurrent
-        // rotations of one key serialise and the last one wins whole.
-        let updated = keep_previous(api_key::Entity::update_many(), previous_until)
-            .col_expr(api_key::Column::ExpiresAt, Expr::value(expires_at.map(storable)))
-            .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(0i16))
-            .col_expr(api_key::Column::CompromisedAt, Expr::value(Option::<DateTime<Utc>>::None))
-            // A rotated imported key is a Latchkey key from now on.
-            .col_expr(api_key::Column::ImportLookup, Expr::value(Option::<String>::None))
-            .col_expr(api_key::Column::LookupId, Expr::value(credential.lookup_id.as_str()))
-            .col_expr(api_key::Column::CredentialHash, Expr::value(credential.hash))
-            .col_expr(api_key::Column::LastFour, Expr::value(credential.last_four))
-            .col_expr(api_key::Column::CredentialVersion, Expr::col(api_key::Column::CredentialVersion).add(1))
-            .col_expr(api_key::Column::LastEditedAt, Expr::value(now))
-            .col_expr(api_key::Column::LastEditedBy, Expr::value(actor.id.0))
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected == 0 {
-            txn.rollback().await?;
-            return Ok(None);
-        }
-        let Some(model) = key_in(&txn, tenant, id).await? else {
-            txn.rollback().await?;
-            return Ok(None);
-        };
-        let key = key_from(model);
-        let owner = owner_of(&txn, &key).await?;
-        insert_event(&txn, &KeyEvent::new(KeyEventKind::Rotated, &key, &owner, actor, now)).await?;
-        let mut entry = AuditEntry::new(AuditAction::Rotated, &key, actor, now);
-        entry.previous_secret_expires_at = key.previous_expires_at;
-        insert_audit(&txn, &entry).await?;
-        notify_revocation(&txn, key.id).await?;
-        txn.commit().await?;
-        Ok(Some(key))
-    }
-
-    /// Changes a key's description (no event is mailed for this). `None` when
-    /// the key is unknown or another tenant's.
-    pub async fn update_key_description(
-        &self,
-        tenant: TenantId,
-        id: ApiKeyId,
-        description: Description,
-        actor: &User,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<ApiKey>> {
-        let now = storable(now);
-        let txn = self.conn().begin().await?;
-        // The old description, for the audit trail.
-        let Some(before) = locked_key(&txn, tenant, id).await? else {
-            txn.rollback().await?;
-            return Ok(None);
-        };
-        let updated = api_key::Entity::update_many()
-            .col_expr(api_key::Column::DescriptionFolded, Expr::value(description.folded()))
-            .col_expr(api_key::Column::Description, Expr::value(description.as_str()))
-            .col_expr(api_key::Column::LastEditedAt, Expr::value(now))
-            .col_expr(api_key::Column::LastEditedBy, Expr::value(actor.id.0))
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected == 0 {
-            txn.rollback().await?;
-            return Ok(None);
-        }
-        let Some(key) = key_in(&txn, tenant, id).await?.map(key_from) else {
-            txn.rollback().await?;
-            return Ok(None);
-        };
-        let mut entry = AuditEntry::new(AuditAction::DescriptionChanged, &key, actor, now);
-        entry.old_description = Some(before.description);
-        entry.new_description = Some(description.into_string());
-        insert_audit(&txn, &entry).await?;
-        txn.commit().await?;
-        Ok(Some(key))
-    }
-
-    /// Deletes a key and writes its `deleted` event, in one transaction.
-    /// Returns the key as it was; `None` when unknown or another tenant's.
-    pub async fn delete_key(
-        &self,
-        tenant: TenantId,
-        id: ApiKeyId,
-        actor: &User,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<ApiKey>> {
-        let now = storable(now);
-        let txn = self.conn().begin().await?;
-        let Some(model) = key_in(&txn, tenant, id).await? else {
-            txn.rollback().await?;
-            return Ok(None);
-        };
-        let deleted = api_key::Entity::delete_many()
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
-            .exec(&txn)
-            .await?;
-        if deleted.rows_affected == 0 {
-            // A concurrent delete won; it wrote the event.
-            txn.rollback().await?;
-            return Ok(None);
-        }
-        let key = key_from(model);
-        let owner = owner_of(&txn, &key).await?;
-        insert_event(&txn, &KeyEvent::new(KeyEventKind::Deleted, &key, &owner, actor, now)).await?;
-        insert_audit(&txn, &AuditEntry::new(AuditAction::Deleted, &key, actor, now)).await?;
-        notify_revocation(&txn, key.id).await?;
-        txn.commit().await?;
-        Ok(Some(key))
-    }
-
-    /// Ends the overlap of a key's previous secret now: from now on it answers
-    /// `EXPIRED`. Audited; pushed to every replica's cache.
-    pub async fn expire_previous_secret(
-        &self,
-        tenant: TenantId,
-        id: ApiKeyId,
-        actor: &User,
-        now: DateTime<Utc>,
-    ) -> StoreResult<KeyChange> {
-        let now = storable(now);
-        let txn = self.conn().begin().await?;
-        let updated = api_key::Entity::update_many()
-            .col_expr(api_key::Column::PreviousExpiresAt, Expr::value(now))
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
-            .filter(api_key::Column::PreviousExpiresAt.gt(now))
-            .exec(&txn)
-            .await?;
-        let (txn, key) = match after_conditional_update(txn, tenant, id, updated.rows_affected).await? {
-            Ok(changed) => changed,
-            Err(unchanged) => return Ok(unchanged),
-        };
-        let mut entry = AuditEntry::new(AuditAction::PreviousSecretExpired, &key, actor, now);
-        entry.previous_secret_expires_at = Some(now);
-        insert_audit(&txn, &entry).await?;
-        notify_revocation(&txn, key.id).await?;
-        txn.commit().await?;
-        Ok(KeyChange::Done(key))
-    }
-
     /// Forgets previous secrets whose overlap ended before `ended_before`
     /// (their lookup id, hash and last four): from then on presenting one is
     /// like presenting any unknown key. Returns how many were cleared.
@@ -718,274 +456,6 @@ impl Store {
             .exec(self.conn())
             .await?;
         Ok(cleared.rows_affected)
-    }
-
-    /// Sets (or with `None` clears) a key's expiry, re-arming its expiry
-    /// notices. Audited with the old and new expiry; pushed to every
-    /// replica's cache (cached verifications carry the old deadline).
-    pub async fn set_key_expiry(
-        &self,
-        tenant: TenantId,
-        id: ApiKeyId,
-        expires_at: Option<DateTime<Utc>>,
-        actor: &User,
-        now: DateTime<Utc>,
-    ) -> StoreResult<KeyChange> {
-        let now = storable(now);
-        let expires_at = expires_at.map(storable);
-        let txn = self.conn().begin().await?;
-        let Some(before) = locked_key(&txn, tenant, id).await? else {
-            txn.rollback().await?;
-            return Ok(KeyChange::NotFound);
-        };
-        if before.expires_at == expires_at {
-            txn.rollback().await?;
-            return Ok(KeyChange::Unchanged(key_from(before)));
-        }
-        api_key::Entity::update_many()
-            .col_expr(api_key::Column::ExpiresAt, Expr::value(expires_at))
-            .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(0i16))
-            .filter(api_key::Column::Id.eq(id.0))
-            .exec(&txn)
-            .await?;
-        let old_expires_at = before.expires_at;
-        let key = ApiKey { expires_at, ..key_from(before) };
-        let mut entry = AuditEntry::new(AuditAction::ExpiryChanged, &key, actor, now);
-        entry.old_expires_at = old_expires_at;
-        entry.new_expires_at = expires_at;
-        insert_audit(&txn, &entry).await?;
-        notify_revocation(&txn, key.id).await?;
-        txn.commit().await?;
-        Ok(KeyChange::Done(key))
-    }
-
-    /// Disables (or enables) a key; the owner is mailed and the change
-    /// audited. Disabling is pushed to every replica's cache. Enabling
-    /// restores the same secret.
-    pub async fn set_key_disabled(
-        &self,
-        tenant: TenantId,
-        id: ApiKeyId,
-        disabled: bool,
-        actor: &User,
-        now: DateTime<Utc>,
-    ) -> StoreResult<KeyChange> {
-        let now = storable(now);
-        let txn = self.conn().begin().await?;
-        let (value, currently) = if disabled {
-            (Some(now), api_key::Column::DisabledAt.is_null())
-        } else {
-            (None, api_key::Column::DisabledAt.is_not_null())
-        };
-        let updated = api_key::Entity::update_many()
-            .col_expr(api_key::Column::DisabledAt, Expr::value(value))
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
-            .filter(currently)
-            .exec(&txn)
-            .await?;
-        let (txn, key) = match after_conditional_update(txn, tenant, id, updated.rows_affected).await? {
-            Ok(changed) => changed,
-            Err(unchanged) => return Ok(unchanged),
-        };
-        let owner = owner_of(&txn, &key).await?;
-        let (kind, action) = if disabled {
-            (KeyEventKind::Disabled, AuditAction::Disabled)
-        } else {
-            (KeyEventKind::Enabled, AuditAction::Enabled)
-        };
-        insert_event(&txn, &KeyEvent::new(kind, &key, &owner, actor, now)).await?;
-        insert_audit(&txn, &AuditEntry::new(action, &key, actor, now)).await?;
-        if disabled {
-            notify_revocation(&txn, key.id).await?;
-        }
-        txn.commit().await?;
-        Ok(KeyChange::Done(key))
-    }
-
-    /// Replaces a key's restrictions; the owner is mailed the before and
-    /// after, the change is audited, and every replica's cache forgets the
-    /// key. Rotation keeps restrictions.
-    pub async fn update_key_restrictions(
-        &self,
-        tenant: TenantId,
-        id: ApiKeyId,
-        restrictions: Restrictions,
-        actor: &User,
-        now: DateTime<Utc>,
-    ) -> StoreResult<KeyChange> {
-        let now = storable(now);
-        let txn = self.conn().begin().await?;
-        let Some(before) = locked_key(&txn, tenant, id).await?.map(key_from) else {
-            txn.rollback().await?;
-            return Ok(KeyChange::NotFound);
-        };
-        if before.restrictions == restrictions {
-            txn.rollback().await?;
-            return Ok(KeyChange::Unchanged(before));
-        }
-        let stored = restrictions.to_stored();
-        api_key::Entity::update_many()
-            .col_expr(api_key::Column::Permissions, Expr::value(stored.permissions))
-            .col_expr(api_key::Column::Clouds, Expr::value(stored.clouds))
-            .col_expr(api_key::Column::AllowedIps, Expr::value(stored.allowed_ips))
-            .col_expr(api_key::Column::LastEditedAt, Expr::value(now))
-            .col_expr(api_key::Column::LastEditedBy, Expr::value(actor.id.0))
-            .filter(api_key::Column::Id.eq(id.0))
-            .exec(&txn)
-            .await?;
-        let change = Some((before.restrictions.describe(), restrictions.describe()));
-        let key = ApiKey { restrictions, last_edited_at: Some(now), last_edited_by: Some(actor.id), ..before };
-        let owner = owner_of(&txn, &key).await?;
-        let mut event = KeyEvent::new(KeyEventKind::RestrictionsChanged, &key, &owner, actor, now);
-        event.restrictions_change = change.clone();
-        insert_event(&txn, &event).await?;
-        let mut entry = AuditEntry::new(AuditAction::RestrictionsChanged, &key, actor, now);
-        entry.restrictions_change = change;
-        insert_audit(&txn, &entry).await?;
-        notify_revocation(&txn, key.id).await?;
-        txn.commit().await?;
-        Ok(KeyChange::Done(key))
-    }
-
-    /// Records a report that `key`'s secret leaked (`token_digest`: SHA-256
-    /// of the leaked token), once per key and token: a repeated report
-    /// changes and mails nothing. Unless its tenant says `notify`, the key is
-    /// revoked at once (`COMPROMISED`, on every replica). The owner and every
-    /// active internal admin of the tenant are mailed; the audit trail records it.
-    pub async fn report_leak(
-        &self,
-        id: ApiKeyId,
-        token_digest: &str,
-        reporter: &str,
-        url: Option<&str>,
-        source: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<LeakRecorded> {
-        let now = storable(now);
-        let txn = self.conn().begin().await?;
-        let Some(model) = api_key::Entity::find_by_id(id.0).one(&txn).await? else {
-            txn.rollback().await?;
-            return Ok(LeakRecorded::NotFound);
-        };
-        let report = leak_report::ActiveModel {
-            id: Set(latchkey_domain::ids::time_ordered_uuid(now)),
-            key_id: Set(id.0),
-            token_digest: Set(token_digest.to_owned()),
-            source: Set(reporter.to_owned()),
-            url: Set(url.map(str::to_owned)),
-            reported_at: Set(now),
-        };
-        // The unique (key, token) index makes a retried report a no-op.
-        let inserted = leak_report::Entity::insert(report)
-            .on_conflict(
-                sea_orm::sea_query::OnConflict::columns([leak_report::Column::KeyId, leak_report::Column::TokenDigest])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        if inserted == 0 {
-            txn.rollback().await?;
-            return Ok(LeakRecorded::AlreadyReported);
-        }
-        let mut key = key_from(model);
-        let response = tenant::Entity::find_by_id(key.tenant_id.0)
-            .one(&txn)
-            .await?
-            .and_then(|t| LeakResponse::parse(&t.leak_response))
-            .unwrap_or(LeakResponse::Revoke);
-        let revoked = response == LeakResponse::Revoke && key.compromised_at.is_none();
-        if revoked {
-            api_key::Entity::update_many()
-                .col_expr(api_key::Column::CompromisedAt, Expr::value(now))
-                .filter(api_key::Column::Id.eq(id.0))
-                .exec(&txn)
-                .await?;
-            key.compromised_at = Some(now);
-            notify_revocation(&txn, key.id).await?;
-        }
-        let leak = LeakReport {
-            reporter: reporter.to_owned(),
-            url: url.map(str::to_owned),
-            source: source.map(str::to_owned),
-            revoked,
-        };
-        let mut actor = latchkey_domain::lifecycle::system_actor(key.tenant_id);
-        actor.name = reporter.to_owned();
-        let owner = owner_of(&txn, &key).await?;
-        let admins = crate::users::active_internal_admins(&txn, key.tenant_id).await?;
-        let owner_id = owner.id;
-        let mut recipients = vec![owner];
-        recipients.extend(admins.into_iter().filter(|admin| admin.id != owner_id));
-        for recipient in &recipients {
-            let mut event = KeyEvent::new(KeyEventKind::Leaked, &key, recipient, &actor, now);
-            event.leak = Some(leak.clone());
-            insert_event(&txn, &event).await?;
-        }
-        let mut entry = AuditEntry::new(AuditAction::LeakReported, &key, &actor, now);
-        entry.leak = Some(leak);
-        insert_audit(&txn, &entry).await?;
-        txn.commit().await?;
-        Ok(LeakRecorded::Recorded { revoked, notified: recipients.len() })
-    }
-
-    /// Queues the expiry notices due at `now` (7 days before, 1 day before,
-    /// expired) for up to `limit` enabled keys, and audits each expiry. Each
-    /// notice is queued once per key and expiry date, however many replicas
-    /// run this at once: a key's notice stage only moves forward, by a
-    /// conditional update in the notice's transaction. Returns how many
-    /// notices were queued.
-    pub async fn queue_expiry_notices(&self, now: DateTime<Utc>, limit: u64) -> StoreResult<usize> {
-        let now = storable(now);
-        let due = ExpiryNotice::LEADS.iter().fold(Condition::any(), |any, (notice, lead)| {
-            any.add(
-                Condition::all()
-                    .add(api_key::Column::ExpiryNoticeStage.lt(notice.stage()))
-                    .add(api_key::Column::ExpiresAt.lte(now + *lead)),
-            )
-        });
-        let candidates = api_key::Entity::find()
-            .filter(api_key::Column::DisabledAt.is_null())
-            .filter(api_key::Column::ExpiresAt.is_not_null())
-            .filter(due)
-            .order_by_asc(api_key::Column::ExpiresAt)
-            .limit(limit)
-            .all(self.reader())
-            .await?;
-        let mut queued = 0;
-        for candidate in candidates {
-            let Some(expires_at) = candidate.expires_at else { continue };
-            let Some(notice) = ExpiryNotice::due(expires_at, now) else { continue };
-            if candidate.expiry_notice_stage >= notice.stage() {
-                continue;
-            }
-            let txn = self.conn().begin().await?;
-            let claimed = api_key::Entity::update_many()
-                .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(notice.stage()))
-                .filter(api_key::Column::Id.eq(candidate.id))
-                .filter(api_key::Column::ExpiryNoticeStage.lt(notice.stage()))
-                .filter(api_key::Column::ExpiresAt.eq(expires_at))
-                .filter(api_key::Column::DisabledAt.is_null())
-                .exec(&txn)
-                .await?;
-            if claimed.rows_affected == 0 {
-                // Another replica queued it, or the key changed meanwhile.
-                txn.rollback().await?;
-                continue;
-            }
-            let key = key_from(candidate);
-            let owner = owner_of(&txn, &key).await?;
-            let actor = latchkey_domain::lifecycle::system_actor(key.tenant_id);
-            let kind = if notice == ExpiryNotice::Expired { KeyEventKind::Expired } else { KeyEventKind::Expiring };
-            insert_event(&txn, &KeyEvent::new(kind, &key, &owner, &actor, now)).await?;
-            if notice == ExpiryNotice::Expired {
-                insert_audit(&txn, &AuditEntry::new(AuditAction::Expired, &key, &actor, expires_at)).await?;
-            }
-            txn.commit().await?;
-            queued += 1;
-        }
-        Ok(queued)
     }
 
     /// Enabled keys of any tenant that expire before `until` (expired ones
@@ -1106,68 +576,6 @@ impl Store {
         Ok(found)
     }
 
-    /// Inserts a key imported from another system, as a key from before key
-    /// management, with its `imported` audit entry and owner notice (by
-    /// `actor`), in one transaction. A credential imported before is never
-    /// written again: not while its key is there (an import can run twice),
-    /// nor after it was rotated away or deleted.
-    pub async fn insert_imported_key(
-        &self,
-        new: NewKey,
-        created_at: DateTime<Utc>,
-        actor: &User,
-        now: DateTime<Utc>,
-    ) -> StoreResult<ImportWrite> {
-        let (created_at, now) = (storable(created_at), storable(now));
-        let identity = new.import_lookup.clone().unwrap_or_else(|| new.credential.lookup_id.as_str().to_owned());
-        let txn = self.conn().begin().await?;
-        if let Some(before) = imported_credential::Entity::find_by_id(identity.clone()).one(&txn).await? {
-            let present = key_in(&txn, TenantId(before.tenant_id), ApiKeyId(before.key_id))
-                .await?
-                .is_some_and(|k| k.import_lookup.as_deref().unwrap_or(&k.lookup_id) == identity);
-            txn.rollback().await?;
-            return Ok(if present { ImportWrite::Present } else { ImportWrite::Retired });
-        }
-        let exists = match &new.import_lookup {
-            Some(lookup) => api_key::Entity::find().filter(
-                Condition::any()
-                    .add(api_key::Column::ImportLookup.eq(lookup.as_str()))
-                    .add(api_key::Column::PreviousImportLookup.eq(lookup.as_str())),
-            ),
-            None => api_key::Entity::find().filter(
-                Condition::any()
-                    .add(api_key::Column::LookupId.eq(new.credential.lookup_id.as_str()))
-                    .add(api_key::Column::PreviousLookupId.eq(new.credential.lookup_id.as_str())),
-            ),
-        };
-        if exists.one(&txn).await?.is_some() {
-            txn.rollback().await?;
-            return Ok(ImportWrite::Present);
-        }
-        let model = match new.into_model(created_at, None).insert(&txn).await.map_err(StoreError::from) {
-            Ok(model) => model,
-            Err(StoreError::Conflict(_)) => {
-                txn.rollback().await?;
-                return Ok(ImportWrite::Present);
-            }
-            Err(e) => return Err(e),
-        };
-        let key = key_from(model);
-        imported_credential::ActiveModel {
-            lookup: Set(identity),
-            tenant_id: Set(key.tenant_id.0),
-            key_id: Set(key.id.0),
-            imported_at: Set(now),
-        }
-        .insert(&txn)
-        .await?;
-        let owner = owner_of(&txn, &key).await?;
-        insert_event(&txn, &KeyEvent::new(KeyEventKind::Imported, &key, &owner, actor, now)).await?;
-        insert_audit(&txn, &AuditEntry::new(AuditAction::Imported, &key, actor, now)).await?;
-        txn.commit().await?;
-        Ok(ImportWrite::Imported(Box::new(key)))
-    }
-
     /// The stored credential for a lookup id, in any tenant.
     pub async fn credential_by_lookup_id(&self, lookup_id: &LookupId) -> StoreResult<Option<StoredCredential>> {
         Ok(self.credentials_by_lookup_ids(std::slice::from_ref(lookup_id)).await?.pop())
@@ -1211,9 +619,373 @@ impl Store {
     }
 }
 
+/// Whether a credential about to be imported was written before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportState {
+    /// Never seen: it may be written.
+    New,
+    /// Its key is there, with this credential.
+    Present,
+    /// It was imported and has since been rotated away or deleted.
+    Retired,
+}
+
+/// The expiry-notice stage a key has reached (see `ExpiryNotice::stage`).
+pub type NoticeStage = i16;
+
+impl Store {
+    /// Enabled keys of any tenant whose next expiry notice (7 days before,
+    /// 1 day before, expired) is due at `now`, with the stage they reached,
+    /// soonest expiry first, at most `limit`.
+    pub async fn keys_due_for_expiry_notice(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<(ApiKey, NoticeStage)>> {
+        let now = storable(now);
+        let due = ExpiryNotice::LEADS.iter().fold(Condition::any(), |any, (notice, lead)| {
+            any.add(
+                Condition::all()
+                    .add(api_key::Column::ExpiryNoticeStage.lt(notice.stage()))
+                    .add(api_key::Column::ExpiresAt.lte(now + *lead)),
+            )
+        });
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::DisabledAt.is_null())
+            .filter(api_key::Column::ExpiresAt.is_not_null())
+            .filter(due)
+            .order_by_asc(api_key::Column::ExpiresAt)
+            .limit(limit)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(|m| {
+                let stage = m.expiry_notice_stage;
+                (key_from(m), stage)
+            })
+            .collect())
+    }
+}
+
+/// Keys inside a unit of work. Every write is scoped by tenant, except those
+/// that start from a credential (leak reports, expiry notices), which is how
+/// a key finds its tenant.
+impl Tx {
+    /// Inserts a key created at `created_at` by `created_by` (none for a key
+    /// from before key management, which has no last edit either). Fails with
+    /// [`StoreError::Conflict`] if its lookup id is taken.
+    pub async fn insert_key(
+        &self,
+        new: NewKey,
+        created_at: DateTime<Utc>,
+        created_by: Option<UserId>,
+    ) -> StoreResult<ApiKey> {
+        Ok(key_from(new.into_model(storable(created_at), created_by).insert(self.conn()).await?))
+    }
+
+    /// A key of `tenant`, row-locked until the unit of work ends.
+    pub async fn locked_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<Option<ApiKey>> {
+        let select = api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0));
+        Ok(self.locking(select).one(self.conn()).await?.map(key_from))
+    }
+
+    /// A key of any tenant, row-locked: for a change that starts from a
+    /// credential (a leak report).
+    pub async fn locked_key_of_any_tenant(&self, id: ApiKeyId) -> StoreResult<Option<ApiKey>> {
+        Ok(self.locking(api_key::Entity::find_by_id(id.0)).one(self.conn()).await?.map(key_from))
+    }
+
+    /// The keys `owner` of `tenant` owns, in creation order, row-locked.
+    pub async fn locked_keys_owned_by(&self, tenant: TenantId, owner: UserId) -> StoreResult<Vec<ApiKey>> {
+        let select = api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(api_key::Column::OwnerId.eq(owner.0))
+            .order_by_asc(api_key::Column::Id);
+        Ok(self.locking(select).all(self.conn()).await?.into_iter().map(key_from).collect())
+    }
+
+    /// The owner of `key` (a key always has one).
+    pub async fn owner_of(&self, key: &ApiKey) -> StoreResult<User> {
+        user_in(self.conn(), key.tenant_id, key.owner_id)
+            .await?
+            .ok_or_else(|| StoreError::MissingReference(format!("owner {} of key {}", key.owner_id, key.id)))
+    }
+
+    /// Replaces a key's credential (keeping the replaced one until
+    /// `rotation.previous_until`, if given), its expiry (notices re-armed)
+    /// and clears its compromise. The key as it is now; `None` when it is
+    /// unknown or another tenant's.
+    pub async fn replace_credential(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        rotation: Rotation,
+        edited_by: UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ApiKey>> {
+        let now = storable(now);
+        let Rotation { credential, expires_at, previous_until } = rotation;
+        // Write first: on PostgreSQL this takes the row lock, so concurrent
+        // rotations of one key serialise and the last one wins whole.
+        let updated = keep_previous(api_key::Entity::update_many(), previous_until)
+            .col_expr(api_key::Column::ExpiresAt, Expr::value(expires_at.map(storable)))
+            .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(0i16))
+            .col_expr(api_key::Column::CompromisedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            // A rotated imported key is a Latchkey key from now on.
+            .col_expr(api_key::Column::ImportLookup, Expr::value(Option::<String>::None))
+            .col_expr(api_key::Column::LookupId, Expr::value(credential.lookup_id.as_str()))
+            .col_expr(api_key::Column::CredentialHash, Expr::value(credential.hash))
+            .col_expr(api_key::Column::LastFour, Expr::value(credential.last_four))
+            .col_expr(api_key::Column::CredentialVersion, Expr::col(api_key::Column::CredentialVersion).add(1))
+            .col_expr(api_key::Column::LastEditedAt, Expr::value(now))
+            .col_expr(api_key::Column::LastEditedBy, Expr::value(edited_by.0))
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .exec(self.conn())
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(None);
+        }
+        Ok(key_in(self.conn(), tenant, id).await?.map(key_from))
+    }
+
+    /// Sets a key's description (and its last edit). The key as it is now;
+    /// `None` when it is unknown or another tenant's.
+    pub async fn set_key_description(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        description: &Description,
+        edited_by: UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ApiKey>> {
+        let now = storable(now);
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::DescriptionFolded, Expr::value(description.folded()))
+            .col_expr(api_key::Column::Description, Expr::value(description.as_str()))
+            .col_expr(api_key::Column::LastEditedAt, Expr::value(now))
+            .col_expr(api_key::Column::LastEditedBy, Expr::value(edited_by.0))
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .exec(self.conn())
+            .await?;
+        Ok(key_in(self.conn(), tenant, id).await?.map(key_from))
+    }
+
+    /// Deletes a key; whether this deleted it (false when a concurrent
+    /// delete won, or there was none).
+    pub async fn delete_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<bool> {
+        let deleted = api_key::Entity::delete_many()
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .exec(self.conn())
+            .await?;
+        Ok(deleted.rows_affected > 0)
+    }
+
+    /// Ends a previous secret's overlap at `now`, if it was still running.
+    pub async fn end_previous_secret(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Written<ApiKey>> {
+        let now = storable(now);
+        let updated = api_key::Entity::update_many()
+            .col_expr(api_key::Column::PreviousExpiresAt, Expr::value(now))
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(api_key::Column::PreviousExpiresAt.gt(now))
+            .exec(self.conn())
+            .await?;
+        self.written(tenant, id, updated.rows_affected).await
+    }
+
+    /// Sets (or with `None` clears) a key's expiry; its expiry notices start over.
+    pub async fn set_key_expiry(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<()> {
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::ExpiresAt, Expr::value(expires_at.map(storable)))
+            .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(0i16))
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Disables a key at `disabled_at` (or enables it with `None`), unless it
+    /// already is so.
+    pub async fn set_key_disabled(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        disabled_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<Written<ApiKey>> {
+        let currently = match disabled_at {
+            Some(_) => api_key::Column::DisabledAt.is_null(),
+            None => api_key::Column::DisabledAt.is_not_null(),
+        };
+        let updated = api_key::Entity::update_many()
+            .col_expr(api_key::Column::DisabledAt, Expr::value(disabled_at.map(storable)))
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(currently)
+            .exec(self.conn())
+            .await?;
+        self.written(tenant, id, updated.rows_affected).await
+    }
+
+    /// Replaces a key's restrictions (and its last edit).
+    pub async fn set_key_restrictions(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        restrictions: &Restrictions,
+        edited_by: UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let stored = restrictions.to_stored();
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::Permissions, Expr::value(stored.permissions))
+            .col_expr(api_key::Column::Clouds, Expr::value(stored.clouds))
+            .col_expr(api_key::Column::AllowedIps, Expr::value(stored.allowed_ips))
+            .col_expr(api_key::Column::LastEditedAt, Expr::value(storable(now)))
+            .col_expr(api_key::Column::LastEditedBy, Expr::value(edited_by.0))
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a key compromised at `at`.
+    pub async fn set_key_compromised(&self, id: ApiKeyId, at: DateTime<Utc>) -> StoreResult<()> {
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::CompromisedAt, Expr::value(storable(at)))
+            .filter(api_key::Column::Id.eq(id.0))
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Gives `keys` of `tenant` to `owner`.
+    pub async fn set_keys_owner(&self, tenant: TenantId, keys: &[ApiKeyId], owner: UserId) -> StoreResult<()> {
+        for chunk in keys.chunks(500) {
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::OwnerId, Expr::value(sea_orm::Value::from(owner.0)))
+                .filter(api_key::Column::TenantId.eq(tenant.0))
+                .filter(api_key::Column::Id.is_in(chunk.iter().map(|k| k.0)))
+                .exec(self.conn())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records a leak report of `key` (`token_digest`: SHA-256 of the leaked
+    /// token) unless this key and token were reported before (a unique
+    /// index): whether it was recorded now.
+    pub async fn insert_leak_report(
+        &self,
+        key: ApiKeyId,
+        token_digest: &str,
+        reporter: &str,
+        url: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let now = storable(now);
+        let report = leak_report::ActiveModel {
+            id: Set(latchkey_domain::ids::time_ordered_uuid(now)),
+            key_id: Set(key.0),
+            token_digest: Set(token_digest.to_owned()),
+            source: Set(reporter.to_owned()),
+            url: Set(url.map(str::to_owned)),
+            reported_at: Set(now),
+        };
+        let inserted = leak_report::Entity::insert(report)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns([leak_report::Column::KeyId, leak_report::Column::TokenDigest])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(self.conn())
+            .await?;
+        Ok(inserted > 0)
+    }
+
+    /// Moves `key`'s expiry-notice stage forward to `stage`, only while its
+    /// expiry is still `expires_at`, it is enabled and no one moved it
+    /// there first: whether this claimed the notice.
+    pub async fn claim_expiry_notice(
+        &self,
+        key: ApiKeyId,
+        stage: NoticeStage,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let claimed = api_key::Entity::update_many()
+            .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(stage))
+            .filter(api_key::Column::Id.eq(key.0))
+            .filter(api_key::Column::ExpiryNoticeStage.lt(stage))
+            .filter(api_key::Column::ExpiresAt.eq(storable(expires_at)))
+            .filter(api_key::Column::DisabledAt.is_null())
+            .exec(self.conn())
+            .await?;
+        Ok(claimed.rows_affected > 0)
+    }
+
+    /// Whether the credential of `new` (its import lookup, else its lookup
+    /// id) was written before.
+    pub async fn import_state(&self, new: &NewKey) -> StoreResult<ImportState> {
+        let identity = new.import_identity();
+        if let Some(before) = imported_credential::Entity::find_by_id(identity.clone()).one(self.conn()).await? {
+            let present = key_in(self.conn(), TenantId(before.tenant_id), ApiKeyId(before.key_id))
+                .await?
+                .is_some_and(|k| k.import_lookup.as_deref().unwrap_or(&k.lookup_id) == identity);
+            return Ok(if present { ImportState::Present } else { ImportState::Retired });
+        }
+        let (current, previous, value) = match &new.import_lookup {
+            Some(lookup) => (api_key::Column::ImportLookup, api_key::Column::PreviousImportLookup, lookup.as_str()),
+            None => (api_key::Column::LookupId, api_key::Column::PreviousLookupId, new.credential.lookup_id.as_str()),
+        };
+        let exists = api_key::Entity::find()
+            .filter(Condition::any().add(current.eq(value)).add(previous.eq(value)))
+            .one(self.conn())
+            .await?;
+        Ok(if exists.is_some() { ImportState::Present } else { ImportState::New })
+    }
+
+    /// Remembers that `key` was imported with `identity` (see
+    /// [`NewKey::import_identity`]), so that credential is never written again.
+    pub async fn remember_import(&self, identity: String, key: &ApiKey, now: DateTime<Utc>) -> StoreResult<()> {
+        imported_credential::ActiveModel {
+            lookup: Set(identity),
+            tenant_id: Set(key.tenant_id.0),
+            key_id: Set(key.id.0),
+            imported_at: Set(storable(now)),
+        }
+        .insert(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// After a conditional update of one key: the key as it is now, and
+    /// whether the update changed it.
+    async fn written(&self, tenant: TenantId, id: ApiKeyId, rows_affected: u64) -> StoreResult<Written<ApiKey>> {
+        Ok(match key_in(self.conn(), tenant, id).await?.map(key_from) {
+            None => Written::NotFound,
+            Some(key) if rows_affected == 0 => Written::Unchanged(key),
+            Some(key) => Written::Done(key),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::contains_pattern;
+    use crate::contains_pattern;
 
     #[test]
     fn like_wildcards_in_search_terms_are_escaped() {

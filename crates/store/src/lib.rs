@@ -2,8 +2,9 @@
 //! service needs.
 //!
 //! Entities never leave this crate: every function takes and returns domain
-//! types. Every key query is scoped by tenant. Mutations of keys write their
-//! key event (the outbox row) in the same transaction as the change.
+//! types. Every key query is scoped by tenant. It decides nothing: the
+//! application opens a unit of work ([`Store::begin`]), writes the change and
+//! its audit entry, notices and revocations through the [`Tx`], and commits.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
 mod audit;
@@ -13,23 +14,26 @@ mod keys;
 mod owners;
 mod revocations;
 mod scim;
+mod tx;
 mod users;
 
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use latchkey_migrations::{Migrator, MigratorTrait};
+use sea_orm::sea_query::LikeExpr;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
 
 pub use audit::AuditPage;
 pub use events::{OutboxStats, StoredEvent};
 pub use keys::{
-    ImportWrite, KeyChange, KeyCursor, KeyOrderField, KeyPage, KeyQuery, LeakRecorded, NewCredential, NewKey, Rotation,
+    ImportState, KeyCursor, KeyOrderField, KeyPage, KeyQuery, NewCredential, NewKey, NoticeStage, Rotation,
     StoredCredential,
 };
-pub use owners::{ActivityChange, UserFilter, UserPage};
+pub use owners::{UserFilter, UserPage};
 pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
-pub use scim::{ScimMatch, ScimUser, ScimUserWrite, ScimWritten};
+pub use scim::{ScimMatch, ScimUser, ScimUserWrite, UserNameTaken};
+pub use tx::{Tx, Written};
 pub use users::NewUser;
 
 /// Which database engine a store talks to.
@@ -124,6 +128,20 @@ pub struct PoolStatus {
 
 /// Read-only SQLite connections beside the writer.
 const SQLITE_READERS: u32 = 4;
+
+/// `%term%` with LIKE's wildcards in the term escaped.
+pub(crate) fn contains_pattern(term: &str) -> LikeExpr {
+    let mut escaped = String::with_capacity(term.len() + 2);
+    escaped.push('%');
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped.push('%');
+    LikeExpr::new(escaped).escape('\\')
+}
 
 /// The precision every stored instant is kept at (PostgreSQL keeps microseconds).
 pub fn storable(at: DateTime<Utc>) -> DateTime<Utc> {

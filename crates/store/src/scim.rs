@@ -1,18 +1,17 @@
 //! Users as a SCIM identity provider sees them: the same rows, with the
 //! provider's `externalId`, the name's parts, a version (the ETag) and a
-//! deletion mark. Every write goes through one transaction that applies what
-//! the user's state means for its keys (see `owners`).
+//! deletion mark. What a change of a user means for its keys is the
+//! application's to decide, in the unit of work it writes through.
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::{Role, TenantId, User, UserId};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 use crate::entities::user;
-use crate::owners::apply_key_consequences;
+use crate::tx::Tx;
 use crate::users::user_from;
 use crate::{Store, StoreError, StoreResult, storable};
 
@@ -65,18 +64,9 @@ pub enum ScimMatch {
     Email(String),
 }
 
-/// The outcome of a SCIM write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ScimWritten {
-    /// Done: the user as it is now.
-    Done(ScimUser),
-    /// No such (undeleted) user in the tenant.
-    NotFound,
-    /// Another user of the tenant has this `userName`.
-    Conflict,
-    /// `If-Match` named another version.
-    VersionMismatch,
-}
+/// Another user of the tenant already has this `userName`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserNameTaken;
 
 fn scim_user(m: user::Model) -> StoreResult<ScimUser> {
     let (external_id, given_name, family_name) = (m.external_id.clone(), m.given_name.clone(), m.family_name.clone());
@@ -152,7 +142,7 @@ impl Store {
         tenant: TenantId,
         write: ScimUserWrite,
         now: DateTime<Utc>,
-    ) -> StoreResult<ScimWritten> {
+    ) -> StoreResult<Result<ScimUser, UserNameTaken>> {
         let now = storable(now);
         let id = UserId::new_at(now);
         let model = user::ActiveModel {
@@ -172,104 +162,78 @@ impl Store {
             scim_managed: Set(true),
         };
         match model.insert(self.conn()).await.map_err(StoreError::from) {
-            Ok(m) => Ok(ScimWritten::Done(scim_user(m)?)),
-            Err(StoreError::Conflict(_)) => Ok(ScimWritten::Conflict),
+            Ok(m) => Ok(Ok(scim_user(m)?)),
+            Err(StoreError::Conflict(_)) => Ok(Err(UserNameTaken)),
             Err(e) => Err(e),
         }
     }
+}
 
-    /// Replaces what a provisioned user is, at `expected` version when given,
-    /// as `actor`. Becoming inactive, or a role that may not own keys,
-    /// suspends its keys as a deactivation does; a role change revokes their
-    /// cached verifications.
-    pub async fn scim_replace(
+/// Provisioned users inside a unit of work.
+impl Tx {
+    /// A provisioned user of `tenant`, row-locked; `None` when unknown or deleted.
+    pub async fn locked_scim_user(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<ScimUser>> {
+        let select = user::Entity::find_by_id(id.0).filter(live(tenant));
+        self.locking(select).one(self.conn()).await?.map(scim_user).transpose()
+    }
+
+    /// Replaces what a provisioned user is (its version moves on; an
+    /// inactive user keeps the time it was first deactivated). The user as
+    /// it is now.
+    pub async fn replace_scim_user(
         &self,
         tenant: TenantId,
         id: UserId,
         write: ScimUserWrite,
-        expected: Option<i32>,
-        actor: &User,
         now: DateTime<Utc>,
-    ) -> StoreResult<ScimWritten> {
+    ) -> StoreResult<Result<ScimUser, UserNameTaken>> {
         let now = storable(now);
-        let txn = self.conn().begin().await?;
-        let mut select = user::Entity::find_by_id(id.0).filter(live(tenant));
-        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-            select = select.lock_exclusive();
-        }
-        let Some(before) = select.one(&txn).await? else {
-            txn.rollback().await?;
-            return Ok(ScimWritten::NotFound);
+        let deactivated_at = if write.active {
+            Expr::value(Option::<DateTime<Utc>>::None)
+        } else {
+            Expr::col(user::Column::DeactivatedAt).if_null(now)
         };
-        if expected.is_some_and(|v| v != before.version) {
-            txn.rollback().await?;
-            return Ok(ScimWritten::VersionMismatch);
-        }
-        let deactivated_at = match (before.deactivated_at, write.active) {
-            (Some(at), false) => Some(at),
-            (None, false) => Some(now),
-            (_, true) => None,
-        };
-        let email = write.email.trim().to_lowercase();
         let updated = user::Entity::update_many()
-            .col_expr(user::Column::Email, Expr::value(email))
+            .col_expr(user::Column::Email, Expr::value(write.email.trim().to_lowercase()))
             .col_expr(user::Column::Name, Expr::value(write.name))
             .col_expr(user::Column::Role, Expr::value(write.role.as_str()))
-            .col_expr(user::Column::DeactivatedAt, Expr::value(deactivated_at))
+            .col_expr(user::Column::DeactivatedAt, deactivated_at)
             .col_expr(user::Column::ExternalId, Expr::value(write.external_id))
             .col_expr(user::Column::GivenName, Expr::value(write.given_name))
             .col_expr(user::Column::FamilyName, Expr::value(write.family_name))
             .col_expr(user::Column::UpdatedAt, Expr::value(Some(now)))
             .col_expr(user::Column::Version, Expr::col(user::Column::Version).add(1))
             .filter(user::Column::Id.eq(id.0))
-            .exec(&txn)
+            .filter(live(tenant))
+            .exec(self.conn())
             .await;
         match updated.map_err(StoreError::from) {
             Ok(_) => {}
-            Err(StoreError::Conflict(_)) => {
-                txn.rollback().await?;
-                return Ok(ScimWritten::Conflict);
-            }
+            Err(StoreError::Conflict(_)) => return Ok(Err(UserNameTaken)),
             Err(e) => return Err(e),
         }
-        let Some(after) = user::Entity::find_by_id(id.0).one(&txn).await? else {
-            return Err(StoreError::MissingReference(format!("user {id}")));
-        };
-        let (was, now_user) = (user_from(before)?, user_from(after.clone())?);
-        apply_key_consequences(&txn, &was, &now_user, actor, now).await?;
-        txn.commit().await?;
-        scim_user(after).map(ScimWritten::Done)
+        match user::Entity::find_by_id(id.0).one(self.conn()).await? {
+            Some(after) => Ok(Ok(scim_user(after)?)),
+            None => Err(StoreError::MissingReference(format!("user {id}"))),
+        }
     }
 
-    /// Deletes a provisioned user as the provider sees it: it is deactivated
-    /// (its keys suspended, the admins told) and hidden from SCIM, and its
-    /// address is freed for a new user; its name stays in the audit trail.
-    pub async fn scim_delete(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        actor: &User,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
+    /// Deletes a provisioned user as the provider sees it: deactivated (since
+    /// now, unless it already was), hidden from SCIM, its address and
+    /// external id freed; its name stays for the audit trail. Whether there
+    /// was one.
+    pub async fn delete_scim_user(&self, tenant: TenantId, id: UserId, now: DateTime<Utc>) -> StoreResult<bool> {
         let now = storable(now);
-        let txn = self.conn().begin().await?;
-        let Some(before) = user::Entity::find_by_id(id.0).filter(live(tenant)).one(&txn).await? else {
-            txn.rollback().await?;
-            return Ok(false);
-        };
-        user::Entity::update_many()
+        let updated = user::Entity::update_many()
             .col_expr(user::Column::DeletedAt, Expr::value(Some(now)))
-            .col_expr(user::Column::DeactivatedAt, Expr::value(Some(before.deactivated_at.unwrap_or(now))))
+            .col_expr(user::Column::DeactivatedAt, Expr::col(user::Column::DeactivatedAt).if_null(now))
             .col_expr(user::Column::Email, Expr::value(format!("deleted-{}@deleted.invalid", id.0)))
             .col_expr(user::Column::ExternalId, Expr::value(Option::<String>::None))
             .col_expr(user::Column::UpdatedAt, Expr::value(Some(now)))
             .filter(user::Column::Id.eq(id.0))
-            .exec(&txn)
+            .filter(live(tenant))
+            .exec(self.conn())
             .await?;
-        let was = user_from(before)?;
-        let gone = User { active: false, ..was.clone() };
-        apply_key_consequences(&txn, &was, &gone, actor, now).await?;
-        txn.commit().await?;
-        Ok(true)
+        Ok(updated.rows_affected > 0)
     }
 }

@@ -6,6 +6,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use uuid::Uuid;
 
 use crate::entities::{tenant, user};
+use crate::tx::Tx;
 use crate::{Store, StoreError, StoreResult, storable};
 
 /// A user to create.
@@ -96,25 +97,6 @@ impl Store {
     pub async fn scim_may_grant_internal_admin(&self, tenant: TenantId) -> StoreResult<bool> {
         let found = tenant::Entity::find_by_id(tenant.0).one(self.reader()).await?;
         Ok(found.is_some_and(|t| t.scim_may_grant_internal_admin))
-    }
-
-    /// Sets whether SCIM may make internal admins in `tenant`, with its audit entry.
-    pub async fn set_scim_may_grant_internal_admin(
-        &self,
-        tenant: TenantId,
-        allowed: bool,
-        entry: &latchkey_domain::AuditEntry,
-    ) -> StoreResult<()> {
-        use sea_orm::TransactionTrait;
-        let txn = self.conn().begin().await?;
-        tenant::Entity::update_many()
-            .col_expr(tenant::Column::ScimMayGrantInternalAdmin, sea_orm::sea_query::Expr::value(allowed))
-            .filter(tenant::Column::Id.eq(tenant.0))
-            .exec(&txn)
-            .await?;
-        crate::audit::insert_audit(&txn, entry).await?;
-        txn.commit().await?;
-        Ok(())
     }
 
     /// A user of `tenant` by email address (compared case-insensitively).
@@ -252,5 +234,24 @@ impl Store {
             .into_iter()
             .map(user_from)
             .collect()
+    }
+}
+
+/// Tenant settings inside a unit of work.
+impl Tx {
+    /// What `tenant` wants done when one of its keys is reported leaked.
+    pub async fn leak_response(&self, tenant: TenantId) -> StoreResult<LeakResponse> {
+        let found = tenant::Entity::find_by_id(tenant.0).one(self.conn()).await?;
+        Ok(found.and_then(|t| LeakResponse::parse(&t.leak_response)).unwrap_or(LeakResponse::Revoke))
+    }
+
+    /// Sets whether SCIM may make internal admins in `tenant`.
+    pub async fn set_scim_may_grant_internal_admin(&self, tenant: TenantId, allowed: bool) -> StoreResult<()> {
+        tenant::Entity::update_many()
+            .col_expr(tenant::Column::ScimMayGrantInternalAdmin, sea_orm::sea_query::Expr::value(allowed))
+            .filter(tenant::Column::Id.eq(tenant.0))
+            .exec(self.conn())
+            .await?;
+        Ok(())
     }
 }

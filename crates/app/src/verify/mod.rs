@@ -35,6 +35,7 @@
 pub mod cache;
 mod limits;
 mod lookup;
+pub(crate) mod outcome;
 mod shards;
 mod usage;
 
@@ -44,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use latchkey_domain::hashing::{HashScheme, needs_upgrade, sha256_stored, verify_nothing, verify_raw, verify_secret};
 use latchkey_domain::import;
-use latchkey_domain::restrictions::{Refusal, RequestContext};
+use latchkey_domain::restrictions::RequestContext;
 use latchkey_domain::{Clock, LookupId, ParsedKey};
 use latchkey_store::{RevocationSignal, Store, StoredCredential};
 use tokio::sync::Semaphore;
@@ -55,6 +56,7 @@ pub use cache::{Verified, VerifiedKey, VerifiedKeyCache};
 use limits::FailureLimiter;
 pub(crate) use limits::client_presenter;
 use lookup::CredentialLoader;
+pub use outcome::{REFUSAL_CODES, VerifyOutcome};
 use usage::UsageRecorder;
 
 /// Tuning of verification.
@@ -120,65 +122,6 @@ impl Default for VerifierConfig {
             legacy_hash_concurrency: cores,
             legacy_hash_queue_timeout: Duration::from_millis(500),
             lookup_concurrency: 4,
-        }
-    }
-}
-
-/// The outcome of a verification.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VerifyOutcome {
-    /// A live key.
-    Valid(VerifiedKey),
-    /// Wrong shape or checksum, or not a key of any system (decided without the database).
-    Malformed,
-    /// Not a live key: unknown, rotated away, deleted, or a wrong secret.
-    Invalid,
-    /// The right secret of a disabled key.
-    Disabled,
-    /// The right secret of an expired key, or a previous secret whose
-    /// overlap has ended.
-    Expired,
-    /// The right secret of a key reported leaked and revoked (until rotated).
-    Compromised,
-    /// The right secret of a suspended key: its owner was deactivated (or
-    /// may no longer own keys) and it was not transferred.
-    OwnerInactive,
-    /// A working key that may not serve this request (cloud, address or
-    /// permissions; see [`Restrictions::decide`](latchkey_domain::restrictions::Restrictions::decide)).
-    NotAllowed(Refusal),
-    /// This presenter failed too often recently (or a legacy key's check
-    /// budget is spent).
-    RateLimited,
-}
-
-/// Every wire code of a refused verification (what [`VerifyOutcome::code`]
-/// gives), for documents and metrics that list them.
-pub const REFUSAL_CODES: [&str; 10] = [
-    "MALFORMED",
-    "INVALID",
-    "DISABLED",
-    "EXPIRED",
-    "COMPROMISED",
-    "OWNER_INACTIVE",
-    "CLOUD_NOT_ALLOWED",
-    "IP_NOT_ALLOWED",
-    "INSUFFICIENT_PERMISSIONS",
-    "RATE_LIMITED",
-];
-
-impl VerifyOutcome {
-    /// The wire code of a refusal.
-    pub fn code(&self) -> Option<&'static str> {
-        match self {
-            VerifyOutcome::Valid(_) => None,
-            VerifyOutcome::Malformed => Some("MALFORMED"),
-            VerifyOutcome::Invalid => Some("INVALID"),
-            VerifyOutcome::Disabled => Some("DISABLED"),
-            VerifyOutcome::Expired => Some("EXPIRED"),
-            VerifyOutcome::Compromised => Some("COMPROMISED"),
-            VerifyOutcome::OwnerInactive => Some("OWNER_INACTIVE"),
-            VerifyOutcome::NotAllowed(refusal) => Some(refusal.code()),
-            VerifyOutcome::RateLimited => Some("RATE_LIMITED"),
         }
     }
 }
@@ -484,28 +427,5 @@ impl KeyVerifier {
     /// Resolves when recorded uses reached their cap and should be flushed.
     pub async fn usage_filled(&self) {
         self.usage.filled().await;
-    }
-}
-
-#[cfg(test)]
-mod code_tests {
-    use super::*;
-
-    #[test]
-    fn refusal_codes_lists_every_refusal_exactly_once() {
-        let refusals = [
-            VerifyOutcome::Malformed,
-            VerifyOutcome::Invalid,
-            VerifyOutcome::Disabled,
-            VerifyOutcome::Expired,
-            VerifyOutcome::Compromised,
-            VerifyOutcome::OwnerInactive,
-            VerifyOutcome::NotAllowed(Refusal::CloudNotAllowed),
-            VerifyOutcome::NotAllowed(Refusal::IpNotAllowed),
-            VerifyOutcome::NotAllowed(Refusal::InsufficientPermissions { missing: vec![] }),
-            VerifyOutcome::RateLimited,
-        ];
-        let codes: Vec<&str> = refusals.iter().filter_map(VerifyOutcome::code).collect();
-        assert_eq!(codes, REFUSAL_CODES);
     }
 }

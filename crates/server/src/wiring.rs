@@ -6,41 +6,13 @@ use std::sync::Arc;
 use actix_web::{HttpServer, web};
 use latchkey_app::{App, KeyVerifier};
 use latchkey_domain::{Clock, SystemClock};
-use latchkey_graphql::{LatchkeySchema, build_schema};
+use latchkey_graphql::build_schema;
 use latchkey_notify::{Dispatcher, Notifier};
 use latchkey_store::{RevocationSignal, Store};
 use tokio::sync::{Notify, watch};
 
-use crate::config::{HttpLimits, ServeConfig};
-use crate::http;
-
-/// Largest request body accepted (larger gets 413).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
-
-/// What every HTTP handler shares.
-#[derive(Clone)]
-pub struct AppContext {
-    /// The executable schema (over `app`).
-    pub schema: LatchkeySchema,
-    /// Every use case.
-    pub app: App,
-    /// Connection and request limits.
-    pub limits: HttpLimits,
-    /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Arc<Vec<latchkey_domain::restrictions::Network>>,
-    /// GitHub's secret-scanning keys.
-    pub github: Arc<crate::github::GithubKeys>,
-    /// The identity provider, when admins sign in through one.
-    pub oidc_provider: Option<Arc<crate::oidc::Provider>>,
-    /// The API keys page's "Sign in with your organisation".
-    pub page_sign_in: Option<crate::oidc::PageSignIn>,
-}
-
-impl std::fmt::Debug for AppContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppContext").field("app", &self.app).finish_non_exhaustive()
-    }
-}
+use crate::config::ServeConfig;
+use crate::context::ServerContext;
 
 /// A started server.
 #[derive(Debug)]
@@ -130,7 +102,7 @@ pub async fn start_with_clock(
         }
         None => None,
     };
-    let context = AppContext {
+    let context = ServerContext {
         schema: build_schema(app.clone()),
         app: app.clone(),
         limits: config.http,
@@ -170,14 +142,16 @@ pub async fn start_with_clock(
     let mut server = HttpServer::new(move || {
         actix_web::App::new()
             .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-            .wrap(actix_web::middleware::from_fn(move |req, next| http::read_body_within(body_read_timeout, req, next)))
+            .app_data(web::PayloadConfig::new(crate::middleware::MAX_BODY_BYTES))
+            .wrap(actix_web::middleware::from_fn(move |req, next| {
+                crate::middleware::read_body_within(body_read_timeout, req, next)
+            }))
             .wrap(actix_web::middleware::from_fn({
                 let origins = cors_origins.clone();
-                move |req, next| http::cors(origins.clone(), req, next)
+                move |req, next| crate::middleware::cors(origins.clone(), req, next)
             }))
-            .wrap(actix_web::middleware::from_fn(http::log_requests))
-            .configure(http::routes)
+            .wrap(actix_web::middleware::from_fn(crate::middleware::log_requests))
+            .configure(crate::router::routes)
     })
     .keep_alive(config.http.idle_timeout)
     .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
@@ -216,10 +190,10 @@ pub async fn start_with_clock(
 #[allow(clippy::type_complexity)]
 fn serve_metrics(
     bind: SocketAddr,
-    data: web::Data<AppContext>,
+    data: web::Data<ServerContext>,
 ) -> anyhow::Result<(SocketAddr, actix_web::dev::ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let server = HttpServer::new(move || {
-        actix_web::App::new().app_data(data.clone()).route("/metrics", web::get().to(http::metrics))
+        actix_web::App::new().app_data(data.clone()).route("/metrics", web::get().to(crate::probes::metrics))
     })
     .workers(1)
     .disable_signals()

@@ -12,10 +12,14 @@ use std::io::{BufRead, Read};
 use chrono::{DateTime, Utc};
 use latchkey_domain::description::shows_nothing;
 use latchkey_domain::import::{ImportedSecret, from_hash, from_plaintext};
-use latchkey_domain::{Description, TenantId, policy};
-use latchkey_store::{ImportWrite, NewCredential, NewKey, Store};
+use latchkey_domain::{AuditChange, AuditEntry, Description, KeyEvent, KeyEventKind, TenantId, User, policy};
+use latchkey_store::{ImportState, NewCredential, NewKey, StoreError};
 use serde::Deserialize;
 use serde_json::json;
+
+use crate::App;
+use crate::change::Change;
+use crate::error::AppResult;
 
 /// Longest line read (a longer one is refused, not parsed).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -43,13 +47,14 @@ struct Ready {
 
 /// Checks one record; the reason says what is wrong, never the secret.
 async fn check(
-    store: &Store,
+    app: &App,
     tenant: TenantId,
     record: Record,
     now: DateTime<Utc>,
 ) -> Result<(NewKey, DateTime<Utc>), String> {
     let description = Description::parse(&record.description).map_err(|e| format!("description: {e}"))?;
-    let owner = store
+    let owner = app
+        .store
         .user_by_email(tenant, &record.owner_email)
         .await
         .map_err(|e| format!("the owner could not be read: {e}"))?
@@ -113,14 +118,14 @@ fn imported(
 }
 
 /// Imports the records of `input` into `tenant`; returns the JSON report.
-pub async fn run(
-    store: &Store,
+pub(crate) async fn run(
+    app: &App,
     tenant: TenantId,
     input: impl BufRead,
     dry_run: bool,
     atomic: bool,
     now: DateTime<Utc>,
-) -> anyhow::Result<serde_json::Value> {
+) -> AppResult<Result<serde_json::Value, std::io::Error>> {
     let mut refused = Vec::new();
     let mut ready = Vec::new();
     let mut lookups = std::collections::HashSet::new();
@@ -128,7 +133,10 @@ pub async fn run(
     let mut line = 0usize;
     loop {
         let mut buffer = Vec::new();
-        let read = reader.by_ref().take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buffer)?;
+        let read = match reader.by_ref().take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buffer) {
+            Ok(read) => read,
+            Err(e) => return Ok(Err(e)),
+        };
         if read == 0 {
             break;
         }
@@ -139,7 +147,10 @@ pub async fn run(
             let mut rest = Vec::new();
             loop {
                 rest.clear();
-                let n = reader.by_ref().take(MAX_LINE_BYTES as u64).read_until(b'\n', &mut rest)?;
+                let n = match reader.by_ref().take(MAX_LINE_BYTES as u64).read_until(b'\n', &mut rest) {
+                    Ok(n) => n,
+                    Err(e) => return Ok(Err(e)),
+                };
                 if n == 0 || rest.ends_with(b"\n") {
                     break;
                 }
@@ -154,13 +165,11 @@ pub async fn run(
             Err(e) => {
                 Err(format!("not a valid record: {}", e.to_string().split(" at line").next().unwrap_or("bad JSON")))
             }
-            Ok(record) => check(store, tenant, record, now).await,
+            Ok(record) => check(app, tenant, record, now).await,
         };
         match outcome {
             Ok((key, created_at)) => {
-                let identity =
-                    key.import_lookup.clone().unwrap_or_else(|| key.credential.lookup_id.as_str().to_owned());
-                if !lookups.insert(identity) {
+                if !lookups.insert(key.import_identity()) {
                     refused.push(json!({ "line": line, "reason": "the same key appears earlier in the file" }));
                     continue;
                 }
@@ -174,14 +183,15 @@ pub async fn run(
     if write {
         let actor = latchkey_domain::lifecycle::system_actor(tenant);
         for Ready { line, key, created_at } in ready {
-            match store.insert_imported_key(key, created_at, &actor, now).await? {
-                ImportWrite::Imported(key) => imported.push(json!({ "line": line, "id": key.id })),
-                ImportWrite::Present => skipped.push(line),
-                ImportWrite::Retired => retired.push(line),
+            match write_imported(app, key, created_at, &actor, now).await? {
+                Ok(id) => imported.push((line, id)),
+                Err(ImportState::Present | ImportState::New) => skipped.push(line),
+                Err(ImportState::Retired) => retired.push(line),
             }
         }
     }
-    Ok(json!({
+    let imported: Vec<_> = imported.into_iter().map(|(line, id)| json!({ "line": line, "id": id })).collect();
+    Ok(Ok(json!({
         "dryRun": dry_run,
         "written": write,
         "imported": imported.len(),
@@ -189,5 +199,36 @@ pub async fn run(
         "skippedAsPresent": skipped,
         "skippedAsRetired": retired,
         "refused": refused,
-    }))
+    })))
+}
+
+/// Inserts one imported key, as a key from before key management, with its
+/// `IMPORTED` audit entry and owner notice (by `actor`), in one unit of
+/// work; `New` when it was written. A credential imported before is never
+/// written again: not while its key is there (an import can run twice), nor
+/// after it was rotated away or deleted.
+async fn write_imported(
+    app: &App,
+    new: NewKey,
+    created_at: DateTime<Utc>,
+    actor: &User,
+    now: DateTime<Utc>,
+) -> AppResult<Result<latchkey_domain::ApiKeyId, ImportState>> {
+    let mut change = Change::begin(app).await?;
+    let state = change.import_state(&new).await?;
+    if state != ImportState::New {
+        return Ok(Err(state));
+    }
+    let identity = new.import_identity();
+    let key = match change.insert_key(new, created_at, None).await {
+        Ok(key) => key,
+        Err(StoreError::Conflict(_)) => return Ok(Err(ImportState::Present)),
+        Err(e) => return Err(e.into()),
+    };
+    change.remember_import(identity, &key, now).await?;
+    let owner = change.owner_of(&key).await?;
+    change.mail(&KeyEvent::new(KeyEventKind::Imported, &key, &owner, actor, now)).await?;
+    change.audit(&AuditEntry::new(AuditChange::Imported, &key, actor, now)).await?;
+    change.commit().await?;
+    Ok(Ok(key.id))
 }

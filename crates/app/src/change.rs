@@ -1,0 +1,75 @@
+//! The unit of work of every use case that writes: the one place where a
+//! change and its side effects are put together. A use case opens a
+//! [`Change`], reads and writes through it (it derefs to the store's
+//! [`Tx`]), records what the change means — its audit entry, the notices to
+//! mail, the keys whose cached verifications must go — and commits. All of
+//! it lands in one transaction or none of it does; after the commit, this
+//! process's cache forgets the revoked keys (other replicas learn through
+//! the `NOTIFY` sent inside the transaction) and the dispatcher is woken
+//! when there is mail.
+
+use std::ops::Deref;
+
+use latchkey_domain::{ApiKeyId, AuditEntry, KeyEvent};
+use latchkey_store::Tx;
+
+use crate::App;
+use crate::error::AppResult;
+
+/// One open unit of work. Dropped without [`Change::commit`], it writes nothing.
+#[derive(Debug)]
+pub(crate) struct Change<'a> {
+    app: &'a App,
+    tx: Tx,
+    revoked: Vec<ApiKeyId>,
+    mailed: bool,
+}
+
+impl<'a> Change<'a> {
+    /// Opens a unit of work on `app`'s store.
+    pub(crate) async fn begin(app: &'a App) -> AppResult<Self> {
+        Ok(Change { app, tx: app.store.begin().await?, revoked: Vec::new(), mailed: false })
+    }
+
+    /// Records `entry` in the audit trail.
+    pub(crate) async fn audit(&mut self, entry: &AuditEntry) -> AppResult<()> {
+        Ok(self.tx.append_audit(entry).await?)
+    }
+
+    /// Queues `notice` for mailing once the change commits.
+    pub(crate) async fn mail(&mut self, notice: &KeyEvent) -> AppResult<()> {
+        self.tx.enqueue_notice(notice).await?;
+        self.mailed = true;
+        Ok(())
+    }
+
+    /// Drops `key`'s cached verifications on every replica once the change
+    /// commits (what they cached — secret, status, owner, restrictions — no
+    /// longer holds).
+    pub(crate) async fn revoke(&mut self, key: ApiKeyId) -> AppResult<()> {
+        self.tx.push_revocation(key).await?;
+        self.revoked.push(key);
+        Ok(())
+    }
+
+    /// Commits the change with its side effects, then applies them here.
+    pub(crate) async fn commit(self) -> AppResult<()> {
+        let Change { app, tx, revoked, mailed } = self;
+        tx.commit().await?;
+        for key in revoked {
+            app.verifier.forget(key);
+        }
+        if mailed {
+            app.outbox.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl Deref for Change<'_> {
+    type Target = Tx;
+
+    fn deref(&self) -> &Tx {
+        &self.tx
+    }
+}

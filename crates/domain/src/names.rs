@@ -1,0 +1,65 @@
+//! The rule for names (of tenants and users, and external ids) and the loose
+//! check of email addresses, written once for every front end.
+
+use crate::description::shows_nothing;
+
+/// Longest name, in Unicode scalar values.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// Why a name was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameProblem {
+    /// Empty, or only spaces and invisible characters.
+    Blank,
+    /// Over [`MAX_NAME_CHARS`].
+    TooLong,
+    /// Contains a control character.
+    Control,
+}
+
+/// `raw` trimmed, if it is a name: 1 to 255 characters, no control
+/// characters, not all of them invisible.
+pub fn name(raw: &str) -> Result<&str, NameProblem> {
+    let trimmed = raw.trim();
+    if shows_nothing(trimmed) {
+        Err(NameProblem::Blank)
+    } else if trimmed.chars().count() > MAX_NAME_CHARS {
+        Err(NameProblem::TooLong)
+    } else if trimmed.chars().any(char::is_control) {
+        Err(NameProblem::Control)
+    } else {
+        Ok(trimmed)
+    }
+}
+
+/// A deliberately loose check: something@something, at most 320 bytes, no
+/// spaces, controls or the characters that separate addresses in a header.
+pub fn looks_like_email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else { return false };
+    !local.is_empty()
+        && !domain.is_empty()
+        && s.len() <= 320
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_bounded_visible_and_without_controls() {
+        assert_eq!(name("  Acme  "), Ok("Acme"));
+        assert_eq!(name(" \u{200B} "), Err(NameProblem::Blank));
+        assert_eq!(name(&"x".repeat(256)), Err(NameProblem::TooLong));
+        assert_eq!(name(&"é".repeat(255)), Ok("é".repeat(255).as_str()));
+        assert_eq!(name("a\u{7}b"), Err(NameProblem::Control));
+    }
+
+    #[test]
+    fn emails_are_checked_loosely() {
+        assert!(looks_like_email("ada@acme.example"));
+        for bad in ["ada", "@acme", "ada@", "a da@acme", "<ada@acme>", "a,b@c"] {
+            assert!(!looks_like_email(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Verification for gateways (`POST /v1/keys/verify`) and leak reports
+//! from anyone (`POST /v1/keys/report-leak`).
+
+use std::net::IpAddr;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use latchkey_app::verify::VerifiedKey;
+use latchkey_app::{Refusal, RequestContext, VerifyOutcome};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::answers::{CloudName, ErrorBody, MAX_ASKED_PERMISSIONS, RestError, client_address, parse_cloud, rest_error};
+use crate::context::ServerContext;
+
+/// A verification: the key, and what the request it came with needs.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyRequest<'a> {
+    /// The presented key (an `lk_` key, or an imported one).
+    #[serde(borrow)]
+    #[schema(value_type = String, example = "lk_...")]
+    key: std::borrow::Cow<'a, str>,
+    /// The cloud the request is for: `EMPLOYEE` or `CUSTOMER` (any case).
+    #[schema(value_type = Option<CloudName>, example = "CUSTOMER")]
+    cloud: Option<String>,
+    /// Permission names the request needs (at most 64).
+    #[serde(default)]
+    #[schema(example = json!(["users:read"]))]
+    permissions: Vec<String>,
+    /// The end client's address, as the gateway saw it.
+    #[schema(schema_with = ip_address, required = false, example = "203.0.113.7")]
+    ip: Option<String>,
+}
+
+/// An IPv4 or IPv6 address, for the OpenAPI document.
+fn ip_address() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let address =
+        |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
+    OneOfBuilder::new()
+        .item(address(KnownFormat::Ipv4))
+        .item(address(KnownFormat::Ipv6))
+        .description(Some("The end client's address, as the gateway saw it."))
+        .build()
+        .into()
+}
+
+impl VerifyRequest<'_> {
+    /// The request context, or what is wrong with it.
+    fn context(&self) -> Result<RequestContext, String> {
+        let cloud = self.cloud.as_deref().map(parse_cloud).transpose()?;
+        if self.permissions.len() > MAX_ASKED_PERMISSIONS {
+            return Err(format!("`permissions` may name at most {MAX_ASKED_PERMISSIONS} permissions."));
+        }
+        let ip = match self.ip.as_deref() {
+            None => None,
+            Some(raw) => {
+                Some(raw.trim().parse::<IpAddr>().map_err(|_| "`ip` must be an IPv4 or IPv6 address.".to_owned())?)
+            }
+        };
+        Ok(RequestContext::needing(cloud, self.permissions.iter().map(String::as_str), ip))
+    }
+}
+
+/// The answer for a valid key.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Verified {
+    /// Always true.
+    valid: bool,
+    #[schema(value_type = uuid::Uuid)]
+    key_id: String,
+    #[schema(value_type = uuid::Uuid)]
+    tenant_id: String,
+    #[schema(value_type = uuid::Uuid)]
+    owner_id: String,
+    /// The clouds it works in (`EMPLOYEE`, `CUSTOMER`).
+    clouds: Vec<String>,
+    /// What the key may do; null when unrestricted.
+    permissions: Option<Vec<&'static str>>,
+}
+
+/// The answer for a key that does not work, or may not serve the request.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Refused<'a> {
+    /// Always false.
+    valid: bool,
+    #[schema(schema_with = crate::answers::refusal_code)]
+    code: &'static str,
+    /// For `INSUFFICIENT_PERMISSIONS`: the permissions asked for and not granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    missing: Option<&'a [String]>,
+}
+
+/// What `/v1/keys/verify` answers with 200.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(crate) enum VerifyAnswer<'a> {
+    Verified(Verified),
+    #[schema(value_type = Refused)]
+    Refused(Refused<'a>),
+}
+
+/// The body answering a valid key: rendered once per cached verification
+/// and reused for every hit.
+fn verified_body(key: &VerifiedKey) -> String {
+    key.rendered
+        .get_or_init(|| {
+            let body = Verified {
+                valid: true,
+                key_id: key.key_id.to_string(),
+                tenant_id: key.tenant_id.to_string(),
+                owner_id: key.owner_id.to_string(),
+                clouds: latchkey_domain::policy::clouds_of_api_keys()
+                    .iter()
+                    .filter(|c| key.restrictions.clouds.contains(c))
+                    .map(|c| c.as_str().to_ascii_uppercase())
+                    .collect(),
+                permissions: key
+                    .restrictions
+                    .permissions
+                    .map(|_| key.restrictions.effective_permissions(key.owner_may).names()),
+            };
+            serde_json::to_string(&body).unwrap_or_default()
+        })
+        .clone()
+}
+
+/// Verifies a key for a gateway or service, with what the request needs.
+/// A refusal is a 200 answer with `valid: false` and its code.
+#[utoipa::path(
+    post, path = "/v1/keys/verify", tag = "verification", request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "The verdict", body = VerifyAnswer),
+        (status = 400, description = "The body is not a verification", body = ErrorBody),
+        (status = 503, description = "Latchkey cannot answer now", body = ErrorBody),
+    )
+)]
+pub(crate) async fn verify_key(ctx: web::Data<ServerContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    // Only a JSON object: serde would also accept `["lk_..."]` for a struct.
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let request: VerifyRequest<'_> = match serde_json::from_slice(&body) {
+        Ok(r) if is_object => r,
+        _ => {
+            return RestError::bad_request(
+                "The body must be JSON of the form {\"key\": \"lk_...\"}, optionally with \"cloud\", \
+                 \"permissions\" and \"ip\".",
+            )
+            .response();
+        }
+    };
+    let context = match request.context() {
+        Ok(c) => c,
+        Err(message) => return RestError::bad_request(message.clone()).response(),
+    };
+    // The failure limit counts the caller (the gateway), not the address it reports.
+    let client = req.peer_addr().map(|a| a.ip());
+    let body = match ctx.app.verify_key(&request.key, client, &context).await {
+        Ok(VerifyOutcome::Valid(key)) => verified_body(&key),
+        Ok(VerifyOutcome::NotAllowed(refusal)) => {
+            let missing = match &refusal {
+                Refusal::InsufficientPermissions { missing } => Some(missing.as_slice()),
+                _ => None,
+            };
+            serde_json::to_string(&Refused { valid: false, code: refusal.code(), missing }).unwrap_or_default()
+        }
+        Ok(refused) => {
+            let code = refused.code().unwrap_or("INVALID");
+            serde_json::to_string(&Refused { valid: false, code, missing: None }).unwrap_or_default()
+        }
+        Err(e) => return rest_error(e),
+    };
+    HttpResponse::Ok()
+        .content_type(header::ContentType::json())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+/// A report that a key was found exposed.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LeakReportRequest {
+    /// The key as found.
+    key: String,
+    /// Where it was found (at most 2048 characters).
+    url: Option<String>,
+}
+
+/// A leak report was taken.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LeakReceived {
+    /// Always true, whatever the key.
+    received: bool,
+}
+
+/// Longest URL a leak report may carry.
+const MAX_LEAK_URL: usize = 2048;
+
+/// `POST /v1/keys/report-leak`: anyone who finds a key may report it. The
+/// answer is 202 whatever the key (no oracle of validity); the report is
+/// handled in the background and acts only on real keys.
+#[utoipa::path(
+    post, path = "/v1/keys/report-leak", tag = "leaks", request_body = LeakReportRequest,
+    responses(
+        (status = 202, description = "Taken; handled in the background, whatever the key", body = LeakReceived),
+        (status = 400, description = "The body is not a report", body = ErrorBody),
+        (status = 429, description = "Too many reports from this address",
+         headers(("Retry-After" = u32, description = "Seconds")), body = ErrorBody),
+    )
+)]
+pub(crate) async fn report_leak(ctx: web::Data<ServerContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let report = match serde_json::from_slice::<LeakReportRequest>(&body) {
+        Ok(r) if is_object && r.url.as_ref().is_none_or(|u| u.len() <= MAX_LEAK_URL) => r,
+        _ => {
+            return RestError::bad_request(
+                "The body must be JSON of the form {\"key\": \"...\", \"url\": \"where it was found\"} \
+                 (the URL at most 2048 characters).",
+            )
+            .response();
+        }
+    };
+    let client = client_address(&req, &ctx.trusted_proxies);
+    if !ctx.app.accept_leak_report(report.key, report.url, client) {
+        let mut response = RestError::rate_limited("Too many reports; retry later.").response();
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        return response;
+    }
+    HttpResponse::Accepted().insert_header((header::CACHE_CONTROL, "no-store")).json(LeakReceived { received: true })
+}
