@@ -233,7 +233,7 @@ async fn a_reimport_never_brings_back_a_rotated_or_deleted_key(db: TestDb) {
 
     // Each import is audited (by Latchkey) and its owner mailed like a generate.
     let events = app.wait_for_deliveries(3).await;
-    let imported: Vec<_> = events.iter().filter(|e| e.kind == latchkey_domain::KeyEventKind::Imported).collect();
+    let imported: Vec<_> = events.iter().filter(|e| e.kind == latchkey_domain::NoticeKind::Imported).collect();
     assert_eq!(imported.len(), 3, "{events:?}");
     assert!(imported.iter().all(|e| e.owner_email == s.integration.email && e.actor_name == "Latchkey"));
     let trail = app

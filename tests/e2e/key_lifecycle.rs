@@ -1,6 +1,6 @@
 //! Generate, rotate, edit, delete: success, every user error, and the events.
 
-use latchkey_domain::{KeyEventKind, secret::KEY_LEN};
+use latchkey_domain::{NoticeKind, secret::KEY_LEN};
 use latchkey_tests::TestApp;
 use latchkey_tests::ops::GENERATE;
 use serde_json::{Value, json};
@@ -205,8 +205,8 @@ async fn create_rotate_delete_each_emit_one_event_and_edit_none(app: TestApp) {
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     let delivered_after = app.notifier.delivered();
     assert_eq!(delivered_after.len(), 3, "exactly three events: {delivered:?}");
-    let kinds: Vec<KeyEventKind> = delivered_after.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, vec![KeyEventKind::Generated, KeyEventKind::Rotated, KeyEventKind::Deleted]);
+    let kinds: Vec<NoticeKind> = delivered_after.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![NoticeKind::Generated, NoticeKind::Rotated, NoticeKind::Deleted]);
     for e in &delivered_after {
         assert_eq!(e.key_id.to_string(), id);
         assert_eq!(e.owner_id, s.integration.id);

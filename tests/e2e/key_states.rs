@@ -8,7 +8,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, SecondsFormat, SubsecRound, Utc};
 use latchkey_domain::clock::ManualClock;
-use latchkey_domain::{Cloud, KeyEventKind};
+use latchkey_domain::{Cloud, NoticeKind};
 use latchkey_tests::{AppOptions, Seeded, TestApp, TestDb, error_code, ops};
 use serde_json::{Value, json};
 
@@ -89,7 +89,7 @@ async fn overlap_keeps_the_old_secret_until_its_deadline(db: TestDb) {
 
     // The owner is told until when the old secret works.
     let events = app.wait_for_deliveries(2).await;
-    let rotated = events.iter().find(|e| e.kind == KeyEventKind::Rotated).expect("rotated mail");
+    let rotated = events.iter().find(|e| e.kind == NoticeKind::Rotated).expect("rotated mail");
     assert_eq!(rotated.previous_secret_expires_at, Some(start + Duration::hours(1)));
 
     // Right after the overlap the old secret is refused, even from the cache.
@@ -215,14 +215,14 @@ async fn disabled_and_expired_keys_are_refused_with_their_code(db: TestDb) {
 
     // Disable and enable mail the owner, saying who did it (once each: the repeat changed nothing).
     let events = app.wait_for_deliveries(3).await;
-    let kinds: Vec<KeyEventKind> = events.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [KeyEventKind::Generated, KeyEventKind::Disabled, KeyEventKind::Enabled]);
+    let kinds: Vec<NoticeKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [NoticeKind::Generated, NoticeKind::Disabled, NoticeKind::Enabled]);
     assert!(events[1..].iter().all(|e| e.actor_name == s.admin.name && e.owner_email == s.integration.email));
 
     // Expired: refused with its code, from the cache too; GraphQL says so; the owner is told.
     clock.advance(Duration::days(10) + Duration::seconds(1));
     assert_eq!(code(&app, &secret).await, "EXPIRED");
-    until("the expiry notice", || app.notifier.delivered().iter().any(|e| e.kind == KeyEventKind::Expired)).await;
+    until("the expiry notice", || app.notifier.delivered().iter().any(|e| e.kind == NoticeKind::Expired)).await;
     let body = app.gql(Some(&secret), "{ viewer { tenant { id } } }", json!({})).await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("expired"), "{body}");
@@ -245,7 +245,7 @@ async fn disabled_and_expired_keys_are_refused_with_their_code(db: TestDb) {
     clock.advance(Duration::hours(1));
     assert_eq!(code(&app, &secret).await, "EXPIRED");
     // It expired a second time: the owner is told again (and the audit log says so).
-    let expiry_notices = || app.notifier.delivered().iter().filter(|e| e.kind == KeyEventKind::Expired).count();
+    let expiry_notices = || app.notifier.delivered().iter().filter(|e| e.kind == NoticeKind::Expired).count();
     until("the second expiry notice", || expiry_notices() == 2).await;
 
     // Rotating an expired key gives a working key, without expiry unless asked.
@@ -377,7 +377,7 @@ async fn the_key_table_filters_by_status_and_pages_stably_in_every_order(db: Tes
 }
 
 /// Events of `kind` delivered by any of `notifiers`.
-fn delivered(notifiers: &[&latchkey_notify::RecordingNotifier], kind: KeyEventKind) -> usize {
+fn delivered(notifiers: &[&latchkey_notify::RecordingNotifier], kind: NoticeKind) -> usize {
     notifiers.iter().map(|n| n.delivered().iter().filter(|e| e.kind == kind).count()).sum()
 }
 
@@ -405,26 +405,26 @@ async fn expiry_notices_are_sent_once_across_replicas_and_restarts(db: TestDb) {
 
     // 7 days before: one warning between the two replicas.
     clock.advance(Duration::days(23));
-    until("the 7-day warning", || delivered(&notifiers(), KeyEventKind::Expiring) == 1).await;
+    until("the 7-day warning", || delivered(&notifiers(), NoticeKind::Expiring) == 1).await;
     // 1 day before: the second.
     clock.advance(Duration::days(6));
-    until("the 1-day warning", || delivered(&notifiers(), KeyEventKind::Expiring) == 2).await;
+    until("the 1-day warning", || delivered(&notifiers(), NoticeKind::Expiring) == 2).await;
     // A restart of one replica sends nothing again.
     replica.stop().await;
     let (replica, third) = app.replica().await;
     // Expired: one notice.
     clock.advance(Duration::days(1));
-    until("the expiry notice", || delivered(&[&app.notifier, &second, &third], KeyEventKind::Expired) == 1).await;
+    until("the expiry notice", || delivered(&[&app.notifier, &second, &third], NoticeKind::Expired) == 1).await;
     // Each replica scans every 100 ms: many passes later, still once each.
     tokio::time::sleep(StdDuration::from_millis(800)).await;
     let all = [&app.notifier, &second, &third];
-    assert_eq!((delivered(&all, KeyEventKind::Expiring), delivered(&all, KeyEventKind::Expired)), (2, 1));
+    assert_eq!((delivered(&all, NoticeKind::Expiring), delivered(&all, NoticeKind::Expired)), (2, 1));
     let stored = app.store.events_of_key(s.tenant.id, id.parse().unwrap()).await.unwrap();
     let kinds: Vec<&str> = stored.iter().map(|e| e.event.kind.as_str()).collect();
     assert_eq!(kinds, ["generated", "expiring", "expiring", "expired"]);
 
     // The mail: description, last four, the date, the link; never a secret.
-    let warning = all.iter().flat_map(|n| n.delivered()).find(|e| e.kind == KeyEventKind::Expiring).unwrap();
+    let warning = all.iter().flat_map(|n| n.delivered()).find(|e| e.kind == NoticeKind::Expiring).unwrap();
     assert_eq!(warning.key_expires_at, Some(parse(&json!(iso(expires)))));
     assert_eq!(warning.key_description, "Nightly export");
     let settings =
@@ -438,7 +438,7 @@ async fn expiry_notices_are_sent_once_across_replicas_and_restarts(db: TestDb) {
     let token = app.token(&s.admin, Cloud::Employee);
     let next = app.now() + Duration::days(3);
     change(&app, &token, ops::SET_EXPIRY, json!({ "input": { "id": id, "expiresAt": iso(next) } })).await;
-    until("the re-armed warning", || delivered(&[&app.notifier, &second, &third], KeyEventKind::Expiring) == 3).await;
+    until("the re-armed warning", || delivered(&[&app.notifier, &second, &third], NoticeKind::Expiring) == 3).await;
     replica.stop().await;
     app.stop().await;
 }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use latchkey_domain::{ApiKeySecret, Cloud, KeyEventKind};
+use latchkey_domain::{ApiKeySecret, Cloud, NoticeKind};
 use latchkey_tests::{Backend, TestApp, TestDb, error_code, ops};
 use serde_json::{Value, json};
 
@@ -36,8 +36,8 @@ async fn reaches(app: &TestApp, base: &str, key: &str, expected: &str) -> Durati
     started.elapsed()
 }
 
-fn leaked(app: &TestApp) -> Vec<latchkey_domain::KeyEvent> {
-    app.notifier.delivered().into_iter().filter(|e| e.kind == KeyEventKind::Leaked).collect()
+fn leaked(app: &TestApp) -> Vec<latchkey_domain::Notice> {
+    app.notifier.delivered().into_iter().filter(|e| e.kind == NoticeKind::Leaked).collect()
 }
 
 async fn a_reported_key_is_revoked_and_everyone_is_told_once(app: TestApp) {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::SecondsFormat;
 use latchkey_domain::EventDelivery;
 use latchkey_domain::admin_token::AdminTokenKey;
-use latchkey_domain::{Description, KeyEventKind};
+use latchkey_domain::{Description, NoticeKind};
 use latchkey_notify::mail::{MailNotifier, MailSettings, MailTransport};
 use latchkey_notify::{Dispatcher, DispatcherConfig};
 use latchkey_store::{NewCredential, NewKey, StoreOptions};
@@ -70,9 +70,9 @@ async fn generate_rotate_delete_each_mail_the_owner_once_and_edit_mails_nobody(b
 
     let events = app.store.events_of_key(s.tenant.id, id.parse().unwrap()).await.unwrap();
     let expectations = [
-        (KeyEventKind::Generated, hostile, &secret),
-        (KeyEventKind::Rotated, "Renamed", &new_secret),
-        (KeyEventKind::Deleted, "Renamed", &new_secret),
+        (NoticeKind::Generated, hostile, &secret),
+        (NoticeKind::Rotated, "Renamed", &new_secret),
+        (NoticeKind::Deleted, "Renamed", &new_secret),
     ];
     for ((message, event), (kind, description, current_secret)) in received.iter().zip(&events).zip(expectations) {
         assert_eq!(event.event.kind, kind);
@@ -102,7 +102,7 @@ async fn generate_rotate_delete_each_mail_the_owner_once_and_edit_mails_nobody(b
         }
         let html = parsed.body_html(0).unwrap();
         assert!(!html.contains("<script"), "{html}");
-        if kind == KeyEventKind::Generated {
+        if kind == NoticeKind::Generated {
             assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;Sync&quot;"), "{html}");
         }
         assert!(html.contains("href=\"http://console.test/settings/integrations/api\""));

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use latchkey_domain::{Cloud, KeyEventKind};
+use latchkey_domain::{Cloud, NoticeKind};
 use latchkey_tests::browser::{Browser, click, js, until};
 use latchkey_tests::{Backend, TestApp, TestDb, error_code, run_latchkey};
 use serde_json::{Value, json};
@@ -84,7 +84,7 @@ async fn a_deactivated_owner_suspends_its_keys_until_they_are_transferred(app: T
     assert_eq!(verified["ownerId"], s.other_admin.id.to_string(), "{verified}");
     // 3 generated, the suspension notice to each active internal admin, 2 for the transfer.
     let events = app.wait_for_deliveries(7).await;
-    let notices: Vec<_> = events.iter().filter(|e| e.kind == KeyEventKind::KeysSuspended).collect();
+    let notices: Vec<_> = events.iter().filter(|e| e.kind == NoticeKind::KeysSuspended).collect();
     let mut admins: Vec<_> = notices.iter().map(|e| e.owner_email.clone()).collect();
     admins.sort();
     let mut expected_admins = vec![s.admin.email.clone(), s.other_admin.email.clone()];
@@ -95,7 +95,7 @@ async fn a_deactivated_owner_suspends_its_keys_until_they_are_transferred(app: T
     let mut listed: Vec<_> = suspension.keys.iter().map(|(_, description)| description.as_str()).collect();
     listed.sort_unstable();
     assert_eq!(listed, ["Reports", "Sync"]);
-    let transfers: Vec<_> = events.iter().filter(|e| e.kind == KeyEventKind::OwnerChanged).collect();
+    let transfers: Vec<_> = events.iter().filter(|e| e.kind == NoticeKind::OwnerChanged).collect();
     let mut told: Vec<_> = transfers.iter().map(|e| e.owner_email.clone()).collect();
     told.sort();
     let mut owners = vec![s.integration.email.clone(), s.other_admin.email.clone()];
@@ -196,7 +196,7 @@ async fn hostile_transfers_change_nothing(app: TestApp) {
     assert_eq!(app.verify(&secret).await["valid"], true);
     let admin_body = app.gql(Some(&other.admin_token), "{ viewer { user { active } } }", json!({})).await;
     assert_eq!(admin_body["data"]["viewer"]["user"]["active"], true, "{admin_body}");
-    assert!(app.notifier.delivered().iter().all(|e| e.kind != KeyEventKind::OwnerChanged));
+    assert!(app.notifier.delivered().iter().all(|e| e.kind != NoticeKind::OwnerChanged));
     app.stop().await;
 }
 
@@ -287,7 +287,7 @@ async fn operators_list_users_and_a_demotion_suspends_keys(app: TestApp) {
     );
     assert_eq!(code(&app, &secret).await, "OWNER_INACTIVE");
     let events = app.wait_for_deliveries(3).await;
-    assert_eq!(events.iter().filter(|e| e.kind == KeyEventKind::KeysSuspended).count(), 2, "both internal admins");
+    assert_eq!(events.iter().filter(|e| e.kind == NoticeKind::KeysSuspended).count(), 2, "both internal admins");
     let (ok, _, err) = cli(&["user", "update", "--user", &user, "--role", "integration-user"]);
     assert!(ok, "{err}");
     assert_eq!(code(&app, &secret).await, "VALID", "a role that may own keys restores them");

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use latchkey_domain::KeyEventKind;
+use latchkey_domain::NoticeKind;
 use latchkey_tests::{AppOptions, Backend, Seeded, TestApp, TestDb, error_code, ops};
 use serde_json::{Value, json};
 
@@ -131,7 +131,7 @@ async fn restricted_keys_are_decided_at_verification_in_a_fixed_order(app: TestA
         "{body}"
     );
     let events = app.wait_for_deliveries(3).await;
-    let changed = events.iter().find(|e| e.kind == KeyEventKind::RestrictionsChanged).expect("mailed");
+    let changed = events.iter().find(|e| e.kind == NoticeKind::RestrictionsChanged).expect("mailed");
     assert_eq!(
         changed.restrictions_change,
         Some((

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use latchkey_domain::{ApiKeySecret, KeyEventKind};
+use latchkey_domain::{ApiKeySecret, NoticeKind};
 use latchkey_tests::{AppOptions, TestApp, TestDb};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
@@ -100,7 +100,7 @@ async fn started(db: TestDb) -> (TestApp, KeyListing) {
 }
 
 fn leaked(app: &TestApp) -> usize {
-    app.notifier.delivered().iter().filter(|e| e.kind == KeyEventKind::Leaked).count()
+    app.notifier.delivered().iter().filter(|e| e.kind == NoticeKind::Leaked).count()
 }
 
 async fn github_reports_are_verified_labelled_and_acted_on(db: TestDb) {
@@ -286,6 +286,6 @@ async fn a_secret_that_no_longer_works_is_a_false_positive(db: TestDb) {
         app.notifier
             .delivered()
             .iter()
-            .all(|e| e.kind != KeyEventKind::Leaked || e.key_last_four == sentinel[sentinel.len() - 4..])
+            .all(|e| e.kind != NoticeKind::Leaked || e.key_last_four == sentinel[sentinel.len() - 4..])
     );
 }

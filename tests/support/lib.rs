@@ -342,13 +342,10 @@ impl TestApp {
         token_key: &AdminTokenKey,
         notifier: &RecordingNotifier,
     ) -> RunningServer {
+        let token_key = Some(token_key.clone());
         let config = ServeConfig {
-            database_url: db.url.clone(),
-            bind: "127.0.0.1:0".parse().unwrap(),
-            token_key: Some(token_key.clone()),
             oidc: options.oidc.clone(),
             console_url: "http://console.test".into(),
-            store: StoreOptions::default(),
             workers: 2,
             shutdown_timeout: Duration::from_secs(1),
             handle_signals: false,
@@ -368,6 +365,7 @@ impl TestApp {
             cors_origins: options.cors_origins.clone(),
             metrics_bind: options.metrics.then(|| "127.0.0.1:0".parse().unwrap()),
             http: options.http,
+            ..ServeConfig::new(db.url.clone(), "127.0.0.1:0".parse().unwrap(), token_key)
         };
         let chosen: Arc<dyn latchkey_notify::Notifier> = if options.smtp_url.is_some() || options.mail_dir.is_some() {
             config.notifier().expect("mail configuration")
@@ -452,7 +450,7 @@ impl TestApp {
     }
 
     /// Waits until the dispatcher has delivered `count` events (or 10 s).
-    pub async fn wait_for_deliveries(&self, count: usize) -> Vec<latchkey_domain::KeyEvent> {
+    pub async fn wait_for_deliveries(&self, count: usize) -> Vec<latchkey_domain::Notice> {
         for _ in 0..200 {
             let delivered = self.notifier.delivered();
             if delivered.len() >= count {
@@ -489,12 +487,12 @@ pub async fn seed_tenant(store: &Store, token_key: &AdminTokenKey, name: &str) -
 /// notice and audit entry in one unit of work — without a server: for
 /// fixtures of many keys (the use case itself is `KeyAdmin::generate`).
 pub async fn insert_generated_key(store: &Store, new: latchkey_store::NewKey, actor: &User) -> latchkey_domain::ApiKey {
-    use latchkey_domain::{AuditChange, AuditEntry, KeyEvent, KeyEventKind};
+    use latchkey_domain::{AuditChange, AuditEntry, Notice, NoticeKind};
     let now = Utc::now();
     let tx = store.begin().await.unwrap();
     let key = tx.insert_key(new, now, Some(actor.id)).await.unwrap();
     let owner = tx.owner_of(&key).await.unwrap();
-    tx.enqueue_notice(&KeyEvent::new(KeyEventKind::Generated, &key, &owner, actor, now)).await.unwrap();
+    tx.enqueue_notice(&Notice::new(NoticeKind::Generated, &key, &owner, actor, now)).await.unwrap();
     tx.append_audit(&AuditEntry::new(AuditChange::Generated, &key, actor, now)).await.unwrap();
     tx.commit().await.unwrap();
     key

@@ -10,7 +10,7 @@
 
 use std::ops::Deref;
 
-use latchkey_domain::{ApiKeyId, AuditEntry, KeyEvent};
+use latchkey_domain::{ApiKeyId, AuditEntry, Notice};
 use latchkey_store::Tx;
 
 use crate::App;
@@ -37,7 +37,7 @@ impl<'a> Change<'a> {
     }
 
     /// Queues `notice` for mailing once the change commits.
-    pub(crate) async fn mail(&mut self, notice: &KeyEvent) -> AppResult<()> {
+    pub(crate) async fn mail(&mut self, notice: &Notice) -> AppResult<()> {
         self.tx.enqueue_notice(notice).await?;
         self.mailed = true;
         Ok(())

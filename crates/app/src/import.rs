@@ -12,7 +12,7 @@ use std::io::{BufRead, Read};
 use chrono::{DateTime, Utc};
 use latchkey_domain::description::shows_nothing;
 use latchkey_domain::import::{ImportedSecret, from_hash, from_plaintext};
-use latchkey_domain::{AuditChange, AuditEntry, Description, KeyEvent, KeyEventKind, TenantId, User, policy};
+use latchkey_domain::{AuditChange, AuditEntry, Description, Notice, NoticeKind, TenantId, User, policy};
 use latchkey_store::{ImportState, NewCredential, NewKey, StoreError};
 use serde::Deserialize;
 use serde_json::json;
@@ -227,7 +227,7 @@ async fn write_imported(
     };
     change.remember_import(identity, &key, now).await?;
     let owner = change.owner_of(&key).await?;
-    change.mail(&KeyEvent::new(KeyEventKind::Imported, &key, &owner, actor, now)).await?;
+    change.mail(&Notice::new(NoticeKind::Imported, &key, &owner, actor, now)).await?;
     change.audit(&AuditEntry::new(AuditChange::Imported, &key, actor, now)).await?;
     change.commit().await?;
     Ok(Ok(key.id))

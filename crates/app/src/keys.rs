@@ -11,8 +11,8 @@ use latchkey_domain::error::{Violation, ViolationCode};
 use latchkey_domain::hashing::hash_secret;
 use latchkey_domain::restrictions::Restrictions;
 use latchkey_domain::{
-    ApiKey, ApiKeyId, ApiKeySecret, AuditChange, AuditEntry, Description, DomainError, KeyEvent, KeyEventKind,
-    SearchTerm, User, UserId, policy,
+    ApiKey, ApiKeyId, ApiKeySecret, AuditChange, AuditEntry, Description, DomainError, Notice, NoticeKind, SearchTerm,
+    User, UserId, policy,
 };
 use latchkey_domain::{KeyStatus, lifecycle};
 use latchkey_store::{
@@ -380,13 +380,13 @@ impl KeyAdmin<'_> {
                 Err(e) => return Err(e.into()),
             };
             let (kind, audited) = match target {
-                SecretTarget::NewKey { .. } => (KeyEventKind::Generated, AuditChange::Generated),
+                SecretTarget::NewKey { .. } => (NoticeKind::Generated, AuditChange::Generated),
                 SecretTarget::Rotate { .. } => {
-                    (KeyEventKind::Rotated, AuditChange::Rotated { previous_secret_until: key.previous_expires_at })
+                    (NoticeKind::Rotated, AuditChange::Rotated { previous_secret_until: key.previous_expires_at })
                 }
             };
             let owner = change.owner_of(&key).await?;
-            change.mail(&KeyEvent::new(kind, &key, &owner, self.actor, now)).await?;
+            change.mail(&Notice::new(kind, &key, &owner, self.actor, now)).await?;
             change.audit(&AuditEntry::new(audited, &key, self.actor, now)).await?;
             if matches!(target, SecretTarget::Rotate { .. }) {
                 change.revoke(key.id).await?;
@@ -524,7 +524,7 @@ impl KeyAdmin<'_> {
         let described = (before.restrictions.describe(), restrictions.describe());
         let key = ApiKey { restrictions, last_edited_at: Some(now), last_edited_by: Some(self.actor.id), ..before };
         let owner = change.owner_of(&key).await?;
-        let mut notice = KeyEvent::new(KeyEventKind::RestrictionsChanged, &key, &owner, self.actor, now);
+        let mut notice = Notice::new(NoticeKind::RestrictionsChanged, &key, &owner, self.actor, now);
         notice.restrictions_change = Some(described.clone());
         change.mail(&notice).await?;
         let (before, after) = described;
@@ -551,12 +551,12 @@ impl KeyAdmin<'_> {
             unchanged => return self.outcome(written(unchanged, None)).await,
         };
         let (kind, audited) = if command.disabled {
-            (KeyEventKind::Disabled, AuditChange::Disabled)
+            (NoticeKind::Disabled, AuditChange::Disabled)
         } else {
-            (KeyEventKind::Enabled, AuditChange::Enabled)
+            (NoticeKind::Enabled, AuditChange::Enabled)
         };
         let owner = change.owner_of(&key).await?;
-        change.mail(&KeyEvent::new(kind, &key, &owner, self.actor, now)).await?;
+        change.mail(&Notice::new(kind, &key, &owner, self.actor, now)).await?;
         change.audit(&AuditEntry::new(audited, &key, self.actor, now)).await?;
         change.revoke(key.id).await?;
         change.commit().await?;
@@ -607,7 +607,7 @@ impl KeyAdmin<'_> {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         }
         let owner = change.owner_of(&key).await?;
-        change.mail(&KeyEvent::new(KeyEventKind::Deleted, &key, &owner, self.actor, now)).await?;
+        change.mail(&Notice::new(NoticeKind::Deleted, &key, &owner, self.actor, now)).await?;
         change.audit(&AuditEntry::new(AuditChange::Deleted, &key, self.actor, now)).await?;
         change.revoke(key.id).await?;
         change.commit().await?;

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use latchkey_domain::hashing::verify_secret;
-use latchkey_domain::{ApiKeyId, AuditChange, AuditEntry, KeyEvent, KeyEventKind, LeakReport, LeakResponse, ParsedKey};
+use latchkey_domain::{ApiKeyId, AuditChange, AuditEntry, LeakReport, LeakResponse, Notice, NoticeKind, ParsedKey};
 use latchkey_store::storable;
 use sha2::{Digest, Sha256};
 
@@ -130,7 +130,7 @@ impl App {
         let mut recipients = vec![owner];
         recipients.extend(admins.into_iter().filter(|admin| admin.id != owner_id));
         for recipient in &recipients {
-            let mut notice = KeyEvent::new(KeyEventKind::Leaked, &key, recipient, &actor, now);
+            let mut notice = Notice::new(NoticeKind::Leaked, &key, recipient, &actor, now);
             notice.leak = Some(leak.clone());
             change.mail(&notice).await?;
         }

@@ -11,7 +11,7 @@ use std::io::BufRead;
 use chrono::Duration;
 use latchkey_domain::lifecycle::system_actor;
 use latchkey_domain::names::{self, NameProblem};
-use latchkey_domain::{ApiKey, ApiKeyId, EventDelivery, KeyEventId, Role, Tenant, TenantId, User, UserId};
+use latchkey_domain::{ApiKey, ApiKeyId, EventDelivery, NoticeId, Role, Tenant, TenantId, User, UserId};
 use latchkey_store::{NewUser, StoreError, StoredEvent, Written};
 
 use crate::App;
@@ -167,7 +167,7 @@ impl Operator<'_> {
     }
 
     /// Puts a notice back in the queue, due now.
-    pub async fn retry_notice(&self, id: KeyEventId) -> AppResult<Option<StoredEvent>> {
+    pub async fn retry_notice(&self, id: NoticeId) -> AppResult<Option<StoredEvent>> {
         let retried = self.app.store.retry_event(id, self.app.clock.now()).await?;
         if retried.is_some() {
             self.app.outbox.notify_one();

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use latchkey_domain::error::ViolationCode;
 use latchkey_domain::{
-    ApiKey, ApiKeyId, AuditChange, AuditEntry, KeyEvent, KeyEventKind, SearchTerm, Suspension, TenantId, User, UserId,
+    ApiKey, ApiKeyId, AuditChange, AuditEntry, Notice, NoticeKind, SearchTerm, Suspension, TenantId, User, UserId,
     policy,
 };
 use latchkey_store::Written;
@@ -192,7 +192,7 @@ pub(crate) async fn user_changed(
             keys: keys.iter().map(|k| (k.last_four.clone(), k.description.clone())).collect(),
         };
         for admin in change.active_internal_admins(after.tenant_id).await? {
-            let mut notice = KeyEvent::new(KeyEventKind::KeysSuspended, first, &admin, actor, now);
+            let mut notice = Notice::new(NoticeKind::KeysSuspended, first, &admin, actor, now);
             notice.suspension = Some(suspension.clone());
             change.mail(&notice).await?;
         }
@@ -212,7 +212,7 @@ async fn transferred(
 ) -> AppResult<()> {
     let names = (old_owner.name.clone(), new_owner.name.clone());
     for recipient in [old_owner, new_owner] {
-        let mut notice = KeyEvent::new(KeyEventKind::OwnerChanged, key, recipient, actor, now);
+        let mut notice = Notice::new(NoticeKind::OwnerChanged, key, recipient, actor, now);
         notice.owner_change = Some(names.clone());
         change.mail(&notice).await?;
     }

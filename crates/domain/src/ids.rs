@@ -61,8 +61,8 @@ uuid_id!(
     ApiKeyId
 );
 uuid_id!(
-    /// One key event (generated, rotated, deleted) in the outbox.
-    KeyEventId
+    /// One notice (generated, rotated, deleted) in the outbox.
+    NoticeId
 );
 
 /// The counter that orders ids minted in the same millisecond by this process.
@@ -86,7 +86,7 @@ impl ApiKeyId {
     }
 }
 
-impl KeyEventId {
+impl NoticeId {
     /// A new event id for an event that happened at `at`.
     pub fn new_at(at: DateTime<Utc>) -> Self {
         Self(time_ordered_uuid(at))

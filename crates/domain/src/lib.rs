@@ -33,10 +33,10 @@ pub const API_KEYS_PAGE_PATH: &str = "/settings/integrations/api";
 pub use clock::{Clock, SystemClock};
 pub use description::{Description, DescriptionError, SearchTerm};
 pub use error::DomainError;
-pub use ids::{ApiKeyId, KeyEventId, TenantId, UserId};
+pub use ids::{ApiKeyId, NoticeId, TenantId, UserId};
 pub use lifecycle::{ExpiryNotice, KeyStatus};
 pub use model::{
-    ApiKey, AuditAction, AuditChange, AuditEntry, Cloud, EventDelivery, KeyEvent, KeyEventKind, LeakReport,
-    LeakResponse, Role, Suspension, Tenant, User,
+    ApiKey, AuditAction, AuditChange, AuditEntry, Cloud, EventDelivery, LeakReport, LeakResponse, Notice, NoticeKind,
+    Role, Suspension, Tenant, User,
 };
 pub use secret::{ApiKeySecret, LookupId, MalformedKey, ParsedKey};

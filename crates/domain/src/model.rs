@@ -1,9 +1,9 @@
-//! Tenants, users, API keys, key events and audit entries.
+//! Tenants, users, API keys, notices and audit entries.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::ids::{ApiKeyId, KeyEventId, TenantId, UserId};
+use crate::ids::{ApiKeyId, NoticeId, TenantId, UserId};
 pub use crate::tenancy::{Cloud, Role};
 
 /// A tenant.
@@ -97,7 +97,7 @@ pub struct LeakReport {
 crate::string_enum! {
     /// What happened to a key; each kind is mailed to the key's owner. The
     /// names are the past-tense words used in storage and in mail.
-    pub enum KeyEventKind {
+    pub enum NoticeKind {
         /// A new key was generated.
         Generated = "generated",
         /// The key's secret was replaced.
@@ -127,7 +127,7 @@ crate::string_enum! {
 }
 
 crate::string_enum! {
-    /// Delivery state of a key event in the outbox.
+    /// Delivery state of a notice in the outbox.
     pub enum EventDelivery {
         /// Waiting to be sent (possibly after a failed attempt).
         Pending = "pending",
@@ -138,14 +138,14 @@ crate::string_enum! {
     }
 }
 
-/// A key event, snapshotting what the owner must be told even after the key
+/// A notice (an outbox row to mail), snapshotting what the owner must be told even after the key
 /// itself is gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyEvent {
+pub struct Notice {
     /// Event id (UUID v7).
-    pub id: KeyEventId,
+    pub id: NoticeId,
     /// What happened.
-    pub kind: KeyEventKind,
+    pub kind: NoticeKind,
     /// The tenant.
     pub tenant_id: TenantId,
     /// The key it happened to.
@@ -191,11 +191,11 @@ pub struct Suspension {
     pub keys: Vec<(String, String)>,
 }
 
-impl KeyEvent {
+impl Notice {
     /// Builds the event for `kind` on `key`, owned by `owner`, done by `actor` at `at`.
-    pub fn new(kind: KeyEventKind, key: &ApiKey, owner: &User, actor: &User, at: DateTime<Utc>) -> Self {
-        KeyEvent {
-            id: KeyEventId::new_at(at),
+    pub fn new(kind: NoticeKind, key: &ApiKey, owner: &User, actor: &User, at: DateTime<Utc>) -> Self {
+        Notice {
+            id: NoticeId::new_at(at),
             kind,
             tenant_id: key.tenant_id,
             key_id: key.id,

@@ -7,7 +7,7 @@ use latchkey_app::{AppError, AuditQuery, KeyOrderField, KeyTableQuery, Page, Use
 use crate::context::context;
 use crate::error::{ApiResult, OrGraphql};
 use crate::types::{
-    ApiKeyConnection, ApiKeyEdge, ApiKeyEvent, ApiKeyEventConnection, ApiKeyEventEdge, ApiKeyOrder, GqlApiKey,
+    ApiKeyConnection, ApiKeyEdge, ApiKeyOrder, GqlApiKey, GqlAuditEntry, GqlAuditEntryConnection, GqlAuditEntryEdge,
     GqlCloud, GqlKeyStatus, GqlPermission, GqlTenant, GqlUser, GqlUserRole, OrderDirection, PageInfo, TenantSettings,
     UserConnection, Viewer, decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor,
 };
@@ -132,17 +132,17 @@ impl QueryRoot {
         #[graphql(desc = "Only entries of this key (which may have been deleted).")] key_id: Option<ID>,
         #[graphql(default_with = "Some(DEFAULT_PAGE_SIZE)", desc = "Page size, 1 to 100.")] first: Option<i32>,
         #[graphql(desc = "Continue after this cursor (a previous page's `endCursor`).")] after: Option<String>,
-    ) -> ApiResult<ApiKeyEventConnection> {
+    ) -> ApiResult<GqlAuditEntryConnection> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
         let after = cursor(after, decode_audit_cursor)?;
         let page = admin.audit_trail(AuditQuery { key_id: key_id.map(|id| id.0), first, after }).await.gql()?;
         let cursors: Vec<String> = page.items.iter().map(|v| encode_audit_cursor(v.entry.id)).collect();
         let page_info = page_info(&page, &cursors, after.is_some());
-        let nodes: Vec<ApiKeyEvent> = page.items.into_iter().map(ApiKeyEvent::from).collect();
+        let nodes: Vec<GqlAuditEntry> = page.items.into_iter().map(GqlAuditEntry::from).collect();
         let edges =
-            nodes.iter().zip(cursors).map(|(node, cursor)| ApiKeyEventEdge { cursor, node: node.clone() }).collect();
-        Ok(ApiKeyEventConnection {
+            nodes.iter().zip(cursors).map(|(node, cursor)| GqlAuditEntryEdge { cursor, node: node.clone() }).collect();
+        Ok(GqlAuditEntryConnection {
             edges,
             nodes,
             page_info,

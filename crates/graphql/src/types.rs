@@ -767,8 +767,8 @@ mod tests {
 
 /// What an audit entry records.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
-#[graphql(remote = "latchkey_domain::AuditAction")]
-pub enum ApiKeyEventAction {
+#[graphql(name = "ApiKeyEventAction", remote = "latchkey_domain::AuditAction")]
+pub enum GqlAuditAction {
     /// The key was generated.
     Generated,
     /// The key's secret was replaced.
@@ -802,11 +802,12 @@ pub enum ApiKeyEventAction {
 
 /// One entry of the audit trail. Kept after the key is deleted.
 #[derive(SimpleObject, Clone, Debug)]
-pub struct ApiKeyEvent {
+#[graphql(name = "ApiKeyEvent")]
+pub struct GqlAuditEntry {
     /// Entry id.
     pub id: ID,
     /// What happened.
-    pub action: ApiKeyEventAction,
+    pub action: GqlAuditAction,
     /// The key (which may no longer exist).
     pub key_id: ID,
     /// The key's description after the change (for a deletion: before it).
@@ -846,20 +847,22 @@ pub struct ApiKeyEvent {
 
 /// One audit entry on a page.
 #[derive(SimpleObject, Clone, Debug)]
-pub struct ApiKeyEventEdge {
+#[graphql(name = "ApiKeyEventEdge")]
+pub struct GqlAuditEntryEdge {
     /// Pass as `after` to continue after this entry.
     pub cursor: String,
     /// The entry.
-    pub node: ApiKeyEvent,
+    pub node: GqlAuditEntry,
 }
 
 /// A page of the audit trail, newest first.
 #[derive(SimpleObject, Clone, Debug)]
-pub struct ApiKeyEventConnection {
+#[graphql(name = "ApiKeyEventConnection")]
+pub struct GqlAuditEntryConnection {
     /// The entries with their cursors.
-    pub edges: Vec<ApiKeyEventEdge>,
+    pub edges: Vec<GqlAuditEntryEdge>,
     /// The entries.
-    pub nodes: Vec<ApiKeyEvent>,
+    pub nodes: Vec<GqlAuditEntry>,
     /// Paging.
     pub page_info: PageInfo,
     /// How many entries match in all.
@@ -880,9 +883,9 @@ pub fn decode_audit_cursor(cursor: &str) -> Option<uuid::Uuid> {
     uuid::Uuid::parse_str(text.strip_prefix(AUDIT_CURSOR_PREFIX)?).ok()
 }
 
-impl From<AuditView> for ApiKeyEvent {
+impl From<AuditView> for GqlAuditEntry {
     fn from(AuditView { entry: e, actor }: AuditView) -> Self {
-        let mut event = ApiKeyEvent {
+        let mut event = GqlAuditEntry {
             id: ID(e.id.to_string()),
             action: e.action().into(),
             key_id: ID(e.key_id.to_string()),

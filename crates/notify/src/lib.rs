@@ -1,4 +1,4 @@
-//! Latchkey's notification port: key events leave the outbox (written by the
+//! Latchkey's notification port: notices leave the outbox (written by the
 //! store in the transaction of the key change) and reach the key's owner.
 //!
 //! A [`Notifier`] delivers one event; the [`Dispatcher`] claims due events from
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use latchkey_domain::{Clock, KeyEvent};
+use latchkey_domain::{Clock, Notice};
 use latchkey_store::Store;
 use tokio::sync::{Notify, watch};
 
@@ -31,28 +31,28 @@ pub enum DeliveryError {
 /// A boxed future returned by [`Notifier::deliver`].
 pub type DeliveryFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
 
-/// Delivers one key event to its owner.
+/// Delivers one notice to its owner.
 pub trait Notifier: Send + Sync + std::fmt::Debug {
     /// Delivers `event`.
-    fn deliver<'a>(&'a self, event: &'a KeyEvent) -> DeliveryFuture<'a>;
+    fn deliver<'a>(&'a self, event: &'a Notice) -> DeliveryFuture<'a>;
 }
 
 /// A notifier that keeps every event it is given, for tests and for
 /// inspection.
 #[derive(Debug, Default, Clone)]
 pub struct RecordingNotifier {
-    delivered: Arc<Mutex<Vec<KeyEvent>>>,
+    delivered: Arc<Mutex<Vec<Notice>>>,
 }
 
 impl RecordingNotifier {
     /// Everything delivered so far.
-    pub fn delivered(&self) -> Vec<KeyEvent> {
+    pub fn delivered(&self) -> Vec<Notice> {
         self.delivered.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }
 
 impl Notifier for RecordingNotifier {
-    fn deliver<'a>(&'a self, event: &'a KeyEvent) -> DeliveryFuture<'a> {
+    fn deliver<'a>(&'a self, event: &'a Notice) -> DeliveryFuture<'a> {
         Box::pin(async move {
             if let Ok(mut v) = self.delivered.lock() {
                 v.push(event.clone());

@@ -1,11 +1,11 @@
-//! Owner mail: composing the message for a key event, and the transports that
+//! Owner mail: composing the message for a notice, and the transports that
 //! carry it (SMTP, or `.eml` files in a folder when no SMTP server is set).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use latchkey_domain::{API_KEYS_PAGE_PATH, KeyEvent, KeyEventKind, Suspension};
+use latchkey_domain::{API_KEYS_PAGE_PATH, Notice, NoticeKind, Suspension};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -80,17 +80,17 @@ fn timestamp(at: DateTime<Utc>) -> String {
 
 /// What the owner is told: the subject's verb phrase, the opening sentence
 /// (after "Your API key "…" (ending in …)") and what it means for them.
-fn wording(event: &KeyEvent) -> (String, String, String) {
+fn wording(event: &Notice) -> (String, String, String) {
     let word = event.kind.as_str();
     let done_by = || format!("was {word} by {} at {}", one_line(&event.actor_name), timestamp(event.occurred_at));
     let expiry = event.key_expires_at.map_or_else(|| timestamp(event.occurred_at), timestamp);
     match event.kind {
-        KeyEventKind::Generated => (
+        NoticeKind::Generated => (
             format!("was {word}"),
             done_by(),
             "The secret was shown once to the person who generated it; Latchkey cannot show it again.".into(),
         ),
-        KeyEventKind::Rotated => (
+        NoticeKind::Rotated => (
             format!("was {word}"),
             done_by(),
             match event.previous_secret_expires_at {
@@ -102,27 +102,27 @@ fn wording(event: &KeyEvent) -> (String, String, String) {
                 None => "The previous secret stopped working immediately. Integrations must use the new secret.".into(),
             },
         ),
-        KeyEventKind::Imported => (
+        NoticeKind::Imported => (
             format!("was {word}"),
             format!("was {word} from another system into Latchkey at {}", timestamp(event.occurred_at)),
             "It keeps working with the secret it had there. You can now see it on the API keys page, \
              and rotate, restrict or delete it there."
                 .into(),
         ),
-        KeyEventKind::Deleted => (
+        NoticeKind::Deleted => (
             format!("was {word}"),
             done_by(),
             "The key no longer works. Integrations using it can no longer authenticate.".into(),
         ),
-        KeyEventKind::Disabled => (
+        NoticeKind::Disabled => (
             format!("was {word}"),
             done_by(),
             "The key does not work until an administrator enables it again; its secret is unchanged.".into(),
         ),
-        KeyEventKind::Enabled => {
+        NoticeKind::Enabled => {
             (format!("was {word}"), done_by(), "The key works again, with the same secret as before.".into())
         }
-        KeyEventKind::RestrictionsChanged => {
+        NoticeKind::RestrictionsChanged => {
             let (before, after) = event.restrictions_change.clone().unwrap_or_default();
             (
                 "had its restrictions changed".into(),
@@ -138,7 +138,7 @@ fn wording(event: &KeyEvent) -> (String, String, String) {
                 ),
             )
         }
-        KeyEventKind::Leaked => {
+        NoticeKind::Leaked => {
             let leak = event.leak.clone().unwrap_or_else(|| latchkey_domain::LeakReport {
                 reporter: event.actor_name.clone(),
                 url: None,
@@ -169,7 +169,7 @@ fn wording(event: &KeyEvent) -> (String, String, String) {
                 },
             )
         }
-        KeyEventKind::OwnerChanged => {
+        NoticeKind::OwnerChanged => {
             let (before, after) = event.owner_change.clone().unwrap_or_default();
             (
                 "has a new owner".into(),
@@ -188,18 +188,18 @@ fn wording(event: &KeyEvent) -> (String, String, String) {
             )
         }
         // Composed by `suspension_message`; this is its one-key fallback.
-        KeyEventKind::KeysSuspended => (
+        NoticeKind::KeysSuspended => (
             "was suspended".into(),
             format!("was suspended when its owner could no longer own keys ({})", one_line(&event.actor_name)),
             "Transfer it to another owner to make it work again.".into(),
         ),
-        KeyEventKind::Expiring => (
+        NoticeKind::Expiring => (
             format!("expires at {expiry}"),
             format!("expires at {expiry}"),
             "After that it stops working. To keep it working, ask an administrator to change its expiry or rotate it."
                 .into(),
         ),
-        KeyEventKind::Expired => (
+        NoticeKind::Expired => (
             format!("expired at {expiry}"),
             format!("expired at {expiry}"),
             "It no longer works. An administrator can rotate it, or change its expiry, to make it work again.".into(),
@@ -209,13 +209,13 @@ fn wording(event: &KeyEvent) -> (String, String, String) {
 
 /// The Message-ID of the message for an event: stable, so that a redelivery
 /// (at-least-once) is recognisable downstream.
-pub fn message_id(event: &KeyEvent, settings: &MailSettings) -> String {
+pub fn message_id(event: &Notice, settings: &MailSettings) -> String {
     format!("<key-event-{}@{}>", event.id, settings.from.email.domain())
 }
 
 /// Composes the owner's message for `event`. Never contains a secret: key
 /// events do not carry one.
-pub fn compose(event: &KeyEvent, settings: &MailSettings) -> Result<Message, DeliveryError> {
+pub fn compose(event: &Notice, settings: &MailSettings) -> Result<Message, DeliveryError> {
     let to: Mailbox = format!("{} <{}>", one_line(&event.owner_name).replace(['<', '>', '"'], ""), event.owner_email)
         .parse()
         .or_else(|_| event.owner_email.parse())
@@ -260,7 +260,7 @@ pub fn compose(event: &KeyEvent, settings: &MailSettings) -> Result<Message, Del
 
 /// The admins' notice of a deactivation: whose keys were suspended, which,
 /// and a link to the API keys page filtered to that owner.
-fn suspension_message(event: &KeyEvent, suspension: &Suspension, settings: &MailSettings) -> (String, String, String) {
+fn suspension_message(event: &Notice, suspension: &Suspension, settings: &MailSettings) -> (String, String, String) {
     let admin = one_line(&event.owner_name);
     let user = one_line(&suspension.user_name);
     let count = suspension.keys.len();
@@ -298,7 +298,7 @@ fn suspension_message(event: &KeyEvent, suspension: &Suspension, settings: &Mail
 
 /// The message for `event`, to `to`, as text and HTML alternatives.
 fn build(
-    event: &KeyEvent,
+    event: &Notice,
     settings: &MailSettings,
     to: Mailbox,
     subject: String,
@@ -345,7 +345,7 @@ impl MailTransport {
     }
 }
 
-/// Mails key events to their owners.
+/// Mails notices to their owners.
 #[derive(Clone, Debug)]
 pub struct MailNotifier {
     transport: MailTransport,
@@ -358,7 +358,7 @@ impl MailNotifier {
         MailNotifier { transport, settings }
     }
 
-    async fn send(&self, event: &KeyEvent) -> Result<(), DeliveryError> {
+    async fn send(&self, event: &Notice) -> Result<(), DeliveryError> {
         let message = compose(event, &self.settings)?;
         match &self.transport {
             MailTransport::Smtp(smtp) => match smtp.send(message).await {
@@ -381,7 +381,7 @@ impl MailNotifier {
 }
 
 impl Notifier for MailNotifier {
-    fn deliver<'a>(&'a self, event: &'a KeyEvent) -> DeliveryFuture<'a> {
+    fn deliver<'a>(&'a self, event: &'a Notice) -> DeliveryFuture<'a> {
         Box::pin(self.send(event))
     }
 }
@@ -390,14 +390,14 @@ impl Notifier for MailNotifier {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use latchkey_domain::{ApiKeyId, KeyEventId, TenantId, UserId};
+    use latchkey_domain::{ApiKeyId, NoticeId, TenantId, UserId};
     use mail_parser::MessageParser;
     use uuid::Uuid;
 
-    fn event(description: &str, actor: &str) -> KeyEvent {
-        KeyEvent {
-            id: KeyEventId(Uuid::from_u128(42)),
-            kind: KeyEventKind::Rotated,
+    fn event(description: &str, actor: &str) -> Notice {
+        Notice {
+            id: NoticeId(Uuid::from_u128(42)),
+            kind: NoticeKind::Rotated,
             tenant_id: TenantId(Uuid::from_u128(1)),
             key_id: ApiKeyId(Uuid::from_u128(2)),
             key_description: description.into(),
@@ -417,7 +417,7 @@ mod tests {
         }
     }
 
-    fn text_of(event: &KeyEvent) -> (String, String) {
+    fn text_of(event: &Notice) -> (String, String) {
         let raw = compose(event, &settings()).unwrap().formatted();
         let parsed = MessageParser::default().parse(&raw).unwrap();
         (parsed.subject().unwrap().to_owned(), parsed.body_text(0).unwrap().into_owned())
@@ -425,8 +425,8 @@ mod tests {
 
     #[test]
     fn the_admins_are_told_whose_keys_were_suspended_and_where_to_transfer_them() {
-        let notice = KeyEvent {
-            kind: KeyEventKind::KeysSuspended,
+        let notice = Notice {
+            kind: NoticeKind::KeysSuspended,
             suspension: Some(Suspension {
                 user_id: UserId(Uuid::from_u128(9)),
                 user_name: "Sam <Leaver>".into(),
@@ -448,8 +448,8 @@ mod tests {
 
     #[test]
     fn a_transfer_mail_names_both_owners_and_who_moved_it() {
-        let moved = KeyEvent {
-            kind: KeyEventKind::OwnerChanged,
+        let moved = Notice {
+            kind: NoticeKind::OwnerChanged,
             owner_change: Some(("Olive Owner".into(), "Nina New".into())),
             ..event("Sync", "Ada Admin")
         };
@@ -462,24 +462,22 @@ mod tests {
     #[test]
     fn lifecycle_mail_says_until_when_and_who() {
         let until = chrono::Utc.with_ymd_and_hms(2026, 3, 5, 5, 6, 7).unwrap();
-        let overlap = KeyEvent { previous_secret_expires_at: Some(until), ..event("Sync", "Ada Admin") };
+        let overlap = Notice { previous_secret_expires_at: Some(until), ..event("Sync", "Ada Admin") };
         let (_, text) = text_of(&overlap);
         assert!(text.contains("previous secret keeps working until 2026-03-05T05:06:07Z"), "{text}");
         for (kind, needle) in
-            [(KeyEventKind::Disabled, "was disabled by Ada Admin"), (KeyEventKind::Enabled, "was enabled by Ada Admin")]
+            [(NoticeKind::Disabled, "was disabled by Ada Admin"), (NoticeKind::Enabled, "was enabled by Ada Admin")]
         {
-            let (subject, text) = text_of(&KeyEvent { kind, ..event("Sync", "Ada Admin") });
+            let (subject, text) = text_of(&Notice { kind, ..event("Sync", "Ada Admin") });
             assert!(text.contains(needle), "{text}");
             assert!(subject.ends_with(kind.as_str()), "{subject}");
         }
-        let expiring =
-            KeyEvent { kind: KeyEventKind::Expiring, key_expires_at: Some(until), ..event("Sync", "Latchkey") };
+        let expiring = Notice { kind: NoticeKind::Expiring, key_expires_at: Some(until), ..event("Sync", "Latchkey") };
         let (subject, text) = text_of(&expiring);
         assert_eq!(subject, "Your API key \"Sync\" expires at 2026-03-05T05:06:07Z");
         assert!(text.contains("(ending in AbC9) expires at 2026-03-05T05:06:07Z."), "{text}");
         assert!(text.contains("https://admin.acme.example/settings/integrations/api"), "{text}");
-        let expired =
-            KeyEvent { kind: KeyEventKind::Expired, key_expires_at: Some(until), ..event("Sync", "Latchkey") };
+        let expired = Notice { kind: NoticeKind::Expired, key_expires_at: Some(until), ..event("Sync", "Latchkey") };
         let (subject, text) = text_of(&expired);
         assert_eq!(subject, "Your API key \"Sync\" expired at 2026-03-05T05:06:07Z");
         assert!(text.contains("no longer works"), "{text}");

@@ -11,7 +11,7 @@ use latchkey_app::{App, VerifierConfig};
 use latchkey_domain::admin_token::{
     AdminClaims, AdminTokenKey, DEFAULT_ISSUER_AND_AUDIENCE, DEFAULT_MAX_LIFETIME_SECS,
 };
-use latchkey_domain::{Clock, Cloud, EventDelivery, KeyEventId, Role, SystemClock, TenantId, UserId};
+use latchkey_domain::{Clock, Cloud, EventDelivery, NoticeId, Role, SystemClock, TenantId, UserId};
 use latchkey_store::{Store, StoreOptions};
 use serde_json::json;
 
@@ -494,10 +494,8 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         None => format!("http://{bind}"),
     };
     let (mail, dispatcher) = args.mail.options()?;
+    let defaults = ServeConfig::new(prepare_database_url(database_url)?, bind, token_key);
     Ok(ServeConfig {
-        database_url: prepare_database_url(database_url)?,
-        bind,
-        token_key,
         oidc,
         console_url,
         store: StoreOptions {
@@ -508,8 +506,6 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
                 .then(|| Duration::from_millis(args.db_statement_timeout_ms)),
         },
         workers: args.workers,
-        shutdown_timeout: Duration::from_secs(10),
-        handle_signals: true,
         mail,
         dispatcher,
         verifier: latchkey_app::VerifierConfig {
@@ -521,7 +517,6 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         expiry_scan_interval: Duration::from_secs(args.expiry_scan_secs.max(1)),
         trusted_proxies: crate::config::parse_trusted_proxies(&args.trusted_proxies)?,
         github_keys_url: args.github_keys_url.trim().to_owned(),
-        github_keys_min_refresh: crate::github::DEFAULT_MIN_REFRESH,
         cors_origins: crate::config::parse_cors_origins(&args.cors_origins)?,
         metrics_bind: crate::config::parse_metrics_bind(&args.metrics_bind)?,
         http: crate::config::HttpLimits {
@@ -529,6 +524,7 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             max_response_bytes: args.max_response_bytes,
         },
+        ..defaults
     })
 }
 
@@ -685,7 +681,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             print_json(out, &report)?;
         }
         Command::Outbox(OutboxCommand::Retry { id }) => {
-            let id: KeyEventId = id.parse().map_err(|_| anyhow::anyhow!("the notice id must be a UUID"))?;
+            let id: NoticeId = id.parse().map_err(|_| anyhow::anyhow!("the notice id must be a UUID"))?;
             let app = operator_app(&cli.database_url).await?;
             let Some(notice) = app.operator().retry_notice(id).await? else {
                 bail!("no notice with id {id}");

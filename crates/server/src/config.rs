@@ -131,6 +131,34 @@ impl Default for MailOptions {
 }
 
 impl ServeConfig {
+    /// The configuration of a server on `database_url` listening on `bind`,
+    /// checking admin tokens with `token_key`, with every other setting at
+    /// its default (the defaults the command line documents).
+    pub fn new(database_url: String, bind: SocketAddr, token_key: Option<AdminTokenKey>) -> Self {
+        ServeConfig {
+            database_url,
+            bind,
+            token_key,
+            oidc: None,
+            console_url: format!("http://{bind}"),
+            store: StoreOptions::default(),
+            workers: 0,
+            shutdown_timeout: Duration::from_secs(10),
+            handle_signals: true,
+            mail: MailOptions::default(),
+            dispatcher: DispatcherConfig::default(),
+            verifier: VerifierConfig::default(),
+            usage_flush_interval: Duration::from_secs(15),
+            expiry_scan_interval: Duration::from_secs(60),
+            http: HttpLimits::default(),
+            trusted_proxies: Vec::new(),
+            github_keys_url: crate::github::DEFAULT_KEYS_URL.into(),
+            github_keys_min_refresh: crate::github::DEFAULT_MIN_REFRESH,
+            cors_origins: Vec::new(),
+            metrics_bind: None,
+        }
+    }
+
     /// The notifier this configuration asks for: SMTP when a URL is set,
     /// otherwise `.eml` files in the mail folder.
     pub fn notifier(&self) -> Result<Arc<dyn Notifier>, MailConfigError> {

@@ -15,7 +15,6 @@ use latchkey_store::{NewCredential, NewKey, NewUser, Store, StoreOptions};
 use rand::TryRng;
 
 use crate::config::{MailOptions, ServeConfig, parse_bind, parse_jwt_secret};
-use latchkey_notify::DispatcherConfig;
 
 /// `demo` options.
 #[derive(Debug, Args)]
@@ -133,27 +132,11 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let token_key: AdminTokenKey = parse_jwt_secret(Some(&secret))?;
     let cast = seed(&store, &token_key).await?;
     store.close().await?;
+    let mail = MailOptions { directory: std::path::PathBuf::from(&args.demo_mail_dir), ..MailOptions::default() };
     let config = ServeConfig {
-        database_url,
-        bind,
-        token_key: Some(token_key.clone()),
-        oidc: None,
-        console_url: format!("http://{bind}"),
-        store: StoreOptions::default(),
-        workers: 0,
         shutdown_timeout: Duration::from_secs(5),
-        handle_signals: true,
-        mail: MailOptions { directory: std::path::PathBuf::from(&args.demo_mail_dir), ..MailOptions::default() },
-        dispatcher: DispatcherConfig::default(),
-        verifier: Default::default(),
-        usage_flush_interval: Duration::from_secs(15),
-        expiry_scan_interval: Duration::from_secs(60),
-        trusted_proxies: Vec::new(),
-        github_keys_url: crate::github::DEFAULT_KEYS_URL.into(),
-        github_keys_min_refresh: crate::github::DEFAULT_MIN_REFRESH,
-        cors_origins: Vec::new(),
-        metrics_bind: None,
-        http: Default::default(),
+        mail,
+        ..ServeConfig::new(database_url, bind, Some(token_key.clone()))
     };
     let notifier = config.notifier()?;
     let server = crate::wiring::start(config, notifier).await?;

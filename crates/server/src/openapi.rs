@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
-        crate::verify::verify_key,
+        crate::verify::post_verify,
         crate::forward_auth::forward_auth,
         crate::verify::report_leak,
         crate::secret_scanning::github_secret_scanning,

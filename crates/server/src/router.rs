@@ -31,7 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(only("/healthz", "GET").route(web::get().to(probes::healthz)))
     .service(only("/openapi.json", "GET").route(web::get().to(openapi::serve)))
     .service(only("/readyz", "GET").route(web::get().to(probes::readyz)))
-    .service(only("/v1/keys/verify", "POST").route(web::post().to(verify::verify_key)))
+    .service(only("/v1/keys/verify", "POST").route(web::post().to(verify::post_verify)))
     .route("/v1/auth", web::route().to(forward_auth::forward_auth))
     // Envoy's ext_authz appends the client's path to its `path_prefix`.
     .route("/v1/auth/{path:.*}", web::route().to(forward_auth::forward_auth))

@@ -132,6 +132,7 @@ fn verified_body(key: &VerifiedKey) -> String {
 /// Verifies a key for a gateway or service, with what the request needs.
 /// A refusal is a 200 answer with `valid: false` and its code.
 #[utoipa::path(
+    operation_id = "verify_key",
     post, path = "/v1/keys/verify", tag = "verification", request_body = VerifyRequest,
     responses(
         (status = 200, description = "The verdict", body = VerifyAnswer),
@@ -139,7 +140,7 @@ fn verified_body(key: &VerifiedKey) -> String {
         (status = 503, description = "Latchkey cannot answer now", body = ErrorBody),
     )
 )]
-pub(crate) async fn verify_key(ctx: web::Data<ServerContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+pub(crate) async fn post_verify(ctx: web::Data<ServerContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     // Only a JSON object: serde would also accept `["lk_..."]` for a struct.
     let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let request: VerifyRequest<'_> = match serde_json::from_slice(&body) {

@@ -79,7 +79,7 @@ impl RunningServer {
     }
 }
 
-/// Connects, migrates and starts serving. `notifier` receives key events.
+/// Connects, migrates and starts serving. `notifier` receives notices.
 pub async fn start(config: ServeConfig, notifier: Arc<dyn Notifier>) -> anyhow::Result<RunningServer> {
     start_with_clock(config, notifier, Arc::new(SystemClock)).await
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::{
-    ApiKeyId, EventDelivery, KeyEvent, KeyEventId, KeyEventKind, LeakReport, Suspension, TenantId, UserId,
+    ApiKeyId, EventDelivery, LeakReport, Notice, NoticeId, NoticeKind, Suspension, TenantId, UserId,
 };
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -29,7 +29,7 @@ use crate::{Store, StoreError, StoreResult, storable};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {
     /// The event.
-    pub event: KeyEvent,
+    pub event: Notice,
     /// Delivery state.
     pub delivery: EventDelivery,
     /// Attempts so far.
@@ -42,7 +42,7 @@ pub struct StoredEvent {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) async fn insert_event<C: ConnectionTrait>(conn: &C, event: &KeyEvent) -> StoreResult<()> {
+pub(crate) async fn insert_event<C: ConnectionTrait>(conn: &C, event: &Notice) -> StoreResult<()> {
     key_event::ActiveModel {
         id: Set(event.id.0),
         tenant_id: Set(event.tenant_id.0),
@@ -96,12 +96,12 @@ fn key_list_from(stored: &str) -> Vec<(String, String)> {
 
 pub(crate) fn stored_event_from(m: key_event::Model) -> StoreResult<StoredEvent> {
     let kind =
-        KeyEventKind::parse(&m.kind).ok_or_else(|| StoreError::Corrupt(format!("event {} kind {:?}", m.id, m.kind)))?;
+        NoticeKind::parse(&m.kind).ok_or_else(|| StoreError::Corrupt(format!("event {} kind {:?}", m.id, m.kind)))?;
     let delivery = EventDelivery::parse(&m.status)
         .ok_or_else(|| StoreError::Corrupt(format!("event {} status {:?}", m.id, m.status)))?;
     Ok(StoredEvent {
-        event: KeyEvent {
-            id: KeyEventId(m.id),
+        event: Notice {
+            id: NoticeId(m.id),
             kind,
             tenant_id: TenantId(m.tenant_id),
             key_id: ApiKeyId(m.key_id),
@@ -199,7 +199,7 @@ impl Store {
     }
 
     /// Marks an event delivered.
-    pub async fn mark_event_sent(&self, id: KeyEventId, now: DateTime<Utc>) -> StoreResult<()> {
+    pub async fn mark_event_sent(&self, id: NoticeId, now: DateTime<Utc>) -> StoreResult<()> {
         key_event::Entity::update_many()
             .col_expr(key_event::Column::Status, Expr::value(EventDelivery::Sent.as_str()))
             .col_expr(key_event::Column::SentAt, Expr::value(storable(now)))
@@ -211,12 +211,7 @@ impl Store {
     }
 
     /// Records a failed attempt and when to try again.
-    pub async fn reschedule_event(
-        &self,
-        id: KeyEventId,
-        next_attempt_at: DateTime<Utc>,
-        error: &str,
-    ) -> StoreResult<()> {
+    pub async fn reschedule_event(&self, id: NoticeId, next_attempt_at: DateTime<Utc>, error: &str) -> StoreResult<()> {
         key_event::Entity::update_many()
             .col_expr(key_event::Column::NextAttemptAt, Expr::value(storable(next_attempt_at)))
             .col_expr(key_event::Column::LastError, Expr::value(error))
@@ -230,7 +225,7 @@ impl Store {
 
     /// Gives up on an event: it stays, failed, with its reason, until an
     /// operator retries it.
-    pub async fn mark_event_failed(&self, id: KeyEventId, error: &str) -> StoreResult<()> {
+    pub async fn mark_event_failed(&self, id: NoticeId, error: &str) -> StoreResult<()> {
         key_event::Entity::update_many()
             .col_expr(key_event::Column::Status, Expr::value(EventDelivery::Failed.as_str()))
             .col_expr(key_event::Column::LastError, Expr::value(error))
@@ -243,7 +238,7 @@ impl Store {
 
     /// Hands a claimed but unattempted event back (on shutdown): the lease is
     /// dropped and the attempt not counted.
-    pub async fn release_event(&self, id: KeyEventId) -> StoreResult<()> {
+    pub async fn release_event(&self, id: NoticeId) -> StoreResult<()> {
         key_event::Entity::update_many()
             .col_expr(key_event::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
             .col_expr(key_event::Column::Attempts, Expr::col(key_event::Column::Attempts).sub(1))
@@ -257,7 +252,7 @@ impl Store {
 
     /// Queues an event for delivery again from scratch (any state): pending,
     /// no attempts, due now. `None` when there is no such event.
-    pub async fn retry_event(&self, id: KeyEventId, now: DateTime<Utc>) -> StoreResult<Option<StoredEvent>> {
+    pub async fn retry_event(&self, id: NoticeId, now: DateTime<Utc>) -> StoreResult<Option<StoredEvent>> {
         let updated = key_event::Entity::update_many()
             .col_expr(key_event::Column::Status, Expr::value(EventDelivery::Pending.as_str()))
             .col_expr(key_event::Column::Attempts, Expr::value(0))
@@ -274,7 +269,7 @@ impl Store {
     }
 
     /// One event.
-    pub async fn event(&self, id: KeyEventId) -> StoreResult<Option<StoredEvent>> {
+    pub async fn event(&self, id: NoticeId) -> StoreResult<Option<StoredEvent>> {
         key_event::Entity::find_by_id(id.0).one(self.conn()).await?.map(stored_event_from).transpose()
     }
 

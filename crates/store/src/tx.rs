@@ -3,7 +3,7 @@
 //! through it (the other modules add theirs in their own `impl Tx` blocks).
 //! Dropping a `Tx` without committing rolls everything back.
 
-use latchkey_domain::{ApiKeyId, AuditEntry, KeyEvent};
+use latchkey_domain::{ApiKeyId, AuditEntry, Notice};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QuerySelect, Select, TransactionTrait};
 
 use crate::audit::insert_audit;
@@ -58,7 +58,7 @@ impl Tx {
     }
 
     /// Queues a notice in the outbox (the dispatcher mails it after commit).
-    pub async fn enqueue_notice(&self, event: &KeyEvent) -> StoreResult<()> {
+    pub async fn enqueue_notice(&self, event: &Notice) -> StoreResult<()> {
         insert_event(&self.txn, event).await
     }
 

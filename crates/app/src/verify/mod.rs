@@ -178,7 +178,7 @@ impl KeyVerifier {
         client: Option<IpAddr>,
         request: &RequestContext,
     ) -> AppResult<VerifyOutcome> {
-        let outcome = match self.verify_key(presented, client).await? {
+        let outcome = match self.check_credential(presented, client).await? {
             VerifyOutcome::Valid(key) => self.decide(key, client, request),
             other => other,
         };
@@ -205,7 +205,7 @@ impl KeyVerifier {
     }
 
     /// Whether `presented` is a working key, whatever it is asked to do.
-    async fn verify_key(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
+    async fn check_credential(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
         let Ok(parsed) = ParsedKey::parse(presented) else {
             if presented.starts_with(latchkey_domain::secret::KEY_PREFIX) || !import::plausible_foreign_key(presented) {
                 return Ok(VerifyOutcome::Malformed);
