@@ -32,13 +32,7 @@ impl MutationRoot {
     ) -> ApiResult<GenerateApiKeyPayload> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
-        let command = GenerateKey {
-            owner_id: input.owner_id.0,
-            description: input.description,
-            expires_at: input.expires_at,
-            restrictions: input.restrictions.map(Into::into),
-        };
-        Ok(match admin.generate(command).await.gql()? {
+        Ok(match admin.generate(GenerateKey::from(input)).await.gql()? {
             Err(violations) => GenerateApiKeyPayload { user_errors: user_errors(violations), ..Default::default() },
             Ok(made) => GenerateApiKeyPayload {
                 secret: Some(made.secret.expose().to_owned()),

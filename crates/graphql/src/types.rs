@@ -518,6 +518,17 @@ pub struct GenerateApiKeyInput {
     pub restrictions: Option<KeyRestrictionsInput>,
 }
 
+impl From<GenerateApiKeyInput> for latchkey_app::GenerateKey {
+    fn from(input: GenerateApiKeyInput) -> Self {
+        latchkey_app::GenerateKey {
+            owner_id: input.owner_id.0,
+            description: input.description,
+            expires_at: input.expires_at,
+            restrictions: input.restrictions.map(Into::into),
+        }
+    }
+}
+
 /// Result of `generateApiKey`.
 #[derive(SimpleObject, Debug, Default)]
 pub struct GenerateApiKeyPayload {

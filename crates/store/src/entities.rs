@@ -50,48 +50,6 @@ pub mod user {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod api_key {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "api_keys")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: Uuid,
-        pub tenant_id: Uuid,
-        pub owner_id: Uuid,
-        pub description: String,
-        pub description_folded: String,
-        pub lookup_id: String,
-        pub credential_hash: String,
-        pub credential_version: i32,
-        pub last_four: String,
-        pub created_at: DateTimeUtc,
-        pub created_by: Option<Uuid>,
-        pub last_edited_at: Option<DateTimeUtc>,
-        pub last_edited_by: Option<Uuid>,
-        pub last_used_at: Option<DateTimeUtc>,
-        pub expires_at: Option<DateTimeUtc>,
-        pub expiry_notice_stage: i16,
-        pub disabled_at: Option<DateTimeUtc>,
-        pub previous_lookup_id: Option<String>,
-        pub previous_credential_hash: Option<String>,
-        pub previous_last_four: Option<String>,
-        pub previous_expires_at: Option<DateTimeUtc>,
-        pub permissions: Option<String>,
-        pub clouds: Option<String>,
-        pub allowed_ips: Option<String>,
-        pub compromised_at: Option<DateTimeUtc>,
-        pub import_lookup: Option<String>,
-        pub previous_import_lookup: Option<String>,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
 pub mod key_event {
     use sea_orm::entity::prelude::*;
 

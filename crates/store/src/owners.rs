@@ -7,7 +7,8 @@ use latchkey_domain::{ApiKeyId, Role, TenantId, User, UserId};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use crate::entities::{api_key, user};
+use crate::entities::user;
+use crate::keys::api_key;
 use crate::tx::{Tx, Written};
 use crate::users::{active_internal_admins, user_from, user_in};
 use crate::{Store, StoreResult, storable};

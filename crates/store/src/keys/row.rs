@@ -1,0 +1,201 @@
+//! The key row: its sea-orm entity and the two mappings between it and the
+//! domain's `ApiKey` (`NewKey::into_model` to write, `key_from` to read).
+//! A new stored attribute of a key is a column here and a line in each.
+
+use chrono::{DateTime, Utc};
+use latchkey_domain::restrictions::{Restrictions, StoredRestrictions};
+use latchkey_domain::{ApiKey, ApiKeyId, ApiKeySecret, Description, LookupId, TenantId, UserId};
+use sea_orm::Set;
+
+use crate::storable;
+
+pub mod api_key {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub owner_id: Uuid,
+        pub description: String,
+        pub description_folded: String,
+        pub lookup_id: String,
+        pub credential_hash: String,
+        pub credential_version: i32,
+        pub last_four: String,
+        pub created_at: DateTimeUtc,
+        pub created_by: Option<Uuid>,
+        pub last_edited_at: Option<DateTimeUtc>,
+        pub last_edited_by: Option<Uuid>,
+        pub last_used_at: Option<DateTimeUtc>,
+        pub expires_at: Option<DateTimeUtc>,
+        pub expiry_notice_stage: i16,
+        pub disabled_at: Option<DateTimeUtc>,
+        pub previous_lookup_id: Option<String>,
+        pub previous_credential_hash: Option<String>,
+        pub previous_last_four: Option<String>,
+        pub previous_expires_at: Option<DateTimeUtc>,
+        pub permissions: Option<String>,
+        pub clouds: Option<String>,
+        pub allowed_ips: Option<String>,
+        pub compromised_at: Option<DateTimeUtc>,
+        pub import_lookup: Option<String>,
+        pub previous_import_lookup: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A freshly hashed credential (never the secret itself).
+#[derive(Clone, Debug)]
+pub struct NewCredential {
+    /// The public lookup id embedded in the secret.
+    pub lookup_id: LookupId,
+    /// Argon2id PHC string.
+    pub hash: String,
+    /// The secret's last four characters.
+    pub last_four: String,
+}
+
+impl NewCredential {
+    /// The credential of `secret`, stored as `hash`.
+    pub fn new(secret: &ApiKeySecret, hash: String) -> Self {
+        NewCredential { lookup_id: secret.lookup_id(), hash, last_four: secret.last_four() }
+    }
+}
+
+/// A key to insert.
+#[derive(Clone, Debug)]
+pub struct NewKey {
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Its owner (must be a user of the tenant).
+    pub owner_id: UserId,
+    /// Its validated description.
+    pub description: Description,
+    /// Its credential.
+    pub credential: NewCredential,
+    /// When it stops working; none for never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// What it may do, where and from where.
+    pub restrictions: Restrictions,
+    /// For a key imported in its original format: what it is found by.
+    pub import_lookup: Option<String>,
+}
+
+impl NewKey {
+    /// An unrestricted key of `tenant_id` for `owner_id` that never expires.
+    pub fn new(tenant_id: TenantId, owner_id: UserId, description: Description, credential: NewCredential) -> Self {
+        NewKey {
+            tenant_id,
+            owner_id,
+            description,
+            credential,
+            expires_at: None,
+            restrictions: Restrictions::default(),
+            import_lookup: None,
+        }
+    }
+
+    /// A key imported in another system's format: found by `lookup`, stored
+    /// as `hash`; its Latchkey lookup id is one no `lk_` key can present.
+    pub fn imported(
+        tenant_id: TenantId,
+        owner_id: UserId,
+        description: Description,
+        lookup: String,
+        hash: String,
+        last_four: String,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        // `~` is not base62: no presented `lk_` key has this lookup id.
+        let unique = latchkey_domain::ids::time_ordered_uuid(created_at).simple().to_string();
+        let unreachable = format!("~{}", &unique[unique.len() - 15..]);
+        let credential = NewCredential { lookup_id: LookupId::from_stored(unreachable), hash, last_four };
+        NewKey { import_lookup: Some(lookup), ..NewKey::new(tenant_id, owner_id, description, credential) }
+    }
+
+    /// The same key, restricted by `restrictions`.
+    pub fn restricted_to(mut self, restrictions: Restrictions) -> Self {
+        self.restrictions = restrictions;
+        self
+    }
+
+    /// The same key, expiring at `expires_at` (none for never).
+    pub fn expiring_at(mut self, expires_at: Option<DateTime<Utc>>) -> Self {
+        self.expires_at = expires_at;
+        self
+    }
+
+    /// What identifies its credential for good: the import lookup of an
+    /// imported key, else its lookup id.
+    pub fn import_identity(&self) -> String {
+        self.import_lookup.clone().unwrap_or_else(|| self.credential.lookup_id.as_str().to_owned())
+    }
+
+    /// The row for this key, created at `created_at` by `created_by` (none
+    /// for a key from before key management, which has no last edit either).
+    pub(super) fn into_model(self, created_at: DateTime<Utc>, created_by: Option<UserId>) -> api_key::ActiveModel {
+        let created_by = created_by.map(|u| u.0);
+        let stored = self.restrictions.to_stored();
+        api_key::ActiveModel {
+            id: Set(ApiKeyId::new_at(created_at).0),
+            tenant_id: Set(self.tenant_id.0),
+            owner_id: Set(self.owner_id.0),
+            description_folded: Set(self.description.folded()),
+            description: Set(self.description.into_string()),
+            lookup_id: Set(self.credential.lookup_id.as_str().to_owned()),
+            credential_hash: Set(self.credential.hash),
+            credential_version: Set(1),
+            last_four: Set(self.credential.last_four),
+            created_at: Set(created_at),
+            created_by: Set(created_by),
+            last_edited_at: Set(created_by.map(|_| created_at)),
+            last_edited_by: Set(created_by),
+            last_used_at: Set(None),
+            expires_at: Set(self.expires_at.map(storable)),
+            expiry_notice_stage: Set(0),
+            disabled_at: Set(None),
+            previous_lookup_id: Set(None),
+            previous_credential_hash: Set(None),
+            previous_last_four: Set(None),
+            previous_expires_at: Set(None),
+            permissions: Set(stored.permissions),
+            clouds: Set(stored.clouds),
+            allowed_ips: Set(stored.allowed_ips),
+            compromised_at: Set(None),
+            import_lookup: Set(self.import_lookup),
+            previous_import_lookup: Set(None),
+        }
+    }
+}
+
+pub(crate) fn key_from(m: api_key::Model) -> ApiKey {
+    ApiKey {
+        id: ApiKeyId(m.id),
+        tenant_id: TenantId(m.tenant_id),
+        owner_id: UserId(m.owner_id),
+        description: m.description,
+        last_four: m.last_four,
+        created_at: m.created_at,
+        created_by: m.created_by.map(UserId),
+        last_edited_at: m.last_edited_at,
+        last_edited_by: m.last_edited_by.map(UserId),
+        last_used_at: m.last_used_at,
+        expires_at: m.expires_at,
+        disabled_at: m.disabled_at,
+        previous_last_four: m.previous_last_four,
+        previous_expires_at: m.previous_expires_at,
+        restrictions: Restrictions::from_stored(&StoredRestrictions {
+            permissions: m.permissions,
+            clouds: m.clouds,
+            allowed_ips: m.allowed_ips,
+        }),
+        compromised_at: m.compromised_at,
+    }
+}

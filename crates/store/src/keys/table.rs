@@ -1,0 +1,222 @@
+//! The key table: filters by status, owner and description, keyset paging
+//! in three orders, and the other reads of whole keys.
+
+use chrono::{DateTime, Utc};
+use latchkey_domain::policy::KEY_OWNER_ROLES;
+use latchkey_domain::{ApiKey, ApiKeyId, ExpiryNotice, KeyStatus, Role, SearchTerm, TenantId, UserId};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
+use sea_orm::{Condition, Order};
+
+use super::row::{api_key, key_from};
+use crate::entities::user;
+use crate::{Store, StoreResult, storable};
+
+/// How the key table is ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyOrderField {
+    /// By creation (id order).
+    #[default]
+    CreatedAt,
+    /// By expiry; keys that never expire come last.
+    ExpiresAt,
+    /// By last use; keys never used come last.
+    LastUsedAt,
+}
+
+/// Where a page continues: after this key, which had this value of the
+/// ordering field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyCursor {
+    /// The last key of the previous page.
+    pub id: ApiKeyId,
+    /// Its value of the ordering field (none for the keys that come last).
+    pub value: Option<DateTime<Utc>>,
+}
+
+/// A page request on the key table.
+#[derive(Clone, Debug)]
+pub struct KeyQuery {
+    /// Page size (the caller bounds it).
+    pub first: u64,
+    /// Continue after this key.
+    pub after: Option<KeyCursor>,
+    /// The order (ties are broken by id, in the same direction).
+    pub order: KeyOrderField,
+    /// Ascending rather than descending.
+    pub ascending: bool,
+    /// Only keys in one of these states at `now` (empty: all).
+    pub statuses: Vec<KeyStatus>,
+    /// The time statuses are judged at.
+    pub now: DateTime<Utc>,
+    /// Only keys of this owner.
+    pub owner: Option<UserId>,
+    /// Only keys whose description contains this (case-insensitive).
+    pub search: Option<SearchTerm>,
+}
+
+/// A page of the key table.
+#[derive(Clone, Debug)]
+pub struct KeyPage {
+    /// The keys, newest first.
+    pub keys: Vec<ApiKey>,
+    /// Whether older keys remain.
+    pub has_next_page: bool,
+    /// All keys matching the filters (ignoring the cursor).
+    pub total_count: u64,
+}
+
+pub(super) async fn key_in<C: ConnectionTrait>(
+    conn: &C,
+    tenant: TenantId,
+    id: ApiKeyId,
+) -> StoreResult<Option<api_key::Model>> {
+    Ok(api_key::Entity::find_by_id(id.0).filter(api_key::Column::TenantId.eq(tenant.0)).one(conn).await?)
+}
+
+/// The keys in `status` at `now` (see `ApiKey::status` for the precedence).
+fn status_condition(status: KeyStatus, now: DateTime<Utc>) -> Condition {
+    let intact = || Condition::all().add(api_key::Column::CompromisedAt.is_null());
+    let enabled = || intact().add(api_key::Column::DisabledAt.is_null());
+    // Owners whose keys are suspended: deactivated, or of a role that may not own keys.
+    let suspending_owners = || {
+        sea_orm::sea_query::Query::select()
+            .column(user::Column::Id)
+            .from(user::Entity)
+            .cond_where(
+                Condition::any()
+                    .add(user::Column::DeactivatedAt.is_not_null())
+                    .add(user::Column::Role.is_not_in(KEY_OWNER_ROLES.map(Role::as_str))),
+            )
+            .to_owned()
+    };
+    let owner_may_use = || enabled().add(api_key::Column::OwnerId.not_in_subquery(suspending_owners()));
+    match status {
+        KeyStatus::Compromised => Condition::all().add(api_key::Column::CompromisedAt.is_not_null()),
+        KeyStatus::Disabled => intact().add(api_key::Column::DisabledAt.is_not_null()),
+        KeyStatus::Suspended => enabled().add(api_key::Column::OwnerId.in_subquery(suspending_owners())),
+        KeyStatus::Expired => owner_may_use().add(api_key::Column::ExpiresAt.lte(now)),
+        KeyStatus::Active => owner_may_use()
+            .add(Condition::any().add(api_key::Column::ExpiresAt.is_null()).add(api_key::Column::ExpiresAt.gt(now))),
+    }
+}
+
+fn filtered(tenant: TenantId, query: &KeyQuery) -> Select<api_key::Entity> {
+    let mut select = api_key::Entity::find().filter(api_key::Column::TenantId.eq(tenant.0));
+    if let Some(owner) = query.owner {
+        select = select.filter(api_key::Column::OwnerId.eq(owner.0));
+    }
+    if let Some(term) = &query.search {
+        select =
+            select.filter(Expr::col(api_key::Column::DescriptionFolded).like(crate::contains_pattern(term.as_str())));
+    }
+    if !query.statuses.is_empty() {
+        let any = query.statuses.iter().fold(Condition::any(), |any, s| any.add(status_condition(*s, query.now)));
+        select = select.filter(any);
+    }
+    select
+}
+
+/// The column a key table order sorts by before the id; none for creation
+/// order, which is id order.
+fn order_column(field: KeyOrderField) -> Option<api_key::Column> {
+    match field {
+        KeyOrderField::CreatedAt => None,
+        KeyOrderField::ExpiresAt => Some(api_key::Column::ExpiresAt),
+        KeyOrderField::LastUsedAt => Some(api_key::Column::LastUsedAt),
+    }
+}
+
+/// Orders a page and starts it after its cursor: keyset paging on
+/// (value is null, value, id), so a page is stable under inserts and nulls
+/// come last in either direction.
+fn ordered_after(mut select: Select<api_key::Entity>, query: &KeyQuery) -> Select<api_key::Entity> {
+    let direction = if query.ascending { Order::Asc } else { Order::Desc };
+    let column = order_column(query.order);
+    if let Some(after) = query.after {
+        let id_beyond =
+            if query.ascending { api_key::Column::Id.gt(after.id.0) } else { api_key::Column::Id.lt(after.id.0) };
+        let condition = match (column, after.value) {
+            (None, _) => Condition::all().add(id_beyond),
+            (Some(column), Some(value)) => Condition::any()
+                .add(if query.ascending { column.gt(value) } else { column.lt(value) })
+                .add(Condition::all().add(column.eq(value)).add(id_beyond))
+                .add(column.is_null()),
+            (Some(column), None) => Condition::all().add(column.is_null()).add(id_beyond),
+        };
+        select = select.filter(condition);
+    }
+    if let Some(column) = column {
+        select = select.order_by(Expr::col(column).is_null(), Order::Asc).order_by(column, direction.clone());
+    }
+    select.order_by(api_key::Column::Id, direction)
+}
+
+/// The expiry-notice stage a key has reached (see `ExpiryNotice::stage`).
+pub type NoticeStage = i16;
+
+impl Store {
+    /// A key of `tenant`; `None` when unknown or another tenant's.
+    pub async fn key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<Option<ApiKey>> {
+        Ok(key_in(self.reader(), tenant, id).await?.map(key_from))
+    }
+
+    /// A page of `tenant`'s key table, in the query's order.
+    pub async fn list_keys(&self, tenant: TenantId, query: &KeyQuery) -> StoreResult<KeyPage> {
+        let total_count = filtered(tenant, query).count(self.reader()).await?;
+        let page = ordered_after(filtered(tenant, query), query);
+        let mut rows = page.limit(query.first.saturating_add(1)).all(self.reader()).await?;
+        let has_next_page = rows.len() as u64 > query.first;
+        rows.truncate(usize::try_from(query.first).unwrap_or(usize::MAX));
+        Ok(KeyPage { keys: rows.into_iter().map(key_from).collect(), has_next_page, total_count })
+    }
+
+    /// Enabled keys of any tenant that expire before `until` (expired ones
+    /// included), soonest first, for operators.
+    pub async fn keys_expiring_before(&self, until: DateTime<Utc>) -> StoreResult<Vec<ApiKey>> {
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::DisabledAt.is_null())
+            .filter(api_key::Column::ExpiresAt.lte(storable(until)))
+            .order_by_asc(api_key::Column::ExpiresAt)
+            .order_by_asc(api_key::Column::Id)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(key_from)
+            .collect())
+    }
+
+    /// Enabled keys of any tenant whose next expiry notice (7 days before,
+    /// 1 day before, expired) is due at `now`, with the stage they reached,
+    /// soonest expiry first, at most `limit`.
+    pub async fn keys_due_for_expiry_notice(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<(ApiKey, NoticeStage)>> {
+        let now = storable(now);
+        let due = ExpiryNotice::LEADS.iter().fold(Condition::any(), |any, (notice, lead)| {
+            any.add(
+                Condition::all()
+                    .add(api_key::Column::ExpiryNoticeStage.lt(notice.stage()))
+                    .add(api_key::Column::ExpiresAt.lte(now + *lead)),
+            )
+        });
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::DisabledAt.is_null())
+            .filter(api_key::Column::ExpiresAt.is_not_null())
+            .filter(due)
+            .order_by_asc(api_key::Column::ExpiresAt)
+            .limit(limit)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(|m| {
+                let stage = m.expiry_notice_stage;
+                (key_from(m), stage)
+            })
+            .collect())
+    }
+}
