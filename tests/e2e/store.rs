@@ -12,6 +12,7 @@ on_both_backends!(
     last_used_only_moves_forward,
     emails_are_unique_per_tenant_and_users_need_a_tenant,
     lookup_ids_are_unique,
+    audit_entries_from_before_m0011_keep_their_details,
 );
 
 async fn migrated(db: &TestDb) -> Store {
@@ -123,4 +124,106 @@ async fn lookup_ids_are_unique(db: TestDb) {
     store.import_legacy_key(new(cred.clone()), now).await.unwrap();
     let again = store.import_legacy_key(new(cred), now + Duration::seconds(1)).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+}
+
+/// Entries written before audit changes were one enum (m0011) keep what
+/// they recorded: the per-kind columns are moved into `details`, text with
+/// quotes, backslashes and line breaks intact.
+async fn audit_entries_from_before_m0011_keep_their_details(db: TestDb) {
+    use latchkey_domain::AuditChange;
+    use latchkey_migrations::{Migrator, MigratorTrait};
+    use sea_orm::sea_query::{Alias, Query};
+    use sea_orm::{ConnectionTrait, Database};
+
+    let conn = Database::connect(&db.url).await.unwrap();
+    Migrator::up(&conn, Some(10)).await.unwrap();
+    let store = db.store().await;
+    let tenant = store.create_tenant("T", Utc::now()).await.unwrap();
+    let at = |h: u32| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 2, h, 0, 0).unwrap();
+    let tricky = "say \"hi\" \\ back\nslash";
+    type Row = (&'static str, Vec<(&'static str, sea_orm::Value)>);
+    let rows: Vec<Row> = vec![
+        ("generated", vec![]),
+        ("description_changed", vec![("old_description", "old".into()), ("new_description", tricky.into())]),
+        ("rotated", vec![("previous_secret_expires_at", at(5).into())]),
+        ("rotated", vec![]),
+        ("previous_secret_expired", vec![("previous_secret_expires_at", at(6).into())]),
+        (
+            "expiry_changed",
+            vec![("old_expires_at", Option::<chrono::DateTime<Utc>>::None.into()), ("new_expires_at", at(7).into())],
+        ),
+        (
+            "restrictions_changed",
+            vec![("restrictions_before", "Full access".into()), ("restrictions_after", "users:read".into())],
+        ),
+        (
+            "leak_reported",
+            vec![
+                ("leak_url", "https://github.com/x".into()),
+                ("leak_source", "commit".into()),
+                ("leak_revoked", true.into()),
+            ],
+        ),
+        ("owner_changed", vec![("owner_before", "Ada".into()), ("owner_after", "Grace".into())]),
+        ("settings_changed", vec![("old_description", "false".into()), ("new_description", "true".into())]),
+    ];
+    for (i, (action, extra)) in rows.iter().enumerate() {
+        let mut columns = vec![
+            "id",
+            "tenant_id",
+            "key_id",
+            "action",
+            "actor_id",
+            "actor_name",
+            "occurred_at",
+            "key_description",
+            "key_last_four",
+        ];
+        let id = latchkey_domain::ids::time_ordered_uuid(at(1) + Duration::seconds(i as i64));
+        let mut values: Vec<sea_orm::Value> = vec![
+            id.into(),
+            tenant.id.0.into(),
+            uuid::Uuid::nil().into(),
+            (*action).into(),
+            uuid::Uuid::nil().into(),
+            "Latchkey".into(),
+            (at(1) + Duration::seconds(i as i64)).into(),
+            "k".into(),
+            "abcd".into(),
+        ];
+        for (column, value) in extra {
+            columns.push(column);
+            values.push(value.clone());
+        }
+        let insert = Query::insert()
+            .into_table(Alias::new("key_audit"))
+            .columns(columns.into_iter().map(Alias::new))
+            .values_panic(values.into_iter().map(Into::into))
+            .to_owned();
+        conn.execute_raw(conn.get_database_backend().build(&insert)).await.unwrap();
+    }
+    store.migrate().await.unwrap();
+    let page = store.list_audit(tenant.id, None, 50, None).await.unwrap();
+    let mut changes: Vec<AuditChange> = page.entries.into_iter().map(|e| e.change).collect();
+    changes.reverse();
+    assert_eq!(
+        changes,
+        vec![
+            AuditChange::Generated,
+            AuditChange::DescriptionChanged { old: "old".into(), new: tricky.into() },
+            AuditChange::Rotated { previous_secret_until: Some(at(5)) },
+            AuditChange::Rotated { previous_secret_until: None },
+            AuditChange::PreviousSecretExpired { at: at(6) },
+            AuditChange::ExpiryChanged { old: None, new: Some(at(7)) },
+            AuditChange::RestrictionsChanged { before: "Full access".into(), after: "users:read".into() },
+            AuditChange::LeakReported {
+                url: Some("https://github.com/x".into()),
+                source: Some("commit".into()),
+                revoked: true
+            },
+            AuditChange::OwnerChanged { before: "Ada".into(), after: "Grace".into() },
+            AuditChange::SettingChanged { old: "false".into(), new: "true".into() },
+        ]
+    );
+    let _ = conn.close().await;
 }
