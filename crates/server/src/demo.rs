@@ -94,7 +94,7 @@ async fn seed(store: &Store, token_key: &AdminTokenKey) -> anyhow::Result<Cast> 
         (&grace, "Course catalogue import", in_six_days),
     ] {
         let command =
-            GenerateKey { owner_id: owner.id.to_string(), description: text.into(), expires_at, restrictions: None };
+            GenerateKey { owner_id: owner.id.to_string(), description: text.into(), expires_at, ..Default::default() };
         if let Err(violations) = admin.generate(command).await? {
             anyhow::bail!("demo seed refused: {violations:?}");
         }
