@@ -9,8 +9,9 @@
 use std::io::BufRead;
 
 use chrono::Duration;
+use latchkey_domain::error::Violation;
 use latchkey_domain::lifecycle::system_actor;
-use latchkey_domain::names::{self, NameProblem};
+use latchkey_domain::names;
 use latchkey_domain::{ApiKey, ApiKeyId, EventDelivery, NoticeId, Role, Tenant, TenantId, User, UserId};
 use latchkey_store::{NewUser, StoreError, StoredEvent, Written};
 
@@ -39,12 +40,8 @@ pub struct UserChange {
     pub changed: bool,
 }
 
-fn name_refusal(what: &str, problem: NameProblem) -> Refusal {
-    match problem {
-        NameProblem::Blank => format!("{what} must not be blank or invisible"),
-        NameProblem::TooLong => format!("{what} must be at most {} characters", names::MAX_NAME_CHARS),
-        NameProblem::Control => format!("{what} must not contain control characters"),
-    }
+fn name_refusal(what: &str, refused: Violation) -> Refusal {
+    format!("{what} {}", refused.message)
 }
 
 impl App {

@@ -10,7 +10,7 @@
 use latchkey_domain::lifecycle::system_actor;
 use latchkey_domain::restrictions::{PermissionSet, owner_permissions};
 use latchkey_domain::{Role, TenantId, User, UserId};
-use latchkey_store::UserNameTaken;
+use latchkey_store::StoreError;
 pub use latchkey_store::{ScimMatch, ScimUser, ScimUserWrite};
 
 use crate::App;
@@ -95,10 +95,11 @@ impl ScimAdmin<'_> {
     /// Provisions a user.
     pub async fn create(&self, write: ScimUserWrite) -> AppResult<ScimWritten> {
         self.may_grant(write.role).await?;
-        Ok(match self.app.store.scim_create(self.tenant, write, self.app.clock.now()).await? {
-            Ok(user) => ScimWritten::Done(user),
-            Err(UserNameTaken) => ScimWritten::Conflict,
-        })
+        match self.app.store.scim_create(self.tenant, write, self.app.clock.now()).await {
+            Ok(user) => Ok(ScimWritten::Done(user)),
+            Err(StoreError::Conflict(_)) => Ok(ScimWritten::Conflict),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Replaces a user, at `expected` version when given. Deactivating or
@@ -122,9 +123,11 @@ impl ScimAdmin<'_> {
             self.may_grant(write.role).await?;
         }
         let now = self.app.clock.now();
-        let after = match change.replace_scim_user(self.tenant, id, write, now).await? {
+        let after = match change.replace_scim_user(self.tenant, id, write, now).await {
             Ok(after) => after,
-            Err(UserNameTaken) => return Ok(ScimWritten::Conflict),
+            // Another user of the tenant has this `userName`.
+            Err(StoreError::Conflict(_)) => return Ok(ScimWritten::Conflict),
+            Err(e) => return Err(e.into()),
         };
         user_changed(&mut change, &before.user, &after.user, &self.actor, now).await?;
         change.commit().await?;

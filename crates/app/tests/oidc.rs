@@ -127,7 +127,7 @@ async fn world() -> World {
         family_name: None,
     };
     let tx = store.begin().await.unwrap();
-    tx.replace_scim_user(tenant.id, ada.id, write, start).await.unwrap().unwrap();
+    tx.replace_scim_user(tenant.id, ada.id, write, start).await.unwrap();
     tx.commit().await.unwrap();
     let provider =
         Arc::new(ScriptedProvider { published: Mutex::new(Err("not yet".into())), fetches: AtomicUsize::new(0) });

@@ -2,31 +2,22 @@
 //! check of email addresses, written once for every front end.
 
 use crate::description::shows_nothing;
+use crate::error::{Violation, ViolationCode};
 
 /// Longest name, in Unicode scalar values.
 pub const MAX_NAME_CHARS: usize = 255;
 
-/// Why a name was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NameProblem {
-    /// Empty, or only spaces and invisible characters.
-    Blank,
-    /// Over [`MAX_NAME_CHARS`].
-    TooLong,
-    /// Contains a control character.
-    Control,
-}
-
 /// `raw` trimmed, if it is a name: 1 to 255 characters, no control
-/// characters, not all of them invisible.
-pub fn name(raw: &str) -> Result<&str, NameProblem> {
+/// characters, not all of them invisible. A refusal's message completes a
+/// sentence that starts with what was named (`--name must …`).
+pub fn name(raw: &str) -> Result<&str, Violation> {
     let trimmed = raw.trim();
     if shows_nothing(trimmed) {
-        Err(NameProblem::Blank)
+        Err(Violation::new(ViolationCode::Blank, "must not be blank or invisible"))
     } else if trimmed.chars().count() > MAX_NAME_CHARS {
-        Err(NameProblem::TooLong)
+        Err(Violation::new(ViolationCode::TooLong, format!("must be at most {MAX_NAME_CHARS} characters")))
     } else if trimmed.chars().any(char::is_control) {
-        Err(NameProblem::Control)
+        Err(Violation::new(ViolationCode::Invalid, "must not contain control characters"))
     } else {
         Ok(trimmed)
     }
@@ -49,10 +40,11 @@ mod tests {
     #[test]
     fn names_are_trimmed_bounded_visible_and_without_controls() {
         assert_eq!(name("  Acme  "), Ok("Acme"));
-        assert_eq!(name(" \u{200B} "), Err(NameProblem::Blank));
-        assert_eq!(name(&"x".repeat(256)), Err(NameProblem::TooLong));
+        let code = |raw: &str| name(raw).map(|_| ()).map_err(|v| v.code);
+        assert_eq!(code(" \u{200B} "), Err(ViolationCode::Blank));
+        assert_eq!(code(&"x".repeat(256)), Err(ViolationCode::TooLong));
         assert_eq!(name(&"é".repeat(255)), Ok("é".repeat(255).as_str()));
-        assert_eq!(name("a\u{7}b"), Err(NameProblem::Control));
+        assert_eq!(code("a\u{7}b"), Err(ViolationCode::Invalid));
     }
 
     #[test]

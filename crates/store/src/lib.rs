@@ -32,7 +32,7 @@ pub use keys::{
 };
 pub use owners::{UserFilter, UserPage};
 pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
-pub use scim::{ScimMatch, ScimUser, ScimUserWrite, UserNameTaken};
+pub use scim::{ScimMatch, ScimUser, ScimUserWrite};
 pub use tx::{Tx, Written};
 pub use users::NewUser;
 

@@ -64,10 +64,6 @@ pub enum ScimMatch {
     Email(String),
 }
 
-/// Another user of the tenant already has this `userName`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserNameTaken;
-
 fn scim_user(m: user::Model) -> StoreResult<ScimUser> {
     let (external_id, given_name, family_name) = (m.external_id.clone(), m.given_name.clone(), m.family_name.clone());
     let (created_at, updated_at, version) = (m.created_at, m.updated_at.unwrap_or(m.created_at), m.version);
@@ -142,7 +138,7 @@ impl Store {
         tenant: TenantId,
         write: ScimUserWrite,
         now: DateTime<Utc>,
-    ) -> StoreResult<Result<ScimUser, UserNameTaken>> {
+    ) -> StoreResult<ScimUser> {
         let now = storable(now);
         let id = UserId::new_at(now);
         let model = user::ActiveModel {
@@ -161,11 +157,7 @@ impl Store {
             deleted_at: Set(None),
             scim_managed: Set(true),
         };
-        match model.insert(self.conn()).await.map_err(StoreError::from) {
-            Ok(m) => Ok(Ok(scim_user(m)?)),
-            Err(StoreError::Conflict(_)) => Ok(Err(UserNameTaken)),
-            Err(e) => Err(e),
-        }
+        scim_user(model.insert(self.conn()).await?)
     }
 }
 
@@ -186,7 +178,7 @@ impl Tx {
         id: UserId,
         write: ScimUserWrite,
         now: DateTime<Utc>,
-    ) -> StoreResult<Result<ScimUser, UserNameTaken>> {
+    ) -> StoreResult<ScimUser> {
         let now = storable(now);
         let deactivated_at = if write.active {
             Expr::value(Option::<DateTime<Utc>>::None)
@@ -207,13 +199,9 @@ impl Tx {
             .filter(live(tenant))
             .exec(self.conn())
             .await;
-        match updated.map_err(StoreError::from) {
-            Ok(_) => {}
-            Err(StoreError::Conflict(_)) => return Ok(Err(UserNameTaken)),
-            Err(e) => return Err(e),
-        }
+        updated?;
         match user::Entity::find_by_id(id.0).one(self.conn()).await? {
-            Some(after) => Ok(Ok(scim_user(after)?)),
+            Some(after) => scim_user(after),
             None => Err(StoreError::MissingReference(format!("user {id}"))),
         }
     }
