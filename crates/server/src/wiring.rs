@@ -41,23 +41,12 @@ impl RunningServer {
     /// Stops gracefully: stop accepting, drain requests, stop the dispatcher.
     pub async fn stop(self) {
         self.handle.stop(true).await;
-        let _ = self.server.await;
-        if let Some((handle, server)) = self.metrics {
-            handle.stop(true).await;
-            let _ = server.await;
-        }
-        let _ = self.stop_dispatcher.send(true);
-        let _ = self.dispatcher.await;
-        let _ = self.usage.await;
-        let _ = self.expiry.await;
-        if let Some(r) = self.revocations {
-            let _ = r.await;
-        }
-        let _ = self.store.close().await;
+        let _ = self.wait().await;
     }
 
-    /// Waits until the server stops by itself (on SIGINT/SIGTERM), then stops
-    /// the dispatcher.
+    /// Waits until the server stops (by itself on SIGINT/SIGTERM, or after
+    /// [`RunningServer::stop`]), then stops the metrics listener, the
+    /// dispatcher and the background tasks, and closes the pools.
     pub async fn wait(self) -> std::io::Result<()> {
         let result = match self.server.await {
             Ok(r) => r,

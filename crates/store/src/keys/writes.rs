@@ -85,6 +85,11 @@ pub enum ImportState {
     Retired,
 }
 
+/// The key `id` of `tenant`, as a condition.
+fn the_key(tenant: TenantId, id: ApiKeyId) -> Condition {
+    Condition::all().add(api_key::Column::Id.eq(id.0)).add(api_key::Column::TenantId.eq(tenant.0))
+}
+
 /// Keys inside a unit of work. Every write is scoped by tenant, except those
 /// that start from a credential (leak reports, expiry notices), which is how
 /// a key finds its tenant.
@@ -157,8 +162,7 @@ impl Tx {
             .col_expr(api_key::Column::CredentialVersion, Expr::col(api_key::Column::CredentialVersion).add(1))
             .col_expr(api_key::Column::LastEditedAt, Expr::value(now))
             .col_expr(api_key::Column::LastEditedBy, Expr::value(edited_by.0))
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(the_key(tenant, id))
             .exec(self.conn())
             .await?;
         if updated.rows_affected == 0 {
@@ -183,8 +187,7 @@ impl Tx {
             .col_expr(api_key::Column::Description, Expr::value(description.as_str()))
             .col_expr(api_key::Column::LastEditedAt, Expr::value(now))
             .col_expr(api_key::Column::LastEditedBy, Expr::value(edited_by.0))
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(the_key(tenant, id))
             .exec(self.conn())
             .await?;
         Ok(key_in(self.conn(), tenant, id).await?.map(key_from))
@@ -193,11 +196,7 @@ impl Tx {
     /// Deletes a key; whether this deleted it (false when a concurrent
     /// delete won, or there was none).
     pub async fn delete_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<bool> {
-        let deleted = api_key::Entity::delete_many()
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
-            .exec(self.conn())
-            .await?;
+        let deleted = api_key::Entity::delete_many().filter(the_key(tenant, id)).exec(self.conn()).await?;
         Ok(deleted.rows_affected > 0)
     }
 
@@ -211,8 +210,7 @@ impl Tx {
         let now = storable(now);
         let updated = api_key::Entity::update_many()
             .col_expr(api_key::Column::PreviousExpiresAt, Expr::value(now))
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(the_key(tenant, id))
             .filter(api_key::Column::PreviousExpiresAt.gt(now))
             .exec(self.conn())
             .await?;
@@ -229,8 +227,7 @@ impl Tx {
         api_key::Entity::update_many()
             .col_expr(api_key::Column::ExpiresAt, Expr::value(expires_at.map(storable)))
             .col_expr(api_key::Column::ExpiryNoticeStage, Expr::value(0i16))
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(the_key(tenant, id))
             .exec(self.conn())
             .await?;
         Ok(())
@@ -250,8 +247,7 @@ impl Tx {
         };
         let updated = api_key::Entity::update_many()
             .col_expr(api_key::Column::DisabledAt, Expr::value(disabled_at.map(storable)))
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(the_key(tenant, id))
             .filter(currently)
             .exec(self.conn())
             .await?;
@@ -274,8 +270,7 @@ impl Tx {
             .col_expr(api_key::Column::AllowedIps, Expr::value(stored.allowed_ips))
             .col_expr(api_key::Column::LastEditedAt, Expr::value(storable(now)))
             .col_expr(api_key::Column::LastEditedBy, Expr::value(edited_by.0))
-            .filter(api_key::Column::Id.eq(id.0))
-            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(the_key(tenant, id))
             .exec(self.conn())
             .await?;
         Ok(())
