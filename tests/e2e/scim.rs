@@ -10,6 +10,7 @@ on_both_backends!(
     scim_refuses_what_it_cannot_take,
     a_scim_client_library_works_against_latchkey,
     scim_reaches_only_its_own_users_and_makes_admins_only_where_allowed,
+    a_user_name_need_not_be_an_email_address,
 );
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -422,4 +423,60 @@ async fn scim_reaches_only_its_own_users_and_makes_admins_only_where_allowed(app
     assert_eq!(scim(&app, &key, Method::GET, &owner, None).await.0, 200, "a linked user is SCIM's");
     let viewer = app.gql(Some(&key), "{ viewer { apiKey { owner { role } } } }", json!({})).await;
     assert_eq!(viewer["data"]["viewer"]["apiKey"]["owner"]["role"], "INTEGRATION_USER", "{viewer}");
+}
+
+/// SCIM's `userName` is any string unique in the tenant: notices go to the
+/// primary email (else the work one, else the first). A user with no address
+/// at all is refused, since every user may own keys and be mailed about them.
+async fn a_user_name_need_not_be_an_email_address(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let idp = key_with(&app, &s, json!(["scim"])).await;
+    let mut body = okta_user("ada@acme.example", "00u1ada");
+    body["userName"] = json!("alovelace");
+    body["emails"] =
+        json!([{ "value": "ada.home@acme.example", "type": "home" }, { "value": "ada@acme.example", "type": "work" }]);
+    let (status, user) = scim(&app, &idp, Method::POST, "/Users", Some(body.clone())).await;
+    assert_eq!(status, 201, "{user}");
+    assert_eq!(user["userName"], "alovelace");
+    assert_eq!(user["emails"][0]["value"], "ada@acme.example", "the work address, with no primary one");
+    let id = user["id"].as_str().unwrap().to_owned();
+
+    // Found by its userName, without case; not by its address as userName.
+    for (filter, found) in [
+        (r#"userName eq "ALovelace""#, 1),
+        (r#"userName eq "ada@acme.example""#, 0),
+        (r#"emails.value eq "ada@acme.example""#, 1),
+    ] {
+        let (status, list) = scim(&app, &idp, Method::GET, &format!("/Users?filter={}", urlencode(filter)), None).await;
+        assert_eq!((status, list["totalResults"].clone()), (200, json!(found)), "{filter}: {list}");
+    }
+
+    // Unique in the tenant without case, whatever the address.
+    let mut twin = okta_user("other@acme.example", "00u2");
+    twin["userName"] = json!("ALOVELACE");
+    let (status, dup) = scim(&app, &idp, Method::POST, "/Users", Some(twin)).await;
+    assert_eq!((status, dup["scimType"].clone()), (409, json!("uniqueness")));
+
+    // A replace keeps the userName apart from the address.
+    body["emails"] = json!([{ "value": "countess@acme.example", "primary": true }]);
+    let (status, replaced) = scim(&app, &idp, Method::PUT, &format!("/Users/{id}"), Some(body.clone())).await;
+    assert_eq!((status, replaced["userName"].clone()), (200, json!("alovelace")), "{replaced}");
+    assert_eq!(replaced["emails"][0]["value"], "countess@acme.example");
+
+    // No address anywhere: refused, nothing created.
+    let mut nowhere = okta_user("x@acme.example", "00u3");
+    nowhere["userName"] = json!("bbabbage");
+    nowhere.as_object_mut().unwrap().remove("emails");
+    let (status, refused) = scim(&app, &idp, Method::POST, "/Users", Some(nowhere)).await;
+    assert_eq!((status, refused["scimType"].clone()), (400, json!("invalidValue")), "{refused}");
+    let (_, list) =
+        scim(&app, &idp, Method::GET, &format!("/Users?filter={}", urlencode(r#"userName eq "bbabbage""#)), None).await;
+    assert_eq!(list["totalResults"], 0);
+
+    // Deleting frees the userName.
+    let (status, _) = scim(&app, &idp, Method::DELETE, &format!("/Users/{id}"), None).await;
+    assert_eq!(status, 204);
+    body["externalId"] = json!("00u9");
+    let (status, again) = scim(&app, &idp, Method::POST, "/Users", Some(body)).await;
+    assert_eq!(status, 201, "{again}");
 }

@@ -118,6 +118,7 @@ async fn world() -> World {
     assert!(store.set_user_scim_managed(tenant.id, ada.id, true).await.unwrap());
     assert!(store.scim_user(tenant.id, ada.id).await.unwrap().is_some(), "linked to SCIM");
     let write = latchkey_store::ScimUserWrite {
+        user_name: ada.email.clone(),
         email: ada.email.clone(),
         name: ada.name.clone(),
         role: ada.role,

@@ -179,7 +179,7 @@ fn resource(req: &HttpRequest, u: &ScimUser) -> Value {
     let mut resource = json!({
         "schemas": [USER_SCHEMA],
         "id": id,
-        "userName": u.user.email,
+        "userName": u.user_name,
         "name": name,
         "displayName": u.user.name,
         "emails": [{ "value": u.user.email, "type": "work", "primary": true }],
@@ -304,12 +304,15 @@ fn write_from(object: &Map<String, Value>) -> Result<ScimUserWrite, ScimError> {
     let work = emails.iter().find(|e| {
         e.as_object().is_some_and(|o| attr(o, "type").as_str().is_some_and(|t| t.eq_ignore_ascii_case("work")))
     });
+    // Owner notices go to the primary email, else the work one, else the
+    // first; without any, to the userName when it is an address.
     let email = primary.or(work).or(emails.first()).and_then(email_of).unwrap_or_else(|| user_name.clone());
     let email = email.trim().to_owned();
     if !latchkey_domain::names::looks_like_email(&email) {
         return Err(ScimError::bad(
             "invalidValue",
-            "userName (or a primary email) must be an email address: owner notices go there.",
+            "A user needs an email address (in emails, or a userName that is one): every user may own keys, \
+             and notices about them are mailed to it.",
         ));
     }
     let name_object = attr(object, "name").as_object().cloned().unwrap_or_default();
@@ -319,8 +322,9 @@ fn write_from(object: &Map<String, Value>) -> Result<ScimUserWrite, ScimError> {
     let name = text(attr(object, "displayName"), "displayName")?
         .or(text(attr(&name_object, "formatted"), "name.formatted")?)
         .or((!joined.is_empty()).then_some(joined))
-        .unwrap_or(user_name);
+        .unwrap_or_else(|| user_name.clone());
     Ok(ScimUserWrite {
+        user_name: user_name.clone(),
         email,
         name,
         role: role(attr(object, "roles"))?,

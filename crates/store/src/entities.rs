@@ -42,6 +42,8 @@ pub mod user {
         pub version: i32,
         pub deleted_at: Option<DateTimeUtc>,
         pub scim_managed: bool,
+        pub user_name: Option<String>,
+        pub user_name_folded: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -179,6 +179,8 @@ struct UserWithKeyCount {
     version: i32,
     deleted_at: Option<DateTime<Utc>>,
     scim_managed: bool,
+    user_name: Option<String>,
+    user_name_folded: Option<String>,
     key_count: Option<i64>,
 }
 
@@ -199,6 +201,8 @@ impl UserWithKeyCount {
             version: self.version,
             deleted_at: self.deleted_at,
             scim_managed: self.scim_managed,
+            user_name: self.user_name.clone(),
+            user_name_folded: self.user_name_folded.clone(),
         }
     }
 }

@@ -18,8 +18,10 @@ use crate::{Store, StoreError, StoreResult, storable};
 /// A provisioned user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScimUser {
-    /// The user (its email is the SCIM `userName`).
+    /// The user.
     pub user: User,
+    /// Its `userName` (unique in the tenant, compared without case).
+    pub user_name: String,
     /// The provider's id for it.
     pub external_id: Option<String>,
     /// `name.givenName`.
@@ -37,7 +39,9 @@ pub struct ScimUser {
 /// What a provider says a user is (a create or a full replace).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScimUserWrite {
-    /// The email address (`userName`), lower-cased by the store.
+    /// The `userName`.
+    pub user_name: String,
+    /// The email address owner notices go to, lower-cased by the store.
     pub email: String,
     /// The display name.
     pub name: String,
@@ -56,7 +60,7 @@ pub struct ScimUserWrite {
 /// One `attr eq "value"` of a filter (terms are and-ed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScimMatch {
-    /// `userName eq` (case-insensitive, as emails are).
+    /// `userName eq` (case-insensitive).
     UserName(String),
     /// `externalId eq` (exact).
     ExternalId(String),
@@ -67,7 +71,22 @@ pub enum ScimMatch {
 fn scim_user(m: user::Model) -> StoreResult<ScimUser> {
     let (external_id, given_name, family_name) = (m.external_id.clone(), m.given_name.clone(), m.family_name.clone());
     let (created_at, updated_at, version) = (m.created_at, m.updated_at.unwrap_or(m.created_at), m.version);
-    Ok(ScimUser { user: user_from(m)?, external_id, given_name, family_name, created_at, updated_at, version })
+    let user_name = m.user_name.clone().unwrap_or_else(|| m.email.clone());
+    Ok(ScimUser {
+        user: user_from(m)?,
+        user_name,
+        external_id,
+        given_name,
+        family_name,
+        created_at,
+        updated_at,
+        version,
+    })
+}
+
+/// A `userName` as compared: trimmed, without case.
+fn folded(user_name: &str) -> String {
+    user_name.trim().to_lowercase()
 }
 
 /// The users SCIM sees in `tenant`: those it provisioned or an admin
@@ -110,7 +129,8 @@ impl Store {
         let mut condition = live(tenant);
         for term in terms {
             condition = condition.add(match term {
-                ScimMatch::UserName(v) | ScimMatch::Email(v) => user::Column::Email.eq(v.trim().to_lowercase()),
+                ScimMatch::UserName(v) => user::Column::UserNameFolded.eq(folded(v)),
+                ScimMatch::Email(v) => user::Column::Email.eq(v.trim().to_lowercase()),
                 ScimMatch::ExternalId(v) => user::Column::ExternalId.eq(v.as_str()),
             });
         }
@@ -156,6 +176,8 @@ impl Store {
             version: Set(1),
             deleted_at: Set(None),
             scim_managed: Set(true),
+            user_name_folded: Set(Some(folded(&write.user_name))),
+            user_name: Set(Some(write.user_name.trim().to_owned())),
         };
         scim_user(model.insert(self.conn()).await?)
     }
@@ -187,6 +209,8 @@ impl Tx {
         };
         let updated = user::Entity::update_many()
             .col_expr(user::Column::Email, Expr::value(write.email.trim().to_lowercase()))
+            .col_expr(user::Column::UserNameFolded, Expr::value(folded(&write.user_name)))
+            .col_expr(user::Column::UserName, Expr::value(write.user_name.trim().to_owned()))
             .col_expr(user::Column::Name, Expr::value(write.name))
             .col_expr(user::Column::Role, Expr::value(write.role.as_str()))
             .col_expr(user::Column::DeactivatedAt, deactivated_at)
@@ -217,6 +241,8 @@ impl Tx {
             .col_expr(user::Column::DeactivatedAt, Expr::col(user::Column::DeactivatedAt).if_null(now))
             .col_expr(user::Column::Email, Expr::value(format!("deleted-{}@deleted.invalid", id.0)))
             .col_expr(user::Column::ExternalId, Expr::value(Option::<String>::None))
+            .col_expr(user::Column::UserName, Expr::value(Option::<String>::None))
+            .col_expr(user::Column::UserNameFolded, Expr::value(Option::<String>::None))
             .col_expr(user::Column::UpdatedAt, Expr::value(Some(now)))
             .filter(user::Column::Id.eq(id.0))
             .filter(live(tenant))

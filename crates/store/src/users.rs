@@ -187,6 +187,8 @@ impl Store {
             version: Set(1),
             deleted_at: Set(None),
             scim_managed: Set(false),
+            user_name: Set(None),
+            user_name_folded: Set(None),
         }
         .insert(self.conn())
         .await?;
