@@ -23,7 +23,7 @@ use crate::owners::user_changed;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScimWritten {
     /// Done: the user as it is now.
-    Done(ScimUser),
+    Done(Box<ScimUser>),
     /// No such (undeleted) user in the tenant.
     NotFound,
     /// Another user of the tenant has this `userName`.
@@ -96,7 +96,7 @@ impl ScimAdmin<'_> {
     pub async fn create(&self, write: ScimUserWrite) -> AppResult<ScimWritten> {
         self.may_grant(write.role).await?;
         match self.app.store.scim_create(self.tenant, write, self.app.clock.now()).await {
-            Ok(user) => Ok(ScimWritten::Done(user)),
+            Ok(user) => Ok(ScimWritten::Done(Box::new(user))),
             Err(StoreError::Conflict(_)) => Ok(ScimWritten::Conflict),
             Err(e) => Err(e.into()),
         }
@@ -131,7 +131,7 @@ impl ScimAdmin<'_> {
         };
         user_changed(&mut change, &before.user, &after.user, &self.actor, now).await?;
         change.commit().await?;
-        Ok(ScimWritten::Done(after))
+        Ok(ScimWritten::Done(Box::new(after)))
     }
 
     /// Deletes a user as the provider sees it: it is deactivated (its keys
