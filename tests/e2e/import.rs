@@ -315,5 +315,37 @@ async fn guesses_at_an_imported_argon2_key_share_one_budget(db: TestDb) {
     // Another imported key is not held back, and costs one hash.
     assert_eq!(app.verify(&other).await["valid"], true);
     assert_eq!(hashes().await, hashed + 1);
+
+    // The budget is each replica's own (limits are in memory): with N
+    // replicas a key's guesses cost at most N × 10 hashes a minute.
+    let (replica, _) = app.replica().await;
+    let replica_metrics = format!("http://{}/metrics", replica.metrics_addr.unwrap());
+    let replica_hashes = || async {
+        let text = app.http.get(&replica_metrics).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("latchkey_legacy_hashes_total "))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let mut codes = Vec::new();
+    for n in 40..60 {
+        let answer: Value = app
+            .http
+            .post(format!("http://{}/v1/keys/verify", replica.addr))
+            .json(&json!({ "key": format!("acme.guess{n:026}") }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        codes.push(answer["code"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(codes.iter().filter(|c| *c == "INVALID").count(), 10, "a fresh budget on the second replica: {codes:?}");
+    assert!(replica_hashes().await <= 10, "at most 10 hashes on the second replica");
+    assert_eq!(hashes().await, hashed + 1, "the first replica hashed nothing more");
+    replica.stop().await;
     app.stop().await;
 }
