@@ -12,6 +12,7 @@ on_both_backends!(
     scim_reaches_only_its_own_users_and_makes_admins_only_where_allowed,
     a_user_name_need_not_be_an_email_address,
     a_scim_compliance_checker_passes_its_discovery_and_protocol_checks,
+    answers_carry_the_attributes_asked_for,
 );
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -492,4 +493,35 @@ async fn a_user_name_need_not_be_an_email_address(app: TestApp) {
     body["externalId"] = json!("00u9");
     let (status, again) = scim(&app, &idp, Method::POST, "/Users", Some(body)).await;
     assert_eq!(status, 201, "{again}");
+}
+
+/// `attributes` and `excludedAttributes` (RFC 7644 §3.9) shape single
+/// answers and lists; `id` and `schemas` are always there.
+async fn answers_carry_the_attributes_asked_for(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let idp = key_with(&app, &s, json!(["scim"])).await;
+    let (status, user) = scim(&app, &idp, Method::POST, "/Users", Some(okta_user("ada@acme.example", "00u1"))).await;
+    assert_eq!(status, 201);
+    let id = user["id"].as_str().unwrap().to_owned();
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+
+    let path = format!("/Users/{id}?attributes=userName,{USER}:name.givenName");
+    let (_, only) = scim(&app, &idp, Method::GET, &path, None).await;
+    assert_eq!(keys(&only), ["id", "name", "schemas", "userName"], "{only}");
+    assert_eq!(only["name"], json!({ "givenName": "Ada" }));
+
+    let path = format!("/Users/{id}?excludedAttributes=emails,name.familyName,id");
+    let (_, most) = scim(&app, &idp, Method::GET, &path, None).await;
+    assert!(most.get("emails").is_none() && most["id"] == id.as_str(), "{most}");
+    assert_eq!(most["name"]["givenName"], "Ada");
+    assert!(most["name"].get("familyName").is_none(), "{most}");
+    assert_eq!(most["userName"], "ada@acme.example");
+
+    let (_, list) = scim(&app, &idp, Method::GET, "/Users?attributes=userName", None).await;
+    assert_eq!(keys(&list["Resources"][0]), ["id", "schemas", "userName"], "{list}");
+    assert_eq!(list["totalResults"], 1);
 }

@@ -199,8 +199,84 @@ fn resource(req: &HttpRequest, u: &ScimUser) -> Value {
     resource
 }
 
+/// Which attributes a request asks for (RFC 7644 §3.9): `attributes` (only
+/// these, besides `id` and `schemas`, which are always returned) or
+/// `excludedAttributes` (all but these), each a comma-separated list of
+/// names or `parent.sub` paths, optionally with the User schema's URN.
+#[derive(Debug, Default)]
+struct Projection {
+    only: Vec<(String, Option<String>)>,
+    excluded: Vec<(String, Option<String>)>,
+}
+
+impl Projection {
+    fn of(req: &HttpRequest) -> Self {
+        let query = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string());
+        let Ok(query) = query else { return Projection::default() };
+        let paths = |name: &str| -> Vec<(String, Option<String>)> {
+            let Some((_, list)) = query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) else { return Vec::new() };
+            list.split(',')
+                .map(|p| p.trim())
+                .map(|p| p.strip_prefix(USER_SCHEMA).and_then(|r| r.strip_prefix(':')).unwrap_or(p))
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('.') {
+                    Some((parent, sub)) => (parent.to_ascii_lowercase(), Some(sub.to_ascii_lowercase())),
+                    None => (p.to_ascii_lowercase(), None),
+                })
+                .collect()
+        };
+        Projection { only: paths("attributes"), excluded: paths("excludedAttributes") }
+    }
+
+    /// `resource` with only what was asked for.
+    fn apply(&self, mut resource: Value) -> Value {
+        const ALWAYS: [&str; 2] = ["id", "schemas"];
+        let Value::Object(object) = &mut resource else { return resource };
+        if !self.only.is_empty() {
+            object.retain(|key, value| {
+                let key = key.to_ascii_lowercase();
+                if ALWAYS.contains(&key.as_str()) {
+                    return true;
+                }
+                let subs: Vec<&str> =
+                    self.only.iter().filter(|(p, _)| *p == key).filter_map(|(_, sub)| sub.as_deref()).collect();
+                let whole = self.only.iter().any(|(p, sub)| *p == key && sub.is_none());
+                if !whole && !subs.is_empty() {
+                    keep_subs(value, |sub| subs.contains(&sub));
+                }
+                whole || !subs.is_empty()
+            });
+        }
+        for (parent, sub) in &self.excluded {
+            if ALWAYS.contains(&parent.as_str()) {
+                continue;
+            }
+            match sub {
+                None => object.retain(|key, _| !key.eq_ignore_ascii_case(parent)),
+                Some(sub) => {
+                    if let Some((_, value)) = object.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(parent)) {
+                        keep_subs(value, |s| s != sub.as_str());
+                    }
+                }
+            }
+        }
+        resource
+    }
+}
+
+/// Keeps, in a complex attribute (or each element of a multi-valued one),
+/// the sub-attributes whose lower-cased names pass `keep`.
+fn keep_subs(value: &mut Value, keep: impl Fn(&str) -> bool) {
+    let keep_in = |object: &mut Map<String, Value>| object.retain(|k, _| keep(&k.to_ascii_lowercase()));
+    match value {
+        Value::Object(object) => keep_in(object),
+        Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).for_each(keep_in),
+        _ => {}
+    }
+}
+
 fn one(req: &HttpRequest, status: StatusCode, u: &ScimUser) -> HttpResponse {
-    let mut response = scim_json(status, &resource(req, u));
+    let mut response = scim_json(status, &Projection::of(req).apply(resource(req, u)));
     if let Ok(value) = header::HeaderValue::from_str(&etag(u.version)) {
         response.headers_mut().insert(header::ETAG, value);
     }
@@ -470,7 +546,8 @@ async fn list_users(ctx: web::Data<ServerContext>, req: HttpRequest) -> HttpResp
         let count = u64::try_from(number("count", 100)?.max(0)).unwrap_or(0).min(MAX_COUNT);
         let offset = u64::try_from(start - 1).unwrap_or(0);
         let (total, users) = scim.list(&terms, offset, count).await?;
-        let resources: Vec<Value> = users.iter().map(|u| resource(&req, u)).collect();
+        let projection = Projection::of(&req);
+        let resources: Vec<Value> = users.iter().map(|u| projection.apply(resource(&req, u))).collect();
         Ok(scim_json(
             StatusCode::OK,
             &json!({ "schemas": [LIST_SCHEMA], "totalResults": total, "startIndex": start,
