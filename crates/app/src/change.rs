@@ -10,7 +10,8 @@
 
 use std::ops::Deref;
 
-use latchkey_domain::{ApiKeyId, AuditEntry, Notice};
+use chrono::{DateTime, Utc};
+use latchkey_domain::{ApiKey, ApiKeyId, AuditEntry, Notice, NoticeKind, User};
 use latchkey_store::Tx;
 
 use crate::App;
@@ -41,6 +42,19 @@ impl<'a> Change<'a> {
         self.tx.enqueue_notice(notice).await?;
         self.mailed = true;
         Ok(())
+    }
+
+    /// Queues the notice of `kind` about `key`, by `actor` at `at`, for the
+    /// key's owner (the common case of [`Change::mail`]).
+    pub(crate) async fn mail_owner(
+        &mut self,
+        kind: NoticeKind,
+        key: &ApiKey,
+        actor: &User,
+        at: DateTime<Utc>,
+    ) -> AppResult<()> {
+        let owner = self.tx.owner_of(key).await?;
+        self.mail(&Notice::new(kind, key, &owner, actor, at)).await
     }
 
     /// Drops `key`'s cached verifications on every replica once the change

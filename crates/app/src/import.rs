@@ -12,7 +12,7 @@ use std::io::{BufRead, Read};
 use chrono::{DateTime, Utc};
 use latchkey_domain::description::shows_nothing;
 use latchkey_domain::import::{ImportedSecret, from_hash, from_plaintext};
-use latchkey_domain::{AuditChange, AuditEntry, Description, Notice, NoticeKind, TenantId, User, policy};
+use latchkey_domain::{AuditChange, AuditEntry, Description, NoticeKind, TenantId, User, policy};
 use latchkey_store::{ImportState, NewCredential, NewKey, StoreError};
 use serde::Deserialize;
 use serde_json::json;
@@ -226,8 +226,7 @@ async fn write_imported(
         Err(e) => return Err(e.into()),
     };
     change.remember_import(identity, &key, now).await?;
-    let owner = change.owner_of(&key).await?;
-    change.mail(&Notice::new(NoticeKind::Imported, &key, &owner, actor, now)).await?;
+    change.mail_owner(NoticeKind::Imported, &key, actor, now).await?;
     change.audit(&AuditEntry::new(AuditChange::Imported, &key, actor, now)).await?;
     change.commit().await?;
     Ok(Ok(key.id))

@@ -385,8 +385,7 @@ impl KeyAdmin<'_> {
                     (NoticeKind::Rotated, AuditChange::Rotated { previous_secret_until: key.previous_expires_at })
                 }
             };
-            let owner = change.owner_of(&key).await?;
-            change.mail(&Notice::new(kind, &key, &owner, self.actor, now)).await?;
+            change.mail_owner(kind, &key, self.actor, now).await?;
             change.audit(&AuditEntry::new(audited, &key, self.actor, now)).await?;
             if matches!(target, SecretTarget::Rotate { .. }) {
                 change.revoke(key.id).await?;
@@ -555,8 +554,7 @@ impl KeyAdmin<'_> {
         } else {
             (NoticeKind::Enabled, AuditChange::Enabled)
         };
-        let owner = change.owner_of(&key).await?;
-        change.mail(&Notice::new(kind, &key, &owner, self.actor, now)).await?;
+        change.mail_owner(kind, &key, self.actor, now).await?;
         change.audit(&AuditEntry::new(audited, &key, self.actor, now)).await?;
         change.revoke(key.id).await?;
         change.commit().await?;
@@ -606,8 +604,7 @@ impl KeyAdmin<'_> {
         if !change.delete_key(tenant, id).await? {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         }
-        let owner = change.owner_of(&key).await?;
-        change.mail(&Notice::new(NoticeKind::Deleted, &key, &owner, self.actor, now)).await?;
+        change.mail_owner(NoticeKind::Deleted, &key, self.actor, now).await?;
         change.audit(&AuditEntry::new(AuditChange::Deleted, &key, self.actor, now)).await?;
         change.revoke(key.id).await?;
         change.commit().await?;

@@ -25,7 +25,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use latchkey_domain::admin_token::AdminTokenKey;
-use latchkey_domain::{AuditChange, AuditEntry, Clock, ExpiryNotice, Notice, NoticeKind, Tenant, User};
+use latchkey_domain::{AuditChange, AuditEntry, Clock, ExpiryNotice, NoticeKind, Tenant, User};
 use latchkey_store::{RevocationListener, Store};
 
 use crate::change::Change;
@@ -266,10 +266,9 @@ impl App {
                 // Another replica queued it, or the key changed meanwhile.
                 continue;
             }
-            let owner = change.owner_of(&key).await?;
             let actor = latchkey_domain::lifecycle::system_actor(key.tenant_id);
             let kind = if notice == ExpiryNotice::Expired { NoticeKind::Expired } else { NoticeKind::Expiring };
-            change.mail(&Notice::new(kind, &key, &owner, &actor, now)).await?;
+            change.mail_owner(kind, &key, &actor, now).await?;
             if notice == ExpiryNotice::Expired {
                 change.audit(&AuditEntry::new(AuditChange::Expired, &key, &actor, expires_at)).await?;
             }
