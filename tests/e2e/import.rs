@@ -53,6 +53,12 @@ fn drf_keys(count: usize) -> Option<Vec<Value>> {
     }
 }
 
+/// `latchkey_legacy_hashes_total` as the metrics listener at `url` reports it.
+async fn legacy_hashes(http: &reqwest::Client, url: &str) -> u64 {
+    let text = http.get(url).send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix("latchkey_legacy_hashes_total ")).unwrap().trim().parse().unwrap()
+}
+
 fn sha256_hex(s: &str) -> String {
     Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -294,15 +300,7 @@ async fn guesses_at_an_imported_argon2_key_share_one_budget(db: TestDb) {
         assert!(reasons.iter().all(|r| r.contains("at most 102400 KiB")), "{reasons:?}");
     }
 
-    let hashes = || async {
-        let text = app.http.get(&metrics).send().await.unwrap().text().await.unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("latchkey_legacy_hashes_total "))
-            .unwrap()
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let hashes = || legacy_hashes(&app.http, &metrics);
     // 40 guesses at the known prefix, each different: one budget of 10 hashes.
     let mut codes = Vec::new();
     for n in 0..40 {
@@ -320,20 +318,13 @@ async fn guesses_at_an_imported_argon2_key_share_one_budget(db: TestDb) {
     // replicas a key's guesses cost at most N × 10 hashes a minute.
     let (replica, _) = app.replica().await;
     let replica_metrics = format!("http://{}/metrics", replica.metrics_addr.unwrap());
-    let replica_hashes = || async {
-        let text = app.http.get(&replica_metrics).send().await.unwrap().text().await.unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("latchkey_legacy_hashes_total "))
-            .unwrap()
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let replica_hashes = || legacy_hashes(&app.http, &replica_metrics);
     let mut codes = Vec::new();
     for n in 40..60 {
+        let url = format!("http://{}/v1/keys/verify", replica.addr);
         let answer: Value = app
             .http
-            .post(format!("http://{}/v1/keys/verify", replica.addr))
+            .post(url)
             .json(&json!({ "key": format!("acme.guess{n:026}") }))
             .send()
             .await
