@@ -13,7 +13,8 @@ use latchkey_notify::mail::{MailNotifier, MailSettings, MailTransport};
 use latchkey_notify::{Dispatcher, DispatcherConfig};
 use latchkey_store::{NewCredential, NewKey, StoreOptions};
 use latchkey_tests::process::ServerProcess;
-use latchkey_tests::smtp::{Mode, SmtpServer, free_port};
+use latchkey_tests::proxy::Proxy;
+use latchkey_tests::smtp::{Mode, SmtpServer};
 use latchkey_tests::{AppOptions, Backend, JWT_SECRET, TestApp, TestDb, fast_dispatcher, ops, seed_tenant};
 use mail_parser::MimeHeaders;
 use serde_json::{Value, json};
@@ -113,14 +114,19 @@ async fn generate_rotate_delete_each_mail_the_owner_once_and_edit_mails_nobody(b
 }
 
 async fn mail_sent_while_smtp_is_down_arrives_once_it_is_back(backend: Backend) {
-    let addr = free_port();
-    let Some(app) = app_with_smtp(backend, format!("smtp://{addr}")).await else { return };
+    // The SMTP server is reached through a proxy that drops every
+    // connection while "down" (a port of our own: no other test can take it).
+    let smtp = SmtpServer::start();
+    let down = Proxy::start(smtp.addr).await;
+    down.cut();
+    let Some(app) = app_with_smtp(backend, format!("smtp://{}", down.addr)).await else { return };
     let s = app.seed("Acme").await;
     app.generate(&s.admin_token, &s.integration, "Sent while down").await;
     let failed_once = wait_for_event(&app, |e| e.attempts >= 1 && e.last_error.is_some()).await;
-    assert_eq!(failed_once.delivery, EventDelivery::Pending, "a refused connection is retried");
+    assert_eq!(failed_once.delivery, EventDelivery::Pending, "a dropped connection is retried");
+    assert!(smtp.received().is_empty());
 
-    let smtp = SmtpServer::start_at(addr);
+    down.restore();
     let received = smtp.wait_for(1, Duration::from_secs(15)).await;
     assert_eq!(received.len(), 1);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -251,8 +257,11 @@ async fn mail_of_a_killed_server_is_sent_after_restart(backend: Backend) {
     store.migrate().await.unwrap();
     let seeded = seed_tenant(&store, &AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap(), "Acme").await;
     let (admin, token) = (seeded.admin, seeded.admin_token);
-    let smtp_addr = free_port();
-    let smtp_url = format!("smtp://{smtp_addr}");
+    // No mail leaves while the first server lives: its SMTP proxy drops every connection.
+    let smtp = SmtpServer::start();
+    let down = Proxy::start(smtp.addr).await;
+    down.cut();
+    let smtp_url = format!("smtp://{}", down.addr);
     let envs = [
         ("LATCHKEY_DATABASE_URL", db.url.as_str()),
         ("LATCHKEY_JWT_SECRET", JWT_SECRET),
@@ -278,7 +287,7 @@ async fn mail_of_a_killed_server_is_sent_after_restart(backend: Backend) {
     first.kill9();
     assert_eq!(store.event_counts().await.unwrap(), (1, 0, 0), "the notice was committed with the key");
 
-    let smtp = SmtpServer::start_at(smtp_addr);
+    down.restore();
     let second = ServerProcess::spawn(&envs);
     let received = smtp.wait_for(1, Duration::from_secs(60)).await;
     assert_eq!(received.len(), 1, "delivered after restart:\n{}", second.log());

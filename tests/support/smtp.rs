@@ -95,17 +95,6 @@ impl SmtpServer {
         Self::start_on(TcpListener::bind("127.0.0.1:0").expect("bind"))
     }
 
-    /// Starts a server on `addr` (e.g. one reserved earlier with [`free_port`]).
-    pub fn start_at(addr: SocketAddr) -> SmtpServer {
-        for _ in 0..50 {
-            if let Ok(listener) = TcpListener::bind(addr) {
-                return Self::start_on(listener);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("cannot bind SMTP server to {addr}");
-    }
-
     fn start_on(listener: TcpListener) -> SmtpServer {
         let addr = listener.local_addr().expect("addr");
         let mode = Arc::new(Mutex::new(Mode::Accept));
