@@ -321,17 +321,7 @@ async fn guesses_at_an_imported_argon2_key_share_one_budget(db: TestDb) {
     let replica_hashes = || legacy_hashes(&app.http, &replica_metrics);
     let mut codes = Vec::new();
     for n in 40..60 {
-        let url = format!("http://{}/v1/keys/verify", replica.addr);
-        let answer: Value = app
-            .http
-            .post(url)
-            .json(&json!({ "key": format!("acme.guess{n:026}") }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = app.verify_on(&format!("http://{}", replica.addr), &format!("acme.guess{n:026}")).await;
         codes.push(answer["code"].as_str().unwrap().to_owned());
     }
     assert_eq!(codes.iter().filter(|c| *c == "INVALID").count(), 10, "a fresh budget on the second replica: {codes:?}");

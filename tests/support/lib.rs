@@ -443,8 +443,12 @@ impl TestApp {
 
     /// Calls `POST /v1/keys/verify`.
     pub async fn verify(&self, key: &str) -> Value {
-        let resp =
-            self.http.post(format!("{}/v1/keys/verify", self.url)).json(&json!({ "key": key })).send().await.unwrap();
+        self.verify_on(&self.url, key).await
+    }
+
+    /// Calls `POST /v1/keys/verify` on the server at `base` (another replica).
+    pub async fn verify_on(&self, base: &str, key: &str) -> Value {
+        let resp = self.http.post(format!("{base}/v1/keys/verify")).json(&json!({ "key": key })).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         resp.json().await.unwrap()
     }
