@@ -55,4 +55,5 @@ mod secret_scanning;
 mod secrets;
 mod store;
 mod tenancy;
+mod usage;
 mod verify;

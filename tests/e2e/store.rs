@@ -47,6 +47,8 @@ async fn migrations_apply_from_empty_and_are_idempotent(db: TestDb) {
         now: Utc::now(),
         owner: None,
         search: None,
+        unused_since: None,
+        recent_since: Utc::now(),
     };
     let page = store.list_keys(tenant.id, &query).await.unwrap();
     assert_eq!(page.total_count, 0);
@@ -73,11 +75,18 @@ async fn last_used_only_moves_forward(db: TestDb) {
         .await
         .unwrap();
     let later = now + Duration::minutes(5);
-    store.record_key_use(&[(key.id, later)]).await.unwrap();
-    store.record_key_use(&[(key.id, now + Duration::minutes(1))]).await.unwrap();
+    let used_at = |at| latchkey_store::UsageBatch {
+        counts: Vec::new(),
+        last_uses: vec![(
+            key.id,
+            latchkey_domain::usage::LastUse { at, cloud: None, client_address: None, user_agent: None },
+        )],
+    };
+    store.record_usage(&used_at(later)).await.unwrap();
+    store.record_usage(&used_at(now + Duration::minutes(1))).await.unwrap();
     let stored = store.key(tenant.id, key.id).await.unwrap().unwrap();
     assert_eq!(stored.last_used_at, Some(latchkey_store::storable(later)), "an older use never moves it back");
-    store.record_key_use(&[(key.id, later + Duration::milliseconds(1))]).await.unwrap();
+    store.record_usage(&used_at(later + Duration::milliseconds(1))).await.unwrap();
     let stored = store.key(tenant.id, key.id).await.unwrap().unwrap();
     assert_eq!(stored.last_used_at, Some(latchkey_store::storable(later + Duration::milliseconds(1))));
 }

@@ -294,7 +294,14 @@ async fn last_used_is_recorded_and_never_moves_backwards(app: TestApp) {
     }
     assert!(second_at > first_at, "GraphQL use counts too");
     // A late, older report cannot move it back.
-    app.store.record_key_use(&[(id.parse().unwrap(), first_at - chrono::Duration::hours(1))]).await.unwrap();
+    let older = latchkey_domain::usage::LastUse {
+        at: first_at - chrono::Duration::hours(1),
+        cloud: None,
+        client_address: None,
+        user_agent: None,
+    };
+    let late = latchkey_store::UsageBatch { counts: Vec::new(), last_uses: vec![(id.parse().unwrap(), older)] };
+    app.store.record_usage(&late).await.unwrap();
     let after: chrono::DateTime<chrono::Utc> = last_used().await.as_str().unwrap().parse().unwrap();
     assert_eq!(after, second_at);
     app.stop().await;

@@ -114,6 +114,16 @@ impl TestDb {
     /// What the database holds for `table`, as text: on PostgreSQL every row
     /// cast to text; on SQLite the raw bytes of the database file and its
     /// write-ahead log (so nothing can hide in any table or page).
+    /// The number a `SELECT COUNT(*) …` query answers, on either backend.
+    pub async fn count(&self, query: &str) -> i64 {
+        use sea_orm::{ConnectionTrait, Statement};
+        let conn = Database::connect(&self.url).await.expect("connect");
+        let statement = Statement::from_string(conn.get_database_backend(), query.to_owned());
+        let row = conn.query_one_raw(statement).await.expect("count").expect("a row");
+        let _ = conn.close().await;
+        row.try_get_by_index::<i64>(0).expect("a count")
+    }
+
     pub async fn raw_contents(&self, table: &str) -> String {
         match self.backend {
             Backend::Postgres => {
@@ -239,6 +249,8 @@ pub struct AppOptions {
     pub metrics: bool,
     /// Sign-in through an identity provider.
     pub oidc: Option<latchkey_server::oidc::OidcConfig>,
+    /// How often usage is written (short by default, for tests).
+    pub usage_flush_interval: Duration,
 }
 
 impl Default for AppOptions {
@@ -255,6 +267,7 @@ impl Default for AppOptions {
             cors_origins: Vec::new(),
             metrics: false,
             oidc: None,
+            usage_flush_interval: Duration::from_millis(300),
         }
     }
 }
@@ -357,7 +370,7 @@ impl TestApp {
             },
             dispatcher: options.dispatcher.clone(),
             verifier: options.verifier.clone(),
-            usage_flush_interval: Duration::from_millis(300),
+            usage_flush_interval: options.usage_flush_interval,
             expiry_scan_interval: Duration::from_millis(100),
             trusted_proxies: options.trusted_proxies.clone(),
             github_keys_url: options.github_keys_url.clone(),

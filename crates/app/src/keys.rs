@@ -195,7 +195,13 @@ pub struct KeyTableQuery {
     pub owner_id: Option<String>,
     /// Only keys whose description contains this, ignoring case.
     pub search: Option<String>,
+    /// Only keys with no successful verification in this many days (1 to
+    /// 3650; a key never used counts from its creation).
+    pub unused_for_days: Option<i32>,
 }
+
+/// The most days `unusedForDays` looks back.
+pub const MAX_UNUSED_FOR_DAYS: i32 = 3_650;
 
 /// A page request on the audit trail.
 #[derive(Clone, Debug, Default)]
@@ -223,6 +229,9 @@ pub struct KeyView {
     pub status: KeyStatus,
     /// Until when its previous secret works, if it still does.
     pub previous_secret_until: Option<DateTime<Utc>>,
+    /// Its successful verifications in the last 30 days, where the view was
+    /// made with them (the key table).
+    pub usage_30d: Option<u64>,
 }
 
 impl KeyView {
@@ -656,19 +665,31 @@ impl KeyAdmin<'_> {
             // An owner that cannot exist owns nothing: same as an unknown one.
             Some(Err(_)) => return Ok(Page::empty()),
         };
+        let now = self.app.clock.now();
+        let unused_since = match query.unused_for_days {
+            None => None,
+            Some(days @ 1..=MAX_UNUSED_FOR_DAYS) => Some(now - chrono::Duration::days(i64::from(days))),
+            Some(_) => {
+                return Err(AppError::BadUserInput(format!(
+                    "`unusedForDays` must be between 1 and {MAX_UNUSED_FOR_DAYS}."
+                )));
+            }
+        };
         let query = KeyQuery {
             first,
             after: query.after,
             order: query.order,
             ascending: query.ascending,
             statuses: query.statuses,
-            now: self.app.clock.now(),
+            now,
             owner,
             search,
+            unused_since,
+            recent_since: latchkey_domain::usage::UsageRange::recent(now).from,
         };
         let page = self.app.store.list_keys(self.actor.tenant_id, &query).await?;
         Ok(Page {
-            items: self.views(page.keys).await?,
+            items: self.app.with_recent_usage(self.views(page.keys).await?).await?,
             has_next_page: page.has_next_page,
             total_count: page.total_count,
         })
@@ -740,7 +761,7 @@ impl App {
                 let created_by = key.created_by.and_then(|id| users.get(&id).cloned());
                 let last_edited_by = key.last_edited_by.and_then(|id| users.get(&id).cloned());
                 let (status, previous_secret_until) = (key.status(&owner, now), key.previous_secret_until(now));
-                Ok(KeyView { key, owner, created_by, last_edited_by, status, previous_secret_until })
+                Ok(KeyView { key, owner, created_by, last_edited_by, status, previous_secret_until, usage_30d: None })
             })
             .collect()
     }

@@ -19,6 +19,7 @@ pub mod oidc;
 pub mod operator;
 mod owners;
 pub mod scim;
+pub mod usage;
 pub mod verify;
 
 use std::net::IpAddr;
@@ -133,6 +134,17 @@ impl App {
     /// Bad credentials give [`Authentication::Refused`]; only failures of our
     /// own are errors.
     pub async fn authenticate(&self, authorization: Option<&str>, client: Option<IpAddr>) -> AppResult<Authentication> {
+        self.authenticate_request(authorization, client, None).await
+    }
+
+    /// [`App::authenticate`], telling the client's `User-Agent` (kept as an
+    /// API key's last use).
+    pub async fn authenticate_request(
+        &self,
+        authorization: Option<&str>,
+        client: Option<IpAddr>,
+        user_agent: Option<&str>,
+    ) -> AppResult<Authentication> {
         let Some(header) = authorization else {
             return Ok(Authentication::Anonymous);
         };
@@ -142,7 +154,7 @@ impl App {
         if token.starts_with(latchkey_domain::secret::KEY_PREFIX)
             || !latchkey_domain::admin_token::looks_like_jws(token)
         {
-            return self.authenticate_key(token, client).await;
+            return self.authenticate_key(token, client, user_agent).await;
         }
         if let Some(oidc) = &self.oidc {
             // RS256, PS256 and ES256 are the provider's; anything else may be ours.
@@ -171,10 +183,16 @@ impl App {
         Ok(Authentication::Authenticated(Principal::Admin { user, tenant, cloud: claims.cloud }))
     }
 
-    async fn authenticate_key(&self, presented: &str, client: Option<IpAddr>) -> AppResult<Authentication> {
+    async fn authenticate_key(
+        &self,
+        presented: &str,
+        client: Option<IpAddr>,
+        user_agent: Option<&str>,
+    ) -> AppResult<Authentication> {
         let refused = || Ok(Authentication::Refused("The API key is not valid.".into()));
         // Latchkey's own API needs no permission; the address and cloud rules apply.
-        let request = RequestContext { ip: client, ..RequestContext::default() };
+        let request =
+            RequestContext { ip: client, user_agent: user_agent.map(str::to_owned), ..RequestContext::default() };
         let verified = match self.verifier.verify(presented, client, &request).await? {
             VerifyOutcome::Valid(v) => v,
             VerifyOutcome::RateLimited => {

@@ -109,6 +109,17 @@ impl Operator<'_> {
         }
     }
 
+    /// The credential report of `tenant` (every key, oldest first).
+    pub async fn credential_report(
+        &self,
+        tenant: TenantId,
+    ) -> AppResult<Result<Vec<crate::usage::ReportRow>, Refusal>> {
+        if self.app.store.tenant(tenant).await?.is_none() {
+            return Ok(Err(format!("no tenant with id {tenant}")));
+        }
+        Ok(Ok(self.app.credential_report(tenant).await?))
+    }
+
     /// A user of any tenant.
     pub async fn user(&self, id: UserId) -> AppResult<Option<User>> {
         Ok(self.app.store.user_in_any_tenant(id).await?)

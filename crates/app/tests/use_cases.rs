@@ -300,7 +300,7 @@ async fn the_key_table_pages_filters_and_shows_who_did_what() {
     let first = admin.key_table(KeyTableQuery { first: Some(2), ..Default::default() }).await.unwrap();
     assert_eq!((first.items.len(), first.has_next_page, first.total_count), (2, true, 5));
     assert_eq!(first.items[0].key.description, "Export 4", "newest first");
-    let after = Some(latchkey_app::KeyCursor { id: first.items[1].key.id, value: None });
+    let after = Some(latchkey_app::KeyCursor { id: first.items[1].key.id, value: None, count: 0 });
     let rest = admin.key_table(KeyTableQuery { first: Some(10), after, ..Default::default() }).await.unwrap();
     assert_eq!(
         rest.items.iter().map(|v| v.key.description.as_str()).collect::<Vec<_>>(),

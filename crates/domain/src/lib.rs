@@ -22,6 +22,7 @@ pub mod restrictions;
 pub mod secret;
 mod string_enum;
 pub mod tenancy;
+pub mod usage;
 
 #[doc(hidden)]
 pub use serde as __serde;

@@ -55,6 +55,9 @@ pub struct ApiKey {
     pub last_edited_by: Option<UserId>,
     /// When an integration last authenticated with it.
     pub last_used_at: Option<DateTime<Utc>>,
+    /// That last use, with where it came from (details are none for uses
+    /// recorded before they were kept).
+    pub last_use: Option<crate::usage::LastUse>,
     /// When it stops working; none for never.
     pub expires_at: Option<DateTime<Utc>>,
     /// When an admin disabled it; none while enabled.

@@ -405,6 +405,8 @@ pub struct RequestContext {
     pub unknown_permissions: Vec<String>,
     /// The client's address; none when not told.
     pub ip: Option<IpAddr>,
+    /// The client's `User-Agent` (kept, cleaned, as a key's last use); none when not told.
+    pub user_agent: Option<String>,
 }
 
 impl RequestContext {
@@ -422,7 +424,7 @@ impl RequestContext {
                 Err(_) => unknown.push(name.to_owned()),
             }
         }
-        RequestContext { cloud, permissions: known, unknown_permissions: unknown, ip }
+        RequestContext { cloud, permissions: known, unknown_permissions: unknown, ip, user_agent: None }
     }
 }
 

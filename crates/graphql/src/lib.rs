@@ -12,6 +12,7 @@ pub mod error;
 mod mutation;
 mod query;
 mod types;
+mod usage;
 
 use async_graphql::{EmptySubscription, SDLExportOptions, Schema};
 use latchkey_app::{App, AppError, Authentication};

@@ -4,6 +4,9 @@ use async_graphql::{Context, ID, Object};
 use latchkey_app::keys::DEFAULT_PAGE_SIZE;
 use latchkey_app::{AppError, AuditQuery, KeyOrderField, KeyTableQuery, Page, UserDirectoryQuery};
 
+use chrono::{DateTime, Utc};
+use latchkey_app::usage::UsageQuery;
+
 use crate::context::context;
 use crate::error::{ApiResult, OrGraphql};
 use crate::types::{
@@ -11,6 +14,7 @@ use crate::types::{
     GqlCloud, GqlKeyStatus, GqlPermission, GqlTenant, GqlUser, GqlUserRole, OrderDirection, PageInfo, TenantSettings,
     UserConnection, Viewer, decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor,
 };
+use crate::usage::{UsageGranularity, UsageSeries};
 
 /// The query root.
 #[derive(Debug, Default)]
@@ -86,6 +90,9 @@ impl QueryRoot {
         #[graphql(desc = "Only keys whose description contains this, ignoring case.")] search: Option<String>,
         #[graphql(desc = "Only keys in one of these states.")] status: Option<Vec<GqlKeyStatus>>,
         #[graphql(desc = "The order (default: by creation, newest first).")] order_by: Option<ApiKeyOrder>,
+        #[graphql(desc = "Only keys with no successful verification in this many days (1 to 3650); \
+                          a key never used counts from its creation.")]
+        unused_for_days: Option<i32>,
     ) -> ApiResult<ApiKeyConnection> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
@@ -99,8 +106,16 @@ impl QueryRoot {
             .transpose()
             .gql()?;
         let statuses = status.unwrap_or_default().into_iter().map(Into::into).collect();
-        let query =
-            KeyTableQuery { first, after, order, ascending, statuses, owner_id: owner_id.map(|id| id.0), search };
+        let query = KeyTableQuery {
+            first,
+            after,
+            order,
+            ascending,
+            statuses,
+            owner_id: owner_id.map(|id| id.0),
+            search,
+            unused_for_days,
+        };
         let page = admin.key_table(query).await.gql()?;
         let cursors: Vec<String> = page.items.iter().map(|v| encode_cursor(order, v)).collect();
         let page_info = page_info(&page, &cursors, after.is_some());
@@ -112,6 +127,31 @@ impl QueryRoot {
             page_info,
             total_count: i32::try_from(page.total_count).unwrap_or(i32::MAX),
         })
+    }
+
+    /// Verifications of all your tenant's keys from `from` (inclusive) to
+    /// `to` (exclusive), by UTC hour or day. Internal admins only.
+    async fn tenant_usage(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        granularity: UsageGranularity,
+    ) -> ApiResult<UsageSeries> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let query = UsageQuery { from, to, granularity: granularity.into() };
+        Ok(admin.tenant_usage(query).await.gql()?.into())
+    }
+
+    /// The credential report of your tenant as CSV (a header line, then one
+    /// line per key): id, last four, description, owner name and email,
+    /// status, restrictions in words, created, last edited, last used (time,
+    /// cloud, address), expires, verifications and refusals in the last 30
+    /// days. Internal admins only.
+    async fn api_key_credential_report(&self, ctx: &Context<'_>) -> ApiResult<String> {
+        let (app, auth) = context(ctx)?;
+        app.key_admin(auth).gql()?.credential_report_csv().await.gql()
     }
 
     /// One key of your tenant; null when there is no such key.

@@ -3,11 +3,16 @@
 //! domain's through async-graphql's `remote`, which generates (and so checks)
 //! the conversions.
 
-use async_graphql::{Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use latchkey_app::usage::UsageQuery;
 use latchkey_app::{AuditView, FieldViolation, KeyCursor, KeyOrderField, KeyView};
+
+use crate::context::context;
+use crate::error::{ApiResult, OrGraphql};
+use crate::usage::{KeyLastUse, UsageGranularity, UsageSeries};
 use latchkey_domain::AuditChange;
 use latchkey_domain::{Tenant, User};
 
@@ -91,6 +96,9 @@ pub enum ApiKeyOrderField {
     ExpiresAt,
     /// Last use; keys never used come last in either direction.
     LastUsedAt,
+    /// Successful verifications in the last 30 days (`usage30d`).
+    #[graphql(name = "USAGE_30D")]
+    Usage30d,
 }
 
 /// A sort direction.
@@ -336,6 +344,41 @@ impl GqlApiKey {
         self.view.key.last_used_at
     }
 
+    /// The key's latest successful verification, with where it came from;
+    /// null if never used. Written in batches (`LATCHKEY_USAGE_FLUSH_SECS`).
+    async fn last_used(&self) -> Option<KeyLastUse> {
+        self.view.key.last_use.as_ref().map(KeyLastUse::from)
+    }
+
+    /// Verifications of this key from `from` (inclusive) to `to`
+    /// (exclusive), by UTC hour or day. Internal admins, and the key itself
+    /// (through `viewer`).
+    #[graphql(complexity = 10)]
+    async fn usage(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        granularity: UsageGranularity,
+    ) -> ApiResult<UsageSeries> {
+        let (app, auth) = context(ctx)?;
+        let query = UsageQuery { from, to, granularity: granularity.into() };
+        Ok(app.key_usage(auth, self.view.key.id, query).await.gql()?.into())
+    }
+
+    /// Successful verifications in the last 30 UTC days, today included.
+    #[graphql(name = "usage30d")]
+    async fn usage_30d(&self, ctx: &Context<'_>) -> ApiResult<i32> {
+        let count = match self.view.usage_30d {
+            Some(count) => count,
+            None => {
+                let (app, auth) = context(ctx)?;
+                app.key_usage_30d(auth, self.view.key.id).await.gql()?
+            }
+        };
+        Ok(i32::try_from(count).unwrap_or(i32::MAX))
+    }
+
     /// Whether the key works now.
     async fn status(&self) -> GqlKeyStatus {
         self.view.status.into()
@@ -408,6 +451,7 @@ fn order_tag(field: KeyOrderField) -> &'static str {
         KeyOrderField::CreatedAt => "created",
         KeyOrderField::ExpiresAt => "expires",
         KeyOrderField::LastUsedAt => "used",
+        KeyOrderField::Usage30d => "usage",
     }
 }
 
@@ -419,6 +463,10 @@ pub fn encode_cursor(field: KeyOrderField, view: &KeyView) -> String {
         KeyOrderField::CreatedAt => return URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{}", key.id)),
         KeyOrderField::ExpiresAt => key.expires_at,
         KeyOrderField::LastUsedAt => key.last_used_at,
+        KeyOrderField::Usage30d => {
+            let count = view.usage_30d.unwrap_or(0);
+            return URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{}:{}:{count}", order_tag(field), key.id));
+        }
     };
     let value = value.map_or_else(|| "-".to_owned(), |v| v.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{}:{}:{value}", order_tag(field), key.id))
@@ -431,18 +479,21 @@ pub fn decode_cursor(field: KeyOrderField, cursor: &str) -> Option<KeyCursor> {
     let text = String::from_utf8(bytes).ok()?;
     let rest = text.strip_prefix(CURSOR_PREFIX)?;
     if field == KeyOrderField::CreatedAt {
-        return Some(KeyCursor { id: rest.parse().ok()?, value: None });
+        return Some(KeyCursor { id: rest.parse().ok()?, value: None, count: 0 });
     }
     let mut parts = rest.splitn(3, ':');
     let (Some(name), Some(id), Some(value)) = (parts.next(), parts.next(), parts.next()) else { return None };
     if name != order_tag(field) {
         return None;
     }
+    if field == KeyOrderField::Usage30d {
+        return Some(KeyCursor { id: id.parse().ok()?, value: None, count: value.parse().ok()? });
+    }
     let value = match value {
         "-" => None,
         v => Some(DateTime::parse_from_rfc3339(v).ok()?.with_timezone(&Utc)),
     };
-    Some(KeyCursor { id: id.parse().ok()?, value })
+    Some(KeyCursor { id: id.parse().ok()?, value, count: 0 })
 }
 
 /// Who is calling and where.
@@ -749,6 +800,7 @@ mod tests {
                 last_edited_at: None,
                 last_edited_by: None,
                 last_used_at: None,
+                last_use: None,
                 expires_at,
                 disabled_at: None,
                 previous_last_four: None,
@@ -761,12 +813,25 @@ mod tests {
             last_edited_by: None,
             status: latchkey_domain::KeyStatus::Active,
             previous_secret_until: None,
+            usage_30d: Some(7),
         };
         let (created, expires) = (KeyOrderField::CreatedAt, KeyOrderField::ExpiresAt);
-        assert_eq!(decode_cursor(created, &encode_cursor(created, &view(None))), Some(KeyCursor { id, value: None }));
+        assert_eq!(
+            decode_cursor(created, &encode_cursor(created, &view(None))),
+            Some(KeyCursor { id, value: None, count: 0 })
+        );
         let with_value = encode_cursor(expires, &view(Some(at)));
-        assert_eq!(decode_cursor(expires, &with_value), Some(KeyCursor { id, value: Some(at) }));
-        assert_eq!(decode_cursor(expires, &encode_cursor(expires, &view(None))), Some(KeyCursor { id, value: None }));
+        assert_eq!(decode_cursor(expires, &with_value), Some(KeyCursor { id, value: Some(at), count: 0 }));
+        assert_eq!(
+            decode_cursor(expires, &encode_cursor(expires, &view(None))),
+            Some(KeyCursor { id, value: None, count: 0 })
+        );
+        let usage = KeyOrderField::Usage30d;
+        assert_eq!(
+            decode_cursor(usage, &encode_cursor(usage, &view(None))),
+            Some(KeyCursor { id, value: None, count: 7 })
+        );
+        assert_eq!(decode_cursor(usage, &with_value), None);
         assert_eq!(decode_cursor(created, &with_value), None, "a cursor of another order");
         assert_eq!(decode_cursor(KeyOrderField::LastUsedAt, &with_value), None);
         for junk in ["", "!!!", "a2V5Om5vcGU", &URL_SAFE_NO_PAD.encode(id.to_string())] {

@@ -210,6 +210,14 @@ pub(crate) struct ErrorDetail {
     request_id: Option<String>,
 }
 
+/// The client's `User-Agent`, as a key's last use keeps it (cut and cleaned
+/// before it is copied, so a 20 KB header costs no more than a short one).
+pub fn user_agent(req: &HttpRequest) -> Option<String> {
+    let raw = req.headers().get(actix_web::http::header::USER_AGENT)?.as_bytes();
+    let head = &raw[..raw.len().min(4 * latchkey_domain::usage::MAX_USER_AGENT_CHARS)];
+    latchkey_domain::usage::clean_user_agent(&String::from_utf8_lossy(head))
+}
+
 /// The client's address: the peer, or when the peer is a trusted proxy
 /// (`LATCHKEY_TRUSTED_PROXIES`), the first untrusted hop of
 /// `X-Forwarded-For`, read from the right. An untrusted peer cannot spoof it;

@@ -85,6 +85,25 @@ pub enum KeysCommand {
         #[arg(long)]
         atomic: bool,
     },
+    /// The credential report of a tenant: every key with its owner, status,
+    /// restrictions, dates, last use and its last 30 days of verifications.
+    Report {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// `csv` (RFC 4180, a header line) or `json`.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
+        format: ReportFormat,
+    },
+}
+
+/// How `keys report` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Comma-separated values with a header line.
+    Csv,
+    /// A JSON array of objects.
+    Json,
 }
 
 /// `outbox` subcommands.
@@ -144,9 +163,13 @@ pub struct ServeArgs {
     /// Most keys cached.
     #[arg(long, env = "LATCHKEY_KEY_CACHE_CAPACITY", default_value_t = 100_000)]
     pub key_cache_capacity: usize,
-    /// How often last use is written to the database, in seconds.
-    #[arg(long, env = "LATCHKEY_LAST_USED_FLUSH_SECS", default_value_t = 15)]
-    pub last_used_flush_secs: u64,
+    /// How often usage counts and last use are written to the database, in
+    /// seconds (after `kill -9`, at most this much is lost).
+    #[arg(long, env = "LATCHKEY_USAGE_FLUSH_SECS")]
+    pub usage_flush_secs: Option<u64>,
+    /// The former name of `--usage-flush-secs`, still honoured.
+    #[arg(long, env = "LATCHKEY_LAST_USED_FLUSH_SECS", hide = true)]
+    pub last_used_flush_secs: Option<u64>,
     /// Proxies whose X-Forwarded-For names the client (addresses or CIDRs,
     /// comma-separated); none by default, so the peer address is the client.
     #[arg(long, env = "LATCHKEY_TRUSTED_PROXIES", default_value = "")]
@@ -435,6 +458,11 @@ async fn migrated_store(url: &str) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// How often usage is written when not told: often enough that a chart is
+/// current within seconds, rarely enough that a flush per replica costs the
+/// database nothing noticeable.
+const DEFAULT_USAGE_FLUSH_SECS: u64 = 15;
+
 fn print_json(out: &mut dyn Write, value: &serde_json::Value) -> anyhow::Result<()> {
     writeln!(out, "{value}")?;
     Ok(())
@@ -513,7 +541,9 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
             cache_capacity: args.key_cache_capacity.max(1),
             ..Default::default()
         },
-        usage_flush_interval: Duration::from_secs(args.last_used_flush_secs.max(1)),
+        usage_flush_interval: Duration::from_secs(
+            args.usage_flush_secs.or(args.last_used_flush_secs).unwrap_or(DEFAULT_USAGE_FLUSH_SECS).max(1),
+        ),
         expiry_scan_interval: Duration::from_secs(args.expiry_scan_secs.max(1)),
         trusted_proxies: crate::config::parse_trusted_proxies(&args.trusted_proxies)?,
         github_keys_url: args.github_keys_url.trim().to_owned(),
@@ -679,6 +709,16 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             let input = std::io::BufReader::new(input);
             let report = refused(app.operator().import_keys(tenant, input, dry_run, atomic).await?)?;
             print_json(out, &report)?;
+        }
+        Command::Keys(KeysCommand::Report { tenant, format }) => {
+            let tenant: TenantId =
+                tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
+            let app = operator_app(&cli.database_url).await?;
+            let rows = refused(app.operator().credential_report(tenant).await?)?;
+            match format {
+                ReportFormat::Csv => write!(out, "{}", latchkey_app::usage::report_csv(&rows))?,
+                ReportFormat::Json => print_json(out, &serde_json::to_value(&rows)?)?,
+            }
         }
         Command::Outbox(OutboxCommand::Retry { id }) => {
             let id: NoticeId = id.parse().map_err(|_| anyhow::anyhow!("the notice id must be a UUID"))?;

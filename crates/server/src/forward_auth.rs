@@ -163,7 +163,9 @@ fn request_context(req: &HttpRequest, trusted: &[Network]) -> Result<RequestCont
     if permissions.len() > MAX_ASKED_PERMISSIONS {
         return Err(format!("{PERMISSIONS_HEADER} may name at most {MAX_ASKED_PERMISSIONS} permissions."));
     }
-    Ok(RequestContext::needing(cloud, permissions, forwarded_client(req, trusted)))
+    let mut context = RequestContext::needing(cloud, permissions, forwarded_client(req, trusted));
+    context.user_agent = crate::answers::user_agent(req);
+    Ok(context)
 }
 
 /// The end client's address: the last hop of `X-Forwarded-For` (the address

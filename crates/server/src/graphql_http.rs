@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use latchkey_app::{AppError, Authentication};
 use latchkey_graphql::{execute, server_error};
 
-use crate::answers::{RestError, client_address, rest_error};
+use crate::answers::{RestError, client_address, rest_error, user_agent};
 use crate::context::ServerContext;
 
 async fn authenticated(ctx: &ServerContext, req: &HttpRequest) -> Result<Authentication, HttpResponse> {
@@ -18,7 +18,7 @@ async fn authenticated(ctx: &ServerContext, req: &HttpRequest) -> Result<Authent
     };
     let client = client_address(req, &ctx.trusted_proxies);
     ctx.app
-        .authenticate(header, client)
+        .authenticate_request(header, client, user_agent(req).as_deref())
         .await
         .map_err(|e| HttpResponse::Ok().json(async_graphql::Response::from_errors(vec![server_error(e)])))
 }

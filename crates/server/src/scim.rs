@@ -128,7 +128,8 @@ fn scim_json(status: StatusCode, body: &Value) -> HttpResponse {
 /// The caller, authenticated from its `Authorization` header.
 async fn authentication(ctx: &ServerContext, req: &HttpRequest) -> Result<Authentication, ScimError> {
     let header = req.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
-    let auth = ctx.app.authenticate(header, client_address(req, &ctx.trusted_proxies)).await?;
+    let client = client_address(req, &ctx.trusted_proxies);
+    let auth = ctx.app.authenticate_request(header, client, crate::answers::user_agent(req).as_deref()).await?;
     match auth {
         Authentication::Anonymous => {
             Err(ScimError::new(StatusCode::UNAUTHORIZED, None, "Send `Authorization: Bearer <API key>`."))

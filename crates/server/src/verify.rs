@@ -31,6 +31,11 @@ pub(crate) struct VerifyRequest<'a> {
     /// The end client's address, as the gateway saw it.
     #[schema(schema_with = ip_address, required = false, example = "203.0.113.7")]
     ip: Option<String>,
+    /// The end client's `User-Agent`, kept (its first 200 characters) as the
+    /// key's last use; without it, this request's own `User-Agent` is.
+    #[serde(rename = "userAgent")]
+    #[schema(example = "acme-sync/2.1")]
+    user_agent: Option<String>,
 }
 
 /// An IPv4 or IPv6 address, for the OpenAPI document.
@@ -153,9 +158,13 @@ pub(crate) async fn post_verify(ctx: web::Data<ServerContext>, req: HttpRequest,
             .response();
         }
     };
-    let context = match request.context() {
+    let mut context = match request.context() {
         Ok(c) => c,
         Err(message) => return RestError::bad_request(message.clone()).response(),
+    };
+    context.user_agent = match request.user_agent.as_deref() {
+        Some(told) => latchkey_domain::usage::clean_user_agent(told),
+        None => crate::answers::user_agent(&req),
     };
     // The failure limit counts the caller (the gateway), not the address it reports.
     let client = req.peer_addr().map(|a| a.ip());

@@ -15,6 +15,7 @@ mod owners;
 mod revocations;
 mod scim;
 mod tx;
+mod usage;
 mod users;
 
 use std::time::Duration;
@@ -34,6 +35,7 @@ pub use owners::{UserFilter, UserPage};
 pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
 pub use scim::{ScimMatch, ScimUser, ScimUserWrite};
 pub use tx::{Tx, Written};
+pub use usage::{UsageBatch, UsageDelta};
 pub use users::NewUser;
 
 /// Which database engine a store talks to.

@@ -6,18 +6,20 @@
 //! so the TTL is only a backstop. The invalidation epoch keeps a
 //! verification that raced a rotation or deletion out of the cache.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use latchkey_domain::restrictions::{PermissionSet, Restrictions};
+use latchkey_domain::usage::UsageOutcome;
 use latchkey_domain::{ApiKeyId, TenantId, UserId};
 use rand::TryRng;
 use sha2::Sha256;
 
 use super::shards::ShardedMap;
+use super::usage::{UsageRecorder, UseTally};
 use crate::error::{AppError, AppResult};
 
 /// The cache key of a presented secret.
@@ -68,17 +70,30 @@ pub struct Verified {
     /// Another front end's rendering, as header values (e.g. what forward
     /// authentication tells the gateway), made and kept likewise.
     pub rendered_headers: OnceLock<Vec<String>>,
-    /// The second (Unix time) of the last use handed to the last-use
-    /// recorder: a key used many times a second is recorded once per second,
-    /// so its hits do not all queue on one lock.
-    pub last_use_second: AtomicI64,
+    /// Whether this is the key's previous secret, during a rotation's overlap.
+    pub previous: bool,
+    /// Its successful verifications not yet handed to the recorder: a key
+    /// used many times a second takes the recorder's lock once per second.
+    pub(crate) tally: UseTally,
+    /// Where the tally goes, also when this entry is dropped.
+    pub(crate) recorder: Arc<UsageRecorder>,
 }
 
 impl Verified {
-    /// Whether a use at `now` should be recorded: the first in its second.
-    pub(crate) fn first_use_in_second(&self, now: DateTime<Utc>) -> bool {
-        let second = now.timestamp();
-        self.last_use_second.fetch_max(second, Ordering::Relaxed) < second
+    /// What a successful verification of this secret counts as.
+    pub fn valid_outcome(&self) -> UsageOutcome {
+        if self.previous { UsageOutcome::ValidPreviousSecret } else { UsageOutcome::Valid }
+    }
+
+    /// Hands the uses the tally holds to the recorder.
+    pub(crate) fn hand_over_uses(&self) {
+        self.recorder.count_handed(self.key_id, self.tenant_id, self.valid_outcome(), self.tally.take());
+    }
+}
+
+impl Drop for Verified {
+    fn drop(&mut self) {
+        self.hand_over_uses();
     }
 }
 
@@ -200,6 +215,11 @@ impl VerifiedKeyCache {
         self.by_key.for_each_shard(|shard| shard.clear());
     }
 
+    /// Calls `f` on every cached key (one shard locked at a time).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&VerifiedKey)) {
+        self.entries.for_each_shard(|shard| shard.values().for_each(|(key, _)| f(key)));
+    }
+
     /// How many keys are cached.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -232,7 +252,9 @@ mod tests {
             owner_may: PermissionSet::all(),
             rendered: OnceLock::new(),
             rendered_headers: OnceLock::new(),
-            last_use_second: AtomicI64::new(i64::MIN),
+            previous: false,
+            tally: UseTally::default(),
+            recorder: Arc::new(UsageRecorder::new(10)),
         })
     }
 

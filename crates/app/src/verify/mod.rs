@@ -29,8 +29,8 @@
 //!    are counted per key and client, and no legacy hash runs for a client
 //!    over its limit.
 //!
-//! Use is recorded in memory, at most once a second per cached key, and
-//! flushed to `last_used_at` in batches.
+//! Every verification that names a key is counted (see [`usage`]): in
+//! memory, written in batches with the key's last use.
 
 pub mod cache;
 mod limits;
@@ -43,9 +43,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use latchkey_domain::hashing::{HashScheme, needs_upgrade, sha256_stored, verify_nothing, verify_raw, verify_secret};
 use latchkey_domain::import;
 use latchkey_domain::restrictions::RequestContext;
+use latchkey_domain::usage::{LastUse, UsageOutcome, clean_user_agent};
 use latchkey_domain::{Clock, LookupId, ParsedKey};
 use latchkey_store::{RevocationSignal, Store, StoredCredential};
 use tokio::sync::Semaphore;
@@ -77,7 +80,8 @@ pub struct VerifierConfig {
     pub max_failures_per_client: u32,
     /// Most presenters and failed keys remembered.
     pub limiter_capacity: usize,
-    /// Most keys whose last use waits for the next flush.
+    /// Keys whose usage waits for the next flush past which a flush is asked
+    /// for early (not a cap: only existing keys are counted).
     pub usage_capacity: usize,
     /// Concurrent legacy (argon2id) hash checks.
     pub legacy_hash_concurrency: usize,
@@ -98,7 +102,7 @@ impl VerifierConfig {
         const KEY_MAPPING: usize = 2 * SLOTS * 48; // key id -> digest, twice the cache's cap
         const PRESENTER: usize = SLOTS * 48; // lookup id or address -> window
         const FAILED_KEY: usize = SLOTS * 48; // digest -> deadline
-        const RECORDED_USE: usize = SLOTS * 32; // key id -> instant
+        const RECORDED_USE: usize = SLOTS * 96 + 2 * 48 + 256; // key id -> counts of an hour or two, last use
         self.cache_capacity * (CACHED_KEY + KEY_MAPPING)
             + self.limiter_capacity * (PRESENTER + FAILED_KEY)
             + self.usage_capacity * RECORDED_USE
@@ -133,7 +137,7 @@ pub struct KeyVerifier {
     clock: Arc<dyn Clock>,
     cache: VerifiedKeyCache,
     limiter: FailureLimiter,
-    usage: UsageRecorder,
+    usage: Arc<UsageRecorder>,
     legacy_slots: Semaphore,
     legacy_queue_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -164,7 +168,7 @@ impl KeyVerifier {
                 config.max_failures_per_client,
                 config.limiter_capacity,
             ),
-            usage: UsageRecorder::new(config.usage_capacity),
+            usage: Arc::new(UsageRecorder::new(config.usage_capacity)),
             legacy_slots: Semaphore::new(config.legacy_hash_concurrency.max(1)),
             legacy_queue_timeout: config.legacy_hash_queue_timeout,
             metrics,
@@ -178,8 +182,9 @@ impl KeyVerifier {
         client: Option<IpAddr>,
         request: &RequestContext,
     ) -> AppResult<VerifyOutcome> {
-        let outcome = match self.check_credential(presented, client).await? {
-            VerifyOutcome::Valid(key) => self.decide(key, client, request),
+        let now = self.clock.now();
+        let outcome = match self.check_credential(presented, client, now).await? {
+            VerifyOutcome::Valid(key) => self.decide(key, client, request, now),
             other => other,
         };
         self.metrics.verification(&outcome);
@@ -192,29 +197,66 @@ impl KeyVerifier {
     /// `RATE_LIMITED`, and so does every answer of an address-restricted key
     /// to that client, so probing `ip` cannot map an allowlist. Other
     /// clients of the key, and the client's other keys, are not affected.
-    fn decide(&self, key: VerifiedKey, client: Option<IpAddr>, request: &RequestContext) -> VerifyOutcome {
-        let now = Instant::now();
-        if !key.restrictions.allowed_networks.is_empty() && self.limiter.refused_too_often(key.key_id, client, now) {
-            return VerifyOutcome::RateLimited;
+    ///
+    /// The verdict is counted for the key.
+    fn decide(
+        &self,
+        key: VerifiedKey,
+        client: Option<IpAddr>,
+        request: &RequestContext,
+        now: DateTime<Utc>,
+    ) -> VerifyOutcome {
+        let instant = Instant::now();
+        let refused = |outcome: UsageOutcome, answer: VerifyOutcome| {
+            self.usage.count(key.key_id, key.tenant_id, now, outcome, 1);
+            answer
+        };
+        if !key.restrictions.allowed_networks.is_empty() && self.limiter.refused_too_often(key.key_id, client, instant)
+        {
+            return refused(UsageOutcome::RateLimited, VerifyOutcome::RateLimited);
         }
         match key.restrictions.decide(key.owner_may, request) {
-            Ok(()) => VerifyOutcome::Valid(key),
-            Err(_) if self.limiter.refuse(key.key_id, client, now) => VerifyOutcome::RateLimited,
-            Err(refusal) => VerifyOutcome::NotAllowed(refusal),
+            Ok(()) => {
+                self.count_valid(&key, client, request, now);
+                VerifyOutcome::Valid(key)
+            }
+            Err(_) if self.limiter.refuse(key.key_id, client, instant) => {
+                refused(UsageOutcome::RateLimited, VerifyOutcome::RateLimited)
+            }
+            Err(refusal) => refused(UsageOutcome::Forbidden, VerifyOutcome::NotAllowed(refusal)),
         }
     }
 
+    /// Counts a successful verification in the key's tally; the first in a
+    /// second also records it as the key's last use.
+    fn count_valid(&self, key: &VerifiedKey, client: Option<IpAddr>, request: &RequestContext, now: DateTime<Utc>) {
+        let Some(handed) = key.tally.count(usage::second_of(now)) else { return };
+        self.usage.count_handed(key.key_id, key.tenant_id, key.valid_outcome(), handed);
+        let last = LastUse {
+            at: now,
+            cloud: request.cloud,
+            client_address: request.ip.or(client),
+            user_agent: request.user_agent.as_deref().and_then(clean_user_agent),
+        };
+        self.usage.last_use(key.key_id, key.tenant_id, last);
+    }
+
     /// Whether `presented` is a working key, whatever it is asked to do.
-    async fn check_credential(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
+    async fn check_credential(
+        &self,
+        presented: &str,
+        client: Option<IpAddr>,
+        wall_now: DateTime<Utc>,
+    ) -> AppResult<VerifyOutcome> {
         let Ok(parsed) = ParsedKey::parse(presented) else {
             if presented.starts_with(latchkey_domain::secret::KEY_PREFIX) || !import::plausible_foreign_key(presented) {
                 return Ok(VerifyOutcome::Malformed);
             }
-            return self.verify_imported(presented, client).await;
+            return self.verify_imported(presented, client, wall_now).await;
         };
         let now = Instant::now();
         let digest = self.cache.digest(presented);
-        if let Some(hit) = self.cached(&digest, now) {
+        if let Some(hit) = self.cached(&digest, now, wall_now) {
             return Ok(VerifyOutcome::Valid(hit));
         }
         let lookup = parsed.lookup_id();
@@ -241,7 +283,7 @@ impl KeyVerifier {
         let (true, Some(credential)) = (matched, stored) else {
             return Ok(refused(self.limiter.fail(digest, &lookup, client, Instant::now())));
         };
-        Ok(self.accept(presented, credential, digest, epoch).await)
+        Ok(self.accept(presented, credential, digest, epoch, wall_now).await)
     }
 
     /// A key imported in another system's format: found by its prefix or
@@ -249,10 +291,15 @@ impl KeyVerifier {
     /// legacy-hash budget count against what the key is stored under (its
     /// `prefix:…`), so guesses at one imported key share one budget however
     /// they vary the rest.
-    async fn verify_imported(&self, presented: &str, client: Option<IpAddr>) -> AppResult<VerifyOutcome> {
+    async fn verify_imported(
+        &self,
+        presented: &str,
+        client: Option<IpAddr>,
+        wall_now: DateTime<Utc>,
+    ) -> AppResult<VerifyOutcome> {
         let now = Instant::now();
         let digest = self.cache.digest(presented);
-        if let Some(hit) = self.cached(&digest, now) {
+        if let Some(hit) = self.cached(&digest, now, wall_now) {
             return Ok(VerifyOutcome::Valid(hit));
         }
         let lookups = import::lookups_of(presented);
@@ -282,21 +329,17 @@ impl KeyVerifier {
         let Some(credential) = matched else {
             return Ok(refused(self.limiter.count_failure(&lookup, client, Instant::now())));
         };
-        Ok(self.accept(presented, credential, digest, epoch).await)
+        Ok(self.accept(presented, credential, digest, epoch, wall_now).await)
     }
 
     /// A live cached verification, unless past its secret's deadline.
-    fn cached(&self, digest: &cache::Digest, now: Instant) -> Option<VerifiedKey> {
+    fn cached(&self, digest: &cache::Digest, now: Instant, wall_now: DateTime<Utc>) -> Option<VerifiedKey> {
         let hit = self.cache.get(digest, now);
         self.metrics.cache_lookup(hit.is_some());
         let hit = hit?;
-        let wall_now = self.clock.now();
         // Past its deadline, a cached secret is looked up again (and refused).
         if hit.valid_until.is_some_and(|until| wall_now >= until) {
             return None;
-        }
-        if hit.first_use_in_second(wall_now) {
-            self.usage.record(hit.key_id, wall_now);
         }
         Some(hit)
     }
@@ -310,18 +353,23 @@ impl KeyVerifier {
         credential: StoredCredential,
         digest: cache::Digest,
         epoch: u64,
+        now: DateTime<Utc>,
     ) -> VerifyOutcome {
+        let refused = |outcome: UsageOutcome, answer: VerifyOutcome| {
+            self.usage.count(credential.key_id, credential.tenant_id, now, outcome, 1);
+            answer
+        };
         if credential.compromised {
-            return VerifyOutcome::Compromised;
+            return refused(UsageOutcome::Compromised, VerifyOutcome::Compromised);
         }
         if credential.disabled {
-            return VerifyOutcome::Disabled;
+            return refused(UsageOutcome::Disabled, VerifyOutcome::Disabled);
         }
         if credential.owner_inactive {
-            return VerifyOutcome::OwnerInactive;
+            return refused(UsageOutcome::OwnerInactive, VerifyOutcome::OwnerInactive);
         }
-        if credential.works_until.is_some_and(|until| until <= self.clock.now()) {
-            return VerifyOutcome::Expired;
+        if credential.works_until.is_some_and(|until| until <= now) {
+            return refused(UsageOutcome::Expired, VerifyOutcome::Expired);
         }
         if !credential.previous && needs_upgrade(&credential.hash) {
             self.upgrade(presented, &credential).await;
@@ -336,13 +384,11 @@ impl KeyVerifier {
             owner_may: credential.owner_may,
             rendered: std::sync::OnceLock::new(),
             rendered_headers: std::sync::OnceLock::new(),
-            last_use_second: std::sync::atomic::AtomicI64::new(i64::MIN),
+            previous: credential.previous,
+            tally: usage::UseTally::default(),
+            recorder: self.usage.clone(),
         });
         self.cache.insert(digest, key.clone(), epoch, Instant::now());
-        let now = self.clock.now();
-        if key.first_use_in_second(now) {
-            self.usage.record(key.key_id, now);
-        }
         VerifyOutcome::Valid(key)
     }
 
@@ -410,18 +456,24 @@ impl KeyVerifier {
         }
     }
 
-    /// Writes recorded uses to `last_used_at` (forward only); returns how
-    /// many keys were updated. On failure the uses are kept for next time.
+    /// Writes what was counted (every cached key's tally included) and the
+    /// keys' last uses, and drops usage past its retention; returns how many
+    /// counts were written. On failure the batch is kept for next time.
     pub async fn flush_usage(&self) -> AppResult<usize> {
+        self.cache.for_each(|key| key.hand_over_uses());
         let batch = self.usage.drain();
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        if let Err(e) = self.store.record_key_use(&batch).await {
-            self.usage.restore(batch);
+        let written = batch.counts.len();
+        if !batch.is_empty()
+            && let Err(e) = self.store.record_usage(&batch).await
+        {
+            self.usage.unwritten(batch);
             return Err(e.into());
         }
-        Ok(batch.len())
+        let dropped = self.store.drop_expired_usage(self.clock.now()).await?;
+        if dropped > 0 {
+            tracing::info!(rows = dropped, "usage past its retention dropped");
+        }
+        Ok(written)
     }
 
     /// Resolves when recorded uses reached their cap and should be flushed.

@@ -8,12 +8,12 @@ use chrono::{DateTime, Utc};
 use latchkey_domain::policy::role_may_own_keys;
 use latchkey_domain::restrictions::{PermissionSet, Restrictions, StoredRestrictions, owner_permissions};
 use latchkey_domain::{ApiKeyId, LookupId, Role, TenantId, UserId};
-use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
 
 use super::row::api_key;
 use super::table::key_in;
-use crate::{Store, StoreResult, storable};
+use crate::{Store, StoreResult};
 
 /// What a verification needs: found by lookup id, across tenants. A key has
 /// one such credential, and a second while a rotation's overlap keeps its
@@ -223,22 +223,5 @@ impl Store {
     /// The stored hash of a key, for operators and tests (never leaves the service).
     pub async fn credential_hash(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<Option<String>> {
         Ok(key_in(self.conn(), tenant, id).await?.map(|m| m.credential_hash))
-    }
-
-    /// Records that keys were used, moving `last_used_at` forward only, in
-    /// one transaction (so a large batch holds the writer once, briefly).
-    pub async fn record_key_use(&self, uses: &[(ApiKeyId, DateTime<Utc>)]) -> StoreResult<()> {
-        let txn = self.conn().begin().await?;
-        for (id, at) in uses {
-            let at = storable(*at);
-            api_key::Entity::update_many()
-                .col_expr(api_key::Column::LastUsedAt, Expr::value(at))
-                .filter(api_key::Column::Id.eq(id.0))
-                .filter(api_key::Column::LastUsedAt.is_null().or(api_key::Column::LastUsedAt.lt(at)))
-                .exec(&txn)
-                .await?;
-        }
-        txn.commit().await?;
-        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! lifecycle inside a unit of work (`writes`).
 
 mod credentials;
-mod row;
+pub(crate) mod row;
 mod table;
 mod writes;
 

@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::restrictions::{Restrictions, StoredRestrictions};
-use latchkey_domain::{ApiKey, ApiKeyId, ApiKeySecret, Description, LookupId, TenantId, UserId};
+use latchkey_domain::usage::LastUse;
+use latchkey_domain::{ApiKey, ApiKeyId, ApiKeySecret, Cloud, Description, LookupId, TenantId, UserId};
 use sea_orm::Set;
 
 use crate::storable;
@@ -43,6 +44,9 @@ pub mod api_key {
         pub compromised_at: Option<DateTimeUtc>,
         pub import_lookup: Option<String>,
         pub previous_import_lookup: Option<String>,
+        pub last_used_cloud: Option<String>,
+        pub last_used_address: Option<String>,
+        pub last_used_user_agent: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -171,6 +175,9 @@ impl NewKey {
             compromised_at: Set(None),
             import_lookup: Set(self.import_lookup),
             previous_import_lookup: Set(None),
+            last_used_cloud: Set(None),
+            last_used_address: Set(None),
+            last_used_user_agent: Set(None),
         }
     }
 }
@@ -187,6 +194,12 @@ pub(crate) fn key_from(m: api_key::Model) -> ApiKey {
         last_edited_at: m.last_edited_at,
         last_edited_by: m.last_edited_by.map(UserId),
         last_used_at: m.last_used_at,
+        last_use: m.last_used_at.map(|at| LastUse {
+            at,
+            cloud: m.last_used_cloud.as_deref().and_then(Cloud::parse),
+            client_address: m.last_used_address.as_deref().and_then(|a| a.parse().ok()),
+            user_agent: m.last_used_user_agent,
+        }),
         expires_at: m.expires_at,
         disabled_at: m.disabled_at,
         previous_last_four: m.previous_last_four,

@@ -24,6 +24,8 @@ pub enum KeyOrderField {
     ExpiresAt,
     /// By last use; keys never used come last.
     LastUsedAt,
+    /// By successful verifications in the last 30 days (see [`KeyQuery::recent_since`]).
+    Usage30d,
 }
 
 /// Where a page continues: after this key, which had this value of the
@@ -32,8 +34,10 @@ pub enum KeyOrderField {
 pub struct KeyCursor {
     /// The last key of the previous page.
     pub id: ApiKeyId,
-    /// Its value of the ordering field (none for the keys that come last).
+    /// Its value of a time ordering field (none for the keys that come last).
     pub value: Option<DateTime<Utc>>,
+    /// Its value of a count ordering field.
+    pub count: u64,
 }
 
 /// A page request on the key table.
@@ -55,6 +59,11 @@ pub struct KeyQuery {
     pub owner: Option<UserId>,
     /// Only keys whose description contains this (case-insensitive).
     pub search: Option<SearchTerm>,
+    /// Only keys with no successful verification since then (never used:
+    /// created before then).
+    pub unused_since: Option<DateTime<Utc>>,
+    /// Where the recent usage of [`KeyOrderField::Usage30d`] starts.
+    pub recent_since: DateTime<Utc>,
 }
 
 /// A page of the key table.
@@ -112,6 +121,11 @@ fn filtered(tenant: TenantId, query: &KeyQuery) -> Select<api_key::Entity> {
         select =
             select.filter(Expr::col(api_key::Column::DescriptionFolded).like(crate::contains_pattern(term.as_str())));
     }
+    if let Some(since) = query.unused_since {
+        let last_sign_of_life =
+            Expr::cust("COALESCE(api_keys.last_used_at, api_keys.created_at)").lt(Expr::value(storable(since)));
+        select = select.filter(last_sign_of_life);
+    }
     if !query.statuses.is_empty() {
         let any = query.statuses.iter().fold(Condition::any(), |any, s| any.add(status_condition(*s, query.now)));
         select = select.filter(any);
@@ -126,13 +140,32 @@ fn order_column(field: KeyOrderField) -> Option<api_key::Column> {
         KeyOrderField::CreatedAt => None,
         KeyOrderField::ExpiresAt => Some(api_key::Column::ExpiresAt),
         KeyOrderField::LastUsedAt => Some(api_key::Column::LastUsedAt),
+        KeyOrderField::Usage30d => None,
     }
+}
+
+/// Orders by recent usage (never null) and starts after the cursor.
+fn ordered_by_usage_after(mut select: Select<api_key::Entity>, query: &KeyQuery) -> Select<api_key::Entity> {
+    let direction = if query.ascending { Order::Asc } else { Order::Desc };
+    let usage = || crate::usage::valid_usage_since(query.recent_since);
+    if let Some(after) = query.after {
+        let count = i64::try_from(after.count).unwrap_or(i64::MAX);
+        let id_beyond =
+            if query.ascending { api_key::Column::Id.gt(after.id.0) } else { api_key::Column::Id.lt(after.id.0) };
+        let beyond = if query.ascending { usage().gt(count) } else { usage().lt(count) };
+        select =
+            select.filter(Condition::any().add(beyond).add(Condition::all().add(usage().eq(count)).add(id_beyond)));
+    }
+    select.order_by(usage(), direction.clone()).order_by(api_key::Column::Id, direction)
 }
 
 /// Orders a page and starts it after its cursor: keyset paging on
 /// (value is null, value, id), so a page is stable under inserts and nulls
 /// come last in either direction.
 fn ordered_after(mut select: Select<api_key::Entity>, query: &KeyQuery) -> Select<api_key::Entity> {
+    if query.order == KeyOrderField::Usage30d {
+        return ordered_by_usage_after(select, query);
+    }
     let direction = if query.ascending { Order::Asc } else { Order::Desc };
     let column = order_column(query.order);
     if let Some(after) = query.after {
@@ -171,6 +204,18 @@ impl Store {
         let has_next_page = rows.len() as u64 > query.first;
         rows.truncate(usize::try_from(query.first).unwrap_or(usize::MAX));
         Ok(KeyPage { keys: rows.into_iter().map(key_from).collect(), has_next_page, total_count })
+    }
+
+    /// Every key of `tenant`, oldest first (for reports).
+    pub async fn all_keys(&self, tenant: TenantId) -> StoreResult<Vec<ApiKey>> {
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .order_by_asc(api_key::Column::Id)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(key_from)
+            .collect())
     }
 
     /// Enabled keys of any tenant that expire before `until` (expired ones

@@ -1,0 +1,314 @@
+//! Usage counts: each replica's flush adds its counts to the stored ones
+//! (`INSERT … ON CONFLICT DO UPDATE SET count = count + excluded.count`, so
+//! replicas sum exactly), per key and per tenant, by hour and by day; and
+//! the last use of each key, forward only.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use latchkey_domain::usage::{Granularity, LastUse, UsageOutcome, UsageRange, UsageRow};
+use latchkey_domain::{ApiKeyId, TenantId};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict, QueryStatementBuilder};
+use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set, TransactionTrait};
+
+use super::keys::row::api_key;
+use crate::{Store, StoreResult, storable};
+
+pub(crate) mod key_usage {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_usage")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: Uuid,
+        pub tenant_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub bucket_seconds: i32,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub period_start: DateTimeUtc,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub outcome: String,
+        pub count: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod tenant_usage {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenant_usage")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub bucket_seconds: i32,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub period_start: DateTimeUtc,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub outcome: String,
+        pub count: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Verifications of one key counted in one hour under one outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageDelta {
+    /// The key.
+    pub key_id: ApiKeyId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The start of the UTC hour.
+    pub hour: DateTime<Utc>,
+    /// What they counted as.
+    pub outcome: UsageOutcome,
+    /// How many.
+    pub count: u64,
+}
+
+/// What one flush writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageBatch {
+    /// Counts to add.
+    pub counts: Vec<UsageDelta>,
+    /// The latest use of keys (applied only where newer than the stored one).
+    pub last_uses: Vec<(ApiKeyId, LastUse)>,
+}
+
+impl UsageBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.last_uses.is_empty()
+    }
+}
+
+/// Rows per insert statement (6 values each, well under PostgreSQL's 65,535).
+const ROWS_PER_INSERT: usize = 1_000;
+
+type Bucket = (i32, DateTime<Utc>, &'static str);
+
+fn count_column(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+#[derive(FromQueryResult)]
+struct RowOfSeries {
+    period_start: DateTime<Utc>,
+    outcome: String,
+    count: i64,
+}
+
+#[derive(FromQueryResult)]
+struct KeyTotal {
+    key_id: uuid::Uuid,
+    total: i64,
+}
+
+fn rows_of(rows: Vec<RowOfSeries>) -> Vec<UsageRow> {
+    rows.into_iter()
+        .map(|r| UsageRow { start: r.period_start, outcome: r.outcome, count: u64::try_from(r.count).unwrap_or(0) })
+        .collect()
+}
+
+impl Store {
+    /// Adds a flush's counts (to the hour and to the day, of the key and of
+    /// its tenant) and moves last uses forward, in one transaction.
+    pub async fn record_usage(&self, batch: &UsageBatch) -> StoreResult<()> {
+        let mut per_key: BTreeMap<(uuid::Uuid, Bucket), (uuid::Uuid, u64)> = BTreeMap::new();
+        let mut per_tenant: BTreeMap<(uuid::Uuid, Bucket), u64> = BTreeMap::new();
+        for delta in &batch.counts {
+            for granularity in Granularity::ALL {
+                let bucket = (granularity.seconds(), granularity.bucket_of(delta.hour), delta.outcome.as_str());
+                per_key.entry((delta.key_id.0, bucket)).or_insert((delta.tenant_id.0, 0)).1 += delta.count;
+                *per_tenant.entry((delta.tenant_id.0, bucket)).or_insert(0) += delta.count;
+            }
+        }
+        let txn = self.conn().begin().await?;
+        let key_rows: Vec<key_usage::ActiveModel> = per_key
+            .into_iter()
+            .map(|((key_id, (seconds, start, outcome)), (tenant_id, count))| key_usage::ActiveModel {
+                key_id: Set(key_id),
+                tenant_id: Set(tenant_id),
+                bucket_seconds: Set(seconds),
+                period_start: Set(start),
+                outcome: Set(outcome.to_owned()),
+                count: Set(count_column(count)),
+            })
+            .collect();
+        for chunk in key_rows.chunks(ROWS_PER_INSERT) {
+            use key_usage::{Column, Entity};
+            let add = OnConflict::columns([Column::KeyId, Column::BucketSeconds, Column::PeriodStart, Column::Outcome])
+                .value(Column::Count, Expr::col((Entity, Column::Count)).add(Expr::cust("excluded.count")))
+                .to_owned();
+            Entity::insert_many(chunk.to_vec()).on_conflict(add).exec_without_returning(&txn).await?;
+        }
+        let tenant_rows: Vec<tenant_usage::ActiveModel> = per_tenant
+            .into_iter()
+            .map(|((tenant_id, (seconds, start, outcome)), count)| tenant_usage::ActiveModel {
+                tenant_id: Set(tenant_id),
+                bucket_seconds: Set(seconds),
+                period_start: Set(start),
+                outcome: Set(outcome.to_owned()),
+                count: Set(count_column(count)),
+            })
+            .collect();
+        for chunk in tenant_rows.chunks(ROWS_PER_INSERT) {
+            use tenant_usage::{Column, Entity};
+            let add =
+                OnConflict::columns([Column::TenantId, Column::BucketSeconds, Column::PeriodStart, Column::Outcome])
+                    .value(Column::Count, Expr::col((Entity, Column::Count)).add(Expr::cust("excluded.count")))
+                    .to_owned();
+            Entity::insert_many(chunk.to_vec()).on_conflict(add).exec_without_returning(&txn).await?;
+        }
+        for (id, last) in &batch.last_uses {
+            let at = storable(last.at);
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::LastUsedAt, Expr::value(at))
+                .col_expr(api_key::Column::LastUsedCloud, Expr::value(last.cloud.map(|c| c.as_str().to_owned())))
+                .col_expr(api_key::Column::LastUsedAddress, Expr::value(last.client_address.map(|a| a.to_string())))
+                .col_expr(api_key::Column::LastUsedUserAgent, Expr::value(last.user_agent.clone()))
+                .filter(api_key::Column::Id.eq(id.0))
+                .filter(api_key::Column::LastUsedAt.is_null().or(api_key::Column::LastUsedAt.lt(at)))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The stored counts of one key of `tenant` in `range`.
+    pub async fn key_usage(&self, tenant: TenantId, key: ApiKeyId, range: &UsageRange) -> StoreResult<Vec<UsageRow>> {
+        use key_usage::{Column, Entity};
+        let rows = Entity::find()
+            .select_only()
+            .columns([Column::PeriodStart, Column::Outcome, Column::Count])
+            .filter(Column::KeyId.eq(key.0))
+            .filter(Column::TenantId.eq(tenant.0))
+            .filter(Column::BucketSeconds.eq(range.granularity.seconds()))
+            .filter(Column::PeriodStart.gte(range.from))
+            .filter(Column::PeriodStart.lt(range.to))
+            .into_model::<RowOfSeries>()
+            .all(self.reader())
+            .await?;
+        Ok(rows_of(rows))
+    }
+
+    /// The stored counts of all keys of `tenant` in `range`.
+    pub async fn tenant_usage(&self, tenant: TenantId, range: &UsageRange) -> StoreResult<Vec<UsageRow>> {
+        use tenant_usage::{Column, Entity};
+        let rows = Entity::find()
+            .select_only()
+            .columns([Column::PeriodStart, Column::Outcome, Column::Count])
+            .filter(Column::TenantId.eq(tenant.0))
+            .filter(Column::BucketSeconds.eq(range.granularity.seconds()))
+            .filter(Column::PeriodStart.gte(range.from))
+            .filter(Column::PeriodStart.lt(range.to))
+            .into_model::<RowOfSeries>()
+            .all(self.reader())
+            .await?;
+        Ok(rows_of(rows))
+    }
+
+    /// Successful verifications of each of `keys` (of `tenant`) in `range`;
+    /// keys without any are absent.
+    pub async fn valid_usage_of_keys(
+        &self,
+        tenant: TenantId,
+        keys: &[ApiKeyId],
+        range: &UsageRange,
+    ) -> StoreResult<HashMap<ApiKeyId, u64>> {
+        self.usage_of_keys(tenant, keys, range, true).await
+    }
+
+    /// Refused verifications of each of `keys` (of `tenant`) in `range`;
+    /// keys without any are absent.
+    pub async fn refused_usage_of_keys(
+        &self,
+        tenant: TenantId,
+        keys: &[ApiKeyId],
+        range: &UsageRange,
+    ) -> StoreResult<HashMap<ApiKeyId, u64>> {
+        self.usage_of_keys(tenant, keys, range, false).await
+    }
+
+    async fn usage_of_keys(
+        &self,
+        tenant: TenantId,
+        keys: &[ApiKeyId],
+        range: &UsageRange,
+        valid: bool,
+    ) -> StoreResult<HashMap<ApiKeyId, u64>> {
+        use key_usage::{Column, Entity};
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let outcomes = if valid {
+            Column::Outcome.is_in(UsageOutcome::VALID_CODES)
+        } else {
+            Column::Outcome.is_not_in(UsageOutcome::VALID_CODES)
+        };
+        let totals = Entity::find()
+            .select_only()
+            .column(Column::KeyId)
+            .column_as(Expr::cust("CAST(SUM(count) AS BIGINT)"), "total")
+            .filter(Column::TenantId.eq(tenant.0))
+            .filter(Column::KeyId.is_in(keys.iter().map(|k| k.0)))
+            .filter(Column::BucketSeconds.eq(range.granularity.seconds()))
+            .filter(Column::PeriodStart.gte(range.from))
+            .filter(Column::PeriodStart.lt(range.to))
+            .filter(outcomes)
+            .group_by(Column::KeyId)
+            .into_model::<KeyTotal>()
+            .all(self.reader())
+            .await?;
+        Ok(totals.into_iter().map(|t| (ApiKeyId(t.key_id), u64::try_from(t.total).unwrap_or(0))).collect())
+    }
+
+    /// Drops the buckets older than what each granularity keeps at `now`;
+    /// returns how many rows went.
+    pub async fn drop_expired_usage(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let mut dropped = 0;
+        for granularity in Granularity::ALL {
+            let before = granularity.kept_since(now);
+            dropped += key_usage::Entity::delete_many()
+                .filter(key_usage::Column::BucketSeconds.eq(granularity.seconds()))
+                .filter(key_usage::Column::PeriodStart.lt(before))
+                .exec(self.conn())
+                .await?
+                .rows_affected;
+            dropped += tenant_usage::Entity::delete_many()
+                .filter(tenant_usage::Column::BucketSeconds.eq(granularity.seconds()))
+                .filter(tenant_usage::Column::PeriodStart.lt(before))
+                .exec(self.conn())
+                .await?
+                .rows_affected;
+        }
+        Ok(dropped)
+    }
+}
+
+/// A key's successful verifications since `since` (0 for none), as an
+/// expression over the `api_keys` row, for ordering the key table.
+pub(crate) fn valid_usage_since(since: DateTime<Utc>) -> Expr {
+    use key_usage::{Column, Entity};
+    let used = sea_orm::sea_query::Alias::new("u");
+    let total = sea_orm::sea_query::Query::select()
+        .expr(Func::sum(Expr::col((used.clone(), Column::Count))))
+        .from_as(Entity, used.clone())
+        .and_where(Expr::col((used.clone(), Column::KeyId)).equals((api_key::Entity, api_key::Column::Id)))
+        .and_where(Expr::col((used.clone(), Column::BucketSeconds)).eq(Granularity::Day.seconds()))
+        .and_where(Expr::col((used.clone(), Column::PeriodStart)).gte(storable(since)))
+        .and_where(Expr::col((used, Column::Outcome)).is_in(UsageOutcome::VALID_CODES))
+        .to_owned();
+    Func::coalesce([Expr::SubQuery(None, Box::new(total.into_sub_query_statement())), Expr::val(0)]).into()
+}
