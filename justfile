@@ -32,3 +32,4 @@ bench:
     cargo bench -p latchkey-app --bench sign_in
     cargo bench -p latchkey-tests --bench keys
     cargo bench -p latchkey-tests --bench mail
+    cargo bench -p latchkey-tests --bench usage

@@ -27,13 +27,20 @@ async fn row_descriptions(c: &Client) -> Vec<String> {
     serde_json::from_value(v).unwrap()
 }
 
-/// Clicks the action button (`edit`, `rotate`, `delete`) of the row of `description`.
+/// Opens the row menu of the row of `description` and clicks its action
+/// (`edit`, `rotate`, `delete`, `details`, …).
 async fn row_action(c: &Client, description: &str, action: &str) {
     let rows = c.find_all(Locator::Css("#rows tr")).await.unwrap();
     for row in rows {
         let desc = row.find(Locator::Css("td.desc")).await.unwrap().text().await.unwrap();
         if desc == description {
-            row.find(Locator::Css(&format!("button[data-action='{action}']"))).await.unwrap().click().await.unwrap();
+            row.find(Locator::Css("button[data-action='menu']")).await.unwrap().click().await.unwrap();
+            row.find(Locator::Css(&format!("[role=menu] button[data-action='{action}']")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
             return;
         }
     }
@@ -419,5 +426,128 @@ async fn api_keys_page_end_to_end() {
     assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
 
     browser.client.clone().close().await.unwrap();
+    app.stop().await;
+}
+
+/// Usage on the page: the row's "Last 30 days" count and sparkline, the
+/// detail panel's charts (30 days by day, 48 hours by hour) with the counts
+/// the test produced, the last use rendered as text, the audit trail, the
+/// "Unused for 90 days" filter and the report download. Rows are one line
+/// high at 1366 px.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_charted_on_the_page() {
+    let Some(browser) = Browser::start().await else { return };
+    let app = TestApp::start(Backend::Sqlite).await.unwrap();
+    let c = &browser.client;
+    c.set_window_size(1366, 900).await.unwrap();
+    let s = app.seed("Acme Learning").await;
+    let legacy = ApiKeySecret::generate().unwrap();
+    let stale = NewKey::new(
+        s.tenant.id,
+        s.integration.id,
+        Description::parse("Old LMS bridge").unwrap(),
+        NewCredential::new(&legacy, hash_secret(&legacy)),
+    );
+    app.store.import_legacy_key(stale, Utc::now() - chrono::Duration::days(400)).await.unwrap();
+    app.generate(&s.admin_token, &s.other_admin, "Course catalogue import with a long description that is cut").await;
+    let (id, busy, _) = app.generate(&s.admin_token, &s.integration, "Salesforce sync").await;
+    let agent = "<img src=x onerror=alert(1)> sync-agent/2.1";
+    let verify = |body: Value| {
+        let (http, url) = (app.http.clone(), app.url.clone());
+        async move { http.post(format!("{url}/v1/keys/verify")).json(&body).send().await.unwrap() }
+    };
+    for _ in 0..4 {
+        verify(json!({ "key": busy, "cloud": "CUSTOMER", "ip": "198.51.100.7", "userAgent": agent })).await;
+    }
+    app.gql(Some(&s.admin_token), latchkey_tests::ops::DISABLE, json!({ "id": id })).await;
+    for _ in 0..2 {
+        assert_eq!(app.verify(&busy).await["code"], "DISABLED");
+    }
+    app.gql(Some(&s.admin_token), latchkey_tests::ops::ENABLE, json!({ "id": id })).await;
+    let counted = "query($id: ID!) { apiKey(id: $id) { usage30d } }";
+    for _ in 0..100 {
+        if app.gql(Some(&s.admin_token), counted, json!({ "id": id })).await["data"]["apiKey"]["usage30d"] == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    c.goto(&format!("{}/settings/integrations/api#token={}", app.url, s.admin_token)).await.unwrap();
+    until(c, "return document.querySelectorAll('#rows tr').length === 3").await;
+    let heights =
+        js(c, "return [...document.querySelectorAll('#rows tr')].map(tr => tr.getBoundingClientRect().height)").await;
+    for height in heights.as_array().unwrap() {
+        assert!(height.as_f64().unwrap() <= 48.0, "a row is one line high: {heights}");
+    }
+    let busy_row = "#rows tr:first-child";
+    assert_eq!(text(c, &format!("{busy_row} td.usage .usage-count")).await, "4");
+    let bars = js(
+        c,
+        &format!("return [...document.querySelectorAll('{busy_row} td.usage rect')].map(r => r.getAttribute('class'))"),
+    )
+    .await;
+    let bars: Vec<String> = serde_json::from_value(bars).unwrap();
+    assert_eq!(bars.len(), 30);
+    assert_eq!((bars[29].as_str(), bars[0].as_str()), ("spark-bar", "spark-empty"), "today has uses, a month ago none");
+
+    // The detail panel: today's bar holds the 4 valid and 2 refused verifications.
+    row_action(c, "Salesforce sync", "details").await;
+    until(c, "return document.querySelectorAll('#detail-chart g.bucket').length === 30").await;
+    let today = js(
+        c,
+        "const g = [...document.querySelectorAll('#detail-chart g.bucket')].pop(); \
+        return [g.dataset.valid, g.dataset.refused, g.querySelector('title').textContent]",
+    )
+    .await;
+    assert_eq!(today[0], "4");
+    assert_eq!(today[1], "2");
+    assert!(today[2].as_str().unwrap().ends_with("4 valid, 2 refused"), "{today}");
+    assert_eq!(text(c, "#detail-totals").await, "4 valid, 2 refused");
+    assert!(text(c, "#detail-chart figcaption").await.contains("Refused"));
+    let facts = js(c, "return [...document.querySelectorAll('#detail-last-use dd')].map(d => d.textContent)").await;
+    assert_eq!(facts[1], "Customer cloud");
+    assert_eq!(facts[2], "198.51.100.7");
+    assert_eq!(facts[3], agent, "the user agent is text");
+    assert_eq!(js(c, "return document.querySelectorAll('#detail-dialog img').length").await, json!(0));
+    let audit = text(c, "#detail-audit").await;
+    assert!(audit.contains("Generated") && audit.contains("Disabled") && audit.contains("Enabled"), "{audit}");
+    let shot = c.screenshot().await.unwrap();
+    let target = if std::env::var("LATCHKEY_UPDATE_SCREENSHOT").is_ok() {
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api-keys-usage.png"))
+    } else {
+        std::env::temp_dir().join("latchkey-api-keys-usage.png")
+    };
+    std::fs::write(&target, shot).unwrap();
+    click(c, "#detail-range button[data-view='hours']").await;
+    until(c, "return document.querySelectorAll('#detail-chart g.bucket').length === 48").await;
+    let hourly = js(c, "return [...document.querySelectorAll('#detail-chart g.bucket')].map(g => +g.dataset.valid).reduce((a, b) => a + b, 0)").await;
+    assert_eq!(hourly, json!(4));
+    click(c, "#detail-dialog button[data-close]").await;
+    until(c, "return !document.getElementById('detail-dialog').open").await;
+
+    // "Unused for 90 days": only the key imported 400 days ago and never used.
+    click(c, "#unused-filter").await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 1").await;
+    assert_eq!(row_descriptions(c).await, ["Old LMS bridge"]);
+    click(c, "#unused-filter").await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 3").await;
+
+    // "Download report": the CSV the server made, with every key.
+    // The download link is caught (a headless browser saves nowhere) and its blob read back.
+    js(c, "window.__report = null; const click = HTMLAnchorElement.prototype.click; \
+        const blobUrl = URL.createObjectURL; URL.createObjectURL = (blob) => { window.__blob = blob; return blobUrl(blob); }; \
+        HTMLAnchorElement.prototype.click = function () { if (this.download) { window.__report = [this.download, this.href]; } else { click.call(this); } }; \
+        return true").await;
+    click(c, "#download-report").await;
+    until(c, "return Array.isArray(window.__report)").await;
+    assert!(js(c, "return window.__report[0]").await.as_str().unwrap().ends_with(".csv"));
+    let csv = c
+        .execute_async("const done = arguments[arguments.length - 1]; window.__blob.text().then(done)", vec![])
+        .await
+        .unwrap();
+    let csv = csv.as_str().unwrap();
+    assert!(csv.starts_with("id,last_four,description,"), "{csv}");
+    assert_eq!(csv.lines().count(), 4);
+    assert!(csv.lines().any(|l| l.starts_with(&id) && l.ends_with(",4,2")), "{csv}");
     app.stop().await;
 }

@@ -391,7 +391,8 @@ async fn suspended_keys_are_transferred_from_the_page() {
     js(c, "const f = document.getElementById('owner-filter'); f.value = ''; f.dispatchEvent(new Event('change')); return true").await;
     until(c, "return document.querySelectorAll('#rows tr').length === 3").await;
 
-    click(c, "#rows tr[data-status='SUSPENDED'] button[data-action='transfer']").await;
+    click(c, "#rows tr[data-status='SUSPENDED'] button[data-action='menu']").await;
+    click(c, "#rows tr[data-status='SUSPENDED'] [role=menu] button[data-action='transfer']").await;
     until(c, "return document.getElementById('transfer-dialog').open").await;
     let offered = js(c, "return [...document.querySelectorAll('#transfer-owner option')].map(o => o.value)").await;
     let offered: Vec<String> = serde_json::from_value(offered).unwrap();

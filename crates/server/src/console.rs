@@ -63,6 +63,10 @@ const PAGE_MODULES: &[(&str, &str)] = &[
     ("rotate-dialog.js", include_str!("../assets/api-keys/rotate-dialog.js")),
     ("restrictions-form.js", include_str!("../assets/api-keys/restrictions-form.js")),
     ("restrictions-dialog.js", include_str!("../assets/api-keys/restrictions-dialog.js")),
+    ("chart.js", include_str!("../assets/api-keys/chart.js")),
+    ("row-menu.js", include_str!("../assets/api-keys/row-menu.js")),
+    ("detail-panel.js", include_str!("../assets/api-keys/detail-panel.js")),
+    ("report.js", include_str!("../assets/api-keys/report.js")),
 ];
 
 pub(crate) async fn api_keys_module(module: web::Path<String>) -> HttpResponse {

@@ -2,16 +2,24 @@
 
 import { state } from "./state.js";
 
-const KEY_FIELDS = `id lastFour description createdAt lastEditedAt lastUsedAt
+const KEY_FIELDS = `id lastFour description createdAt lastEditedAt lastUsedAt usage30d
   status expiresAt previousSecretExpiresAt previousLastFour restrictions { permissions clouds allowedIps }
   owner { id name role } createdBy { id name } lastEditedBy { id name }`;
 const KEY_PAYLOAD = `apiKey { ${KEY_FIELDS} } userErrors { field message code }`;
 export const Q_VIEWER = `{ viewer { tenant { id name } user { id name role } clouds } apiKeyOwnerCandidates { id name role }
   apiKeyPermissions { name description cloud } }`;
 export const Q_WHO = `{ viewer { tenant { id name } user { id name } } }`;
-export const Q_KEYS = `query($first: Int, $after: String, $search: String, $ownerId: ID) {
-  apiKeys(first: $first, after: $after, search: $search, ownerId: $ownerId) {
-    totalCount pageInfo { hasNextPage endCursor } nodes { ${KEY_FIELDS} } } }`;
+export const Q_KEYS = `query($first: Int, $after: String, $search: String, $ownerId: ID, $unused: Int,
+  $from: DateTime!, $to: DateTime!) {
+  apiKeys(first: $first, after: $after, search: $search, ownerId: $ownerId, unusedForDays: $unused) {
+    totalCount pageInfo { hasNextPage endCursor }
+    nodes { ${KEY_FIELDS} daily: usage(from: $from, to: $to, granularity: DAY) { buckets { valid } } } } }`;
+/** A key's detail panel: last use, a series (by day or hour) and its audit trail. */
+export const Q_KEY_DETAIL = `query($id: ID!, $from: DateTime!, $to: DateTime!, $granularity: UsageGranularity!) {
+  apiKey(id: $id) { id lastFour description lastUsed { at cloud clientAddress userAgent }
+    usage(from: $from, to: $to, granularity: $granularity) { valid refused buckets { start valid refused } } }
+  apiKeyEvents(keyId: $id, first: 20) { nodes { id action occurredAt actorName } } }`;
+export const Q_REPORT = `{ apiKeyCredentialReport }`;
 export const M_GENERATE = `mutation($input: GenerateApiKeyInput!) { generateApiKey(input: $input) {
   secret ${KEY_PAYLOAD} } }`;
 export const M_ROTATE = `mutation($input: RotateApiKeyInput!) { rotateApiKey(input: $input) { secret ${KEY_PAYLOAD} } }`;

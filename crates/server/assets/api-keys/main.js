@@ -4,8 +4,10 @@
 // lives in sessionStorage only.
 
 import { confirmDelete, confirmDisable, confirmEndOverlap, enable, initConfirmDialog } from "./confirm-dialog.js";
+import { initDetailPanel, openDetail } from "./detail-panel.js";
 import { initEditDialog, openEdit } from "./edit-dialog.js";
 import { initGenerateDialog } from "./generate-dialog.js";
+import { initReport } from "./report.js";
 import { initRestrictionsDialog, openRestrictions } from "./restrictions-dialog.js";
 import { initRotateDialog, openRotate } from "./rotate-dialog.js";
 import { initSecretDialog } from "./secret-dialog.js";
@@ -16,11 +18,12 @@ import { initDialogs } from "./ui.js";
 
 initDialogs();
 initSecretDialog();
-/** A row's buttons: Disable for a key that is on, Enable for one that is off. */
+/** A row's menu: Disable for a key that is on, Enable for one that is off. */
 function rowActions(key) {
   const toggle =
     key.status === "DISABLED" ? ["Enable", (k, button) => enable(k, button, handleError)] : ["Disable", confirmDisable];
   return [
+    ["Details", openDetail],
     ["Edit", openEdit],
     ["Restrictions", openRestrictions],
     ["Rotate", openRotate],
@@ -37,4 +40,6 @@ initConfirmDialog(handleError);
 initRotateDialog(handleError);
 initRestrictionsDialog(handleError);
 initTransferDialog(handleError);
+initDetailPanel(handleError);
+initReport(handleError);
 initSession();

@@ -14,6 +14,8 @@ export const state = {
   total: 0,
   search: "",
   owner: "",
+  /** Only keys unused for 90 days. */
+  unused: false,
   loadSeq: 0,
   rendered: false,
 };

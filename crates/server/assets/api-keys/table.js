@@ -1,11 +1,16 @@
 // The key table: rows, paging, search and the owner filter.
 
+import { sparkline } from "./chart.js";
+import { rangeOf } from "./detail-panel.js";
 import { Q_KEYS, gql } from "./graphql.js";
 import { state } from "./state.js";
 import { summary } from "./restrictions-form.js";
+import { rowMenu } from "./row-menu.js";
 import { $, ROLE_NAMES, busy } from "./ui.js";
 
 const PAGE_SIZE = 25;
+/** The "Unused for 90 days" filter: no successful verification in this many days. */
+const UNUSED_DAYS = 90;
 const LEGACY_HINT = "This key was created before key management existed, so it has no edit history.";
 
 const STATUS_NAMES = {
@@ -16,7 +21,7 @@ const STATUS_NAMES = {
   SUSPENDED: "Suspended — owner deactivated",
 };
 
-/** The row buttons of a key: `key => [[label, handler(key, button)], ...]`; set by `initTable`. */
+/** The row actions of a key: `key => [[label, handler(key, button)], ...]`; set by `initTable`. */
 let actionsFor = () => [];
 /** Ends a key's overlap (the "End now" button); set by `initTable`. */
 let endOverlap = () => {};
@@ -50,6 +55,7 @@ function dateCell(iso, label, by, emptyText, emptyTitle) {
     const sub = document.createElement("span");
     sub.className = "sub";
     sub.textContent = `by ${by.name}`;
+    td.title = `${iso} by ${by.name}`;
     td.append(sub);
   }
   return td;
@@ -100,16 +106,30 @@ function expiryCell(key) {
   return td;
 }
 
+/** "Last 30 days": a daily sparkline and the count of successful verifications. */
+function usageCell(key) {
+  const td = cell("", "Last 30 days", "usage");
+  const days = key.daily ? key.daily.buckets.map((b) => b.valid) : [];
+  const count = document.createElement("span");
+  count.className = "usage-count";
+  count.textContent = key.usage30d.toLocaleString();
+  td.append(sparkline(days, { label: `${key.usage30d} successful verifications in the last 30 days` }), count);
+  return td;
+}
+
 function row(key) {
   const tr = document.createElement("tr");
   tr.dataset.keyId = key.id;
   tr.dataset.status = key.status;
   tr.append(keyCell(key));
-  tr.append(cell(key.description, "Description", "desc"));
+  const description = cell(key.description, "Description", "desc");
+  description.title = key.description;
+  tr.append(description);
   const owner = cell(key.owner.name, "Owner");
   const role = document.createElement("span");
   role.className = "sub";
   role.textContent = ROLE_NAMES[key.owner.role] || key.owner.role;
+  owner.title = `${key.owner.name} — ${role.textContent}`;
   owner.append(role);
   tr.append(owner);
   tr.append(cell(summary(key.restrictions), "Access", "access"));
@@ -117,27 +137,19 @@ function row(key) {
   tr.append(expiryCell(key));
   tr.append(dateCell(key.lastEditedAt, "Last edited", key.lastEditedBy, "—", LEGACY_HINT));
   tr.append(dateCell(key.lastUsedAt, "Last used", null, "Never"));
+  tr.append(usageCell(key));
   tr.append(dateCell(key.createdAt, "Created", key.createdBy, ""));
-  const actions = document.createElement("div");
-  actions.className = "row-actions";
-  for (const [label, handler] of actionsFor(key)) {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = label;
-    button.dataset.action = label.toLowerCase();
-    button.setAttribute("aria-label", `${label} key ${key.description} ending in ${key.lastFour}`);
-    button.addEventListener("click", () => handler(key, button));
-    actions.append(button);
-  }
+  const items = actionsFor(key).map(([label, handler]) => [label, (opener) => handler(key, opener)]);
   const wrap = document.createElement("td");
-  wrap.append(actions);
+  wrap.className = "actions-cell";
+  wrap.append(rowMenu(items, `key ${key.description} ending in ${key.lastFour}`));
   tr.append(wrap);
   return tr;
 }
 
 export function renderRows() {
   $("rows").replaceChildren(...state.keys.map(row));
-  const filtered = state.search || state.owner;
+  const filtered = state.search || state.owner || state.unused;
   $("empty").hidden = state.keys.length > 0 || filtered;
   $("more").hidden = !state.hasMore;
   $("count").textContent = state.keys.length === 0 && filtered
@@ -152,7 +164,16 @@ export function renderRows() {
 /** Loads the first page (or, with `append`, the next one) under the current filters. */
 export async function loadKeys({ append = false } = {}) {
   const seq = ++state.loadSeq;
-  const variables = { first: PAGE_SIZE, after: append ? state.after : null, search: state.search || null, ownerId: state.owner || null };
+  const { from, to } = rangeOf("days");
+  const variables = {
+    first: PAGE_SIZE,
+    after: append ? state.after : null,
+    search: state.search || null,
+    ownerId: state.owner || null,
+    unused: state.unused ? UNUSED_DAYS : null,
+    from,
+    to,
+  };
   const data = await gql(Q_KEYS, variables);
   if (seq !== state.loadSeq) return; // a newer search won
   const page = data.apiKeys;
@@ -200,12 +221,14 @@ export function clearTable() {
   state.keys = [];
   state.search = "";
   state.owner = "";
+  state.unused = false;
   state.rendered = false;
   $("search").value = "";
+  $("unused-filter").checked = false;
   $("rows").replaceChildren();
 }
 
-/** `rowActions(key)` gives a row's buttons; `onEndOverlap(key, button)` runs "End now". */
+/** `rowActions(key)` gives a row's menu items; `onEndOverlap(key, button)` runs "End now". */
 export function initTable(rowActions, onEndOverlap, onError) {
   actionsFor = rowActions;
   endOverlap = onEndOverlap;
@@ -219,6 +242,10 @@ export function initTable(rowActions, onEndOverlap, onError) {
   });
   $("owner-filter").addEventListener("change", (event) => {
     state.owner = event.target.value;
+    loadKeys().catch(onError);
+  });
+  $("unused-filter").addEventListener("change", (event) => {
+    state.unused = event.target.checked;
     loadKeys().catch(onError);
   });
   $("more").addEventListener("click", async (event) => {
