@@ -147,14 +147,39 @@ async fn every_outcome_that_names_a_key_is_counted_in_its_hour(db: TestDb) {
     assert_eq!((outcome_count(bucket, "DISABLED"), outcome_count(bucket, "EXPIRED")), (2, 1));
     assert_eq!(hour["usage30d"], 5);
 
+    // A leaked key answers COMPROMISED once the report is processed (in the
+    // background): every answer until then is counted as what it was.
+    let (leaked_id, leaked, _) = app.generate(&token, &s.admin, "Leaked").await;
+    let report = app.http.post(format!("{}/v1/keys/report-leak", app.url)).json(&json!({ "key": leaked })).send();
+    assert_eq!(report.await.unwrap().status(), 202);
+    let (mut valid, mut compromised) = (0, 0);
+    while compromised < 2 {
+        match app.verify(&leaked).await["code"].as_str() {
+            Some("COMPROMISED") => compromised += 1,
+            None => valid += 1,
+            Some(other) => panic!("{other}"),
+        }
+        assert!(valid < 1_000, "the leak report was never processed");
+    }
+    let leaked_hour = wait_for_hour(&app, &token, &leaked_id, clock.now(), valid, 2).await;
+    assert_eq!(outcome_count(&leaked_hour["usage"]["buckets"][0], "COMPROMISED"), 2);
+    // A key whose owner was deactivated answers OWNER_INACTIVE.
+    let (orphan_id, orphan, _) = app.generate(&token, &s.other_admin, "Orphaned").await;
+    let deactivate = "mutation($id: ID!) { setUserActive(input: {id: $id, active: false}) { userErrors { code } } }";
+    let body = app.gql(Some(&token), deactivate, json!({ "id": s.other_admin.id })).await;
+    assert_eq!(body["data"]["setUserActive"]["userErrors"], json!([]), "{body}");
+    assert_eq!(app.verify(&orphan).await["code"], "OWNER_INACTIVE");
+    let orphan_hour = wait_for_hour(&app, &token, &orphan_id, clock.now(), 0, 1).await;
+    assert_eq!(outcome_count(&orphan_hour["usage"]["buckets"][0], "OWNER_INACTIVE"), 1);
+
     // Days hold what their hours hold; the tenant holds what its keys hold.
     let day = day_of(clock.now());
     let daily = key_usage(&app, &token, &id, day, day + Span::days(1), "DAY").await;
     assert_eq!((daily["usage"]["valid"].clone(), daily["usage"]["refused"].clone()), (json!(5), json!(3)));
     let tenant =
         app.gql(Some(&token), TENANT_USAGE, json!({ "from": day, "to": day + Span::days(1), "g": "DAY" })).await;
-    assert_eq!(tenant["data"]["tenantUsage"]["valid"], 5, "{tenant}");
-    assert_eq!(tenant["data"]["tenantUsage"]["refused"], 5, "{tenant}");
+    assert_eq!(tenant["data"]["tenantUsage"]["valid"], 5 + valid, "{tenant}");
+    assert_eq!(tenant["data"]["tenantUsage"]["refused"], 5 + 3, "{tenant}");
     app.stop().await;
 }
 
