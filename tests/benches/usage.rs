@@ -4,7 +4,7 @@
 //! all over real HTTP; then the storage per row and per active key per day.
 //!
 //! Seeded in SQL, within retention (the server's flush drops older rows):
-//! 11,000 keys of one tenant, each with an hourly row for every hour of 34
+//! 11,000 keys of one tenant (in `api_keys` too), each with an hourly row for every hour of 34
 //! days (9 million) and a daily row for each of 100 days (1.1 million).
 //!
 //! Run: `cargo bench -p latchkey-tests --bench usage` (release build).
@@ -55,9 +55,18 @@ async fn main() {
 
     let started = Instant::now();
     let hours = HOURLY_DAYS * 24;
-    // The measured key is one of them.
-    let keys =
-        format!("(SELECT '{id}'::uuid AS id UNION ALL SELECT gen_random_uuid() FROM generate_series(2, {KEYS})) k");
+    // The measured key and 10,999 copies of it (distinct ids and lookup ids), so
+    // the key table orders a tenant of 11,000 keys by their usage.
+    app.db
+        .execute(&format!(
+            "INSERT INTO api_keys (id, tenant_id, owner_id, description, description_folded, lookup_id, \
+             credential_hash, credential_version, last_four, created_at) \
+             SELECT gen_random_uuid(), tenant_id, owner_id, description || ' ' || g, description_folded || ' ' || g, \
+             substr(md5(g::text || random()::text), 1, 16), credential_hash, 1, last_four, created_at \
+             FROM api_keys CROSS JOIN generate_series(2, {KEYS}) g WHERE id = '{id}'"
+        ))
+        .await;
+    let keys = format!("(SELECT id FROM api_keys WHERE tenant_id = '{tenant}') k");
     app.db
         .execute(&format!(
             "INSERT INTO key_usage (key_id, tenant_id, bucket_seconds, period_start, outcome, count) \

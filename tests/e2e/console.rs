@@ -479,6 +479,10 @@ async fn usage_is_charted_on_the_page() {
     for height in heights.as_array().unwrap() {
         assert!(height.as_f64().unwrap() <= 48.0, "a row is one line high: {heights}");
     }
+    let overflow = js(c, "return document.documentElement.scrollWidth <= innerWidth").await;
+    assert_eq!(overflow, json!(true), "only the table scrolls, never the page");
+    let fits = js(c, "const w = document.querySelector('.table-wrap'); return w.scrollWidth <= w.clientWidth").await;
+    assert_eq!(fits, json!(true), "at 1366 px the whole table, row menus included, fits");
     let busy_row = "#rows tr:first-child";
     assert_eq!(text(c, &format!("{busy_row} td.usage .usage-count")).await, "4");
     let bars = js(

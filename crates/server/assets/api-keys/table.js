@@ -26,9 +26,11 @@ let actionsFor = () => [];
 /** Ends a key's overlap (the "End now" button); set by `initTable`. */
 let endOverlap = () => {};
 
+/** "Dec 3, 14:05", with the year only when it is not this year (the full instant is the title). */
 function formatDate(iso) {
   const d = new Date(iso);
-  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const year = d.getFullYear() === new Date().getFullYear() ? undefined : "numeric";
+  return d.toLocaleString(undefined, { year, month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 }
 
 function cell(text, label, className) {
@@ -125,7 +127,7 @@ function row(key) {
   const description = cell(key.description, "Description", "desc");
   description.title = key.description;
   tr.append(description);
-  const owner = cell(key.owner.name, "Owner");
+  const owner = cell(key.owner.name, "Owner", "owner");
   const role = document.createElement("span");
   role.className = "sub";
   role.textContent = ROLE_NAMES[key.owner.role] || key.owner.role;
