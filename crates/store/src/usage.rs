@@ -120,6 +120,27 @@ fn rows_of(rows: Vec<RowOfSeries>) -> Vec<UsageRow> {
         .collect()
 }
 
+/// Inserts count rows of `E`, adding each to the row already there (the
+/// same `keys`): `count = count + excluded.count`.
+async fn add_counts<E>(
+    txn: &sea_orm::DatabaseTransaction,
+    rows: Vec<E::ActiveModel>,
+    keys: [E::Column; 4],
+    count: E::Column,
+) -> StoreResult<()>
+where
+    E: EntityTrait + Default,
+    E::ActiveModel: Clone + Send,
+{
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let add = OnConflict::columns(keys)
+            .value(count, Expr::col((E::default(), count)).add(Expr::cust("excluded.count")))
+            .to_owned();
+        E::insert_many(chunk.to_vec()).on_conflict(add).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Adds a flush's counts (to the hour and to the day, of the key and of
     /// its tenant) and moves last uses forward, in one transaction.
@@ -145,12 +166,10 @@ impl Store {
                 count: Set(count_column(count)),
             })
             .collect();
-        for chunk in key_rows.chunks(ROWS_PER_INSERT) {
+        {
             use key_usage::{Column, Entity};
-            let add = OnConflict::columns([Column::KeyId, Column::BucketSeconds, Column::PeriodStart, Column::Outcome])
-                .value(Column::Count, Expr::col((Entity, Column::Count)).add(Expr::cust("excluded.count")))
-                .to_owned();
-            Entity::insert_many(chunk.to_vec()).on_conflict(add).exec_without_returning(&txn).await?;
+            let keys = [Column::KeyId, Column::BucketSeconds, Column::PeriodStart, Column::Outcome];
+            add_counts::<Entity>(&txn, key_rows, keys, Column::Count).await?;
         }
         let tenant_rows: Vec<tenant_usage::ActiveModel> = per_tenant
             .into_iter()
@@ -162,13 +181,10 @@ impl Store {
                 count: Set(count_column(count)),
             })
             .collect();
-        for chunk in tenant_rows.chunks(ROWS_PER_INSERT) {
+        {
             use tenant_usage::{Column, Entity};
-            let add =
-                OnConflict::columns([Column::TenantId, Column::BucketSeconds, Column::PeriodStart, Column::Outcome])
-                    .value(Column::Count, Expr::col((Entity, Column::Count)).add(Expr::cust("excluded.count")))
-                    .to_owned();
-            Entity::insert_many(chunk.to_vec()).on_conflict(add).exec_without_returning(&txn).await?;
+            let keys = [Column::TenantId, Column::BucketSeconds, Column::PeriodStart, Column::Outcome];
+            add_counts::<Entity>(&txn, tenant_rows, keys, Column::Count).await?;
         }
         for (id, last) in &batch.last_uses {
             let at = storable(last.at);
