@@ -71,6 +71,18 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // The key table's recent-usage order sums a tenant's day rows at once.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_key_usage_tenant_bucket_start")
+                    .table(KeyUsage::Table)
+                    .col(KeyUsage::TenantId)
+                    .col(KeyUsage::BucketSeconds)
+                    .col(KeyUsage::PeriodStart)
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_table(
                 Table::create()

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use latchkey_domain::usage::{Granularity, LastUse, UsageOutcome, UsageRange, UsageRow};
 use latchkey_domain::{ApiKeyId, TenantId};
-use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict, QueryStatementBuilder};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, OnConflict};
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set, TransactionTrait};
 
 use super::keys::row::api_key;
@@ -313,18 +313,28 @@ impl Store {
     }
 }
 
-/// A key's successful verifications since `since` (0 for none), as an
-/// expression over the `api_keys` row, for ordering the key table.
-pub(crate) fn valid_usage_since(since: DateTime<Utc>) -> Expr {
+/// Joins to a key table query each key's successful verifications since
+/// `since` (summed once for the whole tenant, from its day rows); returns
+/// the count as an expression over the joined row (0 for none), for
+/// ordering and paging.
+pub(crate) fn join_valid_usage_since(
+    select: &mut sea_orm::Select<api_key::Entity>,
+    tenant: TenantId,
+    since: DateTime<Utc>,
+) -> Expr {
     use key_usage::{Column, Entity};
-    let used = sea_orm::sea_query::Alias::new("u");
-    let total = sea_orm::sea_query::Query::select()
-        .expr(Func::sum(Expr::col((used.clone(), Column::Count))))
-        .from_as(Entity, used.clone())
-        .and_where(Expr::col((used.clone(), Column::KeyId)).equals((api_key::Entity, api_key::Column::Id)))
-        .and_where(Expr::col((used.clone(), Column::BucketSeconds)).eq(Granularity::Day.seconds()))
-        .and_where(Expr::col((used.clone(), Column::PeriodStart)).gte(storable(since)))
-        .and_where(Expr::col((used, Column::Outcome)).is_in(UsageOutcome::VALID_CODES))
+    let (recent, total, key_id) = (Alias::new("recent_usage"), Alias::new("total"), Alias::new("key_id"));
+    let totals = sea_orm::sea_query::Query::select()
+        .expr_as(Expr::col(Column::KeyId), key_id.clone())
+        .expr_as(Func::sum(Expr::col(Column::Count)), total.clone())
+        .from(Entity)
+        .and_where(Expr::col(Column::TenantId).eq(tenant.0))
+        .and_where(Expr::col(Column::BucketSeconds).eq(Granularity::Day.seconds()))
+        .and_where(Expr::col(Column::PeriodStart).gte(storable(since)))
+        .and_where(Expr::col(Column::Outcome).is_in(UsageOutcome::VALID_CODES))
+        .group_by_col(Column::KeyId)
         .to_owned();
-    Func::coalesce([Expr::SubQuery(None, Box::new(total.into_sub_query_statement())), Expr::val(0)]).into()
+    let on = Expr::col((recent.clone(), key_id)).equals((api_key::Entity, api_key::Column::Id));
+    QuerySelect::query(select).join_subquery(JoinType::LeftJoin, totals, recent.clone(), on);
+    Func::coalesce([Expr::col((recent, total)), Expr::val(0)]).into()
 }

@@ -145,9 +145,14 @@ fn order_column(field: KeyOrderField) -> Option<api_key::Column> {
 }
 
 /// Orders by recent usage (never null) and starts after the cursor.
-fn ordered_by_usage_after(mut select: Select<api_key::Entity>, query: &KeyQuery) -> Select<api_key::Entity> {
+fn ordered_by_usage_after(
+    mut select: Select<api_key::Entity>,
+    tenant: TenantId,
+    query: &KeyQuery,
+) -> Select<api_key::Entity> {
     let direction = if query.ascending { Order::Asc } else { Order::Desc };
-    let usage = || crate::usage::valid_usage_since(query.recent_since);
+    let usage = crate::usage::join_valid_usage_since(&mut select, tenant, query.recent_since);
+    let usage = || usage.clone();
     if let Some(after) = query.after {
         let count = i64::try_from(after.count).unwrap_or(i64::MAX);
         let id_beyond =
@@ -162,9 +167,9 @@ fn ordered_by_usage_after(mut select: Select<api_key::Entity>, query: &KeyQuery)
 /// Orders a page and starts it after its cursor: keyset paging on
 /// (value is null, value, id), so a page is stable under inserts and nulls
 /// come last in either direction.
-fn ordered_after(mut select: Select<api_key::Entity>, query: &KeyQuery) -> Select<api_key::Entity> {
+fn ordered_after(mut select: Select<api_key::Entity>, tenant: TenantId, query: &KeyQuery) -> Select<api_key::Entity> {
     if query.order == KeyOrderField::Usage30d {
-        return ordered_by_usage_after(select, query);
+        return ordered_by_usage_after(select, tenant, query);
     }
     let direction = if query.ascending { Order::Asc } else { Order::Desc };
     let column = order_column(query.order);
@@ -199,7 +204,7 @@ impl Store {
     /// A page of `tenant`'s key table, in the query's order.
     pub async fn list_keys(&self, tenant: TenantId, query: &KeyQuery) -> StoreResult<KeyPage> {
         let total_count = filtered(tenant, query).count(self.reader()).await?;
-        let page = ordered_after(filtered(tenant, query), query);
+        let page = ordered_after(filtered(tenant, query), tenant, query);
         let mut rows = page.limit(query.first.saturating_add(1)).all(self.reader()).await?;
         let has_next_page = rows.len() as u64 > query.first;
         rows.truncate(usize::try_from(query.first).unwrap_or(usize::MAX));
