@@ -7,6 +7,7 @@
 //! without a database (see [`export_sdl`]).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
+mod cloud;
 mod context;
 pub mod error;
 mod mutation;

@@ -16,15 +16,7 @@ use crate::usage::{KeyLastUse, UsageGranularity, UsageSeries};
 use latchkey_domain::AuditChange;
 use latchkey_domain::{Tenant, User};
 
-/// A cloud of a tenant.
-#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
-#[graphql(name = "Cloud", remote = "latchkey_domain::Cloud")]
-pub enum GqlCloud {
-    /// The employee cloud: the company's own staff.
-    Employee,
-    /// The customer cloud: the academies of the company's customers.
-    Customer,
-}
+pub use crate::cloud::GqlCloud;
 
 /// What a user may do.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]

@@ -4,7 +4,7 @@ use async_graphql::{Enum, SimpleObject};
 use chrono::{DateTime, Utc};
 use latchkey_domain::usage;
 
-use crate::types::GqlCloud;
+use crate::cloud::GqlCloud;
 
 /// The width of a usage bucket.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
