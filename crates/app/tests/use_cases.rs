@@ -412,3 +412,50 @@ async fn deactivating_an_owner_suspends_its_cached_keys_and_a_transfer_revives_t
     let VerifyOutcome::Valid(key) = w.app.verify_key(&secret, None, &ask).await.unwrap() else { panic!("revived") };
     assert_eq!(key.owner_id, w.admin.id);
 }
+
+/// Usage in process: every hit of a cached key counts (one tally, handed over
+/// at each new second and at the flush), a cache eviction loses nothing, the
+/// hour and the day agree, and an integration reads only its own key.
+#[tokio::test]
+async fn every_verification_is_counted_once_through_cache_evictions_and_flushes() {
+    use latchkey_app::usage::UsageQuery;
+    use latchkey_domain::usage::Granularity;
+    let w = world().await;
+    let (id, secret) = w.generate("Counted").await;
+    let id: latchkey_domain::ApiKeyId = id.parse().unwrap();
+    let request = RequestContext::default();
+    // 250 hits over three seconds, with the cache dropped in the middle.
+    for n in 0..250 {
+        if n == 100 || n == 200 {
+            w.clock.advance(Duration::seconds(1));
+        }
+        if n == 150 {
+            w.app.verifier().apply(latchkey_store::RevocationSignal::Resync);
+        }
+        assert!(matches!(w.app.verify_key(&secret, None, &request).await.unwrap(), VerifyOutcome::Valid(_)));
+    }
+    w.app.verifier().flush_usage().await.unwrap();
+    let hour = Granularity::Hour.bucket_of(w.clock.now());
+    let query = |granularity: Granularity, width: Duration| UsageQuery {
+        from: granularity.bucket_of(hour),
+        to: granularity.bucket_of(hour) + width,
+        granularity,
+    };
+    let by_hour = w.app.key_usage(&w.admin(), id, query(Granularity::Hour, Duration::hours(1))).await.unwrap();
+    assert_eq!((by_hour.valid, by_hour.refused), (250, 0));
+    let by_day = w.app.key_usage(&w.admin(), id, query(Granularity::Day, Duration::days(1))).await.unwrap();
+    assert_eq!(by_day.valid, 250);
+    assert!(w.app.verifier().flush_usage().await.unwrap() == 0, "nothing is written twice");
+
+    // The key itself may read its own usage, not another key's.
+    let Authentication::Authenticated(me) = w.app.authenticate(Some(&format!("Bearer {secret}")), None).await.unwrap()
+    else {
+        panic!("the key authenticates")
+    };
+    let me = Authentication::Authenticated(me);
+    let own = w.app.key_usage(&me, id, query(Granularity::Hour, Duration::hours(1))).await.unwrap();
+    assert_eq!(own.valid, 250);
+    let (other, _) = w.generate("Other").await;
+    let refused = w.app.key_usage(&me, other.parse().unwrap(), query(Granularity::Hour, Duration::hours(1))).await;
+    assert!(matches!(refused, Err(AppError::Forbidden(_))), "{refused:?}");
+}
