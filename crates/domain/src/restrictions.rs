@@ -405,7 +405,8 @@ pub struct RequestContext {
     pub unknown_permissions: Vec<String>,
     /// The client's address; none when not told.
     pub ip: Option<IpAddr>,
-    /// The client's `User-Agent` (kept, cleaned, as a key's last use); none when not told.
+    /// The client's `User-Agent` (kept, cleaned by `usage::clean_user_agent`,
+    /// as a key's last use); none when not told.
     pub user_agent: Option<String>,
 }
 

@@ -210,12 +210,18 @@ pub(crate) struct ErrorDetail {
     request_id: Option<String>,
 }
 
-/// The client's `User-Agent`, as a key's last use keeps it (cut and cleaned
-/// before it is copied, so a 20 KB header costs no more than a short one).
+/// The client's `User-Agent`, cut to what a key's last use can keep (so a
+/// 20 KB header costs no more than a short one); the verifier cleans it
+/// when it records a use, at most once a second per key.
 pub fn user_agent(req: &HttpRequest) -> Option<String> {
-    let raw = req.headers().get(actix_web::http::header::USER_AGENT)?.as_bytes();
+    req.headers().get(actix_web::http::header::USER_AGENT).map(|v| user_agent_head(v.as_bytes()))
+}
+
+/// The start of a user agent as text: the bytes the kept characters can
+/// come from, invalid UTF-8 replaced.
+pub fn user_agent_head(raw: &[u8]) -> String {
     let head = &raw[..raw.len().min(4 * latchkey_domain::usage::MAX_USER_AGENT_CHARS)];
-    latchkey_domain::usage::clean_user_agent(&String::from_utf8_lossy(head))
+    String::from_utf8_lossy(head).into_owned()
 }
 
 /// The client's address: the peer, or when the peer is a trusted proxy

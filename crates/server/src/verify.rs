@@ -163,7 +163,7 @@ pub(crate) async fn post_verify(ctx: web::Data<ServerContext>, req: HttpRequest,
         Err(message) => return RestError::bad_request(message.clone()).response(),
     };
     context.user_agent = match request.user_agent.as_deref() {
-        Some(told) => latchkey_domain::usage::clean_user_agent(told),
+        Some(told) => Some(crate::answers::user_agent_head(told.as_bytes())),
         None => crate::answers::user_agent(&req),
     };
     // The failure limit counts the caller (the gateway), not the address it reports.
