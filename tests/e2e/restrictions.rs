@@ -133,7 +133,7 @@ async fn restricted_keys_are_decided_at_verification_in_a_fixed_order(app: TestA
     let events = app.wait_for_deliveries(3).await;
     let changed = events.iter().find(|e| e.kind == NoticeKind::RestrictionsChanged).expect("mailed");
     assert_eq!(
-        changed.restrictions_change,
+        changed.before_after,
         Some((
             "permissions users:read, reports:read; customer cloud only; from 10.0.0.0/8, 2001:db8::/32".into(),
             "permissions users:read; both clouds; from 127.0.0.1".into()

@@ -57,6 +57,9 @@ pub enum Authentication {
     Authenticated(Principal),
     /// Credentials were presented and refused; the reason is safe to show.
     Refused(String),
+    /// A working key over its limits or out of credits
+    /// (`RATE_LIMIT_EXCEEDED`, `USAGE_EXCEEDED`).
+    OverLimit(AppError),
 }
 
 impl Authentication {
@@ -68,6 +71,7 @@ impl Authentication {
                 Err(AppError::Unauthenticated("Authentication required: send `Authorization: Bearer <token>`.".into()))
             }
             Authentication::Refused(reason) => Err(AppError::Unauthenticated(reason.clone())),
+            Authentication::OverLimit(error) => Err(error.clone()),
         }
     }
 

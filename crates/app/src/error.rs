@@ -57,6 +57,17 @@ pub enum AppError {
     #[error("{0}")]
     BadUserInput(String),
     /// Something failed on our side; the details are in the log under `request_id`.
+    /// A key over one of its (or its owner's) rate limits; retry in this many seconds.
+    #[error("{message}")]
+    RateLimitExceeded {
+        /// What to tell the caller.
+        message: String,
+        /// When the tightest window resets, in seconds.
+        retry_after_secs: i64,
+    },
+    /// A key without enough credits.
+    #[error("{0}")]
+    UsageExceeded(String),
     #[error("Internal server error. It has been logged; please retry or contact support.")]
     Internal {
         /// The request whose log line has the details.
@@ -71,6 +82,8 @@ impl AppError {
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::BadUserInput(_) => "BAD_USER_INPUT",
+            AppError::RateLimitExceeded { .. } => "RATE_LIMIT_EXCEEDED",
+            AppError::UsageExceeded(_) => "USAGE_EXCEEDED",
             AppError::Internal { .. } => "INTERNAL",
         }
     }

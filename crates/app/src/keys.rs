@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use latchkey_domain::error::{Violation, ViolationCode};
 use latchkey_domain::hashing::hash_secret;
+use latchkey_domain::limits::{CreditRefill, KeyCredits, LimitProblem, RateLimits, RefillInterval};
 use latchkey_domain::restrictions::Restrictions;
 use latchkey_domain::{
     ApiKey, ApiKeyId, ApiKeySecret, AuditChange, AuditEntry, Description, DomainError, Notice, NoticeKind, SearchTerm,
@@ -61,6 +62,41 @@ pub struct GenerateKey {
     pub expires_at: Option<DateTime<Utc>>,
     /// What it may do, where and from where (none: unrestricted).
     pub restrictions: Option<RestrictionsInput>,
+    /// Its own rate limits (none: unlimited).
+    pub rate_limits: Vec<RateLimitInput>,
+    /// Its credits (none: unlimited).
+    pub credits: Option<KeyCreditsInput>,
+}
+
+/// A rate limit as an admin gives it.
+#[derive(Clone, Debug, Default)]
+pub struct RateLimitInput {
+    /// Its name, unique among the limits given with it.
+    pub name: String,
+    /// Units per period.
+    pub limit: i64,
+    /// The period, in seconds.
+    pub period_seconds: i64,
+}
+
+/// Credits as an admin gives them.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyCreditsInput {
+    /// How many the key has now.
+    pub remaining: i64,
+    /// Their refill, if any.
+    pub refill: Option<CreditRefillInput>,
+}
+
+/// A refill as an admin gives it.
+#[derive(Clone, Copy, Debug)]
+pub struct CreditRefillInput {
+    /// What the credits are set to at each refill.
+    pub amount: i64,
+    /// Daily or monthly.
+    pub interval: RefillInterval,
+    /// For a monthly refill, the day of the month.
+    pub day: Option<i64>,
 }
 
 /// Restrictions as an admin gives them; an omitted part is unrestricted.
@@ -302,7 +338,14 @@ fn new_credential() -> AppResult<(ApiKeySecret, NewCredential)> {
 /// Where a fresh secret goes.
 enum SecretTarget {
     /// A new key.
-    NewKey { owner: UserId, description: Description, expires_at: Option<DateTime<Utc>>, restrictions: Restrictions },
+    NewKey {
+        owner: UserId,
+        description: Description,
+        expires_at: Option<DateTime<Utc>>,
+        restrictions: Restrictions,
+        rate_limits: RateLimits,
+        credits: Option<KeyCredits>,
+    },
     /// An existing key, rotated.
     Rotate { id: ApiKeyId, expires_at: Option<DateTime<Utc>>, previous_until: Option<DateTime<Utc>> },
 }
@@ -339,6 +382,50 @@ fn checked_restrictions(input: RestrictionsInput, violations: &mut Vec<FieldViol
         .ok()
 }
 
+/// Checks rate limits as given; problems become violations on `rateLimits.<field>`.
+pub(crate) fn checked_rate_limits(given: &[RateLimitInput], violations: &mut Vec<FieldViolation>) -> RateLimits {
+    let given: Vec<(String, i64, i64)> = given.iter().map(|l| (l.name.clone(), l.limit, l.period_seconds)).collect();
+    RateLimits::parse(&given).unwrap_or_else(|problems| {
+        violations.extend(problems.into_iter().map(|(_, p)| FieldViolation {
+            field: match p.field {
+                "name" => "rateLimits.name",
+                "limit" => "rateLimits.limit",
+                "periodSeconds" => "rateLimits.periodSeconds",
+                _ => "rateLimits",
+            },
+            violation: p.violation,
+        }));
+        RateLimits::default()
+    })
+}
+
+/// Checks credits as given, set at `now` as `generation`; problems become
+/// violations on `credits.<field>`.
+pub(crate) fn checked_credits(
+    given: KeyCreditsInput,
+    now: DateTime<Utc>,
+    generation: i32,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<KeyCredits> {
+    let field = |problem: LimitProblem| FieldViolation {
+        field: match problem.field {
+            "refill.amount" => "credits.refill.amount",
+            "refill.day" => "credits.refill.day",
+            _ => "credits.remaining",
+        },
+        violation: problem.violation,
+    };
+    let remaining = KeyCredits::check_remaining(given.remaining).map_err(|p| violations.push(field(p))).ok();
+    let refill = match given.refill {
+        None => Some(None),
+        Some(r) => CreditRefill::parse(r.amount, r.interval, r.day)
+            .map(Some)
+            .map_err(|problems| violations.extend(problems.into_iter().map(field)))
+            .ok(),
+    };
+    Some(KeyCredits::set(remaining?, refill?, now, generation))
+}
+
 /// The user errors of a single-key change: the key as it is now, or why not
 /// (`unchanged` when doing nothing is one).
 fn written(written: Written<ApiKey>, unchanged: Option<FieldViolation>) -> Outcome<ApiKey> {
@@ -367,10 +454,11 @@ impl KeyAdmin<'_> {
             let (secret, credential) = new_credential()?;
             let mut change = Change::begin(self.app).await?;
             let written = match &target {
-                SecretTarget::NewKey { owner, description, expires_at, restrictions } => {
+                SecretTarget::NewKey { owner, description, expires_at, restrictions, rate_limits, credits } => {
                     let new = NewKey::new(tenant, *owner, description.clone(), credential)
                         .expiring_at(*expires_at)
-                        .restricted_to(restrictions.clone());
+                        .restricted_to(restrictions.clone())
+                        .limited_to(rate_limits.clone(), credits.clone());
                     change.insert_key(new, now, Some(self.actor.id)).await.map(Some)
                 }
                 SecretTarget::Rotate { id, expires_at, previous_until } => {
@@ -410,6 +498,9 @@ impl KeyAdmin<'_> {
         let mut violations = Vec::new();
         let expires_at = checked_expiry(command.expires_at, self.app.clock.now(), &mut violations);
         let restrictions = checked_restrictions(command.restrictions.unwrap_or_default(), &mut violations);
+        let rate_limits = checked_rate_limits(&command.rate_limits, &mut violations);
+        let now = self.app.clock.now();
+        let credits = command.credits.map(|given| checked_credits(given, now, 0, &mut violations));
         let description = Description::parse(&command.description)
             .map_err(|e| violations.push(FieldViolation { field: "description", violation: e.into() }))
             .ok();
@@ -419,7 +510,8 @@ impl KeyAdmin<'_> {
         else {
             return Ok(Err(violations));
         };
-        let target = SecretTarget::NewKey { owner: owner.id, description, expires_at, restrictions };
+        let credits = credits.flatten();
+        let target = SecretTarget::NewKey { owner: owner.id, description, expires_at, restrictions, rate_limits, credits };
         let made = self.write_new_secret(target).await?;
         let Some((key, secret)) = made else { return Err(AppError::internal(&"a generated key was not written")) };
         Ok(Ok(KeyWithSecret { key: self.view(key).await?, secret }))
@@ -533,7 +625,7 @@ impl KeyAdmin<'_> {
         let key = ApiKey { restrictions, last_edited_at: Some(now), last_edited_by: Some(self.actor.id), ..before };
         let owner = change.owner_of(&key).await?;
         let mut notice = Notice::new(NoticeKind::RestrictionsChanged, &key, &owner, self.actor, now);
-        notice.restrictions_change = Some(described.clone());
+        notice.before_after = Some(described.clone());
         change.mail(&notice).await?;
         let (before, after) = described;
         change
@@ -761,6 +853,15 @@ impl App {
                 let created_by = key.created_by.and_then(|id| users.get(&id).cloned());
                 let last_edited_by = key.last_edited_by.and_then(|id| users.get(&id).cloned());
                 let (status, previous_secret_until) = (key.status(&owner, now), key.previous_secret_until(now));
+                let held = self.verifier.held_credits(key.id);
+                let credits = key.credits.as_ref().map(|stored| {
+                    let mut credits = stored.as_of(now);
+                    if credits.generation == stored.generation {
+                        credits.remaining += held as i64;
+                    }
+                    credits
+                });
+                let key = ApiKey { credits, ..key };
                 Ok(KeyView { key, owner, created_by, last_edited_by, status, previous_secret_until, usage_30d: None })
             })
             .collect()

@@ -14,6 +14,7 @@ pub mod error;
 mod import;
 pub mod keys;
 pub mod leaks;
+pub mod limits;
 pub mod metrics;
 pub mod oidc;
 pub mod operator;
@@ -102,7 +103,8 @@ impl App {
         outbox: Arc<Notify>,
     ) -> AppResult<Self> {
         let metrics = Arc::new(metrics::Metrics::new()?);
-        let verifier = Arc::new(KeyVerifier::new(store.clone(), clock.clone(), verifier, metrics.clone())?);
+        let verifier =
+            Arc::new(KeyVerifier::new(store.clone(), clock.clone(), verifier, metrics.clone(), outbox.clone())?);
         Ok(App { store, clock, token_key, oidc: None, verifier, outbox, leak_reports: Arc::default(), metrics })
     }
 
@@ -194,7 +196,18 @@ impl App {
         let request =
             RequestContext { ip: client, user_agent: user_agent.map(str::to_owned), ..RequestContext::default() };
         let verified = match self.verifier.verify(presented, client, &request).await? {
-            VerifyOutcome::Valid(v) => v,
+            VerifyOutcome::Valid(v, _) => v,
+            VerifyOutcome::RateLimitExceeded(reading) => {
+                return Ok(Authentication::OverLimit(AppError::RateLimitExceeded {
+                    message: format!("The API key is over its rate limit {:?}; retry later.", &*reading.name),
+                    retry_after_secs: latchkey_domain::limits::seconds_until(reading.resets_at, self.clock.now()),
+                }));
+            }
+            VerifyOutcome::UsageExceeded(_) => {
+                return Ok(Authentication::OverLimit(AppError::UsageExceeded(
+                    "The API key has no credits left; an admin can add credits.".into(),
+                )));
+            }
             VerifyOutcome::RateLimited => {
                 return Ok(Authentication::Refused("Too many failed attempts with this key; retry later.".into()));
             }

@@ -14,6 +14,7 @@ pub mod hashing;
 pub mod ids;
 pub mod import;
 pub mod lifecycle;
+pub mod limits;
 pub mod model;
 pub mod names;
 pub mod oidc;

@@ -72,6 +72,10 @@ pub struct ApiKey {
     pub restrictions: crate::restrictions::Restrictions,
     /// When it was reported leaked and revoked; cleared by rotation.
     pub compromised_at: Option<DateTime<Utc>>,
+    /// Its own rate limits (every one must admit a request).
+    pub rate_limits: crate::limits::RateLimits,
+    /// Its credits; None for unlimited.
+    pub credits: Option<crate::limits::KeyCredits>,
 }
 
 crate::string_enum! {
@@ -117,6 +121,12 @@ crate::string_enum! {
         Expired = "expired",
         /// The key's restrictions changed.
         RestrictionsChanged = "restrictions_changed",
+        /// The key's rate limits or credits were changed by an admin.
+        LimitsChanged = "limits_changed",
+        /// The key's credits fell below 10 % of their allotment.
+        CreditsLow = "credits_low",
+        /// The key's credits are spent.
+        CreditsExhausted = "credits_exhausted",
         /// The key was reported leaked (mailed to its owner and the tenant's internal admins).
         Leaked = "leaked",
         /// The key was given to another owner (mailed to the old and the new owner).
@@ -173,8 +183,8 @@ pub struct Notice {
     pub key_expires_at: Option<DateTime<Utc>>,
     /// Until when the previous secret works (after a rotation with an overlap).
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
-    /// For a restriction change: the restrictions before and after, described.
-    pub restrictions_change: Option<(String, String)>,
+    /// For a change of restrictions or limits: before and after, described.
+    pub before_after: Option<(String, String)>,
     /// For a leak: where it was found and what was done.
     pub leak: Option<LeakReport>,
     /// For a transfer: the old and the new owner's names.
@@ -212,7 +222,7 @@ impl Notice {
             occurred_at: at,
             key_expires_at: key.expires_at,
             previous_secret_expires_at: key.previous_expires_at,
-            restrictions_change: None,
+            before_after: None,
             leak: None,
             owner_change: None,
             suspension: None,
@@ -243,6 +253,13 @@ crate::string_enum! {
         Expired = "expired",
         /// The key's restrictions changed.
         RestrictionsChanged = "restrictions_changed",
+        /// The key's rate limits or credits were replaced.
+        LimitsChanged = "limits_changed",
+        /// Credits were added to the key.
+        CreditsAdded = "credits_added",
+        /// An owner's shared rate limits were replaced (the entry's key id is
+        /// nil and its key description names the owner).
+        OwnerLimitsChanged = "owner_limits_changed",
         /// The key was reported leaked (and revoked, if the tenant says so).
         LeakReported = "leak_reported",
         /// The key was given to another owner.
@@ -342,6 +359,25 @@ pub enum AuditChange {
         /// The new owner's name at the time.
         after: String,
     },
+    /// The key's rate limits or credits were replaced.
+    LimitsChanged {
+        /// Before, described.
+        before: String,
+        /// After, described.
+        after: String,
+    },
+    /// Credits were added.
+    CreditsAdded {
+        /// How many.
+        amount: i64,
+    },
+    /// An owner's shared rate limits were replaced.
+    OwnerLimitsChanged {
+        /// Before, described.
+        before: String,
+        /// After, described.
+        after: String,
+    },
     /// A tenant setting changed (the entry's key id is nil and its key
     /// description names the setting).
     SettingChanged {
@@ -369,6 +405,9 @@ impl AuditChange {
             AuditChange::RestrictionsChanged { .. } => AuditAction::RestrictionsChanged,
             AuditChange::LeakReported { .. } => AuditAction::LeakReported,
             AuditChange::OwnerChanged { .. } => AuditAction::OwnerChanged,
+            AuditChange::LimitsChanged { .. } => AuditAction::LimitsChanged,
+            AuditChange::CreditsAdded { .. } => AuditAction::CreditsAdded,
+            AuditChange::OwnerLimitsChanged { .. } => AuditAction::OwnerLimitsChanged,
             AuditChange::SettingChanged { .. } => AuditAction::SettingsChanged,
         }
     }
@@ -382,6 +421,14 @@ impl AuditEntry {
         let nil = ApiKeyId(uuid::Uuid::nil());
         let change = AuditChange::SettingChanged { old, new };
         AuditEntry::about(change, actor.tenant_id, nil, name, "", actor, at)
+    }
+
+    /// The entry for a change of `owner`'s shared rate limits: no key (nil
+    /// id), the owner's name as description.
+    pub fn owner_limits_changed(actor: &User, owner: &User, before: String, after: String, at: DateTime<Utc>) -> Self {
+        let nil = ApiKeyId(uuid::Uuid::nil());
+        let change = AuditChange::OwnerLimitsChanged { before, after };
+        AuditEntry::about(change, actor.tenant_id, nil, &owner.name, "", actor, at)
     }
 
     /// The entry for `change` of `key` by `actor` at `at`.

@@ -408,6 +408,8 @@ pub struct RequestContext {
     /// The client's `User-Agent` (kept, cleaned by `usage::clean_user_agent`,
     /// as a key's last use); none when not told.
     pub user_agent: Option<String>,
+    /// What the request spends of the key's limits and credits (1 unless told).
+    pub cost: crate::limits::Cost,
 }
 
 impl RequestContext {
@@ -425,7 +427,7 @@ impl RequestContext {
                 Err(_) => unknown.push(name.to_owned()),
             }
         }
-        RequestContext { cloud, permissions: known, unknown_permissions: unknown, ip, user_agent: None }
+        RequestContext { cloud, permissions: known, unknown_permissions: unknown, ip, ..RequestContext::default() }
     }
 }
 

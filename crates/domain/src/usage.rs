@@ -46,6 +46,10 @@ crate::string_enum! {
         Forbidden = "FORBIDDEN",
         /// A working key refused because its presenter was refused too often.
         RateLimited = "RATE_LIMITED",
+        /// A working key over one of its (or its owner's) rate limits.
+        RateLimitExceeded = "RATE_LIMIT_EXCEEDED",
+        /// A working key without enough credits.
+        UsageExceeded = "USAGE_EXCEEDED",
     }
 }
 

@@ -123,7 +123,7 @@ fn wording(event: &Notice) -> (String, String, String) {
             (format!("was {word}"), done_by(), "The key works again, with the same secret as before.".into())
         }
         NoticeKind::RestrictionsChanged => {
-            let (before, after) = event.restrictions_change.clone().unwrap_or_default();
+            let (before, after) = event.before_after.clone().unwrap_or_default();
             (
                 "had its restrictions changed".into(),
                 format!(
@@ -138,6 +138,33 @@ fn wording(event: &Notice) -> (String, String, String) {
                 ),
             )
         }
+        NoticeKind::LimitsChanged => {
+            let (before, after) = event.before_after.clone().unwrap_or_default();
+            (
+                "had its limits changed".into(),
+                format!(
+                    "had its rate limits or credits changed by {} at {}",
+                    one_line(&event.actor_name),
+                    timestamp(event.occurred_at)
+                ),
+                format!(
+                    "Before: {}. Now: {}. Requests over a limit, or without enough credits, are refused.",
+                    one_line(&before),
+                    one_line(&after)
+                ),
+            )
+        }
+        NoticeKind::CreditsLow => (
+            "is running low on credits".into(),
+            format!("has less than 10 % of its credits left at {}", timestamp(event.occurred_at)),
+            "When they are spent, its requests are refused until they are refilled or an administrator adds credits."
+                .into(),
+        ),
+        NoticeKind::CreditsExhausted => (
+            "has no credits left".into(),
+            format!("spent its last credits at {}", timestamp(event.occurred_at)),
+            "Its requests are refused until its credits are refilled or an administrator adds credits.".into(),
+        ),
         NoticeKind::Leaked => {
             let leak = event.leak.clone().unwrap_or_else(|| latchkey_domain::LeakReport {
                 reporter: event.actor_name.clone(),
@@ -410,7 +437,7 @@ mod tests {
             occurred_at: chrono::Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap(),
             key_expires_at: None,
             previous_secret_expires_at: None,
-            restrictions_change: None,
+            before_after: None,
             leak: None,
             owner_change: None,
             suspension: None,

@@ -44,6 +44,7 @@ pub mod user {
         pub scim_managed: bool,
         pub user_name: Option<String>,
         pub user_name_folded: Option<String>,
+        pub rate_limits: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -156,6 +157,29 @@ pub mod imported_credential {
         pub tenant_id: Uuid,
         pub key_id: Uuid,
         pub imported_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod rate_limit_window {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rate_limit_windows")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub subject_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub period_seconds: i32,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub window_start: i64,
+        pub leased: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

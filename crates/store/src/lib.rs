@@ -11,6 +11,7 @@ mod audit;
 mod entities;
 mod events;
 mod keys;
+mod limits;
 mod owners;
 mod revocations;
 mod scim;
@@ -31,6 +32,7 @@ pub use keys::{
     ImportState, KeyCursor, KeyOrderField, KeyPage, KeyQuery, NewCredential, NewKey, NoticeStage, Rotation,
     StoredCredential,
 };
+pub use limits::{WindowId, WindowLease};
 pub use owners::{UserFilter, UserPage};
 pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
 pub use scim::{ScimMatch, ScimUser, ScimUserWrite};

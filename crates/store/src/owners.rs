@@ -181,6 +181,7 @@ struct UserWithKeyCount {
     scim_managed: bool,
     user_name: Option<String>,
     user_name_folded: Option<String>,
+    rate_limits: Option<String>,
     key_count: Option<i64>,
 }
 
@@ -203,6 +204,7 @@ impl UserWithKeyCount {
             scim_managed: self.scim_managed,
             user_name: self.user_name.clone(),
             user_name_folded: self.user_name_folded.clone(),
+            rate_limits: self.rate_limits.clone(),
         }
     }
 }

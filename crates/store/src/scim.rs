@@ -178,6 +178,7 @@ impl Store {
             scim_managed: Set(true),
             user_name_folded: Set(Some(folded(&write.user_name))),
             user_name: Set(Some(write.user_name.trim().to_owned())),
+            rate_limits: Set(None),
         };
         scim_user(model.insert(self.conn()).await?)
     }

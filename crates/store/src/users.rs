@@ -189,6 +189,7 @@ impl Store {
             scim_managed: Set(false),
             user_name: Set(None),
             user_name_folded: Set(None),
+            rate_limits: Set(None),
         }
         .insert(self.conn())
         .await?;

@@ -18,6 +18,7 @@ use latchkey_domain::{ApiKeyId, TenantId, UserId};
 use rand::TryRng;
 use sha2::Sha256;
 
+use super::budgets::KeyBudgets;
 use super::shards::ShardedMap;
 use super::usage::{UsageRecorder, UseTally};
 use crate::error::{AppError, AppResult};
@@ -77,6 +78,8 @@ pub struct Verified {
     pub(crate) tally: UseTally,
     /// Where the tally goes, also when this entry is dropped.
     pub(crate) recorder: Arc<UsageRecorder>,
+    /// The rate limits (its own and its owner's) and credits it spends.
+    pub(crate) budgets: KeyBudgets,
 }
 
 impl Verified {
@@ -255,6 +258,7 @@ mod tests {
             previous: false,
             tally: UseTally::default(),
             recorder: Arc::new(UsageRecorder::new(10)),
+            budgets: KeyBudgets::default(),
         })
     }
 

@@ -29,9 +29,15 @@
 //!    are counted per key and client, and no legacy hash runs for a client
 //!    over its limit.
 //!
+//! 8. A working key's request then spends its cost from the key's rate
+//!    limits, its owner's and its credits, all or nothing, in memory (see
+//!    [`budgets`]): over a limit it is `RATE_LIMIT_EXCEEDED`, short of
+//!    credits `USAGE_EXCEEDED`, and nothing is spent.
+//!
 //! Every verification that names a key is counted (see [`usage`]): in
 //! memory, written in batches with the key's last use.
 
+mod budgets;
 pub mod cache;
 mod limits;
 mod lookup;
@@ -55,6 +61,8 @@ use tokio::sync::Semaphore;
 
 use crate::error::AppResult;
 use crate::metrics::Metrics;
+use budgets::{Admission, Budgets};
+pub use budgets::{Allowance, IDLE_RETURN, LimitReading};
 pub use cache::{Verified, VerifiedKey, VerifiedKeyCache};
 use limits::FailureLimiter;
 pub(crate) use limits::client_presenter;
@@ -138,6 +146,7 @@ pub struct KeyVerifier {
     cache: VerifiedKeyCache,
     limiter: FailureLimiter,
     usage: Arc<UsageRecorder>,
+    budgets: Budgets,
     legacy_slots: Semaphore,
     legacy_queue_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -155,9 +164,16 @@ fn refused(over_limit: bool) -> VerifyOutcome {
 
 impl KeyVerifier {
     /// A verifier over `store`. Spawns its credential loader on the current
-    /// tokio runtime.
-    pub fn new(store: Store, clock: Arc<dyn Clock>, config: &VerifierConfig, metrics: Arc<Metrics>) -> AppResult<Self> {
+    /// tokio runtime; wakes `outbox` when a key's credits run low.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        config: &VerifierConfig,
+        metrics: Arc<Metrics>,
+        outbox: Arc<tokio::sync::Notify>,
+    ) -> AppResult<Self> {
         Ok(KeyVerifier {
+            budgets: Budgets::new(store.clone(), outbox),
             credentials: CredentialLoader::new(store.clone(), config.lookup_concurrency)?,
             store,
             clock,
@@ -184,11 +200,42 @@ impl KeyVerifier {
     ) -> AppResult<VerifyOutcome> {
         let now = self.clock.now();
         let outcome = match self.check_credential(presented, client, now).await? {
-            VerifyOutcome::Valid(key) => self.decide(key, client, request, now),
+            VerifyOutcome::Valid(key, _) => match self.decide(key, client, request, now) {
+                VerifyOutcome::Valid(key, _) => self.admit(key, client, request, now).await?,
+                refused => refused,
+            },
             other => other,
         };
         self.metrics.verification(&outcome);
         Ok(outcome)
+    }
+
+    /// Spends the request's cost from the key's limits and credits, and
+    /// counts the verdict for the key.
+    async fn admit(
+        &self,
+        key: VerifiedKey,
+        client: Option<IpAddr>,
+        request: &RequestContext,
+        now: DateTime<Utc>,
+    ) -> AppResult<VerifyOutcome> {
+        let allowance = if key.budgets.is_unlimited() {
+            Allowance::default()
+        } else {
+            match self.budgets.admit(&key.budgets, request.cost, now).await? {
+                Admission::Admitted(allowance) => allowance,
+                Admission::OverLimit(reading) => {
+                    self.usage.count(key.key_id, key.tenant_id, now, UsageOutcome::RateLimitExceeded, 1);
+                    return Ok(VerifyOutcome::RateLimitExceeded(reading));
+                }
+                Admission::OutOfCredits(remaining) => {
+                    self.usage.count(key.key_id, key.tenant_id, now, UsageOutcome::UsageExceeded, 1);
+                    return Ok(VerifyOutcome::UsageExceeded(remaining));
+                }
+            }
+        };
+        self.count_valid(&key, client, request, now);
+        Ok(VerifyOutcome::Valid(key, allowance))
     }
 
     /// Decides a working key against the request. A refusal counts as a
@@ -198,7 +245,7 @@ impl KeyVerifier {
     /// to that client, so probing `ip` cannot map an allowlist. Other
     /// clients of the key, and the client's other keys, are not affected.
     ///
-    /// The verdict is counted for the key.
+    /// A refusal is counted for the key; a pass is counted once admitted.
     fn decide(
         &self,
         key: VerifiedKey,
@@ -216,10 +263,7 @@ impl KeyVerifier {
             return refused(UsageOutcome::RateLimited, VerifyOutcome::RateLimited);
         }
         match key.restrictions.decide(key.owner_may, request) {
-            Ok(()) => {
-                self.count_valid(&key, client, request, now);
-                VerifyOutcome::Valid(key)
-            }
+            Ok(()) => VerifyOutcome::Valid(key, Allowance::default()),
             Err(_) if self.limiter.refuse(key.key_id, client, instant) => {
                 refused(UsageOutcome::RateLimited, VerifyOutcome::RateLimited)
             }
@@ -257,7 +301,7 @@ impl KeyVerifier {
         let now = Instant::now();
         let digest = self.cache.digest(presented);
         if let Some(hit) = self.cached(&digest, now, wall_now) {
-            return Ok(VerifyOutcome::Valid(hit));
+            return Ok(VerifyOutcome::Valid(hit, Allowance::default()));
         }
         let lookup = parsed.lookup_id();
         if let Some(over_limit) = self.limiter.failed_before(&digest, &lookup, client, now) {
@@ -300,7 +344,7 @@ impl KeyVerifier {
         let now = Instant::now();
         let digest = self.cache.digest(presented);
         if let Some(hit) = self.cached(&digest, now, wall_now) {
-            return Ok(VerifyOutcome::Valid(hit));
+            return Ok(VerifyOutcome::Valid(hit, Allowance::default()));
         }
         let lookups = import::lookups_of(presented);
         // Before anything is found, the presented key's own digest stands in
@@ -387,9 +431,10 @@ impl KeyVerifier {
             previous: credential.previous,
             tally: usage::UseTally::default(),
             recorder: self.usage.clone(),
+            budgets: self.budgets.for_key(&credential),
         });
         self.cache.insert(digest, key.clone(), epoch, Instant::now());
-        VerifyOutcome::Valid(key)
+        VerifyOutcome::Valid(key, Allowance::default())
     }
 
     /// Checks a legacy argon2id hash within the key's budget, its
@@ -446,14 +491,29 @@ impl KeyVerifier {
     /// Forgets a key that was rotated or deleted in this process.
     pub fn forget(&self, key: latchkey_domain::ApiKeyId) {
         self.cache.invalidate(key);
+        self.budgets.key_changed(key);
     }
 
     /// Applies a revocation signal from another replica.
     pub fn apply(&self, signal: RevocationSignal) {
         match signal {
-            RevocationSignal::Revoked(key) => self.cache.invalidate(key),
-            RevocationSignal::Resync => self.cache.invalidate_all(),
+            RevocationSignal::Revoked(key) => self.forget(key),
+            RevocationSignal::Resync => {
+                self.cache.invalidate_all();
+                self.budgets.all_changed();
+            }
         }
+    }
+
+    /// What this replica holds of a key's credits (not yet spent, no
+    /// longer in the stored count).
+    pub fn held_credits(&self, key: latchkey_domain::ApiKeyId) -> u64 {
+        self.budgets.held_credits(key)
+    }
+
+    /// Gives back every credit this replica holds (at shutdown); returns how many.
+    pub async fn give_back_credits(&self) -> AppResult<u64> {
+        self.budgets.tidy(self.clock.now(), true).await
     }
 
     /// Writes what was counted (every cached key's tally included) and the
@@ -469,10 +529,14 @@ impl KeyVerifier {
             self.usage.unwritten(batch);
             return Err(e.into());
         }
-        let dropped = self.store.drop_expired_usage(self.clock.now()).await?;
+        let now = self.clock.now();
+        let dropped = self.store.drop_expired_usage(now).await?;
         if dropped > 0 {
             tracing::info!(rows = dropped, "usage past its retention dropped");
         }
+        self.budgets.tidy(now, false).await?;
+        // Windows are at most a day long: two days on, none is current.
+        self.store.drop_past_windows(now.timestamp() - 2 * 86_400).await?;
         Ok(written)
     }
 

@@ -2,13 +2,14 @@
 
 use latchkey_domain::restrictions::Refusal;
 
+use crate::verify::budgets::{Allowance, LimitReading};
 use crate::verify::cache::VerifiedKey;
 
 /// The outcome of a verification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VerifyOutcome {
-    /// A live key.
-    Valid(VerifiedKey),
+    /// A live key, and what this request left of its limits and credits.
+    Valid(VerifiedKey, Allowance),
     /// Wrong shape or checksum, or not a key of any system (decided without the database).
     Malformed,
     /// Not a live key: unknown, rotated away, deleted, or a wrong secret.
@@ -29,11 +30,17 @@ pub enum VerifyOutcome {
     /// This presenter failed too often recently (or a legacy key's check
     /// budget is spent).
     RateLimited,
+    /// A working key over one of its own or its owner's rate limits (the
+    /// first that refused); nothing was spent.
+    RateLimitExceeded(LimitReading),
+    /// A working key without enough credits for the request (this many are
+    /// left); nothing was spent.
+    UsageExceeded(u64),
 }
 
 /// Every wire code of a refused verification (what [`VerifyOutcome::code`]
 /// gives), for documents and metrics that list them.
-pub const REFUSAL_CODES: [&str; 10] = [
+pub const REFUSAL_CODES: [&str; 12] = [
     "MALFORMED",
     "INVALID",
     "DISABLED",
@@ -44,13 +51,15 @@ pub const REFUSAL_CODES: [&str; 10] = [
     "IP_NOT_ALLOWED",
     "INSUFFICIENT_PERMISSIONS",
     "RATE_LIMITED",
+    "RATE_LIMIT_EXCEEDED",
+    "USAGE_EXCEEDED",
 ];
 
 impl VerifyOutcome {
     /// The wire code of a refusal.
     pub fn code(&self) -> Option<&'static str> {
         match self {
-            VerifyOutcome::Valid(_) => None,
+            VerifyOutcome::Valid(..) => None,
             VerifyOutcome::Malformed => Some("MALFORMED"),
             VerifyOutcome::Invalid => Some("INVALID"),
             VerifyOutcome::Disabled => Some("DISABLED"),
@@ -59,6 +68,8 @@ impl VerifyOutcome {
             VerifyOutcome::OwnerInactive => Some("OWNER_INACTIVE"),
             VerifyOutcome::NotAllowed(refusal) => Some(refusal.code()),
             VerifyOutcome::RateLimited => Some("RATE_LIMITED"),
+            VerifyOutcome::RateLimitExceeded(_) => Some("RATE_LIMIT_EXCEEDED"),
+            VerifyOutcome::UsageExceeded(_) => Some("USAGE_EXCEEDED"),
         }
     }
 }
@@ -80,6 +91,14 @@ mod code_tests {
             VerifyOutcome::NotAllowed(Refusal::IpNotAllowed),
             VerifyOutcome::NotAllowed(Refusal::InsufficientPermissions { missing: vec![] }),
             VerifyOutcome::RateLimited,
+            VerifyOutcome::RateLimitExceeded(LimitReading {
+                name: "burst".into(),
+                limit: 1,
+                period_seconds: 1,
+                remaining: 0,
+                resets_at: chrono::DateTime::UNIX_EPOCH,
+            }),
+            VerifyOutcome::UsageExceeded(0),
         ];
         let codes: Vec<&str> = refusals.iter().filter_map(VerifyOutcome::code).collect();
         assert_eq!(codes, REFUSAL_CODES);

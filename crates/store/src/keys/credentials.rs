@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use latchkey_domain::limits::RateLimits;
 use latchkey_domain::policy::role_may_own_keys;
 use latchkey_domain::restrictions::{PermissionSet, Restrictions, StoredRestrictions, owner_permissions};
 use latchkey_domain::{ApiKeyId, LookupId, Role, TenantId, UserId};
@@ -48,6 +49,13 @@ pub struct StoredCredential {
     pub hash: String,
     /// Incremented by every rotation.
     pub version: i32,
+    /// The key's own rate limits.
+    pub rate_limits: RateLimits,
+    /// Its owner's shared rate limits.
+    pub owner_rate_limits: RateLimits,
+    /// The generation of its credits (see `KeyCredits::generation`); none
+    /// when its credits are unlimited.
+    pub credits_generation: Option<i32>,
 }
 
 /// Which columns find a credential: Latchkey's own lookup ids, or the
@@ -94,6 +102,10 @@ struct CredentialRow {
     allowed_ips: Option<String>,
     owner_role: Option<String>,
     owner_active: Option<i32>,
+    rate_limits: Option<String>,
+    owner_rate_limits: Option<String>,
+    credits_remaining: Option<i64>,
+    credits_generation: i32,
 }
 
 impl Store {
@@ -134,7 +146,14 @@ impl Store {
                 api_key::Column::Permissions,
                 api_key::Column::Clouds,
                 api_key::Column::AllowedIps,
+                api_key::Column::RateLimits,
+                api_key::Column::CreditsRemaining,
+                api_key::Column::CreditsGeneration,
             ])
+            .column_as(
+                Expr::cust("(SELECT rate_limits FROM users WHERE users.id = api_keys.owner_id)"),
+                "owner_rate_limits",
+            )
             // The owner's role bounds what the key may do, and a deactivated
             // owner suspends it; read with the key.
             .column_as(Expr::cust("(SELECT role FROM users WHERE users.id = api_keys.owner_id)"), "owner_role")
@@ -160,6 +179,8 @@ impl Store {
                 clouds: row.clouds.clone(),
                 allowed_ips: row.allowed_ips.clone(),
             }));
+            let rate_limits = RateLimits::from_stored(row.rate_limits.as_deref());
+            let owner_rate_limits = RateLimits::from_stored(row.owner_rate_limits.as_deref());
             // An owner whose role cannot be read may do nothing (fail closed).
             let owner_role = row.owner_role.as_deref().and_then(Role::parse);
             let owner_may = owner_role.map_or(PermissionSet::none(), owner_permissions);
@@ -180,6 +201,9 @@ impl Store {
                 owner_id: UserId(row.owner_id),
                 hash,
                 version: row.credential_version,
+                rate_limits: rate_limits.clone(),
+                owner_rate_limits: owner_rate_limits.clone(),
+                credits_generation: row.credits_remaining.map(|_| row.credits_generation),
             };
             let (current, previous) = if by.imported {
                 (row.import_lookup.clone(), row.previous_import_lookup.clone())

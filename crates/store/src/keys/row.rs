@@ -3,6 +3,7 @@
 //! A new stored attribute of a key is a column here and a line in each.
 
 use chrono::{DateTime, Utc};
+use latchkey_domain::limits::{KeyCredits, RateLimits, refill_from_stored, refill_to_stored};
 use latchkey_domain::restrictions::{Restrictions, StoredRestrictions};
 use latchkey_domain::usage::LastUse;
 use latchkey_domain::{ApiKey, ApiKeyId, ApiKeySecret, Cloud, Description, LookupId, TenantId, UserId};
@@ -47,6 +48,15 @@ pub mod api_key {
         pub last_used_cloud: Option<String>,
         pub last_used_address: Option<String>,
         pub last_used_user_agent: Option<String>,
+        pub rate_limits: Option<String>,
+        pub credits_remaining: Option<i64>,
+        pub credits_allotment: Option<i64>,
+        pub credits_refill: Option<String>,
+        pub credits_since: Option<DateTimeUtc>,
+        pub credits_refilled_at: Option<DateTimeUtc>,
+        pub credits_generation: i32,
+        pub credits_low_mailed_at: Option<DateTimeUtc>,
+        pub credits_empty_mailed_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -90,6 +100,10 @@ pub struct NewKey {
     pub restrictions: Restrictions,
     /// For a key imported in its original format: what it is found by.
     pub import_lookup: Option<String>,
+    /// Its own rate limits.
+    pub rate_limits: RateLimits,
+    /// Its credits (none: unlimited).
+    pub credits: Option<KeyCredits>,
 }
 
 impl NewKey {
@@ -103,6 +117,8 @@ impl NewKey {
             expires_at: None,
             restrictions: Restrictions::default(),
             import_lookup: None,
+            rate_limits: RateLimits::default(),
+            credits: None,
         }
     }
 
@@ -133,6 +149,13 @@ impl NewKey {
     /// The same key, expiring at `expires_at` (none for never).
     pub fn expiring_at(mut self, expires_at: Option<DateTime<Utc>>) -> Self {
         self.expires_at = expires_at;
+        self
+    }
+
+    /// The same key, with these rate limits and credits.
+    pub fn limited_to(mut self, rate_limits: RateLimits, credits: Option<KeyCredits>) -> Self {
+        self.rate_limits = rate_limits;
+        self.credits = credits;
         self
     }
 
@@ -178,11 +201,21 @@ impl NewKey {
             last_used_cloud: Set(None),
             last_used_address: Set(None),
             last_used_user_agent: Set(None),
+            rate_limits: Set(self.rate_limits.to_stored()),
+            credits_remaining: Set(self.credits.as_ref().map(|c| c.remaining)),
+            credits_allotment: Set(self.credits.as_ref().map(|c| c.allotment)),
+            credits_refill: Set(refill_to_stored(self.credits.as_ref().and_then(|c| c.refill.as_ref()))),
+            credits_since: Set(self.credits.as_ref().map(|c| storable(c.since))),
+            credits_refilled_at: Set(None),
+            credits_generation: Set(0),
+            credits_low_mailed_at: Set(None),
+            credits_empty_mailed_at: Set(None),
         }
     }
 }
 
 pub(crate) fn key_from(m: api_key::Model) -> ApiKey {
+    let credits = credits_from(&m);
     ApiKey {
         id: ApiKeyId(m.id),
         tenant_id: TenantId(m.tenant_id),
@@ -210,5 +243,21 @@ pub(crate) fn key_from(m: api_key::Model) -> ApiKey {
             allowed_ips: m.allowed_ips,
         }),
         compromised_at: m.compromised_at,
+        rate_limits: RateLimits::from_stored(m.rate_limits.as_deref()),
+        credits,
     }
+}
+
+/// A key's credits as stored; none when unlimited.
+fn credits_from(m: &api_key::Model) -> Option<KeyCredits> {
+    Some(KeyCredits {
+        remaining: m.credits_remaining?,
+        allotment: m.credits_allotment.unwrap_or(0),
+        refill: refill_from_stored(m.credits_refill.as_deref()),
+        since: m.credits_since.unwrap_or(m.created_at),
+        last_refilled_at: m.credits_refilled_at,
+        generation: m.credits_generation,
+        low_mailed_at: m.credits_low_mailed_at,
+        empty_mailed_at: m.credits_empty_mailed_at,
+    })
 }
