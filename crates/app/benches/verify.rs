@@ -97,7 +97,8 @@ async fn seed_restricted(store: &Store) -> String {
 
 fn fresh_verifier(store: &Store) -> KeyVerifier {
     let config = VerifierConfig { max_failures_per_client: u32::MAX, ..VerifierConfig::default() };
-    KeyVerifier::new(store.clone(), Arc::new(SystemClock), &config, Arc::new(Metrics::new().unwrap())).unwrap()
+    KeyVerifier::new(store.clone(), Arc::new(SystemClock), &config, Arc::new(Metrics::new().unwrap()), Arc::default())
+        .unwrap()
 }
 
 /// Times `iters` cold verifications of `keys` (a fresh verifier whenever the
@@ -129,7 +130,7 @@ fn verify(c: &mut Criterion) {
         let current = seed(&store, CURRENT_KEYS, false).await;
         (store, current)
     });
-    let valid = |o: &VerifyOutcome| matches!(o, VerifyOutcome::Valid(_));
+    let valid = |o: &VerifyOutcome| matches!(o, VerifyOutcome::Valid(..));
     let invalid = |o: &VerifyOutcome| *o == VerifyOutcome::Invalid;
 
     let verifier = fresh_verifier(&store);

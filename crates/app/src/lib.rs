@@ -108,6 +108,11 @@ impl App {
         Ok(App { store, clock, token_key, oidc: None, verifier, outbox, leak_reports: Arc::default(), metrics })
     }
 
+    /// The current time, from the application's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
     /// The service's metrics (see [`metrics`]).
     pub fn metrics(&self) -> &Arc<metrics::Metrics> {
         &self.metrics
@@ -203,7 +208,7 @@ impl App {
                     retry_after_secs: latchkey_domain::limits::seconds_until(reading.resets_at, self.clock.now()),
                 }));
             }
-            VerifyOutcome::UsageExceeded(_) => {
+            VerifyOutcome::UsageExceeded { .. } => {
                 return Ok(Authentication::OverLimit(AppError::UsageExceeded(
                     "The API key has no credits left; an admin can add credits.".into(),
                 )));

@@ -128,6 +128,11 @@ impl KeyAdmin<'_> {
         Ok(Ok(self.view(key).await?))
     }
 
+    /// The shared rate limits of a user of the tenant (none when unknown).
+    pub async fn owner_rate_limits(&self, owner: UserId) -> AppResult<Option<RateLimits>> {
+        Ok(self.app.store.owner_rate_limits(self.actor.tenant_id, owner).await?)
+    }
+
     /// Replaces the rate limits every key of a user shares.
     pub async fn set_owner_rate_limits(&self, command: SetOwnerRateLimits) -> AppResult<Outcome<(User, RateLimits)>> {
         let not_found = || vec![FieldViolation::new("ownerId", ViolationCode::NotFound, "User not found.")];
@@ -156,16 +161,5 @@ impl KeyAdmin<'_> {
         }
         change.commit().await?;
         Ok(Ok((owner, limits)))
-    }
-}
-
-impl crate::App {
-    /// The shared rate limits of a user of `tenant` (none when unknown).
-    pub async fn owner_rate_limits(
-        &self,
-        tenant: latchkey_domain::TenantId,
-        owner: UserId,
-    ) -> AppResult<Option<RateLimits>> {
-        Ok(self.store.owner_rate_limits(tenant, owner).await?)
     }
 }

@@ -125,7 +125,7 @@ async fn generate_names_its_actor_and_time_and_refusals_change_nothing() {
 async fn rotate_and_delete_revoke_at_once_and_edits_are_stamped_with_the_clock() {
     let w = world().await;
     let (id, old) = w.generate("Gateway").await;
-    assert!(matches!(w.app.verify_key(&old, None, &RequestContext::default()).await.unwrap(), VerifyOutcome::Valid(_)));
+    assert!(matches!(w.app.verify_key(&old, None, &RequestContext::default()).await.unwrap(), VerifyOutcome::Valid(..)));
     w.clock.advance(Duration::hours(1));
     let auth = w.admin();
     let admin = w.app.key_admin(&auth).unwrap();
@@ -137,7 +137,7 @@ async fn rotate_and_delete_revoke_at_once_and_edits_are_stamped_with_the_clock()
         "the cached old secret is gone"
     );
     let new = rotated.secret.expose().to_owned();
-    assert!(matches!(w.app.verify_key(&new, None, &RequestContext::default()).await.unwrap(), VerifyOutcome::Valid(_)));
+    assert!(matches!(w.app.verify_key(&new, None, &RequestContext::default()).await.unwrap(), VerifyOutcome::Valid(..)));
 
     let edited = admin.edit_description(EditDescription { id: id.clone(), description: "Renamed".into() }).await;
     assert_eq!(edited.unwrap().unwrap().key.description, "Renamed");
@@ -176,7 +176,7 @@ async fn a_correct_key_is_never_refused_for_anyone_elses_failures() {
     for key in [&secret, &other] {
         assert!(matches!(
             w.app.verify_key(key, Some(gateway), &RequestContext::default()).await.unwrap(),
-            VerifyOutcome::Valid(_)
+            VerifyOutcome::Valid(..)
         ));
     }
 }
@@ -200,7 +200,7 @@ async fn legacy_hashes_verify_and_are_upgraded_on_first_success() {
     assert_eq!(scheme().await, Some(HashScheme::LegacyArgon2id), "a failure upgrades nothing");
     assert!(matches!(
         w.app.verify_key(secret.expose(), None, &RequestContext::default()).await.unwrap(),
-        VerifyOutcome::Valid(_)
+        VerifyOutcome::Valid(..)
     ));
     assert_eq!(scheme().await, Some(HashScheme::Sha256));
     // Still the same key, now on the fast path (a fresh verifier: nothing cached).
@@ -214,7 +214,7 @@ async fn legacy_hashes_verify_and_are_upgraded_on_first_success() {
     .unwrap();
     assert!(matches!(
         fresh.verify_key(secret.expose(), None, &RequestContext::default()).await.unwrap(),
-        VerifyOutcome::Valid(_)
+        VerifyOutcome::Valid(..)
     ));
 }
 
@@ -245,7 +245,7 @@ async fn a_rotation_during_the_upgrade_wins() {
     );
     assert!(matches!(
         w.app.verify_key(rotated.secret.expose(), None, &RequestContext::default()).await.unwrap(),
-        VerifyOutcome::Valid(_)
+        VerifyOutcome::Valid(..)
     ));
 }
 
@@ -333,17 +333,17 @@ async fn overlap_expiry_and_disable_decide_what_verifies() {
         let app = w.app.clone();
         async move { app.verify_key(&secret, None, &RequestContext::default()).await.unwrap() }
     };
-    assert!(matches!(verify(old.clone()).await, VerifyOutcome::Valid(_)));
+    assert!(matches!(verify(old.clone()).await, VerifyOutcome::Valid(..)));
 
     // An overlap of a minute: both work, then only the new one; cached or not.
     let rotation = RotateKey { id: id.clone(), overlap_seconds: Some(60), expires_at: None };
     let new = admin.rotate(rotation).await.unwrap().unwrap();
     assert_eq!(new.key.previous_secret_until, Some(start() + Duration::seconds(60)));
     let new = new.secret.expose().to_owned();
-    assert!(matches!(verify(old.clone()).await, VerifyOutcome::Valid(_)));
+    assert!(matches!(verify(old.clone()).await, VerifyOutcome::Valid(..)));
     w.clock.advance(Duration::seconds(60));
     assert_eq!(verify(old.clone()).await, VerifyOutcome::Expired);
-    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(_)));
+    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(..)));
 
     // Out-of-range input is refused on its field and changes nothing.
     for (overlap, expires, field) in [
@@ -356,18 +356,18 @@ async fn overlap_expiry_and_disable_decide_what_verifies() {
         let violations = refused.unwrap().unwrap_err();
         assert_eq!((violations[0].field, violations[0].violation.code), (field, ViolationCode::Invalid));
     }
-    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(_)), "not rotated by refused input");
+    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(..)), "not rotated by refused input");
 
     // Disabled, enabled; expired at its expiry.
     let disable = |disabled| latchkey_app::SetDisabled { id: id.clone(), disabled };
     admin.set_disabled(disable(true)).await.unwrap().unwrap();
     assert_eq!(verify(new.clone()).await, VerifyOutcome::Disabled);
     admin.set_disabled(disable(false)).await.unwrap().unwrap();
-    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(_)));
+    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(..)));
     let expiry = latchkey_app::SetExpiry { id: id.clone(), expires_at: Some(w.clock.now() + Duration::hours(1)) };
     let view = admin.set_expiry(expiry).await.unwrap().unwrap();
     assert_eq!(view.status, latchkey_domain::KeyStatus::Active);
-    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(_)), "cached with its deadline");
+    assert!(matches!(verify(new.clone()).await, VerifyOutcome::Valid(..)), "cached with its deadline");
     w.clock.advance(Duration::hours(1));
     assert_eq!(verify(new.clone()).await, VerifyOutcome::Expired, "the cached entry is not answered past it");
 
@@ -392,7 +392,7 @@ async fn deactivating_an_owner_suspends_its_cached_keys_and_a_transfer_revives_t
     let admin = w.app.key_admin(&auth).unwrap();
     let (id, secret) = w.generate("Sync").await;
     let ask = RequestContext::default();
-    assert!(matches!(w.app.verify_key(&secret, None, &ask).await.unwrap(), VerifyOutcome::Valid(_)), "cached");
+    assert!(matches!(w.app.verify_key(&secret, None, &ask).await.unwrap(), VerifyOutcome::Valid(..)), "cached");
 
     let command = latchkey_app::SetUserActive { id: w.bot.id.to_string(), active: false };
     assert!(!admin.set_user_active(command).await.unwrap().unwrap().active);
@@ -409,7 +409,7 @@ async fn deactivating_an_owner_suspends_its_cached_keys_and_a_transfer_revives_t
     let command = latchkey_app::TransferKey { id: id.clone(), owner_id: w.admin.id.to_string() };
     let moved = admin.transfer(command).await.unwrap().unwrap();
     assert_eq!((moved.owner.id, moved.status), (w.admin.id, latchkey_domain::KeyStatus::Active));
-    let VerifyOutcome::Valid(key) = w.app.verify_key(&secret, None, &ask).await.unwrap() else { panic!("revived") };
+    let VerifyOutcome::Valid(key, _) = w.app.verify_key(&secret, None, &ask).await.unwrap() else { panic!("revived") };
     assert_eq!(key.owner_id, w.admin.id);
 }
 
@@ -432,7 +432,7 @@ async fn every_verification_is_counted_once_through_cache_evictions_and_flushes(
         if n == 150 {
             w.app.verifier().apply(latchkey_store::RevocationSignal::Resync);
         }
-        assert!(matches!(w.app.verify_key(&secret, None, &request).await.unwrap(), VerifyOutcome::Valid(_)));
+        assert!(matches!(w.app.verify_key(&secret, None, &request).await.unwrap(), VerifyOutcome::Valid(..)));
     }
     w.app.verifier().flush_usage().await.unwrap();
     let hour = Granularity::Hour.bucket_of(w.clock.now());

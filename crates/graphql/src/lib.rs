@@ -9,6 +9,7 @@
 
 mod cloud;
 mod context;
+mod limits;
 pub mod error;
 mod mutation;
 mod query;

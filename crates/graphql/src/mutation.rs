@@ -7,11 +7,14 @@ use latchkey_app::{
     TransferKey, TransferKeys, UpdateRestrictions,
 };
 
+use latchkey_app::limits::{AddCredits, SetOwnerRateLimits};
+
 use crate::context::context;
 use crate::error::{ApiResult, OrGraphql};
+use crate::limits::{AddApiKeyCreditsInput, SetOwnerRateLimitsInput, UpdateApiKeyLimitsInput, limit_inputs};
 use crate::types::{
     ApiKeyChangePayload, ApiKeyIdInput, DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput,
-    GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput, SetUserActiveInput,
+    GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput, SetOwnerRateLimitsPayload, SetUserActiveInput,
     SetUserActivePayload, SetUserScimManagedInput, SetUserScimManagedPayload, TenantSettings, TransferApiKeyInput,
     TransferApiKeysInput, TransferApiKeysPayload, UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload,
     UpdateApiKeyRestrictionsInput, UpdateTenantSettingsInput, user_errors,
@@ -186,6 +189,41 @@ impl MutationRoot {
         let admin = app.key_admin(auth).gql()?;
         let command = UpdateRestrictions { id: input.id.0, restrictions: input.restrictions.into() };
         Ok(ApiKeyChangePayload::of(admin.update_restrictions(command).await.gql()?))
+    }
+
+    /// Replaces a key's rate limits, its credits, or both (audited; the owner
+    /// is emailed the before and after). They apply on every replica within a
+    /// second; credits set here start a new period.
+    async fn update_api_key_limits(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateApiKeyLimitsInput,
+    ) -> ApiResult<ApiKeyChangePayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        Ok(ApiKeyChangePayload::of(admin.update_limits(input.into()).await.gql()?))
+    }
+
+    /// Adds credits to a key that has credits (audited). Concurrent top-ups
+    /// add up exactly.
+    async fn add_api_key_credits(&self, ctx: &Context<'_>, input: AddApiKeyCreditsInput) -> ApiResult<ApiKeyChangePayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let command = AddCredits { id: input.id.0, amount: input.amount.into() };
+        Ok(ApiKeyChangePayload::of(admin.add_credits(command).await.gql()?))
+    }
+
+    /// Replaces the rate limits every key of a user shares (audited): a
+    /// key's request must pass its own limits and these.
+    async fn set_owner_rate_limits(
+        &self,
+        ctx: &Context<'_>,
+        input: SetOwnerRateLimitsInput,
+    ) -> ApiResult<SetOwnerRateLimitsPayload> {
+        let (app, auth) = context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        let command = SetOwnerRateLimits { owner_id: input.owner_id.0, rate_limits: limit_inputs(input.rate_limits) };
+        Ok(SetOwnerRateLimitsPayload::of(admin.set_owner_rate_limits(command).await.gql()?))
     }
 
     /// Changes your tenant's settings.

@@ -12,6 +12,7 @@ use latchkey_app::{AuditView, FieldViolation, KeyCursor, KeyOrderField, KeyView}
 
 use crate::context::context;
 use crate::error::{ApiResult, OrGraphql};
+use crate::limits::{KeyCreditsInput, KeyCreditsView, RateLimit, RateLimitInput, limit_inputs, rate_limits};
 use crate::usage::{KeyLastUse, UsageGranularity, UsageSeries};
 use latchkey_domain::AuditChange;
 use latchkey_domain::{Tenant, User};
@@ -218,6 +219,9 @@ pub struct GqlUser {
     /// Its key count when already known (the directory reads it with the user).
     #[graphql(skip)]
     pub known_key_count: Option<u64>,
+    /// Its shared rate limits when already known.
+    #[graphql(skip)]
+    pub known_rate_limits: Option<latchkey_domain::limits::RateLimits>,
 }
 
 #[async_graphql::ComplexObject]
@@ -237,6 +241,22 @@ impl GqlUser {
             }
         };
         Ok(i32::try_from(count).unwrap_or(i32::MAX))
+    }
+
+    /// The rate limits all of its keys share (every key's request must
+    /// also pass these). Internal admins only.
+    async fn rate_limits(&self, ctx: &async_graphql::Context<'_>) -> crate::error::ApiResult<Vec<RateLimit>> {
+        use crate::error::OrGraphql;
+        let (app, auth) = crate::context::context(ctx)?;
+        let admin = app.key_admin(auth).gql()?;
+        if let Some(known) = &self.known_rate_limits {
+            return Ok(rate_limits(known));
+        }
+        let id = self.id.parse::<latchkey_domain::UserId>().map_err(|_| {
+            crate::error::gql_error(latchkey_app::AppError::internal(&"a user id does not parse"))
+        })?;
+        let limits = admin.owner_rate_limits(id).await.gql()?.unwrap_or_default();
+        Ok(rate_limits(&limits))
     }
 }
 
@@ -260,6 +280,7 @@ impl From<&User> for GqlUser {
             role: u.role.into(),
             active: u.active,
             known_key_count: None,
+            known_rate_limits: None,
         }
     }
 }
@@ -306,6 +327,16 @@ impl GqlApiKey {
     /// The user the key acts for; notices about the key are mailed to them.
     async fn owner(&self) -> &GqlUser {
         &self.owner
+    }
+
+    /// Its own rate limits: a request must pass every one (and its owner's).
+    async fn rate_limits(&self) -> Vec<RateLimit> {
+        rate_limits(&self.view.key.rate_limits)
+    }
+
+    /// Its credits; null for unlimited.
+    async fn credits(&self) -> Option<KeyCreditsView> {
+        self.view.key.credits.as_ref().map(KeyCreditsView::from)
     }
 
     /// When the key was created.
@@ -559,6 +590,10 @@ pub struct GenerateApiKeyInput {
     pub expires_at: Option<DateTime<Utc>>,
     /// What the key may do, where and from where; omit for full access.
     pub restrictions: Option<KeyRestrictionsInput>,
+    /// Its rate limits (at most 5); omit for none.
+    pub rate_limits: Option<Vec<RateLimitInput>>,
+    /// Its credits; omit for unlimited.
+    pub credits: Option<KeyCreditsInput>,
 }
 
 impl From<GenerateApiKeyInput> for latchkey_app::GenerateKey {
@@ -568,6 +603,8 @@ impl From<GenerateApiKeyInput> for latchkey_app::GenerateKey {
             description: input.description,
             expires_at: input.expires_at,
             restrictions: input.restrictions.map(Into::into),
+            rate_limits: input.rate_limits.map(limit_inputs).unwrap_or_default(),
+            credits: input.credits.map(Into::into),
         }
     }
 }
@@ -741,6 +778,28 @@ user_payload!(
     SetUserActivePayload
 );
 
+/// Result of `setOwnerRateLimits`.
+#[derive(SimpleObject, Debug, Default)]
+pub struct SetOwnerRateLimitsPayload {
+    /// The user as it is now; null when refused.
+    pub user: Option<GqlUser>,
+    /// Why the input was refused; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+impl SetOwnerRateLimitsPayload {
+    /// The payload of the use case's outcome.
+    pub fn of(outcome: latchkey_app::Outcome<(User, latchkey_domain::limits::RateLimits)>) -> Self {
+        match outcome {
+            Ok((user, limits)) => {
+                let user = GqlUser { known_rate_limits: Some(limits), ..GqlUser::from(&user) };
+                SetOwnerRateLimitsPayload { user: Some(user), user_errors: vec![] }
+            }
+            Err(violations) => SetOwnerRateLimitsPayload { user: None, user_errors: user_errors(violations) },
+        }
+    }
+}
+
 /// Input of `setUserScimManaged`.
 #[derive(InputObject, Debug)]
 pub struct SetUserScimManagedInput {
@@ -799,6 +858,8 @@ mod tests {
                 previous_expires_at: None,
                 restrictions: Default::default(),
                 compromised_at: None,
+                rate_limits: Default::default(),
+                credits: None,
             },
             owner: latchkey_domain::lifecycle::system_actor(latchkey_domain::TenantId(Uuid::nil())),
             created_by: None,
@@ -863,6 +924,13 @@ pub enum GqlAuditAction {
     OwnerChanged,
     /// The key was imported from another system by an operator (actor: "Latchkey").
     Imported,
+    /// The key's rate limits or credits were replaced (`limitsBefore`, `limitsAfter`).
+    LimitsChanged,
+    /// Credits were added to the key (`creditsAdded`).
+    CreditsAdded,
+    /// An owner's shared rate limits were replaced (no key: `keyId` is the nil
+    /// id, `keyDescription` names the owner).
+    OwnerLimitsChanged,
     /// A tenant setting changed (no key: `keyId` is the nil id, `keyDescription`
     /// names the setting, `oldDescription`/`newDescription` hold its values).
     SettingsChanged,
@@ -911,6 +979,13 @@ pub struct GqlAuditEntry {
     pub old_owner_name: Option<String>,
     /// For a transfer: the new owner's name at the time.
     pub new_owner_name: Option<String>,
+    /// For a change of rate limits or credits (of the key, or of an owner's
+    /// shared limits): before, described.
+    pub limits_before: Option<String>,
+    /// For a change of rate limits or credits: after, described.
+    pub limits_after: Option<String>,
+    /// For a top-up: the credits added.
+    pub credits_added: Option<i32>,
 }
 
 /// One audit entry on a page.
@@ -973,6 +1048,9 @@ impl From<AuditView> for GqlAuditEntry {
             leak_revoked: None,
             old_owner_name: None,
             new_owner_name: None,
+            limits_before: None,
+            limits_after: None,
+            credits_added: None,
         };
         match e.change {
             AuditChange::DescriptionChanged { old, new } | AuditChange::SettingChanged { old, new } => {
@@ -990,6 +1068,10 @@ impl From<AuditView> for GqlAuditEntry {
             AuditChange::OwnerChanged { before, after } => {
                 (event.old_owner_name, event.new_owner_name) = (Some(before), Some(after));
             }
+            AuditChange::LimitsChanged { before, after } | AuditChange::OwnerLimitsChanged { before, after } => {
+                (event.limits_before, event.limits_after) = (Some(before), Some(after));
+            }
+            AuditChange::CreditsAdded { amount } => event.credits_added = Some(i32::try_from(amount).unwrap_or(i32::MAX)),
             AuditChange::Generated
             | AuditChange::Imported
             | AuditChange::Deleted

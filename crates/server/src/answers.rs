@@ -38,6 +38,10 @@ pub(crate) enum ErrorCode {
     UnsupportedMediaType,
     /// 429: too many requests from this client.
     RateLimited,
+    /// 429: the API key is over one of its rate limits.
+    RateLimitExceeded,
+    /// 429: the API key has no credits left.
+    UsageExceeded,
     /// 503: something Latchkey depends on cannot answer now.
     Unavailable,
     /// 503: Latchkey failed; `requestId` names the log line.
@@ -47,7 +51,7 @@ pub(crate) enum ErrorCode {
 impl ErrorCode {
     /// Every code.
     #[cfg(test)]
-    const ALL: [ErrorCode; 12] = [
+    const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::BadUserInput,
         ErrorCode::Unauthenticated,
@@ -58,6 +62,8 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RateLimited,
+        ErrorCode::RateLimitExceeded,
+        ErrorCode::UsageExceeded,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -75,6 +81,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+            ErrorCode::UsageExceeded => "USAGE_EXCEEDED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -91,7 +99,9 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::RateLimitExceeded | ErrorCode::UsageExceeded => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ErrorCode::Unavailable | ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -176,6 +186,8 @@ impl From<AppError> for RestError {
             AppError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             AppError::Forbidden(_) => ErrorCode::Forbidden,
             AppError::BadUserInput(_) => ErrorCode::BadUserInput,
+            AppError::RateLimitExceeded { .. } => ErrorCode::RateLimitExceeded,
+            AppError::UsageExceeded(_) => ErrorCode::UsageExceeded,
             AppError::Internal { .. } => ErrorCode::Internal,
         };
         let request_id = e.request_id().map(|id| id.as_str().to_owned());

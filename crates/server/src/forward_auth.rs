@@ -11,9 +11,17 @@
 //!   suspended (its owner was deactivated);
 //! * 403: a working key that may not serve this request (cloud, address,
 //!   permissions);
-//! * 429 with `Retry-After`: this client failed too often;
+//! * 429 with `Retry-After`: this client failed too often (`RATE_LIMITED`),
+//!   or the key is over a rate limit (`RATE_LIMIT_EXCEEDED`) or out of
+//!   credits (`USAGE_EXCEEDED`);
 //! * 400: the gateway's own headers are wrong (a configuration error);
 //! * 503: Latchkey cannot answer.
+//!
+//! The request's cost is `X-Latchkey-Cost` (0 to 1000; 1 when absent). For
+//! a key with rate limits, a 200 and a 429 carry the IETF `RateLimit-Policy`
+//! and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers) for the
+//! tightest limit, e.g. `RateLimit-Policy: "burst";q=100;w=60` and
+//! `RateLimit: "burst";r=42;t=17`.
 //!
 //! Every refusal also carries `X-Latchkey-Code` and the JSON body of
 //! `/v1/keys/verify`. It is the same verification, cache included. The
@@ -26,7 +34,9 @@ use std::net::IpAddr;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
-use latchkey_app::verify::VerifiedKey;
+use chrono::{DateTime, Utc};
+use latchkey_app::verify::{Allowance, LimitReading, VerifiedKey};
+use latchkey_domain::limits::{Cost, seconds_until};
 use latchkey_app::{Refusal, RequestContext, VerifyOutcome};
 use latchkey_domain::restrictions::Network;
 
@@ -37,6 +47,11 @@ use crate::context::ServerContext;
 pub const CLOUD_HEADER: &str = "x-latchkey-cloud";
 /// The permissions the gateway's route needs, comma- or space-separated.
 pub const PERMISSIONS_HEADER: &str = "x-latchkey-permissions";
+/// What the request spends of the key's limits and credits (0 to 1000).
+pub const COST_HEADER: &str = "x-latchkey-cost";
+/// Seconds to wait after `USAGE_EXCEEDED` for a key whose credits are never
+/// refilled (an admin has to add some).
+const NO_REFILL_RETRY_SECONDS: i64 = 3600;
 /// The header with the key, for clients that cannot send `Authorization`.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -54,6 +69,7 @@ const INVALID_TOKEN: &str = r#"Bearer realm="latchkey", error="invalid_token""#;
          description = "The client's address as the gateway saw it (its last hop counts; further left only past LATCHKEY_TRUSTED_PROXIES)"),
         ("X-Latchkey-Cloud" = Option<crate::answers::CloudName>, Header, nullable = false, description = "The cloud the route is for: EMPLOYEE or CUSTOMER"),
         ("X-Latchkey-Permissions" = Option<String>, Header, nullable = false, description = "Permissions the route needs, comma- or space-separated (at most 64)"),
+        ("X-Latchkey-Cost" = Option<u32>, Header, nullable = false, description = "What the request spends of the key's rate limits and credits: 0 to 1000 (default 1)"),
         ("X-Forwarded-Method" = Option<String>, Header, nullable = false, description = "The client's method (logged at debug level)"),
         ("X-Original-URI" = Option<String>, Header, nullable = false, description = "The client's URI (logged at debug level without its query string; X-Forwarded-Uri is also read)"),
     ),
@@ -64,6 +80,8 @@ const INVALID_TOKEN: &str = r#"Bearer realm="latchkey", error="invalid_token""#;
              ("X-Latchkey-Key" = String, description = "The key's id"),
              ("X-Latchkey-Owner" = String, description = "The key owner's user id"),
              ("X-Latchkey-Permissions" = String, description = "What the key may do, comma-separated"),
+             ("RateLimit-Policy" = String, description = "For a key with rate limits: the tightest, e.g. \"burst\";q=100;w=60"),
+             ("RateLimit" = String, description = "For a key with rate limits: what is left of it, e.g. \"burst\";r=42;t=17"),
          )),
         (status = 401, description = "No key, or one that is malformed, unknown, expired, disabled, compromised or suspended",
          headers(
@@ -74,8 +92,13 @@ const INVALID_TOKEN: &str = r#"Bearer realm="latchkey", error="invalid_token""#;
         (status = 403, description = "A working key that may not serve this request (cloud, address, permissions)",
          headers(("X-Latchkey-Code" = String, description = "CLOUD_NOT_ALLOWED, IP_NOT_ALLOWED or INSUFFICIENT_PERMISSIONS")),
          body = crate::verify::Refused),
-        (status = 429, description = "This client failed too often",
-         headers(("Retry-After" = u32, description = "Seconds"), ("X-Latchkey-Code" = String, description = "RATE_LIMITED")),
+        (status = 429, description = "This client failed too often, or the key is over a rate limit or out of credits",
+         headers(
+             ("Retry-After" = u32, description = "Seconds"),
+             ("X-Latchkey-Code" = String, description = "RATE_LIMITED, RATE_LIMIT_EXCEEDED or USAGE_EXCEEDED"),
+             ("RateLimit-Policy" = String, description = "For RATE_LIMIT_EXCEEDED: the limit, e.g. \"burst\";q=100;w=60"),
+             ("RateLimit" = String, description = "For RATE_LIMIT_EXCEEDED: what is left, e.g. \"burst\";r=0;t=17"),
+         ),
          body = crate::verify::Refused),
         (status = 400, description = "The gateway's own headers are wrong (a configuration error)", body = crate::answers::ErrorBody),
         (status = 503, description = "Latchkey cannot answer now", body = crate::answers::ErrorBody),
@@ -104,8 +127,9 @@ pub async fn forward_auth(ctx: web::Data<ServerContext>, req: HttpRequest) -> Ht
         let code = outcome.code().unwrap_or("VALID");
         tracing::debug!(forwarded_method = header("x-forwarded-method"), forwarded_path = path, code, "forward auth");
     }
+    let now = ctx.app.now();
     let code = match &outcome {
-        VerifyOutcome::Valid(key) => return allowed(key),
+        VerifyOutcome::Valid(key, allowance) => return allowed(key, allowance, now),
         refused => refused.code().unwrap_or("INVALID"),
     };
     let body = format!(r#"{{"valid":false,"code":"{code}"}}"#);
@@ -120,6 +144,20 @@ pub async fn forward_auth(ctx: web::Data<ServerContext>, req: HttpRequest) -> Ht
         VerifyOutcome::RateLimited => {
             let seconds = ctx.app.verifier().retry_after().as_secs().max(1);
             refusal(StatusCode::TOO_MANY_REQUESTS, code).insert_header((header::RETRY_AFTER, seconds)).body(body)
+        }
+        VerifyOutcome::RateLimitExceeded(reading) => {
+            let mut response = refusal(StatusCode::TOO_MANY_REQUESTS, code);
+            let reading = LimitReading { remaining: 0, ..reading };
+            let seconds = rate_limit_headers(&mut response, &reading, now);
+            let body = serde_json::json!({ "valid": false, "code": code, "limit": {
+                "name": &*reading.name, "limit": reading.limit, "remaining": 0, "resetAt": reading.resets_at,
+            }});
+            response.insert_header((header::RETRY_AFTER, seconds)).json(body)
+        }
+        VerifyOutcome::UsageExceeded { remaining, refills_at } => {
+            let seconds = refills_at.map_or(NO_REFILL_RETRY_SECONDS, |at| seconds_until(at, now));
+            let body = serde_json::json!({ "valid": false, "code": code, "remaining": remaining });
+            refusal(StatusCode::TOO_MANY_REQUESTS, code).insert_header((header::RETRY_AFTER, seconds)).json(body)
         }
         _ => {
             refusal(StatusCode::UNAUTHORIZED, code).insert_header((header::WWW_AUTHENTICATE, INVALID_TOKEN)).body(body)
@@ -165,6 +203,14 @@ fn request_context(req: &HttpRequest, trusted: &[Network]) -> Result<RequestCont
     }
     let mut context = RequestContext::needing(cloud, permissions, forwarded_client(req, trusted));
     context.user_agent = crate::answers::user_agent(req);
+    if let Some(raw) = text(COST_HEADER)? {
+        context.cost = raw
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .and_then(Cost::new)
+            .ok_or_else(|| format!("{COST_HEADER} must be an integer from 0 to 1000."))?;
+    }
     Ok(context)
 }
 
@@ -193,9 +239,25 @@ const ALLOWED_HEADERS: [HeaderName; 4] = [
     HeaderName::from_static("x-latchkey-permissions"),
 ];
 
-/// 200 with the headers the gateway passes upstream, rendered once per
-/// cached verification.
-fn allowed(key: &VerifiedKey) -> HttpResponse {
+/// Writes the IETF `RateLimit-Policy` and `RateLimit` headers of `limit`;
+/// returns the seconds until its window resets.
+fn rate_limit_headers(response: &mut HttpResponseBuilder, limit: &LimitReading, now: DateTime<Utc>) -> i64 {
+    let seconds = seconds_until(limit.resets_at, now);
+    // A name is [a-z0-9_-]: a valid sf-string as it is.
+    let name = &*limit.name;
+    response.insert_header(("ratelimit-policy", format!("\"{name}\";q={};w={}", limit.limit, limit.period_seconds)));
+    response.insert_header(("ratelimit", format!("\"{name}\";r={};t={seconds}", limit.remaining)));
+    seconds
+}
+
+/// The tightest of a key's limits: the least left, then the soonest reset.
+fn tightest(limits: &[LimitReading]) -> Option<&LimitReading> {
+    limits.iter().min_by_key(|l| (l.remaining, l.resets_at))
+}
+
+/// 200 with the headers the gateway passes upstream (rendered once per
+/// cached verification), and the key's tightest rate limit.
+fn allowed(key: &VerifiedKey, allowance: &Allowance, now: DateTime<Utc>) -> HttpResponse {
     let values = key.rendered_headers.get_or_init(|| {
         vec![
             key.tenant_id.to_string(),
@@ -210,6 +272,9 @@ fn allowed(key: &VerifiedKey) -> HttpResponse {
         if let Ok(value) = HeaderValue::from_str(value) {
             response.insert_header((name.clone(), value));
         }
+    }
+    if let Some(limit) = tightest(&allowance.limits) {
+        rate_limit_headers(&mut response, limit, now);
     }
     response.finish()
 }

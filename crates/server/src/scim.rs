@@ -100,6 +100,9 @@ impl From<AppError> for ScimError {
             AppError::Unauthenticated(m) => Self::new(StatusCode::UNAUTHORIZED, None, m),
             AppError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, None, m),
             AppError::BadUserInput(m) => Self::bad("invalidValue", m),
+            AppError::RateLimitExceeded { .. } | AppError::UsageExceeded(_) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, None, e.to_string())
+            }
             AppError::Internal { .. } => {
                 let id = e.request_id().map(|id| id.as_str().to_owned()).unwrap_or_default();
                 Self::new(

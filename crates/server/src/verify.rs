@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use latchkey_app::verify::VerifiedKey;
+use latchkey_app::verify::{Allowance, LimitReading, VerifiedKey};
+use latchkey_domain::limits::Cost;
 use latchkey_app::{Refusal, RequestContext, VerifyOutcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -36,6 +37,10 @@ pub(crate) struct VerifyRequest<'a> {
     #[serde(rename = "userAgent")]
     #[schema(example = "acme-sync/2.1")]
     user_agent: Option<String>,
+    /// What the request spends of the key's rate limits and credits: an
+    /// integer from 0 (check without spending) to 1,000; 1 when omitted.
+    #[schema(minimum = 0, maximum = 1000, example = 1)]
+    cost: Option<i64>,
 }
 
 /// An IPv4 or IPv6 address, for the OpenAPI document.
@@ -64,7 +69,11 @@ impl VerifyRequest<'_> {
                 Some(raw.trim().parse::<IpAddr>().map_err(|_| "`ip` must be an IPv4 or IPv6 address.".to_owned())?)
             }
         };
-        Ok(RequestContext::needing(cloud, self.permissions.iter().map(String::as_str), ip))
+        let mut context = RequestContext::needing(cloud, self.permissions.iter().map(String::as_str), ip);
+        if let Some(cost) = self.cost {
+            context.cost = Cost::new(cost).ok_or_else(|| "`cost` must be an integer from 0 to 1000.".to_owned())?;
+        }
+        Ok(context)
     }
 }
 
@@ -84,6 +93,41 @@ pub(crate) struct Verified {
     clouds: Vec<String>,
     /// What the key may do; null when unrestricted.
     permissions: Option<Vec<&'static str>>,
+    /// For a key with credits: what is left after this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credits: Option<CreditsAnswer>,
+    /// For a key with rate limits (its own, then its owner's): what is left
+    /// of each after this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<Vec<LimitAnswer>>,
+}
+
+/// A key's credits after a request.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CreditsAnswer {
+    /// Credits left.
+    remaining: u64,
+}
+
+/// A rate limit's state after a request.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LimitAnswer {
+    /// The limit's name.
+    name: String,
+    /// Units per window.
+    limit: u64,
+    /// What is left of the window (0 when refused).
+    remaining: u64,
+    /// When the window ends and the limit is whole again.
+    #[schema(value_type = String, format = DateTime)]
+    reset_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<&LimitReading> for LimitAnswer {
+    fn from(r: &LimitReading) -> Self {
+        LimitAnswer { name: r.name.to_string(), limit: r.limit, remaining: r.remaining, reset_at: r.resets_at }
+    }
 }
 
 /// The answer for a key that does not work, or may not serve the request.
@@ -97,6 +141,18 @@ pub(crate) struct Refused<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     missing: Option<&'a [String]>,
+    /// For `RATE_LIMIT_EXCEEDED`: the limit that refused (`remaining` 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<LimitAnswer>,
+    /// For `USAGE_EXCEEDED`: the credits left (fewer than the cost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining: Option<u64>,
+}
+
+impl Refused<'_> {
+    fn code(code: &'static str) -> Self {
+        Refused { valid: false, code, missing: None, limit: None, remaining: None }
+    }
 }
 
 /// What `/v1/keys/verify` answers with 200.
@@ -128,10 +184,33 @@ fn verified_body(key: &VerifiedKey) -> String {
                     .restrictions
                     .permissions
                     .map(|_| key.restrictions.effective_permissions(key.owner_may).names()),
+                credits: None,
+                limits: None,
             };
             serde_json::to_string(&body).unwrap_or_default()
         })
         .clone()
+}
+
+/// The body answering a valid key with what its limits and credits have
+/// left: the cached body, extended.
+fn allowed_body(key: &VerifiedKey, allowance: &Allowance) -> String {
+    let mut body = verified_body(key);
+    if allowance.credits.is_none() && allowance.limits.is_empty() {
+        return body;
+    }
+    body.pop(); // the closing brace
+    if let Some(remaining) = allowance.credits {
+        body.push_str(",\"credits\":");
+        body.push_str(&serde_json::to_string(&CreditsAnswer { remaining }).unwrap_or_default());
+    }
+    if !allowance.limits.is_empty() {
+        let limits: Vec<LimitAnswer> = allowance.limits.iter().map(LimitAnswer::from).collect();
+        body.push_str(",\"limits\":");
+        body.push_str(&serde_json::to_string(&limits).unwrap_or_default());
+    }
+    body.push('}');
+    body
 }
 
 /// Verifies a key for a gateway or service, with what the request needs.
@@ -153,7 +232,7 @@ pub(crate) async fn post_verify(ctx: web::Data<ServerContext>, req: HttpRequest,
         _ => {
             return RestError::bad_request(
                 "The body must be JSON of the form {\"key\": \"lk_...\"}, optionally with \"cloud\", \
-                 \"permissions\" and \"ip\".",
+                 \"permissions\", \"ip\", \"userAgent\" and \"cost\" (an integer from 0 to 1000).",
             )
             .response();
         }
@@ -169,17 +248,26 @@ pub(crate) async fn post_verify(ctx: web::Data<ServerContext>, req: HttpRequest,
     // The failure limit counts the caller (the gateway), not the address it reports.
     let client = req.peer_addr().map(|a| a.ip());
     let body = match ctx.app.verify_key(&request.key, client, &context).await {
-        Ok(VerifyOutcome::Valid(key)) => verified_body(&key),
+        Ok(VerifyOutcome::Valid(key, allowance)) => allowed_body(&key, &allowance),
         Ok(VerifyOutcome::NotAllowed(refusal)) => {
             let missing = match &refusal {
                 Refusal::InsufficientPermissions { missing } => Some(missing.as_slice()),
                 _ => None,
             };
-            serde_json::to_string(&Refused { valid: false, code: refusal.code(), missing }).unwrap_or_default()
+            serde_json::to_string(&Refused { missing, ..Refused::code(refusal.code()) }).unwrap_or_default()
+        }
+        Ok(VerifyOutcome::RateLimitExceeded(reading)) => {
+            let limit = Some(LimitAnswer { remaining: 0, ..LimitAnswer::from(&reading) });
+            let code = VerifyOutcome::RateLimitExceeded(reading).code().unwrap_or_default();
+            serde_json::to_string(&Refused { limit, ..Refused::code(code) }).unwrap_or_default()
+        }
+        Ok(refused @ VerifyOutcome::UsageExceeded { remaining, .. }) => {
+            let code = refused.code().unwrap_or("USAGE_EXCEEDED");
+            serde_json::to_string(&Refused { remaining: Some(remaining), ..Refused::code(code) }).unwrap_or_default()
         }
         Ok(refused) => {
             let code = refused.code().unwrap_or("INVALID");
-            serde_json::to_string(&Refused { valid: false, code, missing: None }).unwrap_or_default()
+            serde_json::to_string(&Refused::code(code)).unwrap_or_default()
         }
         Err(e) => return rest_error(e),
     };

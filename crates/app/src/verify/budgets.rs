@@ -72,8 +72,8 @@ pub(crate) enum Admission {
     Admitted(Allowance),
     /// Over this limit (the first that refused): nothing spent.
     OverLimit(LimitReading),
-    /// Not enough credits (this many are left): nothing spent.
-    OutOfCredits(u64),
+    /// Not enough credits (this many are left, refilled then): nothing spent.
+    OutOfCredits(u64, Option<DateTime<Utc>>),
 }
 
 /// The budgets a cached key takes from.
@@ -213,7 +213,7 @@ struct CreditBudget {
 }
 
 impl CreditBudget {
-    fn try_take(&self, cost: u64, now: DateTime<Utc>) -> Take<u64> {
+    fn try_take(&self, cost: u64, now: DateTime<Utc>) -> Take<(u64, Option<DateTime<Utc>>)> {
         let mut state = lock(&self.state);
         if state.unlimited {
             return Take::Taken(0);
@@ -226,7 +226,7 @@ impl CreditBudget {
             state.last_taken = Some(now);
             Take::Taken(i64::from(state.generation))
         } else if state.exhausted {
-            Take::Refused(state.held + state.stored)
+            Take::Refused((state.held + state.stored, state.next_refill_at))
         } else {
             Take::NeedsLease
         }
@@ -412,9 +412,9 @@ impl Budgets {
             if let Some(credits) = &budgets.credits {
                 match credits.try_take(cost, now) {
                     Take::Taken(_) => {}
-                    Take::Refused(remaining) => {
+                    Take::Refused((remaining, refills_at)) => {
                         give_back(&taken);
-                        return Ok(Admission::OutOfCredits(remaining));
+                        return Ok(Admission::OutOfCredits(remaining, refills_at));
                     }
                     Take::NeedsLease => {
                         give_back(&taken);
@@ -429,7 +429,7 @@ impl Budgets {
             }));
         }
         let first = budgets.limits.first().map(|budget| budget.read(now));
-        Ok(first.map_or(Admission::OutOfCredits(0), Admission::OverLimit))
+        Ok(first.map_or(Admission::OutOfCredits(0, None), Admission::OverLimit))
     }
 
     /// What this replica holds of `key`'s credits, to add to what is stored

@@ -228,9 +228,9 @@ impl KeyVerifier {
                     self.usage.count(key.key_id, key.tenant_id, now, UsageOutcome::RateLimitExceeded, 1);
                     return Ok(VerifyOutcome::RateLimitExceeded(reading));
                 }
-                Admission::OutOfCredits(remaining) => {
+                Admission::OutOfCredits(remaining, refills_at) => {
                     self.usage.count(key.key_id, key.tenant_id, now, UsageOutcome::UsageExceeded, 1);
-                    return Ok(VerifyOutcome::UsageExceeded(remaining));
+                    return Ok(VerifyOutcome::UsageExceeded { remaining, refills_at });
                 }
             }
         };

@@ -33,9 +33,13 @@ pub enum VerifyOutcome {
     /// A working key over one of its own or its owner's rate limits (the
     /// first that refused); nothing was spent.
     RateLimitExceeded(LimitReading),
-    /// A working key without enough credits for the request (this many are
-    /// left); nothing was spent.
-    UsageExceeded(u64),
+    /// A working key without enough credits for the request; nothing was spent.
+    UsageExceeded {
+        /// Credits left.
+        remaining: u64,
+        /// When they are refilled next; none without a refill.
+        refills_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 /// Every wire code of a refused verification (what [`VerifyOutcome::code`]
@@ -69,7 +73,7 @@ impl VerifyOutcome {
             VerifyOutcome::NotAllowed(refusal) => Some(refusal.code()),
             VerifyOutcome::RateLimited => Some("RATE_LIMITED"),
             VerifyOutcome::RateLimitExceeded(_) => Some("RATE_LIMIT_EXCEEDED"),
-            VerifyOutcome::UsageExceeded(_) => Some("USAGE_EXCEEDED"),
+            VerifyOutcome::UsageExceeded { .. } => Some("USAGE_EXCEEDED"),
         }
     }
 }
@@ -98,7 +102,7 @@ mod code_tests {
                 remaining: 0,
                 resets_at: chrono::DateTime::UNIX_EPOCH,
             }),
-            VerifyOutcome::UsageExceeded(0),
+            VerifyOutcome::UsageExceeded { remaining: 0, refills_at: None },
         ];
         let codes: Vec<&str> = refusals.iter().filter_map(VerifyOutcome::code).collect();
         assert_eq!(codes, REFUSAL_CODES);
