@@ -43,6 +43,7 @@ mod key_lifecycle;
 mod key_states;
 mod key_table;
 mod leaks;
+mod limits;
 mod mail;
 mod metrics;
 mod oidc;

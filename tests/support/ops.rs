@@ -59,3 +59,34 @@ pub const GENERATE_RESTRICTED: &str = "mutation($input: GenerateApiKeyInput!) { 
 pub const UPDATE_RESTRICTIONS: &str = "mutation($input: UpdateApiKeyRestrictionsInput!) { \
     updateApiKeyRestrictions(input: $input) { apiKey { id restrictions { permissions clouds allowedIps } } \
     userErrors { field message code } } }";
+
+/// What the limit tests look at on a key.
+macro_rules! key_limits {
+    () => {
+        "apiKey { id rateLimits { name limit periodSeconds } credits { remaining lastRefilledAt refill { amount interval day } } } \
+         userErrors { field message code }"
+    };
+}
+
+/// `generateApiKey` with limits and credits (variables: `input`).
+pub const GENERATE_LIMITED: &str =
+    concat!("mutation($input: GenerateApiKeyInput!) { generateApiKey(input: $input) { secret ", key_limits!(), " } }");
+
+/// `updateApiKeyLimits` (variables: `input`).
+pub const UPDATE_LIMITS: &str =
+    concat!("mutation($input: UpdateApiKeyLimitsInput!) { updateApiKeyLimits(input: $input) { ", key_limits!(), " } }");
+
+/// `addApiKeyCredits` (variables: `id`, `amount`).
+pub const ADD_CREDITS: &str = concat!(
+    "mutation($id: ID!, $amount: Int!) { addApiKeyCredits(input: {id: $id, amount: $amount}) { ",
+    key_limits!(),
+    " } }"
+);
+
+/// `apiKey` with its limits and credits (variables: `id`).
+pub const GET_KEY_LIMITS: &str = "query($id: ID!) { apiKey(id: $id) { id rateLimits { name limit periodSeconds } \
+    credits { remaining lastRefilledAt refill { amount interval day } } } }";
+
+/// `setOwnerRateLimits` (variables: `input`).
+pub const SET_OWNER_LIMITS: &str = "mutation($input: SetOwnerRateLimitsInput!) { setOwnerRateLimits(input: $input) { \
+    user { id rateLimits { name limit periodSeconds } } userErrors { field message code } } }";

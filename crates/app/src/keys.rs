@@ -511,7 +511,8 @@ impl KeyAdmin<'_> {
             return Ok(Err(violations));
         };
         let credits = credits.flatten();
-        let target = SecretTarget::NewKey { owner: owner.id, description, expires_at, restrictions, rate_limits, credits };
+        let target =
+            SecretTarget::NewKey { owner: owner.id, description, expires_at, restrictions, rate_limits, credits };
         let made = self.write_new_secret(target).await?;
         let Some((key, secret)) = made else { return Err(AppError::internal(&"a generated key was not written")) };
         Ok(Ok(KeyWithSecret { key: self.view(key).await?, secret }))

@@ -81,13 +81,21 @@ impl KeyAdmin<'_> {
         }
         change.set_key_rate_limits(self.actor.tenant_id, id, &rate_limits, self.actor.id, now).await?;
         change.write_credits(id, credits.as_ref()).await?;
-        let key = ApiKey { rate_limits, credits, last_edited_at: Some(now), last_edited_by: Some(self.actor.id), ..before.clone() };
+        let key = ApiKey {
+            rate_limits,
+            credits,
+            last_edited_at: Some(now),
+            last_edited_by: Some(self.actor.id),
+            ..before.clone()
+        };
         let (was, is) = (described(&before), described(&key));
         let owner = change.owner_of(&key).await?;
         let mut notice = Notice::new(NoticeKind::LimitsChanged, &key, &owner, self.actor, now);
         notice.before_after = Some((was.clone(), is.clone()));
         change.mail(&notice).await?;
-        change.audit(&AuditEntry::new(AuditChange::LimitsChanged { before: was, after: is }, &key, self.actor, now)).await?;
+        change
+            .audit(&AuditEntry::new(AuditChange::LimitsChanged { before: was, after: is }, &key, self.actor, now))
+            .await?;
         change.revoke(key.id).await?;
         change.commit().await?;
         Ok(Ok(self.view(key).await?))

@@ -125,7 +125,10 @@ async fn generate_names_its_actor_and_time_and_refusals_change_nothing() {
 async fn rotate_and_delete_revoke_at_once_and_edits_are_stamped_with_the_clock() {
     let w = world().await;
     let (id, old) = w.generate("Gateway").await;
-    assert!(matches!(w.app.verify_key(&old, None, &RequestContext::default()).await.unwrap(), VerifyOutcome::Valid(..)));
+    assert!(matches!(
+        w.app.verify_key(&old, None, &RequestContext::default()).await.unwrap(),
+        VerifyOutcome::Valid(..)
+    ));
     w.clock.advance(Duration::hours(1));
     let auth = w.admin();
     let admin = w.app.key_admin(&auth).unwrap();
@@ -137,7 +140,10 @@ async fn rotate_and_delete_revoke_at_once_and_edits_are_stamped_with_the_clock()
         "the cached old secret is gone"
     );
     let new = rotated.secret.expose().to_owned();
-    assert!(matches!(w.app.verify_key(&new, None, &RequestContext::default()).await.unwrap(), VerifyOutcome::Valid(..)));
+    assert!(matches!(
+        w.app.verify_key(&new, None, &RequestContext::default()).await.unwrap(),
+        VerifyOutcome::Valid(..)
+    ));
 
     let edited = admin.edit_description(EditDescription { id: id.clone(), description: "Renamed".into() }).await;
     assert_eq!(edited.unwrap().unwrap().key.description, "Renamed");

@@ -129,7 +129,8 @@ impl RateLimits {
                 problems.push((index, problem("limit", format!("A limit is 1 to {MAX_LIMIT}."))));
             }
             if !(1..=MAX_PERIOD_SECONDS).contains(period) {
-                problems.push((index, problem("periodSeconds", format!("A period is 1 to {MAX_PERIOD_SECONDS} seconds."))));
+                problems
+                    .push((index, problem("periodSeconds", format!("A period is 1 to {MAX_PERIOD_SECONDS} seconds."))));
             }
             if problems.is_empty() {
                 limits.push(RateLimit { name: name.clone(), limit: *limit as u64, period_seconds: *period as u32 });
@@ -226,7 +227,8 @@ impl CreditRefill {
                 if this_month <= today {
                     this_month
                 } else {
-                    let (year, month) = if today.month() == 1 { (today.year() - 1, 12) } else { (today.year(), today.month() - 1) };
+                    let (year, month) =
+                        if today.month() == 1 { (today.year() - 1, 12) } else { (today.year(), today.month() - 1) };
                     day_in_month(year, month, day)
                 }
             }
@@ -366,7 +368,9 @@ impl KeyCredits {
         let Some(credits) = credits else { return "unlimited credits".into() };
         let refill = match credits.refill {
             None => String::new(),
-            Some(CreditRefill { amount, interval: RefillInterval::Daily, .. }) => format!(", refilled to {amount} daily"),
+            Some(CreditRefill { amount, interval: RefillInterval::Daily, .. }) => {
+                format!(", refilled to {amount} daily")
+            }
             Some(CreditRefill { amount, day, .. }) => {
                 format!(", refilled to {amount} monthly on day {}", day.unwrap_or(1))
             }

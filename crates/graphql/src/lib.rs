@@ -9,8 +9,8 @@
 
 mod cloud;
 mod context;
-mod limits;
 pub mod error;
+mod limits;
 mod mutation;
 mod query;
 mod types;

@@ -14,10 +14,11 @@ use crate::error::{ApiResult, OrGraphql};
 use crate::limits::{AddApiKeyCreditsInput, SetOwnerRateLimitsInput, UpdateApiKeyLimitsInput, limit_inputs};
 use crate::types::{
     ApiKeyChangePayload, ApiKeyIdInput, DeleteApiKeyInput, DeleteApiKeyPayload, GenerateApiKeyInput,
-    GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput, SetOwnerRateLimitsPayload, SetUserActiveInput,
-    SetUserActivePayload, SetUserScimManagedInput, SetUserScimManagedPayload, TenantSettings, TransferApiKeyInput,
-    TransferApiKeysInput, TransferApiKeysPayload, UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload,
-    UpdateApiKeyRestrictionsInput, UpdateTenantSettingsInput, user_errors,
+    GenerateApiKeyPayload, GqlApiKey, RotateApiKeyInput, RotateApiKeyPayload, SetApiKeyExpiryInput,
+    SetOwnerRateLimitsPayload, SetUserActiveInput, SetUserActivePayload, SetUserScimManagedInput,
+    SetUserScimManagedPayload, TenantSettings, TransferApiKeyInput, TransferApiKeysInput, TransferApiKeysPayload,
+    UpdateApiKeyDescriptionInput, UpdateApiKeyDescriptionPayload, UpdateApiKeyRestrictionsInput,
+    UpdateTenantSettingsInput, user_errors,
 };
 
 /// The mutation root.
@@ -206,7 +207,11 @@ impl MutationRoot {
 
     /// Adds credits to a key that has credits (audited). Concurrent top-ups
     /// add up exactly.
-    async fn add_api_key_credits(&self, ctx: &Context<'_>, input: AddApiKeyCreditsInput) -> ApiResult<ApiKeyChangePayload> {
+    async fn add_api_key_credits(
+        &self,
+        ctx: &Context<'_>,
+        input: AddApiKeyCreditsInput,
+    ) -> ApiResult<ApiKeyChangePayload> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
         let command = AddCredits { id: input.id.0, amount: input.amount.into() };

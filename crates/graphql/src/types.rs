@@ -252,9 +252,10 @@ impl GqlUser {
         if let Some(known) = &self.known_rate_limits {
             return Ok(rate_limits(known));
         }
-        let id = self.id.parse::<latchkey_domain::UserId>().map_err(|_| {
-            crate::error::gql_error(latchkey_app::AppError::internal(&"a user id does not parse"))
-        })?;
+        let id = self
+            .id
+            .parse::<latchkey_domain::UserId>()
+            .map_err(|_| crate::error::gql_error(latchkey_app::AppError::internal(&"a user id does not parse")))?;
         let limits = admin.owner_rate_limits(id).await.gql()?.unwrap_or_default();
         Ok(rate_limits(&limits))
     }
@@ -1071,7 +1072,9 @@ impl From<AuditView> for GqlAuditEntry {
             AuditChange::LimitsChanged { before, after } | AuditChange::OwnerLimitsChanged { before, after } => {
                 (event.limits_before, event.limits_after) = (Some(before), Some(after));
             }
-            AuditChange::CreditsAdded { amount } => event.credits_added = Some(i32::try_from(amount).unwrap_or(i32::MAX)),
+            AuditChange::CreditsAdded { amount } => {
+                event.credits_added = Some(i32::try_from(amount).unwrap_or(i32::MAX))
+            }
             AuditChange::Generated
             | AuditChange::Imported
             | AuditChange::Deleted

@@ -36,8 +36,8 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use chrono::{DateTime, Utc};
 use latchkey_app::verify::{Allowance, LimitReading, VerifiedKey};
-use latchkey_domain::limits::{Cost, seconds_until};
 use latchkey_app::{Refusal, RequestContext, VerifyOutcome};
+use latchkey_domain::limits::{Cost, seconds_until};
 use latchkey_domain::restrictions::Network;
 
 use crate::answers::{MAX_ASKED_PERMISSIONS, RestError, first_untrusted_hop, parse_cloud, rest_error};

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use latchkey_app::verify::{Allowance, LimitReading, VerifiedKey};
-use latchkey_domain::limits::Cost;
 use latchkey_app::{Refusal, RequestContext, VerifyOutcome};
+use latchkey_domain::limits::Cost;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

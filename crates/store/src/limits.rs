@@ -56,10 +56,7 @@ impl Store {
         ];
         // Insert first: on SQLite that takes the write lock, on PostgreSQL
         // the row exists to be locked.
-        rate_limit_window::Entity::insert(key(0))
-            .on_conflict_do_nothing_on(columns)
-            .exec(&txn)
-            .await?;
+        rate_limit_window::Entity::insert(key(0)).on_conflict_do_nothing_on(columns).exec(&txn).await?;
         let the_window = rate_limit_window::Column::SubjectId
             .eq(window.subject)
             .and(rate_limit_window::Column::Name.eq(window.name.as_str()))
@@ -73,7 +70,10 @@ impl Store {
         let granted = Ord::min(want, limit.saturating_sub(leased));
         if granted > 0 {
             rate_limit_window::Entity::update_many()
-                .col_expr(rate_limit_window::Column::Leased, Expr::col(rate_limit_window::Column::Leased).add(granted as i64))
+                .col_expr(
+                    rate_limit_window::Column::Leased,
+                    Expr::col(rate_limit_window::Column::Leased).add(granted as i64),
+                )
                 .filter(the_window)
                 .exec(&txn)
                 .await?;

@@ -277,7 +277,8 @@ impl CreditBudget {
             credits.low_mailed_at = Some(now);
             notices.push(NoticeKind::CreditsLow);
         }
-        if granted < short && credits.empty_notice_due() {
+        // Spent: nothing stored, nothing held here (other replicas may still hold a little).
+        if held + granted == 0 && short > 0 && credits.empty_notice_due() {
             credits.empty_mailed_at = Some(now);
             notices.push(NoticeKind::CreditsExhausted);
         }
@@ -334,7 +335,10 @@ impl Budgets {
         let mut budgets = KeyBudgets::default();
         if !credential.rate_limits.is_empty() || !credential.owner_rate_limits.is_empty() {
             let mut windows = lock(&self.windows);
-            let subjects = [(credential.key_id.0, &credential.rate_limits), (credential.owner_id.0, &credential.owner_rate_limits)];
+            let subjects = [
+                (credential.key_id.0, &credential.rate_limits),
+                (credential.owner_id.0, &credential.owner_rate_limits),
+            ];
             for (subject, limits) in subjects {
                 for limit in limits.as_slice() {
                     let budget = windows.entry((subject, limit.clone())).or_insert_with(|| {
