@@ -247,6 +247,71 @@ async fn a_replica_killed_under_load_loses_nothing() {
     assert_eq!(ids.len(), keys as usize, "every key's owner got its notice");
 }
 
+/// Sends verifications of `key` to `bases` from 4 clients until every
+/// replica answers `USAGE_EXCEEDED` 10 times in a row (or `cap` requests);
+/// returns how many were admitted.
+async fn spend_until_refused(http: &reqwest::Client, bases: &[String], key: &str, cap: usize) -> usize {
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (http, bases, key, admitted, sent) = (http.clone(), bases.to_vec(), key.to_owned(), admitted.clone(), sent.clone());
+        clients.push(tokio::spawn(async move {
+            let mut refused_in_a_row = 0;
+            while refused_in_a_row < 10 * bases.len() && sent.fetch_add(1, Ordering::SeqCst) < cap {
+                let base = &bases[(c + sent.load(Ordering::SeqCst)) % bases.len()];
+                match verdict(&http, base, &key).await {
+                    Ok(v) if v["valid"] == true => {
+                        admitted.fetch_add(1, Ordering::SeqCst);
+                        refused_in_a_row = 0;
+                    }
+                    Ok(v) => {
+                        assert_eq!(v["code"], "USAGE_EXCEEDED", "{v}");
+                        refused_in_a_row += 1;
+                    }
+                    Err(_) => {} // a replica being killed
+                }
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    admitted.load(Ordering::SeqCst)
+}
+
+/// Credits across three replicas, one killed with SIGKILL and restarted:
+/// never more admitted than given; less by at most what the killed replica
+/// held (one lease: at most a 20th of what was stored, here ≤ 100).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_are_never_overspent_across_killed_replicas() {
+    let Some(f) = fixture().await else { return };
+    let env = envs(&f.db.url);
+    let mut replicas = ServerProcess::spawn_many(3, &as_refs(&env));
+    let http = reqwest::Client::new();
+    let given = 2_000;
+    let input = json!({ "input": { "ownerId": f.bot.id, "description": "Metered", "credits": { "remaining": given } } });
+    let body = gql(&http, &replicas[0].url, &f.token, ops::GENERATE_LIMITED, input).await.unwrap();
+    let key = body["data"]["generateApiKey"]["secret"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    let urls = |replicas: &[ServerProcess]| replicas.iter().map(|r| r.url.clone()).collect::<Vec<_>>();
+
+    // Spend about half, then kill a replica that holds a lease, and restart it.
+    let before_kill = spend_until_refused(&http, &urls(&replicas), &key, 1_000).await;
+    replicas.remove(0).kill9();
+    replicas.push(ServerProcess::spawn(&as_refs(&env)));
+    let after_kill = spend_until_refused(&http, &urls(&replicas), &key, 10 * given).await;
+    let admitted = before_kill + after_kill;
+    assert!(admitted <= given, "{admitted} admitted of {given} credits");
+    assert!(admitted >= given - 100, "{admitted} admitted: more lost than the killed replica could hold");
+    // Stopped gracefully, the survivors give back what they hold: nothing is left anywhere.
+    for replica in replicas {
+        assert!(replica.terminate().success());
+    }
+    let stored = f.db.count("SELECT credits_remaining FROM api_keys").await;
+    assert_eq!(stored, 0, "every credit not lost with the killed replica was spent");
+    eprintln!("credits: {given} given, {admitted} admitted, {} lost with the killed replica", given - admitted);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_gives_quick_errors_and_the_service_recovers() {
     let Some(f) = fixture().await else { return };

@@ -235,7 +235,8 @@ async fn queue_expiry_notices(app: App, interval: std::time::Duration, mut stop:
 }
 
 /// Writes recorded key use to `last_used_at` every `interval` (or sooner
-/// when the recorded uses reach their cap), and once more on shutdown.
+/// when the recorded uses reach their cap), and once more on shutdown, when
+/// it also gives back the credits this replica holds.
 async fn flush_usage(verifier: Arc<KeyVerifier>, interval: std::time::Duration, mut stop: watch::Receiver<bool>) {
     loop {
         let stopping = tokio::select! {
@@ -249,6 +250,11 @@ async fn flush_usage(verifier: Arc<KeyVerifier>, interval: std::time::Duration, 
             Err(e) => tracing::warn!(error = %e, "recording last use failed; will retry"),
         }
         if stopping || *stop.borrow() {
+            match verifier.give_back_credits().await {
+                Ok(n) if n > 0 => tracing::info!(credits = n, "held credits given back"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "giving back held credits failed; they are lost"),
+            }
             return;
         }
     }
