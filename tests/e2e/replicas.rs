@@ -255,7 +255,8 @@ async fn spend_until_refused(http: &reqwest::Client, bases: &[String], key: &str
     let sent = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for c in 0..4 {
-        let (http, bases, key, admitted, sent) = (http.clone(), bases.to_vec(), key.to_owned(), admitted.clone(), sent.clone());
+        let (http, bases, key, admitted, sent) =
+            (http.clone(), bases.to_vec(), key.to_owned(), admitted.clone(), sent.clone());
         clients.push(tokio::spawn(async move {
             let mut refused_in_a_row = 0;
             while refused_in_a_row < 10 * bases.len() && sent.fetch_add(1, Ordering::SeqCst) < cap {
@@ -290,7 +291,8 @@ async fn credits_are_never_overspent_across_killed_replicas() {
     let mut replicas = ServerProcess::spawn_many(3, &as_refs(&env));
     let http = reqwest::Client::new();
     let given = 2_000;
-    let input = json!({ "input": { "ownerId": f.bot.id, "description": "Metered", "credits": { "remaining": given } } });
+    let input =
+        json!({ "input": { "ownerId": f.bot.id, "description": "Metered", "credits": { "remaining": given } } });
     let body = gql(&http, &replicas[0].url, &f.token, ops::GENERATE_LIMITED, input).await.unwrap();
     let key = body["data"]["generateApiKey"]["secret"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
     let urls = |replicas: &[ServerProcess]| replicas.iter().map(|r| r.url.clone()).collect::<Vec<_>>();

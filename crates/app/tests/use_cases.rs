@@ -465,3 +465,53 @@ async fn every_verification_is_counted_once_through_cache_evictions_and_flushes(
     let refused = w.app.key_usage(&me, other.parse().unwrap(), query(Granularity::Hour, Duration::hours(1))).await;
     assert!(matches!(refused, Err(AppError::Forbidden(_))), "{refused:?}");
 }
+
+#[tokio::test]
+async fn one_process_admits_exactly_its_limit_and_its_credits_under_concurrency() {
+    use latchkey_app::keys::{KeyCreditsInput, RateLimitInput};
+    use latchkey_domain::limits::Cost;
+    let w = world().await;
+    let auth = w.admin();
+    let command = GenerateKey {
+        owner_id: w.bot.id.to_string(),
+        description: "Limited".into(),
+        rate_limits: vec![RateLimitInput { name: "minute".into(), limit: 1_000, period_seconds: 60 }],
+        credits: Some(KeyCreditsInput { remaining: 700, refill: None }),
+        ..Default::default()
+    };
+    let made = w.app.key_admin(&auth).unwrap().generate(command).await.unwrap().unwrap();
+    let secret = made.secret.expose().to_owned();
+    let verify = |cost: i64| {
+        let (app, secret) = (w.app.clone(), secret.clone());
+        async move {
+            let request = RequestContext { cost: Cost::new(cost).unwrap(), ..RequestContext::default() };
+            app.verify_key(&secret, None, &request).await.unwrap()
+        }
+    };
+    // 1,200 requests at once: the credits (700) bind first, exactly. (A
+    // refusal may name either: the window's last units can be held by
+    // requests the credits refuse a moment later.)
+    let outcomes = join_all((0..1_200).map(|_| verify(1))).await;
+    let admitted = outcomes.iter().filter(|o| matches!(o, VerifyOutcome::Valid(..))).count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, VerifyOutcome::UsageExceeded { .. } | VerifyOutcome::RateLimitExceeded(_)))
+        .count();
+    assert_eq!((admitted, refused), (700, 500));
+    // The window saw only the admitted ones: 300 are left of it.
+    let auth = w.admin();
+    let admin = w.app.key_admin(&auth).unwrap();
+    let input = latchkey_app::limits::AddCredits { id: made.key.key.id.to_string(), amount: 1_000 };
+    admin.add_credits(input).await.unwrap().unwrap();
+    let outcomes = join_all((0..400).map(|_| verify(1))).await;
+    let admitted = outcomes.iter().filter(|o| matches!(o, VerifyOutcome::Valid(..))).count();
+    assert_eq!(admitted, 300, "the rate limit binds now");
+    let refusal = outcomes.iter().find(|o| !matches!(o, VerifyOutcome::Valid(..))).unwrap();
+    assert!(matches!(refusal, VerifyOutcome::RateLimitExceeded(r) if r.remaining == 0 && &*r.name == "minute"));
+    // The next window: the rest of the credits (700) is spent exactly, at cost 7.
+    w.clock.advance(Duration::minutes(1));
+    let outcomes = join_all((0..150).map(|_| verify(7))).await;
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, VerifyOutcome::Valid(..))).count(), 100);
+    let VerifyOutcome::UsageExceeded { remaining, .. } = verify(1).await else { panic!("out of credits") };
+    assert_eq!(remaining, 0);
+}

@@ -164,15 +164,19 @@ impl WindowBudget {
         self.reading(&state, window.resets_at)
     }
 
-    /// Leases at least what `cost` is short of, unless another request did
-    /// meanwhile or the window is spent.
-    async fn lease(&self, store: &Store, cost: u64, now: DateTime<Utc>) -> AppResult<()> {
+    /// Takes `cost`, leasing first what it is short of: one request leases
+    /// at a time, and takes its cost from its own grant, so a request that
+    /// leases is never starved by the others.
+    async fn take(&self, store: &Store, cost: u64, now: DateTime<Utc>) -> AppResult<Take<LimitReading>> {
+        if let taken @ (Take::Taken(_) | Take::Refused(_)) = self.try_take(cost, now) {
+            return Ok(taken);
+        }
         let _one_at_a_time = self.leasing.lock().await;
+        if let taken @ (Take::Taken(_) | Take::Refused(_)) = self.try_take(cost, now) {
+            return Ok(taken);
+        }
         let (want, window) = {
             let (state, window) = self.current(now);
-            if state.held >= cost || state.exhausted {
-                return Ok(());
-            }
             (self.limit.lease_size().max(cost - state.held), window)
         };
         let id = WindowId {
@@ -182,13 +186,16 @@ impl WindowBudget {
             start: window.start,
         };
         let lease = store.lease_window(&id, self.limit.limit, want).await?;
-        let (mut state, _) = self.current(now);
-        if state.start == window.start {
-            state.held += lease.granted;
-            state.leased_in_all = lease.leased;
-            state.exhausted = lease.granted < want;
+        {
+            let (mut state, _) = self.current(now);
+            if state.start == window.start {
+                state.held += lease.granted;
+                state.leased_in_all = lease.leased;
+                state.exhausted = lease.granted < want;
+            }
         }
-        Ok(())
+        // A window that ended meanwhile asks for another round.
+        Ok(self.try_take(cost, now))
     }
 }
 
@@ -240,17 +247,29 @@ impl CreditBudget {
     /// Leases at least what `cost` is short of from the stored credits, in
     /// one transaction that also applies a due refill and queues the
     /// owner's low or spent notice (once per period).
-    async fn lease(&self, store: &Store, outbox: &Notify, cost: u64, now: DateTime<Utc>) -> AppResult<()> {
-        let _one_at_a_time = self.leasing.lock().await;
-        {
-            let state = lock(&self.state);
-            let refill_due = state.next_refill_at.is_some_and(|at| now >= at);
-            if state.unlimited || (!state.stale && !refill_due && (state.held >= cost || state.exhausted)) {
-                return Ok(());
-            }
+    /// The caller takes its cost from its own grant (see [`WindowBudget::take`]).
+    async fn take(
+        &self,
+        store: &Store,
+        outbox: &Notify,
+        cost: u64,
+        now: DateTime<Utc>,
+    ) -> AppResult<Take<(u64, Option<DateTime<Utc>>)>> {
+        if let taken @ (Take::Taken(_) | Take::Refused(_)) = self.try_take(cost, now) {
+            return Ok(taken);
         }
+        let _one_at_a_time = self.leasing.lock().await;
+        if let taken @ (Take::Taken(_) | Take::Refused(_)) = self.try_take(cost, now) {
+            return Ok(taken);
+        }
+        self.lease(store, outbox, cost, now).await?;
+        Ok(self.try_take(cost, now))
+    }
+
+    async fn lease(&self, store: &Store, outbox: &Notify, cost: u64, now: DateTime<Utc>) -> AppResult<()> {
         let tx = store.begin().await?;
         let Some(key) = tx.locked_key_of_any_tenant(self.key_id).await? else {
+            // Deleted: nothing to spend.
             let mut state = lock(&self.state);
             (state.held, state.stored, state.exhausted, state.stale) = (0, 0, true, false);
             return Ok(());
@@ -385,45 +404,51 @@ impl Budgets {
     /// Takes `cost` from every budget of a key, or from none.
     pub(crate) async fn admit(&self, budgets: &KeyBudgets, cost: Cost, now: DateTime<Utc>) -> AppResult<Admission> {
         let cost = cost.get();
-        // Each round either admits, refuses, or leases (which grants more or
-        // marks a budget spent), so it ends; the bound is a safeguard.
-        for _ in 0..16 {
+        // A round ends short only when a window ended during a lease; the
+        // bound is a safeguard.
+        for _ in 0..4 {
             let mut taken: Vec<(&WindowBudget, i64)> = Vec::with_capacity(budgets.limits.len());
             let give_back = |taken: &[(&WindowBudget, i64)]| {
                 for (budget, start) in taken {
                     budget.give_back(cost, *start);
                 }
             };
-            let mut short = None;
+            let mut short = false;
             for budget in &budgets.limits {
-                match budget.try_take(cost, now) {
-                    Take::Taken(start) => taken.push((budget, start)),
-                    Take::Refused(reading) => {
+                match budget.take(&self.store, cost, now).await {
+                    Ok(Take::Taken(start)) => taken.push((budget, start)),
+                    Ok(Take::Refused(reading)) => {
                         give_back(&taken);
                         return Ok(Admission::OverLimit(reading));
                     }
-                    Take::NeedsLease => {
-                        short = Some(budget);
+                    Ok(Take::NeedsLease) => {
+                        short = true;
                         break;
+                    }
+                    Err(e) => {
+                        give_back(&taken);
+                        return Err(e);
                     }
                 }
             }
-            if let Some(budget) = short {
+            if short {
                 give_back(&taken);
-                budget.lease(&self.store, cost, now).await?;
                 continue;
             }
             if let Some(credits) = &budgets.credits {
-                match credits.try_take(cost, now) {
-                    Take::Taken(_) => {}
-                    Take::Refused((remaining, refills_at)) => {
+                match credits.take(&self.store, &self.outbox, cost, now).await {
+                    Ok(Take::Taken(_)) => {}
+                    Ok(Take::Refused((remaining, refills_at))) => {
                         give_back(&taken);
                         return Ok(Admission::OutOfCredits(remaining, refills_at));
                     }
-                    Take::NeedsLease => {
+                    Ok(Take::NeedsLease) => {
                         give_back(&taken);
-                        credits.lease(&self.store, &self.outbox, cost, now).await?;
                         continue;
+                    }
+                    Err(e) => {
+                        give_back(&taken);
+                        return Err(e);
                     }
                 }
             }
