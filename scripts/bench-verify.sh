@@ -7,7 +7,8 @@
 #   key, a malformed key, a wrong secret for a real lookup id, the valid key
 #   while a wrong-secret flood runs alongside, GraphQL `viewer` with a key, and
 #   forward auth (`GET /v1/auth`, as nginx/Traefik/Envoy call it) with the
-#   cached key and with a wrong one.
+#   cached key and with a wrong one, and a key with two rate limits and
+#   credits (verify and forward auth).
 # Two floods run alongside the cached valid key (32 + 32 connections), with
 # the server's peak RSS: guesses at an imported argon2id key (`prefix.<n>`,
 # every guess different; the key is never used, so its hash is still
@@ -114,6 +115,15 @@ run healthz "$URL/healthz"
 run verify_cached "$URL/v1/keys/verify" "{\"key\":\"$SECRET\"}"
 run verify_malformed "$URL/v1/keys/verify" "{\"key\":\"$MALFORMED\"}"
 run verify_wrong "$URL/v1/keys/verify" "{\"key\":\"$WRONG\"}"
+# A key with two rate limits and credits, none of them reached here: the
+# hot path of a limited key (leases of 250,000 and 25,000,000 units and of
+# 1,000 credits at a time).
+LIMITED="$(curl -fs "$URL/graphql" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  -d "{\"query\":\"mutation { generateApiKey(input: {ownerId: \\\"$BOT\\\", description: \\\"limited\\\", rateLimits: [{name: \\\"minute\\\", limit: 10000000, periodSeconds: 60}, {name: \\\"day\\\", limit: 1000000000, periodSeconds: 86400}], credits: {remaining: 1000000000}}) { secret } }\"}" \
+  | jq -r .data.generateApiKey.secret)"
+curl -fs "$URL/v1/keys/verify" -d "{\"key\":\"$LIMITED\"}" | grep -q '"credits"'
+run verify_limited "$URL/v1/keys/verify" "{\"key\":\"$LIMITED\"}"
+run_get forward_auth_limited "$URL/v1/auth" "Bearer $LIMITED"
 # Valid cached traffic while a wrong-secret flood runs alongside (32 + 32 connections).
 BODY="{\"key\":\"$WRONG\"}" wrk -t1 -c$((CONNECTIONS / 2)) -d"$DURATION" -s "$WORK/post.lua" "$URL/v1/keys/verify" > "$WORK/flood.out" &
 FLOOD=$!
@@ -207,7 +217,7 @@ VALID_SAMPLE="$(curl -fs "$URL/v1/keys/verify" -d "{\"key\":\"$(sed -n 7p "$WORK
 
 printf '\nlatchkey verification benchmark: %s connections, %s per case, %s cores\n\n' "$CONNECTIONS" "$DURATION" "$(nproc)"
 printf '%-34s %12s %10s %10s\n' case requests/s p50 p99
-for c in healthz verify_cached verify_malformed verify_wrong verify_under_flood verify_under_argon2_guesses \
+for c in healthz verify_cached verify_limited forward_auth_limited verify_malformed verify_wrong verify_under_flood verify_under_argon2_guesses \
   verify_under_large_documents forward_auth_cached forward_auth_wrong graphql_viewer verify_cold; do
   read -r rps p50 p99 <<<"$(summary "$c")"
   printf '%-34s %12s %10s %10s\n' "$c" "$rps" "$p50" "$p99"
@@ -220,8 +230,10 @@ done
 read -r h _ _ <<<"$(summary healthz)"
 read -r v _ _ <<<"$(summary verify_cached)"
 read -r f _ _ <<<"$(summary forward_auth_cached)"
+read -r l _ _ <<<"$(summary verify_limited)"
 python3 -c "print(f'\ncached verify / healthz throughput: {float(\"$v\")/float(\"$h\"):.2f}')"
 python3 -c "print(f'forward auth (cached key) / healthz throughput: {float(\"$f\")/float(\"$h\"):.2f}')"
+python3 -c "print(f'limited key (2 rate limits + credits) / healthz throughput: {float(\"$l\")/float(\"$h\"):.2f}')"
 echo "wrong-secret answers settle on: $WRONG_CODE (the failing presenter is limited; correct keys never are)"
 printf 'cold: %s requests over %s distinct keys (%s), non-2xx: %s, a key verified after the run is valid: %s\n' \
   "$COLD_REQUESTS" "$COLD_KEYS" "$( [ "${COLD_REQUESTS:-0}" -le "$COLD_KEYS" ] && echo 'none repeated: all cold' || echo 'SOME REPEATED: raise BENCH_COLD_KEYS')" \

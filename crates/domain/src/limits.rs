@@ -40,7 +40,7 @@ impl Default for Cost {
 impl Cost {
     /// A cost of 0..=[`MAX_COST`]; `None` otherwise.
     pub fn new(cost: i64) -> Option<Cost> {
-        (0..=MAX_COST).contains(&cost).then(|| Cost(cost as u32))
+        (0..=MAX_COST).contains(&cost).then_some(Cost(cost as u32))
     }
 
     /// The cost as a count.
