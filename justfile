@@ -33,3 +33,4 @@ bench:
     cargo bench -p latchkey-tests --bench keys
     cargo bench -p latchkey-tests --bench mail
     cargo bench -p latchkey-tests --bench usage
+    bash scripts/bench-limits.sh

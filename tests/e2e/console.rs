@@ -555,3 +555,73 @@ async fn usage_is_charted_on_the_page() {
     assert!(csv.lines().any(|l| l.starts_with(&id) && l.ends_with(",4,2")), "{csv}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_credits_are_set_and_edited_on_the_page() {
+    let Some(browser) = Browser::start().await else { return };
+    let app = TestApp::start(Backend::Sqlite).await.unwrap();
+    let c = &browser.client;
+    c.set_window_size(1366, 900).await.unwrap();
+    let s = app.seed("Acme Learning").await;
+    app.generate(&s.admin_token, &s.integration, "Unlimited bridge").await;
+    c.goto(&format!("{}/settings/integrations/api#token={}", app.url, s.admin_token)).await.unwrap();
+    until(c, "return document.querySelectorAll('#rows tr').length === 1").await;
+    assert_eq!(text(c, "#rows tr td.credits").await, "Unlimited");
+
+    // Generate with a rate limit and daily-refilled credits.
+    click(c, "#generate").await;
+    until(c, "return document.getElementById('generate-dialog').open").await;
+    c.find(Locator::Css("#generate-owner")).await.unwrap().select_by_value(&s.integration.id.to_string()).await.unwrap();
+    type_into(c, "#generate-description", "Metered sync").await;
+    click(c, "#generate-l-add-limit").await;
+    type_into(c, "#generate-l-limit-0-name", "burst").await;
+    type_into(c, "#generate-l-limit-0-limit", "3").await;
+    click(c, "#generate-l-credits-on").await;
+    type_into(c, "#generate-l-credits-remaining", "5").await;
+    c.find(Locator::Css("#generate-l-refill")).await.unwrap().select_by_value("DAILY").await.unwrap();
+    type_into(c, "#generate-l-refill-amount", "50").await;
+    // A bad limit is refused next to the limits, and nothing is generated.
+    type_into(c, "#generate-l-limit-0-limit", "0").await;
+    click(c, "#generate-form button[type=submit]").await;
+    until(c, "return document.getElementById('generate-l-limits-error').textContent.length > 0").await;
+    assert!(text(c, "#generate-l-limits-error").await.contains("1 to 1000000000"));
+    type_into(c, "#generate-l-limit-0-limit", "3").await;
+    click(c, "#generate-form button[type=submit]").await;
+    let secret = take_secret(c).await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 2").await;
+    assert_eq!(text(c, "#rows tr:first-child td.credits").await, "5");
+    let answer = app.verify(&secret).await;
+    assert_eq!(answer["limits"][0]["name"], "burst", "{answer}");
+    assert_eq!(answer["credits"]["remaining"], 4);
+
+    // The key's panel shows them; the limit is raised and credits are added there.
+    c.refresh().await.unwrap();
+    until(c, "return document.querySelectorAll('#rows tr').length === 2").await;
+    row_action(c, "Metered sync", "details").await;
+    until(c, "return document.getElementById('detail-dialog').open && !!document.getElementById('detail-l-limit-0-name')").await;
+    assert_eq!(js(c, "return document.getElementById('detail-l-limit-0-name').value").await, "burst");
+    assert_eq!(js(c, "return document.getElementById('detail-l-credits-remaining').value").await, "4");
+    assert_eq!(js(c, "return document.getElementById('detail-l-refill').value").await, "DAILY");
+    type_into(c, "#detail-l-limit-0-limit", "30").await;
+    click(c, "#detail-limits-form button[type=submit]").await;
+    until(c, "return document.getElementById('detail-limits-status').textContent.startsWith('Saved')").await;
+    type_into(c, "#detail-topup", "10").await;
+    click(c, "#detail-topup-form button[type=submit]").await;
+    until(c, "return document.getElementById('detail-l-credits-remaining').value === '14'").await;
+    let shot = c.screenshot().await.unwrap();
+    let target = if std::env::var("LATCHKEY_UPDATE_SCREENSHOT").is_ok() {
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api-keys-limits.png"))
+    } else {
+        std::env::temp_dir().join("latchkey-api-keys-limits.png")
+    };
+    std::fs::write(&target, shot).unwrap();
+    click(c, "#detail-dialog button[data-close]").await;
+    until(c, "return !document.getElementById('detail-dialog').open").await;
+    assert_eq!(text(c, "#rows tr:first-child td.credits").await, "14");
+    let answer = app.verify(&secret).await;
+    assert_eq!(answer["limits"][0]["limit"], 30, "{answer}");
+    assert_eq!(answer["credits"]["remaining"], 13, "saving the limit kept the credits' period: {answer}");
+    let fits = js(c, "const w = document.querySelector('.table-wrap'); return w.scrollWidth <= w.clientWidth").await;
+    assert_eq!(fits, json!(true), "at 1366 px the table with its credits column fits");
+    app.stop().await;
+}

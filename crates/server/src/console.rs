@@ -67,6 +67,8 @@ const PAGE_MODULES: &[(&str, &str)] = &[
     ("row-menu.js", include_str!("../assets/api-keys/row-menu.js")),
     ("detail-panel.js", include_str!("../assets/api-keys/detail-panel.js")),
     ("report.js", include_str!("../assets/api-keys/report.js")),
+    ("limits-form.js", include_str!("../assets/api-keys/limits-form.js")),
+    ("limits-panel.js", include_str!("../assets/api-keys/limits-panel.js")),
 ];
 
 pub(crate) async fn api_keys_module(module: web::Path<String>) -> HttpResponse {

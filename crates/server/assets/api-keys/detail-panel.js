@@ -1,8 +1,9 @@
 // A key's detail panel: its last use, a chart of the last 30 days by day
-// (or the last 48 hours by hour) and its audit trail.
+// (or the last 48 hours by hour), its limits and credits, and its audit trail.
 
 import { stackedBars } from "./chart.js";
 import { Q_KEY_DETAIL, gql } from "./graphql.js";
+import { showLimits } from "./limits-panel.js";
 import { $, hideBanner, openDialog } from "./ui.js";
 
 const DAY = 86_400_000;
@@ -13,6 +14,7 @@ const ACTION_NAMES = {
   EXPIRY_CHANGED: "Expiry changed", DISABLED: "Disabled", ENABLED: "Enabled", PREVIOUS_SECRET_EXPIRED: "Old secret ended",
   EXPIRED: "Expired", RESTRICTIONS_CHANGED: "Restrictions changed", OWNER_CHANGED: "Owner changed",
   LEAK_REPORTED: "Reported leaked", IMPORTED: "Imported", SETTINGS_CHANGED: "Settings changed",
+  LIMITS_CHANGED: "Limits changed", CREDITS_ADDED: "Credits added",
 };
 
 let showing = null;
@@ -94,6 +96,7 @@ export async function openDetail(key, opener) {
   showing = key;
   $("detail-title").textContent = `${key.description} ••••${key.lastFour}`;
   $("detail-chart").replaceChildren();
+  showLimits(key);
   openDialog($("detail-dialog"), opener);
   try {
     await load("days");

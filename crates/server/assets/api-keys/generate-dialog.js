@@ -1,7 +1,9 @@
-// Generate a key: owner, description and an optional expiry, then the secret once.
+// Generate a key: owner, description, an optional expiry, restrictions and
+// limits, then the secret once.
 
 import { M_GENERATE, gql } from "./graphql.js";
 import { showSecret } from "./secret-dialog.js";
+import { limitErrorFields, readLimitFields, renderLimitFields } from "./limits-form.js";
 import { readRestrictionFields, renderRestrictionFields, restrictionErrorFields } from "./restrictions-form.js";
 import { loadKeys } from "./table.js";
 import { $, busy, clearFieldErrors, closeDialog, hideBanner, openDialog, showUserErrors } from "./ui.js";
@@ -12,6 +14,7 @@ function openGenerate(event) {
   form.reset();
   clearFieldErrors(form);
   renderRestrictionFields($("generate-restrictions"), null, "generate-r");
+  renderLimitFields($("generate-limits"), null, "generate-l");
   openDialog($("generate-dialog"), event && event.currentTarget);
   $("generate-description").focus();
 }
@@ -28,6 +31,9 @@ export function initGenerateDialog(onError) {
     // The end of the chosen day, in the admin's time zone.
     if (expires) input.expiresAt = new Date(`${expires}T23:59:59`).toISOString();
     input.restrictions = readRestrictionFields($("generate-restrictions"), "generate-r");
+    const { rateLimits, credits } = readLimitFields($("generate-limits"), "generate-l");
+    if (rateLimits.length) input.rateLimits = rateLimits;
+    if (credits) input.credits = credits;
     await busy([...form.querySelectorAll("button")], async () => {
       try {
         const result = (await gql(M_GENERATE, { input })).generateApiKey;
@@ -36,6 +42,7 @@ export function initGenerateDialog(onError) {
             ownerId: "generate-owner",
             expiresAt: "generate-expires",
             ...restrictionErrorFields("generate-r"),
+            ...limitErrorFields("generate-l"),
           })) return;
         closeDialog($("generate-dialog"));
         showSecret(result.secret, "Copy your new API key");

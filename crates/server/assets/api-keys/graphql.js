@@ -4,7 +4,8 @@ import { state } from "./state.js";
 
 const KEY_FIELDS = `id lastFour description createdAt lastEditedAt lastUsedAt usage30d
   status expiresAt previousSecretExpiresAt previousLastFour restrictions { permissions clouds allowedIps }
-  owner { id name role } createdBy { id name } lastEditedBy { id name }`;
+  owner { id name role } createdBy { id name } lastEditedBy { id name }
+  rateLimits { name limit periodSeconds } credits { remaining lastRefilledAt refill { amount interval day } }`;
 const KEY_PAYLOAD = `apiKey { ${KEY_FIELDS} } userErrors { field message code }`;
 export const Q_VIEWER = `{ viewer { tenant { id name } user { id name role } clouds } apiKeyOwnerCandidates { id name role }
   apiKeyPermissions { name description cloud } }`;
@@ -20,6 +21,8 @@ export const Q_KEY_DETAIL = `query($id: ID!, $from: DateTime!, $to: DateTime!, $
     usage(from: $from, to: $to, granularity: $granularity) { valid refused buckets { start valid refused } } }
   apiKeyEvents(keyId: $id, first: 20) { nodes { id action occurredAt actorName } } }`;
 export const Q_REPORT = `{ apiKeyCredentialReport }`;
+export const M_UPDATE_LIMITS = `mutation($input: UpdateApiKeyLimitsInput!) { updateApiKeyLimits(input: $input) { ${KEY_PAYLOAD} } }`;
+export const M_ADD_CREDITS = `mutation($input: AddApiKeyCreditsInput!) { addApiKeyCredits(input: $input) { ${KEY_PAYLOAD} } }`;
 export const M_GENERATE = `mutation($input: GenerateApiKeyInput!) { generateApiKey(input: $input) {
   secret ${KEY_PAYLOAD} } }`;
 export const M_ROTATE = `mutation($input: RotateApiKeyInput!) { rotateApiKey(input: $input) { secret ${KEY_PAYLOAD} } }`;

@@ -7,12 +7,13 @@ import { confirmDelete, confirmDisable, confirmEndOverlap, enable, initConfirmDi
 import { initDetailPanel, openDetail } from "./detail-panel.js";
 import { initEditDialog, openEdit } from "./edit-dialog.js";
 import { initGenerateDialog } from "./generate-dialog.js";
+import { initLimitsPanel } from "./limits-panel.js";
 import { initReport } from "./report.js";
 import { initRestrictionsDialog, openRestrictions } from "./restrictions-dialog.js";
 import { initRotateDialog, openRotate } from "./rotate-dialog.js";
 import { initSecretDialog } from "./secret-dialog.js";
 import { handleError, initSession } from "./session.js";
-import { initTable } from "./table.js";
+import { initTable, replaceKey } from "./table.js";
 import { initTransferDialog, openTransfer } from "./transfer-dialog.js";
 import { initDialogs } from "./ui.js";
 
@@ -41,5 +42,6 @@ initRotateDialog(handleError);
 initRestrictionsDialog(handleError);
 initTransferDialog(handleError);
 initDetailPanel(handleError);
+initLimitsPanel(handleError, replaceKey);
 initReport(handleError);
 initSession();

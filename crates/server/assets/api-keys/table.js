@@ -4,6 +4,7 @@ import { sparkline } from "./chart.js";
 import { rangeOf } from "./detail-panel.js";
 import { Q_KEYS, gql } from "./graphql.js";
 import { state } from "./state.js";
+import { creditsText } from "./limits-form.js";
 import { summary } from "./restrictions-form.js";
 import { rowMenu } from "./row-menu.js";
 import { $, ROLE_NAMES, busy } from "./ui.js";
@@ -140,6 +141,7 @@ function row(key) {
   tr.append(dateCell(key.lastEditedAt, "Last edited", key.lastEditedBy, "—", LEGACY_HINT));
   tr.append(dateCell(key.lastUsedAt, "Last used", null, "Never"));
   tr.append(usageCell(key));
+  tr.append(cell(creditsText(key), "Credits", "credits"));
   tr.append(dateCell(key.createdAt, "Created", key.createdBy, ""));
   const items = actionsFor(key).map(([label, handler]) => [label, (opener) => handler(key, opener)]);
   const wrap = document.createElement("td");
