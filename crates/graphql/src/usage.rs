@@ -27,7 +27,9 @@ pub struct UsageCount {
     /// `VALID`, `VALID_PREVIOUS_SECRET` (the secret a rotation replaced, during
     /// its overlap), or the refusal: `DISABLED`, `EXPIRED`, `COMPROMISED`,
     /// `OWNER_INACTIVE`, `FORBIDDEN` (cloud, address or permissions),
-    /// `RATE_LIMITED`.
+    /// `RATE_LIMITED` (a presenter of failing keys), `RATE_LIMIT_EXCEEDED`
+    /// (over one of the key's or its owner's rate limits), `USAGE_EXCEEDED`
+    /// (not enough credits).
     pub outcome: String,
     /// How many.
     pub count: i32,
