@@ -9,8 +9,10 @@
 #   2. a key with two rate limits and credits, none reached: the same, and the
 #      database transactions per 1,000 verifications of each case;
 #   3. accuracy: a key limited to BENCH_LIMIT (default 20,000) per 10 s window,
-#      loaded far above the limit with round-robin and with skewed (80/10/10)
-#      traffic; what each full window admitted in all, against the bound
+#      loaded far above the limit with round-robin and with skewed traffic
+#      (one replica unthrottled, two paced at 1 ms per request per connection;
+#      the shares of requests are printed); what each full window admitted in
+#      all, against the bound
 #      0.9 × L ≤ admitted ≤ 1.1 × L + 3 (the design's: L − 2·⌈L/40⌉ ≤ admitted ≤ L).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +83,8 @@ wrk.body = os.getenv("BODY")
 wrk.headers["Content-Type"] = "application/json"
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
+local pace = tonumber(os.getenv("PACE_MS") or "")
+if pace then function delay() return pace end end
 counts = {}
 function response(status, headers, body)
   if string.find(body, '"valid":true', 1, true) then
@@ -101,10 +105,11 @@ LUA
 
 commits() { psql -tAq "$ADMIN_URL" -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'"; }
 
-load() { # name, key, connections per replica (3 numbers), script, [duration]
-  local name="$1" key="$2" script="$6" duration="${7:-$DURATION}" i=0 pids=()
+load() { # name, key, connections per replica (3 numbers), script, [duration], [pace of replicas 2 and 3, ms]
+  local name="$1" key="$2" script="$6" duration="${7:-$DURATION}" pace="${8:-}" i=0 pids=()
   for c in "$3" "$4" "$5"; do
-    BODY="{\"key\":\"$key\"}" OUT="$WORK/$name.$i.counts" \
+    local paced=""; [ "$i" -gt 0 ] && paced="$pace"
+    BODY="{\"key\":\"$key\"}" OUT="$WORK/$name.$i.counts" PACE_MS="$paced" \
       wrk -t1 -c"$c" -d"$duration" --latency -s "$script" "${URLS[$i]}/v1/keys/verify" > "$WORK/$name.$i.out" &
     pids+=($!); i=$((i + 1))
   done
@@ -143,9 +148,9 @@ printf '%-44s %12s %10s %26s\n' "unlimited key, round robin" "$u_rps" "$u_p99" \
 printf '%-44s %12s %10s %26s\n' "2 rate limits + credits, round robin" "$l_rps" "$l_p99" \
   "$(python3 -c "print(f'{($after - $mid) * 1000 / $l_reqs:.2f}')")"
 
-for traffic in "round-robin 16 16 16" "skewed 38 5 5"; do
-  read -r name a b c <<<"$traffic"
-  load "accuracy-$name" "$ACCURACY" "$a" "$b" "$c" "$WORK/count.lua" "$ACCURACY_DURATION"
+for traffic in "round-robin 16 16 16" "skewed 32 2 2 1"; do
+  read -r name a b c pace <<<"$traffic"
+  load "accuracy-$name" "$ACCURACY" "$a" "$b" "$c" "$WORK/count.lua" "$ACCURACY_DURATION" "${pace:-}"
   python3 - "$WORK" "accuracy-$name" "$LIMIT" <<'PY'
 import sys
 work, name, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
