@@ -22,13 +22,7 @@ ACCURACY_DURATION="${BENCH_ACCURACY_DURATION:-32s}"
 LIMIT="${BENCH_LIMIT:-20000}"
 ADMIN_URL="${BENCH_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null; fi
-fi
-if [ -z "${BENCH_BIN:-}" ]; then cargo build --release -q -p latchkey-server; fi
-BIN="${BENCH_BIN:-$PWD/target/release/latchkey}"
+source scripts/bench-common.sh
 WORK="$(mktemp -d)"
 DB="latchkey_bench_limits_$$"
 PIDS=()

@@ -25,15 +25,8 @@ DURATION="${BENCH_DURATION:-10s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS="${BENCH_THREADS:-2}"
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null; fi
-fi
-
 # BENCH_BIN=path runs another build (e.g. the previous commit's) through the same cases.
-if [ -z "${BENCH_BIN:-}" ]; then cargo build --release -q -p latchkey-server; fi
-BIN="${BENCH_BIN:-$PWD/target/release/latchkey}"
+source scripts/bench-common.sh
 WORK="$(mktemp -d)"
 trap 'kill "${SERVER_PID:-}" 2>/dev/null || true; wait "${SERVER_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 

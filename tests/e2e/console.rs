@@ -47,6 +47,18 @@ async fn row_action(c: &Client, description: &str, action: &str) {
     panic!("no row for {description:?}");
 }
 
+/// Saves the page as `docs/<name>.png` when LATCHKEY_UPDATE_SCREENSHOT is set,
+/// else in the temporary directory.
+async fn screenshot(c: &Client, name: &str) {
+    let shot = c.screenshot().await.unwrap();
+    let target = if std::env::var("LATCHKEY_UPDATE_SCREENSHOT").is_ok() {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/{name}.png"))
+    } else {
+        std::env::temp_dir().join(format!("latchkey-{name}.png"))
+    };
+    std::fs::write(&target, shot).unwrap();
+}
+
 /// Reads the secret from the show-once dialog, copies it, closes the dialog.
 async fn take_secret(c: &Client) -> String {
     until(c, "return document.getElementById('secret-dialog').open && document.getElementById('secret-value').textContent.length > 0").await;
@@ -153,13 +165,7 @@ async fn api_keys_page_end_to_end() {
         metrics["transferred"].as_f64().unwrap() / 1024.0,
         metrics["rendered"].as_f64().unwrap()
     );
-    let shot = c.screenshot().await.unwrap();
-    let target = if std::env::var("LATCHKEY_UPDATE_SCREENSHOT").is_ok() {
-        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api-keys-page.png"))
-    } else {
-        std::env::temp_dir().join("latchkey-api-keys-page.png")
-    };
-    std::fs::write(&target, shot).unwrap();
+    screenshot(c, "api-keys-page").await;
 
     // Generate for the integration user; the secret works.
     click(c, "#generate").await;
@@ -515,13 +521,7 @@ async fn usage_is_charted_on_the_page() {
     assert_eq!(js(c, "return document.querySelectorAll('#detail-dialog img').length").await, json!(0));
     let audit = text(c, "#detail-audit").await;
     assert!(audit.contains("Generated") && audit.contains("Disabled") && audit.contains("Enabled"), "{audit}");
-    let shot = c.screenshot().await.unwrap();
-    let target = if std::env::var("LATCHKEY_UPDATE_SCREENSHOT").is_ok() {
-        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api-keys-usage.png"))
-    } else {
-        std::env::temp_dir().join("latchkey-api-keys-usage.png")
-    };
-    std::fs::write(&target, shot).unwrap();
+    screenshot(c, "api-keys-usage").await;
     click(c, "#detail-range button[data-view='hours']").await;
     until(c, "return document.querySelectorAll('#detail-chart g.bucket').length === 48").await;
     let hourly = js(c, "return [...document.querySelectorAll('#detail-chart g.bucket')].map(g => +g.dataset.valid).reduce((a, b) => a + b, 0)").await;
@@ -608,13 +608,7 @@ async fn limits_and_credits_are_set_and_edited_on_the_page() {
     type_into(c, "#detail-topup", "10").await;
     click(c, "#detail-topup-form button[type=submit]").await;
     until(c, "return document.getElementById('detail-l-credits-remaining').value === '14'").await;
-    let shot = c.screenshot().await.unwrap();
-    let target = if std::env::var("LATCHKEY_UPDATE_SCREENSHOT").is_ok() {
-        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api-keys-limits.png"))
-    } else {
-        std::env::temp_dir().join("latchkey-api-keys-limits.png")
-    };
-    std::fs::write(&target, shot).unwrap();
+    screenshot(c, "api-keys-limits").await;
     click(c, "#detail-dialog button[data-close]").await;
     until(c, "return !document.getElementById('detail-dialog').open").await;
     assert_eq!(text(c, "#rows tr:first-child td.credits").await, "14");
