@@ -566,12 +566,18 @@ async fn limits_and_credits_are_set_and_edited_on_the_page() {
     app.generate(&s.admin_token, &s.integration, "Unlimited bridge").await;
     c.goto(&format!("{}/settings/integrations/api#token={}", app.url, s.admin_token)).await.unwrap();
     until(c, "return document.querySelectorAll('#rows tr').length === 1").await;
-    assert_eq!(text(c, "#rows tr td.credits").await, "Unlimited");
+    assert_eq!(text(c, "#rows tr td.credits").await, "—");
+    assert_eq!(js(c, "return document.querySelector('#rows tr td.credits').title").await, "Unlimited");
 
     // Generate with a rate limit and daily-refilled credits.
     click(c, "#generate").await;
     until(c, "return document.getElementById('generate-dialog').open").await;
-    c.find(Locator::Css("#generate-owner")).await.unwrap().select_by_value(&s.integration.id.to_string()).await.unwrap();
+    c.find(Locator::Css("#generate-owner"))
+        .await
+        .unwrap()
+        .select_by_value(&s.integration.id.to_string())
+        .await
+        .unwrap();
     type_into(c, "#generate-description", "Metered sync").await;
     click(c, "#generate-l-add-limit").await;
     type_into(c, "#generate-l-limit-0-name", "burst").await;
@@ -598,7 +604,11 @@ async fn limits_and_credits_are_set_and_edited_on_the_page() {
     c.refresh().await.unwrap();
     until(c, "return document.querySelectorAll('#rows tr').length === 2").await;
     row_action(c, "Metered sync", "details").await;
-    until(c, "return document.getElementById('detail-dialog').open && !!document.getElementById('detail-l-limit-0-name')").await;
+    until(
+        c,
+        "return document.getElementById('detail-dialog').open && !!document.getElementById('detail-l-limit-0-name')",
+    )
+    .await;
     assert_eq!(js(c, "return document.getElementById('detail-l-limit-0-name').value").await, "burst");
     assert_eq!(js(c, "return document.getElementById('detail-l-credits-remaining').value").await, "4");
     assert_eq!(js(c, "return document.getElementById('detail-l-refill').value").await, "DAILY");

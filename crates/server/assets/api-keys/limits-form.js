@@ -126,7 +126,7 @@ export function sameCredits(key, credits) {
   return had.remaining === credits.remaining && refill(had.refill) === refill(credits.refill);
 }
 
-/** The table's "Credits" cell text. */
+/** The table's "Credits" cell: what is left, or a dash titled "Unlimited". */
 export function creditsText(key) {
-  return key.credits ? key.credits.remaining.toLocaleString() : "Unlimited";
+  return key.credits ? key.credits.remaining.toLocaleString() : "—";
 }

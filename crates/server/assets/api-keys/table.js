@@ -141,7 +141,9 @@ function row(key) {
   tr.append(dateCell(key.lastEditedAt, "Last edited", key.lastEditedBy, "—", LEGACY_HINT));
   tr.append(dateCell(key.lastUsedAt, "Last used", null, "Never"));
   tr.append(usageCell(key));
-  tr.append(cell(creditsText(key), "Credits", "credits"));
+  const credits = cell(creditsText(key), "Credits", "credits");
+  if (!key.credits) credits.title = "Unlimited";
+  tr.append(credits);
   tr.append(dateCell(key.createdAt, "Created", key.createdBy, ""));
   const items = actionsFor(key).map(([label, handler]) => [label, (opener) => handler(key, opener)]);
   const wrap = document.createElement("td");
