@@ -618,6 +618,8 @@ async fn limits_and_credits_are_set_and_edited_on_the_page() {
     type_into(c, "#detail-topup", "10").await;
     click(c, "#detail-topup-form button[type=submit]").await;
     until(c, "return document.getElementById('detail-l-credits-remaining').value === '14'").await;
+    until(c, "return document.getElementById('detail-audit').textContent.includes('Credits added')").await;
+    assert!(text(c, "#detail-audit").await.contains("Limits changed"));
     screenshot(c, "api-keys-limits").await;
     click(c, "#detail-dialog button[data-close]").await;
     until(c, "return !document.getElementById('detail-dialog').open").await;

@@ -18,6 +18,7 @@ const ACTION_NAMES = {
 };
 
 let showing = null;
+let view = "days";
 let onFailure = () => {};
 
 /** The range of a view: the last 30 days by day, or the last 48 hours by hour. */
@@ -75,7 +76,8 @@ function renderAudit(events) {
   $("detail-audit").replaceChildren(...items);
 }
 
-async function load(view) {
+async function load(chosen) {
+  view = chosen;
   const range = rangeOf(view);
   const data = await gql(Q_KEY_DETAIL, { id: showing.id, ...range });
   const key = data.apiKey;
@@ -103,6 +105,11 @@ export async function openDetail(key, opener) {
   } catch (error) {
     onFailure(error);
   }
+}
+
+/** Reads the open panel's key again (after a change made in it: its audit trail grows). */
+export function reloadDetail() {
+  if (showing && $("detail-dialog").open) load(view).catch(onFailure);
 }
 
 export function initDetailPanel(onError) {

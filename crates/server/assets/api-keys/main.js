@@ -4,7 +4,7 @@
 // lives in sessionStorage only.
 
 import { confirmDelete, confirmDisable, confirmEndOverlap, enable, initConfirmDialog } from "./confirm-dialog.js";
-import { initDetailPanel, openDetail } from "./detail-panel.js";
+import { initDetailPanel, openDetail, reloadDetail } from "./detail-panel.js";
 import { initEditDialog, openEdit } from "./edit-dialog.js";
 import { initGenerateDialog } from "./generate-dialog.js";
 import { initLimitsPanel } from "./limits-panel.js";
@@ -42,6 +42,9 @@ initRotateDialog(handleError);
 initRestrictionsDialog(handleError);
 initTransferDialog(handleError);
 initDetailPanel(handleError);
-initLimitsPanel(handleError, replaceKey);
+initLimitsPanel(handleError, (key) => {
+  replaceKey(key);
+  reloadDetail();
+});
 initReport(handleError);
 initSession();
