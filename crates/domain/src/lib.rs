@@ -24,6 +24,7 @@ pub mod secret;
 mod string_enum;
 pub mod tenancy;
 pub mod usage;
+pub mod webhooks;
 
 #[doc(hidden)]
 pub use serde as __serde;
