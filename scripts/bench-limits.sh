@@ -13,7 +13,7 @@
 #      (one replica unthrottled, two paced at 1 ms per request per connection;
 #      the shares of requests are printed); what each full window admitted in
 #      all, against the bound
-#      0.9 × L ≤ admitted ≤ 1.1 × L + 3 (the design's: L − 2·⌈L/40⌉ ≤ admitted ≤ L).
+#      0.9 × L ≤ admitted ≤ 1.1 × L + 3 (the design's: L − 3·⌈L/40⌉ ≤ admitted ≤ L).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

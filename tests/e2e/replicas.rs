@@ -283,7 +283,8 @@ async fn spend_until_refused(http: &reqwest::Client, bases: &[String], key: &str
 
 /// Credits across three replicas, one killed with SIGKILL and restarted:
 /// never more admitted than given; less by at most what the killed replica
-/// held (one lease: at most a 20th of what was stored, here ≤ 100).
+/// held (one and a half leases: a lease is at most a 20th of what was
+/// stored, here ≤ 100).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_are_never_overspent_across_killed_replicas() {
     let Some(f) = fixture().await else { return };
@@ -304,7 +305,7 @@ async fn credits_are_never_overspent_across_killed_replicas() {
     let after_kill = spend_until_refused(&http, &urls(&replicas), &key, 10 * given).await;
     let admitted = before_kill + after_kill;
     assert!(admitted <= given, "{admitted} admitted of {given} credits");
-    assert!(admitted >= given - 100, "{admitted} admitted: more lost than the killed replica could hold");
+    assert!(admitted >= given - 150, "{admitted} admitted: more lost than the killed replica could hold");
     // Stopped gracefully, the survivors give back what they hold: nothing is left anywhere.
     for replica in replicas {
         assert!(replica.terminate().success());

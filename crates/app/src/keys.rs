@@ -854,11 +854,11 @@ impl App {
                 let created_by = key.created_by.and_then(|id| users.get(&id).cloned());
                 let last_edited_by = key.last_edited_by.and_then(|id| users.get(&id).cloned());
                 let (status, previous_secret_until) = (key.status(&owner, now), key.previous_secret_until(now));
-                let held = self.verifier.held_credits(key.id);
                 let credits = key.credits.as_ref().map(|stored| {
                     let mut credits = stored.as_of(now);
+                    // A refill due now voids what replicas held.
                     if credits.generation == stored.generation {
-                        credits.remaining += held as i64;
+                        credits.remaining += self.verifier.held_credits(key.id, stored.generation) as i64;
                     }
                     credits
                 });

@@ -8,17 +8,21 @@
 //! all or nothing: one lock per budget, no database round trip. Only when a
 //! lease runs short does one request per budget lease more (a
 //! [`RateLimit::lease_size`] or [`KeyCredits::lease_size`](latchkey_domain::limits::KeyCredits::lease_size) chunk, one short
-//! transaction); the others wait for it. A window whose shared count
+//! transaction); the others wait for it. A budget that runs below half a
+//! lease leases ahead in the background, so requests rarely wait at all
+//! (never for limits of 40 and less, which lease one unit at a time and
+//! stay exact). A window whose shared count
 //! reached its limit, or credits that are spent, are remembered as such:
 //! refusals cost nothing either.
 //!
 //! Bounds with N replicas: a window never admits more than its limit (the
 //! leases are taken from one row under its lock); it admits at least
-//! limit − (N − 1) × ⌈limit/40⌉ when demand exceeds it (what other replicas
-//! hold unused when it ends). Credits are never overspent: a replica spends
-//! only what it took from the stored count. What a replica held when it was
-//! killed is lost (at most one lease per key, ≤ 1,000 credits or a 20th of
-//! what was left); a replica gives back what it holds when the key has been
+//! limit − (N − 1) × 1.5 × ⌈limit/40⌉ when demand exceeds it (what other
+//! replicas hold unused when it ends: at most half a lease and the one
+//! leased ahead). Credits are never overspent: a replica spends only what it
+//! took from the stored count. What a replica held when it was killed is
+//! lost (at most one and a half leases per key: ≤ 1,500 credits, or 3/40 of
+//! what was stored); a replica gives back what it holds when the key has been
 //! idle for [`IDLE_RETURN`] and when it shuts down.
 
 use std::collections::HashMap;
@@ -111,7 +115,7 @@ struct WindowBudget {
     limit: RateLimit,
     name: Arc<str>,
     state: Mutex<WindowState>,
-    leasing: tokio::sync::Mutex<()>,
+    leasing: Arc<tokio::sync::Mutex<()>>,
 }
 
 enum Take<R> {
@@ -175,9 +179,25 @@ impl WindowBudget {
         if let taken @ (Take::Taken(_) | Take::Refused(_)) = self.try_take(cost, now) {
             return Ok(taken);
         }
+        self.lease(store, cost, now).await?;
+        // A window that ended meanwhile asks for another round.
+        Ok(self.try_take(cost, now))
+    }
+
+    /// Whether this replica should lease ahead: less than half a lease is
+    /// left and the window is not spent. Limits of one-unit leases (40 and
+    /// less) never lease ahead, so they stay exact.
+    fn wants_more(&self, now: DateTime<Utc>) -> bool {
+        let size = self.limit.lease_size();
+        let (state, _) = self.current(now);
+        size > 1 && !state.exhausted && state.held * 2 < size && state.leased_in_all < self.limit.limit
+    }
+
+    /// Leases a chunk, at least what `cost` is short of; the caller holds `leasing`.
+    async fn lease(&self, store: &Store, cost: u64, now: DateTime<Utc>) -> AppResult<()> {
         let (want, window) = {
             let (state, window) = self.current(now);
-            (self.limit.lease_size().max(cost - state.held), window)
+            (self.limit.lease_size().max(cost.saturating_sub(state.held)), window)
         };
         let id = WindowId {
             subject: self.subject,
@@ -186,16 +206,13 @@ impl WindowBudget {
             start: window.start,
         };
         let lease = store.lease_window(&id, self.limit.limit, want).await?;
-        {
-            let (mut state, _) = self.current(now);
-            if state.start == window.start {
-                state.held += lease.granted;
-                state.leased_in_all = lease.leased;
-                state.exhausted = lease.granted < want;
-            }
+        let (mut state, _) = self.current(now);
+        if state.start == window.start {
+            state.held += lease.granted;
+            state.leased_in_all = lease.leased;
+            state.exhausted = lease.granted < want;
         }
-        // A window that ended meanwhile asks for another round.
-        Ok(self.try_take(cost, now))
+        Ok(())
     }
 }
 
@@ -209,6 +226,7 @@ struct CreditState {
     unlimited: bool,
     next_refill_at: Option<DateTime<Utc>>,
     last_taken: Option<DateTime<Utc>>,
+    last_grant: u64,
 }
 
 /// The credits of one key on this replica.
@@ -216,7 +234,7 @@ struct CreditState {
 struct CreditBudget {
     key_id: ApiKeyId,
     state: Mutex<CreditState>,
-    leasing: tokio::sync::Mutex<()>,
+    leasing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl CreditBudget {
@@ -264,6 +282,16 @@ impl CreditBudget {
         }
         self.lease(store, outbox, cost, now).await?;
         Ok(self.try_take(cost, now))
+    }
+
+    /// Whether this replica should lease ahead: less than half its last
+    /// lease is left and the stored credits are not spent. One-credit
+    /// leases never lease ahead.
+    fn wants_more(&self, now: DateTime<Utc>) -> Option<u64> {
+        let state = lock(&self.state);
+        let due = state.next_refill_at.is_some_and(|at| now >= at);
+        let ahead = !state.unlimited && !state.stale && !state.exhausted && !due && state.stored > 0;
+        (ahead && state.last_grant > 1 && state.held * 2 < state.last_grant).then_some(state.held)
     }
 
     async fn lease(&self, store: &Store, outbox: &Notify, cost: u64, now: DateTime<Utc>) -> AppResult<()> {
@@ -321,6 +349,7 @@ impl CreditBudget {
         }
         state.stored = credits.remaining.max(0) as u64;
         state.exhausted = granted < short;
+        state.last_grant = granted;
         state.stale = false;
         state.next_refill_at = credits.refill.map(|refill| refill.next_after(credits.since));
         Ok(())
@@ -366,7 +395,7 @@ impl Budgets {
                             limit: limit.clone(),
                             name: limit.name.as_str().into(),
                             state: Mutex::new(WindowState::fresh(i64::MIN)),
-                            leasing: tokio::sync::Mutex::new(()),
+                            leasing: Arc::default(),
                         })
                     });
                     budgets.limits.push(budget.clone());
@@ -387,8 +416,9 @@ impl Budgets {
                         unlimited: false,
                         next_refill_at: None,
                         last_taken: None,
+                        last_grant: 0,
                     }),
-                    leasing: tokio::sync::Mutex::new(()),
+                    leasing: Arc::default(),
                 })
             });
             // Cached again after a change: read the stored credits first.
@@ -452,6 +482,7 @@ impl Budgets {
                     }
                 }
             }
+            self.lease_ahead(budgets, now);
             return Ok(Admission::Admitted(Allowance {
                 limits: budgets.limits.iter().map(|budget| budget.read(now)).collect(),
                 credits: budgets.credits.as_ref().and_then(|credits| credits.remaining()),
@@ -461,10 +492,43 @@ impl Budgets {
         Ok(first.map_or(Admission::OutOfCredits(0, None), Admission::OverLimit))
     }
 
-    /// What this replica holds of `key`'s credits, to add to what is stored
-    /// for a reading of them.
-    pub(crate) fn held_credits(&self, key: ApiKeyId) -> u64 {
-        lock(&self.credits).get(&key).map_or(0, |budget| lock(&budget.state).held)
+    /// Leases ahead, in the background, for every budget of the key that
+    /// runs low, so that requests rarely wait for a lease: at most one lease
+    /// per budget is in flight (the one that takes `leasing`).
+    fn lease_ahead(&self, budgets: &KeyBudgets, now: DateTime<Utc>) {
+        for budget in &budgets.limits {
+            if !budget.wants_more(now) {
+                continue;
+            }
+            let Ok(one_at_a_time) = budget.leasing.clone().try_lock_owned() else { continue };
+            let (budget, store) = (budget.clone(), self.store.clone());
+            tokio::spawn(async move {
+                let _one_at_a_time = one_at_a_time;
+                if let Err(e) = budget.lease(&store, 0, now).await {
+                    tracing::warn!(error = %e, "leasing ahead for a rate limit failed; requests will lease");
+                }
+            });
+        }
+        let Some(credits) = &budgets.credits else { return };
+        let Some(held) = credits.wants_more(now) else { return };
+        let Ok(one_at_a_time) = credits.leasing.clone().try_lock_owned() else { return };
+        let (credits, store, outbox) = (credits.clone(), self.store.clone(), self.outbox.clone());
+        tokio::spawn(async move {
+            let _one_at_a_time = one_at_a_time;
+            // One more than is held: a chunk, or what is left.
+            if let Err(e) = credits.lease(&store, &outbox, held + 1, now).await {
+                tracing::warn!(error = %e, "leasing credits ahead failed; requests will lease");
+            }
+        });
+    }
+
+    /// What this replica holds of `key`'s credits of `generation`, to add to
+    /// what is stored for a reading of them.
+    pub(crate) fn held_credits(&self, key: ApiKeyId, generation: i32) -> u64 {
+        let credits = lock(&self.credits);
+        let Some(budget) = credits.get(&key) else { return 0 };
+        let state = lock(&budget.state);
+        if state.generation == generation { state.held } else { 0 }
     }
 
     /// A key changed: its credits are read again before the next spend.

@@ -505,10 +505,10 @@ impl KeyVerifier {
         }
     }
 
-    /// What this replica holds of a key's credits (not yet spent, no
-    /// longer in the stored count).
-    pub fn held_credits(&self, key: latchkey_domain::ApiKeyId) -> u64 {
-        self.budgets.held_credits(key)
+    /// What this replica holds of a key's credits of `generation` (not yet
+    /// spent, no longer in the stored count).
+    pub fn held_credits(&self, key: latchkey_domain::ApiKeyId, generation: i32) -> u64 {
+        self.budgets.held_credits(key, generation)
     }
 
     /// Gives back every credit this replica holds (at shutdown); returns how many.
