@@ -95,9 +95,10 @@ impl RateLimit {
     }
 
     /// How much of a window one replica takes from the shared count at a
-    /// time: a 40th of the limit (at least 1), so replicas that hold unused
-    /// leases when a window ends leave at most (replicas − 1) × ⌈limit/40⌉
-    /// of it unspent, and a limit under 40 is counted exactly.
+    /// time: a 40th of the limit (at least 1). Replicas that hold unused
+    /// leases when a window ends (half a lease and the one taken ahead at
+    /// most) leave at most (replicas − 1) × 1.5 × ⌈limit/40⌉ of it unspent;
+    /// a limit of 40 or less leases one unit at a time and is exact.
     pub fn lease_size(&self) -> u64 {
         self.limit.div_ceil(40).max(1)
     }
@@ -338,8 +339,8 @@ impl KeyCredits {
 
     /// How much a replica takes from the stored credits at a time for a
     /// request of `cost`: a 20th of what is left, at most 1,000 (at least
-    /// the cost, at most what is left). A replica killed holding a lease
-    /// loses at most that much.
+    /// the cost, at most what is left). A replica killed holding leases
+    /// loses at most one and a half of them.
     pub fn lease_size(&self, cost: u64) -> u64 {
         let left = self.remaining.max(0) as u64;
         (left / 20).clamp(1, 1_000).max(cost).min(left)

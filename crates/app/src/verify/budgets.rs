@@ -11,9 +11,8 @@
 //! transaction); the others wait for it. A budget that runs below half a
 //! lease leases ahead in the background, so requests rarely wait at all
 //! (never for limits of 40 and less, which lease one unit at a time and
-//! stay exact). A window whose shared count
-//! reached its limit, or credits that are spent, are remembered as such:
-//! refusals cost nothing either.
+//! stay exact). A window whose shared count reached its limit, or credits
+//! that are spent, are remembered as such: refusals cost nothing either.
 //!
 //! Bounds with N replicas: a window never admits more than its limit (the
 //! leases are taken from one row under its lock); it admits at least
