@@ -256,14 +256,16 @@ pub(crate) async fn post_verify(ctx: web::Data<ServerContext>, req: HttpRequest,
             };
             serde_json::to_string(&Refused { missing, ..Refused::code(refusal.code()) }).unwrap_or_default()
         }
-        Ok(VerifyOutcome::RateLimitExceeded(reading)) => {
-            let limit = Some(LimitAnswer { remaining: 0, ..LimitAnswer::from(&reading) });
-            let code = VerifyOutcome::RateLimitExceeded(reading).code().unwrap_or_default();
-            serde_json::to_string(&Refused { limit, ..Refused::code(code) }).unwrap_or_default()
-        }
-        Ok(refused @ VerifyOutcome::UsageExceeded { remaining, .. }) => {
-            let code = refused.code().unwrap_or("USAGE_EXCEEDED");
-            serde_json::to_string(&Refused { remaining: Some(remaining), ..Refused::code(code) }).unwrap_or_default()
+        Ok(refused @ (VerifyOutcome::RateLimitExceeded(_) | VerifyOutcome::UsageExceeded { .. })) => {
+            let base = Refused::code(refused.code().unwrap_or_default());
+            let answer = match &refused {
+                VerifyOutcome::RateLimitExceeded(reading) => {
+                    Refused { limit: Some(LimitAnswer { remaining: 0, ..LimitAnswer::from(reading) }), ..base }
+                }
+                VerifyOutcome::UsageExceeded { remaining, .. } => Refused { remaining: Some(*remaining), ..base },
+                _ => base,
+            };
+            serde_json::to_string(&answer).unwrap_or_default()
         }
         Ok(refused) => {
             let code = refused.code().unwrap_or("INVALID");
