@@ -59,6 +59,14 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(&target, shot).unwrap();
 }
 
+/// Opens the generate dialog with `owner` chosen and `description` typed.
+async fn open_generate(c: &Client, owner: &latchkey_domain::User, description: &str) {
+    click(c, "#generate").await;
+    until(c, "return document.getElementById('generate-dialog').open").await;
+    c.find(Locator::Css("#generate-owner")).await.unwrap().select_by_value(&owner.id.to_string()).await.unwrap();
+    type_into(c, "#generate-description", description).await;
+}
+
 /// Reads the secret from the show-once dialog, copies it, closes the dialog.
 async fn take_secret(c: &Client) -> String {
     until(c, "return document.getElementById('secret-dialog').open && document.getElementById('secret-value').textContent.length > 0").await;
@@ -168,15 +176,7 @@ async fn api_keys_page_end_to_end() {
     screenshot(c, "api-keys-page").await;
 
     // Generate for the integration user; the secret works.
-    click(c, "#generate").await;
-    until(c, "return document.getElementById('generate-dialog').open").await;
-    c.find(Locator::Css("#generate-owner"))
-        .await
-        .unwrap()
-        .select_by_value(&s.integration.id.to_string())
-        .await
-        .unwrap();
-    type_into(c, "#generate-description", "Browser made").await;
+    open_generate(c, &s.integration, "Browser made").await;
     click(c, "#generate-form button[type=submit]").await;
     let secret = take_secret(c).await;
     assert_eq!(app.verify(&secret).await["valid"], true);
@@ -570,15 +570,7 @@ async fn limits_and_credits_are_set_and_edited_on_the_page() {
     assert_eq!(js(c, "return document.querySelector('#rows tr td.credits').title").await, "Unlimited");
 
     // Generate with a rate limit and daily-refilled credits.
-    click(c, "#generate").await;
-    until(c, "return document.getElementById('generate-dialog').open").await;
-    c.find(Locator::Css("#generate-owner"))
-        .await
-        .unwrap()
-        .select_by_value(&s.integration.id.to_string())
-        .await
-        .unwrap();
-    type_into(c, "#generate-description", "Metered sync").await;
+    open_generate(c, &s.integration, "Metered sync").await;
     click(c, "#generate-l-add-limit").await;
     type_into(c, "#generate-l-limit-0-name", "burst").await;
     type_into(c, "#generate-l-limit-0-limit", "3").await;
