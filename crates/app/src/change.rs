@@ -2,17 +2,21 @@
 //! change and its side effects are put together. A use case opens a
 //! [`Change`], reads and writes through it (it derefs to the store's
 //! [`Tx`]), records what the change means — its audit entry, the notices to
-//! mail, the keys whose cached verifications must go — and commits. All of
+//! mail, the webhook events to send, the keys whose cached verifications
+//! must go — and commits. All of
 //! it lands in one transaction or none of it does; after the commit, this
 //! process's cache forgets the revoked keys (other replicas learn through
-//! the `NOTIFY` sent inside the transaction) and the dispatcher is woken
-//! when there is mail.
+//! the `NOTIFY` sent inside the transaction) and the dispatchers are woken
+//! when there is mail or a webhook delivery.
 
 use std::ops::Deref;
 
 use chrono::{DateTime, Utc};
+use latchkey_domain::webhook_events::{WebhookEndpoint, WebhookEvent};
+use latchkey_domain::webhooks::WebhookEventType;
 use latchkey_domain::{ApiKey, ApiKeyId, AuditEntry, Notice, NoticeKind, User};
 use latchkey_store::Tx;
+use serde_json::{Map, Value};
 
 use crate::App;
 use crate::error::AppResult;
@@ -24,12 +28,22 @@ pub(crate) struct Change<'a> {
     tx: Tx,
     revoked: Vec<ApiKeyId>,
     mailed: bool,
+    /// The enabled webhook endpoints of the tenant, read at the first event.
+    endpoints: Option<Vec<WebhookEndpoint>>,
+    published: bool,
 }
 
 impl<'a> Change<'a> {
     /// Opens a unit of work on `app`'s store.
     pub(crate) async fn begin(app: &'a App) -> AppResult<Self> {
-        Ok(Change { app, tx: app.store.begin().await?, revoked: Vec::new(), mailed: false })
+        Ok(Change {
+            app,
+            tx: app.store.begin().await?,
+            revoked: Vec::new(),
+            mailed: false,
+            endpoints: None,
+            published: false,
+        })
     }
 
     /// Records `entry` in the audit trail.
@@ -57,6 +71,31 @@ impl<'a> Change<'a> {
         self.mail(&Notice::new(kind, key, &owner, actor, at)).await
     }
 
+    /// Queues `event` for every enabled webhook endpoint of its tenant that
+    /// receives its type; the dispatcher sends it once the change commits.
+    pub(crate) async fn publish(&mut self, event: WebhookEvent) -> AppResult<()> {
+        let endpoints = match &self.endpoints {
+            Some(endpoints) => endpoints,
+            None => self.endpoints.insert(self.tx.enabled_webhook_endpoints(event.tenant_id).await?),
+        };
+        self.published |= crate::webhooks::queue_event(&self.tx, endpoints, &event).await?;
+        Ok(())
+    }
+
+    /// [`Change::publish`] of an event of `event_type` about `key` (as it is
+    /// after the change), with the type's own `fields`.
+    pub(crate) async fn publish_key_event(
+        &mut self,
+        event_type: WebhookEventType,
+        key: &ApiKey,
+        actor: &User,
+        at: DateTime<Utc>,
+        fields: Map<String, Value>,
+    ) -> AppResult<()> {
+        let owner = self.tx.owner_of(key).await?;
+        self.publish(WebhookEvent::about_key(event_type, key, &owner, actor, at, fields)).await
+    }
+
     /// Drops `key`'s cached verifications on every replica once the change
     /// commits (what they cached — secret, status, owner, restrictions — no
     /// longer holds).
@@ -68,13 +107,16 @@ impl<'a> Change<'a> {
 
     /// Commits the change with its side effects, then applies them here.
     pub(crate) async fn commit(self) -> AppResult<()> {
-        let Change { app, tx, revoked, mailed } = self;
+        let Change { app, tx, revoked, mailed, published, .. } = self;
         tx.commit().await?;
         for key in revoked {
             app.verifier.forget(key);
         }
         if mailed {
             app.outbox.notify_one();
+        }
+        if published {
+            app.webhooks.wake.notify_one();
         }
         Ok(())
     }

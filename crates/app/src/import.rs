@@ -227,6 +227,10 @@ async fn write_imported(
     };
     change.remember_import(identity, &key, now).await?;
     change.mail_owner(NoticeKind::Imported, &key, actor, now).await?;
+    let imported = latchkey_domain::webhook_events::fields([("imported", true.into())]);
+    change
+        .publish_key_event(latchkey_domain::webhooks::WebhookEventType::KeyCreated, &key, actor, now, imported)
+        .await?;
     change.audit(&AuditEntry::new(AuditChange::Imported, &key, actor, now)).await?;
     change.commit().await?;
     Ok(Ok(key.id))

@@ -21,6 +21,10 @@ use latchkey_store::{
 };
 
 use crate::App;
+use latchkey_domain::webhook_events::{fields, time_field};
+use latchkey_domain::webhooks::WebhookEventType;
+use serde_json::Map;
+
 use crate::change::Change;
 use crate::error::{AppError, AppResult};
 
@@ -484,6 +488,14 @@ impl KeyAdmin<'_> {
             };
             change.mail_owner(kind, &key, self.actor, now).await?;
             change.audit(&AuditEntry::new(audited, &key, self.actor, now)).await?;
+            let (event, fields) = match target {
+                SecretTarget::NewKey { .. } => (WebhookEventType::KeyCreated, Map::new()),
+                SecretTarget::Rotate { .. } => (
+                    WebhookEventType::KeyRotated,
+                    fields([("previousSecretExpiresAt", time_field(key.previous_expires_at))]),
+                ),
+            };
+            change.publish_key_event(event, &key, self.actor, now, fields).await?;
             if matches!(target, SecretTarget::Rotate { .. }) {
                 change.revoke(key.id).await?;
             }
@@ -629,6 +641,9 @@ impl KeyAdmin<'_> {
         notice.before_after = Some(described.clone());
         change.mail(&notice).await?;
         let (before, after) = described;
+        let changed =
+            fields([("restrictionsBefore", before.clone().into()), ("restrictionsAfter", after.clone().into())]);
+        change.publish_key_event(WebhookEventType::KeyRestrictionsChanged, &key, self.actor, now, changed).await?;
         change
             .audit(&AuditEntry::new(AuditChange::RestrictionsChanged { before, after }, &key, self.actor, now))
             .await?;
@@ -651,12 +666,13 @@ impl KeyAdmin<'_> {
             Written::Done(key) => key,
             unchanged => return self.outcome(written(unchanged, None)).await,
         };
-        let (kind, audited) = if command.disabled {
-            (NoticeKind::Disabled, AuditChange::Disabled)
+        let (kind, audited, event) = if command.disabled {
+            (NoticeKind::Disabled, AuditChange::Disabled, WebhookEventType::KeyDisabled)
         } else {
-            (NoticeKind::Enabled, AuditChange::Enabled)
+            (NoticeKind::Enabled, AuditChange::Enabled, WebhookEventType::KeyEnabled)
         };
         change.mail_owner(kind, &key, self.actor, now).await?;
+        change.publish_key_event(event, &key, self.actor, now, Map::new()).await?;
         change.audit(&AuditEntry::new(audited, &key, self.actor, now)).await?;
         change.revoke(key.id).await?;
         change.commit().await?;
@@ -685,6 +701,8 @@ impl KeyAdmin<'_> {
         let Some(key) = change.set_key_description(tenant, id, &description, self.actor.id, now).await? else {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
+        let previous = fields([("previousDescription", before.description.clone().into())]);
+        change.publish_key_event(WebhookEventType::KeyDescriptionChanged, &key, self.actor, now, previous).await?;
         let edited = AuditChange::DescriptionChanged { old: before.description, new: description.into_string() };
         change.audit(&AuditEntry::new(edited, &key, self.actor, now)).await?;
         change.commit().await?;
@@ -707,6 +725,7 @@ impl KeyAdmin<'_> {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         }
         change.mail_owner(NoticeKind::Deleted, &key, self.actor, now).await?;
+        change.publish_key_event(WebhookEventType::KeyDeleted, &key, self.actor, now, Map::new()).await?;
         change.audit(&AuditEntry::new(AuditChange::Deleted, &key, self.actor, now)).await?;
         change.revoke(key.id).await?;
         change.commit().await?;

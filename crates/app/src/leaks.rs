@@ -134,6 +134,13 @@ impl App {
             notice.leak = Some(leak.clone());
             change.mail(&notice).await?;
         }
+        let reported = latchkey_domain::webhook_events::fields([(
+            "leak",
+            serde_json::json!({"reporter": leak.reporter, "url": leak.url, "source": leak.source, "revoked": revoked}),
+        )]);
+        change
+            .publish_key_event(latchkey_domain::webhooks::WebhookEventType::KeyCompromised, &key, &actor, now, reported)
+            .await?;
         let LeakReport { url, source, .. } = leak;
         change.audit(&AuditEntry::new(AuditChange::LeakReported { url, source, revoked }, &key, &actor, now)).await?;
         change.commit().await?;

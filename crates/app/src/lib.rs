@@ -22,6 +22,8 @@ mod owners;
 pub mod scim;
 pub mod usage;
 pub mod verify;
+pub mod webhook_dispatch;
+pub mod webhooks;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,6 +33,9 @@ use latchkey_domain::{AuditChange, AuditEntry, Clock, ExpiryNotice, NoticeKind, 
 use latchkey_store::{RevocationListener, Store};
 
 use crate::change::Change;
+use latchkey_domain::webhook_events::fields;
+use latchkey_domain::webhooks::WebhookEventType;
+use serde_json::Map;
 use tokio::sync::Notify;
 
 pub use auth::{Authentication, Principal};
@@ -60,6 +65,7 @@ pub struct App {
     outbox: Arc<Notify>,
     leak_reports: Arc<leaks::ReportLimiter>,
     metrics: Arc<metrics::Metrics>,
+    webhooks: Arc<webhooks::WebhookSetup>,
 }
 
 /// What a caller sees of itself.
@@ -105,7 +111,38 @@ impl App {
         let metrics = Arc::new(metrics::Metrics::new()?);
         let verifier =
             Arc::new(KeyVerifier::new(store.clone(), clock.clone(), verifier, metrics.clone(), outbox.clone())?);
-        Ok(App { store, clock, token_key, oidc: None, verifier, outbox, leak_reports: Arc::default(), metrics })
+        let sender = latchkey_notify::webhooks::HttpWebhookSender::new(
+            Default::default(),
+            latchkey_domain::webhook_events::ATTEMPT_TIMEOUT,
+        )
+        .map_err(|e| AppError::internal(&format_args!("the webhook HTTP client cannot start: {e}")))?;
+        let webhooks = Arc::new(webhooks::WebhookSetup {
+            sender: Arc::new(sender),
+            allowed: Default::default(),
+            wake: Arc::default(),
+        });
+        Ok(App {
+            store,
+            clock,
+            token_key,
+            oidc: None,
+            verifier,
+            outbox,
+            leak_reports: Arc::default(),
+            metrics,
+            webhooks,
+        })
+    }
+
+    /// Sends webhooks with `sender`, letting through the hosts `allowed`
+    /// (`LATCHKEY_WEBHOOK_ALLOW_HOSTS`) despite the address rule.
+    pub fn with_webhooks(
+        mut self,
+        sender: Arc<dyn latchkey_notify::webhooks::WebhookSender>,
+        allowed: latchkey_domain::webhooks::AllowedHosts,
+    ) -> Self {
+        self.webhooks = Arc::new(webhooks::WebhookSetup { sender, allowed, wake: Arc::clone(&self.webhooks.wake) });
+        self
     }
 
     /// The current time, from the application's clock.
@@ -305,6 +342,12 @@ impl App {
             let actor = latchkey_domain::lifecycle::system_actor(key.tenant_id);
             let kind = if notice == ExpiryNotice::Expired { NoticeKind::Expired } else { NoticeKind::Expiring };
             change.mail_owner(kind, &key, &actor, now).await?;
+            let (event, warning) = match notice {
+                ExpiryNotice::Expired => (WebhookEventType::KeyExpired, Map::new()),
+                ExpiryNotice::OneDayBefore => (WebhookEventType::KeyExpiring, fields([("warning", "1d".into())])),
+                ExpiryNotice::SevenDaysBefore => (WebhookEventType::KeyExpiring, fields([("warning", "7d".into())])),
+            };
+            change.publish_key_event(event, &key, &actor, now, warning).await?;
             if notice == ExpiryNotice::Expired {
                 change.audit(&AuditEntry::new(AuditChange::Expired, &key, &actor, expires_at)).await?;
             }

@@ -120,6 +120,21 @@ impl Operator<'_> {
         Ok(Ok(self.app.credential_report(tenant).await?))
     }
 
+    /// The webhook deliveries of `tenant`, newest first, at most `limit`,
+    /// optionally only those in `status`.
+    pub async fn webhook_deliveries(
+        &self,
+        tenant: TenantId,
+        status: Option<latchkey_domain::webhook_events::DeliveryStatus>,
+        limit: u64,
+    ) -> AppResult<Result<latchkey_store::DeliveryPage, Refusal>> {
+        if self.app.store.tenant(tenant).await?.is_none() {
+            return Ok(Err(format!("no tenant with id {tenant}")));
+        }
+        let statuses: Vec<_> = status.into_iter().collect();
+        Ok(Ok(self.app.store.webhook_deliveries(tenant, None, &statuses, None, limit).await?))
+    }
+
     /// A user of any tenant.
     pub async fn user(&self, id: UserId) -> AppResult<Option<User>> {
         Ok(self.app.store.user_in_any_tenant(id).await?)

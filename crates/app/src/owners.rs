@@ -13,6 +13,10 @@ use latchkey_domain::{
 use latchkey_store::Written;
 
 use crate::App;
+use latchkey_domain::webhook_events::{WebhookEvent, fields, user_field};
+use latchkey_domain::webhooks::WebhookEventType;
+use serde_json::Map;
+
 use crate::change::Change;
 use crate::error::{AppError, AppResult};
 use crate::keys::{
@@ -175,6 +179,14 @@ pub(crate) async fn user_changed(
     now: DateTime<Utc>,
 ) -> AppResult<Vec<ApiKeyId>> {
     let keys = change.locked_keys_owned_by(after.tenant_id, after.id).await?;
+    let user_event = match (before.active, after.active) {
+        (true, false) => Some(WebhookEventType::UserDeactivated),
+        (false, true) => Some(WebhookEventType::UserReactivated),
+        _ => None,
+    };
+    if let Some(event) = user_event {
+        change.publish(WebhookEvent::about_user(event, after, &keys, actor, now)).await?;
+    }
     let may = policy::owner_may_use_keys;
     if may(before) == may(after) && before.role == after.role {
         return Ok(keys.iter().map(|k| k.id).collect());
@@ -191,6 +203,10 @@ pub(crate) async fn user_changed(
             user_name: after.name.clone(),
             keys: keys.iter().map(|k| (k.last_four.clone(), k.description.clone())).collect(),
         };
+        for key in &keys {
+            let event = WebhookEvent::about_key(WebhookEventType::KeySuspended, key, after, actor, now, Map::new());
+            change.publish(event).await?;
+        }
         for admin in change.active_internal_admins(after.tenant_id).await? {
             let mut notice = Notice::new(NoticeKind::KeysSuspended, first, &admin, actor, now);
             notice.suspension = Some(suspension.clone());
@@ -216,6 +232,9 @@ async fn transferred(
         notice.owner_change = Some(names.clone());
         change.mail(&notice).await?;
     }
+    let previous = fields([("previousOwner", user_field(old_owner))]);
+    let event = WebhookEvent::about_key(WebhookEventType::KeyOwnerChanged, key, new_owner, actor, now, previous);
+    change.publish(event).await?;
     let (before, after) = names;
     change.audit(&AuditEntry::new(AuditChange::OwnerChanged { before, after }, key, actor, now)).await?;
     change.revoke(key.id).await

@@ -7,7 +7,7 @@
 //! admins only where the tenant allows it (`scimMayGrantInternalAdmin`), and
 //! never raises the role of the user that owns its own key.
 
-use latchkey_domain::lifecycle::system_actor;
+use latchkey_domain::lifecycle::scim_actor;
 use latchkey_domain::restrictions::{PermissionSet, owner_permissions};
 use latchkey_domain::{Role, TenantId, User, UserId};
 use latchkey_store::StoreError;
@@ -56,8 +56,7 @@ impl App {
                         "This API key may not provision users: it lacks the `scim` permission.".into(),
                     ));
                 }
-                let mut actor = system_actor(tenant.id);
-                actor.name = format!("SCIM provisioning (key ending in {})", key.key.last_four);
+                let actor = scim_actor(tenant.id, &key.key.last_four);
                 Ok(ScimAdmin { app: self, tenant: tenant.id, actor, key_owner: key.owner.id })
             }
             Principal::Admin { .. } => {

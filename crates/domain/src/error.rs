@@ -14,6 +14,8 @@ pub enum ViolationCode {
     NotFound,
     /// The chosen owner may not own keys.
     InvalidOwner,
+    /// The tenant has as many of these as it may have.
+    LimitReached,
 }
 
 /// A refused input: a code and a human message.

@@ -64,6 +64,14 @@ uuid_id!(
     /// One notice (generated, rotated, deleted) in the outbox.
     NoticeId
 );
+uuid_id!(
+    /// A tenant's webhook endpoint.
+    WebhookEndpointId
+);
+uuid_id!(
+    /// One event's delivery to one endpoint (its `webhook-id` is `msg_` and this).
+    WebhookDeliveryId
+);
 
 /// The counter that orders ids minted in the same millisecond by this process.
 static SEQUENCE: std::sync::Mutex<uuid::ContextV7> = std::sync::Mutex::new(uuid::ContextV7::new());
@@ -88,6 +96,20 @@ impl ApiKeyId {
 
 impl NoticeId {
     /// A new event id for an event that happened at `at`.
+    pub fn new_at(at: DateTime<Utc>) -> Self {
+        Self(time_ordered_uuid(at))
+    }
+}
+
+impl WebhookEndpointId {
+    /// A new endpoint id.
+    pub fn new_at(at: DateTime<Utc>) -> Self {
+        Self(time_ordered_uuid(at))
+    }
+}
+
+impl WebhookDeliveryId {
+    /// A new delivery id for an event that happened at `at`.
     pub fn new_at(at: DateTime<Utc>) -> Self {
         Self(time_ordered_uuid(at))
     }

@@ -24,6 +24,7 @@ pub mod secret;
 mod string_enum;
 pub mod tenancy;
 pub mod usage;
+pub mod webhook_events;
 pub mod webhooks;
 
 #[doc(hidden)]
@@ -33,10 +34,13 @@ pub use serde as __serde;
 /// (owner mail links there; the server serves its reference page there).
 pub const API_KEYS_PAGE_PATH: &str = "/settings/integrations/api";
 
+/// Where the webhooks page lives, relative to the admin console's base URL.
+pub const WEBHOOKS_PAGE_PATH: &str = "/settings/integrations/webhooks";
+
 pub use clock::{Clock, SystemClock};
 pub use description::{Description, DescriptionError, SearchTerm};
 pub use error::DomainError;
-pub use ids::{ApiKeyId, NoticeId, TenantId, UserId};
+pub use ids::{ApiKeyId, NoticeId, TenantId, UserId, WebhookDeliveryId, WebhookEndpointId};
 pub use lifecycle::{ExpiryNotice, KeyStatus};
 pub use model::{
     ApiKey, AuditAction, AuditChange, AuditEntry, Cloud, EventDelivery, LeakReport, LeakResponse, Notice, NoticeKind,

@@ -125,6 +125,19 @@ impl ExpiryNotice {
     ];
 }
 
+/// The id of the actor of SCIM provisioning: never a row of `users`.
+pub const SCIM_ACTOR_ID: UserId = UserId(uuid::Uuid::from_u128(1));
+
+/// Who an identity provider's SCIM changes are attributed to: the provider,
+/// named by the last four of the key it uses.
+pub fn scim_actor(tenant_id: TenantId, key_last_four: &str) -> User {
+    User {
+        id: SCIM_ACTOR_ID,
+        name: format!("SCIM provisioning (key ending in {key_last_four})"),
+        ..system_actor(tenant_id)
+    }
+}
+
 /// Who Latchkey's own changes (expiry) are attributed to. Never a row of
 /// `users`: its id is the nil UUID.
 pub fn system_actor(tenant_id: TenantId) -> User {

@@ -136,6 +136,11 @@ crate::string_enum! {
         KeysSuspended = "keys_suspended",
         /// The key was imported from another system (`latchkey keys import`).
         Imported = "imported",
+        /// A webhook endpoint was switched off after failing for 5 days
+        /// (mailed to each active internal admin; about no key: the
+        /// description is the endpoint's URL, `before_after` holds since
+        /// when it failed and the last error).
+        WebhookDisabled = "webhook_disabled",
     }
 }
 

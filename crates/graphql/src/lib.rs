@@ -15,6 +15,7 @@ mod mutation;
 mod query;
 mod types;
 mod usage;
+mod webhooks;
 
 use async_graphql::{EmptySubscription, SDLExportOptions, Schema};
 use latchkey_app::{App, AppError, Authentication};
@@ -48,7 +49,7 @@ pub const MAX_DOCUMENT_TOKENS: usize = 3_000;
 pub const MAX_ANONYMOUS_FIELDS: usize = 2;
 
 fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
         .limit_depth(MAX_QUERY_DEPTH)
         .limit_complexity(MAX_QUERY_COMPLEXITY)
         .limit_recursive_depth(32)

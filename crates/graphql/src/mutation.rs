@@ -21,12 +21,16 @@ use crate::types::{
     UpdateTenantSettingsInput, user_errors,
 };
 
-/// The mutation root.
+/// The mutation root: the keys' mutations and the webhooks'.
+#[derive(async_graphql::MergedObject, Debug, Default)]
+pub struct MutationRoot(KeyMutation, crate::webhooks::WebhookMutation);
+
+/// Mutations of keys, users and the tenant.
 #[derive(Debug, Default)]
-pub struct MutationRoot;
+pub struct KeyMutation;
 
 #[Object]
-impl MutationRoot {
+impl KeyMutation {
     /// Generates a key for an owner. The secret is in the payload, once.
     /// The owner is emailed.
     async fn generate_api_key(

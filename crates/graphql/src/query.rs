@@ -16,9 +16,13 @@ use crate::types::{
 };
 use crate::usage::{UsageGranularity, UsageSeries};
 
-/// The query root.
+/// The query root: the keys' queries and the webhooks'.
+#[derive(async_graphql::MergedObject, Debug, Default)]
+pub struct QueryRoot(KeyQuery, crate::webhooks::WebhookQuery);
+
+/// Queries of keys, users, usage and the tenant.
 #[derive(Debug, Default)]
-pub struct QueryRoot;
+pub struct KeyQuery;
 
 /// Decodes an `after` cursor.
 fn cursor<T>(after: Option<String>, decode: fn(&str) -> Option<T>) -> ApiResult<Option<T>> {
@@ -44,7 +48,7 @@ fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
 }
 
 #[Object]
-impl QueryRoot {
+impl KeyQuery {
     /// Who is calling: the tenant, the signed-in user or the API key, and the
     /// clouds they may act in.
     async fn viewer(&self, ctx: &Context<'_>) -> ApiResult<Viewer> {

@@ -551,6 +551,8 @@ pub enum UserErrorCode {
     NotFound,
     /// That user cannot own API keys (only internal admins and integration users can).
     InvalidOwner,
+    /// Your tenant has as many of these as it may have (e.g. 20 webhook endpoints).
+    LimitReached,
 }
 
 /// A refused input. Nothing was changed.

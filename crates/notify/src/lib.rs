@@ -6,6 +6,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
 pub mod mail;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use latchkey_domain::{API_KEYS_PAGE_PATH, Notice, NoticeKind, Suspension};
+use latchkey_domain::{API_KEYS_PAGE_PATH, Notice, NoticeKind, Suspension, WEBHOOKS_PAGE_PATH};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -226,6 +226,10 @@ fn wording(event: &Notice) -> (String, String, String) {
             "After that it stops working. To keep it working, ask an administrator to change its expiry or rotate it."
                 .into(),
         ),
+        // Composed by `webhook_disabled_message`.
+        NoticeKind::WebhookDisabled => {
+            ("was disabled".into(), "was disabled".into(), "Its endpoint failed for 5 days.".into())
+        }
         NoticeKind::Expired => (
             format!("expired at {expiry}"),
             format!("expired at {expiry}"),
@@ -251,6 +255,10 @@ pub fn compose(event: &Notice, settings: &MailSettings) -> Result<Message, Deliv
         })?;
     if let Some(suspension) = &event.suspension {
         let (subject, text, html) = suspension_message(event, suspension, settings);
+        return build(event, settings, to, subject, text, html);
+    }
+    if event.kind == NoticeKind::WebhookDisabled {
+        let (subject, text, html) = webhook_disabled_message(event, settings);
         return build(event, settings, to, subject, text, html);
     }
     let description = one_line(&event.key_description);
@@ -317,6 +325,36 @@ fn suspension_message(event: &Notice, suspension: &Suspension, settings: &MailSe
         admin = escape_html(&admin),
         what = escape_html(&what),
         items = keys.iter().map(|k| format!("<li>{}</li>", escape_html(k))).collect::<String>(),
+        remedy = escape_html(remedy),
+        link = escape_html(&link),
+    );
+    (subject, text, html)
+}
+
+/// The admins' notice that a webhook endpoint was switched off: which, since
+/// when it failed, its last error, and where to switch it on again.
+fn webhook_disabled_message(event: &Notice, settings: &MailSettings) -> (String, String, String) {
+    let admin = one_line(&event.owner_name);
+    let url = one_line(&event.key_description);
+    let (since, reason) = event.before_after.clone().unwrap_or_default();
+    let link = format!("{}{WEBHOOKS_PAGE_PATH}", settings.console_url);
+    let subject = format!("Webhook endpoint {url} was disabled");
+    let what = format!(
+        "Every delivery to the webhook endpoint {url} has failed since {}, so Latchkey disabled it at {}. \
+         The last error: {}.",
+        one_line(&since),
+        timestamp(event.occurred_at),
+        one_line(&reason)
+    );
+    let remedy = "Events are kept for it, undelivered: fix the receiver, then enable the endpoint again \
+                  and redeliver what it missed from its delivery log.";
+    let text = format!("Hello {admin},\n\n{what}\n\n{remedy}\n\nManage webhooks: {link}\n");
+    let html = format!(
+        "<!doctype html><html><body style=\"font-family: sans-serif\">\
+         <p>Hello {admin},</p><p>{what}</p><p>{remedy}</p>\
+         <p><a href=\"{link}\">Manage webhooks</a></p></body></html>",
+        admin = escape_html(&admin),
+        what = escape_html(&what),
         remedy = escape_html(remedy),
         link = escape_html(&link),
     );

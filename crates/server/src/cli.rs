@@ -60,6 +60,26 @@ pub enum Command {
     /// Look at keys across tenants.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Look at webhook deliveries.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+/// `webhooks` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// A tenant's webhook deliveries, newest first, with their attempts, as JSON.
+    Deliveries {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Only deliveries in this state: pending, succeeded or failed.
+        #[arg(long)]
+        status: Option<latchkey_domain::webhook_events::DeliveryStatus>,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+    },
 }
 
 /// `keys` subcommands.
@@ -184,6 +204,21 @@ pub struct ServeArgs {
     /// Where GitHub publishes the keys that sign its secret-scanning requests.
     #[arg(long, env = "LATCHKEY_GITHUB_KEYS_URL", default_value = crate::github::DEFAULT_KEYS_URL)]
     pub github_keys_url: String,
+    /// Hosts webhooks may reach despite the rule against internal addresses
+    /// (exact host names or CIDRs, comma-separated); `http` URLs are accepted
+    /// only for these.
+    #[arg(long, env = "LATCHKEY_WEBHOOK_ALLOW_HOSTS", default_value = "")]
+    pub webhook_allow_hosts: String,
+    /// How long a webhook receiver has to answer, in seconds.
+    #[arg(long, env = "LATCHKEY_WEBHOOK_TIMEOUT_SECS", default_value_t = latchkey_domain::webhook_events::ATTEMPT_TIMEOUT.as_secs())]
+    pub webhook_timeout_secs: u64,
+    /// How long a replica holds the webhook deliveries it claimed, in seconds
+    /// (more than the timeout); a replica that dies leaves them to the others after this.
+    #[arg(long, env = "LATCHKEY_WEBHOOK_LEASE_SECS", default_value_t = 60)]
+    pub webhook_lease_secs: u64,
+    /// How often each replica looks for due webhook deliveries, in milliseconds.
+    #[arg(long, env = "LATCHKEY_WEBHOOK_POLL_MS", default_value_t = 500)]
+    pub webhook_poll_ms: u64,
     /// How often each replica looks for due expiry notices, in seconds.
     #[arg(long, env = "LATCHKEY_EXPIRY_SCAN_SECS", default_value_t = 60)]
     pub expiry_scan_secs: u64,
@@ -549,12 +584,54 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         github_keys_url: args.github_keys_url.trim().to_owned(),
         cors_origins: crate::config::parse_cors_origins(&args.cors_origins)?,
         metrics_bind: crate::config::parse_metrics_bind(&args.metrics_bind)?,
+        webhooks: webhook_options(args)?,
         http: crate::config::HttpLimits {
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             max_response_bytes: args.max_response_bytes,
         },
         ..defaults
+    })
+}
+
+fn webhook_options(args: &ServeArgs) -> anyhow::Result<crate::config::WebhookOptions> {
+    let allowed = latchkey_domain::webhooks::AllowedHosts::parse(&args.webhook_allow_hosts)
+        .map_err(|reason| anyhow::anyhow!("LATCHKEY_WEBHOOK_ALLOW_HOSTS is invalid: {reason}"))?;
+    if args.webhook_timeout_secs == 0 || args.webhook_lease_secs <= args.webhook_timeout_secs {
+        bail!("LATCHKEY_WEBHOOK_TIMEOUT_SECS must be positive and LATCHKEY_WEBHOOK_LEASE_SECS longer than it");
+    }
+    Ok(crate::config::WebhookOptions {
+        allowed,
+        dispatcher: latchkey_app::webhook_dispatch::WebhookDispatcherConfig {
+            poll_interval: Duration::from_millis(args.webhook_poll_ms.max(10)),
+            lease: Duration::from_secs(args.webhook_lease_secs),
+            attempt_timeout: Duration::from_secs(args.webhook_timeout_secs),
+            ..Default::default()
+        },
+    })
+}
+
+fn delivery_json(
+    d: &latchkey_domain::webhook_events::WebhookDelivery,
+    attempts: &[latchkey_domain::webhook_events::WebhookAttempt],
+) -> serde_json::Value {
+    json!({
+        "id": d.id,
+        "messageId": d.message_id(),
+        "endpointId": d.endpoint_id,
+        "eventId": d.event_id,
+        "eventType": d.event_type.as_str(),
+        "status": d.status.as_str(),
+        "createdAt": d.created_at,
+        "nextAttemptAt": (d.status == latchkey_domain::webhook_events::DeliveryStatus::Pending).then_some(d.next_attempt_at),
+        "finishedAt": d.finished_at,
+        "attempts": attempts.iter().map(|a| json!({
+            "attemptedAt": a.attempted_at,
+            "httpStatus": a.http_status,
+            "durationMs": a.duration_ms,
+            "responseBody": a.response_body,
+            "error": a.error,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -719,6 +796,14 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 ReportFormat::Csv => write!(out, "{}", latchkey_app::usage::report_csv(&rows))?,
                 ReportFormat::Json => print_json(out, &serde_json::to_value(&rows)?)?,
             }
+        }
+        Command::Webhooks(WebhooksCommand::Deliveries { tenant, status, limit }) => {
+            let tenant: TenantId =
+                tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
+            let app = operator_app(&cli.database_url).await?;
+            let page = refused(app.operator().webhook_deliveries(tenant, status, limit).await?)?;
+            let rows = page.deliveries.iter().map(|(d, attempts)| delivery_json(d, attempts)).collect();
+            print_json(out, &serde_json::Value::Array(rows))?;
         }
         Command::Outbox(OutboxCommand::Retry { id }) => {
             let id: NoticeId = id.parse().map_err(|_| anyhow::anyhow!("the notice id must be a UUID"))?;

@@ -77,6 +77,17 @@ pub struct ServeConfig {
     pub cors_origins: Vec<String>,
     /// Where `/metrics` is served, apart from the API; none for nowhere.
     pub metrics_bind: Option<SocketAddr>,
+    /// Webhook delivery.
+    pub webhooks: WebhookOptions,
+}
+
+/// How webhooks leave.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookOptions {
+    /// `LATCHKEY_WEBHOOK_ALLOW_HOSTS`.
+    pub allowed: latchkey_domain::webhooks::AllowedHosts,
+    /// Polling, leases and the attempt timeout.
+    pub dispatcher: latchkey_app::webhook_dispatch::WebhookDispatcherConfig,
 }
 
 /// What one connection and one request may take, so that slow or greedy
@@ -156,6 +167,7 @@ impl ServeConfig {
             github_keys_min_refresh: crate::github::DEFAULT_MIN_REFRESH,
             cors_origins: Vec::new(),
             metrics_bind: None,
+            webhooks: WebhookOptions::default(),
         }
     }
 

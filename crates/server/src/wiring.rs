@@ -7,6 +7,7 @@ use actix_web::{HttpServer, web};
 use latchkey_app::{App, KeyVerifier};
 use latchkey_domain::{Clock, SystemClock};
 use latchkey_graphql::build_schema;
+use latchkey_notify::webhooks::HttpWebhookSender;
 use latchkey_notify::{Dispatcher, Notifier};
 use latchkey_store::{RevocationSignal, Store};
 use tokio::sync::{Notify, watch};
@@ -25,6 +26,7 @@ pub struct RunningServer {
     handle: actix_web::dev::ServerHandle,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     dispatcher: tokio::task::JoinHandle<()>,
+    webhook_dispatcher: tokio::task::JoinHandle<()>,
     usage: tokio::task::JoinHandle<()>,
     expiry: tokio::task::JoinHandle<()>,
     revocations: Option<tokio::task::JoinHandle<()>>,
@@ -58,6 +60,7 @@ impl RunningServer {
         }
         let _ = self.stop_dispatcher.send(true);
         let _ = self.dispatcher.await;
+        let _ = self.webhook_dispatcher.await;
         let _ = self.usage.await;
         let _ = self.expiry.await;
         if let Some(r) = self.revocations {
@@ -83,6 +86,9 @@ pub async fn start_with_clock(
     store.migrate().await?;
     let outbox = Arc::new(Notify::new());
     let mut app = App::new(store.clone(), clock.clone(), config.token_key.clone(), &config.verifier, outbox.clone())?;
+    let webhooks = &config.webhooks;
+    let sender = HttpWebhookSender::new(webhooks.allowed.clone(), webhooks.dispatcher.attempt_timeout)?;
+    app = app.with_webhooks(Arc::new(sender), webhooks.allowed.clone());
     let oidc_provider = match &config.oidc {
         Some(oidc) => {
             let provider = Arc::new(crate::oidc::Provider::new(&oidc.settings.rules.issuer)?);
@@ -117,6 +123,8 @@ pub async fn start_with_clock(
         }
         None => None,
     };
+    let webhook_dispatcher =
+        tokio::spawn(app.clone().run_webhook_dispatcher(config.webhooks.dispatcher.clone(), stop_rx.clone()));
     let dispatcher = tokio::spawn(dispatcher.run(stop_rx));
 
     let data = web::Data::new(context);
@@ -166,6 +174,7 @@ pub async fn start_with_clock(
         handle,
         server,
         dispatcher,
+        webhook_dispatcher,
         usage,
         expiry,
         revocations,

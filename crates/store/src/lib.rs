@@ -18,6 +18,7 @@ mod scim;
 mod tx;
 mod usage;
 mod users;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ pub use scim::{ScimMatch, ScimUser, ScimUserWrite};
 pub use tx::{Tx, Written};
 pub use usage::{UsageBatch, UsageDelta};
 pub use users::NewUser;
+pub use webhooks::{AttemptResult, DeliveryPage, DueDelivery};
 
 /// Which database engine a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use chrono::{DateTime, Utc};
 use latchkey_domain::lifecycle::system_actor;
 use latchkey_domain::limits::{Cost, RateLimit};
+use latchkey_domain::webhook_events::{WebhookEvent, fields};
+use latchkey_domain::webhooks::WebhookEventType;
 use latchkey_domain::{ApiKeyId, Notice, NoticeKind};
 use latchkey_store::{Store, StoredCredential, WindowId};
 use tokio::sync::Notify;
@@ -336,6 +338,16 @@ impl CreditBudget {
             let actor = system_actor(key.tenant_id);
             for kind in &notices {
                 tx.enqueue_notice(&Notice::new(*kind, &key, &owner, &actor, now)).await?;
+            }
+            if notices.contains(&NoticeKind::CreditsLow) {
+                // Found by the webhook dispatcher's next poll.
+                let low = fields([(
+                    "credits",
+                    serde_json::json!({"remaining": credits.remaining, "allotment": credits.allotment}),
+                )]);
+                let event = WebhookEvent::about_key(WebhookEventType::KeyCreditsLow, &key, &owner, &actor, now, low);
+                let endpoints = tx.enabled_webhook_endpoints(key.tenant_id).await?;
+                crate::webhooks::queue_event(&tx, &endpoints, &event).await?;
             }
         }
         tx.commit().await?;

@@ -1,0 +1,267 @@
+//! The webhook dispatcher: every replica runs one. It claims due deliveries
+//! with a lease (so each delivery is attempted by one replica at a time, and
+//! a replica that dies leaves it to another once the lease runs out), signs
+//! each attempt, sends it, and records the attempt and what follows — done,
+//! retried on the schedule, failed — in one transaction. An endpoint that
+//! has failed for five days straight is switched off there, and the
+//! tenant's internal admins are mailed once.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use latchkey_domain::webhook_events::{WebhookAttempt, WebhookEndpoint};
+use latchkey_domain::webhooks::{retry_delay, signature_header};
+use latchkey_domain::{ApiKeyId, Notice, NoticeId, NoticeKind};
+use latchkey_notify::webhooks::WebhookRequest;
+use latchkey_store::{AttemptResult, DueDelivery};
+use tokio::sync::watch;
+
+use crate::App;
+use crate::error::AppResult;
+
+/// Dispatcher settings.
+#[derive(Clone, Debug)]
+pub struct WebhookDispatcherConfig {
+    /// How often due deliveries are looked for when nothing wakes the
+    /// dispatcher (retries, and other replicas' events, are found this way).
+    pub poll_interval: Duration,
+    /// Most deliveries claimed per round.
+    pub batch_size: u64,
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+    /// How long a claim lasts: must exceed the attempt timeout. A replica
+    /// killed mid-delivery leaves it to the others after this.
+    pub lease: Duration,
+    /// The attempt timeout (the sender enforces it; the lease must outlast it).
+    pub attempt_timeout: Duration,
+}
+
+impl Default for WebhookDispatcherConfig {
+    fn default() -> Self {
+        WebhookDispatcherConfig {
+            poll_interval: Duration::from_millis(500),
+            batch_size: 50,
+            concurrency: 16,
+            lease: Duration::from_secs(60),
+            attempt_timeout: latchkey_domain::webhook_events::ATTEMPT_TIMEOUT,
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WebhookRound {
+    /// Accepted by their receivers.
+    pub succeeded: usize,
+    /// Refused, to be tried again.
+    pub retried: usize,
+    /// Refused with the retries spent.
+    pub failed: usize,
+    /// Handed back unattempted (shutdown, or a lease too short to send on).
+    pub released: usize,
+}
+
+impl WebhookRound {
+    fn handled(&self) -> usize {
+        self.succeeded + self.retried + self.failed + self.released
+    }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// A draw in -1.0..=1.0 spreading a retry.
+fn jitter() -> f64 {
+    use rand::TryRng;
+    let mut bytes = [0u8; 4];
+    match rand::rngs::SysRng.try_fill_bytes(&mut bytes) {
+        Ok(()) => f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX) * 2.0 - 1.0,
+        Err(_) => 0.0,
+    }
+}
+
+impl App {
+    /// Claims and sends what is due now. Stops early (handing the rest of
+    /// its claim back) when `shutdown` turns true.
+    pub async fn dispatch_webhooks_once(
+        &self,
+        config: &WebhookDispatcherConfig,
+        shutdown: &watch::Receiver<bool>,
+    ) -> AppResult<WebhookRound> {
+        use futures_util::StreamExt;
+        let now = self.clock.now();
+        let lease_until = now + chrono_duration(config.lease);
+        let claimed = self.store.claim_due_webhook_deliveries(now, lease_until, config.batch_size).await?;
+        let outcomes: Vec<AppResult<Option<AttemptResult>>> = futures_util::stream::iter(claimed)
+            .map(|due| self.attempt(due, lease_until, config, shutdown))
+            .buffer_unordered(config.concurrency.max(1))
+            .collect()
+            .await;
+        let mut round = WebhookRound::default();
+        for outcome in outcomes {
+            match outcome? {
+                Some(AttemptResult::Succeeded) => round.succeeded += 1,
+                Some(AttemptResult::RetryAt(_)) => round.retried += 1,
+                Some(AttemptResult::Failed) => round.failed += 1,
+                None => round.released += 1,
+            }
+        }
+        Ok(round)
+    }
+
+    async fn attempt(
+        &self,
+        due: DueDelivery,
+        lease_until: DateTime<Utc>,
+        config: &WebhookDispatcherConfig,
+        shutdown: &watch::Receiver<bool>,
+    ) -> AppResult<Option<AttemptResult>> {
+        let DueDelivery { delivery, url, secrets } = due;
+        let now = self.clock.now();
+        // Never send on a lease that could run out mid-attempt: another
+        // replica may claim the delivery then.
+        if *shutdown.borrow() || lease_until - now < chrono_duration(config.attempt_timeout) {
+            self.store.release_webhook_delivery(delivery.id).await?;
+            return Ok(None);
+        }
+        let message_id = delivery.message_id();
+        let timestamp = now.timestamp();
+        let request = WebhookRequest {
+            signature: signature_header(&secrets.signing(now), &message_id, timestamp, &delivery.payload),
+            url,
+            message_id,
+            timestamp,
+            body: delivery.payload.clone(),
+        };
+        let sent = self.webhooks.sender.send(&request).await;
+        let attempt = WebhookAttempt {
+            attempted_at: now,
+            http_status: sent.http_status,
+            duration_ms: i64::try_from(sent.duration.as_millis()).unwrap_or(i64::MAX),
+            response_body: sent.response_body,
+            error: sent.error,
+        };
+        let result = if attempt.succeeded() {
+            AttemptResult::Succeeded
+        } else {
+            let failed = usize::try_from(delivery.attempts).unwrap_or(0) + 1;
+            match retry_delay(failed, jitter()) {
+                Some(delay) => AttemptResult::RetryAt(self.clock.now() + delay),
+                None => AttemptResult::Failed,
+            }
+        };
+        let tx = self.store.begin().await?;
+        let endpoint = tx.record_webhook_attempt(&delivery, &attempt, result).await?;
+        let mut mailed = false;
+        if let Some(endpoint) = endpoint
+            && result != AttemptResult::Succeeded
+            && endpoint.fails_too_long(now)
+        {
+            let reason = failure_reason(&attempt);
+            let since = endpoint.failing_since.unwrap_or(now);
+            let disabled = WebhookEndpoint {
+                enabled: false,
+                disabled_reason: Some(format!(
+                    "Disabled by Latchkey at {}: every delivery has failed since {} (5 days). Last error: {reason}",
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                )),
+                ..endpoint
+            };
+            tx.update_webhook_endpoint(&disabled).await?;
+            for admin in tx.active_internal_admins(disabled.tenant_id).await? {
+                tx.enqueue_notice(&endpoint_disabled_notice(&disabled, &admin, &reason, now)).await?;
+                mailed = true;
+            }
+            tracing::warn!(endpoint = %disabled.id, tenant = %disabled.tenant_id, "webhook endpoint disabled after failing for 5 days");
+        }
+        tx.commit().await?;
+        if mailed {
+            self.outbox.notify_one();
+        }
+        match result {
+            AttemptResult::Succeeded => {
+                tracing::debug!(delivery = %delivery.id, "webhook delivered")
+            }
+            _ => {
+                tracing::info!(delivery = %delivery.id, status = ?attempt.http_status, error = ?attempt.error, "webhook attempt failed")
+            }
+        }
+        Ok(Some(result))
+    }
+
+    /// Runs the dispatcher until `shutdown` turns true; also drops
+    /// deliveries past their retention, hourly.
+    pub async fn run_webhook_dispatcher(self, config: WebhookDispatcherConfig, mut shutdown: watch::Receiver<bool>) {
+        let mut pruned_at: Option<DateTime<Utc>> = None;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let now = self.clock.now();
+            if pruned_at.is_none_or(|at| now - at >= chrono::Duration::hours(1)) {
+                let before = now - latchkey_domain::webhook_events::DELIVERY_RETENTION;
+                match self.store.drop_webhook_deliveries_before(before).await {
+                    Ok(dropped) if dropped > 0 => tracing::info!(dropped, "old webhook deliveries dropped"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "dropping old webhook deliveries failed"),
+                }
+                pruned_at = Some(now);
+            }
+            match self.dispatch_webhooks_once(&config, &shutdown).await {
+                // A full batch: there may be more due right away.
+                Ok(round) if round.handled() as u64 >= config.batch_size => continue,
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "webhook dispatch failed; will retry"),
+            }
+            tokio::select! {
+                _ = self.webhooks.wake.notified() => {}
+                _ = tokio::time::sleep(config.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// What went wrong in an attempt, in a sentence.
+fn failure_reason(attempt: &WebhookAttempt) -> String {
+    match (&attempt.error, attempt.http_status) {
+        (Some(error), _) => error.clone(),
+        (None, Some(status)) => format!("the receiver answered HTTP {status}"),
+        (None, None) => "no answer".to_owned(),
+    }
+}
+
+/// The notice telling `admin` that `endpoint` was switched off: about no
+/// key (nil id); its description is the endpoint's URL, and `before_after`
+/// holds when it started failing and the last error.
+fn endpoint_disabled_notice(
+    endpoint: &WebhookEndpoint,
+    admin: &latchkey_domain::User,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Notice {
+    let since = endpoint.failing_since.unwrap_or(now).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let system = latchkey_domain::lifecycle::system_actor(endpoint.tenant_id);
+    Notice {
+        id: NoticeId::new_at(now),
+        kind: NoticeKind::WebhookDisabled,
+        tenant_id: endpoint.tenant_id,
+        key_id: ApiKeyId(uuid::Uuid::nil()),
+        key_description: endpoint.url.clone(),
+        key_last_four: String::new(),
+        owner_id: admin.id,
+        owner_email: admin.email.clone(),
+        owner_name: admin.name.clone(),
+        actor_id: system.id,
+        actor_name: system.name,
+        occurred_at: now,
+        key_expires_at: None,
+        previous_secret_expires_at: None,
+        before_after: Some((since, reason.to_owned())),
+        leak: None,
+        owner_change: None,
+        suspension: None,
+    }
+}
