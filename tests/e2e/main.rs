@@ -58,3 +58,4 @@ mod store;
 mod tenancy;
 mod usage;
 mod verify;
+mod webhooks;

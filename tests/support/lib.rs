@@ -13,6 +13,7 @@ pub mod ops;
 pub mod process;
 pub mod proxy;
 pub mod smtp;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -251,6 +252,23 @@ pub struct AppOptions {
     pub oidc: Option<latchkey_server::oidc::OidcConfig>,
     /// How often usage is written (short by default, for tests).
     pub usage_flush_interval: Duration,
+    /// Webhook delivery: loopback allowed, quick polls, a 3 s timeout.
+    pub webhooks: latchkey_server::config::WebhookOptions,
+}
+
+/// Webhook settings for tests: the loopback receivers are allowed
+/// (`LATCHKEY_WEBHOOK_ALLOW_HOSTS=127.0.0.1`), polls are quick, and a
+/// receiver has 3 s to answer.
+pub fn test_webhooks() -> latchkey_server::config::WebhookOptions {
+    latchkey_server::config::WebhookOptions {
+        allowed: latchkey_domain::webhooks::AllowedHosts::parse("127.0.0.1").unwrap(),
+        dispatcher: latchkey_app::webhook_dispatch::WebhookDispatcherConfig {
+            poll_interval: Duration::from_millis(100),
+            lease: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(3),
+            ..Default::default()
+        },
+    }
 }
 
 impl Default for AppOptions {
@@ -268,6 +286,7 @@ impl Default for AppOptions {
             metrics: false,
             oidc: None,
             usage_flush_interval: Duration::from_millis(300),
+            webhooks: test_webhooks(),
         }
     }
 }
@@ -378,6 +397,7 @@ impl TestApp {
             cors_origins: options.cors_origins.clone(),
             metrics_bind: options.metrics.then(|| "127.0.0.1:0".parse().unwrap()),
             http: options.http,
+            webhooks: options.webhooks.clone(),
             ..ServeConfig::new(db.url.clone(), "127.0.0.1:0".parse().unwrap(), token_key)
         };
         let chosen: Arc<dyn latchkey_notify::Notifier> = if options.smtp_url.is_some() || options.mail_dir.is_some() {

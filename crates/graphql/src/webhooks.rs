@@ -288,12 +288,12 @@ impl WebhookQuery {
     async fn webhook_endpoints(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<WebhookEndpointConnection> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
-        let page = admin.webhook_endpoints(Some(first), after.as_deref()).await.gql()?;
+        let page = admin.webhook_endpoints(Some(first.unwrap_or(20)), after.as_deref()).await.gql()?;
         let nodes: Vec<WebhookEndpoint> = page.items.into_iter().map(Into::into).collect();
         let cursor = |e: Option<&WebhookEndpoint>| e.map(|e| e.id.to_string());
         Ok(WebhookEndpointConnection {
@@ -317,7 +317,7 @@ impl WebhookQuery {
         &self,
         ctx: &Context<'_>,
         endpoint_id: Option<ID>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
         after: Option<String>,
         status: Option<Vec<GqlDeliveryStatus>>,
     ) -> ApiResult<WebhookDeliveryConnection> {
@@ -326,7 +326,7 @@ impl WebhookQuery {
         let query = DeliveryQuery {
             endpoint_id: endpoint_id.map(|id| id.0),
             statuses: status.unwrap_or_default().into_iter().map(Into::into).collect(),
-            first: Some(first),
+            first: Some(first.unwrap_or(20)),
             after: after.clone(),
         };
         let page = admin.webhook_deliveries(query).await.gql()?;
