@@ -623,3 +623,91 @@ async fn limits_and_credits_are_set_and_edited_on_the_page() {
     assert_eq!(fits, json!(true), "at 1366 px the table with its credits column fits");
     app.stop().await;
 }
+
+/// Opens the menu of the first row of the table body `rows` and clicks its `action`.
+async fn first_row_action(c: &Client, rows: &str, action: &str) {
+    click(c, &format!("#{rows} tr:first-child button[data-action='menu']")).await;
+    click(c, &format!("#{rows} tr:first-child [role=menu] button[data-action='{action}']")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_managed_on_the_page() {
+    let Some(browser) = Browser::start().await else { return };
+    let app = TestApp::start(Backend::Sqlite).await.unwrap();
+    let c = &browser.client;
+    c.set_window_size(1366, 900).await.unwrap();
+    let s = app.seed("Acme Learning").await;
+    let receiver = latchkey_tests::webhooks::Receiver::start().await;
+    c.goto(&format!("{}/settings/integrations/webhooks#token={}", app.url, s.admin_token)).await.unwrap();
+    until(
+        c,
+        "return !document.getElementById('webhooks').hidden && !document.getElementById('endpoints-empty').hidden",
+    )
+    .await;
+    assert!(js(c, "return document.getElementById('keys').hidden").await == json!(true), "only the webhooks section");
+    assert_eq!(text(c, "#crumb-page").await, "Webhooks");
+    assert_eq!(js(c, "return document.getElementById('tab-webhooks').getAttribute('aria-current')").await, "page");
+
+    // A bad URL is refused next to its field; nothing is added.
+    click(c, "#add-endpoint").await;
+    until(c, "return document.getElementById('endpoint-dialog').open").await;
+    type_into(c, "#endpoint-url", "ftp://files.example.com/in").await;
+    click(c, "#endpoint-form button[type=submit]").await;
+    until(c, "return document.getElementById('endpoint-url-error').textContent.length > 0").await;
+    assert!(text(c, "#endpoint-url-error").await.contains("https"));
+    // The receiver, for two event types picked from the list.
+    type_into(c, "#endpoint-url", &receiver.url()).await;
+    type_into(c, "#endpoint-description", "Secrets manager <b>sync</b>").await;
+    click(c, "#endpoint-all-types").await;
+    click(c, "#endpoint-type-api_key-created").await;
+    click(c, "#endpoint-type-api_key-rotated").await;
+    click(c, "#endpoint-form button[type=submit]").await;
+    let secret = take_secret(c).await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    until(c, "return document.querySelectorAll('#endpoint-rows tr').length === 1").await;
+    assert_eq!(text(c, "#endpoint-rows td.events").await, "api_key.created, api_key.rotated");
+    assert_eq!(text(c, "#endpoint-rows td.desc").await, "Secrets manager <b>sync</b>", "rendered as text");
+
+    // A key event and a test event reach the receiver; the log shows them.
+    app.generate(&s.admin_token, &s.integration, "Nightly export").await;
+    first_row_action(c, "endpoint-rows", "test").await;
+    until(c, "return !document.getElementById('delivery-log').hidden").await;
+    let received = receiver.wait_for(2, Duration::from_secs(20)).await;
+    let types: Vec<String> = received.iter().map(|r| r.json()["type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(types.iter().filter(|t| *t == "webhook.test").count(), 1, "{types:?}");
+    if latchkey_tests::webhooks::reference_library() {
+        let verdicts = latchkey_tests::webhooks::verify_with_reference_library(&secret, &received);
+        assert!(verdicts.iter().all(Result::is_ok), "the secret shown once verifies: {verdicts:?}");
+    }
+    for _ in 0..100 {
+        click(c, "#delivery-refresh").await;
+        let done = js(c, "return [...document.querySelectorAll('#delivery-rows tr')].filter(tr => tr.textContent.includes('Succeeded')).length").await;
+        if done == json!(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until(c, "return document.querySelectorAll('#delivery-rows tr').length === 2").await;
+    assert!(text(c, "#delivery-rows").await.contains("HTTP 200"));
+    screenshot(c, "webhooks-page").await;
+
+    // Redeliver sends the newest one again, with the same webhook-id.
+    first_row_action(c, "delivery-rows", "redeliver").await;
+    let again = receiver.wait_for(3, Duration::from_secs(20)).await;
+    assert!(again[..2].iter().any(|r| r.id() == again[2].id()));
+
+    // Rows stay one line; the endpoint is disabled from its menu, then deleted.
+    let height = js(c, "return document.querySelector('#endpoint-rows tr').getBoundingClientRect().height").await;
+    assert!(height.as_f64().unwrap() <= 48.0, "one line: {height}");
+    first_row_action(c, "endpoint-rows", "disable").await;
+    until(c, "return document.querySelector('#endpoint-rows tr').textContent.includes('Disabled')").await;
+    first_row_action(c, "endpoint-rows", "delete").await;
+    until(c, "return document.getElementById('confirm-dialog').open").await;
+    click(c, "#confirm-ok").await;
+    until(c, "return document.querySelectorAll('#endpoint-rows tr').length === 0").await;
+    // The tab back to the keys.
+    click(c, "#tab-keys").await;
+    until(c, "return !document.getElementById('keys').hidden && document.querySelectorAll('#rows tr').length === 1")
+        .await;
+    app.stop().await;
+}

@@ -28,7 +28,8 @@ fn console_asset_with_csp(content_type: &str, body: &'static str, csp: String) -
         .body(body)
 }
 
-/// The API keys page. With organisation sign-in, the page may also post to
+/// The API keys page, also served as the Webhooks page beside it (the
+/// page shows the section its address names). With organisation sign-in, the page may also post to
 /// the identity provider's token endpoint (the code exchange of PKCE).
 pub(crate) async fn api_keys_page(ctx: web::Data<ServerContext>) -> HttpResponse {
     let page = include_str!("../assets/api-keys.html");
@@ -69,6 +70,8 @@ const PAGE_MODULES: &[(&str, &str)] = &[
     ("report.js", include_str!("../assets/api-keys/report.js")),
     ("limits-form.js", include_str!("../assets/api-keys/limits-form.js")),
     ("limits-panel.js", include_str!("../assets/api-keys/limits-panel.js")),
+    ("webhooks.js", include_str!("../assets/api-keys/webhooks.js")),
+    ("webhook-log.js", include_str!("../assets/api-keys/webhook-log.js")),
 ];
 
 pub(crate) async fn api_keys_module(module: web::Path<String>) -> HttpResponse {

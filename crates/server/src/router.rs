@@ -3,7 +3,7 @@
 
 use actix_web::http::header;
 use actix_web::web;
-use latchkey_domain::API_KEYS_PAGE_PATH;
+use latchkey_domain::{API_KEYS_PAGE_PATH, WEBHOOKS_PAGE_PATH};
 
 use crate::answers::RestError;
 use crate::{console, forward_auth, graphiql, graphql_http, openapi, probes, scim, secret_scanning, verify};
@@ -25,6 +25,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/graphiql", web::get().to(graphiql::page))
     .route("/assets/graphiql/{file}", web::get().to(graphiql::file))
     .route(API_KEYS_PAGE_PATH, web::get().to(console::api_keys_page))
+    .route(WEBHOOKS_PAGE_PATH, web::get().to(console::api_keys_page))
     .route("/assets/api-keys/{module}", web::get().to(console::api_keys_module))
     .route("/api-keys/sign-in.json", web::get().to(console::sign_in_options))
     .route("/assets/console.css", web::get().to(console::console_css))

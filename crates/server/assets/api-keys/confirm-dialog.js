@@ -7,7 +7,8 @@ import { $, busy, closeDialog, hideBanner, openDialog, showBanner } from "./ui.j
 
 let confirmAction = null;
 
-function confirmWith(title, text, okLabel, action, opener) {
+/** Asks `title`/`text` in the confirm dialog; `action` runs on `okLabel` (and closes it). */
+export function confirmWith(title, text, okLabel, action, opener) {
   hideBanner();
   $("confirm-title").textContent = title;
   $("confirm-text").textContent = text;

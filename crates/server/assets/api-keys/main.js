@@ -1,5 +1,6 @@
-// The API keys page (Settings › Integrations › API): a reference admin console
-// page over Latchkey's GraphQL API, as plain ES modules, one per concern.
+// The API keys page (Settings › Integrations › API) and the Webhooks page
+// beside it: a reference admin console over Latchkey's GraphQL API, as plain
+// ES modules, one per concern.
 // Every user-supplied string is rendered with textContent; the admin token
 // lives in sessionStorage only.
 
@@ -15,8 +16,22 @@ import { initSecretDialog } from "./secret-dialog.js";
 import { handleError, initSession } from "./session.js";
 import { initTable, replaceKey } from "./table.js";
 import { initTransferDialog, openTransfer } from "./transfer-dialog.js";
-import { initDialogs } from "./ui.js";
+import { $, initDialogs } from "./ui.js";
+import { initWebhookLog } from "./webhook-log.js";
+import { initWebhooks } from "./webhooks.js";
+import { state } from "./state.js";
 
+/** The tabs of Settings › Integrations: this address's is current. */
+function initTabs() {
+  $("tabs").hidden = false;
+  $(state.page === "webhooks" ? "tab-webhooks" : "tab-keys").setAttribute("aria-current", "page");
+  if (state.page === "webhooks") {
+    $("crumb-page").textContent = "Webhooks";
+    document.title = "Webhooks · Integrations · Settings";
+  }
+}
+
+initTabs();
 initDialogs();
 initSecretDialog();
 /** A row's menu: Disable for a key that is on, Enable for one that is off. */
@@ -47,4 +62,6 @@ initLimitsPanel(handleError, (key) => {
   reloadDetail();
 });
 initReport(handleError);
+initWebhooks(handleError);
+initWebhookLog(handleError);
 initSession();

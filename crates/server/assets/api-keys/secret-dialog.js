@@ -5,9 +5,17 @@ import { $, closeDialog, openDialog } from "./ui.js";
 
 let copied = false;
 
-export function showSecret(secret, title) {
+const KEY_WORDING = {
+  warning: "This is the only time the key is shown. You cannot view it again after closing this dialog.",
+  confirm: "You have not copied the key. Close anyway? It cannot be shown again.",
+};
+
+/** Shows `secret` once under `title`; `wording` says what it is (an API key by default). */
+export function showSecret(secret, title, wording = KEY_WORDING) {
   copied = false;
   $("secret-title").textContent = title;
+  $("secret-warning").textContent = wording.warning;
+  $("secret-confirm-text").textContent = wording.confirm;
   $("secret-value").textContent = secret;
   $("copy-status").textContent = "";
   $("secret-confirm").hidden = true;

@@ -9,6 +9,7 @@ import { AuthError, Q_VIEWER, Q_WHO, gql } from "./graphql.js";
 import { beginSignIn, finishSignIn, isSignInReturn, organisationSignIn } from "./organisation-sign-in.js";
 import { TOKEN_KEY, state } from "./state.js";
 import { clearTable, fillOwnerSelects, loadKeys } from "./table.js";
+import { clearWebhooks, loadWebhooks } from "./webhooks.js";
 import { $, closeAllDialogs, closeDialog, hideBanner, openDialog, showBanner } from "./ui.js";
 
 /** Refused credentials sign out; anything else is shown in the banner. */
@@ -51,7 +52,9 @@ function signOut(message) {
   state.token = null;
   state.viewer = null;
   clearTable();
+  clearWebhooks();
   $("keys").hidden = true;
+  $("webhooks").hidden = true;
   $("sign-out").hidden = true;
   $("who").textContent = "";
   $("signin").hidden = false;
@@ -79,9 +82,9 @@ async function start(token) {
     state.owner = new URLSearchParams(location.search).get("owner") || "";
     fillOwnerSelects();
     $("signin").hidden = true;
-    $("keys").hidden = false;
+    $(state.page).hidden = false;
     $("sign-out").hidden = false;
-    await loadKeys();
+    await (state.page === "webhooks" ? loadWebhooks() : loadKeys());
   } catch (error) {
     if (error instanceof AuthError) signOut(`Sign-in refused: ${error.message}`);
     else showBanner(error.message);

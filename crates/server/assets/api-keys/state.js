@@ -3,6 +3,8 @@
 export const TOKEN_KEY = "latchkey.adminToken";
 
 export const state = {
+  /** Which section this address shows: the key table or the webhooks. */
+  page: location.pathname.endsWith("/webhooks") ? "webhooks" : "keys",
   token: null,
   viewer: null,
   candidates: [],

@@ -7,7 +7,7 @@ import { state } from "./state.js";
 import { creditsText } from "./limits-form.js";
 import { summary } from "./restrictions-form.js";
 import { rowMenu } from "./row-menu.js";
-import { $, ROLE_NAMES, busy } from "./ui.js";
+import { $, ROLE_NAMES, busy, formatDate } from "./ui.js";
 
 const PAGE_SIZE = 25;
 /** The "Unused for 90 days" filter: no successful verification in this many days. */
@@ -26,13 +26,6 @@ const STATUS_NAMES = {
 let actionsFor = () => [];
 /** Ends a key's overlap (the "End now" button); set by `initTable`. */
 let endOverlap = () => {};
-
-/** "Dec 3, 14:05", with the year only when it is not this year (the full instant is the title). */
-function formatDate(iso) {
-  const d = new Date(iso);
-  const year = d.getFullYear() === new Date().getFullYear() ? undefined : "numeric";
-  return d.toLocaleString(undefined, { year, month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
-}
 
 function cell(text, label, className) {
   const td = document.createElement("td");

@@ -5,6 +5,13 @@ export const $ = (id) => document.getElementById(id);
 
 export const ROLE_NAMES = { INTERNAL_ADMIN: "Internal admin", ACADEMY_ADMIN: "Academy admin", INTEGRATION_USER: "Integration user" };
 
+/** "Dec 3, 14:05", with the year only when it is not this year (the full instant is the title). */
+export function formatDate(iso) {
+  const d = new Date(iso);
+  const year = d.getFullYear() === new Date().getFullYear() ? undefined : "numeric";
+  return d.toLocaleString(undefined, { year, month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+}
+
 export function showBanner(message) {
   $("banner-text").textContent = message;
   $("banner").hidden = false;
