@@ -113,75 +113,84 @@ impl Drop for Receiver {
     }
 }
 
+/// Serves one connection: requests answered with a status keep it open
+/// (as a real receiver would), any other answer closes it.
 async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
-    let mut request = Vec::new();
+    let mut pending = Vec::new();
     let mut buf = [0u8; 8192];
-    let head_end = loop {
-        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
-    let mut headers = BTreeMap::new();
-    for line in head.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
-        if let Some((name, value)) = line.split_once(':') {
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-        }
-    }
-    let length: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
-    while request.len() < head_end + length {
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    }
-    let body = String::from_utf8_lossy(&request[head_end..head_end + length]).into_owned();
-    let answer = {
-        let mut state = state.lock().unwrap();
-        state.received.push(Received { headers, body, at: Instant::now() });
-        state.script.pop_front().unwrap_or(Answer::Status(200))
-    };
-    let respond = |status: u16, extra: &str, body: &str| {
-        format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    match answer {
-        Answer::Status(status) => {
-            let _ = socket.write_all(respond(status, "", &format!("answered {status}")).as_bytes()).await;
-        }
-        Answer::Slow(wait) => {
-            tokio::time::sleep(wait).await;
-            let _ = socket.write_all(respond(200, "", "late").as_bytes()).await;
-        }
-        Answer::Redirect => {
-            let _ =
-                socket.write_all(respond(302, "Location: http://127.0.0.1:9/elsewhere\r\n", "moved").as_bytes()).await;
-        }
-        Answer::Huge(size) => {
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n");
-            if socket.write_all(head.as_bytes()).await.is_err() {
-                return;
+    loop {
+        let head_end = loop {
+            if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
             }
-            let chunk = vec![b'x'; 64 * 1024];
-            let mut sent = 0;
-            while sent < size {
-                if socket.write_all(&chunk).await.is_err() {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&pending[..head_end]).into_owned();
+        let mut headers = BTreeMap::new();
+        for line in head.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
+            if let Some((name, value)) = line.split_once(':') {
+                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            }
+        }
+        let length: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+        while pending.len() < head_end + length {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&pending[head_end..head_end + length]).into_owned();
+        pending.drain(..head_end + length);
+        let answer = {
+            let mut state = state.lock().unwrap();
+            state.received.push(Received { headers, body, at: Instant::now() });
+            state.script.pop_front().unwrap_or(Answer::Status(200))
+        };
+        let respond = |status: u16, extra: &str, body: &str| {
+            format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+                body.len()
+            )
+        };
+        match answer {
+            Answer::Status(status) => {
+                if socket.write_all(respond(status, "", &format!("answered {status}")).as_bytes()).await.is_err() {
                     return;
                 }
-                sent += chunk.len();
+                continue;
+            }
+            Answer::Slow(wait) => {
+                tokio::time::sleep(wait).await;
+                let _ = socket.write_all(respond(200, "Connection: close\r\n", "late").as_bytes()).await;
+            }
+            Answer::Redirect => {
+                let extra = "Location: http://127.0.0.1:9/elsewhere\r\nConnection: close\r\n";
+                let _ = socket.write_all(respond(302, extra, "moved").as_bytes()).await;
+            }
+            Answer::Huge(size) => {
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n");
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut sent = 0;
+                while sent < size {
+                    if socket.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    sent += chunk.len();
+                }
+            }
+            Answer::Hang => {
+                tokio::time::sleep(Duration::from_secs(600)).await;
             }
         }
-        Answer::Hang => {
-            tokio::time::sleep(Duration::from_secs(600)).await;
-        }
+        let _ = socket.shutdown().await;
+        return;
     }
-    let _ = socket.shutdown().await;
 }
 
 /// Whether the reference library is installed; a test that needs it and
