@@ -25,7 +25,7 @@ schema:
 ci:
     bash .ci/run
 
-# Benchmarks: key verification under HTTP load (wrk), in process (criterion), key table, mail.
+# Benchmarks: key verification under HTTP load (wrk), in process (criterion), key table, mail, usage, limits, webhooks.
 bench:
     bash scripts/bench-verify.sh
     cargo bench -p latchkey-app --bench verify
@@ -34,3 +34,4 @@ bench:
     cargo bench -p latchkey-tests --bench mail
     cargo bench -p latchkey-tests --bench usage
     bash scripts/bench-limits.sh
+    cargo bench -p latchkey-tests --bench webhooks
