@@ -6,6 +6,7 @@
 //! has failed for five days straight is switched off there, and the
 //! tenant's internal admins are mailed once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,7 @@ use latchkey_domain::webhooks::{retry_delay, signature_header};
 use latchkey_domain::{ApiKeyId, Notice, NoticeId, NoticeKind};
 use latchkey_notify::webhooks::WebhookRequest;
 use latchkey_store::{AttemptResult, DueDelivery};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::App;
 use crate::error::AppResult;
@@ -25,9 +26,9 @@ pub struct WebhookDispatcherConfig {
     /// How often due deliveries are looked for when nothing wakes the
     /// dispatcher (retries, and other replicas' events, are found this way).
     pub poll_interval: Duration,
-    /// Most deliveries claimed per round.
+    /// Most deliveries claimed at once.
     pub batch_size: u64,
-    /// Attempts in flight at once.
+    /// Attempts in flight at once (each claim takes at most the free slots).
     pub concurrency: usize,
     /// How long a claim lasts: must exceed the attempt timeout. A replica
     /// killed mid-delivery leaves it to the others after this.
@@ -48,25 +49,6 @@ impl Default for WebhookDispatcherConfig {
     }
 }
 
-/// What one round did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WebhookRound {
-    /// Accepted by their receivers.
-    pub succeeded: usize,
-    /// Refused, to be tried again.
-    pub retried: usize,
-    /// Refused with the retries spent.
-    pub failed: usize,
-    /// Handed back unattempted (shutdown, or a lease too short to send on).
-    pub released: usize,
-}
-
-impl WebhookRound {
-    fn handled(&self) -> usize {
-        self.succeeded + self.retried + self.failed + self.released
-    }
-}
-
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -82,34 +64,8 @@ fn jitter() -> f64 {
 }
 
 impl App {
-    /// Claims and sends what is due now. Stops early (handing the rest of
-    /// its claim back) when `shutdown` turns true.
-    pub async fn dispatch_webhooks_once(
-        &self,
-        config: &WebhookDispatcherConfig,
-        shutdown: &watch::Receiver<bool>,
-    ) -> AppResult<WebhookRound> {
-        use futures_util::StreamExt;
-        let now = self.clock.now();
-        let lease_until = now + chrono_duration(config.lease);
-        let claimed = self.store.claim_due_webhook_deliveries(now, lease_until, config.batch_size).await?;
-        let outcomes: Vec<AppResult<Option<AttemptResult>>> = futures_util::stream::iter(claimed)
-            .map(|due| self.attempt(due, lease_until, config, shutdown))
-            .buffer_unordered(config.concurrency.max(1))
-            .collect()
-            .await;
-        let mut round = WebhookRound::default();
-        for outcome in outcomes {
-            match outcome? {
-                Some(AttemptResult::Succeeded) => round.succeeded += 1,
-                Some(AttemptResult::RetryAt(_)) => round.retried += 1,
-                Some(AttemptResult::Failed) => round.failed += 1,
-                None => round.released += 1,
-            }
-        }
-        Ok(round)
-    }
-
+    /// Sends one claimed delivery and records the attempt; `None` when it was
+    /// handed back unattempted (shutdown, or a lease too short to send on).
     async fn attempt(
         &self,
         due: DueDelivery,
@@ -152,12 +108,9 @@ impl App {
             }
         };
         let tx = self.store.begin().await?;
-        let endpoint = tx.record_webhook_attempt(&delivery, &attempt, result).await?;
+        let failing = tx.record_webhook_attempt(&delivery, &attempt, result).await?;
         let mut mailed = false;
-        if let Some(endpoint) = endpoint
-            && result != AttemptResult::Succeeded
-            && endpoint.fails_too_long(now)
-        {
+        if let Some(endpoint) = failing.filter(|endpoint| endpoint.fails_too_long(now)) {
             let reason = failure_reason(&attempt);
             let since = endpoint.failing_since.unwrap_or(now);
             let disabled = WebhookEndpoint {
@@ -181,9 +134,7 @@ impl App {
             self.outbox.notify_one();
         }
         match result {
-            AttemptResult::Succeeded => {
-                tracing::debug!(delivery = %delivery.id, "webhook delivered")
-            }
+            AttemptResult::Succeeded => tracing::debug!(delivery = %delivery.id, "webhook delivered"),
             _ => {
                 tracing::info!(delivery = %delivery.id, status = ?attempt.http_status, error = ?attempt.error, "webhook attempt failed")
             }
@@ -191,35 +142,71 @@ impl App {
         Ok(Some(result))
     }
 
-    /// Runs the dispatcher until `shutdown` turns true; also drops
-    /// deliveries past their retention, hourly.
+    /// Runs the dispatcher until `shutdown` turns true, then waits for the
+    /// attempts in flight. Attempts run side by side, up to
+    /// `config.concurrency`: whenever one ends, more due deliveries are
+    /// claimed (as many as there are free slots), so a slow receiver holds
+    /// one slot, not a round. Also drops deliveries past their retention, hourly.
     pub async fn run_webhook_dispatcher(self, config: WebhookDispatcherConfig, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let config = Arc::new(config);
         let mut pruned_at: Option<DateTime<Utc>> = None;
         loop {
             if *shutdown.borrow() {
-                return;
+                break;
             }
             let now = self.clock.now();
             if pruned_at.is_none_or(|at| now - at >= chrono::Duration::hours(1)) {
-                let before = now - latchkey_domain::webhook_events::DELIVERY_RETENTION;
-                match self.store.drop_webhook_deliveries_before(before).await {
-                    Ok(dropped) if dropped > 0 => tracing::info!(dropped, "old webhook deliveries dropped"),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "dropping old webhook deliveries failed"),
-                }
+                self.drop_old_deliveries(now).await;
                 pruned_at = Some(now);
             }
-            match self.dispatch_webhooks_once(&config, &shutdown).await {
-                // A full batch: there may be more due right away.
-                Ok(round) if round.handled() as u64 >= config.batch_size => continue,
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "webhook dispatch failed; will retry"),
+            let free = slots.available_permits().min(usize::try_from(config.batch_size).unwrap_or(usize::MAX));
+            if free == 0 {
+                // Every slot is busy: wait for one to free up.
+                tokio::select! {
+                    permit = slots.clone().acquire_owned() => drop(permit),
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let lease_until = now + chrono_duration(config.lease);
+            let claimed = match self.store.claim_due_webhook_deliveries(now, lease_until, free as u64).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming webhook deliveries failed; will retry");
+                    Vec::new()
+                }
+            };
+            let more_due = claimed.len() == free;
+            for due in claimed {
+                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let (app, config, shutdown) = (self.clone(), config.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = app.attempt(due, lease_until, &config, &shutdown).await {
+                        tracing::error!(error = %e, "recording a webhook attempt failed; the lease will hand it out again");
+                    }
+                    drop(permit);
+                });
+            }
+            if more_due {
+                continue;
             }
             tokio::select! {
                 _ = self.webhooks.wake.notified() => {}
                 _ = tokio::time::sleep(config.poll_interval) => {}
                 _ = shutdown.changed() => {}
             }
+        }
+        // Graceful stop: the attempts in flight finish (each within its timeout).
+        let _ = slots.acquire_many(u32::try_from(config.concurrency.max(1)).unwrap_or(u32::MAX)).await;
+    }
+
+    async fn drop_old_deliveries(&self, now: DateTime<Utc>) {
+        let before = now - latchkey_domain::webhook_events::DELIVERY_RETENTION;
+        match self.store.drop_webhook_deliveries_before(before).await {
+            Ok(dropped) if dropped > 0 => tracing::info!(dropped, "old webhook deliveries dropped"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "dropping old webhook deliveries failed"),
         }
     }
 }

@@ -244,19 +244,17 @@ impl Tx {
         found.map(delivery_from).transpose()
     }
 
-    /// Records an attempt of `delivery` and what it leaves the delivery as;
-    /// the endpoint's failing streak starts (at the attempt) or ends with it.
-    /// Returns the endpoint as it is after, locked (`None`: deleted meanwhile).
+    /// Records an attempt of `delivery` and what it leaves the delivery as.
+    /// A success ends the endpoint's failing streak (without locking the
+    /// endpoint unless it had one); a failure starts it (at the attempt) if
+    /// none runs, and returns the endpoint as it is after, locked, for the
+    /// caller to decide on (`None`: a success, or the endpoint is gone).
     pub async fn record_webhook_attempt(
         &self,
         delivery: &WebhookDelivery,
         attempt: &WebhookAttempt,
         result: AttemptResult,
     ) -> StoreResult<Option<WebhookEndpoint>> {
-        let select = webhook_endpoint::Entity::find_by_id(delivery.endpoint_id.0);
-        let Some(endpoint) = self.locking(select).one(self.conn()).await?.map(endpoint_from) else {
-            return Ok(None);
-        };
         webhook_attempt::ActiveModel {
             id: Set(latchkey_domain::ids::time_ordered_uuid(attempt.attempted_at)),
             delivery_id: Set(delivery.id.0),
@@ -283,14 +281,24 @@ impl Tx {
             .filter(webhook_delivery::Column::Id.eq(delivery.id.0))
             .exec(self.conn())
             .await?;
-        let failing_since = match result {
-            AttemptResult::Succeeded => None,
-            _ => Some(endpoint.failing_since.unwrap_or(finished)),
+        if result == AttemptResult::Succeeded {
+            // Touches (and locks) the endpoint's row only if a streak ends.
+            webhook_endpoint::Entity::update_many()
+                .col_expr(webhook_endpoint::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+                .filter(webhook_endpoint::Column::Id.eq(delivery.endpoint_id.0))
+                .filter(webhook_endpoint::Column::FailingSince.is_not_null())
+                .exec(self.conn())
+                .await?;
+            return Ok(None);
+        }
+        let select = webhook_endpoint::Entity::find_by_id(delivery.endpoint_id.0);
+        let Some(endpoint) = self.locking(select).one(self.conn()).await?.map(endpoint_from) else {
+            return Ok(None);
         };
-        if failing_since == endpoint.failing_since {
+        if endpoint.failing_since.is_some() {
             return Ok(Some(endpoint));
         }
-        let endpoint = WebhookEndpoint { failing_since, ..endpoint };
+        let endpoint = WebhookEndpoint { failing_since: Some(finished), ..endpoint };
         self.update_webhook_endpoint(&endpoint).await?;
         Ok(Some(endpoint))
     }

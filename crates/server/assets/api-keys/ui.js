@@ -12,6 +12,15 @@ export function formatDate(iso) {
   return d.toLocaleString(undefined, { year, month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 }
 
+/** A table cell showing `text` (as text), with a class and a title (the full text, say). */
+export function textCell(text, className, title) {
+  const td = document.createElement("td");
+  if (className) td.className = className;
+  td.textContent = text;
+  if (title) td.title = title;
+  return td;
+}
+
 export function showBanner(message) {
   $("banner-text").textContent = message;
   $("banner").hidden = false;

@@ -4,7 +4,7 @@
 
 import { gql } from "./graphql.js";
 import { rowMenu } from "./row-menu.js";
-import { $, busy, formatDate, showBanner } from "./ui.js";
+import { $, busy, textCell as cell, formatDate, showBanner } from "./ui.js";
 
 const Q_DELIVERIES = `query($endpoint: ID!, $status: [WebhookDeliveryStatus!]) {
   webhookDeliveries(endpointId: $endpoint, status: $status, first: 50) { nodes { id messageId eventType status createdAt
@@ -15,14 +15,6 @@ const STATUS_NAMES = { PENDING: "Pending", SUCCEEDED: "Succeeded", FAILED: "Fail
 
 let shown = null;
 let onError = () => {};
-
-function cell(text, className, title) {
-  const td = document.createElement("td");
-  if (className) td.className = className;
-  td.textContent = text;
-  if (title) td.title = title;
-  return td;
-}
 
 /** The last attempt in a few words: its status or error; the body is the title. */
 function lastAnswer(delivery) {

@@ -6,7 +6,7 @@ import { confirmWith } from "./confirm-dialog.js";
 import { gql } from "./graphql.js";
 import { rowMenu } from "./row-menu.js";
 import { showSecret } from "./secret-dialog.js";
-import { $, busy, clearFieldErrors, closeDialog, formatDate, openDialog, showBanner, showUserErrors } from "./ui.js";
+import { $, busy, textCell as cell, clearFieldErrors, closeDialog, formatDate, openDialog, showBanner, showUserErrors } from "./ui.js";
 import { openDeliveries } from "./webhook-log.js";
 
 const ENDPOINT = "id url description eventTypes enabled createdAt disabledReason";
@@ -33,14 +33,6 @@ let eventTypes = [];
 /** The endpoint being edited; null when adding. */
 let editing = null;
 let onError = () => {};
-
-function cell(text, className, title) {
-  const td = document.createElement("td");
-  if (className) td.className = className;
-  td.textContent = text;
-  if (title) td.title = title;
-  return td;
-}
 
 function describeTypes(types) {
   return types.length ? types.join(", ") : "Every event type";
