@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use latchkey_domain::webhook_events::{WebhookAttempt, WebhookEndpoint};
+use latchkey_domain::webhook_events::{WebhookAttempt, WebhookDelivery, WebhookEndpoint};
 use latchkey_domain::webhooks::{retry_delay, signature_header};
 use latchkey_domain::{ApiKeyId, Notice, NoticeId, NoticeKind};
 use latchkey_notify::webhooks::WebhookRequest;
 use latchkey_store::{AttemptResult, DueDelivery};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::App;
 use crate::error::AppResult;
@@ -42,7 +42,7 @@ impl Default for WebhookDispatcherConfig {
         WebhookDispatcherConfig {
             poll_interval: Duration::from_millis(500),
             batch_size: 50,
-            concurrency: 16,
+            concurrency: 32,
             lease: Duration::from_secs(60),
             attempt_timeout: latchkey_domain::webhook_events::ATTEMPT_TIMEOUT,
         }
@@ -63,16 +63,26 @@ fn jitter() -> f64 {
     }
 }
 
+/// An attempt made, waiting to be recorded.
+struct Attempted {
+    delivery: WebhookDelivery,
+    attempt: WebhookAttempt,
+    result: AttemptResult,
+}
+
+/// Most attempts recorded in one transaction.
+const RECORD_BATCH: usize = 200;
+
 impl App {
-    /// Sends one claimed delivery and records the attempt; `None` when it was
-    /// handed back unattempted (shutdown, or a lease too short to send on).
+    /// Sends one claimed delivery; `None` when it was handed back
+    /// unattempted (shutdown, or a lease too short to send on).
     async fn attempt(
         &self,
         due: DueDelivery,
         lease_until: DateTime<Utc>,
         config: &WebhookDispatcherConfig,
         shutdown: &watch::Receiver<bool>,
-    ) -> AppResult<Option<AttemptResult>> {
+    ) -> AppResult<Option<Attempted>> {
         let DueDelivery { delivery, url, secrets } = due;
         let now = self.clock.now();
         // Never send on a lease that could run out mid-attempt: another
@@ -99,19 +109,30 @@ impl App {
             error: sent.error,
         };
         let result = if attempt.succeeded() {
+            tracing::debug!(delivery = %delivery.id, "webhook delivered");
             AttemptResult::Succeeded
         } else {
+            tracing::info!(delivery = %delivery.id, status = ?attempt.http_status, error = ?attempt.error, "webhook attempt failed");
             let failed = usize::try_from(delivery.attempts).unwrap_or(0) + 1;
             match retry_delay(failed, jitter()) {
                 Some(delay) => AttemptResult::RetryAt(self.clock.now() + delay),
                 None => AttemptResult::Failed,
             }
         };
+        Ok(Some(Attempted { delivery, attempt, result }))
+    }
+
+    /// Records `batch` in one transaction: each attempt, its delivery's next
+    /// state, the endpoints' failing streaks, and the switching off (with
+    /// the admins' mail) of an endpoint failing for 5 days.
+    async fn record(&self, batch: &[Attempted]) -> AppResult<()> {
         let tx = self.store.begin().await?;
-        let failing = tx.record_webhook_attempt(&delivery, &attempt, result).await?;
         let mut mailed = false;
-        if let Some(endpoint) = failing.filter(|endpoint| endpoint.fails_too_long(now)) {
-            let reason = failure_reason(&attempt);
+        for Attempted { delivery, attempt, result } in batch {
+            let now = attempt.attempted_at;
+            let failing = tx.record_webhook_attempt(delivery, attempt, *result).await?;
+            let Some(endpoint) = failing.filter(|endpoint| endpoint.fails_too_long(now)) else { continue };
+            let reason = failure_reason(attempt);
             let since = endpoint.failing_since.unwrap_or(now);
             let disabled = WebhookEndpoint {
                 enabled: false,
@@ -133,23 +154,35 @@ impl App {
         if mailed {
             self.outbox.notify_one();
         }
-        match result {
-            AttemptResult::Succeeded => tracing::debug!(delivery = %delivery.id, "webhook delivered"),
-            _ => {
-                tracing::info!(delivery = %delivery.id, status = ?attempt.http_status, error = ?attempt.error, "webhook attempt failed")
+        Ok(())
+    }
+
+    /// Records attempts as they come, as many per transaction as are waiting
+    /// (one commit for many: the database's single writer on SQLite, and
+    /// every commit's flush, are what limit throughput). Returns when every
+    /// sender is gone.
+    async fn run_recorder(self, mut attempted: mpsc::Receiver<Attempted>) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        while attempted.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            if let Err(e) = self.record(&batch).await {
+                // Not recorded: the leases run out and the deliveries are sent again.
+                tracing::error!(error = %e, attempts = batch.len(), "recording webhook attempts failed");
             }
+            batch.clear();
         }
-        Ok(Some(result))
     }
 
     /// Runs the dispatcher until `shutdown` turns true, then waits for the
-    /// attempts in flight. Attempts run side by side, up to
-    /// `config.concurrency`: whenever one ends, more due deliveries are
-    /// claimed (as many as there are free slots), so a slow receiver holds
+    /// attempts in flight and their records. Attempts run side by side, up
+    /// to `config.concurrency`; due deliveries are claimed when half the
+    /// slots are free (or all, when less is due), so a slow receiver holds
     /// one slot, not a round. Also drops deliveries past their retention, hourly.
     pub async fn run_webhook_dispatcher(self, config: WebhookDispatcherConfig, mut shutdown: watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let slots_total = config.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(slots_total));
         let config = Arc::new(config);
+        let (record, attempted) = mpsc::channel(RECORD_BATCH * 4);
+        let recorder = tokio::spawn(self.clone().run_recorder(attempted));
         let mut pruned_at: Option<DateTime<Utc>> = None;
         loop {
             if *shutdown.borrow() {
@@ -161,8 +194,8 @@ impl App {
                 pruned_at = Some(now);
             }
             let free = slots.available_permits().min(usize::try_from(config.batch_size).unwrap_or(usize::MAX));
-            if free == 0 {
-                // Every slot is busy: wait for one to free up.
+            if free == 0 || (free < slots_total.div_ceil(2) && free < slots_total) {
+                // Busy: wait for a slot to free up, then look again.
                 tokio::select! {
                     permit = slots.clone().acquire_owned() => drop(permit),
                     _ = shutdown.changed() => {}
@@ -180,10 +213,12 @@ impl App {
             let more_due = claimed.len() == free;
             for due in claimed {
                 let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                let (app, config, shutdown) = (self.clone(), config.clone(), shutdown.clone());
+                let (app, config, shutdown, record) = (self.clone(), config.clone(), shutdown.clone(), record.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = app.attempt(due, lease_until, &config, &shutdown).await {
-                        tracing::error!(error = %e, "recording a webhook attempt failed; the lease will hand it out again");
+                    match app.attempt(due, lease_until, &config, &shutdown).await {
+                        Ok(Some(attempted)) => _ = record.send(attempted).await,
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "a webhook attempt failed to start"),
                     }
                     drop(permit);
                 });
@@ -197,8 +232,11 @@ impl App {
                 _ = shutdown.changed() => {}
             }
         }
-        // Graceful stop: the attempts in flight finish (each within its timeout).
-        let _ = slots.acquire_many(u32::try_from(config.concurrency.max(1)).unwrap_or(u32::MAX)).await;
+        // Graceful stop: the attempts in flight finish (each within its
+        // timeout) and are recorded.
+        let _ = slots.acquire_many(u32::try_from(slots_total).unwrap_or(u32::MAX)).await;
+        drop(record);
+        let _ = recorder.await;
     }
 
     async fn drop_old_deliveries(&self, now: DateTime<Utc>) {

@@ -255,24 +255,13 @@ impl Tx {
         attempt: &WebhookAttempt,
         result: AttemptResult,
     ) -> StoreResult<Option<WebhookEndpoint>> {
-        webhook_attempt::ActiveModel {
-            id: Set(latchkey_domain::ids::time_ordered_uuid(attempt.attempted_at)),
-            delivery_id: Set(delivery.id.0),
-            attempted_at: Set(storable(attempt.attempted_at)),
-            http_status: Set(attempt.http_status.map(i32::from)),
-            duration_ms: Set(attempt.duration_ms),
-            response_body: Set(attempt.response_body.clone()),
-            error: Set(attempt.error.clone()),
-        }
-        .insert(self.conn())
-        .await?;
         let finished = storable(attempt.attempted_at);
         let (status, next, finished_at) = match result {
             AttemptResult::Succeeded => (DeliveryStatus::Succeeded, delivery.next_attempt_at, Some(finished)),
             AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, storable(at), None),
             AttemptResult::Failed => (DeliveryStatus::Failed, delivery.next_attempt_at, Some(finished)),
         };
-        webhook_delivery::Entity::update_many()
+        let updated = webhook_delivery::Entity::update_many()
             .col_expr(webhook_delivery::Column::Status, Expr::value(status.as_str()))
             .col_expr(webhook_delivery::Column::Attempts, Expr::col(webhook_delivery::Column::Attempts).add(1))
             .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(next))
@@ -281,6 +270,21 @@ impl Tx {
             .filter(webhook_delivery::Column::Id.eq(delivery.id.0))
             .exec(self.conn())
             .await?;
+        if updated.rows_affected == 0 {
+            // Deleted meanwhile, with its endpoint: nothing to record.
+            return Ok(None);
+        }
+        webhook_attempt::ActiveModel {
+            id: Set(latchkey_domain::ids::time_ordered_uuid(attempt.attempted_at)),
+            delivery_id: Set(delivery.id.0),
+            attempted_at: Set(finished),
+            http_status: Set(attempt.http_status.map(i32::from)),
+            duration_ms: Set(attempt.duration_ms),
+            response_body: Set(attempt.response_body.clone()),
+            error: Set(attempt.error.clone()),
+        }
+        .insert(self.conn())
+        .await?;
         if result == AttemptResult::Succeeded {
             // Touches (and locks) the endpoint's row only if a streak ends.
             webhook_endpoint::Entity::update_many()
