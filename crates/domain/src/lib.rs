@@ -13,6 +13,7 @@ pub mod error;
 pub mod hashing;
 pub mod ids;
 pub mod import;
+pub mod key_policy;
 pub mod lifecycle;
 pub mod limits;
 pub mod model;

@@ -1,0 +1,226 @@
+//! A tenant's key policy: the rules every new or changed key must keep
+//! (lifetime, expiry, restrictions, overlap, keys per owner) and when an
+//! unused key is switched off. Keys that broke a rule when it was set keep
+//! working; [`KeyPolicy::violations`] names what they break.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Violation, ViolationCode};
+use crate::model::ApiKey;
+
+/// The range of `maxLifetimeDays`.
+pub const LIFETIME_DAYS: std::ops::RangeInclusive<i64> = 1..=3650;
+/// The range of `disableUnusedAfterDays`.
+pub const UNUSED_DAYS: std::ops::RangeInclusive<i64> = 30..=730;
+/// The range of `maxKeysPerOwner`.
+pub const KEYS_PER_OWNER: std::ops::RangeInclusive<i64> = 1..=10_000;
+/// How long before an unused key is switched off its owner is warned.
+pub const UNUSED_WARNING: Duration = Duration::days(7);
+
+/// The rules, as the tenant set them; every field off by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KeyPolicy {
+    /// A new or rotated key must expire within this many days.
+    pub max_lifetime_days: Option<i64>,
+    /// A key must have an expiry.
+    pub require_expiry: bool,
+    /// A key must name its permissions (no "Full access").
+    pub require_restrictions: bool,
+    /// The longest overlap a rotation may keep the old secret for, in seconds.
+    pub max_overlap_seconds: Option<i64>,
+    /// A key unused this many days is switched off.
+    pub disable_unused_after_days: Option<i64>,
+    /// Most keys one owner may have.
+    pub max_keys_per_owner: Option<i64>,
+}
+
+/// A rule a key breaks, by its name in the policy.
+pub type RuleName = &'static str;
+
+/// A refused input under the policy: the field it concerns and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyRefusal {
+    /// The input field (`expiresAt`, `restrictions.permissions`, `overlapSeconds`, `ownerId`).
+    pub field: &'static str,
+    /// The rule's name and value, in a sentence.
+    pub message: String,
+}
+
+fn out_of_range(field: &'static str, range: &std::ops::RangeInclusive<i64>) -> (&'static str, Violation) {
+    let message = format!("Must be between {} and {}, or null for none.", range.start(), range.end());
+    (field, Violation::new(ViolationCode::Invalid, message))
+}
+
+impl KeyPolicy {
+    /// Checks each bound's range; problems name their field.
+    pub fn check(&self) -> Result<(), Vec<(&'static str, Violation)>> {
+        let mut problems = Vec::new();
+        let in_range =
+            |value: Option<i64>, range: &std::ops::RangeInclusive<i64>| value.is_none_or(|v| range.contains(&v));
+        if !in_range(self.max_lifetime_days, &LIFETIME_DAYS) {
+            problems.push(out_of_range("maxLifetimeDays", &LIFETIME_DAYS));
+        }
+        if !in_range(self.max_overlap_seconds, &(0..=crate::lifecycle::MAX_OVERLAP_SECS)) {
+            problems.push(out_of_range("maxOverlapSeconds", &(0..=crate::lifecycle::MAX_OVERLAP_SECS)));
+        }
+        if !in_range(self.disable_unused_after_days, &UNUSED_DAYS) {
+            problems.push(out_of_range("disableUnusedAfterDays", &UNUSED_DAYS));
+        }
+        if !in_range(self.max_keys_per_owner, &KEYS_PER_OWNER) {
+            problems.push(out_of_range("maxKeysPerOwner", &KEYS_PER_OWNER));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    /// The latest expiry a key made or rotated at `now` may have.
+    pub fn latest_expiry(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.max_lifetime_days.map(|days| now + Duration::days(days))
+    }
+
+    /// Whether a key's expiry must be set.
+    pub fn expiry_required(&self) -> bool {
+        self.require_expiry || self.max_lifetime_days.is_some()
+    }
+
+    /// What the expiry `given` for a key made or rotated at `now` breaks.
+    pub fn check_expiry(&self, given: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<PolicyRefusal> {
+        let refusal = |message: String| Some(PolicyRefusal { field: "expiresAt", message });
+        match (given, self.latest_expiry(now)) {
+            (None, Some(_)) | (None, None) if self.expiry_required() => {
+                refusal(format!("Your organisation's key policy requires an expiry{}.", self.lifetime_phrase()))
+            }
+            (Some(at), Some(latest)) if at > latest => refusal(format!(
+                "Your organisation's key policy allows keys to live at most {} days (maxLifetimeDays).",
+                self.max_lifetime_days.unwrap_or_default()
+            )),
+            _ => None,
+        }
+    }
+
+    fn lifetime_phrase(&self) -> String {
+        match self.max_lifetime_days {
+            Some(days) => format!(" within {days} days (maxLifetimeDays)"),
+            None => " (requireExpiry)".to_owned(),
+        }
+    }
+
+    /// What restrictions naming `permissions` (none: full access) break.
+    pub fn check_permissions(&self, full_access: bool) -> Option<PolicyRefusal> {
+        (self.require_restrictions && full_access).then(|| PolicyRefusal {
+            field: "restrictions.permissions",
+            message: "Your organisation's key policy requires a key to name its permissions; full access is not \
+                      allowed (requireRestrictions)."
+                .to_owned(),
+        })
+    }
+
+    /// What a rotation's overlap of `seconds` breaks.
+    pub fn check_overlap(&self, seconds: i64) -> Option<PolicyRefusal> {
+        let max = self.max_overlap_seconds?;
+        (seconds > max).then(|| PolicyRefusal {
+            field: "overlapSeconds",
+            message: format!(
+                "Your organisation's key policy keeps an old secret working at most {max} seconds (maxOverlapSeconds)."
+            ),
+        })
+    }
+
+    /// What one more key for an owner who has `owned` breaks.
+    pub fn check_owner_count(&self, owned: u64, field: &'static str) -> Option<PolicyRefusal> {
+        let max = self.max_keys_per_owner?;
+        (owned >= u64::try_from(max).unwrap_or(u64::MAX)).then(|| PolicyRefusal {
+            field,
+            message: format!("Your organisation's key policy allows at most {max} keys per owner (maxKeysPerOwner)."),
+        })
+    }
+
+    /// The expiry a rotation at `now` gives a key when none is asked for:
+    /// its current one if that keeps the policy, else the latest the policy
+    /// allows (a key that never expired gets one). `None`: never, when the
+    /// policy does not ask for one.
+    pub fn rotation_expiry(&self, current: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let latest = self.latest_expiry(now);
+        match (current.filter(|at| *at > now), latest) {
+            (Some(at), Some(latest)) => Some(at.min(latest)),
+            (Some(at), None) => Some(at),
+            (None, latest) => latest,
+        }
+    }
+
+    /// The rules `key` breaks as it is, by name (`maxLifetimeDays`,
+    /// `requireExpiry`, `requireRestrictions`). A key's lifetime counts from
+    /// its last rotation or creation.
+    pub fn violations(&self, key: &ApiKey) -> Vec<RuleName> {
+        let mut broken = Vec::new();
+        let born = key.last_edited_at.unwrap_or(key.created_at).max(key.created_at);
+        if let Some(days) = self.max_lifetime_days
+            && key.expires_at.is_none_or(|at| at > born + Duration::days(days))
+        {
+            broken.push("maxLifetimeDays");
+        }
+        if self.require_expiry && key.expires_at.is_none() {
+            broken.push("requireExpiry");
+        }
+        if self.require_restrictions && key.restrictions.permissions.is_none() {
+            broken.push("requireRestrictions");
+        }
+        broken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(days: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_767_225_600, 0).unwrap() + Duration::days(days)
+    }
+
+    #[test]
+    fn ranges_are_checked_by_field() {
+        assert!(KeyPolicy::default().check().is_ok());
+        let bad = KeyPolicy {
+            max_lifetime_days: Some(0),
+            max_overlap_seconds: Some(604_801),
+            disable_unused_after_days: Some(29),
+            max_keys_per_owner: Some(10_001),
+            ..KeyPolicy::default()
+        };
+        let fields: Vec<_> = bad.check().unwrap_err().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["maxLifetimeDays", "maxOverlapSeconds", "disableUnusedAfterDays", "maxKeysPerOwner"]);
+    }
+
+    #[test]
+    fn expiry_overlap_permissions_and_counts_are_held_to_the_rules() {
+        let policy = KeyPolicy {
+            max_lifetime_days: Some(90),
+            require_restrictions: true,
+            max_overlap_seconds: Some(3600),
+            max_keys_per_owner: Some(2),
+            ..KeyPolicy::default()
+        };
+        assert!(policy.check_expiry(None, at(0)).unwrap().message.contains("90"));
+        assert!(policy.check_expiry(Some(at(91)), at(0)).is_some());
+        assert!(policy.check_expiry(Some(at(90)), at(0)).is_none());
+        assert!(KeyPolicy::default().check_expiry(None, at(0)).is_none());
+        let required = KeyPolicy { require_expiry: true, ..KeyPolicy::default() };
+        assert!(required.check_expiry(None, at(0)).unwrap().message.contains("requireExpiry"));
+        assert!(policy.check_permissions(true).is_some() && policy.check_permissions(false).is_none());
+        assert!(policy.check_overlap(3601).is_some() && policy.check_overlap(3600).is_none());
+        assert!(policy.check_owner_count(2, "ownerId").is_some() && policy.check_owner_count(1, "ownerId").is_none());
+        assert_eq!(policy.rotation_expiry(None, at(0)), Some(at(90)));
+        assert_eq!(policy.rotation_expiry(Some(at(10)), at(0)), Some(at(10)));
+        assert_eq!(policy.rotation_expiry(Some(at(200)), at(0)), Some(at(90)));
+        assert_eq!(KeyPolicy::default().rotation_expiry(None, at(0)), None);
+    }
+
+    #[test]
+    fn the_stored_form_round_trips_and_tolerates_missing_fields() {
+        let policy = KeyPolicy { max_lifetime_days: Some(30), require_expiry: true, ..KeyPolicy::default() };
+        let stored = serde_json::to_string(&policy).unwrap();
+        assert_eq!(serde_json::from_str::<KeyPolicy>(&stored).unwrap(), policy);
+        assert_eq!(serde_json::from_str::<KeyPolicy>("{}").unwrap(), KeyPolicy::default());
+    }
+}
