@@ -127,8 +127,11 @@ impl App {
     /// the admins' mail) of an endpoint failing for 5 days.
     async fn record(&self, batch: &[Attempted]) -> AppResult<()> {
         let tx = self.store.begin().await?;
+        let succeeded: Vec<_> =
+            batch.iter().filter(|a| a.result == AttemptResult::Succeeded).map(|a| (&a.delivery, &a.attempt)).collect();
+        tx.record_webhook_successes(&succeeded).await?;
         let mut mailed = false;
-        for Attempted { delivery, attempt, result } in batch {
+        for Attempted { delivery, attempt, result } in batch.iter().filter(|a| a.result != AttemptResult::Succeeded) {
             let now = attempt.attempted_at;
             let failing = tx.record_webhook_attempt(delivery, attempt, *result).await?;
             let Some(endpoint) = failing.filter(|endpoint| endpoint.fails_too_long(now)) else { continue };

@@ -92,6 +92,18 @@ fn attempt_from(m: webhook_attempt::Model) -> WebhookAttempt {
     }
 }
 
+fn attempt_model(delivery: &WebhookDelivery, attempt: &WebhookAttempt) -> webhook_attempt::ActiveModel {
+    webhook_attempt::ActiveModel {
+        id: Set(latchkey_domain::ids::time_ordered_uuid(attempt.attempted_at)),
+        delivery_id: Set(delivery.id.0),
+        attempted_at: Set(storable(attempt.attempted_at)),
+        http_status: Set(attempt.http_status.map(i32::from)),
+        duration_ms: Set(attempt.duration_ms),
+        response_body: Set(attempt.response_body.clone()),
+        error: Set(attempt.error.clone()),
+    }
+}
+
 fn endpoint_model(endpoint: &WebhookEndpoint) -> webhook_endpoint::ActiveModel {
     webhook_endpoint::ActiveModel {
         id: Set(endpoint.id.0),
@@ -244,6 +256,51 @@ impl Tx {
         found.map(delivery_from).transpose()
     }
 
+    /// Records attempts that succeeded, in three statements whatever their
+    /// number: the attempts, their deliveries (finished at the latest of
+    /// them), and the end of their endpoints' failing streaks.
+    pub async fn record_webhook_successes(&self, succeeded: &[(&WebhookDelivery, &WebhookAttempt)]) -> StoreResult<()> {
+        let Some(finished) = succeeded.iter().map(|(_, a)| storable(a.attempted_at)).max() else { return Ok(()) };
+        let ids: Vec<uuid::Uuid> = succeeded.iter().map(|(d, _)| d.id.0).collect();
+        // Deliveries deleted meanwhile (with their endpoint) get no attempt.
+        let live: std::collections::HashSet<uuid::Uuid> = webhook_delivery::Entity::find()
+            .select_only()
+            .column(webhook_delivery::Column::Id)
+            .filter(webhook_delivery::Column::Id.is_in(ids.clone()))
+            .into_tuple::<uuid::Uuid>()
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .collect();
+        let attempts: Vec<webhook_attempt::ActiveModel> = succeeded
+            .iter()
+            .filter(|(d, _)| live.contains(&d.id.0))
+            .map(|(delivery, attempt)| attempt_model(delivery, attempt))
+            .collect();
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        webhook_attempt::Entity::insert_many(attempts).exec(self.conn()).await?;
+        webhook_delivery::Entity::update_many()
+            .col_expr(webhook_delivery::Column::Status, Expr::value(DeliveryStatus::Succeeded.as_str()))
+            .col_expr(webhook_delivery::Column::Attempts, Expr::col(webhook_delivery::Column::Attempts).add(1))
+            .col_expr(webhook_delivery::Column::FinishedAt, Expr::value(finished))
+            .col_expr(webhook_delivery::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(webhook_delivery::Column::Id.is_in(ids))
+            .exec(self.conn())
+            .await?;
+        let endpoints: std::collections::BTreeSet<uuid::Uuid> =
+            succeeded.iter().map(|(d, _)| d.endpoint_id.0).collect();
+        // Touches (and locks) an endpoint's row only if a streak ends.
+        webhook_endpoint::Entity::update_many()
+            .col_expr(webhook_endpoint::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(webhook_endpoint::Column::Id.is_in(endpoints))
+            .filter(webhook_endpoint::Column::FailingSince.is_not_null())
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
     /// Records an attempt of `delivery` and what it leaves the delivery as.
     /// A success ends the endpoint's failing streak (without locking the
     /// endpoint unless it had one); a failure starts it (at the attempt) if
@@ -274,17 +331,7 @@ impl Tx {
             // Deleted meanwhile, with its endpoint: nothing to record.
             return Ok(None);
         }
-        webhook_attempt::ActiveModel {
-            id: Set(latchkey_domain::ids::time_ordered_uuid(attempt.attempted_at)),
-            delivery_id: Set(delivery.id.0),
-            attempted_at: Set(finished),
-            http_status: Set(attempt.http_status.map(i32::from)),
-            duration_ms: Set(attempt.duration_ms),
-            response_body: Set(attempt.response_body.clone()),
-            error: Set(attempt.error.clone()),
-        }
-        .insert(self.conn())
-        .await?;
+        attempt_model(delivery, attempt).insert(self.conn()).await?;
         if result == AttemptResult::Succeeded {
             // Touches (and locks) the endpoint's row only if a streak ends.
             webhook_endpoint::Entity::update_many()
