@@ -865,25 +865,32 @@ impl App {
         let ids = keys.iter().flat_map(|k| [Some(k.owner_id), k.created_by, k.last_edited_by]).flatten().collect();
         let users = self.users(tenant, ids).await?;
         let now = self.clock.now();
-        keys.into_iter()
-            .map(|key| {
-                let owner = users.get(&key.owner_id).cloned().ok_or_else(|| {
-                    AppError::internal(&format_args!("owner {} of key {} is missing", key.owner_id, key.id))
-                })?;
-                let created_by = key.created_by.and_then(|id| users.get(&id).cloned());
-                let last_edited_by = key.last_edited_by.and_then(|id| users.get(&id).cloned());
-                let (status, previous_secret_until) = (key.status(&owner, now), key.previous_secret_until(now));
-                let credits = key.credits.as_ref().map(|stored| {
-                    let mut credits = stored.as_of(now);
-                    // A refill due now voids what replicas held.
-                    if credits.generation == stored.generation {
-                        credits.remaining += self.verifier.held_credits(key.id, stored.generation) as i64;
-                    }
-                    credits
-                });
-                let key = ApiKey { credits, ..key };
-                Ok(KeyView { key, owner, created_by, last_edited_by, status, previous_secret_until, usage_30d: None })
-            })
-            .collect()
+        let mut views = Vec::with_capacity(keys.len());
+        for key in keys {
+            let owner = users.get(&key.owner_id).cloned().ok_or_else(|| {
+                AppError::internal(&format_args!("owner {} of key {} is missing", key.owner_id, key.id))
+            })?;
+            let created_by = key.created_by.and_then(|id| users.get(&id).cloned());
+            let last_edited_by = key.last_edited_by.and_then(|id| users.get(&id).cloned());
+            let (status, previous_secret_until) = (key.status(&owner, now), key.previous_secret_until(now));
+            let credits = match &key.credits {
+                None => None,
+                Some(stored) => {
+                    let reread = || async { Ok(self.store.key(tenant, key.id).await?.and_then(|k| k.credits)) };
+                    self.verifier.read_credits(key.id, now, Some(stored.clone()), reread).await?
+                }
+            };
+            let key = ApiKey { credits, ..key };
+            views.push(KeyView {
+                key,
+                owner,
+                created_by,
+                last_edited_by,
+                status,
+                previous_secret_until,
+                usage_30d: None,
+            });
+        }
+        Ok(views)
     }
 }

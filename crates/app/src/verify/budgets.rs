@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::lifecycle::system_actor;
-use latchkey_domain::limits::{Cost, RateLimit};
+use latchkey_domain::limits::{Cost, KeyCredits, RateLimit};
 use latchkey_domain::webhook_events::{WebhookEvent, fields};
 use latchkey_domain::webhooks::WebhookEventType;
 use latchkey_domain::{ApiKeyId, Notice, NoticeKind};
@@ -533,13 +533,33 @@ impl Budgets {
         });
     }
 
-    /// What this replica holds of `key`'s credits of `generation`, to add to
-    /// what is stored for a reading of them.
-    pub(crate) fn held_credits(&self, key: ApiKeyId, generation: i32) -> u64 {
-        let credits = lock(&self.credits);
-        let Some(budget) = credits.get(&key) else { return 0 };
+    /// A reading of `key`'s credits at `now`: what is stored plus what this
+    /// replica holds of the same generation (a refill due at `now` voids
+    /// it). `stored` is what the caller read; when this replica has a budget
+    /// for the key, the stored credits are read again (`reread`) while no
+    /// lease or give-back moves credits between the store and the budget, so
+    /// nothing is counted twice or missed.
+    pub(crate) async fn read_credits<F, Fut>(
+        &self,
+        key: ApiKeyId,
+        now: DateTime<Utc>,
+        stored: Option<KeyCredits>,
+        reread: F,
+    ) -> AppResult<Option<KeyCredits>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = AppResult<Option<KeyCredits>>>,
+    {
+        let budget = lock(&self.credits).get(&key).cloned();
+        let Some(budget) = budget else { return Ok(stored.map(|stored| stored.as_of(now))) };
+        let _steady = budget.leasing.lock().await;
+        let Some(stored) = reread().await? else { return Ok(None) };
+        let mut credits = stored.as_of(now);
         let state = lock(&budget.state);
-        if state.generation == generation { state.held } else { 0 }
+        if credits.generation == stored.generation && state.generation == stored.generation {
+            credits.remaining += state.held as i64;
+        }
+        Ok(Some(credits))
     }
 
     /// A key changed: its credits are read again before the next spend.

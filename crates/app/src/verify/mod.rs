@@ -505,10 +505,20 @@ impl KeyVerifier {
         }
     }
 
-    /// What this replica holds of a key's credits of `generation` (not yet
-    /// spent, no longer in the stored count).
-    pub fn held_credits(&self, key: latchkey_domain::ApiKeyId, generation: i32) -> u64 {
-        self.budgets.held_credits(key, generation)
+    /// A reading of a key's credits: stored plus held here (see
+    /// `Budgets::read_credits`).
+    pub(crate) async fn read_credits<F, Fut>(
+        &self,
+        key: latchkey_domain::ApiKeyId,
+        now: chrono::DateTime<chrono::Utc>,
+        stored: Option<latchkey_domain::limits::KeyCredits>,
+        reread: F,
+    ) -> AppResult<Option<latchkey_domain::limits::KeyCredits>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = AppResult<Option<latchkey_domain::limits::KeyCredits>>>,
+    {
+        self.budgets.read_credits(key, now, stored, reread).await
     }
 
     /// Gives back every credit this replica holds (at shutdown); returns how many.
