@@ -40,6 +40,7 @@ mod hardening;
 mod http;
 mod import;
 mod key_lifecycle;
+mod key_policy;
 mod key_states;
 mod key_table;
 mod leaks;

@@ -272,6 +272,9 @@ pub struct KeyView {
     /// Its successful verifications in the last 30 days, where the view was
     /// made with them (the key table).
     pub usage_30d: Option<u64>,
+    /// The rules of the tenant's key policy it breaks (`maxLifetimeDays`,
+    /// `requireExpiry`, `requireRestrictions`): it keeps working.
+    pub policy_violations: Vec<&'static str>,
 }
 
 impl KeyView {
@@ -522,6 +525,20 @@ impl KeyAdmin<'_> {
         else {
             return Ok(Err(violations));
         };
+        let policy = self.key_policy().await?;
+        let owned = self.app.store.count_keys_owned_by(self.actor.tenant_id, owner.id).await?;
+        let refused: Vec<FieldViolation> = [
+            policy.check_expiry(expires_at, now),
+            policy.check_permissions(restrictions.permissions.is_none()),
+            policy.check_owner_count(owned, "ownerId"),
+        ]
+        .into_iter()
+        .flatten()
+        .map(Into::into)
+        .collect();
+        if !refused.is_empty() {
+            return Ok(Err(refused));
+        }
         let credits = credits.flatten();
         let target =
             SecretTarget::NewKey { owner: owner.id, description, expires_at, restrictions, rate_limits, credits };
@@ -545,13 +562,34 @@ impl KeyAdmin<'_> {
         let overlap = lifecycle::overlap(command.overlap_seconds.unwrap_or(0))
             .map_err(|violation| violations.push(FieldViolation { field: "overlapSeconds", violation }))
             .ok();
-        let expires_at = checked_expiry(command.expires_at, now, &mut violations);
+        let given_expiry = checked_expiry(command.expires_at, now, &mut violations);
         let (Some(id), Some(overlap), true) = (id, overlap, violations.is_empty()) else {
             return Ok(Err(violations));
         };
         let Some(current) = self.app.store.key(self.actor.tenant_id, id).await? else {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
+        // Under a policy that wants an expiry, a rotation without one keeps
+        // the key's expiry if it complies, else gets the latest allowed: the
+        // rotated key always complies.
+        let policy = self.key_policy().await?;
+        let expires_at = match given_expiry {
+            None if command.expires_at.is_none() && policy.expiry_required() => {
+                policy.rotation_expiry(current.expires_at, now)
+            }
+            given => given,
+        };
+        let refused: Vec<FieldViolation> = [
+            policy.check_overlap(i64::from(command.overlap_seconds.unwrap_or(0))),
+            policy.check_expiry(expires_at, now),
+        ]
+        .into_iter()
+        .flatten()
+        .map(Into::into)
+        .collect();
+        if !refused.is_empty() {
+            return Ok(Err(refused));
+        }
         let keeps_old = !overlap.is_zero() && self.view(current.clone()).await?.status == KeyStatus::Active;
         let previous_until = keeps_old.then(|| current.expires_at.map_or(now + overlap, |e| e.min(now + overlap)));
         let target = SecretTarget::Rotate { id, expires_at, previous_until };
@@ -595,6 +633,9 @@ impl KeyAdmin<'_> {
         let (Some(id), true) = (id, violations.is_empty()) else {
             return Ok(Err(violations));
         };
+        if let Some(refused) = self.key_policy().await?.check_expiry(expires_at, now) {
+            return Ok(Err(vec![refused.into()]));
+        }
         let mut change = Change::begin(self.app).await?;
         let Some(before) = change.locked_key(self.actor.tenant_id, id).await? else {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
@@ -625,6 +666,9 @@ impl KeyAdmin<'_> {
         let (Some(id), Some(restrictions), true) = (id, restrictions, violations.is_empty()) else {
             return Ok(Err(violations));
         };
+        if let Some(refused) = self.key_policy().await?.check_permissions(restrictions.permissions.is_none()) {
+            return Ok(Err(vec![refused.into()]));
+        }
         let now = storable(self.app.clock.now());
         let mut change = Change::begin(self.app).await?;
         let Some(before) = change.locked_key(self.actor.tenant_id, id).await? else {
@@ -864,6 +908,7 @@ impl App {
         let Some(tenant) = keys.first().map(|k| k.tenant_id) else { return Ok(Vec::new()) };
         let ids = keys.iter().flat_map(|k| [Some(k.owner_id), k.created_by, k.last_edited_by]).flatten().collect();
         let users = self.users(tenant, ids).await?;
+        let policy = self.store.key_policy(tenant).await?;
         let now = self.clock.now();
         let mut views = Vec::with_capacity(keys.len());
         for key in keys {
@@ -881,6 +926,7 @@ impl App {
                 }
             };
             let key = ApiKey { credits, ..key };
+            let policy_violations = policy.violations(&key);
             views.push(KeyView {
                 key,
                 owner,
@@ -889,6 +935,7 @@ impl App {
                 status,
                 previous_secret_until,
                 usage_30d: None,
+                policy_violations,
             });
         }
         Ok(views)

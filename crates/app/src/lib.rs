@@ -12,6 +12,7 @@ pub mod auth;
 mod change;
 pub mod error;
 mod import;
+mod key_policy;
 pub mod keys;
 pub mod leaks;
 pub mod limits;

@@ -43,6 +43,10 @@ impl KeyAdmin<'_> {
         if before.owner_id == owner.id {
             return Ok(Ok(self.view(before).await?));
         }
+        let owned = change.count_keys_owned_by(self.actor.tenant_id, owner.id).await?;
+        if let Some(refused) = change.key_policy(self.actor.tenant_id).await?.check_owner_count(owned, "ownerId") {
+            return Ok(Err(vec![refused.into()]));
+        }
         let old_owner = change.owner_of(&before).await?;
         change.set_keys_owner(self.actor.tenant_id, &[id], owner.id).await?;
         let key = ApiKey { owner_id: owner.id, ..before };
@@ -73,6 +77,13 @@ impl KeyAdmin<'_> {
         let now = self.app.clock.now();
         let mut change = Change::begin(self.app).await?;
         let keys = change.locked_keys_owned_by(tenant, from.id).await?;
+        let owned = change.count_keys_owned_by(tenant, to.id).await?;
+        let after_moving = (owned + keys.len() as u64).saturating_sub(1);
+        if !keys.is_empty()
+            && let Some(refused) = change.key_policy(tenant).await?.check_owner_count(after_moving, "toOwnerId")
+        {
+            return Ok(Err(vec![refused.into()]));
+        }
         let ids: Vec<ApiKeyId> = keys.iter().map(|k| k.id).collect();
         change.set_keys_owner(tenant, &ids, to.id).await?;
         let mut moved = Vec::with_capacity(keys.len());

@@ -16,6 +16,8 @@ pub enum ViolationCode {
     InvalidOwner,
     /// The tenant has as many of these as it may have.
     LimitReached,
+    /// The tenant's key policy does not allow it.
+    Policy,
 }
 
 /// A refused input: a code and a human message.

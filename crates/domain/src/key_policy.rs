@@ -75,8 +75,9 @@ impl KeyPolicy {
     }
 
     /// The latest expiry a key made or rotated at `now` may have.
+    /// (Never beyond the expiry any key may have, a year ahead.)
     pub fn latest_expiry(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.max_lifetime_days.map(|days| now + Duration::days(days))
+        self.max_lifetime_days.map(|days| now + Duration::days(days.min(crate::lifecycle::MAX_EXPIRY_AHEAD_DAYS)))
     }
 
     /// Whether a key's expiry must be set.

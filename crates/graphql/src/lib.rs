@@ -10,6 +10,7 @@
 mod cloud;
 mod context;
 pub mod error;
+mod key_policy;
 mod limits;
 mod mutation;
 mod query;

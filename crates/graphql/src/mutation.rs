@@ -21,9 +21,9 @@ use crate::types::{
     UpdateTenantSettingsInput, user_errors,
 };
 
-/// The mutation root: the keys' mutations and the webhooks'.
+/// The mutation root: the keys' mutations, the key policy's and the webhooks'.
 #[derive(async_graphql::MergedObject, Debug, Default)]
-pub struct MutationRoot(KeyMutation, crate::webhooks::WebhookMutation);
+pub struct MutationRoot(KeyMutation, crate::key_policy::KeyPolicyMutation, crate::webhooks::WebhookMutation);
 
 /// Mutations of keys, users and the tenant.
 #[derive(Debug, Default)]

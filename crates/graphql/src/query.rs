@@ -16,9 +16,9 @@ use crate::types::{
 };
 use crate::usage::{UsageGranularity, UsageSeries};
 
-/// The query root: the keys' queries and the webhooks'.
+/// The query root: the keys' queries, the key policy's and the webhooks'.
 #[derive(async_graphql::MergedObject, Debug, Default)]
-pub struct QueryRoot(KeyQuery, crate::webhooks::WebhookQuery);
+pub struct QueryRoot(KeyQuery, crate::key_policy::KeyPolicyQuery, crate::webhooks::WebhookQuery);
 
 /// Queries of keys, users, usage and the tenant.
 #[derive(Debug, Default)]

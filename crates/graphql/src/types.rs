@@ -408,6 +408,13 @@ impl GqlApiKey {
         self.view.status.into()
     }
 
+    /// The rules of your organisation's key policy this key breaks
+    /// (`maxLifetimeDays`, `requireExpiry`, `requireRestrictions`); empty when
+    /// it complies. A key that breaks a rule set after it was made keeps working.
+    async fn policy_violations(&self) -> Vec<String> {
+        self.view.policy_violations.iter().map(|rule| (*rule).to_owned()).collect()
+    }
+
     /// When the key stops working; null for never.
     async fn expires_at(&self) -> Option<DateTime<Utc>> {
         self.view.key.expires_at
@@ -553,6 +560,8 @@ pub enum UserErrorCode {
     InvalidOwner,
     /// Your tenant has as many of these as it may have (e.g. 20 webhook endpoints).
     LimitReached,
+    /// Your organisation's key policy does not allow it; the message names the rule and its value.
+    Policy,
 }
 
 /// A refused input. Nothing was changed.
@@ -870,6 +879,7 @@ mod tests {
             status: latchkey_domain::KeyStatus::Active,
             previous_secret_until: None,
             usage_30d: Some(7),
+            policy_violations: Vec::new(),
         };
         let (created, expires) = (KeyOrderField::CreatedAt, KeyOrderField::ExpiresAt);
         assert_eq!(

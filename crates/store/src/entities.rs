@@ -13,6 +13,7 @@ pub mod tenant {
         pub leak_response: String,
         pub external_id: Option<String>,
         pub scim_may_grant_internal_admin: bool,
+        pub key_policy: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,6 +1,7 @@
 //! Tenants and users.
 
 use chrono::{DateTime, Utc};
+use latchkey_domain::key_policy::KeyPolicy;
 use latchkey_domain::{LeakResponse, Role, Tenant, TenantId, User, UserId};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use uuid::Uuid;
@@ -71,6 +72,7 @@ impl Store {
             leak_response: Set(LeakResponse::Revoke.as_str().to_owned()),
             external_id: Set(None),
             scim_may_grant_internal_admin: Set(false),
+            key_policy: Set(None),
         }
         .insert(self.conn())
         .await?;
@@ -91,6 +93,17 @@ impl Store {
             .exec(self.conn())
             .await?;
         Ok(())
+    }
+
+    /// How many keys `owner` of `tenant` owns.
+    pub async fn count_keys_owned_by(&self, tenant: TenantId, owner: UserId) -> StoreResult<u64> {
+        count_keys_owned_by(self.reader(), tenant, owner).await
+    }
+
+    /// `tenant`'s key policy (the default, every rule off, when none is set).
+    pub async fn key_policy(&self, tenant: TenantId) -> StoreResult<KeyPolicy> {
+        let found = tenant::Entity::find_by_id(tenant.0).one(self.reader()).await?;
+        policy_from(found)
     }
 
     /// Whether SCIM may make internal admins in `tenant`.
@@ -248,6 +261,33 @@ impl Tx {
         Ok(found.and_then(|t| LeakResponse::parse(&t.leak_response)).unwrap_or(LeakResponse::Revoke))
     }
 
+    /// `tenant`'s key policy, locked until the transaction ends.
+    pub async fn locked_key_policy(&self, tenant: TenantId) -> StoreResult<KeyPolicy> {
+        let found = self.locking(tenant::Entity::find_by_id(tenant.0)).one(self.conn()).await?;
+        policy_from(found)
+    }
+
+    /// `tenant`'s key policy, read in the transaction.
+    pub async fn key_policy(&self, tenant: TenantId) -> StoreResult<KeyPolicy> {
+        policy_from(tenant::Entity::find_by_id(tenant.0).one(self.conn()).await?)
+    }
+
+    /// Replaces `tenant`'s key policy.
+    pub async fn set_key_policy(&self, tenant: TenantId, policy: &KeyPolicy) -> StoreResult<()> {
+        let stored = serde_json::to_string(policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tenant::Entity::update_many()
+            .col_expr(tenant::Column::KeyPolicy, sea_orm::sea_query::Expr::value(stored))
+            .filter(tenant::Column::Id.eq(tenant.0))
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// How many keys `owner` of `tenant` owns.
+    pub async fn count_keys_owned_by(&self, tenant: TenantId, owner: UserId) -> StoreResult<u64> {
+        count_keys_owned_by(self.conn(), tenant, owner).await
+    }
+
     /// Sets whether SCIM may make internal admins in `tenant`.
     pub async fn set_scim_may_grant_internal_admin(&self, tenant: TenantId, allowed: bool) -> StoreResult<()> {
         tenant::Entity::update_many()
@@ -257,4 +297,20 @@ impl Tx {
             .await?;
         Ok(())
     }
+}
+
+/// A stored key policy: none (or an unreadable one, which is logged) is the default.
+fn policy_from(tenant: Option<tenant::Model>) -> StoreResult<KeyPolicy> {
+    match tenant.and_then(|t| t.key_policy) {
+        None => Ok(KeyPolicy::default()),
+        Some(stored) => serde_json::from_str(&stored).map_err(|e| StoreError::Corrupt(format!("key policy: {e}"))),
+    }
+}
+
+async fn count_keys_owned_by<C: ConnectionTrait>(conn: &C, tenant: TenantId, owner: UserId) -> StoreResult<u64> {
+    use sea_orm::PaginatorTrait;
+    let select = crate::keys::api_key::Entity::find()
+        .filter(crate::keys::api_key::Column::TenantId.eq(tenant.0))
+        .filter(crate::keys::api_key::Column::OwnerId.eq(owner.0));
+    Ok(select.count(conn).await?)
 }

@@ -1,0 +1,188 @@
+//! The tenant's key policy through GraphQL: every rule refused with
+//! `POLICY` on its field and nothing changed, keys from before the policy
+//! flagged but working, a rotation that makes a key comply, hostile input,
+//! who may change it, and tenant isolation.
+
+use chrono::{DateTime, Duration as Span, Utc};
+use latchkey_tests::{TestApp, ops};
+use serde_json::{Value, json};
+
+on_both_backends!(
+    each_rule_is_refused_with_policy_and_nothing_changes,
+    keys_from_before_a_policy_are_flagged_keep_working_and_comply_once_rotated,
+    hostile_policy_input_is_refused_and_only_internal_admins_change_it,
+);
+
+const POLICY_FIELDS: &str =
+    "maxLifetimeDays requireExpiry requireRestrictions maxOverlapSeconds disableUnusedAfterDays maxKeysPerOwner";
+
+fn update_op() -> String {
+    format!(
+        "mutation($input: UpdateTenantKeyPolicyInput!) {{ updateTenantKeyPolicy(input: $input) {{ \
+         policy {{ {POLICY_FIELDS} }} userErrors {{ field message code }} }} }}"
+    )
+}
+
+fn read_op() -> String {
+    format!("{{ tenantKeyPolicy {{ {POLICY_FIELDS} }} }}")
+}
+
+const KEY: &str = "query($id: ID!) { apiKey(id: $id) { id expiresAt policyViolations restrictions { permissions } } }";
+
+async fn set_policy(app: &TestApp, token: &str, policy: Value) -> Value {
+    let body = app.gql(Some(token), &update_op(), json!({ "input": policy })).await;
+    let payload = &body["data"]["updateTenantKeyPolicy"];
+    assert_eq!(payload["userErrors"], json!([]), "{body}");
+    payload["policy"].clone()
+}
+
+/// The one user error of a mutation's payload, as (field, code, message).
+fn refusal(body: &Value) -> (Value, String, String) {
+    let payload = body["data"].as_object().unwrap_or_else(|| panic!("{body}")).values().next().unwrap();
+    let errors = payload["userErrors"].as_array().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(errors.len(), 1, "{body}");
+    let e = &errors[0];
+    (e["field"].clone(), e["code"].as_str().unwrap().to_owned(), e["message"].as_str().unwrap().to_owned())
+}
+
+fn days(n: i64) -> String {
+    (Utc::now() + Span::days(n)).to_rfc3339()
+}
+
+async fn each_rule_is_refused_with_policy_and_nothing_changes(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let token = &s.admin_token;
+    let policy = json!({ "maxLifetimeDays": 30, "requireExpiry": true, "requireRestrictions": true,
+        "maxOverlapSeconds": 3600, "maxKeysPerOwner": 2 });
+    let set = set_policy(&app, token, policy).await;
+    assert_eq!(set["maxLifetimeDays"], 30);
+    assert!(set["disableUnusedAfterDays"].is_null(), "omitted is null");
+    assert_eq!(app.gql(Some(token), &read_op(), json!({})).await["data"]["tenantKeyPolicy"], set);
+
+    let restricted = json!({ "permissions": ["users:read"] });
+    let generate = |extra: Value| {
+        let mut input = json!({ "ownerId": s.integration.id, "description": "Sync" });
+        input.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let app = &app;
+        async move { app.gql(Some(token), ops::GENERATE_RESTRICTED, json!({ "input": input })).await }
+    };
+    for (extra, field, names) in [
+        (json!({ "restrictions": restricted }), "expiresAt", "30 days"),
+        (json!({ "restrictions": restricted, "expiresAt": days(60) }), "expiresAt", "30 days"),
+        (json!({ "expiresAt": days(10) }), "restrictions", "requireRestrictions"),
+    ] {
+        let body = generate(extra).await;
+        let (path, code, message) = refusal(&body);
+        assert_eq!(code, "POLICY", "{body}");
+        assert_eq!(path[1], field, "{body}");
+        assert!(message.contains(names), "{message}");
+    }
+    assert_eq!(app.db.count("SELECT COUNT(*) FROM api_keys").await, 0, "nothing was made");
+    let compliant = json!({ "restrictions": restricted, "expiresAt": days(10) });
+    let first = generate(compliant.clone()).await;
+    let id = first["data"]["generateApiKey"]["apiKey"]["id"].as_str().unwrap().to_owned();
+    generate(compliant.clone()).await;
+    let (path, code, message) = refusal(&generate(compliant.clone()).await);
+    assert_eq!((path, code.as_str()), (json!(["input", "ownerId"]), "POLICY"));
+    assert!(message.contains("at most 2 keys"), "{message}");
+
+    let body = app.gql(Some(token), ops::ROTATE_WITH, json!({ "input": { "id": id, "overlapSeconds": 7200 } })).await;
+    let (path, code, message) = refusal(&body);
+    assert_eq!((path, code.as_str()), (json!(["input", "overlapSeconds"]), "POLICY"));
+    assert!(message.contains("3600"), "{message}");
+    let before = app.gql(Some(token), KEY, json!({ "id": id })).await["data"]["apiKey"].clone();
+    let body = app.gql(Some(token), ops::SET_EXPIRY, json!({ "input": { "id": id, "expiresAt": null } })).await;
+    assert_eq!(refusal(&body).1, "POLICY");
+    let body = app.gql(Some(token), ops::SET_EXPIRY, json!({ "input": { "id": id, "expiresAt": days(45) } })).await;
+    assert_eq!(refusal(&body).0, json!(["input", "expiresAt"]));
+    let open = json!({ "input": { "id": id, "restrictions": {} } });
+    let body = app.gql(Some(token), ops::UPDATE_RESTRICTIONS, open).await;
+    assert_eq!(refusal(&body), (json!(["input", "restrictions", "permissions"]), "POLICY".into(), refusal(&body).2));
+    assert_eq!(app.gql(Some(token), KEY, json!({ "id": id })).await["data"]["apiKey"], before, "nothing changed");
+
+    // The other owner has two keys: a transfer to them breaks the maximum.
+    for _ in 0..2 {
+        let mut input = compliant.clone();
+        input["ownerId"] = json!(s.other_admin.id);
+        input["description"] = json!("Theirs");
+        let body = app.gql(Some(token), ops::GENERATE_RESTRICTED, json!({ "input": input })).await;
+        assert_eq!(body["data"]["generateApiKey"]["userErrors"], json!([]), "{body}");
+    }
+    let transfer = "mutation($id: ID!, $owner: ID!) { transferApiKey(input: {id: $id, ownerId: $owner}) { \
+                    apiKey { id } userErrors { field message code } } }";
+    let body = app.gql(Some(token), transfer, json!({ "id": id, "owner": s.other_admin.id })).await;
+    assert_eq!(refusal(&body).0, json!(["input", "ownerId"]));
+    assert_eq!(refusal(&body).1, "POLICY");
+    app.stop().await;
+}
+
+async fn keys_from_before_a_policy_are_flagged_keep_working_and_comply_once_rotated(app: TestApp) {
+    let s = app.seed("Acme").await;
+    let token = &s.admin_token;
+    let (id, secret, _) = app.generate(token, &s.integration, "Legacy sync").await;
+    set_policy(&app, token, json!({ "maxLifetimeDays": 90, "requireExpiry": false, "requireRestrictions": true }))
+        .await;
+    let key = app.gql(Some(token), KEY, json!({ "id": id })).await["data"]["apiKey"].clone();
+    assert_eq!(key["policyViolations"], json!(["maxLifetimeDays", "requireRestrictions"]));
+    assert_eq!(app.verify(&secret).await["valid"], true, "nothing stops without an admin's action");
+    // A rotation without an expiry gets the latest the policy allows.
+    let new_secret = app.rotate(token, &id).await;
+    let key = app.gql(Some(token), KEY, json!({ "id": id })).await["data"]["apiKey"].clone();
+    let expires: DateTime<Utc> = key["expiresAt"].as_str().unwrap().parse().unwrap();
+    let lifetime = expires - Utc::now();
+    assert!(lifetime > Span::days(89) && lifetime <= Span::days(90), "{lifetime}");
+    assert_eq!(key["policyViolations"], json!(["requireRestrictions"]));
+    assert_eq!(app.verify(&new_secret).await["valid"], true);
+    // Lifted: nothing is flagged.
+    set_policy(&app, token, json!({ "requireExpiry": false, "requireRestrictions": false })).await;
+    let key = app.gql(Some(token), KEY, json!({ "id": id })).await["data"]["apiKey"].clone();
+    assert_eq!(key["policyViolations"], json!([]));
+    app.stop().await;
+}
+
+async fn hostile_policy_input_is_refused_and_only_internal_admins_change_it(app: TestApp) {
+    let a = app.seed("Acme").await;
+    let b = app.seed("Globex").await;
+    set_policy(
+        &app,
+        &a.admin_token,
+        json!({ "maxLifetimeDays": 30, "requireExpiry": true, "requireRestrictions": false }),
+    )
+    .await;
+    let base = json!({ "requireExpiry": false, "requireRestrictions": false });
+    for (field, value) in [
+        ("maxLifetimeDays", json!(0)),
+        ("maxLifetimeDays", json!(3651)),
+        ("maxOverlapSeconds", json!(-1)),
+        ("maxOverlapSeconds", json!(604_801)),
+        ("disableUnusedAfterDays", json!(29)),
+        ("disableUnusedAfterDays", json!(731)),
+        ("maxKeysPerOwner", json!(0)),
+        ("maxKeysPerOwner", json!(10_001)),
+    ] {
+        let mut input = base.clone();
+        input[field] = value;
+        let body = app.gql(Some(&a.admin_token), &update_op(), json!({ "input": input })).await;
+        let (path, code, _) = refusal(&body);
+        assert_eq!((path, code.as_str()), (json!(["input", field]), "INVALID"), "{body}");
+    }
+    let body = app.gql(Some(&a.admin_token), &update_op(), json!({ "input": { "maxLifetimeDays": 30 } })).await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("requireExpiry"), "required: {body}");
+    let kept = app.gql(Some(&a.admin_token), &read_op(), json!({})).await["data"]["tenantKeyPolicy"].clone();
+    assert_eq!((kept["maxLifetimeDays"].clone(), kept["requireExpiry"].clone()), (json!(30), json!(true)), "unchanged");
+
+    // Only internal admins in the employee cloud; an API key cannot.
+    let academy = app.token(&a.academy_admin, latchkey_domain::Cloud::Customer);
+    let (_, key, _) = app.generate(&b.admin_token, &b.integration, "Integration").await;
+    for bearer in [academy.as_str(), key.as_str()] {
+        let body = app.gql(Some(bearer), &update_op(), json!({ "input": base })).await;
+        assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body}");
+        let body = app.gql(Some(bearer), &read_op(), json!({})).await;
+        assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body}");
+    }
+    // Another tenant's policy is its own.
+    let other = app.gql(Some(&b.admin_token), &read_op(), json!({})).await["data"]["tenantKeyPolicy"].clone();
+    assert!(other["maxLifetimeDays"].is_null() && other["requireExpiry"] == false, "{other}");
+    app.generate(&b.admin_token, &b.integration, "No expiry needed here").await;
+    app.stop().await;
+}
