@@ -15,6 +15,12 @@ impl From<PolicyRefusal> for FieldViolation {
     }
 }
 
+/// The refusals among `checks`, as field violations; `None` when the change keeps the policy.
+pub(crate) fn refusals(checks: impl IntoIterator<Item = Option<PolicyRefusal>>) -> Option<Vec<FieldViolation>> {
+    let refused: Vec<FieldViolation> = checks.into_iter().flatten().map(Into::into).collect();
+    (!refused.is_empty()).then_some(refused)
+}
+
 /// The policy as the audit trail shows it.
 fn described(policy: &KeyPolicy) -> String {
     serde_json::to_string(policy).unwrap_or_default()

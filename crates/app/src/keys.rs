@@ -527,16 +527,11 @@ impl KeyAdmin<'_> {
         };
         let policy = self.key_policy().await?;
         let owned = self.app.store.count_keys_owned_by(self.actor.tenant_id, owner.id).await?;
-        let refused: Vec<FieldViolation> = [
+        if let Some(refused) = crate::key_policy::refusals([
             policy.check_expiry(expires_at, now),
             policy.check_permissions(restrictions.permissions.is_none()),
             policy.check_owner_count(owned, "ownerId"),
-        ]
-        .into_iter()
-        .flatten()
-        .map(Into::into)
-        .collect();
-        if !refused.is_empty() {
+        ]) {
             return Ok(Err(refused));
         }
         let credits = credits.flatten();
@@ -579,15 +574,10 @@ impl KeyAdmin<'_> {
             }
             given => given,
         };
-        let refused: Vec<FieldViolation> = [
+        if let Some(refused) = crate::key_policy::refusals([
             policy.check_overlap(i64::from(command.overlap_seconds.unwrap_or(0))),
             policy.check_expiry(expires_at, now),
-        ]
-        .into_iter()
-        .flatten()
-        .map(Into::into)
-        .collect();
-        if !refused.is_empty() {
+        ]) {
             return Ok(Err(refused));
         }
         let keeps_old = !overlap.is_zero() && self.view(current.clone()).await?.status == KeyStatus::Active;
