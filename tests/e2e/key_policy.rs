@@ -58,6 +58,23 @@ async fn each_rule_is_refused_with_policy_and_nothing_changes(app: TestApp) {
     assert_eq!(set["maxLifetimeDays"], 30);
     assert!(set["disableUnusedAfterDays"].is_null(), "omitted is null");
     assert_eq!(app.gql(Some(token), &read_op(), json!({})).await["data"]["tenantKeyPolicy"], set);
+    // Every internal admin is mailed the rules before and after.
+    let mailed = || {
+        let notices = app.notifier.delivered();
+        notices.into_iter().filter(|n| n.kind == latchkey_domain::NoticeKind::PolicyChanged).collect::<Vec<_>>()
+    };
+    for _ in 0..200 {
+        if mailed().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let notices = mailed();
+    let recipients: std::collections::BTreeSet<_> = notices.iter().map(|n| n.owner_id).collect();
+    assert_eq!(recipients, [s.admin.id, s.other_admin.id].into());
+    let (before, after) = notices[0].before_after.clone().unwrap();
+    assert_eq!(before, "no rules");
+    assert!(after.contains("keys expire within 30 days") && after.contains("at most 2 keys per owner"), "{after}");
 
     let restricted = json!({ "permissions": ["users:read"] });
     let generate = |extra: Value| {

@@ -74,6 +74,29 @@ impl KeyPolicy {
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
+    /// The rules in words, for mail and the audit trail ("no rules" when none).
+    pub fn describe(&self) -> String {
+        let mut rules = Vec::new();
+        if let Some(days) = self.max_lifetime_days {
+            rules.push(format!("keys expire within {days} days"));
+        } else if self.require_expiry {
+            rules.push("keys must have an expiry".to_owned());
+        }
+        if self.require_restrictions {
+            rules.push("keys must name their permissions".to_owned());
+        }
+        if let Some(seconds) = self.max_overlap_seconds {
+            rules.push(format!("a rotation keeps the old secret at most {seconds} s"));
+        }
+        if let Some(days) = self.disable_unused_after_days {
+            rules.push(format!("keys unused for {days} days are switched off"));
+        }
+        if let Some(max) = self.max_keys_per_owner {
+            rules.push(format!("at most {max} keys per owner"));
+        }
+        if rules.is_empty() { "no rules".to_owned() } else { rules.join("; ") }
+    }
+
     /// The latest expiry a key made or rotated at `now` may have.
     /// (Never beyond the expiry any key may have, a year ahead.)
     pub fn latest_expiry(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {

@@ -141,6 +141,9 @@ crate::string_enum! {
         /// description is the endpoint's URL, `before_after` holds since
         /// when it failed and the last error).
         WebhookDisabled = "webhook_disabled",
+        /// The tenant's key policy changed (mailed to each active internal
+        /// admin; about no key: `before_after` holds the rules before and after).
+        PolicyChanged = "policy_changed",
     }
 }
 

@@ -226,6 +226,19 @@ fn wording(event: &Notice) -> (String, String, String) {
             "After that it stops working. To keep it working, ask an administrator to change its expiry or rotate it."
                 .into(),
         ),
+        NoticeKind::PolicyChanged => {
+            let (before, after) = event.before_after.clone().unwrap_or_default();
+            (
+                "changed".into(),
+                format!("was changed by {} at {}", one_line(&event.actor_name), timestamp(event.occurred_at)),
+                format!(
+                    "Before: {}. Now: {}. New and changed keys must keep these rules; keys that break them \
+                     keep working and are marked on the API keys page.",
+                    one_line(&before),
+                    one_line(&after)
+                ),
+            )
+        }
         // Composed by `webhook_disabled_message`.
         NoticeKind::WebhookDisabled => {
             ("was disabled".into(), "was disabled".into(), "Its endpoint failed for 5 days.".into())
@@ -255,6 +268,10 @@ pub fn compose(event: &Notice, settings: &MailSettings) -> Result<Message, Deliv
         })?;
     if let Some(suspension) = &event.suspension {
         let (subject, text, html) = suspension_message(event, suspension, settings);
+        return build(event, settings, to, subject, text, html);
+    }
+    if event.kind == NoticeKind::PolicyChanged {
+        let (subject, text, html) = policy_changed_message(event, settings);
         return build(event, settings, to, subject, text, html);
     }
     if event.kind == NoticeKind::WebhookDisabled {
@@ -326,6 +343,26 @@ fn suspension_message(event: &Notice, suspension: &Suspension, settings: &MailSe
         what = escape_html(&what),
         items = keys.iter().map(|k| format!("<li>{}</li>", escape_html(k))).collect::<String>(),
         remedy = escape_html(remedy),
+        link = escape_html(&link),
+    );
+    (subject, text, html)
+}
+
+/// The admins' notice that the organisation's key policy changed.
+fn policy_changed_message(event: &Notice, settings: &MailSettings) -> (String, String, String) {
+    let admin = one_line(&event.owner_name);
+    let (_, what_happened, consequence) = wording(event);
+    let link = settings.api_keys_page();
+    let subject = "Your organisation's API key policy changed".to_owned();
+    let what = format!("Your organisation's API key policy {what_happened}.");
+    let text = format!("Hello {admin},\n\n{what}\n\n{consequence}\n\nReview your API keys: {link}\n");
+    let html = format!(
+        "<!doctype html><html><body style=\"font-family: sans-serif\">\
+         <p>Hello {admin},</p><p>{what}</p><p>{consequence}</p>\
+         <p><a href=\"{link}\">Review your API keys</a></p></body></html>",
+        admin = escape_html(&admin),
+        what = escape_html(&what),
+        consequence = escape_html(&consequence),
         link = escape_html(&link),
     );
     (subject, text, html)
@@ -480,6 +517,31 @@ mod tests {
             owner_change: None,
             suspension: None,
         }
+    }
+
+    #[test]
+    fn admin_notices_about_no_key_name_what_changed() {
+        let policy = Notice {
+            kind: NoticeKind::PolicyChanged,
+            key_id: ApiKeyId(Uuid::nil()),
+            before_after: Some(("no rules".into(), "keys expire within 30 days".into())),
+            ..event("key policy", "Ada Admin")
+        };
+        let (subject, text) = text_of(&policy);
+        assert_eq!(subject, "Your organisation's API key policy changed");
+        assert!(
+            text.contains("was changed by Ada Admin") && text.contains("Now: keys expire within 30 days"),
+            "{text}"
+        );
+        let disabled = Notice {
+            kind: NoticeKind::WebhookDisabled,
+            before_after: Some(("2026-03-01T00:00:00Z".into(), "the receiver answered HTTP 503".into())),
+            ..event("https://hooks.example.com/in", "Latchkey")
+        };
+        let (subject, text) = text_of(&disabled);
+        assert_eq!(subject, "Webhook endpoint https://hooks.example.com/in was disabled");
+        assert!(text.contains("HTTP 503") && text.contains("/settings/integrations/webhooks"), "{text}");
+        assert!(!text.contains("AbC9"), "no key: {text}");
     }
 
     fn text_of(event: &Notice) -> (String, String) {
