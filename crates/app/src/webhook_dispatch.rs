@@ -196,8 +196,8 @@ impl App {
                 self.drop_old_deliveries(now).await;
                 pruned_at = Some(now);
             }
-            let free = slots.available_permits().min(usize::try_from(config.batch_size).unwrap_or(usize::MAX));
-            if free == 0 || (free < slots_total.div_ceil(2) && free < slots_total) {
+            let available = slots.available_permits();
+            if available == 0 || (available < slots_total.div_ceil(2) && available < slots_total) {
                 // Busy: wait for a slot to free up, then look again.
                 tokio::select! {
                     permit = slots.clone().acquire_owned() => drop(permit),
@@ -205,6 +205,7 @@ impl App {
                 }
                 continue;
             }
+            let free = available.min(usize::try_from(config.batch_size).unwrap_or(usize::MAX));
             let lease_until = now + chrono_duration(config.lease);
             let claimed = match self.store.claim_due_webhook_deliveries(now, lease_until, free as u64).await {
                 Ok(claimed) => claimed,
