@@ -12,7 +12,7 @@
 use std::ops::Deref;
 
 use chrono::{DateTime, Utc};
-use latchkey_domain::webhook_events::{WebhookEndpoint, WebhookEvent};
+use latchkey_domain::webhook_events::{WebhookDelivery, WebhookEndpoint, WebhookEvent};
 use latchkey_domain::webhooks::WebhookEventType;
 use latchkey_domain::{ApiKey, ApiKeyId, AuditEntry, Notice, NoticeKind, User};
 use latchkey_store::Tx;
@@ -78,7 +78,7 @@ impl<'a> Change<'a> {
             Some(endpoints) => endpoints,
             None => self.endpoints.insert(self.tx.enabled_webhook_endpoints(event.tenant_id).await?),
         };
-        self.published |= crate::webhooks::queue_event(&self.tx, endpoints, &event).await?;
+        self.published |= queue_event(&self.tx, endpoints, &event).await?;
         Ok(())
     }
 
@@ -128,4 +128,16 @@ impl Deref for Change<'_> {
     fn deref(&self) -> &Tx {
         &self.tx
     }
+}
+
+/// Queues `event` in `tx` for each of `endpoints` (the enabled endpoints
+/// of its tenant) that receives its type; whether any was queued.
+pub(crate) async fn queue_event(tx: &Tx, endpoints: &[WebhookEndpoint], event: &WebhookEvent) -> AppResult<bool> {
+    let deliveries: Vec<WebhookDelivery> = endpoints
+        .iter()
+        .filter(|endpoint| endpoint.event_types.receives(event.event_type))
+        .map(|endpoint| WebhookDelivery::of(event, endpoint.id))
+        .collect();
+    tx.insert_webhook_deliveries(&deliveries).await?;
+    Ok(!deliveries.is_empty())
 }

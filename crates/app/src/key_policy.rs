@@ -2,25 +2,12 @@
 //! (audited), and held against every key change that could break it.
 
 use chrono::{DateTime, Utc};
-use latchkey_domain::error::{Violation, ViolationCode};
-use latchkey_domain::key_policy::{KeyPolicy, PolicyRefusal};
+use latchkey_domain::key_policy::KeyPolicy;
 use latchkey_domain::{ApiKeyId, AuditEntry, Notice, NoticeId, NoticeKind, User};
 
 use crate::change::Change;
 use crate::error::AppResult;
 use crate::keys::{FieldViolation, KeyAdmin, Outcome};
-
-impl From<PolicyRefusal> for FieldViolation {
-    fn from(refusal: PolicyRefusal) -> Self {
-        FieldViolation { field: refusal.field, violation: Violation::new(ViolationCode::Policy, refusal.message) }
-    }
-}
-
-/// The refusals among `checks`, as field violations; `None` when the change keeps the policy.
-pub(crate) fn refusals(checks: impl IntoIterator<Item = Option<PolicyRefusal>>) -> Option<Vec<FieldViolation>> {
-    let refused: Vec<FieldViolation> = checks.into_iter().flatten().map(Into::into).collect();
-    (!refused.is_empty()).then_some(refused)
-}
 
 /// The notice telling `admin` the policy changed: about no key (nil id).
 fn policy_changed_notice(admin: &User, actor: &User, before_after: (String, String), at: DateTime<Utc>) -> Notice {

@@ -342,6 +342,23 @@ fn new_credential() -> AppResult<(ApiKeySecret, NewCredential)> {
     Ok((secret, credential))
 }
 
+impl From<latchkey_domain::key_policy::PolicyRefusal> for FieldViolation {
+    fn from(refusal: latchkey_domain::key_policy::PolicyRefusal) -> Self {
+        FieldViolation {
+            field: refusal.field,
+            violation: latchkey_domain::error::Violation::new(ViolationCode::Policy, refusal.message),
+        }
+    }
+}
+
+/// The refusals among `checks`, as field violations; `None` when the change keeps the policy.
+fn policy_refusals(
+    checks: impl IntoIterator<Item = Option<latchkey_domain::key_policy::PolicyRefusal>>,
+) -> Option<Vec<FieldViolation>> {
+    let refused: Vec<FieldViolation> = checks.into_iter().flatten().map(Into::into).collect();
+    (!refused.is_empty()).then_some(refused)
+}
+
 /// Where a fresh secret goes.
 enum SecretTarget {
     /// A new key.
@@ -527,7 +544,7 @@ impl KeyAdmin<'_> {
         };
         let policy = self.key_policy().await?;
         let owned = self.app.store.count_keys_owned_by(self.actor.tenant_id, owner.id).await?;
-        if let Some(refused) = crate::key_policy::refusals([
+        if let Some(refused) = policy_refusals([
             policy.check_expiry(expires_at, now),
             policy.check_permissions(restrictions.permissions.is_none()),
             policy.check_owner_count(owned, "ownerId"),
@@ -574,7 +591,7 @@ impl KeyAdmin<'_> {
             }
             given => given,
         };
-        if let Some(refused) = crate::key_policy::refusals([
+        if let Some(refused) = policy_refusals([
             policy.check_overlap(i64::from(command.overlap_seconds.unwrap_or(0))),
             policy.check_expiry(expires_at, now),
         ]) {

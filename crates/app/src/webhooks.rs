@@ -13,7 +13,7 @@ use latchkey_domain::webhook_events::{
 use latchkey_domain::webhooks::{AllowedHosts, SigningSecret};
 use latchkey_domain::{AuditEntry, User, WebhookDeliveryId, WebhookEndpointId};
 use latchkey_notify::webhooks::WebhookSender;
-use latchkey_store::{DeliveryPage, Tx};
+use latchkey_store::DeliveryPage;
 use tokio::sync::Notify;
 
 use crate::change::Change;
@@ -348,16 +348,4 @@ fn audit_entry(
     at: chrono::DateTime<chrono::Utc>,
 ) -> AuditEntry {
     AuditEntry::setting_changed(actor, &format!("webhook endpoint {}", endpoint.id), before, after, at)
-}
-
-/// Queues `event` in `tx` for each of `endpoints` (the enabled endpoints
-/// of its tenant) that receives its type; whether any was queued.
-pub(crate) async fn queue_event(tx: &Tx, endpoints: &[WebhookEndpoint], event: &WebhookEvent) -> AppResult<bool> {
-    let deliveries: Vec<WebhookDelivery> = endpoints
-        .iter()
-        .filter(|endpoint| endpoint.event_types.receives(event.event_type))
-        .map(|endpoint| WebhookDelivery::of(event, endpoint.id))
-        .collect();
-    tx.insert_webhook_deliveries(&deliveries).await?;
-    Ok(!deliveries.is_empty())
 }

@@ -347,7 +347,7 @@ impl CreditBudget {
                 )]);
                 let event = WebhookEvent::about_key(WebhookEventType::KeyCreditsLow, &key, &owner, &actor, now, low);
                 let endpoints = tx.enabled_webhook_endpoints(key.tenant_id).await?;
-                crate::webhooks::queue_event(&tx, &endpoints, &event).await?;
+                crate::change::queue_event(&tx, &endpoints, &event).await?;
             }
         }
         tx.commit().await?;
