@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use chrono::{DateTime, Duration, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use latchkey_domain::clock::ManualClock;
 use latchkey_domain::{Cloud, NoticeKind};
-use latchkey_tests::{AppOptions, Seeded, TestApp, TestDb, error_code, ops};
+use latchkey_tests::{Seeded, TestApp, TestDb, error_code, ops};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -22,10 +22,7 @@ on_both_backends!(
 
 /// A server whose clock the test moves, starting at the real now.
 async fn clocked(db: TestDb) -> (TestApp, Arc<ManualClock>) {
-    // Whole microseconds, as stored: times the test derives compare equal.
-    let clock = Arc::new(ManualClock::new(Utc::now().trunc_subsecs(6)));
-    let app = TestApp::start_with(db, AppOptions { clock: Some(clock.clone()), ..AppOptions::default() }).await;
-    (app, clock)
+    TestApp::start_clocked(db).await
 }
 
 fn iso(at: DateTime<Utc>) -> String {

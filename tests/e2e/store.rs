@@ -48,6 +48,7 @@ async fn migrations_apply_from_empty_and_are_idempotent(db: TestDb) {
         owner: None,
         search: None,
         unused_since: None,
+        breaking: None,
         recent_since: Utc::now(),
     };
     let page = store.list_keys(tenant.id, &query).await.unwrap();

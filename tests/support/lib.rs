@@ -361,6 +361,15 @@ impl TestApp {
         }
     }
 
+    /// Starts the server on `db` with a manual clock set to now (whole
+    /// microseconds, as stored, so times a test derives compare equal).
+    pub async fn start_clocked(db: TestDb) -> (TestApp, Arc<latchkey_domain::clock::ManualClock>) {
+        use chrono::SubsecRound;
+        let clock = Arc::new(latchkey_domain::clock::ManualClock::new(Utc::now().trunc_subsecs(6)));
+        let app = Self::start_with(db, AppOptions { clock: Some(clock.clone()), ..AppOptions::default() }).await;
+        (app, clock)
+    }
+
     /// Another replica of this server: same database, options and clock, its
     /// own notifier.
     pub async fn replica(&self) -> (RunningServer, RecordingNotifier) {

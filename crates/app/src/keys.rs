@@ -12,8 +12,8 @@ use latchkey_domain::hashing::hash_secret;
 use latchkey_domain::limits::{CreditRefill, KeyCredits, LimitProblem, RateLimits, RefillInterval};
 use latchkey_domain::restrictions::Restrictions;
 use latchkey_domain::{
-    ApiKey, ApiKeyId, ApiKeySecret, AuditChange, AuditEntry, Description, DomainError, Notice, NoticeKind, SearchTerm,
-    User, UserId, policy,
+    ApiKey, ApiKeyId, ApiKeySecret, AuditChange, AuditEntry, Description, DisabledReason, DomainError, Notice,
+    NoticeKind, SearchTerm, User, UserId, policy,
 };
 use latchkey_domain::{KeyStatus, lifecycle};
 use latchkey_store::{
@@ -238,6 +238,8 @@ pub struct KeyTableQuery {
     /// Only keys with no successful verification in this many days (1 to
     /// 3650; a key never used counts from its creation).
     pub unused_for_days: Option<i32>,
+    /// Only keys that break the tenant's key policy (see `KeyPolicy::violations`).
+    pub violates_policy: bool,
 }
 
 /// The most days `unusedForDays` looks back.
@@ -712,8 +714,8 @@ impl KeyAdmin<'_> {
         };
         let now = self.app.clock.now();
         let mut change = Change::begin(self.app).await?;
-        let disabled_at = command.disabled.then_some(now);
-        let key = match change.set_key_disabled(self.actor.tenant_id, id, disabled_at).await? {
+        let reason = command.disabled.then_some(DisabledReason::Admin);
+        let key = match change.set_key_disabled(self.actor.tenant_id, id, reason, now).await? {
             Written::Done(key) => key,
             unchanged => return self.outcome(written(unchanged, None)).await,
         };
@@ -838,6 +840,13 @@ impl KeyAdmin<'_> {
                 )));
             }
         };
+        let breaking = match query.violates_policy {
+            false => None,
+            true => match self.app.store.key_policy(self.actor.tenant_id).await?.breaches(now) {
+                Some(breaches) => Some(breaches),
+                None => return Ok(Page { items: Vec::new(), has_next_page: false, total_count: 0 }),
+            },
+        };
         let query = KeyQuery {
             first,
             after: query.after,
@@ -848,6 +857,7 @@ impl KeyAdmin<'_> {
             owner,
             search,
             unused_since,
+            breaking,
             recent_since: latchkey_domain::usage::UsageRange::recent(now).from,
         };
         let page = self.app.store.list_keys(self.actor.tenant_id, &query).await?;
@@ -933,7 +943,7 @@ impl App {
                 }
             };
             let key = ApiKey { credits, ..key };
-            let policy_violations = policy.violations(&key);
+            let policy_violations = policy.violations(&key, now);
             views.push(KeyView {
                 key,
                 owner,

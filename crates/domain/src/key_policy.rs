@@ -173,14 +173,14 @@ impl KeyPolicy {
         }
     }
 
-    /// The rules `key` breaks as it is, by name (`maxLifetimeDays`,
-    /// `requireExpiry`, `requireRestrictions`). A key's lifetime counts from
-    /// its last rotation or creation.
-    pub fn violations(&self, key: &ApiKey) -> Vec<RuleName> {
+    /// The rules `key` breaks at `now`, by name (`maxLifetimeDays`,
+    /// `requireExpiry`, `requireRestrictions`). A key breaks the lifetime
+    /// rule when it would still work more than `maxLifetimeDays` from now
+    /// (no expiry, or a later one): the bound a rotation now would give it.
+    pub fn violations(&self, key: &ApiKey, now: DateTime<Utc>) -> Vec<RuleName> {
         let mut broken = Vec::new();
-        let born = key.last_edited_at.unwrap_or(key.created_at).max(key.created_at);
-        if let Some(days) = self.max_lifetime_days
-            && key.expires_at.is_none_or(|at| at > born + Duration::days(days))
+        if let Some(latest) = self.latest_expiry(now)
+            && key.expires_at.is_none_or(|at| at > latest)
         {
             broken.push("maxLifetimeDays");
         }
@@ -191,6 +191,86 @@ impl KeyPolicy {
             broken.push("requireRestrictions");
         }
         broken
+    }
+
+    /// What a key breaking the policy at `now` looks like, for a search;
+    /// none when no rule can be broken by an existing key.
+    pub fn breaches(&self, now: DateTime<Utc>) -> Option<PolicyBreaches> {
+        let breaches = PolicyBreaches {
+            without_expiry: self.expiry_required(),
+            expiring_after: self.latest_expiry(now),
+            without_permissions: self.require_restrictions,
+        };
+        (breaches.without_expiry || breaches.without_permissions).then_some(breaches)
+    }
+}
+
+/// The keys that break a policy (any of these holds): the same rules as
+/// [`KeyPolicy::violations`], as a store can search for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyBreaches {
+    /// Keys that never expire.
+    pub without_expiry: bool,
+    /// Keys that expire after this.
+    pub expiring_after: Option<DateTime<Utc>>,
+    /// Keys with full access (no permissions named).
+    pub without_permissions: bool,
+}
+
+/// The warning an owner was sent that an unused key will be switched off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnusedWarning {
+    /// Since when the key was unused when the warning went out.
+    pub idle_since: DateTime<Utc>,
+    /// When it is switched off unless used or enabled meanwhile.
+    pub disable_at: DateTime<Utc>,
+}
+
+/// What the unused-key rule asks of a key now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnusedStep {
+    /// Nothing yet.
+    Wait,
+    /// Warn its owner that it is switched off at this time.
+    Warn(UnusedWarning),
+    /// Switch it off (the warning went out at least a week ago).
+    Disable,
+}
+
+impl ApiKey {
+    /// Since when the key has not been used: its last successful
+    /// verification, its creation, or its last enabling, whichever is latest.
+    pub fn idle_since(&self) -> DateTime<Utc> {
+        [self.last_used_at, self.enabled_at].into_iter().flatten().fold(self.created_at, DateTime::max)
+    }
+}
+
+impl KeyPolicy {
+    /// The earliest idle start at which an enabled key is due a step at
+    /// `now` (keys idle since before it); none without the rule.
+    pub fn unused_due_before(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        Some(now - Duration::days(self.disable_unused_after_days?) + UNUSED_WARNING)
+    }
+
+    /// What the unused-key rule asks of `key` at `now`: a warning a week
+    /// before its `disableUnusedAfterDays` are up, then disabling — never
+    /// sooner than a week after the warning, so a rule set over keys long
+    /// unused warns first. A use or an enabling since the warning starts over.
+    pub fn unused_step(&self, key: &ApiKey, now: DateTime<Utc>) -> UnusedStep {
+        let Some(days) = self.disable_unused_after_days else { return UnusedStep::Wait };
+        if key.disabled_at.is_some() {
+            return UnusedStep::Wait;
+        }
+        let idle_since = key.idle_since();
+        let deadline = idle_since + Duration::days(days);
+        match key.unused_warning.filter(|w| w.idle_since == idle_since) {
+            Some(warning) if now >= deadline.max(warning.disable_at) => UnusedStep::Disable,
+            Some(_) => UnusedStep::Wait,
+            None if now >= deadline - UNUSED_WARNING => {
+                UnusedStep::Warn(UnusedWarning { idle_since, disable_at: deadline.max(now + UNUSED_WARNING) })
+            }
+            None => UnusedStep::Wait,
+        }
     }
 }
 
@@ -238,6 +318,67 @@ mod tests {
         assert_eq!(policy.rotation_expiry(Some(at(10)), at(0)), Some(at(10)));
         assert_eq!(policy.rotation_expiry(Some(at(200)), at(0)), Some(at(90)));
         assert_eq!(KeyPolicy::default().rotation_expiry(None, at(0)), None);
+    }
+
+    fn unused_key(created: i64, used: Option<i64>) -> ApiKey {
+        ApiKey {
+            id: crate::ApiKeyId(uuid::Uuid::nil()),
+            tenant_id: crate::TenantId(uuid::Uuid::nil()),
+            owner_id: crate::UserId(uuid::Uuid::nil()),
+            description: "d".into(),
+            last_four: "abcd".into(),
+            created_at: at(created),
+            created_by: None,
+            last_edited_at: None,
+            last_edited_by: None,
+            last_used_at: used.map(at),
+            last_use: None,
+            expires_at: None,
+            disabled_at: None,
+            disabled_reason: None,
+            enabled_at: None,
+            unused_warning: None,
+            self_rotation: false,
+            end_overlap_on_first_use: false,
+            previous_last_four: None,
+            previous_expires_at: None,
+            restrictions: Default::default(),
+            compromised_at: None,
+            rate_limits: Default::default(),
+            credits: None,
+        }
+    }
+
+    #[test]
+    fn an_unused_key_is_warned_a_week_before_then_switched_off() {
+        let policy = KeyPolicy { disable_unused_after_days: Some(30), ..KeyPolicy::default() };
+        let mut key = unused_key(0, Some(10));
+        assert_eq!(policy.unused_due_before(at(33)), Some(at(10)));
+        assert_eq!(policy.unused_step(&key, at(32)), UnusedStep::Wait);
+        let warning = UnusedWarning { idle_since: at(10), disable_at: at(40) };
+        assert_eq!(policy.unused_step(&key, at(33)), UnusedStep::Warn(warning));
+        key.unused_warning = Some(warning);
+        assert_eq!(policy.unused_step(&key, at(39)), UnusedStep::Wait);
+        assert_eq!(policy.unused_step(&key, at(40)), UnusedStep::Disable);
+        // A use after the warning starts the clock over.
+        key.last_used_at = Some(at(35));
+        assert_eq!(policy.unused_step(&key, at(40)), UnusedStep::Wait);
+        // So does enabling it.
+        key.enabled_at = Some(at(70));
+        assert_eq!(key.idle_since(), at(70));
+        // Without the rule, nothing.
+        assert_eq!(KeyPolicy::default().unused_step(&unused_key(0, None), at(999)), UnusedStep::Wait);
+    }
+
+    #[test]
+    fn a_rule_set_over_a_long_unused_key_warns_a_week_ahead() {
+        let policy = KeyPolicy { disable_unused_after_days: Some(30), ..KeyPolicy::default() };
+        let mut key = unused_key(0, None);
+        let UnusedStep::Warn(warning) = policy.unused_step(&key, at(200)) else { panic!("a warning") };
+        assert_eq!(warning, UnusedWarning { idle_since: at(0), disable_at: at(207) });
+        key.unused_warning = Some(warning);
+        assert_eq!(policy.unused_step(&key, at(206)), UnusedStep::Wait);
+        assert_eq!(policy.unused_step(&key, at(207)), UnusedStep::Disable);
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub use error::DomainError;
 pub use ids::{ApiKeyId, NoticeId, TenantId, UserId, WebhookDeliveryId, WebhookEndpointId};
 pub use lifecycle::{ExpiryNotice, KeyStatus};
 pub use model::{
-    ApiKey, AuditAction, AuditChange, AuditEntry, Cloud, EventDelivery, LeakReport, LeakResponse, Notice, NoticeKind,
-    Role, Suspension, Tenant, User,
+    ApiKey, AuditAction, AuditChange, AuditEntry, Cloud, DisabledReason, EventDelivery, LeakReport, LeakResponse,
+    Notice, NoticeKind, Role, Suspension, Tenant, User,
 };
 pub use secret::{ApiKeySecret, LookupId, MalformedKey, ParsedKey};

@@ -60,8 +60,18 @@ pub struct ApiKey {
     pub last_use: Option<crate::usage::LastUse>,
     /// When it stops working; none for never.
     pub expires_at: Option<DateTime<Utc>>,
-    /// When an admin disabled it; none while enabled.
+    /// When it was disabled; none while enabled.
     pub disabled_at: Option<DateTime<Utc>>,
+    /// Why it is disabled (none while enabled).
+    pub disabled_reason: Option<DisabledReason>,
+    /// When an admin last enabled it (restarts the unused-key clock).
+    pub enabled_at: Option<DateTime<Utc>>,
+    /// The warning its owner was sent that the unused key will be switched off.
+    pub unused_warning: Option<crate::key_policy::UnusedWarning>,
+    /// Whether it may rotate itself (`POST /v1/keys/rotate`).
+    pub self_rotation: bool,
+    /// Whether its previous secret stops once the current one first verifies.
+    pub end_overlap_on_first_use: bool,
     /// The last four of the secret it had before its last rotation, while
     /// that secret is kept (see `previous_expires_at`).
     pub previous_last_four: Option<String>,
@@ -76,6 +86,17 @@ pub struct ApiKey {
     pub rate_limits: crate::limits::RateLimits,
     /// Its credits; None for unlimited.
     pub credits: Option<crate::limits::KeyCredits>,
+}
+
+crate::string_enum! {
+    /// Why a key is disabled.
+    pub enum DisabledReason {
+        /// An admin disabled it.
+        Admin = "ADMIN",
+        /// The tenant's policy switched it off after it went unused
+        /// (`disableUnusedAfterDays`).
+        Unused = "UNUSED",
+    }
 }
 
 crate::string_enum! {
@@ -144,6 +165,17 @@ crate::string_enum! {
         /// The tenant's key policy changed (mailed to each active internal
         /// admin; about no key: `before_after` holds the rules before and after).
         PolicyChanged = "policy_changed",
+        /// The key has gone unused so long that the key policy switches it
+        /// off soon (`before_after` holds since when it is unused and when
+        /// it is switched off).
+        UnusedWarning = "unused_warning",
+        /// The key policy switched the key off for going unused
+        /// (`before_after` holds since when it was unused and the rule's days).
+        DisabledUnused = "disabled_unused",
+        /// A new key policy is broken by keys the owner has (mailed once to
+        /// each such owner, listing them in `suspension`; `before_after`
+        /// holds the policy in words).
+        KeysBreakPolicy = "keys_break_policy",
     }
 }
 

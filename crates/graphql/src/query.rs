@@ -97,6 +97,9 @@ impl KeyQuery {
         #[graphql(desc = "Only keys with no successful verification in this many days (1 to 3650); \
                           a key never used counts from its creation.")]
         unused_for_days: Option<i32>,
+        #[graphql(desc = "Only keys that break your organisation's key policy (true), or all keys \
+                          (false or absent).")]
+        violates_policy: Option<bool>,
     ) -> ApiResult<ApiKeyConnection> {
         let (app, auth) = context(ctx)?;
         let admin = app.key_admin(auth).gql()?;
@@ -119,6 +122,7 @@ impl KeyQuery {
             owner_id: owner_id.map(|id| id.0),
             search,
             unused_for_days,
+            violates_policy: violates_policy.unwrap_or(false),
         };
         let page = admin.key_table(query).await.gql()?;
         let cursors: Vec<String> = page.items.iter().map(|v| encode_cursor(order, v)).collect();

@@ -49,6 +49,17 @@ pub enum GqlKeyStatus {
     Suspended,
 }
 
+/// Why a key is disabled.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[graphql(name = "ApiKeyDisabledReason", remote = "latchkey_domain::DisabledReason")]
+pub enum GqlDisabledReason {
+    /// An admin disabled it.
+    Admin,
+    /// Your organisation's key policy switched it off after it went unused
+    /// for `disableUnusedAfterDays` (its owner was warned a week before).
+    Unused,
+}
+
 /// What a tenant does when one of its keys is reported leaked.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
 #[graphql(remote = "latchkey_domain::LeakResponse")]
@@ -406,6 +417,25 @@ impl GqlApiKey {
     /// Whether the key works now.
     async fn status(&self) -> GqlKeyStatus {
         self.view.status.into()
+    }
+
+    /// Why the key is disabled; null while it is enabled.
+    async fn disabled_reason(&self) -> Option<GqlDisabledReason> {
+        self.view.key.disabled_reason.map(Into::into)
+    }
+
+    /// When the key policy switches the key off for going unused (its owner
+    /// was warned); null when no such warning is pending. Using or enabling
+    /// the key starts its clock over.
+    async fn unused_disable_at(&self) -> Option<DateTime<Utc>> {
+        let warning = self.view.key.unused_warning?;
+        (warning.idle_since == self.view.key.idle_since() && self.view.key.disabled_at.is_none())
+            .then_some(warning.disable_at)
+    }
+
+    /// Whether the key may rotate itself (`POST /v1/keys/rotate`).
+    async fn self_rotation(&self) -> bool {
+        self.view.key.self_rotation
     }
 
     /// The rules of your organisation's key policy this key breaks
@@ -866,6 +896,11 @@ mod tests {
                 last_use: None,
                 expires_at,
                 disabled_at: None,
+                disabled_reason: None,
+                enabled_at: None,
+                unused_warning: None,
+                self_rotation: false,
+                end_overlap_on_first_use: false,
                 previous_last_four: None,
                 previous_expires_at: None,
                 restrictions: Default::default(),

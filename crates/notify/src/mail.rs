@@ -243,6 +243,38 @@ fn wording(event: &Notice) -> (String, String, String) {
         NoticeKind::WebhookDisabled => {
             ("was disabled".into(), "was disabled".into(), "Its endpoint failed for 5 days.".into())
         }
+        NoticeKind::UnusedWarning => {
+            let (since, until) = event.before_after.clone().unwrap_or_default();
+            (
+                "will be disabled for going unused".into(),
+                format!("has not been used since {}", one_line(&since)),
+                format!(
+                    "Your organisation's key policy switches off keys that go unused, so it will be disabled at \
+                     {}. Using it before then keeps it working; an administrator can also enable it again later.",
+                    one_line(&until)
+                ),
+            )
+        }
+        NoticeKind::DisabledUnused => {
+            let (since, days) = event.before_after.clone().unwrap_or_default();
+            (
+                "was disabled for going unused".into(),
+                format!(
+                    "was disabled at {} because it was not used since {} (your organisation's key policy \
+                     switches off keys unused for {} days)",
+                    timestamp(event.occurred_at),
+                    one_line(&since),
+                    one_line(&days)
+                ),
+                "The key does not work until an administrator enables it again; its secret is unchanged.".into(),
+            )
+        }
+        // Composed by `keys_break_policy_message`; this is its one-key fallback.
+        NoticeKind::KeysBreakPolicy => (
+            "breaks the new key policy".into(),
+            "breaks your organisation's new key policy".into(),
+            "It keeps working. Rotate it, or change it, to bring it within the rules.".into(),
+        ),
         NoticeKind::Expired => (
             format!("expired at {expiry}"),
             format!("expired at {expiry}"),
@@ -266,6 +298,10 @@ pub fn compose(event: &Notice, settings: &MailSettings) -> Result<Message, Deliv
         .map_err(|e: lettre::address::AddressError| {
             DeliveryError::Permanent(format!("the owner's address cannot be used: {e}"))
         })?;
+    if let (NoticeKind::KeysBreakPolicy, Some(keys)) = (event.kind, &event.suspension) {
+        let (subject, text, html) = keys_break_policy_message(event, keys, settings);
+        return build(event, settings, to, subject, text, html);
+    }
     if let Some(suspension) = &event.suspension {
         let (subject, text, html) = suspension_message(event, suspension, settings);
         return build(event, settings, to, subject, text, html);
@@ -340,6 +376,50 @@ fn suspension_message(event: &Notice, suspension: &Suspension, settings: &MailSe
          <p>Hello {admin},</p><p>{what}</p><ul>{items}</ul><p>{remedy}</p>\
          <p><a href=\"{link}\">Review the suspended keys</a></p></body></html>",
         admin = escape_html(&admin),
+        what = escape_html(&what),
+        items = keys.iter().map(|k| format!("<li>{}</li>", escape_html(k))).collect::<String>(),
+        remedy = escape_html(remedy),
+        link = escape_html(&link),
+    );
+    (subject, text, html)
+}
+
+/// The owner's notice that keys they own break a new key policy: which,
+/// the rules, and that nothing stopped.
+fn keys_break_policy_message(event: &Notice, owned: &Suspension, settings: &MailSettings) -> (String, String, String) {
+    let owner = one_line(&event.owner_name);
+    let (count, rules) = event.before_after.clone().unwrap_or_default();
+    let count: usize = count.parse().unwrap_or(owned.keys.len()).max(owned.keys.len());
+    let plural = if count == 1 { "" } else { "s" };
+    let subject = format!("{count} of your API keys break{} the new key policy", if count == 1 { "s" } else { "" });
+    let link = format!("{}?owner={}", settings.api_keys_page(), owned.user_id);
+    let what = format!(
+        "Your organisation's API key policy was changed by {} at {}. Its rules: {}. The API key{plural} \
+         below break{} them:",
+        one_line(&event.actor_name),
+        timestamp(event.occurred_at),
+        one_line(&rules),
+        if count == 1 { "s" } else { "" }
+    );
+    let mut keys: Vec<String> = owned
+        .keys
+        .iter()
+        .map(|(last_four, description)| format!("\"{}\" (ending in {last_four})", one_line(description)))
+        .collect();
+    if count > owned.keys.len() {
+        keys.push(format!("and {} more", count - owned.keys.len()));
+    }
+    let remedy = "They keep working. Rotate or change them to bring them within the rules; new and changed keys \
+                  must keep them.";
+    let text = format!(
+        "Hello {owner},\n\n{what}\n\n{}\n\n{remedy}\n\nReview your API keys: {link}\n",
+        keys.iter().map(|k| format!("  - {k}")).collect::<Vec<_>>().join("\n")
+    );
+    let html = format!(
+        "<!doctype html><html><body style=\"font-family: sans-serif\">\
+         <p>Hello {owner},</p><p>{what}</p><ul>{items}</ul><p>{remedy}</p>\
+         <p><a href=\"{link}\">Review your API keys</a></p></body></html>",
+        owner = escape_html(&owner),
         what = escape_html(&what),
         items = keys.iter().map(|k| format!("<li>{}</li>", escape_html(k))).collect::<String>(),
         remedy = escape_html(remedy),

@@ -225,8 +225,9 @@ async fn follow_revocations(
     }
 }
 
-/// Queues due expiry notices every `interval`. Every replica runs this; each
-/// notice is queued once (see `Store::queue_expiry_notices`).
+/// Queues due expiry notices, and applies the unused-key rule, every
+/// `interval`. Every replica runs this; each notice, warning and disabling
+/// happens once (see `App::queue_expiry_notices`, `App::apply_unused_key_rule`).
 async fn queue_expiry_notices(app: App, interval: std::time::Duration, mut stop: watch::Receiver<bool>) {
     /// Most notices queued per pass; a larger backlog takes more passes.
     const BATCH: u64 = 500;
@@ -235,6 +236,11 @@ async fn queue_expiry_notices(app: App, interval: std::time::Duration, mut stop:
             Ok(n) if n > 0 => tracing::info!(notices = n, "expiry notices queued"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "queueing expiry notices failed; will retry"),
+        }
+        match app.apply_unused_key_rule(BATCH).await {
+            Ok(n) if n > 0 => tracing::info!(steps = n, "unused keys warned or disabled"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "applying the unused-key rule failed; will retry"),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -107,6 +107,12 @@ impl Store {
         policy_from(found)
     }
 
+    /// Every tenant that set a key policy, with it.
+    pub async fn key_policies(&self) -> StoreResult<Vec<(TenantId, KeyPolicy)>> {
+        let tenants = tenant::Entity::find().filter(tenant::Column::KeyPolicy.is_not_null()).all(self.reader()).await?;
+        tenants.into_iter().map(|t| Ok((TenantId(t.id), policy_from(Some(t))?))).collect()
+    }
+
     /// Whether SCIM may make internal admins in `tenant`.
     pub async fn scim_may_grant_internal_admin(&self, tenant: TenantId) -> StoreResult<bool> {
         let found = tenant::Entity::find_by_id(tenant.0).one(self.reader()).await?;
@@ -256,6 +262,11 @@ impl Store {
 
 /// Tenant settings inside a unit of work.
 impl Tx {
+    /// A user of `tenant` by id, read in the transaction.
+    pub async fn user(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<User>> {
+        user_in(self.conn(), tenant, id).await
+    }
+
     /// What `tenant` wants done when one of its keys is reported leaked.
     pub async fn leak_response(&self, tenant: TenantId) -> StoreResult<LeakResponse> {
         let found = tenant::Entity::find_by_id(tenant.0).one(self.conn()).await?;

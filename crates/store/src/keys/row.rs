@@ -3,10 +3,11 @@
 //! A new stored attribute of a key is a column here and a line in each.
 
 use chrono::{DateTime, Utc};
+use latchkey_domain::key_policy::UnusedWarning;
 use latchkey_domain::limits::{KeyCredits, RateLimits, refill_from_stored, refill_to_stored};
 use latchkey_domain::restrictions::{Restrictions, StoredRestrictions};
 use latchkey_domain::usage::LastUse;
-use latchkey_domain::{ApiKey, ApiKeyId, ApiKeySecret, Cloud, Description, LookupId, TenantId, UserId};
+use latchkey_domain::{ApiKey, ApiKeyId, ApiKeySecret, Cloud, Description, DisabledReason, LookupId, TenantId, UserId};
 use sea_orm::Set;
 
 use crate::storable;
@@ -57,6 +58,13 @@ pub mod api_key {
         pub credits_generation: i32,
         pub credits_low_mailed_at: Option<DateTimeUtc>,
         pub credits_empty_mailed_at: Option<DateTimeUtc>,
+        pub disabled_reason: Option<String>,
+        pub enabled_at: Option<DateTimeUtc>,
+        pub unused_warned_for: Option<DateTimeUtc>,
+        pub unused_disable_at: Option<DateTimeUtc>,
+        pub self_rotation: bool,
+        pub self_rotated_at: Option<DateTimeUtc>,
+        pub end_overlap_on_first_use: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -104,6 +112,8 @@ pub struct NewKey {
     pub rate_limits: RateLimits,
     /// Its credits (none: unlimited).
     pub credits: Option<KeyCredits>,
+    /// Whether it may rotate itself.
+    pub self_rotation: bool,
 }
 
 impl NewKey {
@@ -119,6 +129,7 @@ impl NewKey {
             import_lookup: None,
             rate_limits: RateLimits::default(),
             credits: None,
+            self_rotation: false,
         }
     }
 
@@ -210,6 +221,13 @@ impl NewKey {
             credits_generation: Set(0),
             credits_low_mailed_at: Set(None),
             credits_empty_mailed_at: Set(None),
+            disabled_reason: Set(None),
+            enabled_at: Set(None),
+            unused_warned_for: Set(None),
+            unused_disable_at: Set(None),
+            self_rotation: Set(self.self_rotation),
+            self_rotated_at: Set(None),
+            end_overlap_on_first_use: Set(false),
         }
     }
 }
@@ -235,6 +253,17 @@ pub(crate) fn key_from(m: api_key::Model) -> ApiKey {
         }),
         expires_at: m.expires_at,
         disabled_at: m.disabled_at,
+        // Keys disabled before reasons were kept were disabled by an admin.
+        disabled_reason: m
+            .disabled_at
+            .map(|_| m.disabled_reason.as_deref().and_then(DisabledReason::parse).unwrap_or(DisabledReason::Admin)),
+        enabled_at: m.enabled_at,
+        unused_warning: m
+            .unused_warned_for
+            .zip(m.unused_disable_at)
+            .map(|(idle_since, disable_at)| UnusedWarning { idle_since, disable_at }),
+        self_rotation: m.self_rotation,
+        end_overlap_on_first_use: m.end_overlap_on_first_use,
         previous_last_four: m.previous_last_four,
         previous_expires_at: m.previous_expires_at,
         restrictions: Restrictions::from_stored(&StoredRestrictions {

@@ -2,6 +2,7 @@
 //! in three orders, and the other reads of whole keys.
 
 use chrono::{DateTime, Utc};
+use latchkey_domain::key_policy::PolicyBreaches;
 use latchkey_domain::policy::KEY_OWNER_ROLES;
 use latchkey_domain::{ApiKey, ApiKeyId, ExpiryNotice, KeyStatus, Role, SearchTerm, TenantId, UserId};
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -62,6 +63,8 @@ pub struct KeyQuery {
     /// Only keys with no successful verification since then (never used:
     /// created before then).
     pub unused_since: Option<DateTime<Utc>>,
+    /// Only keys that break a key policy like this.
+    pub breaking: Option<PolicyBreaches>,
     /// Where the recent usage of [`KeyOrderField::Usage30d`] starts.
     pub recent_since: DateTime<Utc>,
 }
@@ -112,6 +115,21 @@ fn status_condition(status: KeyStatus, now: DateTime<Utc>) -> Condition {
     }
 }
 
+/// The keys that break a policy as `breaches` describes.
+pub(crate) fn breaching(breaches: &PolicyBreaches) -> Condition {
+    let mut any = Condition::any();
+    if breaches.without_expiry {
+        any = any.add(api_key::Column::ExpiresAt.is_null());
+    }
+    if let Some(after) = breaches.expiring_after {
+        any = any.add(api_key::Column::ExpiresAt.gt(storable(after)));
+    }
+    if breaches.without_permissions {
+        any = any.add(api_key::Column::Permissions.is_null());
+    }
+    any
+}
+
 fn filtered(tenant: TenantId, query: &KeyQuery) -> Select<api_key::Entity> {
     let mut select = api_key::Entity::find().filter(api_key::Column::TenantId.eq(tenant.0));
     if let Some(owner) = query.owner {
@@ -125,6 +143,9 @@ fn filtered(tenant: TenantId, query: &KeyQuery) -> Select<api_key::Entity> {
         let last_sign_of_life =
             Expr::cust("COALESCE(api_keys.last_used_at, api_keys.created_at)").lt(Expr::value(storable(since)));
         select = select.filter(last_sign_of_life);
+    }
+    if let Some(breaches) = &query.breaking {
+        select = select.filter(breaching(breaches));
     }
     if !query.statuses.is_empty() {
         let any = query.statuses.iter().fold(Condition::any(), |any, s| any.add(status_condition(*s, query.now)));
@@ -267,6 +288,82 @@ impl Store {
                 let stage = m.expiry_notice_stage;
                 (key_from(m), stage)
             })
+            .collect())
+    }
+
+    /// Enabled keys of `tenant` idle since before `before` (neither created,
+    /// used nor enabled since) that are not waiting out a warning already
+    /// sent for that idleness (or whose wait is over at `now`), oldest
+    /// first, at most `limit`.
+    pub async fn keys_idle_since_before(
+        &self,
+        tenant: TenantId,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<ApiKey>> {
+        let warned_for_older =
+            |column: api_key::Column| Expr::col(api_key::Column::UnusedWarnedFor).lt(Expr::col(column));
+        let needs_a_step = Condition::any()
+            .add(api_key::Column::UnusedWarnedFor.is_null())
+            .add(warned_for_older(api_key::Column::CreatedAt))
+            .add(warned_for_older(api_key::Column::LastUsedAt))
+            .add(warned_for_older(api_key::Column::EnabledAt))
+            .add(api_key::Column::UnusedDisableAt.lte(storable(now)));
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(super::writes::still_idle_since(storable(before)))
+            .filter(needs_a_step)
+            .order_by_asc(api_key::Column::Id)
+            .limit(limit)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(key_from)
+            .collect())
+    }
+}
+
+impl crate::tx::Tx {
+    /// The owners of `tenant`'s keys that break a policy as `breaches`
+    /// describes, with how many each owns.
+    pub async fn owners_of_keys_breaching(
+        &self,
+        tenant: TenantId,
+        breaches: &PolicyBreaches,
+    ) -> StoreResult<Vec<(UserId, u64)>> {
+        let counts: Vec<(uuid::Uuid, i64)> = api_key::Entity::find()
+            .select_only()
+            .column(api_key::Column::OwnerId)
+            .column_as(api_key::Column::Id.count(), "keys")
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(breaching(breaches))
+            .group_by(api_key::Column::OwnerId)
+            .into_tuple()
+            .all(self.conn())
+            .await?;
+        Ok(counts.into_iter().map(|(owner, keys)| (UserId(owner), u64::try_from(keys).unwrap_or(0))).collect())
+    }
+
+    /// The first `limit` keys of `owner` that break a policy as `breaches`
+    /// describes, oldest first.
+    pub async fn keys_of_owner_breaching(
+        &self,
+        tenant: TenantId,
+        owner: UserId,
+        breaches: &PolicyBreaches,
+        limit: u64,
+    ) -> StoreResult<Vec<ApiKey>> {
+        Ok(api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(tenant.0))
+            .filter(api_key::Column::OwnerId.eq(owner.0))
+            .filter(breaching(breaches))
+            .order_by_asc(api_key::Column::Id)
+            .limit(limit)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(key_from)
             .collect())
     }
 }

@@ -4,8 +4,9 @@
 //! what a change means (audit, notices, revocations): the application does.
 
 use chrono::{DateTime, Utc};
+use latchkey_domain::key_policy::UnusedWarning;
 use latchkey_domain::restrictions::Restrictions;
-use latchkey_domain::{ApiKey, ApiKeyId, Description, TenantId, User, UserId};
+use latchkey_domain::{ApiKey, ApiKeyId, Description, DisabledReason, TenantId, User, UserId};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set};
 
@@ -88,6 +89,17 @@ pub enum ImportState {
 /// The key `id` of `tenant`, as a condition.
 fn the_key(tenant: TenantId, id: ApiKeyId) -> Condition {
     Condition::all().add(api_key::Column::Id.eq(id.0)).add(api_key::Column::TenantId.eq(tenant.0))
+}
+
+/// An enabled key neither created, used nor enabled after `idle_since`.
+pub(super) fn still_idle_since(idle_since: DateTime<Utc>) -> Condition {
+    let not_after = |column: api_key::Column| column.is_null().or(column.lte(idle_since));
+    Condition::all()
+        .add(api_key::Column::DisabledAt.is_null())
+        .add(api_key::Column::CompromisedAt.is_null())
+        .add(api_key::Column::CreatedAt.lte(idle_since))
+        .add(not_after(api_key::Column::LastUsedAt))
+        .add(not_after(api_key::Column::EnabledAt))
 }
 
 /// Keys inside a unit of work. Every write is scoped by tenant, except those
@@ -233,25 +245,70 @@ impl Tx {
         Ok(())
     }
 
-    /// Disables a key at `disabled_at` (or enables it with `None`), unless it
+    /// Disables a key at `now` for `reason`, or enables it (`None`: which
+    /// restarts its unused-key clock and drops the warning), unless it
     /// already is so.
     pub async fn set_key_disabled(
         &self,
         tenant: TenantId,
         id: ApiKeyId,
-        disabled_at: Option<DateTime<Utc>>,
+        reason: Option<DisabledReason>,
+        now: DateTime<Utc>,
     ) -> StoreResult<Written<ApiKey>> {
-        let currently = match disabled_at {
-            Some(_) => api_key::Column::DisabledAt.is_null(),
-            None => api_key::Column::DisabledAt.is_not_null(),
+        let now = storable(now);
+        let update = api_key::Entity::update_many().filter(the_key(tenant, id));
+        let update = match reason {
+            Some(reason) => update
+                .col_expr(api_key::Column::DisabledAt, Expr::value(now))
+                .col_expr(api_key::Column::DisabledReason, Expr::value(reason.as_str()))
+                .filter(api_key::Column::DisabledAt.is_null()),
+            None => update
+                .col_expr(api_key::Column::DisabledAt, Expr::value(Option::<DateTime<Utc>>::None))
+                .col_expr(api_key::Column::DisabledReason, Expr::value(Option::<String>::None))
+                .col_expr(api_key::Column::EnabledAt, Expr::value(now))
+                .col_expr(api_key::Column::UnusedWarnedFor, Expr::value(Option::<DateTime<Utc>>::None))
+                .col_expr(api_key::Column::UnusedDisableAt, Expr::value(Option::<DateTime<Utc>>::None))
+                .filter(api_key::Column::DisabledAt.is_not_null()),
         };
-        let updated = api_key::Entity::update_many()
-            .col_expr(api_key::Column::DisabledAt, Expr::value(disabled_at.map(storable)))
-            .filter(the_key(tenant, id))
-            .filter(currently)
+        let updated = update.exec(self.conn()).await?;
+        self.written(tenant, id, updated.rows_affected).await
+    }
+
+    /// Records `warning` as sent for `key`, unless it was already (another
+    /// replica's pass) or the key was used, enabled or disabled meanwhile;
+    /// whether this call recorded it.
+    pub async fn claim_unused_warning(&self, key: ApiKeyId, warning: UnusedWarning) -> StoreResult<bool> {
+        let idle_since = storable(warning.idle_since);
+        let claimed = api_key::Entity::update_many()
+            .col_expr(api_key::Column::UnusedWarnedFor, Expr::value(idle_since))
+            .col_expr(api_key::Column::UnusedDisableAt, Expr::value(storable(warning.disable_at)))
+            .filter(api_key::Column::Id.eq(key.0))
+            .filter(still_idle_since(idle_since))
+            .filter(api_key::Column::UnusedWarnedFor.is_null().or(api_key::Column::UnusedWarnedFor.ne(idle_since)))
             .exec(self.conn())
             .await?;
-        self.written(tenant, id, updated.rows_affected).await
+        Ok(claimed.rows_affected > 0)
+    }
+
+    /// Disables `key` at `now` for going unused since `idle_since` (its
+    /// owner was warned for that), unless it was used, enabled or disabled
+    /// meanwhile; whether this call disabled it.
+    pub async fn disable_unused_key(
+        &self,
+        key: ApiKeyId,
+        idle_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let idle_since = storable(idle_since);
+        let disabled = api_key::Entity::update_many()
+            .col_expr(api_key::Column::DisabledAt, Expr::value(storable(now)))
+            .col_expr(api_key::Column::DisabledReason, Expr::value(DisabledReason::Unused.as_str()))
+            .filter(api_key::Column::Id.eq(key.0))
+            .filter(still_idle_since(idle_since))
+            .filter(api_key::Column::UnusedWarnedFor.eq(idle_since))
+            .exec(self.conn())
+            .await?;
+        Ok(disabled.rows_affected > 0)
     }
 
     /// Replaces a key's restrictions (and its last edit).
