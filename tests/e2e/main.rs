@@ -55,6 +55,7 @@ mod restrictions;
 mod scim;
 mod secret_scanning;
 mod secrets;
+mod self_rotation;
 mod store;
 mod tenancy;
 mod usage;

@@ -70,6 +70,17 @@ pub struct GenerateKey {
     pub rate_limits: Vec<RateLimitInput>,
     /// Its credits (none: unlimited).
     pub credits: Option<KeyCreditsInput>,
+    /// Whether it may rotate itself (`POST /v1/keys/rotate`).
+    pub self_rotation: bool,
+}
+
+/// Allow or forbid a key to rotate itself.
+#[derive(Clone, Debug)]
+pub struct SetSelfRotation {
+    /// The key's id, as given.
+    pub id: String,
+    /// Whether it may.
+    pub self_rotation: bool,
 }
 
 /// A rate limit as an admin gives it.
@@ -133,6 +144,9 @@ pub struct RotateKey {
     pub overlap_seconds: Option<i32>,
     /// The key's expiry from now on, as for [`GenerateKey::expires_at`].
     pub expires_at: Option<DateTime<Utc>>,
+    /// Whether the replaced secret stops as soon as the new one first
+    /// verifies (or at the overlap's end, whichever comes first).
+    pub end_overlap_on_first_use: bool,
 }
 
 /// End a rotation's overlap now.
@@ -362,7 +376,7 @@ fn policy_refusals(
 }
 
 /// Where a fresh secret goes.
-enum SecretTarget {
+pub(crate) enum SecretTarget {
     /// A new key.
     NewKey {
         owner: UserId,
@@ -371,9 +385,18 @@ enum SecretTarget {
         restrictions: Restrictions,
         rate_limits: RateLimits,
         credits: Option<KeyCredits>,
+        self_rotation: bool,
     },
     /// An existing key, rotated.
-    Rotate { id: ApiKeyId, expires_at: Option<DateTime<Utc>>, previous_until: Option<DateTime<Utc>> },
+    Rotate {
+        id: ApiKeyId,
+        expires_at: Option<DateTime<Utc>>,
+        previous_until: Option<DateTime<Utc>>,
+        end_overlap_on_first_use: bool,
+        /// For a rotation by the key itself: the credential version it
+        /// presented, and since when it must not have rotated itself.
+        by_itself: Option<(i32, DateTime<Utc>)>,
+    },
 }
 
 /// Checks an optional expiry for `field`.
@@ -474,21 +497,40 @@ impl KeyAdmin<'_> {
     /// entry, the owner's notice and (for a rotation) the revocation, with a
     /// new secret again should the lookup id be taken. `None` when the key
     /// to rotate does not exist.
-    async fn write_new_secret(&self, target: SecretTarget) -> AppResult<Option<(ApiKey, ApiKeySecret)>> {
+    pub(crate) async fn write_new_secret(&self, target: SecretTarget) -> AppResult<Option<(ApiKey, ApiKeySecret)>> {
         let (tenant, now) = (self.actor.tenant_id, self.app.clock.now());
         for _ in 0..GENERATE_ATTEMPTS {
             let (secret, credential) = new_credential()?;
             let mut change = Change::begin(self.app).await?;
             let written = match &target {
-                SecretTarget::NewKey { owner, description, expires_at, restrictions, rate_limits, credits } => {
-                    let new = NewKey::new(tenant, *owner, description.clone(), credential)
+                SecretTarget::NewKey {
+                    owner,
+                    description,
+                    expires_at,
+                    restrictions,
+                    rate_limits,
+                    credits,
+                    self_rotation,
+                } => {
+                    let mut new = NewKey::new(tenant, *owner, description.clone(), credential)
                         .expiring_at(*expires_at)
                         .restricted_to(restrictions.clone())
                         .limited_to(rate_limits.clone(), credits.clone());
+                    new.self_rotation = *self_rotation;
                     change.insert_key(new, now, Some(self.actor.id)).await.map(Some)
                 }
-                SecretTarget::Rotate { id, expires_at, previous_until } => {
-                    let rotation = Rotation { credential, expires_at: *expires_at, previous_until: *previous_until };
+                SecretTarget::Rotate { id, expires_at, previous_until, end_overlap_on_first_use, by_itself } => {
+                    if let Some((version, not_since)) = by_itself
+                        && !change.claim_self_rotation(tenant, *id, *version, *not_since, now).await?
+                    {
+                        return Ok(None);
+                    }
+                    let rotation = Rotation {
+                        credential,
+                        expires_at: *expires_at,
+                        previous_until: *previous_until,
+                        end_overlap_on_first_use: *end_overlap_on_first_use,
+                    };
                     change.replace_credential(tenant, *id, rotation, self.actor.id, now).await
                 }
             };
@@ -554,8 +596,15 @@ impl KeyAdmin<'_> {
             return Ok(Err(refused));
         }
         let credits = credits.flatten();
-        let target =
-            SecretTarget::NewKey { owner: owner.id, description, expires_at, restrictions, rate_limits, credits };
+        let target = SecretTarget::NewKey {
+            owner: owner.id,
+            description,
+            expires_at,
+            restrictions,
+            rate_limits,
+            credits,
+            self_rotation: command.self_rotation,
+        };
         let made = self.write_new_secret(target).await?;
         let Some((key, secret)) = made else { return Err(AppError::internal(&"a generated key was not written")) };
         Ok(Ok(KeyWithSecret { key: self.view(key).await?, secret }))
@@ -601,7 +650,13 @@ impl KeyAdmin<'_> {
         }
         let keeps_old = !overlap.is_zero() && self.view(current.clone()).await?.status == KeyStatus::Active;
         let previous_until = keeps_old.then(|| current.expires_at.map_or(now + overlap, |e| e.min(now + overlap)));
-        let target = SecretTarget::Rotate { id, expires_at, previous_until };
+        let target = SecretTarget::Rotate {
+            id,
+            expires_at,
+            previous_until,
+            end_overlap_on_first_use: command.end_overlap_on_first_use,
+            by_itself: None,
+        };
         let Some((key, secret)) = self.write_new_secret(target).await? else {
             return Ok(Err(vec![FieldViolation::key_not_found()]));
         };
@@ -624,7 +679,14 @@ impl KeyAdmin<'_> {
             Ok(key) => key,
             Err(violations) => return Ok(Err(violations)),
         };
-        change.audit(&AuditEntry::new(AuditChange::PreviousSecretExpired { at: now }, &key, self.actor, now)).await?;
+        change
+            .audit(&AuditEntry::new(
+                AuditChange::PreviousSecretExpired { at: now, new_secret_used: false },
+                &key,
+                self.actor,
+                now,
+            ))
+            .await?;
         change.revoke(key.id).await?;
         change.commit().await?;
         Ok(Ok(self.view(key).await?))
@@ -728,6 +790,25 @@ impl KeyAdmin<'_> {
         change.publish_key_event(event, &key, self.actor, now, Map::new()).await?;
         change.audit(&AuditEntry::new(audited, &key, self.actor, now)).await?;
         change.revoke(key.id).await?;
+        change.commit().await?;
+        Ok(Ok(self.view(key).await?))
+    }
+
+    /// Allows or forbids a key to rotate itself (`POST /v1/keys/rotate`);
+    /// audited, nobody mailed (doing what is already so changes nothing).
+    pub async fn set_self_rotation(&self, command: SetSelfRotation) -> AppResult<Outcome<KeyView>> {
+        let Ok(id) = command.id.parse::<ApiKeyId>() else {
+            return Ok(Err(vec![FieldViolation::key_not_found()]));
+        };
+        let now = self.app.clock.now();
+        let mut change = Change::begin(self.app).await?;
+        let tenant = self.actor.tenant_id;
+        let key = match change.set_key_self_rotation(tenant, id, command.self_rotation, self.actor.id, now).await? {
+            Written::Done(key) => key,
+            unchanged => return self.outcome(written(unchanged, None)).await,
+        };
+        let allowed = AuditChange::SelfRotationChanged { allowed: command.self_rotation };
+        change.audit(&AuditEntry::new(allowed, &key, self.actor, now)).await?;
         change.commit().await?;
         Ok(Ok(self.view(key).await?))
     }

@@ -21,6 +21,7 @@ pub mod oidc;
 pub mod operator;
 mod owners;
 pub mod scim;
+pub mod self_rotation;
 pub mod usage;
 pub mod verify;
 pub mod webhook_dispatch;
@@ -240,45 +241,12 @@ impl App {
             RequestContext { ip: client, user_agent: user_agent.map(str::to_owned), ..RequestContext::default() };
         let verified = match self.verifier.verify(presented, client, &request).await? {
             VerifyOutcome::Valid(v, _) => v,
-            VerifyOutcome::RateLimitExceeded(reading) => {
-                return Ok(Authentication::OverLimit(AppError::RateLimitExceeded {
-                    message: format!("The API key is over its rate limit {:?}; retry later.", &*reading.name),
-                    retry_after_secs: latchkey_domain::limits::seconds_until(reading.resets_at, self.clock.now()),
-                }));
+            refused => {
+                return Ok(match self.key_refusal(refused) {
+                    AppError::Unauthenticated(reason) => Authentication::Refused(reason),
+                    over_limit => Authentication::OverLimit(over_limit),
+                });
             }
-            VerifyOutcome::UsageExceeded { .. } => {
-                return Ok(Authentication::OverLimit(AppError::UsageExceeded(
-                    "The API key has no credits left; an admin can add credits.".into(),
-                )));
-            }
-            VerifyOutcome::RateLimited => {
-                return Ok(Authentication::Refused("Too many failed attempts with this key; retry later.".into()));
-            }
-            VerifyOutcome::Disabled => {
-                return Ok(Authentication::Refused("The API key is disabled; an admin can enable it again.".into()));
-            }
-            VerifyOutcome::Expired => {
-                return Ok(Authentication::Refused(
-                    "The API key has expired; ask an admin to rotate it or change its expiry.".into(),
-                ));
-            }
-            VerifyOutcome::Compromised => {
-                return Ok(Authentication::Refused(
-                    "The API key was reported leaked and revoked; an admin must rotate it.".into(),
-                ));
-            }
-            VerifyOutcome::OwnerInactive => {
-                return Ok(Authentication::Refused(
-                    "The API key is suspended: its owner was deactivated; an admin can transfer it.".into(),
-                ));
-            }
-            VerifyOutcome::NotAllowed(Refusal::IpNotAllowed) => {
-                return Ok(Authentication::Refused("The API key may not be used from this address.".into()));
-            }
-            VerifyOutcome::NotAllowed(_) => {
-                return Ok(Authentication::Refused("The API key may not be used for this request.".into()));
-            }
-            VerifyOutcome::Malformed | VerifyOutcome::Invalid => return refused(),
         };
         let (Some(key), Some(tenant)) =
             (self.store.key(verified.tenant_id, verified.key_id).await?, self.store.tenant(verified.tenant_id).await?)
@@ -287,6 +255,40 @@ impl App {
         };
         let Some(key) = self.key_views(vec![key]).await?.pop() else { return refused() };
         Ok(Authentication::Authenticated(Principal::Integration { key: Box::new(key), tenant }))
+    }
+
+    /// The error for a key that did not verify as `outcome` says, when it
+    /// authenticates a call to Latchkey itself: `UNAUTHENTICATED` with what
+    /// its holder can do about it, or the limit it is over.
+    pub(crate) fn key_refusal(&self, outcome: VerifyOutcome) -> AppError {
+        let refused = |reason: &str| AppError::Unauthenticated(reason.to_owned());
+        match outcome {
+            VerifyOutcome::RateLimitExceeded(reading) => AppError::RateLimitExceeded {
+                message: format!("The API key is over its rate limit {:?}; retry later.", &*reading.name),
+                retry_after_secs: latchkey_domain::limits::seconds_until(reading.resets_at, self.clock.now()),
+            },
+            VerifyOutcome::UsageExceeded { .. } => {
+                AppError::UsageExceeded("The API key has no credits left; an admin can add credits.".into())
+            }
+            VerifyOutcome::RateLimited => refused("Too many failed attempts with this key; retry later."),
+            VerifyOutcome::Disabled => refused("The API key is disabled; an admin can enable it again."),
+            VerifyOutcome::Expired => {
+                refused("The API key has expired; ask an admin to rotate it or change its expiry.")
+            }
+            VerifyOutcome::Compromised => {
+                refused("The API key was reported leaked and revoked; an admin must rotate it.")
+            }
+            VerifyOutcome::OwnerInactive => {
+                refused("The API key is suspended: its owner was deactivated; an admin can transfer it.")
+            }
+            VerifyOutcome::NotAllowed(Refusal::IpNotAllowed) => {
+                refused("The API key may not be used from this address.")
+            }
+            VerifyOutcome::NotAllowed(_) => refused("The API key may not be used for this request."),
+            VerifyOutcome::Valid(..) | VerifyOutcome::Malformed | VerifyOutcome::Invalid => {
+                refused("The API key is not valid.")
+            }
+        }
     }
 
     /// The key use cases, for an internal admin acting in the employee cloud;

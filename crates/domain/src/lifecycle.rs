@@ -138,6 +138,21 @@ pub fn scim_actor(tenant_id: TenantId, key_last_four: &str) -> User {
     }
 }
 
+/// How often a key may rotate itself.
+pub const SELF_ROTATION_EVERY: Duration = Duration::seconds(60);
+
+/// Who a key's own changes (its self-rotation) are attributed to: the key,
+/// named by the last four of the secret that made the change, acting for
+/// its owner (an integration user's kind, so events say `KEY`).
+pub fn key_actor(key: &ApiKey) -> User {
+    User {
+        id: key.owner_id,
+        name: format!("API key ending in {}", key.last_four),
+        role: Role::IntegrationUser,
+        ..system_actor(key.tenant_id)
+    }
+}
+
 /// Who Latchkey's own changes (expiry) are attributed to. Never a row of
 /// `users`: its id is the nil UUID.
 pub fn system_actor(tenant_id: TenantId) -> User {

@@ -308,6 +308,8 @@ crate::string_enum! {
         Imported = "imported",
         /// A setting of the tenant changed (no key: the entry's key id is nil).
         SettingsChanged = "settings_changed",
+        /// Whether the key may rotate itself changed.
+        SelfRotationChanged = "self_rotation_changed",
     }
 }
 
@@ -362,6 +364,15 @@ pub enum AuditChange {
     PreviousSecretExpired {
         /// When the previous secret stopped.
         at: DateTime<Utc>,
+        /// Whether it stopped because the new secret was used
+        /// (`endOverlapOnFirstUse`) rather than by an admin.
+        #[serde(default)]
+        new_secret_used: bool,
+    },
+    /// Whether the key may rotate itself changed.
+    SelfRotationChanged {
+        /// Whether it may now.
+        allowed: bool,
     },
     /// The expiry was set, changed or cleared.
     ExpiryChanged {
@@ -449,6 +460,7 @@ impl AuditChange {
             AuditChange::CreditsAdded { .. } => AuditAction::CreditsAdded,
             AuditChange::OwnerLimitsChanged { .. } => AuditAction::OwnerLimitsChanged,
             AuditChange::SettingChanged { .. } => AuditAction::SettingsChanged,
+            AuditChange::SelfRotationChanged { .. } => AuditAction::SelfRotationChanged,
         }
     }
 }

@@ -636,6 +636,9 @@ pub struct GenerateApiKeyInput {
     pub rate_limits: Option<Vec<RateLimitInput>>,
     /// Its credits; omit for unlimited.
     pub credits: Option<KeyCreditsInput>,
+    /// Whether the key may rotate itself with `POST /v1/keys/rotate`
+    /// (default false).
+    pub self_rotation: Option<bool>,
 }
 
 impl From<GenerateApiKeyInput> for latchkey_app::GenerateKey {
@@ -647,8 +650,18 @@ impl From<GenerateApiKeyInput> for latchkey_app::GenerateKey {
             restrictions: input.restrictions.map(Into::into),
             rate_limits: input.rate_limits.map(limit_inputs).unwrap_or_default(),
             credits: input.credits.map(Into::into),
+            self_rotation: input.self_rotation.unwrap_or(false),
         }
     }
+}
+
+/// Input of `setApiKeySelfRotation`.
+#[derive(InputObject, Debug)]
+pub struct SetApiKeySelfRotationInput {
+    /// The key.
+    pub id: ID,
+    /// Whether it may rotate itself with `POST /v1/keys/rotate`.
+    pub self_rotation: bool,
 }
 
 /// Result of `generateApiKey`.
@@ -673,6 +686,9 @@ pub struct RotateApiKeyInput {
     pub overlap_seconds: Option<i32>,
     /// The key's expiry from now on, as in `generateApiKey`; omit for never.
     pub expires_at: Option<DateTime<Utc>>,
+    /// End the overlap as soon as the new secret verifies once (on any
+    /// replica), rather than only at `overlapSeconds`' end (default false).
+    pub end_overlap_on_first_use: Option<bool>,
 }
 
 /// Result of `rotateApiKey`.
@@ -982,6 +998,8 @@ pub enum GqlAuditAction {
     /// A tenant setting changed (no key: `keyId` is the nil id, `keyDescription`
     /// names the setting, `oldDescription`/`newDescription` hold its values).
     SettingsChanged,
+    /// Whether the key may rotate itself changed (`newDescription`: `on` or `off`).
+    SelfRotationChanged,
 }
 
 /// One entry of the audit trail. Kept after the key is deleted.
@@ -1034,6 +1052,10 @@ pub struct GqlAuditEntry {
     pub limits_after: Option<String>,
     /// For a top-up: the credits added.
     pub credits_added: Option<i32>,
+    /// Why Latchkey made the change, when it was not an admin's action:
+    /// `NEW_SECRET_USED` for a `PREVIOUS_SECRET_EXPIRED` because the new
+    /// secret verified (`endOverlapOnFirstUse`).
+    pub reason: Option<String>,
 }
 
 /// One audit entry on a page.
@@ -1099,13 +1121,20 @@ impl From<AuditView> for GqlAuditEntry {
             limits_before: None,
             limits_after: None,
             credits_added: None,
+            reason: None,
         };
         match e.change {
             AuditChange::DescriptionChanged { old, new } | AuditChange::SettingChanged { old, new } => {
                 (event.old_description, event.new_description) = (Some(old), Some(new));
             }
             AuditChange::Rotated { previous_secret_until } => event.previous_secret_expires_at = previous_secret_until,
-            AuditChange::PreviousSecretExpired { at } => event.previous_secret_expires_at = Some(at),
+            AuditChange::PreviousSecretExpired { at, new_secret_used } => {
+                event.previous_secret_expires_at = Some(at);
+                event.reason = new_secret_used.then(|| "NEW_SECRET_USED".to_owned());
+            }
+            AuditChange::SelfRotationChanged { allowed } => {
+                event.new_description = Some(if allowed { "on" } else { "off" }.to_owned());
+            }
             AuditChange::ExpiryChanged { old, new } => (event.old_expires_at, event.new_expires_at) = (old, new),
             AuditChange::RestrictionsChanged { before, after } => {
                 (event.restrictions_before, event.restrictions_after) = (Some(before), Some(after));

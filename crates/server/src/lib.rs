@@ -30,6 +30,7 @@ mod probes;
 mod router;
 mod scim;
 mod secret_scanning;
+mod self_rotation;
 mod verify;
 pub mod wiring;
 

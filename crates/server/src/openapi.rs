@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         crate::verify::post_verify,
         crate::forward_auth::forward_auth,
+        crate::self_rotation::rotate_itself,
         crate::verify::report_leak,
         crate::secret_scanning::github_secret_scanning,
         crate::probes::healthz,
@@ -27,6 +28,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&KeySchemes),
     tags(
         (name = "verification", description = "Is this key good for this request?"),
+        (name = "rotation", description = "Keys that rotate themselves"),
         (name = "leaks", description = "Keys found where they should not be"),
         (name = "health", description = "Probes for orchestrators"),
     )

@@ -29,6 +29,7 @@ pub struct RunningServer {
     webhook_dispatcher: tokio::task::JoinHandle<()>,
     usage: tokio::task::JoinHandle<()>,
     expiry: tokio::task::JoinHandle<()>,
+    first_uses: Option<tokio::task::JoinHandle<()>>,
     revocations: Option<tokio::task::JoinHandle<()>>,
     stop_dispatcher: watch::Sender<bool>,
     store: Store,
@@ -63,6 +64,9 @@ impl RunningServer {
         let _ = self.webhook_dispatcher.await;
         let _ = self.usage.await;
         let _ = self.expiry.await;
+        if let Some(first_uses) = self.first_uses {
+            let _ = first_uses.await;
+        }
         if let Some(r) = self.revocations {
             let _ = r.await;
         }
@@ -112,6 +116,10 @@ pub async fn start_with_clock(
     let (stop_dispatcher, stop_rx) = watch::channel(false);
     let usage = tokio::spawn(flush_usage(app.verifier().clone(), config.usage_flush_interval, stop_rx.clone()));
     let expiry = tokio::spawn(queue_expiry_notices(app.clone(), config.expiry_scan_interval, stop_rx.clone()));
+    let first_uses = app
+        .verifier()
+        .take_first_uses()
+        .map(|uses| tokio::spawn(end_overlaps_on_first_use(app.clone(), uses, stop_rx.clone())));
     // Listen for other replicas' revocations before serving, so that nothing
     // cached from the first requests is flushed by the first resync.
     let revocations = match app.revocation_listener() {
@@ -177,6 +185,7 @@ pub async fn start_with_clock(
         webhook_dispatcher,
         usage,
         expiry,
+        first_uses,
         revocations,
         stop_dispatcher,
         store,
@@ -221,6 +230,24 @@ async fn follow_revocations(
                 app.verifier().apply(signal);
             }
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Ends the overlap of each key whose new secret was just used for the
+/// first time (`endOverlapOnFirstUse`), as the verifier reports them.
+async fn end_overlaps_on_first_use(
+    app: App,
+    mut uses: tokio::sync::mpsc::Receiver<latchkey_app::verify::FirstUse>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first_use = tokio::select! {
+            Some(first_use) = uses.recv() => first_use,
+            _ = stop.changed() => return,
+        };
+        if let Err(e) = app.end_overlap_on_first_use(first_use).await {
+            tracing::warn!(error = %e, "ending an overlap on the new secret's first use failed; it ends at its deadline");
         }
     }
 }

@@ -31,7 +31,7 @@ pub use audit::AuditPage;
 pub use events::{OutboxStats, StoredEvent};
 pub use keys::{
     ImportState, KeyCursor, KeyOrderField, KeyPage, KeyQuery, NewCredential, NewKey, NoticeStage, Rotation,
-    StoredCredential,
+    SelfRotationState, StoredCredential,
 };
 pub use limits::{WindowId, WindowLease};
 pub use owners::{UserFilter, UserPage};

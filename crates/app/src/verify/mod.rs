@@ -150,6 +150,27 @@ pub struct KeyVerifier {
     legacy_slots: Semaphore,
     legacy_queue_timeout: Duration,
     metrics: Arc<Metrics>,
+    first_uses: FirstUses,
+}
+
+/// A current secret that verified while its key keeps a previous secret
+/// that stops on that first use (`endOverlapOnFirstUse`): the key and the
+/// credential version that verified.
+pub type FirstUse = (latchkey_domain::ApiKeyId, i32);
+
+/// The queue of [`FirstUse`]s, drained by one task
+/// ([`crate::App::end_overlap_on_first_use`]). Bounded: when full, a use is
+/// dropped and the overlap ends at its deadline instead.
+struct FirstUses {
+    sender: tokio::sync::mpsc::Sender<FirstUse>,
+    receiver: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<FirstUse>>>,
+}
+
+impl FirstUses {
+    fn new() -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1024);
+        FirstUses { sender, receiver: std::sync::Mutex::new(Some(receiver)) }
+    }
 }
 
 impl std::fmt::Debug for KeyVerifier {
@@ -163,6 +184,12 @@ fn refused(over_limit: bool) -> VerifyOutcome {
 }
 
 impl KeyVerifier {
+    /// The queue of first uses of new secrets whose previous secret must
+    /// then stop; given once (to the task that drains it), then none.
+    pub fn take_first_uses(&self) -> Option<tokio::sync::mpsc::Receiver<FirstUse>> {
+        self.first_uses.receiver.lock().ok()?.take()
+    }
+
     /// A verifier over `store`. Spawns its credential loader on the current
     /// tokio runtime; wakes `outbox` when a key's credits run low.
     pub fn new(
@@ -173,6 +200,7 @@ impl KeyVerifier {
         outbox: Arc<tokio::sync::Notify>,
     ) -> AppResult<Self> {
         Ok(KeyVerifier {
+            first_uses: FirstUses::new(),
             budgets: Budgets::new(store.clone(), outbox),
             credentials: CredentialLoader::new(store.clone(), config.lookup_concurrency)?,
             store,
@@ -417,6 +445,11 @@ impl KeyVerifier {
         }
         if !credential.previous && needs_upgrade(&credential.hash) {
             self.upgrade(presented, &credential).await;
+        }
+        if credential.ends_overlap_on_use {
+            // Every first use of the new secret on any replica is a lookup
+            // (rotation dropped the cached entries), so this sees it.
+            let _ = self.first_uses.sender.try_send((credential.key_id, credential.version));
         }
         let key = VerifiedKey::new(Verified {
             key_id: credential.key_id,

@@ -56,6 +56,9 @@ pub struct StoredCredential {
     /// The generation of its credits (see `KeyCredits::generation`); none
     /// when its credits are unlimited.
     pub credits_generation: Option<i32>,
+    /// Whether a previous secret is kept that stops once this, the current
+    /// secret, first verifies (`endOverlapOnFirstUse`).
+    pub ends_overlap_on_use: bool,
 }
 
 /// Which columns find a credential: Latchkey's own lookup ids, or the
@@ -106,6 +109,7 @@ struct CredentialRow {
     owner_rate_limits: Option<String>,
     credits_remaining: Option<i64>,
     credits_generation: i32,
+    end_overlap_on_first_use: bool,
 }
 
 impl Store {
@@ -149,6 +153,7 @@ impl Store {
                 api_key::Column::RateLimits,
                 api_key::Column::CreditsRemaining,
                 api_key::Column::CreditsGeneration,
+                api_key::Column::EndOverlapOnFirstUse,
             ])
             .column_as(
                 Expr::cust("(SELECT rate_limits FROM users WHERE users.id = api_keys.owner_id)"),
@@ -204,6 +209,7 @@ impl Store {
                 rate_limits: rate_limits.clone(),
                 owner_rate_limits: owner_rate_limits.clone(),
                 credits_generation: row.credits_remaining.map(|_| row.credits_generation),
+                ends_overlap_on_use: !previous && row.end_overlap_on_first_use && row.previous_expires_at.is_some(),
             };
             let (current, previous) = if by.imported {
                 (row.import_lookup.clone(), row.previous_import_lookup.clone())

@@ -10,7 +10,7 @@ mod writes;
 pub use credentials::StoredCredential;
 pub(crate) use row::api_key;
 pub use row::{NewCredential, NewKey};
-pub use table::{KeyCursor, KeyOrderField, KeyPage, KeyQuery, NoticeStage};
+pub use table::{KeyCursor, KeyOrderField, KeyPage, KeyQuery, NoticeStage, SelfRotationState};
 pub use writes::{ImportState, Rotation};
 
 #[cfg(test)]

@@ -367,3 +367,25 @@ impl crate::tx::Tx {
             .collect())
     }
 }
+
+/// What decides whether a key may rotate itself now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SelfRotationState {
+    /// Its current credential's version.
+    pub version: i32,
+    /// Whether an admin allowed it.
+    pub allowed: bool,
+    /// When it last rotated itself.
+    pub last_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// `tenant`'s key `id` as its self-rotation sees it; none when unknown.
+    pub async fn self_rotation_state(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<Option<SelfRotationState>> {
+        Ok(key_in(self.conn(), tenant, id).await?.map(|m| SelfRotationState {
+            version: m.credential_version,
+            allowed: m.self_rotation,
+            last_at: m.self_rotated_at,
+        }))
+    }
+}

@@ -52,6 +52,8 @@ pub struct Rotation {
     /// Until when the replaced secret keeps working; none to end it at once
     /// (a previous secret kept by an earlier rotation ends at once either way).
     pub previous_until: Option<DateTime<Utc>>,
+    /// Whether the kept secret stops as soon as the new one first verifies.
+    pub end_overlap_on_first_use: bool,
 }
 
 impl Store {
@@ -159,7 +161,8 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<ApiKey>> {
         let now = storable(now);
-        let Rotation { credential, expires_at, previous_until } = rotation;
+        let Rotation { credential, expires_at, previous_until, end_overlap_on_first_use } = rotation;
+        let end_overlap_on_first_use = end_overlap_on_first_use && previous_until.is_some();
         // Write first: on PostgreSQL this takes the row lock, so concurrent
         // rotations of one key serialise and the last one wins whole.
         let updated = keep_previous(api_key::Entity::update_many(), previous_until)
@@ -172,6 +175,7 @@ impl Tx {
             .col_expr(api_key::Column::CredentialHash, Expr::value(credential.hash))
             .col_expr(api_key::Column::LastFour, Expr::value(credential.last_four))
             .col_expr(api_key::Column::CredentialVersion, Expr::col(api_key::Column::CredentialVersion).add(1))
+            .col_expr(api_key::Column::EndOverlapOnFirstUse, Expr::value(end_overlap_on_first_use))
             .col_expr(api_key::Column::LastEditedAt, Expr::value(now))
             .col_expr(api_key::Column::LastEditedBy, Expr::value(edited_by.0))
             .filter(the_key(tenant, id))
@@ -222,8 +226,79 @@ impl Tx {
         let now = storable(now);
         let updated = api_key::Entity::update_many()
             .col_expr(api_key::Column::PreviousExpiresAt, Expr::value(now))
+            .col_expr(api_key::Column::EndOverlapOnFirstUse, Expr::value(false))
             .filter(the_key(tenant, id))
             .filter(api_key::Column::PreviousExpiresAt.gt(now))
+            .exec(self.conn())
+            .await?;
+        self.written(tenant, id, updated.rows_affected).await
+    }
+
+    /// [`Tx::end_previous_secret`] for a key whose previous secret stops on
+    /// the first use of its current one, only while its current credential
+    /// is still `version` and that rule still holds.
+    pub async fn end_previous_secret_on_first_use(
+        &self,
+        id: ApiKeyId,
+        version: i32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ApiKey>> {
+        let now = storable(now);
+        let updated = api_key::Entity::update_many()
+            .col_expr(api_key::Column::PreviousExpiresAt, Expr::value(now))
+            .col_expr(api_key::Column::EndOverlapOnFirstUse, Expr::value(false))
+            .filter(api_key::Column::Id.eq(id.0))
+            .filter(api_key::Column::CredentialVersion.eq(version))
+            .filter(api_key::Column::EndOverlapOnFirstUse.eq(true))
+            .filter(api_key::Column::PreviousExpiresAt.gt(now))
+            .exec(self.conn())
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(None);
+        }
+        Ok(api_key::Entity::find_by_id(id.0).one(self.conn()).await?.map(key_from))
+    }
+
+    /// Records a self-rotation of `id` at `now`, only while its current
+    /// credential is `version`, it may rotate itself, and it did not since
+    /// `not_since`; whether it was recorded (the caller then rotates it in
+    /// the same transaction). Concurrent claims of one key: one wins.
+    pub async fn claim_self_rotation(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        version: i32,
+        not_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let not_since = storable(not_since);
+        let claimed = api_key::Entity::update_many()
+            .col_expr(api_key::Column::SelfRotatedAt, Expr::value(storable(now)))
+            .filter(the_key(tenant, id))
+            .filter(api_key::Column::CredentialVersion.eq(version))
+            .filter(api_key::Column::SelfRotation.eq(true))
+            .filter(api_key::Column::SelfRotatedAt.is_null().or(api_key::Column::SelfRotatedAt.lte(not_since)))
+            .exec(self.conn())
+            .await?;
+        Ok(claimed.rows_affected > 0)
+    }
+
+    /// Sets whether a key may rotate itself (and its last edit); the key as
+    /// it is now.
+    pub async fn set_key_self_rotation(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        allowed: bool,
+        edited_by: UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Written<ApiKey>> {
+        let updated = api_key::Entity::update_many()
+            .col_expr(api_key::Column::SelfRotation, Expr::value(allowed))
+            .col_expr(api_key::Column::LastEditedAt, Expr::value(storable(now)))
+            .col_expr(api_key::Column::LastEditedBy, Expr::value(edited_by.0))
+            .filter(the_key(tenant, id))
+            .filter(api_key::Column::SelfRotation.ne(allowed))
             .exec(self.conn())
             .await?;
         self.written(tenant, id, updated.rows_affected).await
