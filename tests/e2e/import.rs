@@ -15,6 +15,7 @@ on_both_backends!(
     bad_import_lines_are_refused_and_change_nothing,
     a_reimport_never_brings_back_a_rotated_or_deleted_key,
     guesses_at_an_imported_argon2_key_share_one_budget,
+    imports_keep_the_tenants_key_policy,
 );
 
 /// Imports `lines` into the seeded tenant; returns the report and all output.
@@ -328,5 +329,47 @@ async fn guesses_at_an_imported_argon2_key_share_one_budget(db: TestDb) {
     assert!(replica_hashes().await <= 10, "at most 10 hashes on the second replica");
     assert_eq!(hashes().await, hashed + 1, "the first replica hashed nothing more");
     replica.stop().await;
+    app.stop().await;
+}
+
+async fn imports_keep_the_tenants_key_policy(db: TestDb) {
+    let app = TestApp::start_on(db).await;
+    let s = app.seed("Acme").await;
+    let set = "mutation($input: UpdateTenantKeyPolicyInput!) { updateTenantKeyPolicy(input: $input) { userErrors { code } } }";
+    let policy =
+        json!({ "maxLifetimeDays": 30, "requireExpiry": true, "requireRestrictions": false, "maxKeysPerOwner": 2 });
+    let body = app.gql(Some(&s.admin_token), set, json!({ "input": policy })).await;
+    assert_eq!(body["data"]["updateTenantKeyPolicy"]["userErrors"], json!([]), "{body}");
+    let soon = (chrono::Utc::now() + chrono::Duration::days(10)).to_rfc3339();
+    let late = (chrono::Utc::now() + chrono::Duration::days(60)).to_rfc3339();
+    let line = |n: usize, expires: Option<&str>| {
+        let mut record = json!({ "ownerEmail": s.integration.email, "description": format!("Imported {n}"),
+            "createdAt": "2024-01-01T00:00:00Z", "hash": format!("sha256:{}", sha256_hex(&format!("policy key {n}"))) });
+        if let Some(at) = expires {
+            record["expiresAt"] = json!(at);
+        }
+        record.to_string()
+    };
+    let lines = [line(1, None), line(2, Some(&late)), line(3, Some(&soon)), line(4, Some(&soon)), line(5, Some(&soon))];
+    let (report, _) = import(&app, &s, &lines, &[]);
+    assert_eq!(report["imported"], 2, "{report}");
+    let refused: Vec<(u64, &str, &str, &str)> = report["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("{r}"));
+            (r["line"].as_u64().unwrap(), text("code"), text("field"), text("reason"))
+        })
+        .collect();
+    let summary: Vec<(u64, &str, &str)> = refused.iter().map(|(l, c, f, _)| (*l, *c, *f)).collect();
+    assert_eq!(
+        summary,
+        [(1, "POLICY", "expiresAt"), (2, "POLICY", "expiresAt"), (5, "POLICY", "ownerEmail")],
+        "{report}"
+    );
+    assert!(refused[1].3.contains("30 days") && refused[2].3.contains("at most 2 keys"), "{refused:?}");
+    let count = app.gql(Some(&s.admin_token), "{ apiKeys { totalCount } }", json!({})).await;
+    assert_eq!(count["data"]["apiKeys"]["totalCount"], 2);
     app.stop().await;
 }

@@ -5,7 +5,10 @@
 //! twice changes nothing, and a credential imported before and since rotated
 //! away or deleted is never written again. Each imported key is audited
 //! (`IMPORTED`, by "Latchkey") and its owner mailed, as for a generated key.
-//! Nothing of a secret or hash is ever printed.
+//! The tenant's key policy holds: a line that breaks it is refused with code
+//! `POLICY`, its field and the rule (imported keys have full access, so a
+//! policy requiring restrictions refuses them all). Nothing of a secret or
+//! hash is ever printed.
 
 use std::io::{BufRead, Read};
 
@@ -129,6 +132,9 @@ pub(crate) async fn run(
     let mut refused = Vec::new();
     let mut ready = Vec::new();
     let mut lookups = std::collections::HashSet::new();
+    let policy = app.store.key_policy(tenant).await?;
+    // Keys each owner has, counting those this import makes.
+    let mut owned = std::collections::HashMap::new();
     let mut reader = input;
     let mut line = 0usize;
     loop {
@@ -173,6 +179,21 @@ pub(crate) async fn run(
                     refused.push(json!({ "line": line, "reason": "the same key appears earlier in the file" }));
                     continue;
                 }
+                let count = match owned.get(&key.owner_id) {
+                    Some(count) => *count,
+                    None => app.store.count_keys_owned_by(tenant, key.owner_id).await?,
+                };
+                // Imported keys have full access: `requireRestrictions` refuses them all.
+                let breaks = policy
+                    .check_expiry(key.expires_at, now)
+                    .or_else(|| policy.check_permissions(key.restrictions.permissions.is_none()))
+                    .or_else(|| policy.check_owner_count(count, "ownerEmail"));
+                if let Some(refusal) = breaks {
+                    let field = refusal.field;
+                    refused.push(json!({ "line": line, "code": "POLICY", "field": field, "reason": refusal.message }));
+                    continue;
+                }
+                owned.insert(key.owner_id, count + 1);
                 ready.push(Ready { line, key, created_at });
             }
             Err(reason) => refused.push(json!({ "line": line, "reason": reason })),
