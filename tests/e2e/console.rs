@@ -711,3 +711,107 @@ async fn webhooks_are_managed_on_the_page() {
         .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_policy_is_shown_edited_and_kept_by_the_dialogs() {
+    let Some(browser) = Browser::start().await else { return };
+    let app = TestApp::start(Backend::Sqlite).await.unwrap();
+    let c = &browser.client;
+    c.set_window_size(1366, 900).await.unwrap();
+    let s = app.seed("Acme Learning").await;
+    app.generate(&s.admin_token, &s.integration, "Legacy sync").await;
+    c.goto(&format!("{}/settings/integrations/api#token={}", app.url, s.admin_token)).await.unwrap();
+    until(c, "return document.querySelectorAll('#rows tr').length === 1").await;
+    assert!(text(c, "#policy-summary").await.starts_with("No rules"));
+
+    // An out-of-range rule is refused next to its field; then the policy is set.
+    click(c, "#edit-policy").await;
+    until(c, "return document.getElementById('policy-dialog').open").await;
+    type_into(c, "#policy-lifetime", "3651").await;
+    click(c, "#policy-form button[type=submit]").await;
+    until(c, "return document.getElementById('policy-lifetime-error').textContent.length > 0").await;
+    assert!(text(c, "#policy-lifetime-error").await.contains("3650"));
+    assert!(text(c, "#policy-summary").await.starts_with("No rules"), "nothing changed");
+    type_into(c, "#policy-lifetime", "90").await;
+    type_into(c, "#policy-overlap", "3600").await;
+    click(c, "#policy-require-restrictions").await;
+    click(c, "#policy-form button[type=submit]").await;
+    until(c, "return !document.getElementById('policy-dialog').open").await;
+    until(c, "return document.getElementById('policy-summary').textContent.includes('within 90 days')").await;
+    assert!(text(c, "#policy-summary").await.contains("must name their permissions"));
+    // The old key is marked, keeps its status, and is what the filter shows.
+    until(c, "return document.querySelector('#rows tr .status-policy') !== null").await;
+    let title = js(c, "return document.querySelector('#rows tr .status-policy').title").await;
+    assert!(title.as_str().unwrap().contains("has full access"), "{title}");
+    assert_eq!(text(c, "#rows tr .status-active").await, "Active");
+
+    // The generate dialog keeps the rules: expiry required within 90 days, no full access.
+    click(c, "#generate").await;
+    until(c, "return document.getElementById('generate-dialog').open").await;
+    let picker =
+        js(c, "const p = document.getElementById('generate-expires'); return [p.required, p.max, p.value]").await;
+    let latest = (chrono::Local::now() + chrono::Duration::days(89)).format("%Y-%m-%d").to_string();
+    assert_eq!(picker, json!([true, latest, latest]));
+    let full = js(c, "const f = document.getElementById('generate-r-full'); return [f.checked, f.disabled]").await;
+    assert_eq!(full, json!([false, true]));
+    type_into(c, "#generate-description", "Compliant export").await;
+    c.find(Locator::Css("#generate-r-perm-reports")).await.unwrap().select_by_value("read").await.unwrap();
+    click(c, "#generate-self-rotation").await;
+    click(c, "#generate-form button[type=submit]").await;
+    take_secret(c).await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 2").await;
+    let compliant =
+        "[...document.querySelectorAll('#rows tr')].find(tr => tr.textContent.includes('Compliant export'))";
+    assert_eq!(js(c, &format!("return {compliant}.querySelector('.status-policy') === null")).await, json!(true));
+    let keys = app.gql(Some(&s.admin_token), "{ apiKeys { nodes { description selfRotation } } }", json!({})).await;
+    let made = keys["data"]["apiKeys"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["description"] == "Compliant export")
+        .cloned();
+    assert_eq!(made.unwrap()["selfRotation"], true);
+
+    // Only the key that breaks the policy with the filter on.
+    click(c, "#policy-filter").await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 1").await;
+    assert_eq!(row_descriptions(c).await, ["Legacy sync"]);
+    // The rotate dialog offers no overlap beyond the policy's hour.
+    row_action(c, "Legacy sync", "rotate").await;
+    until(c, "return document.getElementById('rotate-dialog').open").await;
+    let offered =
+        js(c, "return [...document.getElementById('rotate-overlap').options].map(o => [o.value, o.disabled])").await;
+    assert_eq!(offered, json!([["0", false], ["3600", false], ["86400", true], ["604800", true]]));
+    assert!(text(c, "#rotate-overlap-hint").await.contains("3600 seconds"));
+    c.find(Locator::Css("#rotate-overlap")).await.unwrap().select_by_value("3600").await.unwrap();
+    click(c, "#rotate-end-on-use").await;
+    click(c, "#rotate-ok").await;
+    take_secret(c).await;
+    // Rotated within the policy (an expiry was given), it no longer breaks the lifetime rule.
+    until(c, "return document.querySelectorAll('#rows tr').length === 1").await;
+    let title = js(c, "return document.querySelector('#rows tr .status-policy').title").await;
+    assert!(!title.as_str().unwrap().contains("lives longer"), "{title}");
+    click(c, "#policy-filter").await;
+    until(c, "return document.querySelectorAll('#rows tr').length === 2").await;
+    // Self-rotation from the row menu; rows stay one line high.
+    row_action(c, "Legacy sync", "self-rotation").await;
+    let legacy = "[...document.querySelectorAll('#rows tr')].find(tr => tr.textContent.includes('Legacy sync'))";
+    until(
+        c,
+        &format!(
+            "return {legacy}.querySelector(\"[data-action='self-rotation']\").textContent === 'Stop self-rotation'"
+        ),
+    )
+    .await;
+    js(c, "document.querySelector('#keys .table-wrap').scrollLeft = 0; return true").await;
+    screenshot(c, "api-keys-policy").await;
+    for height in
+        js(c, "return [...document.querySelectorAll('#rows tr')].map(tr => tr.getBoundingClientRect().height)")
+            .await
+            .as_array()
+            .unwrap()
+    {
+        assert!(height.as_f64().unwrap() <= 48.0, "one line: {height}");
+    }
+    app.stop().await;
+}

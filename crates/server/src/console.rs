@@ -67,6 +67,7 @@ const PAGE_MODULES: &[(&str, &str)] = &[
     ("chart.js", include_str!("../assets/api-keys/chart.js")),
     ("row-menu.js", include_str!("../assets/api-keys/row-menu.js")),
     ("detail-panel.js", include_str!("../assets/api-keys/detail-panel.js")),
+    ("key-policy.js", include_str!("../assets/api-keys/key-policy.js")),
     ("report.js", include_str!("../assets/api-keys/report.js")),
     ("limits-form.js", include_str!("../assets/api-keys/limits-form.js")),
     ("limits-panel.js", include_str!("../assets/api-keys/limits-panel.js")),

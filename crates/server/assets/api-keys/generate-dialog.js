@@ -1,7 +1,9 @@
-// Generate a key: owner, description, an optional expiry, restrictions and
-// limits, then the secret once.
+// Generate a key: owner, description, an expiry (optional unless the key
+// policy asks for one), restrictions and limits, whether it may rotate
+// itself, then the secret once.
 
 import { M_GENERATE, gql } from "./graphql.js";
+import { applyPolicyToGenerate, applyPolicyToRestrictions } from "./key-policy.js";
 import { showSecret } from "./secret-dialog.js";
 import { limitErrorFields, readLimitFields, renderLimitFields } from "./limits-form.js";
 import { readRestrictionFields, renderRestrictionFields, restrictionErrorFields } from "./restrictions-form.js";
@@ -15,6 +17,8 @@ function openGenerate(event) {
   clearFieldErrors(form);
   renderRestrictionFields($("generate-restrictions"), null, "generate-r");
   renderLimitFields($("generate-limits"), null, "generate-l");
+  applyPolicyToGenerate();
+  applyPolicyToRestrictions($("generate-restrictions"), "generate-r");
   openDialog($("generate-dialog"), event && event.currentTarget);
   $("generate-description").focus();
 }
@@ -34,6 +38,7 @@ export function initGenerateDialog(onError) {
     const { rateLimits, credits } = readLimitFields($("generate-limits"), "generate-l");
     if (rateLimits.length) input.rateLimits = rateLimits;
     if (credits) input.credits = credits;
+    input.selfRotation = $("generate-self-rotation").checked;
     await busy([...form.querySelectorAll("button")], async () => {
       try {
         const result = (await gql(M_GENERATE, { input })).generateApiKey;

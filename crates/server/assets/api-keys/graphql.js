@@ -5,14 +5,17 @@ import { state } from "./state.js";
 const KEY_FIELDS = `id lastFour description createdAt lastEditedAt lastUsedAt usage30d
   status expiresAt previousSecretExpiresAt previousLastFour restrictions { permissions clouds allowedIps }
   owner { id name role } createdBy { id name } lastEditedBy { id name }
-  rateLimits { name limit periodSeconds } credits { remaining lastRefilledAt refill { amount interval day } }`;
+  rateLimits { name limit periodSeconds } credits { remaining lastRefilledAt refill { amount interval day } }
+  policyViolations selfRotation disabledReason unusedDisableAt`;
+const POLICY_FIELDS = `maxLifetimeDays requireExpiry requireRestrictions maxOverlapSeconds disableUnusedAfterDays maxKeysPerOwner`;
 const KEY_PAYLOAD = `apiKey { ${KEY_FIELDS} } userErrors { field message code }`;
 export const Q_VIEWER = `{ viewer { tenant { id name } user { id name role } clouds } apiKeyOwnerCandidates { id name role }
-  apiKeyPermissions { name description cloud } }`;
+  apiKeyPermissions { name description cloud } tenantKeyPolicy { ${POLICY_FIELDS} } }`;
 export const Q_WHO = `{ viewer { tenant { id name } user { id name } } }`;
 export const Q_KEYS = `query($first: Int, $after: String, $search: String, $ownerId: ID, $unused: Int,
-  $from: DateTime!, $to: DateTime!) {
-  apiKeys(first: $first, after: $after, search: $search, ownerId: $ownerId, unusedForDays: $unused) {
+  $violates: Boolean, $from: DateTime!, $to: DateTime!) {
+  apiKeys(first: $first, after: $after, search: $search, ownerId: $ownerId, unusedForDays: $unused,
+    violatesPolicy: $violates) {
     totalCount pageInfo { hasNextPage endCursor }
     nodes { ${KEY_FIELDS} daily: usage(from: $from, to: $to, granularity: DAY) { buckets { valid } } } } }`;
 /** A key's detail panel: last use, a series (by day or hour) and its audit trail. */
@@ -34,6 +37,10 @@ export const M_RESTRICT = `mutation($input: UpdateApiKeyRestrictionsInput!) { up
 export const M_TRANSFER = `mutation($input: TransferApiKeyInput!) { transferApiKey(input: $input) { ${KEY_PAYLOAD} } }`;
 export const M_TRANSFER_ALL = `mutation($input: TransferApiKeysInput!) { transferApiKeys(input: $input) {
   apiKeys { id } userErrors { field message code } } }`;
+export const M_UPDATE_POLICY = `mutation($input: UpdateTenantKeyPolicyInput!) { updateTenantKeyPolicy(input: $input) {
+  policy { ${POLICY_FIELDS} } userErrors { field message code } } }`;
+export const M_SET_SELF_ROTATION = `mutation($input: SetApiKeySelfRotationInput!) { setApiKeySelfRotation(input: $input) {
+  ${KEY_PAYLOAD} } }`;
 export const M_DELETE = `mutation($input: DeleteApiKeyInput!) { deleteApiKey(input: $input) {
   deletedApiKeyId userErrors { field message code } } }`;
 

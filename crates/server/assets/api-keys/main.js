@@ -8,6 +8,7 @@ import { confirmDelete, confirmDisable, confirmEndOverlap, enable, initConfirmDi
 import { initDetailPanel, openDetail, reloadDetail } from "./detail-panel.js";
 import { initEditDialog, openEdit } from "./edit-dialog.js";
 import { initGenerateDialog } from "./generate-dialog.js";
+import { initKeyPolicy, toggleSelfRotation } from "./key-policy.js";
 import { initLimitsPanel } from "./limits-panel.js";
 import { initReport } from "./report.js";
 import { initRestrictionsDialog, openRestrictions } from "./restrictions-dialog.js";
@@ -44,6 +45,7 @@ function rowActions(key) {
     ["Restrictions", openRestrictions],
     ["Rotate", openRotate],
     ["Transfer", openTransfer],
+    [key.selfRotation ? "Stop self-rotation" : "Allow self-rotation", (k) => toggleSelfRotation(k, handleError), "self-rotation"],
     toggle,
     ["Delete", confirmDelete],
   ];
@@ -62,6 +64,7 @@ initLimitsPanel(handleError, (key) => {
   reloadDetail();
 });
 initReport(handleError);
+initKeyPolicy(handleError);
 initWebhooks(handleError);
 initWebhookLog(handleError);
 initSession();

@@ -1,6 +1,7 @@
 // Edit a key's restrictions: what it may do, in which clouds, from where.
 
 import { M_RESTRICT, gql } from "./graphql.js";
+import { applyPolicyToRestrictions } from "./key-policy.js";
 import { readRestrictionFields, renderRestrictionFields, restrictionErrorFields } from "./restrictions-form.js";
 import { replaceKey } from "./table.js";
 import { $, busy, clearFieldErrors, closeDialog, hideBanner, openDialog, showUserErrors } from "./ui.js";
@@ -14,6 +15,7 @@ export function openRestrictions(key, button) {
   editing = key;
   $("restrict-text").textContent = `“${key.description}” (••••${key.lastFour}). Changes apply at once.`;
   renderRestrictionFields($("restrict-fields"), key.restrictions, PREFIX);
+  applyPolicyToRestrictions($("restrict-fields"), PREFIX);
   clearFieldErrors($("restrict-form"));
   openDialog($("restrict-dialog"), button);
 }

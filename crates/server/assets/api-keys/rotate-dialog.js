@@ -1,6 +1,8 @@
-// Rotate a key, choosing how long its old secret keeps working.
+// Rotate a key, choosing how long its old secret keeps working (within the
+// key policy's maximum) and whether the first use of the new one ends it.
 
 import { M_ROTATE, gql } from "./graphql.js";
+import { applyPolicyToRotate } from "./key-policy.js";
 import { showSecret } from "./secret-dialog.js";
 import { loadKeys } from "./table.js";
 import { $, busy, clearFieldErrors, closeDialog, hideBanner, openDialog, showUserErrors } from "./ui.js";
@@ -16,6 +18,7 @@ export function openRotate(key, button) {
   clearFieldErrors(form);
   $("rotate-text").textContent =
     `Rotating “${key.description}” (••••${key.lastFour}) creates a new secret. Integrations using the current secret must be updated.`;
+  applyPolicyToRotate();
   openDialog($("rotate-dialog"), button);
   $("rotate-overlap").focus();
 }
@@ -25,7 +28,9 @@ export function initRotateDialog(onError) {
     event.preventDefault();
     const form = event.currentTarget;
     clearFieldErrors(form);
-    const input = { id: rotating.id, overlapSeconds: Number($("rotate-overlap").value) };
+    const overlapSeconds = Number($("rotate-overlap").value);
+    const input = { id: rotating.id, overlapSeconds };
+    if (overlapSeconds > 0) input.endOverlapOnFirstUse = $("rotate-end-on-use").checked;
     await busy([...form.querySelectorAll("button")], async () => {
       try {
         const result = (await gql(M_ROTATE, { input })).rotateApiKey;

@@ -8,6 +8,7 @@
 import { AuthError, Q_VIEWER, Q_WHO, gql } from "./graphql.js";
 import { beginSignIn, finishSignIn, isSignInReturn, organisationSignIn } from "./organisation-sign-in.js";
 import { TOKEN_KEY, state } from "./state.js";
+import { renderPolicy } from "./key-policy.js";
 import { clearTable, fillOwnerSelects, loadKeys } from "./table.js";
 import { clearWebhooks, loadWebhooks } from "./webhooks.js";
 import { $, closeAllDialogs, closeDialog, hideBanner, openDialog, showBanner } from "./ui.js";
@@ -77,6 +78,8 @@ async function start(token) {
     state.viewer = data.viewer;
     state.candidates = data.apiKeyOwnerCandidates;
     state.permissions = data.apiKeyPermissions;
+    state.policy = data.tenantKeyPolicy;
+    renderPolicy();
     $("who").textContent = `${data.viewer.user ? data.viewer.user.name : "API key"} · ${data.viewer.tenant.name}`;
     // A link may filter the table to one owner (`?owner=`), e.g. a deactivated one's suspended keys.
     state.owner = new URLSearchParams(location.search).get("owner") || "";

@@ -18,6 +18,10 @@ export const state = {
   owner: "",
   /** Only keys unused for 90 days. */
   unused: false,
+  /** Only keys that break the key policy. */
+  violates: false,
+  /** The tenant's key policy, as `tenantKeyPolicy` gives it. */
+  policy: null,
   loadSeq: 0,
   rendered: false,
 };

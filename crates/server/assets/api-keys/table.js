@@ -22,7 +22,7 @@ const STATUS_NAMES = {
   SUSPENDED: "Suspended — owner deactivated",
 };
 
-/** The row actions of a key: `key => [[label, handler(key, button)], ...]`; set by `initTable`. */
+/** The row actions of a key: `key => [[label, handler(key, button), action?], ...]`; set by `initTable`. */
 let actionsFor = () => [];
 /** Ends a key's overlap (the "End now" button); set by `initTable`. */
 let endOverlap = () => {};
@@ -87,12 +87,34 @@ function keyCell(key) {
   return td;
 }
 
+/** The names of the key policy's rules, as the table explains them. */
+const RULE_NAMES = {
+  maxLifetimeDays: "lives longer than the policy allows",
+  requireExpiry: "has no expiry",
+  requireRestrictions: "has full access",
+};
+
 function statusCell(key) {
   const td = cell("", "Status");
   const badge = document.createElement("span");
   badge.className = `status status-${key.status.toLowerCase()}`;
-  badge.textContent = STATUS_NAMES[key.status] || key.status;
+  badge.textContent = key.disabledReason === "UNUSED" ? "Disabled · unused" : STATUS_NAMES[key.status] || key.status;
+  if (key.disabledReason === "UNUSED") badge.title = "Switched off by the key policy after going unused; enable it to use it again.";
   td.append(badge);
+  if (key.unusedDisableAt) {
+    const soon = document.createElement("span");
+    soon.className = "status status-warning";
+    soon.textContent = "Unused";
+    soon.title = `Unused: the key policy switches it off at ${key.unusedDisableAt} unless it is used or enabled before.`;
+    td.append(" ", soon);
+  }
+  if (key.policyViolations.length) {
+    const breaks = document.createElement("span");
+    breaks.className = "status status-policy";
+    breaks.textContent = "Breaks policy";
+    breaks.title = `This key ${key.policyViolations.map((r) => RULE_NAMES[r] || r).join(", ")}. It keeps working; rotate or change it to comply.`;
+    td.append(" ", breaks);
+  }
   return td;
 }
 
@@ -138,7 +160,7 @@ function row(key) {
   if (!key.credits) credits.title = "Unlimited";
   tr.append(credits);
   tr.append(dateCell(key.createdAt, "Created", key.createdBy, ""));
-  const items = actionsFor(key).map(([label, handler]) => [label, (opener) => handler(key, opener)]);
+  const items = actionsFor(key).map(([label, handler, action]) => [label, (opener) => handler(key, opener), action]);
   const wrap = document.createElement("td");
   wrap.className = "actions-cell";
   wrap.append(rowMenu(items, `key ${key.description} ending in ${key.lastFour}`));
@@ -148,7 +170,7 @@ function row(key) {
 
 export function renderRows() {
   $("rows").replaceChildren(...state.keys.map(row));
-  const filtered = state.search || state.owner || state.unused;
+  const filtered = state.search || state.owner || state.unused || state.violates;
   $("empty").hidden = state.keys.length > 0 || filtered;
   $("more").hidden = !state.hasMore;
   $("count").textContent = state.keys.length === 0 && filtered
@@ -170,6 +192,7 @@ export async function loadKeys({ append = false } = {}) {
     search: state.search || null,
     ownerId: state.owner || null,
     unused: state.unused ? UNUSED_DAYS : null,
+    violates: state.violates || null,
     from,
     to,
   };
@@ -221,9 +244,11 @@ export function clearTable() {
   state.search = "";
   state.owner = "";
   state.unused = false;
+  state.violates = false;
   state.rendered = false;
   $("search").value = "";
   $("unused-filter").checked = false;
+  $("policy-filter").checked = false;
   $("rows").replaceChildren();
 }
 
@@ -245,6 +270,10 @@ export function initTable(rowActions, onEndOverlap, onError) {
   });
   $("unused-filter").addEventListener("change", (event) => {
     state.unused = event.target.checked;
+    loadKeys().catch(onError);
+  });
+  $("policy-filter").addEventListener("change", (event) => {
+    state.violates = event.target.checked;
     loadKeys().catch(onError);
   });
   $("more").addEventListener("click", async (event) => {
