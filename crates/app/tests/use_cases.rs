@@ -342,7 +342,8 @@ async fn overlap_expiry_and_disable_decide_what_verifies() {
     assert!(matches!(verify(old.clone()).await, VerifyOutcome::Valid(..)));
 
     // An overlap of a minute: both work, then only the new one; cached or not.
-    let rotation = RotateKey { id: id.clone(), overlap_seconds: Some(60), expires_at: None };
+    let rotation =
+        RotateKey { id: id.clone(), overlap_seconds: Some(60), expires_at: None, end_overlap_on_first_use: false };
     let new = admin.rotate(rotation).await.unwrap().unwrap();
     assert_eq!(new.key.previous_secret_until, Some(start() + Duration::seconds(60)));
     let new = new.secret.expose().to_owned();
@@ -358,7 +359,14 @@ async fn overlap_expiry_and_disable_decide_what_verifies() {
         (None, Some(w.clock.now()), "expiresAt"),
         (None, Some(w.clock.now() + Duration::days(367)), "expiresAt"),
     ] {
-        let refused = admin.rotate(RotateKey { id: id.clone(), overlap_seconds: overlap, expires_at: expires }).await;
+        let refused = admin
+            .rotate(RotateKey {
+                id: id.clone(),
+                overlap_seconds: overlap,
+                expires_at: expires,
+                end_overlap_on_first_use: false,
+            })
+            .await;
         let violations = refused.unwrap().unwrap_err();
         assert_eq!((violations[0].field, violations[0].violation.code), (field, ViolationCode::Invalid));
     }

@@ -321,31 +321,10 @@ mod tests {
     }
 
     fn unused_key(created: i64, used: Option<i64>) -> ApiKey {
+        let nil = uuid::Uuid::nil();
         ApiKey {
-            id: crate::ApiKeyId(uuid::Uuid::nil()),
-            tenant_id: crate::TenantId(uuid::Uuid::nil()),
-            owner_id: crate::UserId(uuid::Uuid::nil()),
-            description: "d".into(),
-            last_four: "abcd".into(),
-            created_at: at(created),
-            created_by: None,
-            last_edited_at: None,
-            last_edited_by: None,
             last_used_at: used.map(at),
-            last_use: None,
-            expires_at: None,
-            disabled_at: None,
-            disabled_reason: None,
-            enabled_at: None,
-            unused_warning: None,
-            self_rotation: false,
-            end_overlap_on_first_use: false,
-            previous_last_four: None,
-            previous_expires_at: None,
-            restrictions: Default::default(),
-            compromised_at: None,
-            rate_limits: Default::default(),
-            credits: None,
+            ..ApiKey::example(crate::ApiKeyId(nil), crate::TenantId(nil), at(created))
         }
     }
 

@@ -88,6 +88,40 @@ pub struct ApiKey {
     pub credits: Option<crate::limits::KeyCredits>,
 }
 
+#[cfg(any(test, feature = "testing"))]
+impl ApiKey {
+    /// A key for unit tests: `id` of `tenant`, created at `created_at`,
+    /// enabled, unrestricted, unlimited, never used, never expiring.
+    pub fn example(id: ApiKeyId, tenant_id: TenantId, created_at: DateTime<Utc>) -> Self {
+        ApiKey {
+            id,
+            tenant_id,
+            owner_id: UserId(uuid::Uuid::nil()),
+            description: "d".into(),
+            last_four: "abcd".into(),
+            created_at,
+            created_by: None,
+            last_edited_at: None,
+            last_edited_by: None,
+            last_used_at: None,
+            last_use: None,
+            expires_at: None,
+            disabled_at: None,
+            disabled_reason: None,
+            enabled_at: None,
+            unused_warning: None,
+            self_rotation: false,
+            end_overlap_on_first_use: false,
+            previous_last_four: None,
+            previous_expires_at: None,
+            restrictions: Default::default(),
+            compromised_at: None,
+            rate_limits: Default::default(),
+            credits: None,
+        }
+    }
+}
+
 crate::string_enum! {
     /// Why a key is disabled.
     pub enum DisabledReason {
