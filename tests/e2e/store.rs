@@ -223,7 +223,7 @@ async fn audit_entries_from_before_m0011_keep_their_details(db: TestDb) {
             AuditChange::DescriptionChanged { old: "old".into(), new: tricky.into() },
             AuditChange::Rotated { previous_secret_until: Some(at(5)) },
             AuditChange::Rotated { previous_secret_until: None },
-            AuditChange::PreviousSecretExpired { at: at(6), new_secret_used: true },
+            AuditChange::PreviousSecretExpired { at: at(6), new_secret_used: false },
             AuditChange::ExpiryChanged { old: None, new: Some(at(7)) },
             AuditChange::RestrictionsChanged { before: "Full access".into(), after: "users:read".into() },
             AuditChange::LeakReported {
