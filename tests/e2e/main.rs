@@ -58,6 +58,7 @@ mod secrets;
 mod self_rotation;
 mod store;
 mod tenancy;
+mod topology;
 mod usage;
 mod verify;
 mod webhooks;

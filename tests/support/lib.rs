@@ -13,6 +13,7 @@ pub mod ops;
 pub mod process;
 pub mod proxy;
 pub mod smtp;
+pub mod topology;
 pub mod webhooks;
 
 use std::path::PathBuf;
@@ -558,13 +559,18 @@ pub fn admin_token_at(token_key: &AdminTokenKey, user: &User, cloud: Cloud, now:
 /// Runs the `latchkey` command line on `db`, with the tests' JWT secret and
 /// quiet logs.
 pub fn run_latchkey(db: &TestDb, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(latchkey_bin())
-        .args(args)
-        .env("LATCHKEY_DATABASE_URL", &db.url)
-        .env("LATCHKEY_JWT_SECRET", JWT_SECRET)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run latchkey")
+    run_latchkey_with(&[("LATCHKEY_DATABASE_URL", &db.url)], args)
+}
+
+/// Runs `latchkey args` with `envs` (the database's URLs, say) and the test
+/// token secret.
+pub fn run_latchkey_with(envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(latchkey_bin());
+    cmd.args(args).env("LATCHKEY_JWT_SECRET", JWT_SECRET).env("RUST_LOG", "warn");
+    for (name, value) in envs {
+        cmd.env(name, value);
+    }
+    cmd.output().expect("run latchkey")
 }
 
 /// The `latchkey` binary built next to this test binary.

@@ -24,13 +24,35 @@ use crate::config::{
 #[derive(Debug, Parser)]
 #[command(name = "latchkey", version, about)]
 pub struct Cli {
-    /// Database URL: sqlite://PATH?mode=rwc (embedded default) or postgres://USER@HOST/DB.
-    #[arg(long, env = "LATCHKEY_DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    /// Where the data is.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The database, as every command names it.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: sqlite://PATH?mode=rwc (embedded default) or postgres://USER@HOST/DB.
+    #[arg(long, env = "LATCHKEY_DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// A direct PostgreSQL connection for what needs a session of its own
+    /// (the revocation listener, the migrations' lock), when
+    /// LATCHKEY_DATABASE_URL goes through a transaction pooler (PgBouncer
+    /// `pool_mode = transaction`). Default: LATCHKEY_DATABASE_URL.
+    #[arg(long, env = "LATCHKEY_DATABASE_LISTEN_URL", global = true)]
+    pub database_listen_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The store's options for a command (the serving settings are `serve`'s).
+    fn store_options(&self) -> anyhow::Result<StoreOptions> {
+        let session_url = self.database_listen_url.as_deref().map(prepare_database_url).transpose()?;
+        Ok(StoreOptions { session_url, ..StoreOptions::default() })
+    }
 }
 
 /// The commands.
@@ -481,14 +503,14 @@ pub struct TokenArgs {
     pub token_key: TokenKeyArgs,
 }
 
-async fn open_store(url: &str) -> anyhow::Result<Store> {
-    let url = prepare_database_url(url)?;
-    let store = Store::connect(&url, &StoreOptions::default()).await.context("cannot open the database")?;
+async fn open_store(database: &DatabaseArgs) -> anyhow::Result<Store> {
+    let url = prepare_database_url(&database.database_url)?;
+    let store = Store::connect(&url, &database.store_options()?).await.context("cannot open the database")?;
     Ok(store)
 }
 
-async fn migrated_store(url: &str) -> anyhow::Result<Store> {
-    let store = open_store(url).await?;
+async fn migrated_store(database: &DatabaseArgs) -> anyhow::Result<Store> {
+    let store = open_store(database).await?;
     store.migrate().await.context("cannot apply migrations")?;
     Ok(store)
 }
@@ -505,8 +527,8 @@ fn print_json(out: &mut dyn Write, value: &serde_json::Value) -> anyhow::Result<
 
 /// The application over the migrated database at `url`, for operator
 /// commands ([`App::operator`]).
-async fn operator_app(url: &str) -> anyhow::Result<App> {
-    let store = migrated_store(url).await?;
+async fn operator_app(database: &DatabaseArgs) -> anyhow::Result<App> {
+    let store = migrated_store(database).await?;
     let outbox = std::sync::Arc::new(tokio::sync::Notify::new());
     let app = App::new(store, std::sync::Arc::new(SystemClock), None, &VerifierConfig::default(), outbox)?;
     Ok(app)
@@ -521,9 +543,9 @@ fn refused<T>(outcome: Result<T, Refusal>) -> anyhow::Result<T> {
 /// PostgreSQL every serving replica forgets those keys at once; a server on
 /// a SQLite file (one process, no notifications) does so within its key
 /// cache TTL; `setUserActive` through the server's GraphQL acts at once.
-async fn set_user_active(database_url: &str, user: &str, active: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+async fn set_user_active(database: &DatabaseArgs, user: &str, active: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let id: UserId = user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
-    let app = operator_app(database_url).await?;
+    let app = operator_app(database).await?;
     let UserChange { user, keys, changed } = refused(app.operator().set_user_active(id, active).await?)?;
     let keys = if changed { keys } else { Vec::new() };
     let keys_field = if active { "keysRestored" } else { "keysSuspended" };
@@ -534,7 +556,7 @@ async fn set_user_active(database_url: &str, user: &str, active: bool, out: &mut
 }
 
 /// Builds the `serve` configuration from flags and environment.
-pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+pub fn serve_config(database: &DatabaseArgs, args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     let bind = parse_bind(&args.bind)?;
     let oidc = args.oidc.config(args.token_key.token_max_ttl_secs)?;
     let jwt_secret = args.token_key.jwt_secret.as_deref().filter(|s| !s.is_empty());
@@ -557,7 +579,7 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
         None => format!("http://{bind}"),
     };
     let (mail, dispatcher) = args.mail.options()?;
-    let defaults = ServeConfig::new(prepare_database_url(database_url)?, bind, token_key);
+    let defaults = ServeConfig::new(prepare_database_url(&database.database_url)?, bind, token_key);
     Ok(ServeConfig {
         oidc,
         console_url,
@@ -567,6 +589,7 @@ pub fn serve_config(database_url: &str, args: &ServeArgs) -> anyhow::Result<Serv
             connect_timeout: Duration::from_millis(args.db_connect_timeout_ms.max(1)),
             statement_timeout: (args.db_statement_timeout_ms > 0)
                 .then(|| Duration::from_millis(args.db_statement_timeout_ms)),
+            ..database.store_options()?
         },
         workers: args.workers,
         mail,
@@ -660,7 +683,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     let now = SystemClock.now();
     match cli.command {
         Command::Serve(args) => {
-            let config = serve_config(&cli.database_url, &args)?;
+            let config = serve_config(&cli.database, &args)?;
             let notifier = config.notifier()?;
             if config.mail.smtp_url.is_none() {
                 tracing::warn!(
@@ -673,26 +696,26 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             tracing::info!("stopped");
         }
         Command::Migrate => {
-            migrated_store(&cli.database_url).await?;
+            migrated_store(&cli.database).await?;
             print_json(out, &json!({ "migrated": true }))?;
         }
         Command::Tenant(TenantCommand::Update { tenant, external_id }) => {
             let tenant: TenantId =
                 tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let updated = refused(app.operator().set_tenant_external_id(tenant, &external_id).await?)?;
             let external_id = Some(external_id.trim()).filter(|id| !id.is_empty());
             print_json(out, &json!({ "id": updated.id, "name": updated.name, "externalId": external_id }))?;
         }
         Command::Tenant(TenantCommand::Create { name }) => {
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let tenant = refused(app.operator().create_tenant(&name).await?)?;
             print_json(out, &json!({ "id": tenant.id, "name": tenant.name }))?;
         }
         Command::User(UserCommand::Create { tenant, email, name, role }) => {
             let tenant: TenantId =
                 tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let user = refused(app.operator().create_user(tenant, &email, &name, role).await?)?;
             print_json(
                 out,
@@ -701,7 +724,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Update { user, role }) => {
             let id: UserId = user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let UserChange { user, keys, .. } = refused(app.operator().set_user_role(id, role).await?)?;
             let works = latchkey_domain::policy::owner_may_use_keys(&user);
             print_json(
@@ -713,7 +736,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::User(UserCommand::List { tenant }) => {
             let tenant: TenantId =
                 tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let users = refused(app.operator().users(tenant).await?)?;
             let rows = users.iter().map(|(u, keys)| {
                 json!({ "id": u.id, "email": u.email, "name": u.name, "role": u.role.as_str(),
@@ -721,10 +744,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             });
             print_json(out, &serde_json::Value::Array(rows.collect()))?;
         }
-        Command::User(UserCommand::Deactivate { user }) => {
-            set_user_active(&cli.database_url, &user, false, out).await?
-        }
-        Command::User(UserCommand::Activate { user }) => set_user_active(&cli.database_url, &user, true, out).await?,
+        Command::User(UserCommand::Deactivate { user }) => set_user_active(&cli.database, &user, false, out).await?,
+        Command::User(UserCommand::Activate { user }) => set_user_active(&cli.database, &user, true, out).await?,
         Command::Token(args) => {
             let key = args.token_key.key()?;
             let user: UserId = args.user.parse().map_err(|_| anyhow::anyhow!("--user must be a user id (UUID)"))?;
@@ -737,7 +758,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     args.token_key.token_max_ttl_secs
                 );
             }
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let Some(user) = app.operator().user(user).await? else {
                 bail!("no user with id {user}");
             };
@@ -758,12 +779,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             write!(out, "{}", crate::openapi::document())?;
         }
         Command::Outbox(OutboxCommand::List { status, limit }) => {
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let notices = app.operator().notices(status, limit).await?;
             print_json(out, &serde_json::Value::Array(notices.iter().map(notice_json).collect()))?;
         }
         Command::Keys(KeysCommand::Expiring { within_days }) => {
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let rows = app.operator().keys_expiring_within(within_days).await?.into_iter().map(|(k, owner)| {
                 let status = owner.map_or("owner missing", |owner| k.status(&owner, now).as_str());
                 json!({
@@ -782,7 +803,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             let tenant: TenantId =
                 tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
             let input = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let input = std::io::BufReader::new(input);
             let report = refused(app.operator().import_keys(tenant, input, dry_run, atomic).await?)?;
             print_json(out, &report)?;
@@ -790,7 +811,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Report { tenant, format }) => {
             let tenant: TenantId =
                 tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let rows = refused(app.operator().credential_report(tenant).await?)?;
             match format {
                 ReportFormat::Csv => write!(out, "{}", latchkey_app::usage::report_csv(&rows))?,
@@ -800,14 +821,14 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Webhooks(WebhooksCommand::Deliveries { tenant, status, limit }) => {
             let tenant: TenantId =
                 tenant.parse().map_err(|_| anyhow::anyhow!("--tenant must be a tenant id (UUID)"))?;
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let page = refused(app.operator().webhook_deliveries(tenant, status, limit).await?)?;
             let rows = page.deliveries.iter().map(|(d, attempts)| delivery_json(d, attempts)).collect();
             print_json(out, &serde_json::Value::Array(rows))?;
         }
         Command::Outbox(OutboxCommand::Retry { id }) => {
             let id: NoticeId = id.parse().map_err(|_| anyhow::anyhow!("the notice id must be a UUID"))?;
-            let app = operator_app(&cli.database_url).await?;
+            let app = operator_app(&cli.database).await?;
             let Some(notice) = app.operator().retry_notice(id).await? else {
                 bail!("no notice with id {id}");
             };

@@ -13,6 +13,7 @@ mod events;
 mod keys;
 mod limits;
 mod owners;
+mod pool;
 mod revocations;
 mod scim;
 mod tx;
@@ -25,7 +26,9 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use latchkey_migrations::{Migrator, MigratorTrait};
 use sea_orm::sea_query::LikeExpr;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
+use sea_orm::{ConnectOptions, Database, DbErr, SqlErr};
+
+use crate::pool::Pool;
 
 pub use audit::AuditPage;
 pub use events::{OutboxStats, StoredEvent};
@@ -62,6 +65,13 @@ pub struct StoreOptions {
     pub connect_timeout: Duration,
     /// Longest statement (PostgreSQL `statement_timeout`); `None` for no limit.
     pub statement_timeout: Option<Duration>,
+    /// A direct connection for what needs a session of its own (the
+    /// revocation listener's `LISTEN`, the migrations' advisory lock), when
+    /// the main URL goes through a transaction pooler such as PgBouncer in
+    /// `pool_mode = transaction`. Set to another URL than the main one, it
+    /// also runs every statement on the main URL inside a transaction (see
+    /// `pool.rs`). None: the main URL is a session.
+    pub session_url: Option<String>,
 }
 
 impl Default for StoreOptions {
@@ -71,6 +81,7 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(3),
             statement_timeout: Some(Duration::from_secs(10)),
+            session_url: None,
         }
     }
 }
@@ -114,13 +125,19 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Handle on the database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: DatabaseConnection,
+    db: Pool,
     /// For reads outside transactions: on SQLite a pool of read-only
     /// connections beside the single writer (WAL lets readers run alongside
     /// it); on PostgreSQL the same pool as `db`.
-    reader: DatabaseConnection,
+    reader: Pool,
     backend: Backend,
-    url: String,
+    /// Where a session of its own is opened (LISTEN, the migration lock):
+    /// `StoreOptions::session_url`, else the main URL.
+    session_url: String,
+    /// Whether the main URL goes through a transaction pooler.
+    behind_pooler: bool,
+    /// The main URL.
+    main_url: String,
 }
 
 /// Database connections, for operators.
@@ -185,23 +202,43 @@ impl Store {
                 // this rules out SQLITE_BUSY on read-then-write transactions.
                 opts.max_connections(1).min_connections(1);
                 sqlite(&mut opts, false);
-                let db = Database::connect(opts.clone()).await?;
+                let db = Pool::direct(Database::connect(opts.clone()).await?);
                 opts.max_connections(SQLITE_READERS).min_connections(0);
                 sqlite(&mut opts, true);
-                let reader = Database::connect(opts).await?;
-                Ok(Store { db, reader, backend, url: url.to_owned() })
+                let reader = Pool::direct(Database::connect(opts).await?);
+                Ok(Store {
+                    db,
+                    reader,
+                    backend,
+                    session_url: url.to_owned(),
+                    behind_pooler: false,
+                    main_url: url.to_owned(),
+                })
             }
             Backend::Postgres => {
                 // A few connections open up front, so the first burst after a
                 // start does not queue behind connection setup.
                 opts.max_connections(options.max_connections.max(1))
                     .min_connections(options.max_connections.clamp(1, 4));
-                if let Some(timeout) = options.statement_timeout {
-                    let millis = timeout.as_millis().to_string();
-                    opts.map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", millis.as_str())]));
-                }
-                let db = Database::connect(opts).await?;
-                Ok(Store { reader: db.clone(), db, backend, url: url.to_owned() })
+                let session_url = options.session_url.clone().unwrap_or_else(|| url.to_owned());
+                let behind_pooler = session_url != url;
+                let millis = options.statement_timeout.map(|t| t.as_millis().to_string());
+                let db = if behind_pooler {
+                    // No named statement outlives its transaction (see `pool.rs`);
+                    // the timeout is set per transaction, the pooler drops `options`.
+                    opts.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(0));
+                    let mut prelude = "DEALLOCATE ALL".to_owned();
+                    if let Some(millis) = &millis {
+                        prelude.push_str(&format!("; SET LOCAL statement_timeout = {millis}"));
+                    }
+                    Pool::behind_transaction_pooler(Database::connect(opts).await?, prelude)
+                } else {
+                    if let Some(millis) = millis {
+                        opts.map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", millis.as_str())]));
+                    }
+                    Pool::direct(Database::connect(opts).await?)
+                };
+                Ok(Store { reader: db.clone(), db, backend, session_url, behind_pooler, main_url: url.to_owned() })
             }
         }
     }
@@ -216,21 +253,34 @@ impl Store {
     /// migrate one at a time: the first applies, the others find nothing to do.
     pub async fn migrate(&self) -> StoreResult<()> {
         if self.backend != Backend::Postgres {
-            Migrator::up(&self.db, None).await?;
+            Migrator::up(self.db.inner(), None).await?;
             return Ok(());
         }
         use sea_orm::sqlx::Connection as _;
         let sqlx_err = |e: sea_orm::sqlx::Error| StoreError::Database(DbErr::Custom(e.to_string()));
-        let mut lock = sea_orm::sqlx::PgConnection::connect(&self.url).await.map_err(sqlx_err)?;
+        let mut lock = sea_orm::sqlx::PgConnection::connect(&self.session_url).await.map_err(sqlx_err)?;
         sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(MIGRATION_LOCK_ID)
             .execute(&mut lock)
             .await
             .map_err(sqlx_err)?;
-        let pending = Migrator::get_pending_migrations(&self.db).await?.len();
-        let result = Migrator::up(&self.db, None).await;
+        // Migrations run on the session too: their statements (and
+        // sea-orm-migration's own bookkeeping) are not made for a pooler.
+        let session = if self.behind_pooler {
+            let mut opts = ConnectOptions::new(self.session_url.clone());
+            opts.max_connections(1).sqlx_logging(false);
+            Some(Database::connect(opts).await?)
+        } else {
+            None
+        };
+        let db = session.as_ref().unwrap_or(self.db.inner());
+        let pending = Migrator::get_pending_migrations(db).await?.len();
+        let result = Migrator::up(db, None).await;
         let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK_ID).execute(&mut lock).await;
         let _ = lock.close().await;
+        if let Some(session) = session {
+            let _ = session.close().await;
+        }
         result?;
         if pending > 0 {
             tracing::info!(applied = pending, "migrations applied");
@@ -240,30 +290,34 @@ impl Store {
 
     /// A listener for revocations from other replicas; `None` on SQLite.
     pub fn revocation_listener(&self) -> Option<RevocationListener> {
-        (self.backend == Backend::Postgres).then(|| RevocationListener::new(&self.url))
+        (self.backend == Backend::Postgres).then(|| RevocationListener::new(&self.session_url, &self.main_url))
     }
 
     /// Whether every known migration has been applied.
     pub async fn migrations_current(&self) -> StoreResult<bool> {
-        Ok(Migrator::get_pending_migrations(&self.db).await?.is_empty())
+        // In a transaction, so that it also holds behind a transaction pooler.
+        let txn = self.db.begin().await?;
+        let pending = Migrator::get_pending_migrations(&txn).await?;
+        txn.commit().await?;
+        Ok(pending.is_empty())
     }
 
     /// A trivial round trip, for readiness.
     pub async fn ping(&self) -> StoreResult<()> {
-        self.db.ping().await?;
+        self.db.inner().ping().await?;
         Ok(())
     }
 
     /// Closes the pools.
     pub async fn close(self) -> StoreResult<()> {
         if self.backend == Backend::Sqlite {
-            self.reader.close().await?;
+            self.reader.into_inner().close().await?;
         }
-        self.db.close().await?;
+        self.db.into_inner().close().await?;
         Ok(())
     }
 
-    pub(crate) fn conn(&self) -> &DatabaseConnection {
+    pub(crate) fn conn(&self) -> &Pool {
         &self.db
     }
 
@@ -272,7 +326,7 @@ impl Store {
     pub fn pool_status(&self) -> PoolStatus {
         let mut status = PoolStatus::default();
         let pools = if self.backend == Backend::Sqlite { vec![&self.db, &self.reader] } else { vec![&self.db] };
-        for conn in pools {
+        for conn in pools.into_iter().map(Pool::inner) {
             let (open, idle) = match self.backend {
                 Backend::Sqlite => {
                     let pool = conn.get_sqlite_connection_pool();
@@ -290,7 +344,7 @@ impl Store {
     }
 
     /// The connection for reads outside a transaction.
-    pub(crate) fn reader(&self) -> &DatabaseConnection {
+    pub(crate) fn reader(&self) -> &Pool {
         &self.reader
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use latchkey_domain::limits::{KeyCredits, RateLimits, refill_to_stored};
 use latchkey_domain::{ApiKeyId, TenantId, UserId};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 
 use crate::entities::{rate_limit_window, user};
 use crate::keys::api_key;

@@ -4,7 +4,7 @@
 //! Dropping a `Tx` without committing rolls everything back.
 
 use latchkey_domain::{ApiKeyId, AuditEntry, Notice};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QuerySelect, Select, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QuerySelect, Select};
 
 use crate::audit::insert_audit;
 use crate::events::insert_event;

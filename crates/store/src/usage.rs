@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use latchkey_domain::usage::{Granularity, LastUse, UsageOutcome, UsageRange, UsageRow};
 use latchkey_domain::{ApiKeyId, TenantId};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, OnConflict};
-use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set};
 
 use super::keys::row::api_key;
 use crate::{Store, StoreResult, storable};

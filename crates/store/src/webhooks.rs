@@ -12,8 +12,8 @@ use latchkey_domain::webhooks::{SigningSecret, WebhookEventType};
 use latchkey_domain::{TenantId, WebhookDeliveryId, WebhookEndpointId};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    Statement,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, Statement,
 };
 
 use crate::entities::{webhook_attempt, webhook_delivery, webhook_endpoint};
