@@ -142,3 +142,157 @@ async fn a_revocation_listener_behind_a_transaction_pooler_is_detected() {
         assert_eq!(listener.delivers(), Some(delivers), "listening on {session}");
     }
 }
+
+/// `/readyz`'s standby detail at `base`.
+async fn standby_at(http: &reqwest::Client, base: &str) -> Value {
+    let body: Value = http.get(format!("{base}/readyz")).send().await.unwrap().json().await.unwrap();
+    body["standby"].clone()
+}
+
+/// Waits until every replica reports the standby as `status`.
+async fn standby_becomes(http: &reqwest::Client, bases: &[&str], status: &str) {
+    let started = Instant::now();
+    for base in bases {
+        while standby_at(http, base).await["status"] != status {
+            assert!(started.elapsed() < Duration::from_secs(20), "{base}: the standby never became {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Index and sequential scans of `api_keys` on `cluster` (lookups it served).
+fn key_scans(cluster: &Cluster) -> i64 {
+    cluster
+        .psql(
+            "SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'api_keys'",
+        )
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_from_a_lagging_standby_never_verify_a_revoked_key() {
+    let Some(primary) = Cluster::start() else { return };
+    let standby = primary.standby();
+    let (primary_url, standby_url) = (primary.url(), standby.url());
+    let envs = [
+        ("LATCHKEY_DATABASE_URL", primary_url.as_str()),
+        ("LATCHKEY_DATABASE_READ_URL", standby_url.as_str()),
+        ("LATCHKEY_READ_MAX_LAG_SECS", "2"),
+        ("LATCHKEY_JWT_SECRET", JWT_SECRET),
+        ("LATCHKEY_DB_MAX_CONNECTIONS", "8"),
+    ];
+    let replicas = ServerProcess::spawn_many(2, &envs);
+    let (a, b) = (replicas[0].url.clone(), replicas[1].url.clone());
+    let http = reqwest::Client::new();
+    let store = Store::connect(&primary_url, &StoreOptions::default()).await.unwrap();
+    let token_key = AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap();
+    let s = seed_tenant(&store, &token_key, "Acme").await;
+    standby_becomes(&http, &[&a, &b], "reading").await;
+    let gql = |query: &'static str, variables: Value| {
+        let (http, token, base) = (http.clone(), s.admin_token.clone(), a.clone());
+        async move {
+            let body = json!({ "query": query, "variables": variables });
+            let resp = http.post(format!("{base}/graphql")).bearer_auth(token).json(&body).send().await.unwrap();
+            let body: Value = resp.json().await.unwrap();
+            assert!(body["errors"].is_null(), "{body}");
+            body
+        }
+    };
+    let generate = |description: &'static str| {
+        let gql = &gql;
+        let owner = s.integration.id.to_string();
+        async move {
+            let body = gql(ops::GENERATE, json!({ "input": { "ownerId": owner, "description": description } })).await;
+            let made = &body["data"]["generateApiKey"];
+            (made["apiKey"]["id"].as_str().unwrap().to_owned(), made["secret"].as_str().unwrap().to_owned())
+        }
+    };
+
+    // Cold lookups are served by the standby once it has the keys.
+    let mut keys = Vec::new();
+    for _ in 0..6 {
+        keys.push(generate("Read from the standby").await);
+    }
+    let replicated = Instant::now();
+    while standby.psql("SELECT count(*) FROM api_keys") != "6" {
+        assert!(replicated.elapsed() < Duration::from_secs(10), "the standby never replayed the keys");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let scans_before = key_scans(&standby);
+    for (_, secret) in &keys {
+        assert_eq!(code_at(&http, &b, secret, &[]).await, "VALID");
+    }
+    // Backends report their statistics within a second or so.
+    let counted = Instant::now();
+    while key_scans(&standby) <= scans_before {
+        assert!(counted.elapsed() < Duration::from_secs(10), "the standby served no cold lookup");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Replay paused: every revocation still refuses the key on both replicas within a second.
+    standby.psql("SELECT pg_wal_replay_pause()");
+    let mut took = Vec::new();
+    for ((id, secret), (kind, expected)) in keys.iter().zip([
+        ("rotate", "INVALID"),
+        ("delete", "INVALID"),
+        ("disable", "DISABLED"),
+        ("restrict", "INSUFFICIENT_PERMISSIONS"),
+        ("leak", "COMPROMISED"),
+        ("suspend", "OWNER_INACTIVE"),
+    ]) {
+        let asks: &[&str] = if kind == "restrict" { &["users:write"] } else { &[] };
+        let done = Instant::now();
+        match kind {
+            "rotate" => drop(gql(ops::ROTATE, json!({ "id": id })).await),
+            "delete" => drop(gql(ops::DELETE, json!({ "id": id })).await),
+            "disable" => drop(gql(ops::DISABLE, json!({ "id": id })).await),
+            "restrict" => {
+                let input = json!({ "input": { "id": id, "restrictions": { "permissions": ["users:read"] } } });
+                drop(gql(ops::UPDATE_RESTRICTIONS, input).await)
+            }
+            "leak" => {
+                let resp = http.post(format!("{a}/v1/keys/report-leak")).json(&json!({ "key": secret })).send().await;
+                assert_eq!(resp.unwrap().status(), 202);
+            }
+            _ => {
+                let deactivate =
+                    "mutation($id: ID!) { setUserActive(input: {id: $id, active: false}) { userErrors { code } } }";
+                drop(gql(deactivate, json!({ "id": s.integration.id.to_string() })).await)
+            }
+        }
+        for base in [&a, &b] {
+            reaches(&http, base, secret, asks, expected).await;
+        }
+        let elapsed = done.elapsed();
+        assert!(elapsed < Duration::from_secs(1), "{kind} with replay paused took {elapsed:?}");
+        took.push((kind, elapsed));
+    }
+    eprintln!("revocation with the standby's replay paused, both replicas: {took:?}");
+    // A key the standby has never seen verifies (from the primary).
+    let owner = store.user(s.tenant.id, s.admin.id).await.unwrap().unwrap();
+    let input = json!({ "input": { "ownerId": owner.id.to_string(), "description": "Newer than the standby" } });
+    let body = gql(ops::GENERATE, input).await;
+    let fresh = body["data"]["generateApiKey"]["secret"].as_str().unwrap().to_owned();
+    assert_eq!(code_at(&http, &b, &fresh, &[]).await, "VALID");
+    // Behind by more than LATCHKEY_READ_MAX_LAG_SECS: bypassed, and reported.
+    standby_becomes(&http, &[&a, &b], "bypassed").await;
+    let lag = standby_at(&http, &b).await["lagSeconds"].as_f64().unwrap();
+    assert!(lag > 2.0, "{lag}");
+
+    // Resumed it reads again; stopped, everything keeps working from the primary.
+    standby.psql("SELECT pg_wal_replay_resume()");
+    standby_becomes(&http, &[&a, &b], "reading").await;
+    standby.stop();
+    standby_becomes(&http, &[&a, &b], "bypassed").await;
+    assert_eq!(code_at(&http, &b, &fresh, &[]).await, "VALID");
+    let body = gql("{ apiKeys { totalCount } }", json!({})).await;
+    assert_eq!(body["data"]["apiKeys"]["totalCount"], 6, "the deleted key is gone, the new one listed: {body}");
+    let input = json!({ "input": { "ownerId": owner.id.to_string(), "description": "Made with the standby down" } });
+    let body = gql(ops::GENERATE, input).await;
+    let after_stop = body["data"]["generateApiKey"]["secret"].as_str().unwrap().to_owned();
+    assert_eq!(code_at(&http, &b, &after_stop, &[]).await, "VALID");
+    for replica in replicas {
+        replica.terminate();
+    }
+}

@@ -104,6 +104,37 @@ impl Cluster {
         run(pg_ctl, "pg_ctl start");
     }
 
+    /// A hot standby of this cluster, streaming from it (`pg_basebackup -R`),
+    /// on a free port.
+    pub fn standby(&self) -> Cluster {
+        let dir = owned_dir();
+        let data = dir.path().join("data");
+        let mut backup = as_postgres(&self.bin.join("pg_basebackup"));
+        backup.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-X", "stream", "-R", "-D"]);
+        backup.arg(&data);
+        run(backup, "pg_basebackup");
+        let standby = Cluster { bin: self.bin.clone(), dir, port: crate::smtp::free_port().port() };
+        standby.pg_ctl_start();
+        standby
+    }
+
+    /// Runs `sql` with psql on its `postgres` database; what it printed.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-Atc", sql])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Stops it (fast shutdown).
+    pub fn stop(&self) {
+        let mut pg_ctl = as_postgres(&self.bin.join("pg_ctl"));
+        pg_ctl.arg("-D").arg(self.dir.path().join("data")).args(["-m", "fast", "-w", "stop"]).stdout(Stdio::null());
+        run(pg_ctl, "pg_ctl stop");
+    }
+
     /// The URL of its `postgres` database, as `postgres` (trusted).
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)

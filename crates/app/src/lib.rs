@@ -168,6 +168,7 @@ impl App {
             outbox,
             oldest_pending_age,
             pool: self.store.pool_status(),
+            standby: self.store.standby_status(),
         })
     }
 
@@ -368,6 +369,11 @@ impl App {
         request: &RequestContext,
     ) -> AppResult<VerifyOutcome> {
         self.verifier.verify(presented, client, request).await
+    }
+
+    /// The read standby's state; none without one.
+    pub fn standby_status(&self) -> Option<latchkey_store::StandbyStatus> {
+        self.store.standby_status()
     }
 
     /// Whether the database answers and is migrated.

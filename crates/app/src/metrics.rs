@@ -50,6 +50,8 @@ pub struct Metrics {
     outbox_oldest_pending_age: Gauge,
     pool_open: IntGauge,
     pool_in_use: IntGauge,
+    standby_usable: IntGauge,
+    standby_lag: Gauge,
     /// The dispatcher counts here; copied into `mail` at scrape time.
     mail_stats: Arc<DeliveryStats>,
     mail: IntCounterVec,
@@ -148,6 +150,17 @@ impl Metrics {
             )?,
             pool_open: gauge("db_connections_open", "Database connections open.")?,
             pool_in_use: gauge("db_connections_in_use", "Database connections lent to a query.")?,
+            standby_usable: gauge(
+                "db_standby_usable",
+                "1 while reads go to the read standby; 0 while it is bypassed (down, too far behind) or none is set.",
+            )?,
+            standby_lag: registered(
+                r,
+                Gauge::new(
+                    "db_standby_lag_seconds",
+                    "How far the read standby was behind the primary at its last check.",
+                ),
+            )?,
             mail_stats: Arc::default(),
             mail,
             oidc_key_fetches: [
@@ -229,6 +242,8 @@ impl Metrics {
             self.outbox_oldest_pending_age.set(state.oldest_pending_age.as_secs_f64());
             self.pool_open.set(i64::from(state.pool.open));
             self.pool_in_use.set(i64::from(state.pool.in_use));
+            self.standby_usable.set(i64::from(state.standby.is_some_and(|s| s.usable)));
+            self.standby_lag.set(state.standby.map_or(0.0, |s| s.lag.as_secs_f64()));
             let stats = &self.mail_stats;
             for (result, total) in [("sent", &stats.sent), ("retried", &stats.retried), ("failed", &stats.failed)] {
                 let counter = self.mail.with_label_values(&[result]);
@@ -253,4 +268,5 @@ pub(crate) struct ScrapeState {
     pub outbox: latchkey_store::OutboxStats,
     pub oldest_pending_age: Duration,
     pub pool: latchkey_store::PoolStatus,
+    pub standby: Option<latchkey_store::StandbyStatus>,
 }

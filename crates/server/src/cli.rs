@@ -192,6 +192,14 @@ pub struct ServeArgs {
     /// How long opening a database connection may take, in milliseconds.
     #[arg(long, env = "LATCHKEY_DB_CONNECT_TIMEOUT_MS", default_value_t = 3000)]
     pub db_connect_timeout_ms: u64,
+    /// A PostgreSQL hot standby for reads: cold verification lookups, the key
+    /// table, the audit trail and usage (never what a write reads, nor a key
+    /// whose revocation the standby has not replayed).
+    #[arg(long, env = "LATCHKEY_DATABASE_READ_URL")]
+    pub database_read_url: Option<String>,
+    /// A read standby lagging more than this many seconds is bypassed.
+    #[arg(long, env = "LATCHKEY_READ_MAX_LAG_SECS", default_value_t = 5)]
+    pub read_max_lag_secs: u64,
     /// Longest SQL statement (PostgreSQL statement_timeout), in milliseconds; 0 for none.
     #[arg(long, env = "LATCHKEY_DB_STATEMENT_TIMEOUT_MS", default_value_t = 10000)]
     pub db_statement_timeout_ms: u64,
@@ -589,6 +597,8 @@ pub fn serve_config(database: &DatabaseArgs, args: &ServeArgs) -> anyhow::Result
             connect_timeout: Duration::from_millis(args.db_connect_timeout_ms.max(1)),
             statement_timeout: (args.db_statement_timeout_ms > 0)
                 .then(|| Duration::from_millis(args.db_statement_timeout_ms)),
+            read_url: args.database_read_url.as_deref().map(prepare_database_url).transpose()?,
+            read_max_lag: Duration::from_secs(args.read_max_lag_secs.max(1)),
             ..database.store_options()?
         },
         workers: args.workers,

@@ -30,6 +30,7 @@ pub struct RunningServer {
     usage: tokio::task::JoinHandle<()>,
     expiry: tokio::task::JoinHandle<()>,
     first_uses: Option<tokio::task::JoinHandle<()>>,
+    standby: tokio::task::JoinHandle<()>,
     revocations: Option<tokio::task::JoinHandle<()>>,
     stop_dispatcher: watch::Sender<bool>,
     store: Store,
@@ -64,6 +65,7 @@ impl RunningServer {
         let _ = self.webhook_dispatcher.await;
         let _ = self.usage.await;
         let _ = self.expiry.await;
+        let _ = self.standby.await;
         if let Some(first_uses) = self.first_uses {
             let _ = first_uses.await;
         }
@@ -116,6 +118,7 @@ pub async fn start_with_clock(
     let (stop_dispatcher, stop_rx) = watch::channel(false);
     let usage = tokio::spawn(flush_usage(app.verifier().clone(), config.usage_flush_interval, stop_rx.clone()));
     let expiry = tokio::spawn(queue_expiry_notices(app.clone(), config.expiry_scan_interval, stop_rx.clone()));
+    let standby = tokio::spawn(check_standby(store.clone(), stop_rx.clone()));
     let first_uses = app
         .verifier()
         .take_first_uses()
@@ -186,6 +189,7 @@ pub async fn start_with_clock(
         usage,
         expiry,
         first_uses,
+        standby,
         revocations,
         stop_dispatcher,
         store,
@@ -229,6 +233,21 @@ async fn follow_revocations(
                 }
                 app.verifier().apply(signal);
             }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Checks the read standby (its lag, what it replayed) every
+/// `STANDBY_CHECK_INTERVAL`; returns at once without one.
+async fn check_standby(store: Store, mut stop: watch::Receiver<bool>) {
+    if store.standby_status().is_none() {
+        return;
+    }
+    loop {
+        store.check_standby().await;
+        tokio::select! {
+            _ = tokio::time::sleep(latchkey_store::STANDBY_CHECK_INTERVAL) => {}
             _ = stop.changed() => return,
         }
     }

@@ -74,12 +74,12 @@ impl Store {
         if let Some(key) = key {
             select = select.filter(key_audit::Column::KeyId.eq(key.0));
         }
-        let total_count = select.clone().count(self.conn()).await?;
+        let conn = if self.standby.is_some() { self.list_reader() } else { self.conn() };
+        let total_count = select.clone().count(conn).await?;
         if let Some(after) = after {
             select = select.filter(key_audit::Column::Id.lt(after));
         }
-        let mut rows =
-            select.order_by_desc(key_audit::Column::Id).limit(first.saturating_add(1)).all(self.conn()).await?;
+        let mut rows = select.order_by_desc(key_audit::Column::Id).limit(first.saturating_add(1)).all(conn).await?;
         let has_next_page = rows.len() as u64 > first;
         rows.truncate(usize::try_from(first).unwrap_or(usize::MAX));
         let entries = rows.into_iter().map(entry_from).collect::<StoreResult<_>>()?;

@@ -16,6 +16,7 @@ mod owners;
 mod pool;
 mod revocations;
 mod scim;
+mod standby;
 mod tx;
 mod usage;
 mod users;
@@ -40,6 +41,7 @@ pub use limits::{WindowId, WindowLease};
 pub use owners::{UserFilter, UserPage};
 pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
 pub use scim::{ScimMatch, ScimUser, ScimUserWrite};
+pub use standby::{StandbyStatus, TICK as STANDBY_CHECK_INTERVAL};
 pub use tx::{Tx, Written};
 pub use usage::{UsageBatch, UsageDelta};
 pub use users::NewUser;
@@ -72,6 +74,12 @@ pub struct StoreOptions {
     /// also runs every statement on the main URL inside a transaction (see
     /// `pool.rs`). None: the main URL is a session.
     pub session_url: Option<String>,
+    /// A hot standby for reads (cold verification lookups, the key table,
+    /// the audit trail, usage); see `standby.rs` for what stays on the
+    /// primary. None: every read goes to the primary.
+    pub read_url: Option<String>,
+    /// A standby lagging more than this is not read from.
+    pub read_max_lag: Duration,
 }
 
 impl Default for StoreOptions {
@@ -82,6 +90,8 @@ impl Default for StoreOptions {
             connect_timeout: Duration::from_secs(3),
             statement_timeout: Some(Duration::from_secs(10)),
             session_url: None,
+            read_url: None,
+            read_max_lag: Duration::from_secs(5),
         }
     }
 }
@@ -138,6 +148,8 @@ pub struct Store {
     behind_pooler: bool,
     /// The main URL.
     main_url: String,
+    /// The hot standby reads may go to.
+    pub(crate) standby: Option<standby::Standby>,
 }
 
 /// Database connections, for operators.
@@ -213,6 +225,7 @@ impl Store {
                     session_url: url.to_owned(),
                     behind_pooler: false,
                     main_url: url.to_owned(),
+                    standby: None,
                 })
             }
             Backend::Postgres => {
@@ -238,7 +251,31 @@ impl Store {
                     }
                     Pool::direct(Database::connect(opts).await?)
                 };
-                Ok(Store { reader: db.clone(), db, backend, session_url, behind_pooler, main_url: url.to_owned() })
+                let standby = match &options.read_url {
+                    None => None,
+                    Some(read_url) => {
+                        let mut opts = ConnectOptions::new(read_url.clone());
+                        opts.acquire_timeout(options.acquire_timeout)
+                            .connect_timeout(options.connect_timeout)
+                            .sqlx_logging(false)
+                            .max_connections(options.max_connections.max(1))
+                            .min_connections(0);
+                        opts.test_before_acquire_if_idle_for(Duration::from_secs(1));
+                        // Lazily: a standby that is down at start is only not read from.
+                        opts.connect_lazy(true);
+                        let pool = Pool::direct(Database::connect(opts).await?);
+                        Some(standby::Standby::new(pool, options.read_max_lag))
+                    }
+                };
+                Ok(Store {
+                    reader: db.clone(),
+                    db,
+                    backend,
+                    session_url,
+                    behind_pooler,
+                    main_url: url.to_owned(),
+                    standby,
+                })
             }
         }
     }
@@ -295,7 +332,10 @@ impl Store {
 
     /// Whether every known migration has been applied.
     pub async fn migrations_current(&self) -> StoreResult<bool> {
-        // In a transaction, so that it also holds behind a transaction pooler.
+        if !self.behind_pooler {
+            return Ok(Migrator::get_pending_migrations(self.db.inner()).await?.is_empty());
+        }
+        // In a transaction: behind a transaction pooler nothing else holds.
         let txn = self.db.begin().await?;
         let pending = Migrator::get_pending_migrations(&txn).await?;
         txn.commit().await?;
@@ -346,5 +386,41 @@ impl Store {
     /// The connection for reads outside a transaction.
     pub(crate) fn reader(&self) -> &Pool {
         &self.reader
+    }
+
+    /// The connection for lists (the key table, the audit trail, usage):
+    /// the standby when it is current enough, else [`Store::reader`].
+    pub(crate) fn list_reader(&self) -> &Pool {
+        match &self.standby {
+            Some(standby) if standby.for_lists() => &standby.pool,
+            _ => &self.reader,
+        }
+    }
+
+    /// The standby a lookup may try first, when it may.
+    pub(crate) fn lookup_standby(&self) -> Option<&standby::Standby> {
+        self.standby.as_ref().filter(|s| s.for_lookups())
+    }
+
+    /// Checks the standby once (its lag, what it has replayed); call every
+    /// [`STANDBY_CHECK_INTERVAL`]. Nothing without a standby.
+    pub async fn check_standby(&self) {
+        if let Some(standby) = &self.standby {
+            standby.tick(&self.db).await;
+        }
+    }
+
+    /// The standby's state; none without one.
+    pub fn standby_status(&self) -> Option<StandbyStatus> {
+        self.standby.as_ref().map(standby::Standby::status)
+    }
+
+    /// Tells the standby guard what the revocation listener reported.
+    pub fn note_revocation(&self, signal: RevocationSignal) {
+        let Some(standby) = &self.standby else { return };
+        match signal {
+            RevocationSignal::Revoked(key) => standby.state.guard(key),
+            RevocationSignal::Resync => standby.state.guard_all(),
+        }
     }
 }

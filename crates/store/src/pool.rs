@@ -47,8 +47,20 @@ impl Pool {
     }
 
     /// Opens a transaction (with the prelude behind a transaction pooler).
+    /// On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
+    /// transaction that reads, then writes after another process (the CLI)
+    /// wrote, would otherwise fail with `SQLITE_BUSY_SNAPSHOT` instead of
+    /// waiting its turn.
     pub(crate) async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        let txn = self.db.begin().await?;
+        let txn = if self.db.get_database_backend() == DbBackend::Sqlite {
+            let immediate = sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            };
+            self.db.begin_with_options(immediate).await?
+        } else {
+            self.db.begin().await?
+        };
         if let Some(prelude) = &self.prelude {
             txn.execute_unprepared(prelude).await?;
         }

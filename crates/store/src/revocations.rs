@@ -80,9 +80,7 @@ impl RevocationListener {
     }
 
     async fn connect(&self) -> Result<PgListener, sea_orm::sqlx::Error> {
-        let mut listener = PgListener::connect(&self.url).await?;
-        listener.listen_all([REVOCATION_CHANNEL, PROBE_CHANNEL]).await?;
-        Ok(listener)
+        PgListener::connect(&self.url).await
     }
 
     /// Whether `listener` has a session of its own where notices sent on the
@@ -94,7 +92,7 @@ impl RevocationListener {
     /// server session), and a notice sent on the main URL must reach it.
     /// Logged loudly when it fails: revocations on other replicas then reach
     /// this one only through the cache's time to live.
-    async fn probe(&self, listener: &mut PgListener) -> bool {
+    async fn probe(&self, listener: &mut PgListener) -> Result<bool, sea_orm::sqlx::Error> {
         use sea_orm::sqlx::{Connection as _, Row as _};
         let lock = 0x6c6b_7072_6f62_6500_i64 | i64::from(std::process::id() & 0xff);
         let payload = format!("probe-{}", std::process::id());
@@ -110,13 +108,17 @@ impl RevocationListener {
             sql(format!("SELECT pg_advisory_unlock({lock})")).execute(&mut *listener).await?;
             Ok::<_, sea_orm::sqlx::Error>(taken_too == 0)
         };
-        match lock_kept_out.await {
-            Ok(true) => {}
-            Ok(false) => return false,
+        let own_session = match lock_kept_out.await {
+            Ok(own) => own,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check the revocation listener's session");
-                return false;
+                false
             }
+        };
+        // Listening last: the session's last statement is its `LISTEN`.
+        listener.listen_all([REVOCATION_CHANNEL, PROBE_CHANNEL]).await?;
+        if !own_session {
+            return Ok(false);
         }
         let sent = async {
             let mut sender = sea_orm::sqlx::PgConnection::connect(&self.notify_url).await?;
@@ -126,7 +128,7 @@ impl RevocationListener {
         if let Err(e) = sent.await {
             // E.g. the notice came back to the sender: it shares the listener's session.
             tracing::warn!(error = %e, "the revocation listener's probe failed");
-            return false;
+            return Ok(false);
         }
         let heard = tokio::time::timeout(PROBE_WAIT, async {
             while let Ok(notification) = listener.recv().await {
@@ -137,7 +139,7 @@ impl RevocationListener {
             false
         })
         .await;
-        heard.unwrap_or(false)
+        Ok(heard.unwrap_or(false))
     }
 
     /// The next signal. After every (re)connection this is
@@ -147,8 +149,19 @@ impl RevocationListener {
             let Some(listener) = self.listener.as_mut() else {
                 match self.connect().await {
                     Ok(mut listener) => {
-                        if self.delivers.is_none() {
-                            let heard = self.probe(&mut listener).await;
+                        let probed = match self.delivers {
+                            None => self.probe(&mut listener).await.map(Some),
+                            Some(_) => listener.listen_all([REVOCATION_CHANNEL, PROBE_CHANNEL]).await.map(|()| None),
+                        };
+                        let heard = match probed {
+                            Ok(heard) => heard,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot listen for key revocations; retrying");
+                                tokio::time::sleep(self.retry).await;
+                                continue;
+                            }
+                        };
+                        if let Some(heard) = heard {
                             self.delivers = Some(heard);
                             if !heard {
                                 tracing::error!(

@@ -15,6 +15,10 @@ use crate::{Store, StoreResult};
 #[derive(Debug)]
 pub struct Tx {
     txn: DatabaseTransaction,
+    /// The standby's guard: keys revoked here are guarded, and the commit noted.
+    standby: Option<std::sync::Arc<crate::standby::StandbyState>>,
+    /// The keys revoked in it, guarded again once it committed.
+    revoked: std::sync::Mutex<Vec<ApiKeyId>>,
 }
 
 /// The outcome of a conditional write of one row.
@@ -31,14 +35,24 @@ pub enum Written<T> {
 impl Store {
     /// Opens a unit of work.
     pub async fn begin(&self) -> StoreResult<Tx> {
-        Ok(Tx { txn: self.conn().begin().await? })
+        let standby = self.standby.as_ref().map(|s| s.state.clone());
+        Ok(Tx { txn: self.conn().begin().await?, standby, revoked: Default::default() })
     }
 }
 
 impl Tx {
     /// Makes every write of this unit of work durable at once.
     pub async fn commit(self) -> StoreResult<()> {
-        Ok(self.txn.commit().await?)
+        self.txn.commit().await?;
+        if let Some(standby) = &self.standby {
+            // Guarded again from after the commit: the position that frees
+            // them is then read after the commit, so it is at or past it.
+            for key in self.revoked.lock().map(|r| r.clone()).unwrap_or_default() {
+                standby.guard(key);
+            }
+            standby.wrote();
+        }
+        Ok(())
     }
 
     pub(crate) fn conn(&self) -> &DatabaseTransaction {
@@ -66,6 +80,14 @@ impl Tx {
     /// verification cache (PostgreSQL `NOTIFY`; nothing on SQLite, which
     /// serves one process).
     pub async fn push_revocation(&self, key: ApiKeyId) -> StoreResult<()> {
+        // Guarded now: a standby read of the key is not trusted from before
+        // the commit until the standby has replayed it.
+        if let Some(standby) = &self.standby {
+            standby.guard(key);
+            if let Ok(mut revoked) = self.revoked.lock() {
+                revoked.push(key);
+            }
+        }
         notify_revocation(&self.txn, key).await
     }
 }

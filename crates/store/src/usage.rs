@@ -214,7 +214,7 @@ impl Store {
             .filter(Column::PeriodStart.gte(range.from))
             .filter(Column::PeriodStart.lt(range.to))
             .into_model::<RowOfSeries>()
-            .all(self.reader())
+            .all(self.list_reader())
             .await?;
         Ok(rows_of(rows))
     }
@@ -230,7 +230,7 @@ impl Store {
             .filter(Column::PeriodStart.gte(range.from))
             .filter(Column::PeriodStart.lt(range.to))
             .into_model::<RowOfSeries>()
-            .all(self.reader())
+            .all(self.list_reader())
             .await?;
         Ok(rows_of(rows))
     }
@@ -285,7 +285,7 @@ impl Store {
             .filter(outcomes)
             .group_by(Column::KeyId)
             .into_model::<KeyTotal>()
-            .all(self.reader())
+            .all(self.list_reader())
             .await?;
         Ok(totals.into_iter().map(|t| (ApiKeyId(t.key_id), u64::try_from(t.total).unwrap_or(0))).collect())
     }

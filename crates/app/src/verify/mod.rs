@@ -529,6 +529,9 @@ impl KeyVerifier {
 
     /// Applies a revocation signal from another replica.
     pub fn apply(&self, signal: RevocationSignal) {
+        // First the standby's guard, so no lookup after the cache forgets
+        // reads the key from a standby that has not replayed its revocation.
+        self.store.note_revocation(signal);
         match signal {
             RevocationSignal::Revoked(key) => self.forget(key),
             RevocationSignal::Resync => {

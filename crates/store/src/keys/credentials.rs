@@ -129,7 +129,35 @@ impl Store {
         self.credentials_found_by(LookupColumns::IMPORT, &wanted).await
     }
 
+    /// The credentials of `wanted`: from the standby when it may be read and
+    /// has every one of them, of keys it can be trusted for (see
+    /// `standby.rs`); what it lacks or cannot be trusted for, from the primary.
     async fn credentials_found_by(&self, by: LookupColumns, wanted: &[&str]) -> StoreResult<Vec<StoredCredential>> {
+        let Some(standby) = self.lookup_standby() else {
+            return credentials_in(self.reader(), by, wanted).await;
+        };
+        let mut found = match credentials_in(&standby.pool, by, wanted).await {
+            Ok(found) => found,
+            // A standby that fails is read around, not reported.
+            Err(_) => return credentials_in(self.reader(), by, wanted).await,
+        };
+        found.retain(|c| standby.state.trusts(c.key_id));
+        let missing: Vec<&str> =
+            wanted.iter().copied().filter(|w| !found.iter().any(|c| c.lookup_id.as_str() == *w)).collect();
+        if !missing.is_empty() {
+            found.extend(credentials_in(self.reader(), by, &missing).await?);
+        }
+        Ok(found)
+    }
+}
+
+/// The credentials of `wanted` as `conn` has them, in one query.
+async fn credentials_in(
+    conn: &crate::pool::Pool,
+    by: LookupColumns,
+    wanted: &[&str],
+) -> StoreResult<Vec<StoredCredential>> {
+    {
         let rows: Vec<CredentialRow> = api_key::Entity::find()
             .select_only()
             .columns([
@@ -175,7 +203,7 @@ impl Store {
                     .add(by.previous.is_in(wanted.iter().copied())),
             )
             .into_model::<CredentialRow>()
-            .all(self.reader())
+            .all(conn)
             .await?;
         let mut found = Vec::with_capacity(rows.len());
         for row in rows {
@@ -229,7 +257,9 @@ impl Store {
         }
         Ok(found)
     }
+}
 
+impl Store {
     /// The stored credential for a lookup id, in any tenant.
     pub async fn credential_by_lookup_id(&self, lookup_id: &LookupId) -> StoreResult<Option<StoredCredential>> {
         Ok(self.credentials_by_lookup_ids(std::slice::from_ref(lookup_id)).await?.pop())

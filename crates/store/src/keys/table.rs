@@ -224,9 +224,9 @@ impl Store {
 
     /// A page of `tenant`'s key table, in the query's order.
     pub async fn list_keys(&self, tenant: TenantId, query: &KeyQuery) -> StoreResult<KeyPage> {
-        let total_count = filtered(tenant, query).count(self.reader()).await?;
+        let total_count = filtered(tenant, query).count(self.list_reader()).await?;
         let page = ordered_after(filtered(tenant, query), tenant, query);
-        let mut rows = page.limit(query.first.saturating_add(1)).all(self.reader()).await?;
+        let mut rows = page.limit(query.first.saturating_add(1)).all(self.list_reader()).await?;
         let has_next_page = rows.len() as u64 > query.first;
         rows.truncate(usize::try_from(query.first).unwrap_or(usize::MAX));
         Ok(KeyPage { keys: rows.into_iter().map(key_from).collect(), has_next_page, total_count })
