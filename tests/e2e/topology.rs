@@ -34,13 +34,77 @@ async fn reaches(http: &reqwest::Client, base: &str, secret: &str, permissions: 
     }
 }
 
+/// Every kind of revocation, with what the other replica then answers.
+const REVOCATIONS: [(&str, &str); 6] = [
+    ("rotate", "INVALID"),
+    ("delete", "INVALID"),
+    ("disable", "DISABLED"),
+    ("restrict", "INSUFFICIENT_PERMISSIONS"),
+    ("leak", "COMPROMISED"),
+    ("suspend", "OWNER_INACTIVE"),
+];
+
+/// The permissions a verification asks for to see a revocation of `kind`.
+fn asking(kind: &str) -> &'static [&'static str] {
+    if kind == "restrict" { &["users:write"] } else { &[] }
+}
+
+/// An internal admin of the seeded tenant, acting on one replica.
+struct Admin {
+    http: reqwest::Client,
+    base: String,
+    seeded: latchkey_tests::Seeded,
+}
+
+impl Admin {
+    async fn gql(&self, query: &str, variables: Value) -> Value {
+        let body = json!({ "query": query, "variables": variables });
+        let resp = self.http.post(format!("{}/graphql", self.base)).bearer_auth(&self.seeded.admin_token).json(&body);
+        let body: Value = resp.send().await.unwrap().json().await.unwrap();
+        assert!(body["errors"].is_null(), "{body}");
+        body
+    }
+
+    /// A new key of `owner`: (id, secret).
+    async fn generate(&self, owner: latchkey_domain::UserId, description: &str) -> (String, String) {
+        let input = json!({ "input": { "ownerId": owner.to_string(), "description": description } });
+        let body = self.gql(ops::GENERATE, input).await;
+        let made = &body["data"]["generateApiKey"];
+        (made["apiKey"]["id"].as_str().unwrap().to_owned(), made["secret"].as_str().unwrap().to_owned())
+    }
+
+    /// Revokes the key `id` (secret `secret`) the way `kind` says; `suspend`
+    /// deactivates the integration user, who owns it.
+    async fn revoke(&self, kind: &str, id: &str, secret: &str) {
+        match kind {
+            "rotate" => drop(self.gql(ops::ROTATE, json!({ "id": id })).await),
+            "delete" => drop(self.gql(ops::DELETE, json!({ "id": id })).await),
+            "disable" => drop(self.gql(ops::DISABLE, json!({ "id": id })).await),
+            "restrict" => {
+                let input = json!({ "input": { "id": id, "restrictions": { "permissions": ["users:read"] } } });
+                drop(self.gql(ops::UPDATE_RESTRICTIONS, input).await)
+            }
+            "leak" => {
+                let report = json!({ "key": secret });
+                let resp = self.http.post(format!("{}/v1/keys/report-leak", self.base)).json(&report).send().await;
+                assert_eq!(resp.unwrap().status(), 202);
+            }
+            "suspend" => {
+                let deactivate =
+                    "mutation($id: ID!) { setUserActive(input: {id: $id, active: false}) { userErrors { code } } }";
+                drop(self.gql(deactivate, json!({ "id": self.seeded.integration.id.to_string() })).await)
+            }
+            other => panic!("no revocation {other}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_pgbouncer_in_transaction_mode_every_revocation_reaches_the_other_replica_within_a_second() {
     let Some(cluster) = Cluster::start() else { return };
     let Some(bouncer) = PgBouncer::start(&cluster) else { return };
     let (pooled, direct) = (bouncer.url(), cluster.url());
-    // Before: the store's own statements through the pooler fail (sqlx's named
-    // statements). With the session URL, migrations take it and the rest works.
+    // Migrations take the session URL; everything else goes through PgBouncer.
     let envs = [
         ("LATCHKEY_DATABASE_URL", pooled.as_str()),
         ("LATCHKEY_DATABASE_LISTEN_URL", direct.as_str()),
@@ -58,59 +122,16 @@ async fn through_pgbouncer_in_transaction_mode_every_revocation_reaches_the_othe
     let token_key = AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap();
     let s = seed_tenant(&store, &token_key, "Acme").await;
     let http = reqwest::Client::new();
-    let gql = |query: &'static str, variables: Value| {
-        let (http, token, base) = (http.clone(), s.admin_token.clone(), a.clone());
-        async move {
-            let body = json!({ "query": query, "variables": variables });
-            let resp = http.post(format!("{base}/graphql")).bearer_auth(token).json(&body).send().await.unwrap();
-            let body: Value = resp.json().await.unwrap();
-            assert!(body["errors"].is_null(), "{body}");
-            body
-        }
-    };
-    let generate = |description: &'static str| {
-        let gql = &gql;
-        let owner = s.integration.id.to_string();
-        async move {
-            let input = json!({ "input": { "ownerId": owner, "description": description } });
-            let body = gql(ops::GENERATE, input).await;
-            let made = &body["data"]["generateApiKey"];
-            (made["apiKey"]["id"].as_str().unwrap().to_owned(), made["secret"].as_str().unwrap().to_owned())
-        }
-    };
+    let admin = Admin { http: http.clone(), base: a.clone(), seeded: s };
+    let owner = admin.seeded.integration.id;
 
     let mut took = Vec::new();
-    for (kind, expected) in [
-        ("rotate", "INVALID"),
-        ("delete", "INVALID"),
-        ("disable", "DISABLED"),
-        ("restrict", "INSUFFICIENT_PERMISSIONS"),
-        ("leak", "COMPROMISED"),
-        ("suspend", "OWNER_INACTIVE"),
-    ] {
-        let (id, secret) = generate("Revoked through PgBouncer").await;
-        let asks: &[&str] = if kind == "restrict" { &["users:write"] } else { &[] };
-        assert_eq!(code_at(&http, b, &secret, asks).await, "VALID", "{kind}: cached on the other replica");
+    for (kind, expected) in REVOCATIONS {
+        let (id, secret) = admin.generate(owner, "Revoked through PgBouncer").await;
+        assert_eq!(code_at(&http, b, &secret, asking(kind)).await, "VALID", "{kind}: cached on the other replica");
         let done = Instant::now();
-        match kind {
-            "rotate" => drop(gql(ops::ROTATE, json!({ "id": id })).await),
-            "delete" => drop(gql(ops::DELETE, json!({ "id": id })).await),
-            "disable" => drop(gql(ops::DISABLE, json!({ "id": id })).await),
-            "restrict" => {
-                let input = json!({ "input": { "id": id, "restrictions": { "permissions": ["users:read"] } } });
-                drop(gql(ops::UPDATE_RESTRICTIONS, input).await)
-            }
-            "leak" => {
-                let resp = http.post(format!("{a}/v1/keys/report-leak")).json(&json!({ "key": secret })).send().await;
-                assert_eq!(resp.unwrap().status(), 202);
-            }
-            _ => {
-                let deactivate =
-                    "mutation($id: ID!) { setUserActive(input: {id: $id, active: false}) { userErrors { code } } }";
-                drop(gql(deactivate, json!({ "id": s.integration.id.to_string() })).await)
-            }
-        }
-        let waited = reaches(&http, b, &secret, asks, expected).await;
+        admin.revoke(kind, &id, &secret).await;
+        let waited = reaches(&http, b, &secret, asking(kind), expected).await;
         let elapsed = done.elapsed();
         assert!(elapsed < Duration::from_secs(1), "{kind} reached the other replica after {elapsed:?}");
         took.push((kind, waited));
@@ -189,30 +210,13 @@ async fn reads_from_a_lagging_standby_never_verify_a_revoked_key() {
     let token_key = AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap();
     let s = seed_tenant(&store, &token_key, "Acme").await;
     standby_becomes(&http, &[&a, &b], "reading").await;
-    let gql = |query: &'static str, variables: Value| {
-        let (http, token, base) = (http.clone(), s.admin_token.clone(), a.clone());
-        async move {
-            let body = json!({ "query": query, "variables": variables });
-            let resp = http.post(format!("{base}/graphql")).bearer_auth(token).json(&body).send().await.unwrap();
-            let body: Value = resp.json().await.unwrap();
-            assert!(body["errors"].is_null(), "{body}");
-            body
-        }
-    };
-    let generate = |description: &'static str| {
-        let gql = &gql;
-        let owner = s.integration.id.to_string();
-        async move {
-            let body = gql(ops::GENERATE, json!({ "input": { "ownerId": owner, "description": description } })).await;
-            let made = &body["data"]["generateApiKey"];
-            (made["apiKey"]["id"].as_str().unwrap().to_owned(), made["secret"].as_str().unwrap().to_owned())
-        }
-    };
+    let admin = Admin { http: http.clone(), base: a.clone(), seeded: s };
+    let (integration, internal_admin) = (admin.seeded.integration.id, admin.seeded.admin.id);
 
     // Cold lookups are served by the standby once it has the keys.
     let mut keys = Vec::new();
-    for _ in 0..6 {
-        keys.push(generate("Read from the standby").await);
+    for _ in REVOCATIONS {
+        keys.push(admin.generate(integration, "Read from the standby").await);
     }
     let replicated = Instant::now();
     while standby.psql("SELECT count(*) FROM api_keys") != "6" {
@@ -233,36 +237,11 @@ async fn reads_from_a_lagging_standby_never_verify_a_revoked_key() {
     // Replay paused: every revocation still refuses the key on both replicas within a second.
     standby.psql("SELECT pg_wal_replay_pause()");
     let mut took = Vec::new();
-    for ((id, secret), (kind, expected)) in keys.iter().zip([
-        ("rotate", "INVALID"),
-        ("delete", "INVALID"),
-        ("disable", "DISABLED"),
-        ("restrict", "INSUFFICIENT_PERMISSIONS"),
-        ("leak", "COMPROMISED"),
-        ("suspend", "OWNER_INACTIVE"),
-    ]) {
-        let asks: &[&str] = if kind == "restrict" { &["users:write"] } else { &[] };
+    for ((id, secret), (kind, expected)) in keys.iter().zip(REVOCATIONS) {
         let done = Instant::now();
-        match kind {
-            "rotate" => drop(gql(ops::ROTATE, json!({ "id": id })).await),
-            "delete" => drop(gql(ops::DELETE, json!({ "id": id })).await),
-            "disable" => drop(gql(ops::DISABLE, json!({ "id": id })).await),
-            "restrict" => {
-                let input = json!({ "input": { "id": id, "restrictions": { "permissions": ["users:read"] } } });
-                drop(gql(ops::UPDATE_RESTRICTIONS, input).await)
-            }
-            "leak" => {
-                let resp = http.post(format!("{a}/v1/keys/report-leak")).json(&json!({ "key": secret })).send().await;
-                assert_eq!(resp.unwrap().status(), 202);
-            }
-            _ => {
-                let deactivate =
-                    "mutation($id: ID!) { setUserActive(input: {id: $id, active: false}) { userErrors { code } } }";
-                drop(gql(deactivate, json!({ "id": s.integration.id.to_string() })).await)
-            }
-        }
+        admin.revoke(kind, id, secret).await;
         for base in [&a, &b] {
-            reaches(&http, base, secret, asks, expected).await;
+            reaches(&http, base, secret, asking(kind), expected).await;
         }
         let elapsed = done.elapsed();
         assert!(elapsed < Duration::from_secs(1), "{kind} with replay paused took {elapsed:?}");
@@ -270,10 +249,7 @@ async fn reads_from_a_lagging_standby_never_verify_a_revoked_key() {
     }
     eprintln!("revocation with the standby's replay paused, both replicas: {took:?}");
     // A key the standby has never seen verifies (from the primary).
-    let owner = store.user(s.tenant.id, s.admin.id).await.unwrap().unwrap();
-    let input = json!({ "input": { "ownerId": owner.id.to_string(), "description": "Newer than the standby" } });
-    let body = gql(ops::GENERATE, input).await;
-    let fresh = body["data"]["generateApiKey"]["secret"].as_str().unwrap().to_owned();
+    let (_, fresh) = admin.generate(internal_admin, "Newer than the standby").await;
     assert_eq!(code_at(&http, &b, &fresh, &[]).await, "VALID");
     // Behind by more than LATCHKEY_READ_MAX_LAG_SECS: bypassed, and reported.
     standby_becomes(&http, &[&a, &b], "bypassed").await;
@@ -286,11 +262,9 @@ async fn reads_from_a_lagging_standby_never_verify_a_revoked_key() {
     standby.stop();
     standby_becomes(&http, &[&a, &b], "bypassed").await;
     assert_eq!(code_at(&http, &b, &fresh, &[]).await, "VALID");
-    let body = gql("{ apiKeys { totalCount } }", json!({})).await;
+    let body = admin.gql("{ apiKeys { totalCount } }", json!({})).await;
     assert_eq!(body["data"]["apiKeys"]["totalCount"], 6, "the deleted key is gone, the new one listed: {body}");
-    let input = json!({ "input": { "ownerId": owner.id.to_string(), "description": "Made with the standby down" } });
-    let body = gql(ops::GENERATE, input).await;
-    let after_stop = body["data"]["generateApiKey"]["secret"].as_str().unwrap().to_owned();
+    let (_, after_stop) = admin.generate(internal_admin, "Made with the standby down").await;
     assert_eq!(code_at(&http, &b, &after_stop, &[]).await, "VALID");
     for replica in replicas {
         replica.terminate();
