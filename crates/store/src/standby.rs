@@ -185,7 +185,9 @@ impl Standby {
             .unwrap_or_default();
         let everything_asked = state.everything.asked.load(Ordering::SeqCst);
         let writes_asked = state.writes.asked.load(Ordering::SeqCst);
-        let primary_sql = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint, NULL::float8";
+        // The insert position: at or past every commit record, also one
+        // committed with `synchronous_commit = off` and not yet written.
+        let primary_sql = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, NULL::float8";
         let Ok(Some((primary_at, _))) = position(primary, primary_sql).await else {
             state.usable.store(false, Ordering::SeqCst);
             return;
