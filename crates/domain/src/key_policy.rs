@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Violation, ViolationCode};
 use crate::model::ApiKey;
+pub use crate::model::UnusedWarning;
 
 /// The range of `maxLifetimeDays`.
 pub const LIFETIME_DAYS: std::ops::RangeInclusive<i64> = 1..=3650;
@@ -215,15 +216,6 @@ pub struct PolicyBreaches {
     pub expiring_after: Option<DateTime<Utc>>,
     /// Keys with full access (no permissions named).
     pub without_permissions: bool,
-}
-
-/// The warning an owner was sent that an unused key will be switched off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnusedWarning {
-    /// Since when the key was unused when the warning went out.
-    pub idle_since: DateTime<Utc>,
-    /// When it is switched off unless used or enabled meanwhile.
-    pub disable_at: DateTime<Utc>,
 }
 
 /// What the unused-key rule asks of a key now.

@@ -67,7 +67,7 @@ pub struct ApiKey {
     /// When an admin last enabled it (restarts the unused-key clock).
     pub enabled_at: Option<DateTime<Utc>>,
     /// The warning its owner was sent that the unused key will be switched off.
-    pub unused_warning: Option<crate::key_policy::UnusedWarning>,
+    pub unused_warning: Option<UnusedWarning>,
     /// Whether it may rotate itself (`POST /v1/keys/rotate`).
     pub self_rotation: bool,
     /// Whether its previous secret stops once the current one first verifies.
@@ -120,6 +120,15 @@ impl ApiKey {
             credits: None,
         }
     }
+}
+
+/// The warning an owner was sent that an unused key will be switched off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnusedWarning {
+    /// Since when the key was unused when the warning went out.
+    pub idle_since: DateTime<Utc>,
+    /// When it is switched off unless used or enabled meanwhile.
+    pub disable_at: DateTime<Utc>,
 }
 
 crate::string_enum! {
