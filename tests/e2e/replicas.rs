@@ -342,7 +342,7 @@ async fn a_database_outage_gives_quick_errors_and_the_service_recovers() {
         let body = gql(&http, &server.url, &f.token, list, json!({})).await.unwrap();
         let took = started.elapsed();
         slowest = slowest.max(took);
-        assert_eq!(body["errors"][0]["extensions"]["code"], "INTERNAL", "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "UNAVAILABLE", "{body}");
         let ready = http.get(format!("{}/readyz", server.url)).send().await.unwrap();
         assert_eq!(ready.status(), 503);
         failures += 1;

@@ -63,12 +63,36 @@ fn run(mut cmd: Command, what: &str) {
     );
 }
 
+/// How a cluster acknowledges commits. Every cluster runs with
+/// `fsync = off` (the operating system keeps what a killed server wrote;
+/// these tests kill servers, not machines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commits {
+    /// `synchronous_commit = off`: fastest, for tests that kill nothing.
+    Asynchronous,
+    /// `synchronous_commit = on` with `synchronous_standby_names = '*'`: a
+    /// commit is acknowledged once a standby has it, as the operations guide
+    /// recommends for failover (no acknowledged change is lost when the
+    /// standby is promoted). Commits wait while no standby streams.
+    SynchronousStandby,
+}
+
+impl Commits {
+    fn settings(self) -> &'static str {
+        match self {
+            Commits::Asynchronous => "-c synchronous_commit=off",
+            Commits::SynchronousStandby => "-c synchronous_commit=on -c synchronous_standby_names='*'",
+        }
+    }
+}
+
 /// A PostgreSQL cluster of the test's own, stopped (immediately) on drop.
 pub struct Cluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    commits: Commits,
 }
 
 impl Cluster {
@@ -76,6 +100,11 @@ impl Cluster {
     /// PostgreSQL's programs are not installed and not required (`.ci/run`
     /// sets `LATCHKEY_REQUIRE_TOPOLOGY=1`).
     pub fn start() -> Option<Cluster> {
+        Self::start_with(Commits::Asynchronous)
+    }
+
+    /// [`Cluster::start`], acknowledging commits as `commits` says.
+    pub fn start_with(commits: Commits) -> Option<Cluster> {
         let Some(bin) = postgres_bin() else {
             assert!(!required(), "LATCHKEY_REQUIRE_TOPOLOGY=1 but PostgreSQL's initdb is not installed");
             eprintln!("\n*** SKIPPED: topology test — install Debian's postgresql to run it. ***\n");
@@ -87,16 +116,17 @@ impl Cluster {
         initdb.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"]);
         run(initdb, "initdb");
         let port = crate::smtp::free_port().port();
-        let cluster = Cluster { bin, dir, port };
+        let cluster = Cluster { bin, dir, port, commits };
         cluster.pg_ctl_start();
         Some(cluster)
     }
 
     fn pg_ctl_start(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {} -c max_connections=200",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.commits.settings()
         );
         let mut pg_ctl = as_postgres(&self.bin.join("pg_ctl"));
         pg_ctl.arg("-D").arg(self.dir.path().join("data")).args(["-w", "-t", "60", "-o", &options, "-l"]);
@@ -105,7 +135,8 @@ impl Cluster {
     }
 
     /// A hot standby of this cluster, streaming from it (`pg_basebackup -R`),
-    /// on a free port.
+    /// on a free port; it acknowledges its own commits asynchronously (once
+    /// promoted it has no standby to wait for).
     pub fn standby(&self) -> Cluster {
         let dir = owned_dir();
         let data = dir.path().join("data");
@@ -113,7 +144,8 @@ impl Cluster {
         backup.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-X", "stream", "-R", "-D"]);
         backup.arg(&data);
         run(backup, "pg_basebackup");
-        let standby = Cluster { bin: self.bin.clone(), dir, port: crate::smtp::free_port().port() };
+        let port = crate::smtp::free_port().port();
+        let standby = Cluster { bin: self.bin.clone(), dir, port, commits: Commits::Asynchronous };
         standby.pg_ctl_start();
         standby
     }
@@ -133,6 +165,30 @@ impl Cluster {
         let mut pg_ctl = as_postgres(&self.bin.join("pg_ctl"));
         pg_ctl.arg("-D").arg(self.dir.path().join("data")).args(["-m", "fast", "-w", "stop"]).stdout(Stdio::null());
         run(pg_ctl, "pg_ctl stop");
+    }
+
+    /// Kills it as a crash would (`pg_ctl stop -m immediate`): no shutdown
+    /// checkpoint, every connection cut.
+    pub fn kill(&self) {
+        let mut pg_ctl = as_postgres(&self.bin.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null());
+        run(pg_ctl, "pg_ctl stop -m immediate");
+    }
+
+    /// Promotes this standby to a primary and waits until it takes writes.
+    pub fn promote(&self) {
+        let mut pg_ctl = as_postgres(&self.bin.join("pg_ctl"));
+        pg_ctl.arg("-D").arg(self.dir.path().join("data")).args(["-w", "-t", "60", "promote"]).stdout(Stdio::null());
+        run(pg_ctl, "pg_ctl promote");
+    }
+
+    /// Its address on loopback.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// The URL of its `postgres` database, as `postgres` (trusted).

@@ -56,7 +56,6 @@ pub enum AppError {
     /// An argument is out of range or malformed.
     #[error("{0}")]
     BadUserInput(String),
-    /// Something failed on our side; the details are in the log under `request_id`.
     /// A key over one of its (or its owner's) rate limits; retry in this many seconds.
     #[error("{message}")]
     RateLimitExceeded {
@@ -68,6 +67,15 @@ pub enum AppError {
     /// A key without enough credits.
     #[error("{0}")]
     UsageExceeded(String),
+    /// The database cannot be reached now (a failover, a restart, a full
+    /// pool): nothing was changed, unless the connection broke during the
+    /// commit. Retry; the details are in the log under `request_id`.
+    #[error("Latchkey cannot reach its database right now (e.g. during a failover). Please retry in a moment.")]
+    Unavailable {
+        /// The request whose log line has the details.
+        request_id: RequestId,
+    },
+    /// Something failed on our side; the details are in the log under `request_id`.
     #[error("Internal server error. It has been logged; please retry or contact support.")]
     Internal {
         /// The request whose log line has the details.
@@ -84,6 +92,7 @@ impl AppError {
             AppError::BadUserInput(_) => "BAD_USER_INPUT",
             AppError::RateLimitExceeded { .. } => "RATE_LIMIT_EXCEEDED",
             AppError::UsageExceeded(_) => "USAGE_EXCEEDED",
+            AppError::Unavailable { .. } => "UNAVAILABLE",
             AppError::Internal { .. } => "INTERNAL",
         }
     }
@@ -96,10 +105,19 @@ impl AppError {
         AppError::Internal { request_id }
     }
 
-    /// The request id of an internal error.
+    /// Logs `detail` (never sent to the caller) with the request id and
+    /// returns [`AppError::Unavailable`] carrying that id. A warning, not an
+    /// error: the remedy is the caller's retry.
+    pub fn unavailable(detail: &dyn fmt::Display) -> Self {
+        let request_id = RequestId::generate();
+        tracing::warn!(request_id = %request_id, error = %detail, "database unavailable");
+        AppError::Unavailable { request_id }
+    }
+
+    /// The request id of an internal error or of an unavailable database.
     pub fn request_id(&self) -> Option<&RequestId> {
         match self {
-            AppError::Internal { request_id } => Some(request_id),
+            AppError::Internal { request_id } | AppError::Unavailable { request_id } => Some(request_id),
             _ => None,
         }
     }
@@ -107,7 +125,7 @@ impl AppError {
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
-        AppError::internal(&e)
+        if e.is_unavailable() { AppError::unavailable(&e) } else { AppError::internal(&e) }
     }
 }
 

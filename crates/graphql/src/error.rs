@@ -1,5 +1,6 @@
 //! The one mapping from [`AppError`] to GraphQL errors: `extensions.code`
-//! always, `extensions.requestId` on `INTERNAL`.
+//! always, `extensions.requestId` on `INTERNAL` and `UNAVAILABLE` (which
+//! asks the caller to retry).
 
 use async_graphql::{ErrorExtensionValues, ServerError};
 use latchkey_app::AppError;

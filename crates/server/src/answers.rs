@@ -167,12 +167,16 @@ impl RestError {
         Self::new(ErrorCode::Unavailable, message)
     }
 
-    /// The answer: the status of its code, `{"error": {...}}`, and
-    /// `X-Request-Id` for an internal failure.
+    /// The answer: the status of its code, `{"error": {...}}`,
+    /// `X-Request-Id` for an internal failure, and `Retry-After: 1` when
+    /// Latchkey cannot answer now (a retry soon is the remedy).
     pub(crate) fn response(self) -> HttpResponse {
         let mut response = HttpResponse::build(self.code.status());
         if let Some(id) = &self.request_id {
             response.insert_header((X_REQUEST_ID, id.as_str()));
+        }
+        if self.code == ErrorCode::Unavailable {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
         }
         let error = ErrorDetail { code: self.code.as_str(), message: self.message, request_id: self.request_id };
         response.json(ErrorBody { error })
@@ -188,6 +192,7 @@ impl From<AppError> for RestError {
             AppError::BadUserInput(_) => ErrorCode::BadUserInput,
             AppError::RateLimitExceeded { .. } => ErrorCode::RateLimitExceeded,
             AppError::UsageExceeded(_) => ErrorCode::UsageExceeded,
+            AppError::Unavailable { .. } => ErrorCode::Unavailable,
             AppError::Internal { .. } => ErrorCode::Internal,
         };
         let request_id = e.request_id().map(|id| id.as_str().to_owned());
@@ -335,5 +340,11 @@ mod tests {
         let internal = RestError::from(AppError::internal(&"boom"));
         assert_eq!((internal.code.as_str(), internal.code.status()), ("INTERNAL", StatusCode::SERVICE_UNAVAILABLE));
         assert!(internal.request_id.is_some() && !internal.message.contains("boom"));
+        let unavailable = RestError::from(AppError::unavailable(&"connection reset by 10.0.0.5"));
+        assert_eq!(unavailable.code.as_str(), "UNAVAILABLE");
+        assert!(unavailable.request_id.is_some() && !unavailable.message.contains("10.0.0.5"));
+        let response = unavailable.response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
     }
 }

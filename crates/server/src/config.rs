@@ -261,6 +261,24 @@ pub fn parse_auth_params(raw: &str) -> Result<Vec<(String, String)>, ConfigError
     Ok(params)
 }
 
+/// Refuses PostgreSQL URLs the driver cannot use as meant, without
+/// repeating the URL (it may hold a password): several hosts
+/// (`host1:5432,host2:5432`) and libpq's `target_session_attrs`, which sqlx
+/// ignores — accepting either would promise a failover that never happens.
+fn check_postgres_url(url: &str) -> Result<(), ConfigError> {
+    let failover = "several hosts and target_session_attrs are not supported by Latchkey's PostgreSQL driver; \
+                    point it at a proxy or DNS name that leads to the primary (docs/operations.md, \"Failover\")";
+    let invalid = |reason: String| ConfigError::Invalid { name: "LATCHKEY_DATABASE_URL", reason };
+    let parsed = url::Url::parse(url).map_err(|e| {
+        let host = url.split_once("://").map_or("", |(_, rest)| rest).split(['/', '?']).next().unwrap_or_default();
+        if host.contains(',') { invalid(failover.into()) } else { invalid(format!("not a valid URL: {e}")) }
+    })?;
+    if parsed.query_pairs().any(|(name, value)| name == "target_session_attrs" && value != "any") {
+        return Err(invalid(failover.into()));
+    }
+    Ok(())
+}
+
 /// Checks a database URL and, for SQLite files, creates their folder.
 pub fn prepare_database_url(raw: &str) -> Result<String, ConfigError> {
     let url = raw.trim();
@@ -282,6 +300,7 @@ pub fn prepare_database_url(raw: &str) -> Result<String, ConfigError> {
         return Ok(url.to_owned());
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        check_postgres_url(url)?;
         return Ok(url.to_owned());
     }
     Err(ConfigError::Invalid {
@@ -346,6 +365,14 @@ mod tests {
         assert!(parse_jwt_secret(Some("short")).unwrap_err().to_string().contains("at least 32 bytes"));
         assert!(parse_jwt_secret(Some(&"x".repeat(32))).is_ok());
         assert!(prepare_database_url("mysql://x").is_err());
+        for failover in [
+            "postgres://app:s3cret@db1:5432,db2:5432/latchkey",
+            "postgres://app@db/latchkey?target_session_attrs=read-write",
+        ] {
+            let e = prepare_database_url(failover).unwrap_err().to_string();
+            assert!(e.contains("docs/operations.md") && !e.contains("s3cret"), "{e}");
+        }
+        assert!(prepare_database_url("postgres://app@db:5432/latchkey?sslmode=require").is_ok());
         assert!(prepare_database_url("sqlite://").is_err());
         assert!(parse_console_url("ftp://x").is_err());
         assert_eq!(parse_console_url("https://a.example/").unwrap(), "https://a.example");

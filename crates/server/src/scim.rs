@@ -103,6 +103,7 @@ impl From<AppError> for ScimError {
             AppError::RateLimitExceeded { .. } | AppError::UsageExceeded(_) => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, None, e.to_string())
             }
+            AppError::Unavailable { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, None, e.to_string()),
             AppError::Internal { .. } => {
                 let id = e.request_id().map(|id| id.as_str().to_owned()).unwrap_or_default();
                 Self::new(

@@ -111,9 +111,78 @@ pub enum StoreError {
     /// A stored value could not be read back as a domain value.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database cannot be reached now: no connection could be had, the
+    /// connection broke, the server is shutting down or starting up, or it
+    /// is a standby that takes no writes (a failover in progress). A change
+    /// that meets this is rolled back whole, unless the break came while
+    /// its commit was under way (its outcome is then unknown to this
+    /// replica). Retrying later is the remedy.
+    #[error("database unavailable: {0}")]
+    Unavailable(DbErr),
     /// The database failed.
     #[error("database error: {0}")]
     Database(DbErr),
+}
+
+impl StoreError {
+    /// Whether this is [`StoreError::Unavailable`].
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// Whether a connection the pool lent broke under the statement (the
+    /// server went away or shut it down): the pool learns of a dead
+    /// connection only by using it, so a read may be tried once more on
+    /// another. Not for a full pool or a refused connection, which a retry
+    /// would only wait on again.
+    pub(crate) fn connection_broke(&self) -> bool {
+        use sea_orm::sqlx::Error as Sqlx;
+        let StoreError::Unavailable(DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime)) = self else {
+            return false;
+        };
+        let sea_orm::RuntimeErr::SqlxError(sqlx) = runtime else { return false };
+        match sqlx.as_ref() {
+            Sqlx::Io(_) | Sqlx::Protocol(_) => true,
+            Sqlx::Database(db) => {
+                db.code().is_some_and(|code| code.starts_with("08") || code == "57P01" || code == "57P02")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// PostgreSQL error codes (SQLSTATE) that mean the server cannot serve this
+/// connection now, rather than that the statement is wrong: class 08
+/// (connection exception), `admin_shutdown`, `crash_shutdown`,
+/// `cannot_connect_now`, `too_many_connections`, and
+/// `read_only_sql_transaction` (a write reached a standby: the primary is
+/// gone and the standby is not promoted yet, or a proxy points at it).
+fn unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "25006")
+}
+
+/// Whether `e` says the database is unreachable (see [`StoreError::Unavailable`]).
+fn is_unavailable(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    let runtime = match e {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,
+        _ => return false,
+    };
+    let RuntimeErr::SqlxError(sqlx) = runtime else { return false };
+    match sqlx.as_ref() {
+        // A protocol error is a stream that broke off mid-message (a proxy
+        // whose backend is gone answers the SSL request by closing).
+        Sqlx::Io(_)
+        | Sqlx::Tls(_)
+        | Sqlx::Protocol(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed => true,
+        Sqlx::Database(db) => db.code().is_some_and(|code| unavailable_sqlstate(&code)),
+        _ => false,
+    }
 }
 
 impl From<DbErr> for StoreError {
@@ -121,6 +190,7 @@ impl From<DbErr> for StoreError {
         match e.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(m)) => StoreError::Conflict(m),
             Some(SqlErr::ForeignKeyConstraintViolation(m)) => StoreError::MissingReference(m),
+            _ if is_unavailable(&e) => StoreError::Unavailable(e),
             _ => StoreError::Database(e),
         }
     }
@@ -421,6 +491,38 @@ impl Store {
         match signal {
             RevocationSignal::Revoked(key) => standby.state.guard(key),
             RevocationSignal::Resync => standby.state.guard_all(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sea_orm::{ConnAcquireErr, RuntimeErr};
+
+    use super::*;
+
+    fn sqlx(e: sea_orm::sqlx::Error) -> DbErr {
+        DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)))
+    }
+
+    #[test]
+    fn connection_failures_are_unavailable_and_statement_failures_are_not() {
+        let reset = || sea_orm::sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let broken = StoreError::from(sqlx(reset()));
+        assert!(broken.is_unavailable() && broken.connection_broke());
+        let waited = StoreError::from(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+        assert!(waited.is_unavailable() && !waited.connection_broke(), "a retry would wait again");
+        assert!(StoreError::from(sqlx(sea_orm::sqlx::Error::PoolTimedOut)).is_unavailable());
+        for wrong in [sqlx(sea_orm::sqlx::Error::RowNotFound), DbErr::Custom("no such column".into())] {
+            assert!(!StoreError::from(wrong).is_unavailable());
+        }
+        for code in ["08006", "08001", "57P01", "57P03", "25006", "53300"] {
+            assert!(unavailable_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "42P01", "57014", "40001"] {
+            assert!(!unavailable_sqlstate(code), "{code}");
         }
     }
 }

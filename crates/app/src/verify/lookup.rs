@@ -17,7 +17,16 @@ const MAX_BATCH: usize = 128;
 /// Queued lookups before callers wait for room.
 const QUEUE: usize = 4096;
 
-type Reply = oneshot::Sender<Result<Option<StoredCredential>, String>>;
+/// Why a batch's query failed, for each of its callers.
+#[derive(Clone, Debug)]
+struct LookupFailed {
+    /// The database could not be reached (answered `UNAVAILABLE`).
+    unavailable: bool,
+    /// The store's error, for the log.
+    detail: String,
+}
+
+type Reply = oneshot::Sender<Result<Option<StoredCredential>, LookupFailed>>;
 
 /// Looks credentials up in batches; see the module documentation.
 #[derive(Debug)]
@@ -42,7 +51,12 @@ impl CredentialLoader {
         self.queue.send((lookup_id, reply)).await.map_err(|_| AppError::internal(&"the credential loader stopped"))?;
         match answer.await {
             Ok(Ok(found)) => Ok(found),
-            Ok(Err(detail)) => Err(AppError::internal(&format_args!("credential lookup failed: {detail}"))),
+            Ok(Err(LookupFailed { unavailable: true, detail })) => {
+                Err(AppError::unavailable(&format_args!("credential lookup failed: {detail}")))
+            }
+            Ok(Err(LookupFailed { unavailable: false, detail })) => {
+                Err(AppError::internal(&format_args!("credential lookup failed: {detail}")))
+            }
             Err(_) => Err(AppError::internal(&"the credential loader dropped a lookup")),
         }
     }
@@ -70,9 +84,9 @@ async fn batch_requests(store: Store, mut requests: mpsc::Receiver<(LookupId, Re
                     }
                 }
                 Err(e) => {
-                    let detail = e.to_string();
+                    let failed = LookupFailed { unavailable: e.is_unavailable(), detail: e.to_string() };
                     for (_, reply) in batch {
-                        let _ = reply.send(Err(detail.clone()));
+                        let _ = reply.send(Err(failed.clone()));
                     }
                 }
             }

@@ -134,20 +134,35 @@ impl Store {
     /// `standby.rs`); what it lacks or cannot be trusted for, from the primary.
     async fn credentials_found_by(&self, by: LookupColumns, wanted: &[&str]) -> StoreResult<Vec<StoredCredential>> {
         let Some(standby) = self.lookup_standby() else {
-            return credentials_in(self.reader(), by, wanted).await;
+            return credentials_on_primary(self.reader(), by, wanted).await;
         };
         let mut found = match credentials_in(&standby.pool, by, wanted).await {
             Ok(found) => found,
             // A standby that fails is read around, not reported.
-            Err(_) => return credentials_in(self.reader(), by, wanted).await,
+            Err(_) => return credentials_on_primary(self.reader(), by, wanted).await,
         };
         found.retain(|c| standby.state.trusts(c.key_id));
         let missing: Vec<&str> =
             wanted.iter().copied().filter(|w| !found.iter().any(|c| c.lookup_id.as_str() == *w)).collect();
         if !missing.is_empty() {
-            found.extend(credentials_in(self.reader(), by, &missing).await?);
+            found.extend(credentials_on_primary(self.reader(), by, &missing).await?);
         }
         Ok(found)
+    }
+}
+
+/// [`credentials_in`] on the primary, tried once more when the connection
+/// broke under it: after a failover or a database restart every pooled
+/// connection is dead, and the pool finds out only by using each, which
+/// would otherwise fail one cold verification per connection.
+async fn credentials_on_primary(
+    conn: &crate::pool::Pool,
+    by: LookupColumns,
+    wanted: &[&str],
+) -> StoreResult<Vec<StoredCredential>> {
+    match credentials_in(conn, by, wanted).await {
+        Err(e) if e.connection_broke() => credentials_in(conn, by, wanted).await,
+        found => found,
     }
 }
 
