@@ -50,9 +50,10 @@ async fn migrations_apply_from_empty_and_are_idempotent(db: TestDb) {
         unused_since: None,
         breaking: None,
         recent_since: Utc::now(),
+        count_total: true,
     };
     let page = store.list_keys(tenant.id, &query).await.unwrap();
-    assert_eq!(page.total_count, 0);
+    assert_eq!(page.total_count, Some(0));
 }
 
 async fn last_used_only_moves_forward(db: TestDb) {

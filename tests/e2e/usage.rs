@@ -276,20 +276,31 @@ async fn unused_keys_and_the_usage_order_follow_the_clock(db: TestDb) {
     assert_eq!(unused, expected, "used 40 days ago, and never used since creation 40 days ago");
     assert_eq!(ids(&list(json!({ "u": 41 })).await), Vec::<String>::new());
 
-    // By recent usage, most first; ties by id (newest first); one key a page.
-    let order = json!({ "field": "USAGE_30D", "direction": "DESC" });
-    let (mut seen, mut after, mut counts) = (Vec::new(), Value::Null, Vec::new());
-    for _ in 0..10 {
-        let page = list(json!({ "o": order, "first": 1, "after": after })).await;
-        seen.extend(ids(&page));
-        counts.extend(page["nodes"].as_array().unwrap().iter().map(|n| n["usage30d"].as_i64().unwrap()));
-        if page["pageInfo"]["hasNextPage"] != true {
-            break;
+    // By recent usage, most first; ties by id (newest first); one key a page,
+    // so the cursor crosses from used keys to unused ones (and back, ascending).
+    let walk = |direction: &'static str| {
+        let list = &list;
+        async move {
+            let order = json!({ "field": "USAGE_30D", "direction": direction });
+            let (mut seen, mut after, mut counts) = (Vec::new(), Value::Null, Vec::new());
+            for _ in 0..10 {
+                let page = list(json!({ "o": order, "first": 1, "after": after })).await;
+                seen.extend(ids(&page));
+                counts.extend(page["nodes"].as_array().unwrap().iter().map(|n| n["usage30d"].as_i64().unwrap()));
+                if page["pageInfo"]["hasNextPage"] != true {
+                    break;
+                }
+                after = page["pageInfo"]["endCursor"].clone();
+            }
+            (seen, counts)
         }
-        after = page["pageInfo"]["endCursor"].clone();
-    }
+    };
+    let (seen, counts) = walk("DESC").await;
     assert_eq!(seen, [busy.clone(), quiet.clone(), never.clone(), old_use.clone()]);
     assert_eq!(counts, [3, 1, 0, 0]);
+    let (seen, counts) = walk("ASC").await;
+    assert_eq!(seen, [old_use.clone(), never.clone(), quiet.clone(), busy.clone()]);
+    assert_eq!(counts, [0, 0, 1, 3]);
     let ascending = list(json!({ "o": { "field": "USAGE_30D", "direction": "ASC" }, "first": 10 })).await;
     assert_eq!(ids(&ascending), [old_use, never, quiet, busy]);
     app.stop().await;

@@ -254,6 +254,9 @@ pub struct KeyTableQuery {
     pub unused_for_days: Option<i32>,
     /// Only keys that break the tenant's key policy (see `KeyPolicy::violations`).
     pub violates_policy: bool,
+    /// Whether to count the matching keys (`Page::total_count`; 0 when not
+    /// asked): a count reads every match, the page only what it shows.
+    pub count_total: bool,
 }
 
 /// The most days `unusedForDays` looks back.
@@ -940,12 +943,13 @@ impl KeyAdmin<'_> {
             unused_since,
             breaking,
             recent_since: latchkey_domain::usage::UsageRange::recent(now).from,
+            count_total: query.count_total,
         };
         let page = self.app.store.list_keys(self.actor.tenant_id, &query).await?;
         Ok(Page {
             items: self.app.with_recent_usage(self.views(page.keys).await?).await?,
             has_next_page: page.has_next_page,
-            total_count: page.total_count,
+            total_count: page.total_count.unwrap_or_default(),
         })
     }
 

@@ -123,6 +123,7 @@ impl KeyQuery {
             search,
             unused_for_days,
             violates_policy: violates_policy.unwrap_or(false),
+            count_total: ctx.look_ahead().field("totalCount").exists(),
         };
         let page = admin.key_table(query).await.gql()?;
         let cursors: Vec<String> = page.items.iter().map(|v| encode_cursor(order, v)).collect();

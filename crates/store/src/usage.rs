@@ -313,10 +313,10 @@ impl Store {
     }
 }
 
-/// Joins to a key table query each key's successful verifications since
-/// `since` (summed once for the whole tenant, from its day rows); returns
-/// the count as an expression over the joined row (0 for none), for
-/// ordering and paging.
+/// Narrows a key table query to the keys with successful verifications
+/// since `since` and joins their count (summed once for the whole tenant,
+/// from its day rows); returns the count as an expression over the joined
+/// row, for ordering and paging.
 pub(crate) fn join_valid_usage_since(
     select: &mut sea_orm::Select<api_key::Entity>,
     tenant: TenantId,
@@ -335,6 +335,21 @@ pub(crate) fn join_valid_usage_since(
         .group_by_col(Column::KeyId)
         .to_owned();
     let on = Expr::col((recent.clone(), key_id)).equals((api_key::Entity, api_key::Column::Id));
-    QuerySelect::query(select).join_subquery(JoinType::LeftJoin, totals, recent.clone(), on);
-    Func::coalesce([Expr::col((recent, total)), Expr::val(0)]).into()
+    QuerySelect::query(select).join_subquery(JoinType::InnerJoin, totals, recent.clone(), on);
+    Expr::col((recent, total))
+}
+
+/// Whether the key of the row has a successful verification since `since`:
+/// one probe of `key_usage`'s primary key per key.
+pub(crate) fn valid_usage_since(since: DateTime<Utc>) -> sea_orm::sea_query::SimpleExpr {
+    use key_usage::{Column, Entity};
+    let rows = sea_orm::sea_query::Query::select()
+        .expr(Expr::val(1))
+        .from(Entity)
+        .and_where(Expr::col((Entity, Column::KeyId)).equals((api_key::Entity, api_key::Column::Id)))
+        .and_where(Expr::col((Entity, Column::BucketSeconds)).eq(Granularity::Day.seconds()))
+        .and_where(Expr::col((Entity, Column::PeriodStart)).gte(storable(since)))
+        .and_where(Expr::col((Entity, Column::Outcome)).is_in(UsageOutcome::VALID_CODES))
+        .to_owned();
+    Expr::exists(rows)
 }

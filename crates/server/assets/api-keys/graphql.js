@@ -12,12 +12,16 @@ const KEY_PAYLOAD = `apiKey { ${KEY_FIELDS} } userErrors { field message code }`
 export const Q_VIEWER = `{ viewer { tenant { id name } user { id name role } clouds } apiKeyOwnerCandidates { id name role }
   apiKeyPermissions { name description cloud } tenantKeyPolicy { ${POLICY_FIELDS} } }`;
 export const Q_WHO = `{ viewer { tenant { id name } user { id name } } }`;
-export const Q_KEYS = `query($first: Int, $after: String, $search: String, $ownerId: ID, $unused: Int,
+/** A page of the key table; `withTotal` adds the count of matching keys, which costs a read of every
+ * match, so only the first page of a filter asks for it. */
+const keysQuery = (withTotal) => `query($first: Int, $after: String, $search: String, $ownerId: ID, $unused: Int,
   $violates: Boolean, $from: DateTime!, $to: DateTime!) {
   apiKeys(first: $first, after: $after, search: $search, ownerId: $ownerId, unusedForDays: $unused,
     violatesPolicy: $violates) {
-    totalCount pageInfo { hasNextPage endCursor }
+    ${withTotal ? "totalCount" : ""} pageInfo { hasNextPage endCursor }
     nodes { ${KEY_FIELDS} daily: usage(from: $from, to: $to, granularity: DAY) { buckets { valid } } } } }`;
+export const Q_KEYS = keysQuery(true);
+export const Q_MORE_KEYS = keysQuery(false);
 /** A key's detail panel: last use, a series (by day or hour) and its audit trail. */
 export const Q_KEY_DETAIL = `query($id: ID!, $from: DateTime!, $to: DateTime!, $granularity: UsageGranularity!) {
   apiKey(id: $id) { id lastFour description lastUsed { at cloud clientAddress userAgent }

@@ -2,7 +2,7 @@
 
 import { sparkline } from "./chart.js";
 import { rangeOf } from "./detail-panel.js";
-import { Q_KEYS, gql } from "./graphql.js";
+import { Q_KEYS, Q_MORE_KEYS, gql } from "./graphql.js";
 import { state } from "./state.js";
 import { creditsText } from "./limits-form.js";
 import { summary } from "./restrictions-form.js";
@@ -196,13 +196,13 @@ export async function loadKeys({ append = false } = {}) {
     from,
     to,
   };
-  const data = await gql(Q_KEYS, variables);
+  const data = await gql(append ? Q_MORE_KEYS : Q_KEYS, variables);
   if (seq !== state.loadSeq) return; // a newer search won
   const page = data.apiKeys;
   state.keys = append ? state.keys.concat(page.nodes) : page.nodes;
   state.after = page.pageInfo.endCursor;
   state.hasMore = page.pageInfo.hasNextPage;
-  state.total = page.totalCount;
+  if (!append) state.total = page.totalCount;
   renderRows();
 }
 

@@ -67,6 +67,9 @@ pub struct KeyQuery {
     pub breaking: Option<PolicyBreaches>,
     /// Where the recent usage of [`KeyOrderField::Usage30d`] starts.
     pub recent_since: DateTime<Utc>,
+    /// Whether to count every matching key: a count visits each of them
+    /// (about a second at ten million), so only when the caller shows it.
+    pub count_total: bool,
 }
 
 /// A page of the key table.
@@ -76,8 +79,9 @@ pub struct KeyPage {
     pub keys: Vec<ApiKey>,
     /// Whether older keys remain.
     pub has_next_page: bool,
-    /// All keys matching the filters (ignoring the cursor).
-    pub total_count: u64,
+    /// All keys matching the filters (ignoring the cursor); none when not
+    /// asked for ([`KeyQuery::count_total`]).
+    pub total_count: Option<u64>,
 }
 
 pub(super) async fn key_in<C: ConnectionTrait>(
@@ -165,50 +169,77 @@ fn order_column(field: KeyOrderField) -> Option<api_key::Column> {
     }
 }
 
-/// Orders by recent usage (never null) and starts after the cursor.
-fn ordered_by_usage_after(
-    mut select: Select<api_key::Entity>,
-    tenant: TenantId,
+/// The keys used since [`KeyQuery::recent_since`], by that usage, after the
+/// cursor when the cursor is among them. Reads the tenant's recent day rows
+/// of usage once, so it costs what the keys used in those 30 days cost,
+/// however many others the tenant has.
+fn used_after(mut select: Select<api_key::Entity>, tenant: TenantId, query: &KeyQuery) -> Select<api_key::Entity> {
+    let direction = if query.ascending { Order::Asc } else { Order::Desc };
+    let usage = crate::usage::join_valid_usage_since(&mut select, tenant, query.recent_since);
+    if let Some(after) = query.after.filter(|after| after.count > 0) {
+        let count = i64::try_from(after.count).unwrap_or(i64::MAX);
+        let row = Expr::tuple([usage.clone(), Expr::col((api_key::Entity, api_key::Column::Id))]);
+        let cursor = Expr::tuple([Expr::val(count), Expr::val(after.id.0)]);
+        select = select.filter(if query.ascending { row.gt(cursor) } else { row.lt(cursor) });
+    }
+    select.order_by(usage, direction.clone()).order_by(api_key::Column::Id, direction)
+}
+
+/// The keys not used since [`KeyQuery::recent_since`] (a usage of 0), in id
+/// order, after the cursor when the cursor is among them.
+fn unused_after(select: Select<api_key::Entity>, query: &KeyQuery) -> Select<api_key::Entity> {
+    let direction = if query.ascending { Order::Asc } else { Order::Desc };
+    let mut select = select.filter(crate::usage::valid_usage_since(query.recent_since).not());
+    if let Some(after) = query.after.filter(|after| after.count == 0) {
+        select = select.filter(id_beyond(after.id, query.ascending));
+    }
+    select.order_by(api_key::Column::Id, direction)
+}
+
+/// Orders by creation (id) and starts after the cursor.
+fn ordered_by_id_after(select: Select<api_key::Entity>, query: &KeyQuery) -> Select<api_key::Entity> {
+    let direction = if query.ascending { Order::Asc } else { Order::Desc };
+    match query.after {
+        Some(after) => select.filter(id_beyond(after.id, query.ascending)),
+        None => select,
+    }
+    .order_by(api_key::Column::Id, direction)
+}
+
+fn id_beyond(id: ApiKeyId, ascending: bool) -> sea_orm::sea_query::SimpleExpr {
+    if ascending { api_key::Column::Id.gt(id.0) } else { api_key::Column::Id.lt(id.0) }
+}
+
+/// The keys with a value of `column`, in its order, after the cursor when
+/// the cursor is among them: one range of the index on (tenant, column,
+/// id), read as far as the page needs, since the cursor is compared as a
+/// row `(column, id) < (value, id)` (`>` ascending).
+fn with_value_after(
+    select: Select<api_key::Entity>,
+    column: api_key::Column,
     query: &KeyQuery,
 ) -> Select<api_key::Entity> {
     let direction = if query.ascending { Order::Asc } else { Order::Desc };
-    let usage = crate::usage::join_valid_usage_since(&mut select, tenant, query.recent_since);
-    let usage = || usage.clone();
-    if let Some(after) = query.after {
-        let count = i64::try_from(after.count).unwrap_or(i64::MAX);
-        let id_beyond =
-            if query.ascending { api_key::Column::Id.gt(after.id.0) } else { api_key::Column::Id.lt(after.id.0) };
-        let beyond = if query.ascending { usage().gt(count) } else { usage().lt(count) };
-        select =
-            select.filter(Condition::any().add(beyond).add(Condition::all().add(usage().eq(count)).add(id_beyond)));
+    let mut select = select.filter(column.is_not_null());
+    if let Some(KeyCursor { id, value: Some(value), .. }) = query.after {
+        let row = Expr::tuple([Expr::col(column), Expr::col(api_key::Column::Id)]);
+        let cursor = Expr::tuple([Expr::val(storable(value)), Expr::val(id.0)]);
+        select = select.filter(if query.ascending { row.gt(cursor) } else { row.lt(cursor) });
     }
-    select.order_by(usage(), direction.clone()).order_by(api_key::Column::Id, direction)
+    select.order_by(column, direction.clone()).order_by(api_key::Column::Id, direction)
 }
 
-/// Orders a page and starts it after its cursor: keyset paging on
-/// (value is null, value, id), so a page is stable under inserts and nulls
-/// come last in either direction.
-fn ordered_after(mut select: Select<api_key::Entity>, tenant: TenantId, query: &KeyQuery) -> Select<api_key::Entity> {
-    if query.order == KeyOrderField::Usage30d {
-        return ordered_by_usage_after(select, tenant, query);
-    }
+/// The keys without a value of `column` (last in either direction), in id
+/// order, after the cursor when the cursor is among them.
+fn without_value_after(
+    select: Select<api_key::Entity>,
+    column: api_key::Column,
+    query: &KeyQuery,
+) -> Select<api_key::Entity> {
     let direction = if query.ascending { Order::Asc } else { Order::Desc };
-    let column = order_column(query.order);
-    if let Some(after) = query.after {
-        let id_beyond =
-            if query.ascending { api_key::Column::Id.gt(after.id.0) } else { api_key::Column::Id.lt(after.id.0) };
-        let condition = match (column, after.value) {
-            (None, _) => Condition::all().add(id_beyond),
-            (Some(column), Some(value)) => Condition::any()
-                .add(if query.ascending { column.gt(value) } else { column.lt(value) })
-                .add(Condition::all().add(column.eq(value)).add(id_beyond))
-                .add(column.is_null()),
-            (Some(column), None) => Condition::all().add(column.is_null()).add(id_beyond),
-        };
-        select = select.filter(condition);
-    }
-    if let Some(column) = column {
-        select = select.order_by(Expr::col(column).is_null(), Order::Asc).order_by(column, direction.clone());
+    let mut select = select.filter(column.is_null());
+    if let Some(KeyCursor { id, value: None, .. }) = query.after {
+        select = select.filter(id_beyond(id, query.ascending));
     }
     select.order_by(api_key::Column::Id, direction)
 }
@@ -222,11 +253,59 @@ impl Store {
         Ok(key_in(self.reader(), tenant, id).await?.map(key_from))
     }
 
-    /// A page of `tenant`'s key table, in the query's order.
+    /// A page of `tenant`'s key table, in the query's order. Every order is
+    /// keyset paging that an index serves from the cursor on (see
+    /// migration m0018), so a page deep in the table costs what the first
+    /// does; the filters narrow what those ranges yield.
     pub async fn list_keys(&self, tenant: TenantId, query: &KeyQuery) -> StoreResult<KeyPage> {
-        let total_count = filtered(tenant, query).count(self.list_reader()).await?;
-        let page = ordered_after(filtered(tenant, query), tenant, query);
-        let mut rows = page.limit(query.first.saturating_add(1)).all(self.list_reader()).await?;
+        let conn = self.list_reader();
+        let total_count = match query.count_total {
+            true => Some(filtered(tenant, query).count(conn).await?),
+            false => None,
+        };
+        let wanted = query.first.saturating_add(1);
+        let mut rows = match (query.order, order_column(query.order)) {
+            // Most used first (descending): the used keys, then the unused; ascending the other way round.
+            (KeyOrderField::Usage30d, _) => {
+                let cursor_count = query.after.map(|after| after.count);
+                let mut rows = Vec::new();
+                for used in if query.ascending { [false, true] } else { [true, false] } {
+                    let missing = wanted.saturating_sub(rows.len() as u64);
+                    // A part the cursor has already passed: unused keys are behind it once it is at a used key
+                    // (ascending), used keys once it is at an unused key (descending).
+                    let passed = match cursor_count {
+                        Some(count) if query.ascending => !used && count > 0,
+                        Some(count) => used && count == 0,
+                        None => false,
+                    };
+                    if missing == 0 || passed {
+                        continue;
+                    }
+                    let part = if used {
+                        used_after(filtered(tenant, query), tenant, query)
+                    } else {
+                        unused_after(filtered(tenant, query), query)
+                    };
+                    rows.extend(part.limit(missing).all(conn).await?);
+                }
+                rows
+            }
+            (_, None) => ordered_by_id_after(filtered(tenant, query), query).limit(wanted).all(conn).await?,
+            // Keys with a value come first in either direction, then those without.
+            (_, Some(column)) => {
+                let mut rows = Vec::new();
+                if query.after.is_none_or(|after| after.value.is_some()) {
+                    let with_value = with_value_after(filtered(tenant, query), column, query);
+                    rows = with_value.limit(wanted).all(conn).await?;
+                }
+                let missing = wanted.saturating_sub(rows.len() as u64);
+                if missing > 0 {
+                    let without = without_value_after(filtered(tenant, query), column, query);
+                    rows.extend(without.limit(missing).all(conn).await?);
+                }
+                rows
+            }
+        };
         let has_next_page = rows.len() as u64 > query.first;
         rows.truncate(usize::try_from(query.first).unwrap_or(usize::MAX));
         Ok(KeyPage { keys: rows.into_iter().map(key_from).collect(), has_next_page, total_count })

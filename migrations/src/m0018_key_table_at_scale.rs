@@ -1,0 +1,63 @@
+//! The key table at ten million keys a tenant: an index for each order a
+//! page can be read in, so that a page, however deep, is one index range
+//! from its cursor; and, on PostgreSQL, a trigram index for searching
+//! descriptions (`LIKE '%term%'`), where the extension may be created.
+//!
+//! Each index is created `IF NOT EXISTS`: on a large table, build them
+//! beforehand with `CREATE INDEX CONCURRENTLY` under the same names (see
+//! docs/operations.md, "Migrations"), and this migration finds them there.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// Keys with a value, in (value, id) order; keys without one (last in
+/// either direction), in id order.
+const ORDER_INDEXES: [(&str, &str); 4] = [
+    ("ix_api_keys_tenant_expires_at", "ON api_keys (tenant_id, expires_at, id)"),
+    ("ix_api_keys_tenant_never_expiring", "ON api_keys (tenant_id, id) WHERE expires_at IS NULL"),
+    ("ix_api_keys_tenant_last_used_at", "ON api_keys (tenant_id, last_used_at, id)"),
+    ("ix_api_keys_tenant_never_used", "ON api_keys (tenant_id, id) WHERE last_used_at IS NULL"),
+];
+
+/// Creates pg_trgm unless this role may not (a managed database that lists
+/// extensions), then the trigram index when the extension is there.
+const TRIGRAM_INDEX: &str = "
+DO $$
+BEGIN
+    BEGIN
+        CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    EXCEPTION WHEN insufficient_privilege OR undefined_file OR feature_not_supported THEN
+        RAISE WARNING 'pg_trgm cannot be created here: searching descriptions reads every key of the tenant';
+    END;
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
+        EXECUTE 'CREATE INDEX IF NOT EXISTS ix_api_keys_description_trigrams ON api_keys '
+             || 'USING gin (description_folded ' || (SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm') || '.gin_trgm_ops)';
+    END IF;
+END
+$$";
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for (name, definition) in ORDER_INDEXES {
+            db.execute_unprepared(&format!("CREATE INDEX IF NOT EXISTS {name} {definition}")).await?;
+        }
+        if db.get_database_backend() == DbBackend::Postgres {
+            db.execute_unprepared(TRIGRAM_INDEX).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for (name, _) in ORDER_INDEXES {
+            db.execute_unprepared(&format!("DROP INDEX IF EXISTS {name}")).await?;
+        }
+        db.execute_unprepared("DROP INDEX IF EXISTS ix_api_keys_description_trigrams").await?;
+        Ok(())
+    }
+}
