@@ -92,9 +92,11 @@ fn secret_of(tenant: u64, n: u64) -> String {
 
 /// A time-ordered id (UUIDv7) for a key made at `at`, unique by `tenant` and `n`.
 fn key_id(at: DateTime<Utc>, tenant: u64, n: u64) -> uuid::Uuid {
+    // The version and variant bits overwrite parts of bytes 0 and 2: the
+    // numbers go where nothing is overwritten.
     let mut random = [0u8; 10];
-    random[..2].copy_from_slice(&(tenant as u16).to_le_bytes());
-    random[2..].copy_from_slice(&n.to_le_bytes());
+    random[3..5].copy_from_slice(&(tenant as u16).to_le_bytes());
+    random[5..9].copy_from_slice(&(n as u32).to_le_bytes());
     uuid::Builder::from_unix_timestamp_millis(at.timestamp_millis() as u64, &random).into_uuid()
 }
 

@@ -111,6 +111,7 @@ struct RowOfSeries {
 #[derive(FromQueryResult)]
 struct KeyTotal {
     key_id: uuid::Uuid,
+    tenant_id: uuid::Uuid,
     total: i64,
 }
 
@@ -273,21 +274,31 @@ impl Store {
         } else {
             Column::Outcome.is_not_in(UsageOutcome::VALID_CODES)
         };
+        // The tenant is checked on the rows found, not in the query: with it
+        // in the query, PostgreSQL's generic plan for this prepared
+        // statement (used from its sixth run on) reads every recent row of
+        // the tenant (370 ms at ten million keys) instead of probing the
+        // primary key for each of the page's keys (under 1 ms).
         let totals = Entity::find()
             .select_only()
             .column(Column::KeyId)
+            .column(Column::TenantId)
             .column_as(Expr::cust("CAST(SUM(count) AS BIGINT)"), "total")
-            .filter(Column::TenantId.eq(tenant.0))
             .filter(Column::KeyId.is_in(keys.iter().map(|k| k.0)))
             .filter(Column::BucketSeconds.eq(range.granularity.seconds()))
             .filter(Column::PeriodStart.gte(range.from))
             .filter(Column::PeriodStart.lt(range.to))
             .filter(outcomes)
             .group_by(Column::KeyId)
+            .group_by(Column::TenantId)
             .into_model::<KeyTotal>()
             .all(self.list_reader())
             .await?;
-        Ok(totals.into_iter().map(|t| (ApiKeyId(t.key_id), u64::try_from(t.total).unwrap_or(0))).collect())
+        Ok(totals
+            .into_iter()
+            .filter(|t| t.tenant_id == tenant.0)
+            .map(|t| (ApiKeyId(t.key_id), u64::try_from(t.total).unwrap_or(0)))
+            .collect())
     }
 
     /// Drops the buckets older than what each granularity keeps at `now`;
