@@ -218,6 +218,10 @@ async fn main() -> anyhow::Result<()> {
         copy_keys(&mut conn, &owners, t, args.keys_per_tenant, now).await?;
     }
     eprintln!("{} tenants of {} keys, {:.0?} in all", args.tenants, args.keys_per_tenant, started.elapsed());
+    // What a replica's first flush does on a database without a usage window: sum every key's recent days.
+    let summing = Instant::now();
+    store.advance_usage_window(latchkey_domain::usage::UsageRange::recent(now).from).await?;
+    eprintln!("usage window summed for every key in {:.0?}", summing.elapsed());
     sea_orm::sqlx::query("VACUUM ANALYZE api_keys, key_usage").execute(&mut conn).await?;
 
     if let Some(path) = &args.secrets {

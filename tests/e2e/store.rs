@@ -49,7 +49,6 @@ async fn migrations_apply_from_empty_and_are_idempotent(db: TestDb) {
         search: None,
         unused_since: None,
         breaking: None,
-        recent_since: Utc::now(),
         count_total: true,
     };
     let page = store.list_keys(tenant.id, &query).await.unwrap();

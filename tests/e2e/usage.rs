@@ -16,6 +16,7 @@ on_both_backends!(
     replicas_sum_exactly_and_a_graceful_shutdown_loses_nothing,
     the_previous_secret_is_counted_apart_during_an_overlap,
     unused_keys_and_the_usage_order_follow_the_clock,
+    the_usage_order_counts_the_window_exactly_with_replicas_flushing,
     hourly_usage_is_dropped_past_its_retention_and_days_remain,
     usage_stays_within_its_tenant_and_its_key,
     hostile_ranges_and_filters_are_refused_with_the_limit_named,
@@ -303,6 +304,72 @@ async fn unused_keys_and_the_usage_order_follow_the_clock(db: TestDb) {
     assert_eq!(counts, [0, 0, 1, 3]);
     let ascending = list(json!({ "o": { "field": "USAGE_30D", "direction": "ASC" }, "first": 10 })).await;
     assert_eq!(ids(&ascending), [old_use, never, quiet, busy]);
+    app.stop().await;
+}
+
+/// Waits until the key table in `USAGE_30D` order shows these (key, count)
+/// pairs, most used first, and checks each against the key's own sum.
+async fn expect_usage_order(app: &TestApp, admin: &latchkey_domain::User, expected: [(&str, i64); 2]) {
+    let order = "query { apiKeys(orderBy: { field: USAGE_30D, direction: DESC }) { nodes { id usage30d } } }";
+    let single = "query($id: ID!) { apiKey(id: $id) { usage30d } }";
+    let token = app.token(admin, Cloud::Employee);
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = app.gql(Some(&token), order, json!({})).await["data"]["apiKeys"]["nodes"].clone();
+        let pairs: Vec<(&str, i64)> = seen
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["id"].as_str().unwrap(), n["usage30d"].as_i64().unwrap()))
+            .collect();
+        if pairs == expected {
+            for (id, count) in expected {
+                let own = app.gql(Some(&token), single, json!({ "id": id })).await;
+                assert_eq!(own["data"]["apiKey"]["usage30d"], count, "{own}");
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the usage order never showed {expected:?}: {seen}");
+}
+
+/// The `USAGE_30D` order reads each key's kept sum of the window: with three
+/// servers flushing while the window moves, it equals what the key's own
+/// `usage30d` sums from the stored days, and a day is taken off when it
+/// leaves the window.
+async fn the_usage_order_counts_the_window_exactly_with_replicas_flushing(db: TestDb) {
+    let (app, clock) = app_with_clock(db, AppOptions::default()).await;
+    let s = app.seed("Acme").await;
+    let token = app.token(&s.admin, Cloud::Employee);
+    let (once, once_secret, _) = app.generate(&token, &s.integration, "Used on the first day").await;
+    let (daily, daily_secret, _) = app.generate(&token, &s.integration, "Used on three days").await;
+    let ((one, _), (two, _)) = (app.replica().await, app.replica().await);
+    let servers = [app.url.clone(), one.url(), two.url()];
+    let use_everywhere = |secret: String, times: usize| {
+        let (app, servers) = (&app, &servers);
+        async move {
+            for server in servers {
+                for _ in 0..times {
+                    assert_eq!(app.verify_on(server, &secret).await["valid"], true);
+                }
+            }
+        }
+    };
+
+    use_everywhere(once_secret, 2).await;
+    use_everywhere(daily_secret.clone(), 1).await;
+    expect_usage_order(&app, &s.admin, [(&once, 6), (&daily, 3)]).await;
+    // The 30th day on: the first day is still in the window.
+    clock.advance(Span::days(29));
+    use_everywhere(daily_secret.clone(), 1).await;
+    expect_usage_order(&app, &s.admin, [(&daily, 6), (&once, 6)]).await;
+    // The 31st: the first day has left it, on every server's flush at once.
+    clock.advance(Span::days(1));
+    use_everywhere(daily_secret, 1).await;
+    expect_usage_order(&app, &s.admin, [(&daily, 6), (&once, 0)]).await;
+    one.stop().await;
+    two.stop().await;
     app.stop().await;
 }
 

@@ -942,12 +942,16 @@ impl KeyAdmin<'_> {
             search,
             unused_since,
             breaking,
-            recent_since: latchkey_domain::usage::UsageRange::recent(now).from,
             count_total: query.count_total,
         };
         let page = self.app.store.list_keys(self.actor.tenant_id, &query).await?;
         Ok(Page {
-            items: self.app.with_recent_usage(self.views(page.keys).await?).await?,
+            items: self
+                .views(page.keys)
+                .await?
+                .into_iter()
+                .map(|view| KeyView { usage_30d: page.recent_usage.get(&view.key.id).copied(), ..view })
+                .collect(),
             has_next_page: page.has_next_page,
             total_count: page.total_count.unwrap_or_default(),
         })

@@ -2,13 +2,22 @@
 //! (`INSERT … ON CONFLICT DO UPDATE SET count = count + excluded.count`, so
 //! replicas sum exactly), per key and per tenant, by hour and by day; and
 //! the last use of each key, forward only.
+//!
+//! Each key also keeps its successful verifications of the recent days in
+//! `api_keys.usage_30d`, so that the key table can be ordered by them from
+//! an index. `usage_window` holds the first day that sum covers: a flush
+//! adds what it counted on that day or later (reading the window under a
+//! shared lock), and [`Store::advance_usage_window`] moves the window on,
+//! taking off the days that left it, under an exclusive lock. The two
+//! serialize, so the sum equals the day rows from the window's first day on,
+//! exactly, with any number of replicas flushing.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::usage::{Granularity, LastUse, UsageOutcome, UsageRange, UsageRow};
 use latchkey_domain::{ApiKeyId, TenantId};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, OnConflict};
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, Func, OnConflict};
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set};
 
 use super::keys::row::api_key;
@@ -60,6 +69,28 @@ pub(crate) mod tenant_usage {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod usage_window {
+    use sea_orm::entity::prelude::*;
+
+    /// The one row (id 1): the first day `api_keys.usage_30d` counts; none
+    /// until the first window is set.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "usage_window")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub starts_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The id of `usage_window`'s one row.
+const USAGE_WINDOW_ROW: i32 = 1;
 
 /// Verifications of one key counted in one hour under one outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,7 +173,104 @@ where
     Ok(())
 }
 
+/// Adds each key's count to its `usage_30d`: one statement per thousand
+/// keys, `usage_30d + CASE id WHEN … THEN … END`.
+async fn add_to_usage_in_window(
+    txn: &sea_orm::DatabaseTransaction,
+    counts: BTreeMap<uuid::Uuid, u64>,
+) -> StoreResult<()> {
+    let counts: Vec<(uuid::Uuid, u64)> = counts.into_iter().collect();
+    for chunk in counts.chunks(ROWS_PER_INSERT) {
+        let added = chunk.iter().fold(CaseStatement::new(), |case, (id, count)| {
+            case.case(api_key::Column::Id.eq(*id), Expr::val(count_column(*count)))
+        });
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::Usage30d, Expr::col(api_key::Column::Usage30d).add(added.finally(0)))
+            .filter(api_key::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The successful verifications of the key of the row on the days from
+/// `from` (inclusive) to `to` (exclusive, none: no end), from its day rows.
+fn valid_days_of_key(from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> sea_orm::sea_query::SelectStatement {
+    use key_usage::{Column, Entity};
+    let mut rows = sea_orm::sea_query::Query::select();
+    rows.expr(Func::coalesce([Expr::from(Func::sum(Expr::col((Entity, Column::Count)))), Expr::val(0i64)]))
+        .from(Entity)
+        .and_where(Expr::col((Entity, Column::KeyId)).equals((api_key::Entity, api_key::Column::Id)));
+    valid_days(&mut rows, from, to);
+    rows
+}
+
+/// The keys with successful verifications on the days from `from` to `to`.
+fn keys_with_valid_days(from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> sea_orm::sea_query::SelectStatement {
+    use key_usage::{Column, Entity};
+    let mut rows = sea_orm::sea_query::Query::select();
+    rows.column((Entity, Column::KeyId)).from(Entity);
+    valid_days(&mut rows, from, to);
+    rows
+}
+
+fn valid_days(rows: &mut sea_orm::sea_query::SelectStatement, from: DateTime<Utc>, to: Option<DateTime<Utc>>) {
+    use key_usage::{Column, Entity};
+    rows.and_where(Expr::col((Entity, Column::BucketSeconds)).eq(Granularity::Day.seconds()))
+        .and_where(Expr::col((Entity, Column::PeriodStart)).gte(storable(from)))
+        .and_where(Expr::col((Entity, Column::Outcome)).is_in(UsageOutcome::VALID_CODES));
+    if let Some(to) = to {
+        rows.and_where(Expr::col((Entity, Column::PeriodStart)).lt(storable(to)));
+    }
+}
+
 impl Store {
+    /// Moves the usage window to start at `starts_at` (a day): takes the
+    /// days that left it off each key's `usage_30d` (they are still stored:
+    /// call this before [`Store::drop_expired_usage`]), or, the first time or
+    /// when the clock went back, sums every key's days from `starts_at`
+    /// afresh. Returns whether the window moved (when it is already there,
+    /// this is one read).
+    pub async fn advance_usage_window(&self, starts_at: DateTime<Utc>) -> StoreResult<bool> {
+        let txn = self.conn().begin().await?;
+        let window = usage_window::Entity::find_by_id(USAGE_WINDOW_ROW).lock_exclusive().one(&txn).await?;
+        let current = window.and_then(|w| w.starts_at);
+        if current == Some(starts_at) {
+            txn.commit().await?;
+            return Ok(false);
+        }
+        let update = api_key::Entity::update_many();
+        let update = match current {
+            Some(old) if old < starts_at => {
+                let left = valid_days_of_key(old, Some(starts_at));
+                update
+                    .col_expr(
+                        api_key::Column::Usage30d,
+                        Expr::col(api_key::Column::Usage30d).sub(Expr::SubQuery(None, Box::new(left.into()))),
+                    )
+                    .filter(api_key::Column::Id.in_subquery(keys_with_valid_days(old, Some(starts_at))))
+            }
+            _ => update
+                .col_expr(
+                    api_key::Column::Usage30d,
+                    Expr::SubQuery(None, Box::new(valid_days_of_key(starts_at, None).into())),
+                )
+                .filter(
+                    api_key::Column::Usage30d
+                        .ne(0)
+                        .or(api_key::Column::Id.in_subquery(keys_with_valid_days(starts_at, None))),
+                ),
+        };
+        update.exec(&txn).await?;
+        usage_window::Entity::update_many()
+            .col_expr(usage_window::Column::StartsAt, Expr::value(storable(starts_at)))
+            .filter(usage_window::Column::Id.eq(USAGE_WINDOW_ROW))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
     /// Adds a flush's counts (to the hour and to the day, of the key and of
     /// its tenant) and moves last uses forward, in one transaction.
     pub async fn record_usage(&self, batch: &UsageBatch) -> StoreResult<()> {
@@ -156,6 +284,16 @@ impl Store {
             }
         }
         let txn = self.conn().begin().await?;
+        let window = usage_window::Entity::find_by_id(USAGE_WINDOW_ROW).lock_shared().one(&txn).await?;
+        if let Some(starts_at) = window.and_then(|w| w.starts_at) {
+            let mut in_window: BTreeMap<uuid::Uuid, u64> = BTreeMap::new();
+            for delta in &batch.counts {
+                if delta.hour >= starts_at && UsageOutcome::VALID_CODES.contains(&delta.outcome.as_str()) {
+                    *in_window.entry(delta.key_id.0).or_insert(0) += delta.count;
+                }
+            }
+            add_to_usage_in_window(&txn, in_window).await?;
+        }
         let key_rows: Vec<key_usage::ActiveModel> = per_key
             .into_iter()
             .map(|((key_id, (seconds, start, outcome)), (tenant_id, count))| key_usage::ActiveModel {
@@ -322,45 +460,4 @@ impl Store {
         }
         Ok(dropped)
     }
-}
-
-/// Narrows a key table query to the keys with successful verifications
-/// since `since` and joins their count (summed once for the whole tenant,
-/// from its day rows); returns the count as an expression over the joined
-/// row, for ordering and paging.
-pub(crate) fn join_valid_usage_since(
-    select: &mut sea_orm::Select<api_key::Entity>,
-    tenant: TenantId,
-    since: DateTime<Utc>,
-) -> Expr {
-    use key_usage::{Column, Entity};
-    let (recent, total, key_id) = (Alias::new("recent_usage"), Alias::new("total"), Alias::new("key_id"));
-    let totals = sea_orm::sea_query::Query::select()
-        .expr_as(Expr::col(Column::KeyId), key_id.clone())
-        .expr_as(Func::sum(Expr::col(Column::Count)), total.clone())
-        .from(Entity)
-        .and_where(Expr::col(Column::TenantId).eq(tenant.0))
-        .and_where(Expr::col(Column::BucketSeconds).eq(Granularity::Day.seconds()))
-        .and_where(Expr::col(Column::PeriodStart).gte(storable(since)))
-        .and_where(Expr::col(Column::Outcome).is_in(UsageOutcome::VALID_CODES))
-        .group_by_col(Column::KeyId)
-        .to_owned();
-    let on = Expr::col((recent.clone(), key_id)).equals((api_key::Entity, api_key::Column::Id));
-    QuerySelect::query(select).join_subquery(JoinType::InnerJoin, totals, recent.clone(), on);
-    Expr::col((recent, total))
-}
-
-/// Whether the key of the row has a successful verification since `since`:
-/// one probe of `key_usage`'s primary key per key.
-pub(crate) fn valid_usage_since(since: DateTime<Utc>) -> sea_orm::sea_query::SimpleExpr {
-    use key_usage::{Column, Entity};
-    let rows = sea_orm::sea_query::Query::select()
-        .expr(Expr::val(1))
-        .from(Entity)
-        .and_where(Expr::col((Entity, Column::KeyId)).equals((api_key::Entity, api_key::Column::Id)))
-        .and_where(Expr::col((Entity, Column::BucketSeconds)).eq(Granularity::Day.seconds()))
-        .and_where(Expr::col((Entity, Column::PeriodStart)).gte(storable(since)))
-        .and_where(Expr::col((Entity, Column::Outcome)).is_in(UsageOutcome::VALID_CODES))
-        .to_owned();
-    Expr::exists(rows)
 }

@@ -566,6 +566,12 @@ impl KeyVerifier {
     /// keys' last uses, and drops usage past its retention; returns how many
     /// counts were written. On failure the batch is kept for next time.
     pub async fn flush_usage(&self) -> AppResult<usize> {
+        let now = self.clock.now();
+        // First, so that the counts go to the window of today, and the days
+        // that left it are still stored when they are taken off.
+        if self.store.advance_usage_window(latchkey_domain::usage::UsageRange::recent(now).from).await? {
+            tracing::info!("the usage window moved on a day");
+        }
         self.cache.for_each(|key| key.hand_over_uses());
         let batch = self.usage.drain();
         let written = batch.counts.len();
@@ -575,7 +581,6 @@ impl KeyVerifier {
             self.usage.unwritten(batch);
             return Err(e.into());
         }
-        let now = self.clock.now();
         let dropped = self.store.drop_expired_usage(now).await?;
         if dropped > 0 {
             tracing::info!(rows = dropped, "usage past its retention dropped");

@@ -65,6 +65,9 @@ pub mod api_key {
         pub self_rotation: bool,
         pub self_rotated_at: Option<DateTimeUtc>,
         pub end_overlap_on_first_use: bool,
+        /// Successful verifications since the usage window's first day
+        /// (kept by the usage flush, see `usage::usage_window`).
+        pub usage_30d: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -228,6 +231,7 @@ impl NewKey {
             self_rotation: Set(self.self_rotation),
             self_rotated_at: Set(None),
             end_overlap_on_first_use: Set(false),
+            usage_30d: Set(0),
         }
     }
 }

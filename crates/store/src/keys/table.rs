@@ -1,5 +1,7 @@
 //! The key table: filters by status, owner and description, keyset paging
-//! in three orders, and the other reads of whole keys.
+//! in four orders, and the other reads of whole keys.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::key_policy::PolicyBreaches;
@@ -25,7 +27,7 @@ pub enum KeyOrderField {
     ExpiresAt,
     /// By last use; keys never used come last.
     LastUsedAt,
-    /// By successful verifications in the last 30 days (see [`KeyQuery::recent_since`]).
+    /// By successful verifications in the last 30 days (the usage window).
     Usage30d,
 }
 
@@ -65,8 +67,6 @@ pub struct KeyQuery {
     pub unused_since: Option<DateTime<Utc>>,
     /// Only keys that break a key policy like this.
     pub breaking: Option<PolicyBreaches>,
-    /// Where the recent usage of [`KeyOrderField::Usage30d`] starts.
-    pub recent_since: DateTime<Utc>,
     /// Whether to count every matching key: a count visits each of them
     /// (about a second at ten million), so only when the caller shows it.
     pub count_total: bool,
@@ -82,6 +82,9 @@ pub struct KeyPage {
     /// All keys matching the filters (ignoring the cursor); none when not
     /// asked for ([`KeyQuery::count_total`]).
     pub total_count: Option<u64>,
+    /// Each key's successful verifications in the usage window, as the
+    /// `USAGE_30D` order saw them.
+    pub recent_usage: HashMap<ApiKeyId, u64>,
 }
 
 pub(super) async fn key_in<C: ConnectionTrait>(
@@ -169,31 +172,17 @@ fn order_column(field: KeyOrderField) -> Option<api_key::Column> {
     }
 }
 
-/// The keys used since [`KeyQuery::recent_since`], by that usage, after the
-/// cursor when the cursor is among them. Reads the tenant's recent day rows
-/// of usage once, so it costs what the keys used in those 30 days cost,
-/// however many others the tenant has.
-fn used_after(mut select: Select<api_key::Entity>, tenant: TenantId, query: &KeyQuery) -> Select<api_key::Entity> {
+/// Keys by their successful verifications in the usage window (kept in
+/// `usage_30d` for every key, see the `usage` module), after the cursor:
+/// one range of the index on (tenant, usage_30d, id).
+fn usage_after(mut select: Select<api_key::Entity>, query: &KeyQuery) -> Select<api_key::Entity> {
     let direction = if query.ascending { Order::Asc } else { Order::Desc };
-    let usage = crate::usage::join_valid_usage_since(&mut select, tenant, query.recent_since);
-    if let Some(after) = query.after.filter(|after| after.count > 0) {
-        let count = i64::try_from(after.count).unwrap_or(i64::MAX);
-        let row = Expr::tuple([usage.clone(), Expr::col((api_key::Entity, api_key::Column::Id))]);
-        let cursor = Expr::tuple([Expr::val(count), Expr::val(after.id.0)]);
+    if let Some(after) = query.after {
+        let row = Expr::tuple([Expr::col(api_key::Column::Usage30d), Expr::col(api_key::Column::Id)]);
+        let cursor = Expr::tuple([Expr::val(i64::try_from(after.count).unwrap_or(i64::MAX)), Expr::val(after.id.0)]);
         select = select.filter(if query.ascending { row.gt(cursor) } else { row.lt(cursor) });
     }
-    select.order_by(usage, direction.clone()).order_by(api_key::Column::Id, direction)
-}
-
-/// The keys not used since [`KeyQuery::recent_since`] (a usage of 0), in id
-/// order, after the cursor when the cursor is among them.
-fn unused_after(select: Select<api_key::Entity>, query: &KeyQuery) -> Select<api_key::Entity> {
-    let direction = if query.ascending { Order::Asc } else { Order::Desc };
-    let mut select = select.filter(crate::usage::valid_usage_since(query.recent_since).not());
-    if let Some(after) = query.after.filter(|after| after.count == 0) {
-        select = select.filter(id_beyond(after.id, query.ascending));
-    }
-    select.order_by(api_key::Column::Id, direction)
+    select.order_by(api_key::Column::Usage30d, direction.clone()).order_by(api_key::Column::Id, direction)
 }
 
 /// Orders by creation (id) and starts after the cursor.
@@ -265,31 +254,7 @@ impl Store {
         };
         let wanted = query.first.saturating_add(1);
         let mut rows = match (query.order, order_column(query.order)) {
-            // Most used first (descending): the used keys, then the unused; ascending the other way round.
-            (KeyOrderField::Usage30d, _) => {
-                let cursor_count = query.after.map(|after| after.count);
-                let mut rows = Vec::new();
-                for used in if query.ascending { [false, true] } else { [true, false] } {
-                    let missing = wanted.saturating_sub(rows.len() as u64);
-                    // A part the cursor has already passed: unused keys are behind it once it is at a used key
-                    // (ascending), used keys once it is at an unused key (descending).
-                    let passed = match cursor_count {
-                        Some(count) if query.ascending => !used && count > 0,
-                        Some(count) => used && count == 0,
-                        None => false,
-                    };
-                    if missing == 0 || passed {
-                        continue;
-                    }
-                    let part = if used {
-                        used_after(filtered(tenant, query), tenant, query)
-                    } else {
-                        unused_after(filtered(tenant, query), query)
-                    };
-                    rows.extend(part.limit(missing).all(conn).await?);
-                }
-                rows
-            }
+            (KeyOrderField::Usage30d, _) => usage_after(filtered(tenant, query), query).limit(wanted).all(conn).await?,
             (_, None) => ordered_by_id_after(filtered(tenant, query), query).limit(wanted).all(conn).await?,
             // Keys with a value come first in either direction, then those without.
             (_, Some(column)) => {
@@ -308,7 +273,9 @@ impl Store {
         };
         let has_next_page = rows.len() as u64 > query.first;
         rows.truncate(usize::try_from(query.first).unwrap_or(usize::MAX));
-        Ok(KeyPage { keys: rows.into_iter().map(key_from).collect(), has_next_page, total_count })
+        let recent_usage =
+            rows.iter().map(|row| (ApiKeyId(row.id), u64::try_from(row.usage_30d).unwrap_or(0))).collect();
+        Ok(KeyPage { keys: rows.into_iter().map(key_from).collect(), has_next_page, total_count, recent_usage })
     }
 
     /// Every key of `tenant`, oldest first (for reports).
