@@ -70,10 +70,16 @@ seed() { # database, big-tenant keys, tenants, keys per tenant, secrets to keep
   if [ "$(psql_at -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" = 1 ] && [ -s "$CLUSTER/$db.json" ]; then
     echo "reusing the seeded database $db" >&2; return
   fi
-  psql_at -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
-  local started=$SECONDS
+  local started=$SECONDS present=() expected=$(( $2 + $3 * $4 ))
+  # A seeding cut off after writing every key (say, by a failure at its end) is finished, not redone.
+  if [ "$(psql_at -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" = 1 ] &&
+     [ "$(psql_at -d "$db" -c "SELECT count(*) >= $expected FROM api_keys" 2>/dev/null)" = t ]; then
+    echo "finishing the seeding of $db (its keys were written)" >&2; present=(--keys-present)
+  else
+    psql_at -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  fi
   "$SEED" "$(url_of "$db")" --big-tenant-keys "$2" --tenants "$3" --keys-per-tenant "$4" \
-    --secrets "$CLUSTER/$db.secrets" --secrets-count "$5" > "$CLUSTER/$db.json"
+    --secrets "$CLUSTER/$db.secrets" --secrets-count "$5" "${present[@]}" > "$CLUSTER/$db.json"
   echo "SEEDED $db: $(jq -r .keys "$CLUSTER/$db.json") keys in $((SECONDS - started)) s" >&2
 }
 seed small "$BASELINE" 0 0 "$BASELINE"

@@ -7,8 +7,12 @@
 //!
 //! ```text
 //! latchkey-seed-scale URL [--big-tenant-keys N] [--tenants N] [--keys-per-tenant N]
-//!                         [--secrets FILE --secrets-count N]
+//!                         [--secrets FILE --secrets-count N] [--keys-present]
 //! ```
+//!
+//! `--keys-present` finishes a seeding whose keys were all written (the
+//! window of recent usage, statistics, secrets, the JSON) without writing
+//! them again.
 //!
 //! Prints one JSON object: the big tenant's id, an internal admin of it and
 //! how many keys were written. `--secrets` writes the secrets of
@@ -39,6 +43,7 @@ struct Args {
     keys_per_tenant: u64,
     secrets: Option<String>,
     secrets_count: u64,
+    keys_present: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -51,8 +56,13 @@ fn args() -> anyhow::Result<Args> {
         keys_per_tenant: 1_000,
         secrets: None,
         secrets_count: 0,
+        keys_present: false,
     };
     while let Some(flag) = raw.next() {
+        if flag == "--keys-present" {
+            args.keys_present = true;
+            continue;
+        }
         let value = raw.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
         let number = || value.parse::<u64>().map_err(|e| anyhow::anyhow!("{flag}: {e}"));
         match flag.as_str() {
@@ -210,14 +220,25 @@ async fn main() -> anyhow::Result<()> {
     store.migrate().await?;
     let mut conn = PgConnection::connect(&args.url).await?;
 
-    let big = make_tenant(&store, "Scale", 1_000, now).await?;
-    copy_keys(&mut conn, &big, 0, args.big_tenant_keys, now).await?;
-    eprintln!("{} keys of the big tenant in {:.0?}", args.big_tenant_keys, started.elapsed());
-    for t in 1..=args.tenants {
-        let owners = make_tenant(&store, &format!("Tenant {t}"), 9, now).await?;
-        copy_keys(&mut conn, &owners, t, args.keys_per_tenant, now).await?;
-    }
-    eprintln!("{} tenants of {} keys, {:.0?} in all", args.tenants, args.keys_per_tenant, started.elapsed());
+    let big = if args.keys_present {
+        let (tenant, admin): (uuid::Uuid, uuid::Uuid) = sea_orm::sqlx::query_as(
+            "SELECT t.id, u.id FROM tenants t JOIN users u ON u.tenant_id = t.id \
+             WHERE t.name = 'Scale' AND u.email = 'admin@scale.example'",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        Owners { tenant: TenantId(tenant), admin: UserId(admin), integrations: Vec::new() }
+    } else {
+        let big = make_tenant(&store, "Scale", 1_000, now).await?;
+        copy_keys(&mut conn, &big, 0, args.big_tenant_keys, now).await?;
+        eprintln!("{} keys of the big tenant in {:.0?}", args.big_tenant_keys, started.elapsed());
+        for t in 1..=args.tenants {
+            let owners = make_tenant(&store, &format!("Tenant {t}"), 9, now).await?;
+            copy_keys(&mut conn, &owners, t, args.keys_per_tenant, now).await?;
+        }
+        eprintln!("{} tenants of {} keys, {:.0?} in all", args.tenants, args.keys_per_tenant, started.elapsed());
+        big
+    };
     // What a replica's first flush does on a database without a usage window: sum every key's recent days.
     let summing = Instant::now();
     store.advance_usage_window(latchkey_domain::usage::UsageRange::recent(now).from).await?;
