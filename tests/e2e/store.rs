@@ -49,10 +49,22 @@ async fn migrations_apply_from_empty_and_are_idempotent(db: TestDb) {
         search: None,
         unused_since: None,
         breaking: None,
-        count_total: true,
+        count_up_to: Some(2),
     };
     let page = store.list_keys(tenant.id, &query).await.unwrap();
     assert_eq!(page.total_count, Some(0));
+    // A count stops where it is told to: three keys, counted up to two.
+    let owner =
+        NewUser { tenant_id: tenant.id, email: "o@t.example".into(), name: "O".into(), role: Role::IntegrationUser };
+    let owner = store.create_user(owner, Utc::now()).await.unwrap();
+    for _ in 0..3 {
+        let key = NewKey::new(tenant.id, owner.id, Description::parse("k").unwrap(), credential());
+        store.import_legacy_key(key, Utc::now()).await.unwrap();
+    }
+    let page = store.list_keys(tenant.id, &query).await.unwrap();
+    assert_eq!((page.total_count, page.keys.len()), (Some(2), 3));
+    let uncapped = KeyQuery { count_up_to: Some(10), ..query };
+    assert_eq!(store.list_keys(tenant.id, &uncapped).await.unwrap().total_count, Some(3));
 }
 
 async fn last_used_only_moves_forward(db: TestDb) {

@@ -140,7 +140,12 @@ impl KeyAdmin<'_> {
             .map_err(|_| AppError::BadUserInput("`search` is too long (maximum is 255 characters).".into()))?;
         let filter = latchkey_store::UserFilter { search, role: query.role, active: query.active };
         let page = self.app.store.users_page(self.actor.tenant_id, &filter, after, first).await?;
-        Ok(Page { items: page.users, has_next_page: page.has_next_page, total_count: page.total_count })
+        Ok(Page {
+            items: page.users,
+            has_next_page: page.has_next_page,
+            total_count: page.total_count,
+            count_capped: false,
+        })
     }
 
     /// How many keys `user` of this tenant owns (0 for an unknown user).

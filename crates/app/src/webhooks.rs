@@ -270,7 +270,7 @@ impl KeyAdmin<'_> {
         };
         let (items, has_next_page) = self.app.store.webhook_endpoints(self.actor.tenant_id, after, limit).await?;
         let total_count = self.app.store.webhook_endpoint_count(self.actor.tenant_id).await?;
-        Ok(Page { items, has_next_page, total_count })
+        Ok(Page { items, has_next_page, total_count, count_capped: false })
     }
 
     /// A page of the tenant's deliveries, newest first, with their attempts.

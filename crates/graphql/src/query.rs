@@ -123,7 +123,7 @@ impl KeyQuery {
             search,
             unused_for_days,
             violates_policy: violates_policy.unwrap_or(false),
-            count_total: ctx.look_ahead().field("totalCount").exists(),
+            count_total: ["totalCount", "totalCountCapped"].iter().any(|f| ctx.look_ahead().field(f).exists()),
         };
         let page = admin.key_table(query).await.gql()?;
         let cursors: Vec<String> = page.items.iter().map(|v| encode_cursor(order, v)).collect();
@@ -135,6 +135,7 @@ impl KeyQuery {
             nodes,
             page_info,
             total_count: i32::try_from(page.total_count).unwrap_or(i32::MAX),
+            total_count_capped: page.count_capped,
         })
     }
 

@@ -500,8 +500,13 @@ pub struct ApiKeyConnection {
     pub nodes: Vec<GqlApiKey>,
     /// Paging.
     pub page_info: PageInfo,
-    /// How many keys match the filters in all.
+    /// How many keys match the filters in all, counted up to 10,000 (see
+    /// `totalCountCapped`).
     pub total_count: i32,
+    /// Whether more keys match than `totalCount`: counting stops at 10,000
+    /// (show "10,000+"), so that a tenant of millions of keys is not read
+    /// whole for a number.
+    pub total_count_capped: bool,
 }
 
 const CURSOR_PREFIX: &str = "key:";

@@ -193,6 +193,49 @@ async fn add_to_usage_in_window(
     Ok(())
 }
 
+/// Keys per statement of [`move_last_uses_forward`] (11 values each).
+const LAST_USES_PER_UPDATE: usize = 500;
+
+/// Moves each key's last use forward to the one given, where it is newer:
+/// one statement per [`LAST_USES_PER_UPDATE`] keys (`CASE id WHEN … THEN
+/// … END` for each column), not one per key, so that a flush of a hundred
+/// thousand keys takes a few hundred statements.
+async fn move_last_uses_forward(txn: &sea_orm::DatabaseTransaction, uses: &[(ApiKeyId, LastUse)]) -> StoreResult<()> {
+    let mut latest: BTreeMap<uuid::Uuid, &LastUse> = BTreeMap::new();
+    for (id, last) in uses {
+        let entry = latest.entry(id.0).or_insert(last);
+        if last.at > entry.at {
+            *entry = last;
+        }
+    }
+    let latest: Vec<(uuid::Uuid, &LastUse)> = latest.into_iter().collect();
+    for chunk in latest.chunks(LAST_USES_PER_UPDATE) {
+        let per_key = |value: &dyn Fn(&LastUse) -> Expr, column: api_key::Column| {
+            chunk
+                .iter()
+                .fold(CaseStatement::new(), |case, (id, last)| case.case(api_key::Column::Id.eq(*id), value(last)))
+                .finally(Expr::col(column))
+        };
+        let at = |last: &LastUse| Expr::value(storable(last.at));
+        let cloud = |last: &LastUse| Expr::value(last.cloud.map(|c| c.as_str().to_owned()));
+        let address = |last: &LastUse| Expr::value(last.client_address.map(|a| a.to_string()));
+        let agent = |last: &LastUse| Expr::value(last.user_agent.clone());
+        let newer = api_key::Column::LastUsedAt
+            .is_null()
+            .or(Expr::col(api_key::Column::LastUsedAt).lt(per_key(&at, api_key::Column::LastUsedAt)));
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::LastUsedAt, per_key(&at, api_key::Column::LastUsedAt).into())
+            .col_expr(api_key::Column::LastUsedCloud, per_key(&cloud, api_key::Column::LastUsedCloud).into())
+            .col_expr(api_key::Column::LastUsedAddress, per_key(&address, api_key::Column::LastUsedAddress).into())
+            .col_expr(api_key::Column::LastUsedUserAgent, per_key(&agent, api_key::Column::LastUsedUserAgent).into())
+            .filter(api_key::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
+            .filter(newer)
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The successful verifications of the key of the row on the days from
 /// `from` (inclusive) to `to` (exclusive, none: no end), from its day rows.
 fn valid_days_of_key(from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> sea_orm::sea_query::SelectStatement {
@@ -322,18 +365,7 @@ impl Store {
             let keys = [Column::TenantId, Column::BucketSeconds, Column::PeriodStart, Column::Outcome];
             add_counts::<Entity>(&txn, tenant_rows, keys, Column::Count).await?;
         }
-        for (id, last) in &batch.last_uses {
-            let at = storable(last.at);
-            api_key::Entity::update_many()
-                .col_expr(api_key::Column::LastUsedAt, Expr::value(at))
-                .col_expr(api_key::Column::LastUsedCloud, Expr::value(last.cloud.map(|c| c.as_str().to_owned())))
-                .col_expr(api_key::Column::LastUsedAddress, Expr::value(last.client_address.map(|a| a.to_string())))
-                .col_expr(api_key::Column::LastUsedUserAgent, Expr::value(last.user_agent.clone()))
-                .filter(api_key::Column::Id.eq(id.0))
-                .filter(api_key::Column::LastUsedAt.is_null().or(api_key::Column::LastUsedAt.lt(at)))
-                .exec(&txn)
-                .await?;
-        }
+        move_last_uses_forward(&txn, &batch.last_uses).await?;
         txn.commit().await?;
         Ok(())
     }

@@ -13,12 +13,12 @@ export const Q_VIEWER = `{ viewer { tenant { id name } user { id name role } clo
   apiKeyPermissions { name description cloud } tenantKeyPolicy { ${POLICY_FIELDS} } }`;
 export const Q_WHO = `{ viewer { tenant { id name } user { id name } } }`;
 /** A page of the key table; `withTotal` adds the count of matching keys, which costs a read of every
- * match, so only the first page of a filter asks for it. */
+ * match (up to 10,000: past it the count says so), so only the first page of a filter asks for it. */
 const keysQuery = (withTotal) => `query($first: Int, $after: String, $search: String, $ownerId: ID, $unused: Int,
   $violates: Boolean, $from: DateTime!, $to: DateTime!) {
   apiKeys(first: $first, after: $after, search: $search, ownerId: $ownerId, unusedForDays: $unused,
     violatesPolicy: $violates) {
-    ${withTotal ? "totalCount" : ""} pageInfo { hasNextPage endCursor }
+    ${withTotal ? "totalCount totalCountCapped" : ""} pageInfo { hasNextPage endCursor }
     nodes { ${KEY_FIELDS} daily: usage(from: $from, to: $to, granularity: DAY) { buckets { valid } } } } }`;
 export const Q_KEYS = keysQuery(true);
 export const Q_MORE_KEYS = keysQuery(false);

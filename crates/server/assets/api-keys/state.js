@@ -14,6 +14,8 @@ export const state = {
   after: null,
   hasMore: false,
   total: 0,
+  /** Whether more keys match than `total` (the count stops at 10,000). */
+  totalCapped: false,
   search: "",
   owner: "",
   /** Only keys unused for 90 days. */

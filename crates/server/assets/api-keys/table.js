@@ -175,7 +175,7 @@ export function renderRows() {
   $("more").hidden = !state.hasMore;
   $("count").textContent = state.keys.length === 0 && filtered
     ? "No keys match these filters."
-    : `Showing ${state.keys.length} of ${state.total} key${state.total === 1 ? "" : "s"}.`;
+    : `Showing ${state.keys.length} of ${state.total.toLocaleString("en")}${state.totalCapped ? "+" : ""} key${state.total === 1 && !state.totalCapped ? "" : "s"}.`;
   if (!state.rendered) {
     state.rendered = true;
     performance.mark("api-keys-table-rendered");
@@ -202,7 +202,10 @@ export async function loadKeys({ append = false } = {}) {
   state.keys = append ? state.keys.concat(page.nodes) : page.nodes;
   state.after = page.pageInfo.endCursor;
   state.hasMore = page.pageInfo.hasNextPage;
-  if (!append) state.total = page.totalCount;
+  if (!append) {
+    state.total = page.totalCount;
+    state.totalCapped = page.totalCountCapped;
+  }
   renderRows();
 }
 

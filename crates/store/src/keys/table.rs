@@ -67,9 +67,10 @@ pub struct KeyQuery {
     pub unused_since: Option<DateTime<Utc>>,
     /// Only keys that break a key policy like this.
     pub breaking: Option<PolicyBreaches>,
-    /// Whether to count every matching key: a count visits each of them
-    /// (about a second at ten million), so only when the caller shows it.
-    pub count_total: bool,
+    /// Count the matching keys, up to this many: a count visits each key it
+    /// counts (about a second at ten million), so only when the caller
+    /// shows it, and only so far.
+    pub count_up_to: Option<u64>,
 }
 
 /// A page of the key table.
@@ -79,8 +80,8 @@ pub struct KeyPage {
     pub keys: Vec<ApiKey>,
     /// Whether older keys remain.
     pub has_next_page: bool,
-    /// All keys matching the filters (ignoring the cursor); none when not
-    /// asked for ([`KeyQuery::count_total`]).
+    /// The keys matching the filters (ignoring the cursor), counted up to
+    /// [`KeyQuery::count_up_to`]; none when not asked for.
     pub total_count: Option<u64>,
     /// Each key's successful verifications in the usage window, as the
     /// `USAGE_30D` order saw them.
@@ -248,9 +249,12 @@ impl Store {
     /// does; the filters narrow what those ranges yield.
     pub async fn list_keys(&self, tenant: TenantId, query: &KeyQuery) -> StoreResult<KeyPage> {
         let conn = self.list_reader();
-        let total_count = match query.count_total {
-            true => Some(filtered(tenant, query).count(conn).await?),
-            false => None,
+        let total_count = match query.count_up_to {
+            // COUNT(*) over the first `up_to` matching ids: it stops there.
+            Some(up_to) => {
+                Some(filtered(tenant, query).select_only().column(api_key::Column::Id).limit(up_to).count(conn).await?)
+            }
+            None => None,
         };
         let wanted = query.first.saturating_add(1);
         let mut rows = match (query.order, order_column(query.order)) {
