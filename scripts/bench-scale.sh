@@ -19,7 +19,7 @@
 #   on the large database, the replica's RSS after verifying
 #     BENCH_SCALE_RSS_KEYS distinct keys (default 1,000,000).
 # Prints one line per measurement and the goals met or missed. Seeding the
-# large database takes about ten minutes on 2 cores; BENCH_SCALE_KEEP=DIR
+# large database takes about fourteen minutes on 2 cores; BENCH_SCALE_KEEP=DIR
 # keeps (and reuses) the cluster there; BENCH_SCALE_SEED_ONLY=1 stops after
 # seeding (to measure later on a quiet machine).
 set -euo pipefail
