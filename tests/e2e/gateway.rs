@@ -3,6 +3,7 @@
 
 use latchkey_domain::secret::with_checksum;
 use latchkey_tests::nginx::{EchoUpstream, Nginx};
+use latchkey_tests::sse::SseStream;
 use latchkey_tests::{Seeded, TestApp, ops};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
@@ -203,5 +204,16 @@ async fn nginx_lets_only_allowed_keys_through_to_the_upstream(app: TestApp) {
         assert_eq!(challenge.as_deref(), Some(r#"Bearer realm="latchkey", error="invalid_token""#));
         assert!(!response.text().await.unwrap().contains("x-latchkey"), "the upstream was not called");
     }
+
+    // The verification stream passes through unbuffered: a revocation arrives as it happens.
+    let (_, streamer) = generate_restricted(&app, &s, json!({ "permissions": ["verify:stream"] })).await;
+    let mut stream = SseStream::open(&app.http, &nginx.url, &streamer, None)
+        .await
+        .unwrap_or_else(|r| panic!("no stream through nginx: {} {}", r.status(), nginx.error_log()));
+    let started = std::time::Instant::now();
+    app.gql(Some(&s.admin_token), ops::DELETE, json!({ "id": id })).await;
+    let event = stream.next_signal_within(std::time::Duration::from_secs(5)).await.expect("the revocation");
+    assert_eq!((event.event.as_str(), event.data["keyId"].as_str()), ("revoked", Some(id.as_str())), "{event:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "through nginx in {:?}", started.elapsed());
     app.stop().await;
 }

@@ -60,5 +60,6 @@ mod store;
 mod tenancy;
 mod topology;
 mod usage;
+mod verification_stream;
 mod verify;
 mod webhooks;

@@ -36,9 +36,10 @@ async fn restricted_keys_are_decided_at_verification_in_a_fixed_order(app: TestA
     let s = app.seed("Acme").await;
     let body = app.gql(Some(&s.admin_token), "{ apiKeyPermissions { name description cloud } }", json!({})).await;
     let catalogue = body["data"]["apiKeyPermissions"].as_array().unwrap_or_else(|| panic!("{body}"));
-    assert_eq!(catalogue.len(), 12);
+    assert_eq!(catalogue.len(), 13);
     assert!(catalogue.contains(&json!({ "name": "academies:write", "description": "Create, update and delete academies.", "cloud": "CUSTOMER" })));
     assert!(catalogue.iter().any(|p| p["name"] == "scim" && p["cloud"].is_null()));
+    assert!(catalogue.iter().any(|p| p["name"] == "verify:stream" && p["cloud"].is_null()));
 
     let (id, secret, restrictions) = generate(
         &app,

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod process;
 pub mod proxy;
 pub mod smtp;
+pub mod sse;
 pub mod topology;
 pub mod webhooks;
 

@@ -12,9 +12,10 @@
 use std::ops::Deref;
 
 use chrono::{DateTime, Utc};
+use latchkey_domain::key_signals::{KeySignal, KeySignalKind};
 use latchkey_domain::webhook_events::{WebhookDelivery, WebhookEndpoint, WebhookEvent};
 use latchkey_domain::webhooks::WebhookEventType;
-use latchkey_domain::{ApiKey, ApiKeyId, AuditEntry, Notice, NoticeKind, User};
+use latchkey_domain::{ApiKey, AuditEntry, Notice, NoticeKind, User};
 use latchkey_store::Tx;
 use serde_json::{Map, Value};
 
@@ -26,7 +27,7 @@ use crate::error::AppResult;
 pub(crate) struct Change<'a> {
     app: &'a App,
     tx: Tx,
-    revoked: Vec<ApiKeyId>,
+    revoked: Vec<KeySignal>,
     mailed: bool,
     /// The enabled webhook endpoints of the tenant, read at the first event.
     endpoints: Option<Vec<WebhookEndpoint>>,
@@ -96,12 +97,24 @@ impl<'a> Change<'a> {
         self.publish(WebhookEvent::about_key(event_type, key, &owner, actor, at, fields)).await
     }
 
-    /// Drops `key`'s cached verifications on every replica once the change
-    /// commits (what they cached — secret, status, owner, restrictions — no
-    /// longer holds).
-    pub(crate) async fn revoke(&mut self, key: ApiKeyId) -> AppResult<()> {
-        self.tx.push_revocation(key).await?;
-        self.revoked.push(key);
+    /// Drops `key`'s cached verifications on every replica and in every
+    /// verification stream's client once the change commits: its secret no
+    /// longer verifies as it did.
+    pub(crate) async fn revoke(&mut self, key: &ApiKey) -> AppResult<()> {
+        self.signal(key, KeySignalKind::Revoked).await
+    }
+
+    /// [`Change::revoke`] for a change that leaves the key working but
+    /// changes its answer (restrictions, limits, expiry, owner).
+    pub(crate) async fn key_changed(&mut self, key: &ApiKey) -> AppResult<()> {
+        self.signal(key, KeySignalKind::Changed).await
+    }
+
+    /// [`Change::revoke`] or [`Change::key_changed`], by `kind`.
+    pub(crate) async fn signal(&mut self, key: &ApiKey, kind: KeySignalKind) -> AppResult<()> {
+        let signal = KeySignal { key_id: key.id, tenant_id: key.tenant_id, kind };
+        self.tx.push_revocation(&signal).await?;
+        self.revoked.push(signal);
         Ok(())
     }
 
@@ -109,8 +122,14 @@ impl<'a> Change<'a> {
     pub(crate) async fn commit(self) -> AppResult<()> {
         let Change { app, tx, revoked, mailed, published, .. } = self;
         tx.commit().await?;
-        for key in revoked {
-            app.verifier.forget(key);
+        // On PostgreSQL the streams hear it from the follower, with every
+        // other replica's; on SQLite this process is the only one.
+        let streams_here = app.store.backend() == latchkey_store::Backend::Sqlite;
+        for signal in revoked {
+            app.verifier.forget(signal.key_id);
+            if streams_here {
+                app.signals.publish(Some(signal), app.clock.now());
+            }
         }
         if mailed {
             app.outbox.notify_one();

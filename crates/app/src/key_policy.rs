@@ -157,7 +157,7 @@ impl App {
         let reason = fields([("reason", DisabledReason::Unused.as_str().into())]);
         change.publish_key_event(WebhookEventType::KeyDisabled, &key, &actor, now, reason).await?;
         change.audit(&AuditEntry::new(AuditChange::Disabled, &key, &actor, now)).await?;
-        change.revoke(key.id).await?;
+        change.revoke(&key).await?;
         change.commit().await?;
         tracing::info!(tenant = %key.tenant_id, key = %key.id, "unused key disabled by the key policy");
         Ok(true)

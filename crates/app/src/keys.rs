@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use latchkey_domain::error::{Violation, ViolationCode};
 use latchkey_domain::hashing::hash_secret;
+use latchkey_domain::key_signals::KeySignalKind;
 use latchkey_domain::limits::{CreditRefill, KeyCredits, LimitProblem, RateLimits, RefillInterval};
 use latchkey_domain::restrictions::Restrictions;
 use latchkey_domain::{
@@ -573,7 +574,7 @@ impl KeyAdmin<'_> {
             };
             change.publish_key_event(event, &key, self.actor, now, fields).await?;
             if matches!(target, SecretTarget::Rotate { .. }) {
-                change.revoke(key.id).await?;
+                change.revoke(&key).await?;
             }
             change.commit().await?;
             return Ok(Some((key, secret)));
@@ -699,7 +700,7 @@ impl KeyAdmin<'_> {
                 now,
             ))
             .await?;
-        change.revoke(key.id).await?;
+        change.revoke(&key).await?;
         change.commit().await?;
         Ok(Ok(self.view(key).await?))
     }
@@ -732,7 +733,7 @@ impl KeyAdmin<'_> {
         change
             .audit(&AuditEntry::new(AuditChange::ExpiryChanged { old, new: expires_at }, &key, self.actor, now))
             .await?;
-        change.revoke(key.id).await?;
+        change.key_changed(&key).await?;
         change.commit().await?;
         Ok(Ok(self.view(key).await?))
     }
@@ -774,7 +775,7 @@ impl KeyAdmin<'_> {
         change
             .audit(&AuditEntry::new(AuditChange::RestrictionsChanged { before, after }, &key, self.actor, now))
             .await?;
-        change.revoke(key.id).await?;
+        change.key_changed(&key).await?;
         change.commit().await?;
         Ok(Ok(self.view(key).await?))
     }
@@ -801,7 +802,7 @@ impl KeyAdmin<'_> {
         change.mail_owner(kind, &key, self.actor, now).await?;
         change.publish_key_event(event, &key, self.actor, now, Map::new()).await?;
         change.audit(&AuditEntry::new(audited, &key, self.actor, now)).await?;
-        change.revoke(key.id).await?;
+        change.signal(&key, if command.disabled { KeySignalKind::Revoked } else { KeySignalKind::Changed }).await?;
         change.commit().await?;
         Ok(Ok(self.view(key).await?))
     }
@@ -873,7 +874,7 @@ impl KeyAdmin<'_> {
         change.mail_owner(NoticeKind::Deleted, &key, self.actor, now).await?;
         change.publish_key_event(WebhookEventType::KeyDeleted, &key, self.actor, now, Map::new()).await?;
         change.audit(&AuditEntry::new(AuditChange::Deleted, &key, self.actor, now)).await?;
-        change.revoke(key.id).await?;
+        change.revoke(&key).await?;
         change.commit().await?;
         Ok(Ok(key))
     }

@@ -114,7 +114,7 @@ impl App {
         if revoked {
             change.set_key_compromised(key.id, now).await?;
             key.compromised_at = Some(now);
-            change.revoke(key.id).await?;
+            change.revoke(&key).await?;
         }
         let leak = LeakReport {
             reporter: found.reporter.clone(),

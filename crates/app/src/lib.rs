@@ -23,6 +23,7 @@ mod owners;
 pub mod scim;
 pub mod self_rotation;
 pub mod usage;
+pub mod verification_stream;
 pub mod verify;
 pub mod webhook_dispatch;
 pub mod webhooks;
@@ -68,6 +69,7 @@ pub struct App {
     leak_reports: Arc<leaks::ReportLimiter>,
     metrics: Arc<metrics::Metrics>,
     webhooks: Arc<webhooks::WebhookSetup>,
+    signals: Arc<verification_stream::SignalHub>,
 }
 
 /// What a caller sees of itself.
@@ -123,7 +125,9 @@ impl App {
             allowed: Default::default(),
             wake: Arc::default(),
         });
+        let signals = Arc::new(verification_stream::SignalHub::new(clock.now()));
         Ok(App {
+            signals,
             store,
             clock,
             token_key,
@@ -175,6 +179,18 @@ impl App {
     /// The verification engine.
     pub fn verifier(&self) -> &Arc<KeyVerifier> {
         &self.verifier
+    }
+
+    /// Applies what the revocation follower reported (a change committed on
+    /// any replica, this one included) to the verification cache, then to
+    /// the verification streams.
+    pub fn apply_revocation(&self, signal: latchkey_store::RevocationSignal) {
+        self.verifier.apply(signal);
+        let signal = match signal {
+            latchkey_store::RevocationSignal::Key(signal) => Some(signal),
+            latchkey_store::RevocationSignal::Resync => None,
+        };
+        self.signals.publish(signal, self.clock.now());
     }
 
     /// Authenticates the value of an `Authorization` header from `client`.

@@ -96,7 +96,7 @@ impl KeyAdmin<'_> {
         change
             .audit(&AuditEntry::new(AuditChange::LimitsChanged { before: was, after: is }, &key, self.actor, now))
             .await?;
-        change.revoke(key.id).await?;
+        change.key_changed(&key).await?;
         change.commit().await?;
         Ok(Ok(self.view(key).await?))
     }
@@ -131,7 +131,7 @@ impl KeyAdmin<'_> {
         change.write_credits(id, Some(&credits)).await?;
         let key = ApiKey { credits: Some(credits), ..key };
         change.audit(&AuditEntry::new(AuditChange::CreditsAdded { amount }, &key, self.actor, now)).await?;
-        change.revoke(key.id).await?;
+        change.key_changed(&key).await?;
         change.commit().await?;
         Ok(Ok(self.view(key).await?))
     }
@@ -165,7 +165,7 @@ impl KeyAdmin<'_> {
         let entry = AuditEntry::owner_limits_changed(self.actor, &owner, before.describe(), limits.describe(), now);
         change.audit(&entry).await?;
         for key in change.locked_keys_owned_by(tenant, owner_id).await? {
-            change.revoke(key.id).await?;
+            change.key_changed(&key).await?;
         }
         change.commit().await?;
         Ok(Ok((owner, limits)))

@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use latchkey_domain::error::ViolationCode;
+use latchkey_domain::key_signals::KeySignalKind;
 use latchkey_domain::{
     ApiKey, ApiKeyId, AuditChange, AuditEntry, Notice, NoticeKind, SearchTerm, Suspension, TenantId, User, UserId,
     policy,
@@ -207,8 +208,10 @@ pub(crate) async fn user_changed(
     if may(before) == may(after) && before.role == after.role {
         return Ok(keys.iter().map(|k| k.id).collect());
     }
+    // Suspended keys stop; a new role or a reactivated owner changes answers.
+    let kind = if may(before) && !may(after) { KeySignalKind::Revoked } else { KeySignalKind::Changed };
     for key in &keys {
-        change.revoke(key.id).await?;
+        change.signal(key, kind).await?;
     }
     if may(before)
         && !may(after)
@@ -253,5 +256,5 @@ async fn transferred(
     change.publish(event).await?;
     let (before, after) = names;
     change.audit(&AuditEntry::new(AuditChange::OwnerChanged { before, after }, key, actor, now)).await?;
-    change.revoke(key.id).await
+    change.key_changed(key).await
 }

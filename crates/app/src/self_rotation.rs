@@ -139,7 +139,7 @@ impl App {
         let actor = lifecycle::system_actor(ended.tenant_id);
         let expired = latchkey_domain::AuditChange::PreviousSecretExpired { at: now, new_secret_used: true };
         change.audit(&latchkey_domain::AuditEntry::new(expired, &ended, &actor, now)).await?;
-        change.revoke(ended.id).await?;
+        change.revoke(&ended).await?;
         change.commit().await?;
         tracing::info!(tenant = %ended.tenant_id, key = %ended.id, "previous secret ended: the new one was used");
         Ok(true)

@@ -14,6 +14,7 @@ pub mod hashing;
 pub mod ids;
 pub mod import;
 pub mod key_policy;
+pub mod key_signals;
 pub mod lifecycle;
 pub mod limits;
 pub mod model;

@@ -44,6 +44,11 @@ pub const PERMISSIONS: &[Permission] = &[
         cloud: Some(Cloud::Customer),
     },
     Permission { name: "scim", description: "Provision users and groups with SCIM 2.0.", cloud: None },
+    Permission {
+        name: "verify:stream",
+        description: "Read the verification stream: which keys of the tenant were revoked or changed.",
+        cloud: None,
+    },
 ];
 
 /// The permission named `name`, if there is one.

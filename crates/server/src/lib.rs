@@ -31,6 +31,7 @@ mod router;
 mod scim;
 mod secret_scanning;
 mod self_rotation;
+mod verification_stream;
 mod verify;
 pub mod wiring;
 

@@ -7,7 +7,8 @@ use latchkey_domain::{API_KEYS_PAGE_PATH, WEBHOOKS_PAGE_PATH};
 
 use crate::answers::RestError;
 use crate::{
-    console, forward_auth, graphiql, graphql_http, openapi, probes, scim, secret_scanning, self_rotation, verify,
+    console, forward_auth, graphiql, graphql_http, openapi, probes, scim, secret_scanning, self_rotation,
+    verification_stream, verify,
 };
 
 /// Largest GraphQL request body: a document at its ceiling
@@ -39,6 +40,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     // Envoy's ext_authz appends the client's path to its `path_prefix`.
     .route("/v1/auth/{path:.*}", web::route().to(forward_auth::forward_auth))
     .service(only("/v1/keys/rotate", "POST").route(web::post().to(self_rotation::rotate_itself)))
+    .service(only("/v1/verifications/stream", "GET").route(web::get().to(verification_stream::stream)))
     .service(only("/v1/keys/report-leak", "POST").route(web::post().to(verify::report_leak)))
     .service(only("/v1/secret-scanning/github", "POST").route(web::post().to(secret_scanning::github_secret_scanning)))
     .configure(scim::routes);

@@ -34,6 +34,7 @@ pub struct RunningServer {
     revocations: Option<tokio::task::JoinHandle<()>>,
     stop_dispatcher: watch::Sender<bool>,
     store: Store,
+    app: App,
 }
 
 impl RunningServer {
@@ -42,8 +43,10 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
-    /// Stops gracefully: stop accepting, drain requests, stop the dispatcher.
+    /// Stops gracefully: end the verification streams, stop accepting,
+    /// drain requests, stop the dispatcher.
     pub async fn stop(self) {
+        self.app.signals().close();
         self.handle.stop(true).await;
         let _ = self.wait().await;
     }
@@ -166,7 +169,9 @@ pub async fn start_with_clock(
     if config.workers > 0 {
         server = server.workers(config.workers);
     }
-    if !config.handle_signals {
+    if config.handle_signals {
+        tokio::spawn(close_streams_on_signal(app.clone()));
+    } else {
         server = server.disable_signals();
     }
     let server = server.bind(config.bind)?;
@@ -193,7 +198,26 @@ pub async fn start_with_clock(
         revocations,
         stop_dispatcher,
         store,
+        app,
     })
+}
+
+/// Ends the verification streams on SIGINT or SIGTERM, beside actix's
+/// own graceful stop, which would otherwise wait for them until its timeout.
+async fn close_streams_on_signal(app: App) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    app.signals().close();
 }
 
 /// The metrics listener: `/metrics` only, one worker, apart from the API so
@@ -216,7 +240,7 @@ fn serve_metrics(
     Ok((addr, handle, tokio::spawn(server)))
 }
 
-/// Applies revocations made by other replicas to this one's cache (the
+/// Applies revocations made by every replica to this one's cache and streams (the
 /// listener's first connection was awaited before serving: every `Resync`
 /// here is a reconnect).
 async fn follow_revocations(
@@ -228,10 +252,10 @@ async fn follow_revocations(
         tokio::select! {
             signal = listener.next() => {
                 match signal {
-                    RevocationSignal::Revoked(_) => app.metrics().revocation_notice(),
+                    RevocationSignal::Key(_) => app.metrics().revocation_notice(),
                     RevocationSignal::Resync => app.metrics().listener_reconnect(),
                 }
-                app.verifier().apply(signal);
+                app.apply_revocation(signal);
             }
             _ = stop.changed() => return,
         }

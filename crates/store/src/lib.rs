@@ -489,7 +489,7 @@ impl Store {
     pub fn note_revocation(&self, signal: RevocationSignal) {
         let Some(standby) = &self.standby else { return };
         match signal {
-            RevocationSignal::Revoked(key) => standby.state.guard(key),
+            RevocationSignal::Key(signal) => standby.state.guard(signal.key_id),
             RevocationSignal::Resync => standby.state.guard_all(),
         }
     }

@@ -1,15 +1,16 @@
 //! Revocation signals between replicas (PostgreSQL `LISTEN/NOTIFY`).
 //!
-//! Rotating or deleting a key sends `NOTIFY latchkey_key_revoked, '<key id>'`
-//! inside the same transaction, so it is delivered exactly when the change
-//! commits. Every replica listens and drops the key from its verification
-//! cache. A listener that loses its connection reconnects and reports
+//! A change that makes a key's cached verifications wrong sends
+//! `NOTIFY latchkey_key_revoked, '<key id> <tenant id> <kind>'` (see
+//! [`KeySignal::to_wire`]) inside the same transaction, so it is delivered
+//! exactly when the change commits. Every replica listens, drops the key
+//! from its verification cache and tells its verification streams. A listener that loses its connection reconnects and reports
 //! [`RevocationSignal::Resync`]: notices sent while it was away are lost, so
 //! the whole cache must go.
 
 use std::time::Duration;
 
-use latchkey_domain::ApiKeyId;
+use latchkey_domain::key_signals::KeySignal;
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
@@ -28,20 +29,21 @@ const PROBE_WAIT: Duration = Duration::from_secs(3);
 /// What a listener reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RevocationSignal {
-    /// This key's secret changed or the key is gone.
-    Revoked(ApiKeyId),
-    /// The listener (re)connected: anything may have been missed.
+    /// This key's cached verifications no longer hold.
+    Key(KeySignal),
+    /// The listener (re)connected, or a notice it cannot read came (from a
+    /// replica of an earlier version): anything may have been missed.
     Resync,
 }
 
-/// Sends the revocation of `key` (PostgreSQL only; a no-op on SQLite, which
-/// serves one process). Call inside the transaction of the change.
-pub(crate) async fn notify_revocation<C: ConnectionTrait>(conn: &C, key: ApiKeyId) -> StoreResult<()> {
+/// Sends `signal` to every replica (PostgreSQL only; a no-op on SQLite,
+/// which serves one process). Call inside the transaction of the change.
+pub(crate) async fn notify_revocation<C: ConnectionTrait>(conn: &C, signal: &KeySignal) -> StoreResult<()> {
     if conn.get_database_backend() == DbBackend::Postgres {
         conn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT pg_notify($1, $2)",
-            [REVOCATION_CHANNEL.into(), key.to_string().into()],
+            [REVOCATION_CHANNEL.into(), signal.to_wire().into()],
         ))
         .await?;
     }
@@ -185,9 +187,9 @@ impl RevocationListener {
             };
             match listener.try_recv().await {
                 Ok(Some(notification)) if notification.channel() == PROBE_CHANNEL => {}
-                Ok(Some(notification)) => match notification.payload().parse() {
-                    Ok(id) => return RevocationSignal::Revoked(id),
-                    Err(_) => return RevocationSignal::Resync,
+                Ok(Some(notification)) => match KeySignal::from_wire(notification.payload()) {
+                    Some(signal) => return RevocationSignal::Key(signal),
+                    None => return RevocationSignal::Resync,
                 },
                 Ok(None) => {
                     tracing::warn!("revocation listener lost its connection; reconnecting");

@@ -3,6 +3,7 @@
 //! through it (the other modules add theirs in their own `impl Tx` blocks).
 //! Dropping a `Tx` without committing rolls everything back.
 
+use latchkey_domain::key_signals::KeySignal;
 use latchkey_domain::{ApiKeyId, AuditEntry, Notice};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QuerySelect, Select};
 
@@ -76,18 +77,18 @@ impl Tx {
         insert_event(&self.txn, event).await
     }
 
-    /// Tells every replica, when this commits, to drop `key` from its
-    /// verification cache (PostgreSQL `NOTIFY`; nothing on SQLite, which
-    /// serves one process).
-    pub async fn push_revocation(&self, key: ApiKeyId) -> StoreResult<()> {
+    /// Tells every replica, when this commits, to drop the signal's key
+    /// from its verification cache and tell its verification streams
+    /// (PostgreSQL `NOTIFY`; nothing on SQLite, which serves one process).
+    pub async fn push_revocation(&self, signal: &KeySignal) -> StoreResult<()> {
         // Guarded now: a standby read of the key is not trusted from before
         // the commit until the standby has replayed it.
         if let Some(standby) = &self.standby {
-            standby.guard(key);
+            standby.guard(signal.key_id);
             if let Ok(mut revoked) = self.revoked.lock() {
-                revoked.push(key);
+                revoked.push(signal.key_id);
             }
         }
-        notify_revocation(&self.txn, key).await
+        notify_revocation(&self.txn, signal).await
     }
 }

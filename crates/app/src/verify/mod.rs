@@ -533,7 +533,7 @@ impl KeyVerifier {
         // reads the key from a standby that has not replayed its revocation.
         self.store.note_revocation(signal);
         match signal {
-            RevocationSignal::Revoked(key) => self.forget(key),
+            RevocationSignal::Key(signal) => self.forget(signal.key_id),
             RevocationSignal::Resync => {
                 self.cache.invalidate_all();
                 self.budgets.all_changed();

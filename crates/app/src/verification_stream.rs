@@ -1,0 +1,377 @@
+//! The verification stream: what a service that caches verifications in
+//! its own process must drop, as it happens (`GET /v1/verifications/stream`).
+//!
+//! Every replica keeps the signals it applied to its own cache (from its
+//! commits on SQLite, from the `NOTIFY` follower on PostgreSQL) in a ring
+//! of the last [`RETAINED_EVENTS`] or [`RETAINED_FOR`], each with an id
+//! `<seq>-<unix ms>-<replica>`. A client resuming with `Last-Event-ID`:
+//! - from this replica gets what followed its event, if the ring still
+//!   holds it;
+//! - from another replica gets every signal this one received from
+//!   [`RESUME_MARGIN`] before that event's time on (replicas receive each
+//!   `NOTIFY` within milliseconds of one another; a signal sent twice is
+//!   harmless), if this replica was running then and still holds it;
+//! - otherwise `flush`: drop everything, nothing can be proved.
+//!
+//! A subscriber too slow for the live channel gets `flush` too.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration, Utc};
+use latchkey_domain::TenantId;
+use latchkey_domain::key_signals::KeySignal;
+use latchkey_domain::restrictions::{PermissionSet, owner_permissions};
+use tokio::sync::{broadcast, watch};
+
+use crate::App;
+use crate::auth::{Authentication, Principal};
+use crate::error::{AppError, AppResult};
+
+/// The most signals a replica keeps for resuming streams.
+pub const RETAINED_EVENTS: usize = 10_000;
+/// The longest a replica keeps a signal for resuming streams.
+pub const RETAINED_FOR: Duration = Duration::minutes(5);
+/// How much earlier than another replica this one may receive a signal
+/// (`NOTIFY` delivery and clocks, both milliseconds apart): a resume from
+/// another replica's event replays from this long before its time.
+pub const RESUME_MARGIN: Duration = Duration::seconds(1);
+/// How often a stream says it is alive.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+/// Signals a live subscriber may fall behind by before it gets `flush`.
+const LIVE_CAPACITY: usize = 4_096;
+
+/// The permission a key needs to open the stream.
+pub const STREAM_PERMISSION: &str = "verify:stream";
+
+/// Why a stream must drop everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushReason {
+    /// The replica's follower reconnected: signals may have been missed.
+    Resync,
+    /// The resume asked for signals this replica no longer holds or never had.
+    ResumeTooOld,
+    /// The client read too slowly.
+    Lagged,
+}
+
+impl FlushReason {
+    /// The name a client sees.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushReason::Resync => "resync",
+            FlushReason::ResumeTooOld => "resume_too_old",
+            FlushReason::Lagged => "lagged",
+        }
+    }
+}
+
+/// The id of a stream event: unique per replica run, ordered within it,
+/// with the time it was received (to resume on another replica).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventId {
+    /// Position in this replica's run.
+    pub seq: u64,
+    /// When this replica received it.
+    pub at: DateTime<Utc>,
+    /// The replica run.
+    pub run: u32,
+}
+
+impl EventId {
+    /// The text form sent as the SSE `id`.
+    pub fn encode(&self) -> String {
+        format!("{}-{}-{:08x}", self.seq, self.at.timestamp_millis(), self.run)
+    }
+
+    /// Reads [`EventId::encode`]; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('-');
+        let (Some(seq), Some(at), Some(run), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return None;
+        };
+        Some(EventId {
+            seq: seq.parse().ok()?,
+            at: DateTime::from_timestamp_millis(at.parse().ok()?)?,
+            run: u32::from_str_radix(run, 16).ok()?,
+        })
+    }
+}
+
+/// What a stream sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// A key's cached verifications no longer hold.
+    Key(EventId, KeySignal),
+    /// Drop every cached verification.
+    Flush(Option<EventId>, FlushReason),
+}
+
+/// Whose keys a stream carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamGrant {
+    /// The tenant of the key that opened it.
+    pub tenant: TenantId,
+    /// That key: the stream ends when it is revoked.
+    pub key: latchkey_domain::ApiKeyId,
+}
+
+impl StreamGrant {
+    /// Whether the stream carries `event`.
+    pub fn carries(&self, event: &StreamEvent) -> bool {
+        match event {
+            StreamEvent::Key(_, signal) => signal.tenant_id == self.tenant,
+            StreamEvent::Flush(..) => true,
+        }
+    }
+}
+
+/// A new subscriber: what to send first, then the live channel.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Signals since the client's `Last-Event-ID` (or one `flush`).
+    pub replay: Vec<StreamEvent>,
+    /// Everything published from now on.
+    pub live: broadcast::Receiver<StreamEvent>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    events: VecDeque<StreamEvent>,
+    next_seq: u64,
+    /// Signals received from then on are all in `events`.
+    complete_since: DateTime<Utc>,
+}
+
+/// This replica's signals for its streams.
+#[derive(Debug)]
+pub struct SignalHub {
+    run: u32,
+    ring: Mutex<Ring>,
+    live: broadcast::Sender<StreamEvent>,
+    closing: watch::Sender<bool>,
+}
+
+impl SignalHub {
+    /// A hub for a replica started at `now`.
+    pub fn new(now: DateTime<Utc>) -> Self {
+        SignalHub {
+            run: rand::random(),
+            ring: Mutex::new(Ring { events: VecDeque::new(), next_seq: 1, complete_since: now }),
+            live: broadcast::channel(LIVE_CAPACITY).0,
+            closing: watch::channel(false).0,
+        }
+    }
+
+    /// Ends every stream (the server is stopping: clients reconnect to
+    /// another replica and resume there).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Changes when the streams must end.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Sends `signal` (or, for `None`, a `flush` after a resync) to every
+    /// stream, and keeps it for resumes.
+    pub fn publish(&self, signal: Option<KeySignal>, now: DateTime<Utc>) {
+        let Ok(mut ring) = self.ring.lock() else { return };
+        let id = EventId { seq: ring.next_seq, at: now, run: self.run };
+        ring.next_seq += 1;
+        let event = match signal {
+            Some(signal) => StreamEvent::Key(id, signal),
+            None => StreamEvent::Flush(Some(id), FlushReason::Resync),
+        };
+        ring.events.push_back(event);
+        while ring.events.len() > RETAINED_EVENTS
+            || ring.events.front().is_some_and(|e| event_at(e) < now - RETAINED_FOR)
+        {
+            if let Some(dropped) = ring.events.pop_front() {
+                // Signals at this time or before may be gone.
+                ring.complete_since = event_at(&dropped) + Duration::milliseconds(1);
+            }
+        }
+        // No subscriber is not an error.
+        let _ = self.live.send(event);
+    }
+
+    /// Subscribes a stream resuming after `last_event_id` (none: a new
+    /// client, which has nothing cached yet). The replay and the live
+    /// channel are taken together: nothing falls between them.
+    pub fn subscribe(&self, last_event_id: Option<&str>, now: DateTime<Utc>) -> Subscription {
+        let ring = match self.ring.lock() {
+            Ok(ring) => ring,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let live = self.live.subscribe();
+        let too_old = || vec![StreamEvent::Flush(None, FlushReason::ResumeTooOld)];
+        let replay = match last_event_id {
+            None => Vec::new(),
+            Some(text) => match EventId::decode(text) {
+                None => too_old(),
+                Some(last) if last.run == self.run => {
+                    let oldest = ring.events.front().map_or(ring.next_seq, event_seq);
+                    if last.seq + 1 < oldest || last.seq >= ring.next_seq {
+                        too_old()
+                    } else {
+                        ring.events.iter().filter(|e| event_seq(e) > last.seq).copied().collect()
+                    }
+                }
+                Some(last) => {
+                    let since = last.at - RESUME_MARGIN;
+                    if since < ring.complete_since || last.at > now + RESUME_MARGIN {
+                        too_old()
+                    } else {
+                        ring.events.iter().filter(|e| event_at(e) >= since).copied().collect()
+                    }
+                }
+            },
+        };
+        Subscription { replay, live }
+    }
+}
+
+fn event_id(event: &StreamEvent) -> Option<EventId> {
+    match event {
+        StreamEvent::Key(id, _) => Some(*id),
+        StreamEvent::Flush(id, _) => *id,
+    }
+}
+
+fn event_seq(event: &StreamEvent) -> u64 {
+    event_id(event).map_or(0, |id| id.seq)
+}
+
+fn event_at(event: &StreamEvent) -> DateTime<Utc> {
+    event_id(event).map_or(DateTime::<Utc>::MIN_UTC, |id| id.at)
+}
+
+impl App {
+    /// The verification stream for the caller: `UNAUTHENTICATED` without a
+    /// key, `FORBIDDEN` for an admin token or a key without the
+    /// `verify:stream` permission. A stream carries its key's tenant only.
+    pub fn verification_stream(&self, auth: &Authentication) -> AppResult<StreamGrant> {
+        match auth.principal()? {
+            Principal::Integration { key, tenant } => {
+                let wanted = PermissionSet::parse([STREAM_PERMISSION])
+                    .map_err(|_| AppError::internal(&"no `verify:stream` permission"))?;
+                let may = key.key.restrictions.effective_permissions(owner_permissions(key.owner.role));
+                if !may.contains_all(wanted) {
+                    return Err(AppError::Forbidden(
+                        "This API key may not read the verification stream: it lacks the `verify:stream` permission."
+                            .into(),
+                    ));
+                }
+                Ok(StreamGrant { tenant: tenant.id, key: key.key.id })
+            }
+            Principal::Admin { .. } => Err(AppError::Forbidden(
+                "The verification stream is for a service's API key, not an admin token.".into(),
+            )),
+        }
+    }
+
+    /// This replica's signals for verification streams.
+    pub fn signals(&self) -> &SignalHub {
+        &self.signals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use latchkey_domain::key_signals::KeySignalKind;
+    use latchkey_domain::{ApiKeyId, TenantId};
+
+    use super::*;
+
+    fn signal(n: u128) -> KeySignal {
+        KeySignal {
+            key_id: ApiKeyId(uuid::Uuid::from_u128(n)),
+            tenant_id: TenantId(uuid::Uuid::from_u128(7)),
+            kind: KeySignalKind::Revoked,
+        }
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default()
+    }
+
+    fn id_of(event: &StreamEvent) -> String {
+        event_id(event).map(|id| id.encode()).unwrap_or_default()
+    }
+
+    fn keys(events: &[StreamEvent]) -> Vec<u128> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::Key(_, s) => Some(s.key_id.0.as_u128()),
+                StreamEvent::Flush(..) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn event_ids_read_back_and_garbage_is_refused() {
+        let id = EventId { seq: 42, at: at(3), run: 0xdead_beef };
+        assert_eq!(EventId::decode(&id.encode()), Some(id));
+        for garbage in ["", "1-2", "x-1-00", "1-2-3-4", "1-2-zz"] {
+            assert_eq!(EventId::decode(garbage), None, "{garbage}");
+        }
+    }
+
+    #[test]
+    fn a_resume_on_the_same_replica_gets_what_followed() {
+        let hub = SignalHub::new(at(0));
+        let mut live = hub.subscribe(None, at(0));
+        for n in 1..=3 {
+            hub.publish(Some(signal(n)), at(n as i64));
+        }
+        let first = live.live.try_recv().ok();
+        let first = first.as_ref().map(id_of).unwrap_or_default();
+        let resumed = hub.subscribe(Some(&first), at(4));
+        assert_eq!(keys(&resumed.replay), [2, 3]);
+        assert!(hub.subscribe(None, at(4)).replay.is_empty(), "a new client has nothing to drop");
+    }
+
+    #[test]
+    fn a_resume_on_another_replica_replays_from_a_margin_before() {
+        let hub = SignalHub::new(at(0));
+        for n in 1..=5 {
+            hub.publish(Some(signal(n)), at(10 * n as i64));
+        }
+        let foreign = EventId { seq: 1, at: at(31), run: 1 }.encode();
+        assert_eq!(keys(&hub.subscribe(Some(&foreign), at(60)).replay), [3, 4, 5]);
+        let before_start = EventId { seq: 1, at: at(-60), run: 1 }.encode();
+        assert_eq!(
+            hub.subscribe(Some(&before_start), at(60)).replay,
+            [StreamEvent::Flush(None, FlushReason::ResumeTooOld)]
+        );
+    }
+
+    #[test]
+    fn a_resume_past_what_is_kept_is_a_flush() {
+        let hub = SignalHub::new(at(0));
+        hub.publish(Some(signal(1)), at(1));
+        hub.publish(Some(signal(2)), at(2));
+        let saw_first = EventId { seq: 1, at: at(1), run: hub.run }.encode();
+        assert_eq!(keys(&hub.subscribe(Some(&saw_first), at(3)).replay), [2]);
+        // Ten minutes on, both have aged out: the second is lost to that client.
+        hub.publish(Some(signal(3)), at(601));
+        let resumed = hub.subscribe(Some(&saw_first), at(601));
+        assert_eq!(resumed.replay, [StreamEvent::Flush(None, FlushReason::ResumeTooOld)]);
+        let saw_second = EventId { seq: 2, at: at(2), run: hub.run }.encode();
+        assert_eq!(keys(&hub.subscribe(Some(&saw_second), at(601)).replay), [3], "nothing after it was lost");
+        assert!(matches!(hub.subscribe(Some("nonsense"), at(601)).replay[..], [StreamEvent::Flush(None, _)]));
+    }
+
+    #[test]
+    fn a_stream_carries_its_tenant_and_every_flush() {
+        let grant = StreamGrant { tenant: TenantId(uuid::Uuid::from_u128(7)), key: ApiKeyId(uuid::Uuid::from_u128(1)) };
+        let id = EventId { seq: 1, at: at(0), run: 1 };
+        assert!(grant.carries(&StreamEvent::Key(id, signal(2))));
+        let other = KeySignal { tenant_id: TenantId(uuid::Uuid::from_u128(8)), ..signal(2) };
+        assert!(!grant.carries(&StreamEvent::Key(id, other)));
+        assert!(grant.carries(&StreamEvent::Flush(None, FlushReason::Lagged)));
+    }
+}
