@@ -101,23 +101,8 @@ start_server() { # database
 }
 stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=; }
 
-cat > "$WORK/cold.lua" <<'LUA'
--- Each wrk thread walks its own stride of the key list: no key repeats until the list is exhausted.
-local keys = {}
-for line in io.lines(os.getenv("KEYS_FILE")) do if #line > 0 then keys[#keys + 1] = line end end
-local counter = 0
-function setup(thread) counter = counter + 1; thread:set("tid", counter) end
-local i, step
-function init(args) step = 2; i = (tid or 1) - 1 end
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-function request()
-  local k = keys[(i % #keys) + 1]; i = i + step
-  return wrk.format(nil, nil, nil, '{"key":"' .. k .. '"}')
-end
-LUA
 cold() { # name, secrets file, duration -> "rps p50 p99 requests non2xx"
-  KEYS_FILE="$2" wrk -t2 -c32 -d"$3" --latency -s "$WORK/cold.lua" "$URL/v1/keys/verify" > "$WORK/$1.out"
+  KEYS_FILE="$2" THREADS=2 wrk -t2 -c32 -d"$3" --latency -s scripts/cold-keys.lua "$URL/v1/keys/verify" > "$WORK/$1.out"
   local rps p50 p99 requests bad
   rps="$(awk '/Requests\/sec/ {print $2}' "$WORK/$1.out")"
   p50="$(awk '$1=="50%" {print $2}' "$WORK/$1.out")"

@@ -183,25 +183,10 @@ with ThreadPoolExecutor(16) as ex:
     keys = list(ex.map(gen, range(n), chunksize=64))
 open(out, "w").write("\n".join(keys) + "\n")
 PY
-cat > "$WORK/cold.lua" <<'LUA'
--- Each wrk thread walks its own stride of the key list: no key repeats until the list is exhausted.
-local keys = {}
-for line in io.lines(os.getenv("KEYS_FILE")) do if #line > 0 then keys[#keys + 1] = line end end
-local counter = 0
-function setup(thread) counter = counter + 1; thread:set("tid", counter) end
-local i, step
-function init(args) step = tonumber(os.getenv("THREADS")); i = (tid or 1) - 1 end
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-function request()
-  local k = keys[(i % #keys) + 1]; i = i + step
-  return wrk.format(nil, nil, nil, '{"key":"' .. k .. '"}')
-end
-LUA
 stop_server
 start_server   # restarted: nothing is cached
 RSS_BEFORE="$(ps -o rss= -p "$SERVER_PID" | tr -d ' ')"
-KEYS_FILE="$WORK/cold_keys.txt" THREADS="$THREADS" wrk -t"$THREADS" -c32 -d"$COLD_DURATION" --latency -s "$WORK/cold.lua" \
+KEYS_FILE="$WORK/cold_keys.txt" THREADS="$THREADS" wrk -t"$THREADS" -c32 -d"$COLD_DURATION" --latency -s scripts/cold-keys.lua \
   "$URL/v1/keys/verify" > "$WORK/verify_cold.out"
 RSS_AFTER="$(ps -o rss= -p "$SERVER_PID" | tr -d ' ')"
 COLD_REQUESTS="$(awk '/requests in/ {print $1}' "$WORK/verify_cold.out")"
