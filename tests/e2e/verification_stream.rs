@@ -191,6 +191,19 @@ async fn the_stream_needs_verify_stream_and_carries_its_tenant_only(app: TestApp
     let started = Instant::now();
     app.gql(Some(&acme.admin_token), ops::DELETE, json!({ "id": acme_key })).await;
     expect_signal(&mut stream, "revoked", &acme_key, started).await;
+
+    // Globex's signals, however frequent, neither reach Acme's stream nor keep its heartbeat away.
+    let quiet_since = Instant::now();
+    let heartbeat = loop {
+        assert!(quiet_since.elapsed() < Duration::from_secs(20), "no heartbeat within 15 s of quiet");
+        let (theirs, _, _) = app.generate(&globex.admin_token, &globex.integration, "Theirs").await;
+        app.gql(Some(&globex.admin_token), ops::DELETE, json!({ "id": theirs })).await;
+        if let Some(event) = stream.next_within(Duration::from_secs(2)).await {
+            break event;
+        }
+    };
+    assert_eq!(heartbeat.event, "heartbeat", "{heartbeat:?}");
+    assert!(quiet_since.elapsed() >= Duration::from_secs(14), "after {:?}", quiet_since.elapsed());
     if let Some(replica) = replica {
         replica.stop().await;
     }

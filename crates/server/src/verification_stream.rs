@@ -63,7 +63,15 @@ pub(crate) async fn stream(ctx: web::Data<ServerContext>, req: HttpRequest) -> H
     let last_event_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok());
     let subscription = ctx.app.signals().subscribe(last_event_id, ctx.app.now());
     let closing = ctx.app.signals().closing();
-    let events = Events { grant, subscription, pending: Vec::new(), started: false, ended: false, closing };
+    let events = Events {
+        grant,
+        subscription,
+        pending: Vec::new(),
+        started: false,
+        ended: false,
+        closing,
+        next_heartbeat: tokio::time::Instant::now() + HEARTBEAT_EVERY,
+    };
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -84,6 +92,9 @@ struct Events {
     started: bool,
     ended: bool,
     closing: tokio::sync::watch::Receiver<bool>,
+    /// When to say the stream is alive, unless something is sent before
+    /// (other tenants' signals, which this stream skips, do not count).
+    next_heartbeat: tokio::time::Instant,
 }
 
 impl Events {
@@ -110,7 +121,10 @@ impl Events {
                         }
                         Err(RecvError::Closed) => return None,
                     },
-                    _ = tokio::time::sleep(HEARTBEAT_EVERY) => return Some(Bytes::from(heartbeat())),
+                    _ = tokio::time::sleep_until(self.next_heartbeat) => {
+                        self.next_heartbeat = tokio::time::Instant::now() + HEARTBEAT_EVERY;
+                        return Some(Bytes::from(heartbeat()));
+                    }
                     _ = self.closing.changed() => return None,
                 },
             };
@@ -124,6 +138,7 @@ impl Events {
                 // Its own key revoked: this event, then the end (a new key opens a new stream).
                 self.ended = true;
             }
+            self.next_heartbeat = tokio::time::Instant::now() + HEARTBEAT_EVERY;
             return Some(Bytes::from(render(&event)));
         }
     }
