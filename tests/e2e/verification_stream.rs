@@ -183,7 +183,7 @@ async fn the_stream_needs_verify_stream_and_carries_its_tenant_only(app: TestApp
     assert_eq!(wrong.status(), 401);
 
     // Globex's revocation never reaches Acme's stream: Acme's next one does.
-    let (_, acme_stream) = key_allowed(&app, &acme, &acme.integration, &["verify:stream"]).await;
+    let (acme_stream_id, acme_stream) = key_allowed(&app, &acme, &acme.integration, &["verify:stream"]).await;
     let mut stream = open(&app, &base, &acme_stream, None).await;
     let (globex_key, _, _) = app.generate(&globex.admin_token, &globex.integration, "Theirs").await;
     let (acme_key, _, _) = app.generate(&acme.admin_token, &acme.integration, "Ours").await;
@@ -204,6 +204,16 @@ async fn the_stream_needs_verify_stream_and_carries_its_tenant_only(app: TestApp
     };
     assert_eq!(heartbeat.event, "heartbeat", "{heartbeat:?}");
     assert!(quiet_since.elapsed() >= Duration::from_secs(14), "after {:?}", quiet_since.elapsed());
+
+    // Its own key losing `verify:stream` ends it; the reconnection is refused.
+    let input = json!({ "input": { "id": acme_stream_id, "restrictions": { "permissions": ["users:read"] } } });
+    let started = Instant::now();
+    let narrowed = app.gql(Some(&acme.admin_token), ops::UPDATE_RESTRICTIONS, input).await;
+    assert_eq!(narrowed["data"]["updateApiKeyRestrictions"]["userErrors"], json!([]), "{narrowed}");
+    expect_signal(&mut stream, "changed", &acme_stream_id, started).await;
+    assert!(stream.ends_within(Duration::from_secs(1)).await, "the stream ends with its key's change");
+    let refused = SseStream::open(&app.http, &base, &acme_stream, None).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.status(), 403);
     if let Some(replica) = replica {
         replica.stop().await;
     }

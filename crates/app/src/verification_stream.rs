@@ -112,7 +112,7 @@ pub enum StreamEvent {
 pub struct StreamGrant {
     /// The tenant of the key that opened it.
     pub tenant: TenantId,
-    /// That key: the stream ends when it is revoked.
+    /// That key: the stream ends when it is revoked or changed.
     pub key: latchkey_domain::ApiKeyId,
 }
 

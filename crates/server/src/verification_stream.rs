@@ -8,7 +8,6 @@ use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use latchkey_app::verification_stream::{HEARTBEAT_EVERY, StreamEvent, StreamGrant, Subscription};
-use latchkey_domain::key_signals::KeySignalKind;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::answers::{ErrorBody, client_address, rest_error, user_agent};
@@ -31,7 +30,8 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// - `heartbeat` `{}` every 15 seconds, without an id.
 ///
 /// Each signal has an `id`; reconnect with `Last-Event-ID` to get what was
-/// missed, from any replica. The stream ends when its own key is revoked.
+/// missed, from any replica. The stream ends when its own key is revoked
+/// or changed (reconnect: the key is checked again).
 /// Never a secret or a hash.
 #[utoipa::path(
     operation_id = "verification_stream",
@@ -52,11 +52,8 @@ pub(crate) async fn stream(ctx: web::Data<ServerContext>, req: HttpRequest) -> H
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let client = client_address(&req, &ctx.trusted_proxies);
     let user_agent = user_agent(&req);
-    let grant = match ctx.app.authenticate_request(authorization, client, user_agent.as_deref()).await {
-        Ok(auth) => ctx.app.verification_stream(&auth),
-        Err(e) => Err(e),
-    };
-    let grant = match grant {
+    let authenticated = ctx.app.authenticate_request(authorization, client, user_agent.as_deref()).await;
+    let grant = match authenticated.and_then(|auth| ctx.app.verification_stream(&auth)) {
         Ok(grant) => grant,
         Err(e) => return rest_error(e),
     };
@@ -133,9 +130,9 @@ impl Events {
             }
             if let StreamEvent::Key(_, signal) = &event
                 && signal.key_id == self.grant.key
-                && signal.kind == KeySignalKind::Revoked
             {
-                // Its own key revoked: this event, then the end (a new key opens a new stream).
+                // Its own key revoked or changed (its permissions, say): this event, then the end. The
+                // client reconnects, and the key is checked again.
                 self.ended = true;
             }
             self.next_heartbeat = tokio::time::Instant::now() + HEARTBEAT_EVERY;
