@@ -31,6 +31,7 @@ macro_rules! on_both_backends {
 mod audit;
 mod auth;
 mod cli;
+mod client;
 mod concurrency;
 mod console;
 mod cors;

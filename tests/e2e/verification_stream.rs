@@ -80,6 +80,8 @@ async fn every_revocation_reaches_the_stream_within_a_second(app: TestApp) {
     let mut stream = open(&app, &base, &stream_secret, None).await;
     let first = stream.next_within(Duration::from_secs(5)).await.expect("a first heartbeat");
     assert_eq!(first.event, "heartbeat");
+    assert_eq!(first.data, json!({ "tenantId": s.tenant.id.to_string() }), "whose keys it carries");
+    assert!(first.id.is_some(), "where the stream starts: {first:?}");
     let token = &s.admin_token;
     let mut took = Vec::new();
 
@@ -231,6 +233,11 @@ async fn a_resumed_stream_misses_nothing_and_a_late_one_is_flushed(db: TestDb) {
     clock.advance(chrono::Duration::seconds(10));
     let (_, stream_secret) = key_allowed(&app, &s, &s.integration, &["verify:stream"]).await;
     let token = &s.admin_token;
+    // A client that saw no signal before it went away resumes from the opening heartbeat.
+    let mut quiet = open(&app, &base, &stream_secret, None).await;
+    let opening = quiet.next_within(Duration::from_secs(5)).await.expect("the opening heartbeat");
+    let opening = opening.id.expect("the opening heartbeat has an id");
+    drop(quiet);
     let mut stream = open(&app, &base, &stream_secret, None).await;
     let (first, _, _) = app.generate(token, &s.integration, "First").await;
     let started = Instant::now();
@@ -264,6 +271,13 @@ async fn a_resumed_stream_misses_nothing_and_a_late_one_is_flushed(db: TestDb) {
             }
         }
         assert_eq!(seen, missed, "resumed at {resume_at}");
+    }
+    let mut from_opening = open(&app, &base, &stream_secret, Some(&opening)).await;
+    let mut all = vec![first.clone()];
+    all.extend(missed.iter().cloned());
+    for expected in &all {
+        let event = from_opening.next_signal_within(Duration::from_secs(5)).await.expect("every signal since");
+        assert_eq!(event.data["keyId"].as_str(), Some(expected.as_str()), "{event:?}");
     }
 
     // A resume the replica cannot prove complete: drop everything.

@@ -12,6 +12,7 @@ pub mod oidc;
 pub mod ops;
 pub mod process;
 pub mod proxy;
+pub mod service;
 pub mod smtp;
 pub mod sse;
 pub mod topology;

@@ -70,6 +70,8 @@ pub struct App {
     metrics: Arc<metrics::Metrics>,
     webhooks: Arc<webhooks::WebhookSetup>,
     signals: Arc<verification_stream::SignalHub>,
+    /// The tenant whose `verify:stream` keys read every tenant's stream.
+    operator_tenant: Option<latchkey_domain::TenantId>,
 }
 
 /// What a caller sees of itself.
@@ -137,7 +139,16 @@ impl App {
             leak_reports: Arc::default(),
             metrics,
             webhooks,
+            operator_tenant: None,
         })
+    }
+
+    /// Lets keys of `tenant` allowed `verify:stream` read every tenant's
+    /// verification stream (`LATCHKEY_STREAM_OPERATOR_TENANT`: for a
+    /// gateway serving every tenant).
+    pub fn with_operator_tenant(mut self, tenant: latchkey_domain::TenantId) -> Self {
+        self.operator_tenant = Some(tenant);
+        self
     }
 
     /// Sends webhooks with `sender`, letting through the hosts `allowed`

@@ -110,8 +110,9 @@ pub enum StreamEvent {
 /// Whose keys a stream carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamGrant {
-    /// The tenant of the key that opened it.
-    pub tenant: TenantId,
+    /// The tenant of the key that opened it; none for every tenant (a key
+    /// of the operator's tenant).
+    pub tenant: Option<TenantId>,
     /// That key: the stream ends when it is revoked or changed.
     pub key: latchkey_domain::ApiKeyId,
 }
@@ -120,7 +121,7 @@ impl StreamGrant {
     /// Whether the stream carries `event`.
     pub fn carries(&self, event: &StreamEvent) -> bool {
         match event {
-            StreamEvent::Key(_, signal) => signal.tenant_id == self.tenant,
+            StreamEvent::Key(_, signal) => self.tenant.is_none_or(|tenant| signal.tenant_id == tenant),
             StreamEvent::Flush(..) => true,
         }
     }
@@ -133,6 +134,9 @@ pub struct Subscription {
     pub replay: Vec<StreamEvent>,
     /// Everything published from now on.
     pub live: broadcast::Receiver<StreamEvent>,
+    /// Where the stream starts: a client that resumes from it misses
+    /// nothing, even if no signal came before it disconnected.
+    pub position: EventId,
 }
 
 #[derive(Debug)]
@@ -229,7 +233,8 @@ impl SignalHub {
                 }
             },
         };
-        Subscription { replay, live }
+        let position = EventId { seq: ring.next_seq - 1, at: now, run: self.run };
+        Subscription { replay, live, position }
     }
 }
 
@@ -251,7 +256,8 @@ fn event_at(event: &StreamEvent) -> DateTime<Utc> {
 impl App {
     /// The verification stream for the caller: `UNAUTHENTICATED` without a
     /// key, `FORBIDDEN` for an admin token or a key without the
-    /// `verify:stream` permission. A stream carries its key's tenant only.
+    /// `verify:stream` permission. A stream carries its key's tenant only,
+    /// or every tenant for a key of the operator's tenant.
     pub fn verification_stream(&self, auth: &Authentication) -> AppResult<StreamGrant> {
         match auth.principal()? {
             Principal::Integration { key, tenant } => {
@@ -264,7 +270,8 @@ impl App {
                             .into(),
                     ));
                 }
-                Ok(StreamGrant { tenant: tenant.id, key: key.key.id })
+                let every_tenant = self.operator_tenant == Some(tenant.id);
+                Ok(StreamGrant { tenant: (!every_tenant).then_some(tenant.id), key: key.key.id })
             }
             Principal::Admin { .. } => Err(AppError::Forbidden(
                 "The verification stream is for a service's API key, not an admin token.".into(),

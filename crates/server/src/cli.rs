@@ -239,6 +239,11 @@ pub struct ServeArgs {
     /// only for these.
     #[arg(long, env = "LATCHKEY_WEBHOOK_ALLOW_HOSTS", default_value = "")]
     pub webhook_allow_hosts: String,
+    /// A tenant (its id) whose keys allowed `verify:stream` read every
+    /// tenant's verification stream: for a gateway serving every tenant.
+    /// Empty (the default) for none.
+    #[arg(long, env = "LATCHKEY_STREAM_OPERATOR_TENANT", default_value = "")]
+    pub stream_operator_tenant: String,
     /// How long a webhook receiver has to answer, in seconds.
     #[arg(long, env = "LATCHKEY_WEBHOOK_TIMEOUT_SECS", default_value_t = latchkey_domain::webhook_events::ATTEMPT_TIMEOUT.as_secs())]
     pub webhook_timeout_secs: u64,
@@ -617,6 +622,8 @@ pub fn serve_config(database: &DatabaseArgs, args: &ServeArgs) -> anyhow::Result
         github_keys_url: args.github_keys_url.trim().to_owned(),
         cors_origins: crate::config::parse_cors_origins(&args.cors_origins)?,
         metrics_bind: crate::config::parse_metrics_bind(&args.metrics_bind)?,
+        stream_operator_tenant: crate::config::parse_tenant_id(&args.stream_operator_tenant)
+            .map_err(|reason| anyhow::anyhow!("LATCHKEY_STREAM_OPERATOR_TENANT is invalid: {reason}"))?,
         webhooks: webhook_options(args)?,
         http: crate::config::HttpLimits {
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),

@@ -79,6 +79,8 @@ pub struct ServeConfig {
     pub metrics_bind: Option<SocketAddr>,
     /// Webhook delivery.
     pub webhooks: WebhookOptions,
+    /// The tenant whose `verify:stream` keys read every tenant's stream.
+    pub stream_operator_tenant: Option<latchkey_domain::TenantId>,
 }
 
 /// How webhooks leave.
@@ -167,6 +169,7 @@ impl ServeConfig {
             github_keys_min_refresh: crate::github::DEFAULT_MIN_REFRESH,
             cors_origins: Vec::new(),
             metrics_bind: None,
+            stream_operator_tenant: None,
             webhooks: WebhookOptions::default(),
         }
     }
@@ -192,6 +195,16 @@ pub fn parse_bind(raw: &str) -> Result<SocketAddr, ConfigError> {
 pub fn parse_metrics_bind(raw: &str) -> Result<Option<SocketAddr>, ConfigError> {
     let raw = raw.trim();
     (!raw.is_empty()).then(|| parse_listen_address("LATCHKEY_METRICS_BIND", raw)).transpose()
+}
+
+/// Parses `LATCHKEY_STREAM_OPERATOR_TENANT`: a tenant id, or empty for none.
+pub fn parse_tenant_id(raw: &str) -> Result<Option<latchkey_domain::TenantId>, String> {
+    let raw = raw.trim();
+    (!raw.is_empty())
+        .then(|| {
+            raw.parse::<uuid::Uuid>().map(latchkey_domain::TenantId).map_err(|_| format!("{raw:?} is not a tenant id"))
+        })
+        .transpose()
 }
 
 fn parse_listen_address(name: &'static str, raw: &str) -> Result<SocketAddr, ConfigError> {

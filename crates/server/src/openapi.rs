@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
     ),
     paths(
         crate::verify::post_verify,
+        crate::verify::permission_catalogue,
         crate::verification_stream::stream,
         crate::forward_auth::forward_auth,
         crate::self_rotation::rotate_itself,

@@ -36,6 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(only("/openapi.json", "GET").route(web::get().to(openapi::serve)))
     .service(only("/readyz", "GET").route(web::get().to(probes::readyz)))
     .service(only("/v1/keys/verify", "POST").route(web::post().to(verify::post_verify)))
+    .service(only("/v1/permissions", "GET").route(web::get().to(verify::permission_catalogue)))
     .route("/v1/auth", web::route().to(forward_auth::forward_auth))
     // Envoy's ext_authz appends the client's path to its `path_prefix`.
     .route("/v1/auth/{path:.*}", web::route().to(forward_auth::forward_auth))

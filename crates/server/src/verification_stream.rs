@@ -27,7 +27,11 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 ///   replica may have missed signals; `resume_too_old`: the `Last-Event-ID`
 ///   is older than what replicas keep, 5 minutes or 10,000 signals;
 ///   `lagged`: the client read too slowly);
-/// - `heartbeat` `{}` every 15 seconds, without an id.
+/// - `heartbeat` `{}` every 15 seconds, without an id. The first event of
+///   every stream is a heartbeat `{"tenantId"}` (whose keys it carries;
+///   `{"tenantId": null, "allTenants": true}` for a key of the operator's
+///   tenant, `LATCHKEY_STREAM_OPERATOR_TENANT`) with an id, unless replayed
+///   signals follow: resuming from it misses nothing even if no signal came.
 ///
 /// Each signal has an `id`; reconnect with `Last-Event-ID` to get what was
 /// missed, from any replica. The stream ends when its own key is revoked
@@ -104,8 +108,19 @@ impl Events {
             self.started = true;
             self.pending = std::mem::take(&mut self.subscription.replay);
             self.pending.reverse();
-            // The retry hint and a first heartbeat: the client knows at once the stream is up.
-            return Some(Bytes::from(format!("retry: {}\n\n{}", RECONNECT_AFTER.as_millis(), heartbeat())));
+            // The retry hint and a first heartbeat: the client knows at once the stream is up, and
+            // where it starts (unless replayed signals follow: their ids say it, one by one).
+            let replays_signals = self.pending.iter().any(|e| matches!(e, StreamEvent::Key(..)));
+            let id = (!replays_signals).then(|| format!("id: {}\n", self.subscription.position.encode()));
+            let data = match self.grant.tenant {
+                Some(tenant) => serde_json::json!({ "tenantId": tenant }),
+                None => serde_json::json!({ "tenantId": null, "allTenants": true }),
+            };
+            return Some(Bytes::from(format!(
+                "retry: {}\n\n{}event: heartbeat\ndata: {data}\n\n",
+                RECONNECT_AFTER.as_millis(),
+                id.unwrap_or_default()
+            )));
         }
         loop {
             let event = match self.pending.pop() {

@@ -93,6 +93,18 @@ pub(crate) struct Verified {
     clouds: Vec<String>,
     /// What the key may do; null when unrestricted.
     permissions: Option<Vec<&'static str>>,
+    /// The networks it may be used from (addresses and CIDRs); absent for
+    /// any address. With `clouds` and `permissions`, what a client caching
+    /// this answer needs to decide other requests as Latchkey would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!(["203.0.113.0/24"]))]
+    allowed_ips: Option<Vec<String>>,
+    /// When this secret stops working (the key's expiry, or the end of a
+    /// rotation's overlap for its previous secret); absent for never. A
+    /// cache must not answer for it after then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    valid_until: Option<chrono::DateTime<chrono::Utc>>,
     /// For a key with credits: what is left after this request.
     #[serde(skip_serializing_if = "Option::is_none")]
     credits: Option<CreditsAnswer>,
@@ -184,6 +196,9 @@ fn verified_body(key: &VerifiedKey) -> String {
                     .restrictions
                     .permissions
                     .map(|_| key.restrictions.effective_permissions(key.owner_may).names()),
+                allowed_ips: (!key.restrictions.allowed_networks.is_empty())
+                    .then(|| key.restrictions.allowed_networks.iter().map(ToString::to_string).collect()),
+                valid_until: key.valid_until,
                 credits: None,
                 limits: None,
             };
@@ -277,6 +292,46 @@ pub(crate) async fn post_verify(ctx: web::Data<ServerContext>, req: HttpRequest,
         .content_type(header::ContentType::json())
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(body)
+}
+
+/// The permission catalogue: every name a verification may ask for.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PermissionCatalogue {
+    /// In catalogue order (the order of `missing` in a refusal).
+    permissions: Vec<PermissionEntry>,
+}
+
+/// One permission of the catalogue.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PermissionEntry {
+    #[schema(example = "users:read")]
+    name: &'static str,
+    description: &'static str,
+    /// The one cloud it applies in; null for both.
+    #[schema(value_type = Option<CloudName>)]
+    cloud: Option<String>,
+}
+
+/// Every permission a key may hold and a verification may ask for, in
+/// catalogue order: what a client deciding cached verifications itself
+/// needs (a permission of one cloud is never granted in the other).
+#[utoipa::path(
+    operation_id = "permission_catalogue",
+    get, path = "/v1/permissions", tag = "verification",
+    responses((status = 200, description = "The catalogue", body = PermissionCatalogue))
+)]
+pub(crate) async fn permission_catalogue() -> HttpResponse {
+    let permissions = latchkey_domain::restrictions::PERMISSIONS
+        .iter()
+        .map(|p| PermissionEntry {
+            name: p.name,
+            description: p.description,
+            cloud: p.cloud.map(|c| c.as_str().to_ascii_uppercase()),
+        })
+        .collect();
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(PermissionCatalogue { permissions })
 }
 
 /// A report that a key was found exposed.

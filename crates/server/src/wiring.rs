@@ -98,6 +98,9 @@ pub async fn start_with_clock(
     let webhooks = &config.webhooks;
     let sender = HttpWebhookSender::new(webhooks.allowed.clone(), webhooks.dispatcher.attempt_timeout)?;
     app = app.with_webhooks(Arc::new(sender), webhooks.allowed.clone());
+    if let Some(tenant) = config.stream_operator_tenant {
+        app = app.with_operator_tenant(tenant);
+    }
     let oidc_provider = match &config.oidc {
         Some(oidc) => {
             let provider = Arc::new(crate::oidc::Provider::new(&oidc.settings.rules.issuer)?);

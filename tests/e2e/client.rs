@@ -1,0 +1,309 @@
+//! `latchkey-client` in a real service: the example axum service (its
+//! tower layer, its in-process cache) beside two `latchkey serve`
+//! replicas on PostgreSQL. The service reads the stream from replica A
+//! through a proxy the tests cut; changes are made on replica B.
+
+use std::time::{Duration, Instant};
+
+use latchkey_domain::Role;
+use latchkey_domain::admin_token::AdminTokenKey;
+use latchkey_store::{NewUser, Store};
+use latchkey_tests::process::ServerProcess;
+use latchkey_tests::proxy::Proxy;
+use latchkey_tests::service::ServiceProcess;
+use latchkey_tests::{Backend, JWT_SECRET, Seeded, TestDb, ops};
+use serde_json::{Value, json};
+
+/// How long the service keeps using its cache once the stream is down.
+const STALE_AFTER: Duration = Duration::from_millis(2000);
+
+struct Setup {
+    _db: TestDb,
+    store: Store,
+    acme: Seeded,
+    globex: Seeded,
+    a: Option<ServerProcess>,
+    b: ServerProcess,
+    proxy: Proxy,
+    http: reqwest::Client,
+    env: Vec<(&'static str, String)>,
+}
+
+async fn setup() -> Option<Setup> {
+    let db = TestDb::new(Backend::Postgres).await?;
+    let store = db.store().await;
+    store.migrate().await.unwrap();
+    let key = AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap();
+    let acme = latchkey_tests::seed_tenant(&store, &key, "Acme").await;
+    let globex = latchkey_tests::seed_tenant(&store, &key, "Globex").await;
+    let env = vec![
+        ("LATCHKEY_DATABASE_URL", db.url.clone()),
+        ("LATCHKEY_JWT_SECRET", JWT_SECRET.to_owned()),
+        ("LATCHKEY_MAIL_DIR", std::env::temp_dir().join("latchkey-client-mail").display().to_string()),
+    ];
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut replicas = ServerProcess::spawn_many(2, &refs);
+    let (b, a) = (replicas.pop().unwrap(), replicas.pop().unwrap());
+    let proxy = Proxy::start(address_of(&a.url)).await;
+    Some(Setup { _db: db, store, acme, globex, a: Some(a), b, proxy, http: reqwest::Client::new(), env })
+}
+
+fn address_of(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("http://").parse().unwrap()
+}
+
+impl Setup {
+    async fn gql(&self, tenant: &Seeded, query: &str, variables: Value) -> Value {
+        let body = json!({ "query": query, "variables": variables });
+        let response =
+            self.http.post(format!("{}/graphql", self.b.url)).bearer_auth(&tenant.admin_token).json(&body).send().await;
+        let body: Value = response.unwrap().json().await.unwrap();
+        assert!(body["errors"].is_null(), "{body}");
+        body
+    }
+
+    /// A key of `tenant`'s integration user: (id, secret).
+    async fn key(&self, tenant: &Seeded, extra: Value) -> (String, String) {
+        let mut input = json!({ "ownerId": tenant.integration.id, "description": "Service client" });
+        input.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let body = self.gql(tenant, ops::GENERATE_LIMITED, json!({ "input": input })).await;
+        let payload = &body["data"]["generateApiKey"];
+        assert_eq!(payload["userErrors"], json!([]), "{body}");
+        (payload["apiKey"]["id"].as_str().unwrap().to_owned(), payload["secret"].as_str().unwrap().to_owned())
+    }
+
+    /// The example service for Acme, reading through the proxy, up and trusted.
+    async fn service(&self) -> ServiceProcess {
+        let (_, stream_key) =
+            self.key(&self.acme, json!({ "restrictions": { "permissions": ["verify:stream"] } })).await;
+        let stale = STALE_AFTER.as_millis().to_string();
+        let service =
+            ServiceProcess::spawn(&format!("http://{}", self.proxy.addr), &stream_key, &[("STALE_AFTER_MS", &stale)]);
+        service.wait_stats(Duration::from_secs(10), "the stream up", |s| s["trusted"] == true).await;
+        service
+    }
+}
+
+/// Verifies `secret` at `/users` twice: the second answer must come from the cache.
+async fn cached(service: &ServiceProcess, secret: &str) {
+    assert_eq!(service.get("/users", secret).await.0, 200);
+    let before = service.stats().await;
+    assert_eq!(service.get("/users", secret).await.0, 200);
+    let after = service.stats().await;
+    assert_eq!(after["asked"], before["asked"], "answered from the cache: {after}");
+    assert_eq!(after["cacheHits"].as_u64(), before["cacheHits"].as_u64().map(|h| h + 1), "{after}");
+}
+
+/// Waits until `secret` is refused at `/users`; the status and how long it took.
+async fn until_refused(service: &ServiceProcess, secret: &str, started: Instant) -> (u16, Duration) {
+    loop {
+        let (status, _) = service.get("/users", secret).await;
+        if status != 200 {
+            return (status, started.elapsed());
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still accepted after 5 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_reaches_the_services_cache_within_a_second() {
+    let Some(s) = setup().await else { return };
+    let service = s.service().await;
+    let customer = json!({ "restrictions": { "clouds": ["CUSTOMER"], "permissions": ["users:read"] } });
+    let mut took = Vec::new();
+    let mut check = |what: &str, (status, elapsed): (u16, Duration), expected: u16| {
+        assert_eq!(status, expected, "{what}");
+        assert!(elapsed < Duration::from_secs(1), "{what} took {elapsed:?}");
+        took.push(elapsed);
+    };
+
+    let (id, secret) = s.key(&s.acme, customer.clone()).await;
+    cached(&service, &secret).await;
+    let started = Instant::now();
+    s.gql(&s.acme, ops::ROTATE, json!({ "id": id })).await;
+    check("rotate", until_refused(&service, &secret, started).await, 401);
+
+    let (id, secret) = s.key(&s.acme, customer.clone()).await;
+    cached(&service, &secret).await;
+    let started = Instant::now();
+    s.gql(&s.acme, ops::DELETE, json!({ "id": id })).await;
+    check("delete", until_refused(&service, &secret, started).await, 401);
+
+    let (id, secret) = s.key(&s.acme, customer.clone()).await;
+    cached(&service, &secret).await;
+    let started = Instant::now();
+    s.gql(&s.acme, ops::DISABLE, json!({ "id": id })).await;
+    check("disable", until_refused(&service, &secret, started).await, 401);
+
+    let (id, secret) = s.key(&s.acme, customer.clone()).await;
+    cached(&service, &secret).await;
+    let started = Instant::now();
+    let input = json!({ "input": { "id": id, "restrictions": { "permissions": ["groups:read"] } } });
+    s.gql(&s.acme, ops::UPDATE_RESTRICTIONS, input).await;
+    check("restrict", until_refused(&service, &secret, started).await, 403);
+    let (_, body) = service.get("/users", &secret).await;
+    assert_eq!(body, json!({ "valid": false, "code": "INSUFFICIENT_PERMISSIONS", "missing": ["users:read"] }));
+
+    let (_, secret) = s.key(&s.acme, customer.clone()).await;
+    cached(&service, &secret).await;
+    let started = Instant::now();
+    let leak = json!({ "key": secret, "url": "https://github.com/acme/site/blob/main/.env" });
+    let resp = s.http.post(format!("{}/v1/keys/report-leak", s.b.url)).json(&leak).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    check("leak", until_refused(&service, &secret, started).await, 401);
+
+    // Suspended: its owner, another integration user, is deactivated.
+    let leaver = NewUser {
+        tenant_id: s.acme.tenant.id,
+        email: "leaver@acme.example".into(),
+        name: "Leaver".into(),
+        role: Role::IntegrationUser,
+    };
+    let owner = s.store.create_user(leaver, chrono::Utc::now()).await.unwrap();
+    let input = json!({ "ownerId": owner.id, "description": "Suspended", "restrictions": customer["restrictions"] });
+    let body = s.gql(&s.acme, ops::GENERATE_LIMITED, json!({ "input": input })).await;
+    let secret = body["data"]["generateApiKey"]["secret"].as_str().unwrap().to_owned();
+    cached(&service, &secret).await;
+    let started = Instant::now();
+    let body = s.gql(&s.acme, SET_ACTIVE, json!({ "id": owner.id.to_string(), "active": false })).await;
+    assert_eq!(body["data"]["setUserActive"]["userErrors"], json!([]), "{body}");
+    check("suspend", until_refused(&service, &secret, started).await, 401);
+    let (_, body) = service.get("/users", &secret).await;
+    assert_eq!(body["code"], "OWNER_INACTIVE");
+
+    let stats = service.stats().await;
+    assert_eq!(stats["trusted"], true, "the stream stayed up: these came by it, {stats}");
+    assert!(stats["signals"].as_u64().unwrap() >= 6, "{stats}");
+    took.sort();
+    eprintln!("change to refusal in the service's cache: {took:?}");
+}
+
+const SET_ACTIVE: &str = "mutation($id: ID!, $active: Boolean!) { setUserActive(input: {id: $id, active: $active}) { \
+    user { id active } userErrors { field message code } } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_stream_resumes_without_missing_a_revocation_and_a_late_resume_flushes() {
+    let Some(mut s) = setup().await else { return };
+    let service = s.service().await;
+    let (revoked_id, revoked) = s.key(&s.acme, json!({})).await;
+    let (_, kept) = s.key(&s.acme, json!({})).await;
+    cached(&service, &revoked).await;
+    cached(&service, &kept).await;
+
+    // Cut: the service's stream (and its way to Latchkey) is gone; a key is deleted meanwhile.
+    s.proxy.cut();
+    service.wait_stats(Duration::from_secs(1), "the stream cut", |st| st["connected"] == false).await;
+    s.gql(&s.acme, ops::DELETE, json!({ "id": revoked_id })).await;
+    // Within `stale_after`, the cache still answers: the deletion has not reached it.
+    assert_eq!(service.get("/users", &revoked).await.0, 200, "cached while the stream is down");
+    let before = service.stats().await;
+    s.proxy.restore();
+    let connections = before["connections"].as_u64().unwrap();
+    let after = service
+        .wait_stats(Duration::from_secs(15), "reconnected", |st| {
+            st["connections"].as_u64() > Some(connections) && st["trusted"] == true
+        })
+        .await;
+    // Resumed with Last-Event-ID: the deletion was replayed, and nothing else was dropped.
+    assert_eq!(after["flushes"], before["flushes"], "{after}");
+    let (status, body) = service.get("/users", &revoked).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("INVALID")));
+    let asked = service.stats().await["asked"].clone();
+    assert_eq!(service.get("/users", &kept).await.0, 200);
+    assert_eq!(service.stats().await["asked"], asked, "the kept key is still cached");
+
+    // Too late: replica A restarts (its new run holds no signal from before), the service resumes there.
+    // The service's last event id is the replayed deletion's, from before the new run started.
+    s.proxy.cut();
+    s.a.take().unwrap().terminate();
+    let refs: Vec<(&str, &str)> = s.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = ServerProcess::spawn(&refs);
+    s.proxy.retarget(address_of(&a.url));
+    s.proxy.restore();
+    s.a = Some(a);
+    let flushed = service
+        .wait_stats(Duration::from_secs(15), "flushed", |st| st["flushes"].as_u64() > after["flushes"].as_u64())
+        .await;
+    assert_eq!(flushed["cachedKeys"], 0, "{flushed}");
+    service.wait_stats(Duration::from_secs(15), "trusted again", |st| st["trusted"] == true).await;
+    assert_eq!(service.get("/users", &kept).await.0, 200);
+    assert_eq!(service.stats().await["asked"].as_u64(), asked.as_u64().map(|a| a + 1), "asked again after the flush");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_latchkey_down_cached_keys_serve_for_stale_after_then_503() {
+    let Some(s) = setup().await else { return };
+    let service = s.service().await;
+    let (_, known) = s.key(&s.acme, json!({})).await;
+    let (_, unknown) = s.key(&s.acme, json!({})).await;
+    cached(&service, &known).await;
+
+    s.proxy.cut();
+    let cut = Instant::now();
+    service.wait_stats(Duration::from_secs(1), "the stream cut", |st| st["connected"] == false).await;
+    let (status, body) = service.get("/users", &unknown).await;
+    assert_eq!((status, &body["error"]["code"]), (503, &json!("UNAVAILABLE")), "never seen: cannot be verified");
+    let served_until = loop {
+        let elapsed = cut.elapsed();
+        match service.get("/users", &known).await.0 {
+            200 => assert!(elapsed < STALE_AFTER + Duration::from_millis(500), "still served after {elapsed:?}"),
+            503 => break elapsed,
+            other => panic!("{other} after {elapsed:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(served_until >= STALE_AFTER - Duration::from_millis(100), "served only {served_until:?}");
+    eprintln!("cached keys served {served_until:?} after Latchkey went away (stale_after {STALE_AFTER:?})");
+
+    s.proxy.restore();
+    service.wait_stats(Duration::from_secs(15), "trusted again", |st| st["trusted"] == true).await;
+    assert_eq!(service.get("/users", &known).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_keys_other_tenants_keys_and_a_stream_without_permission_are_asked_each_time() {
+    let Some(s) = setup().await else { return };
+    let service = s.service().await;
+
+    // A limited key: Latchkey counts every request, the 4th is refused.
+    let limits = json!([{ "name": "burst", "limit": 3, "periodSeconds": 3600 }]);
+    let (_, limited) = s.key(&s.acme, json!({ "rateLimits": limits })).await;
+    let asked = service.stats().await["asked"].as_u64().unwrap();
+    for _ in 0..3 {
+        assert_eq!(service.get("/whoami", &limited).await.0, 200);
+    }
+    let response =
+        reqwest::Client::new().get(format!("{}/whoami", service.url)).bearer_auth(&limited).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["x-latchkey-code"], "RATE_LIMIT_EXCEEDED");
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(service.stats().await["asked"].as_u64(), Some(asked + 4), "every request of a limited key is asked");
+
+    // Another tenant's key works (Latchkey says so) but is never cached: its stream is not ours.
+    let (globex_id, globex) = s.key(&s.globex, json!({})).await;
+    let asked = service.stats().await["asked"].as_u64().unwrap();
+    let (status, body) = service.get("/whoami", &globex).await;
+    assert_eq!((status, body["tenantId"].as_str()), (200, Some(s.globex.tenant.id.to_string().as_str())));
+    assert_eq!(service.get("/whoami", &globex).await.0, 200);
+    assert_eq!(service.stats().await["asked"].as_u64(), Some(asked + 2));
+    s.gql(&s.globex, ops::DELETE, json!({ "id": globex_id })).await;
+    assert_eq!(service.get("/whoami", &globex).await.0, 401, "refused at once");
+
+    // No key, or a wrong one: refused like /v1/auth.
+    let response = reqwest::Client::new().get(format!("{}/whoami", service.url)).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["x-latchkey-code"], "MISSING_KEY");
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+
+    // A stream key without `verify:stream` (restricted to other permissions): the stream is refused, nothing is cached, answers stay right.
+    let (_, reader) = s.key(&s.acme, json!({ "restrictions": { "permissions": ["users:read"] } })).await;
+    let blind = ServiceProcess::spawn(&format!("http://{}", s.proxy.addr), &reader, &[]);
+    let (_, key) = s.key(&s.acme, json!({})).await;
+    for _ in 0..3 {
+        assert_eq!(blind.get("/whoami", &key).await.0, 200);
+    }
+    let stats = blind.stats().await;
+    assert_eq!((stats["cacheHits"].as_u64(), stats["asked"].as_u64()), (Some(0), Some(3)), "{stats}");
+    assert_eq!((stats["trusted"].as_bool(), stats["connections"].as_u64()), (Some(false), Some(0)), "{stats}");
+}
