@@ -35,3 +35,5 @@ bench:
     cargo bench -p latchkey-tests --bench usage
     bash scripts/bench-limits.sh
     cargo bench -p latchkey-tests --bench webhooks
+    bash scripts/bench-client.sh
+    cargo bench -p latchkey-tests --bench client

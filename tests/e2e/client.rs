@@ -22,6 +22,8 @@ struct Setup {
     store: Store,
     acme: Seeded,
     globex: Seeded,
+    /// The operator's tenant: its `verify:stream` keys read every tenant's stream.
+    operator: Seeded,
     a: Option<ServerProcess>,
     b: ServerProcess,
     proxy: Proxy,
@@ -36,7 +38,9 @@ async fn setup() -> Option<Setup> {
     let key = AdminTokenKey::new(JWT_SECRET.as_bytes()).unwrap();
     let acme = latchkey_tests::seed_tenant(&store, &key, "Acme").await;
     let globex = latchkey_tests::seed_tenant(&store, &key, "Globex").await;
+    let operator = latchkey_tests::seed_tenant(&store, &key, "Operator").await;
     let env = vec![
+        ("LATCHKEY_STREAM_OPERATOR_TENANT", operator.tenant.id.to_string()),
         ("LATCHKEY_DATABASE_URL", db.url.clone()),
         ("LATCHKEY_JWT_SECRET", JWT_SECRET.to_owned()),
         ("LATCHKEY_MAIL_DIR", std::env::temp_dir().join("latchkey-client-mail").display().to_string()),
@@ -45,7 +49,7 @@ async fn setup() -> Option<Setup> {
     let mut replicas = ServerProcess::spawn_many(2, &refs);
     let (b, a) = (replicas.pop().unwrap(), replicas.pop().unwrap());
     let proxy = Proxy::start(address_of(&a.url)).await;
-    Some(Setup { _db: db, store, acme, globex, a: Some(a), b, proxy, http: reqwest::Client::new(), env })
+    Some(Setup { _db: db, store, acme, globex, operator, a: Some(a), b, proxy, http: reqwest::Client::new(), env })
 }
 
 fn address_of(url: &str) -> std::net::SocketAddr {
@@ -74,8 +78,12 @@ impl Setup {
 
     /// The example service for Acme, reading through the proxy, up and trusted.
     async fn service(&self) -> ServiceProcess {
-        let (_, stream_key) =
-            self.key(&self.acme, json!({ "restrictions": { "permissions": ["verify:stream"] } })).await;
+        self.service_of(&self.acme).await
+    }
+
+    /// The example service with a stream key of `tenant`.
+    async fn service_of(&self, tenant: &Seeded) -> ServiceProcess {
+        let (_, stream_key) = self.key(tenant, json!({ "restrictions": { "permissions": ["verify:stream"] } })).await;
         let stale = STALE_AFTER.as_millis().to_string();
         let service =
             ServiceProcess::spawn(&format!("http://{}", self.proxy.addr), &stream_key, &[("STALE_AFTER_MS", &stale)]);
@@ -306,4 +314,21 @@ async fn limited_keys_other_tenants_keys_and_a_stream_without_permission_are_ask
     let stats = blind.stats().await;
     assert_eq!((stats["cacheHits"].as_u64(), stats["asked"].as_u64()), (Some(0), Some(3)), "{stats}");
     assert_eq!((stats["trusted"].as_bool(), stats["connections"].as_u64()), (Some(false), Some(0)), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_stream_keeps_every_tenants_keys_true() {
+    let Some(s) = setup().await else { return };
+    let gateway = s.service_of(&s.operator).await;
+    for tenant in [&s.acme, &s.globex] {
+        let (id, secret) = s.key(tenant, json!({})).await;
+        cached(&gateway, &secret).await;
+        let started = Instant::now();
+        s.gql(tenant, ops::DELETE, json!({ "id": id })).await;
+        let (status, took) = until_refused(&gateway, &secret, started).await;
+        assert_eq!(status, 401);
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+    let stats = gateway.stats().await;
+    assert_eq!((stats["trusted"].as_bool(), stats["flushes"].as_u64()), (Some(true), Some(1)), "{stats}");
 }

@@ -374,11 +374,14 @@ mod tests {
 
     #[test]
     fn a_stream_carries_its_tenant_and_every_flush() {
-        let grant = StreamGrant { tenant: TenantId(uuid::Uuid::from_u128(7)), key: ApiKeyId(uuid::Uuid::from_u128(1)) };
+        let grant =
+            StreamGrant { tenant: Some(TenantId(uuid::Uuid::from_u128(7))), key: ApiKeyId(uuid::Uuid::from_u128(1)) };
         let id = EventId { seq: 1, at: at(0), run: 1 };
         assert!(grant.carries(&StreamEvent::Key(id, signal(2))));
         let other = KeySignal { tenant_id: TenantId(uuid::Uuid::from_u128(8)), ..signal(2) };
         assert!(!grant.carries(&StreamEvent::Key(id, other)));
         assert!(grant.carries(&StreamEvent::Flush(None, FlushReason::Lagged)));
+        let operator = StreamGrant { tenant: None, ..grant };
+        assert!(operator.carries(&StreamEvent::Key(id, other)), "a key of the operator's tenant reads every tenant");
     }
 }
