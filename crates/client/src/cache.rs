@@ -3,9 +3,9 @@
 //! deadline (the TTL backstop, or the secret's own end if sooner).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
@@ -13,6 +13,7 @@ use rand::TryRng;
 use sha2::Sha256;
 use uuid::Uuid;
 
+use crate::clock::Tick;
 use crate::decide::{Catalogue, Rules};
 use crate::verification::VerifiedKey;
 
@@ -22,19 +23,39 @@ const SHARDS: usize = 16;
 pub(crate) type Digest = [u8; 32];
 
 /// A cached working key.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Entry {
-    pub(crate) key: std::sync::Arc<VerifiedKey>,
+    pub(crate) key: Arc<VerifiedKey>,
     pub(crate) rules: Rules,
     /// The catalogue `rules` were read with, to read requests with.
-    pub(crate) catalogue: std::sync::Arc<Catalogue>,
+    pub(crate) catalogue: Arc<Catalogue>,
     /// Not answered from then on.
-    pub(crate) until: Instant,
+    pub(crate) until: Tick,
+}
+
+/// Digests are HMAC outputs, uniformly distributed: their first eight
+/// bytes are as good a hash as any, and cost nothing to compute.
+#[derive(Debug, Default, Clone, Copy)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // A `[u8; 32]` hashes as its length, then its bytes: keep the first eight of those.
+        if bytes.len() >= 8 {
+            let mut head = [0u8; 8];
+            head.copy_from_slice(&bytes[..8]);
+            self.0 = u64::from_le_bytes(head);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<Digest, Entry>,
+    entries: HashMap<Digest, Entry, BuildHasherDefault<DigestHasher>>,
     hits: u64,
 }
 
@@ -75,17 +96,18 @@ impl KeyCache {
         shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The live entry for `digest`, counted as a hit.
-    pub(crate) fn get(&self, digest: &Digest, now: Instant) -> Option<Entry> {
+    /// What `answer` makes of the live entry for `digest` (under the
+    /// shard's lock: keep it short), counted as a hit when it answers.
+    pub(crate) fn answer<T>(&self, digest: &Digest, now: Tick, answer: impl FnOnce(&Entry) -> Option<T>) -> Option<T> {
         let mut shard = self.shard(digest);
         let entry = shard.entries.get(digest)?;
         if now >= entry.until {
             shard.entries.remove(digest);
             return None;
         }
-        let entry = entry.clone();
+        let answered = answer(entry)?;
         shard.hits += 1;
-        Some(entry)
+        Some(answered)
     }
 
     /// The current invalidation epoch: pass it back to [`KeyCache::insert`].

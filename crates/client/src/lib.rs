@@ -43,6 +43,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cache;
+mod clock;
 mod context;
 mod decide;
 mod error;

@@ -9,12 +9,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::TryRng;
 use reqwest::header;
 use uuid::Uuid;
 
+use crate::clock;
 use crate::decide::Catalogue;
 use crate::sse::{Event, Parser};
 use crate::verifier::{Scope, Shared};
@@ -47,7 +48,7 @@ pub(crate) async fn follow(shared: Weak<Shared>) {
             }
         }
         // Down: the cache is used for `stale_after` more at most.
-        strong.distrust_after(Instant::now() + strong.stale_after);
+        strong.distrust_after(clock::after(clock::now(), strong.stale_after));
         drop(strong);
         tokio::time::sleep(backoff(failures)).await;
     }
@@ -112,7 +113,7 @@ async fn connect(shared: &Arc<Shared>, last_event_id: &mut Option<String>) -> Re
             apply(shared, &event);
         }
         if up {
-            shared.trust_until(Instant::now() + silence_limit);
+            shared.trust_until(clock::after(clock::now(), silence_limit));
         }
     }
     let mut state = shared.lock_state();

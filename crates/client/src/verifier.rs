@@ -3,11 +3,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use crate::cache::{Entry, KeyCache};
+use crate::cache::{Digest, Entry, KeyCache};
+use crate::clock::{self, Tick};
 use crate::context::RequestContext;
 use crate::decide::Catalogue;
 use crate::error::Error;
@@ -85,7 +86,6 @@ impl VerifierBuilder {
             stream_key: self.stream_key,
             http,
             cache,
-            origin: Instant::now(),
             trusted_until: AtomicU64::new(0),
             state: Mutex::new(StreamState::default()),
             cache_ttl: self.cache_ttl,
@@ -161,22 +161,42 @@ impl Verifier {
         if context.permissions.len() > MAX_ASKED_PERMISSIONS {
             return Err(Error::Rejected(format!("a request may name at most {MAX_ASKED_PERMISSIONS} permissions")));
         }
-        let shared = &*self.shared;
-        let now = Instant::now();
-        let digest = shared.cache.digest(secret);
-        if shared.trusted(now)
-            && let Some(entry) = shared.cache.get(&digest, now)
-            && let Some(decision) = entry.catalogue.decide(&entry.rules, context)
-        {
-            return Ok(match decision {
-                Ok(()) => Verification::Valid(entry.key),
-                Err(refusal) => Verification::Refused(refusal),
-            });
+        match self.cached(secret, context) {
+            Ok(answer) => Ok(answer),
+            // Boxed: the question's state (an HTTP exchange) stays off the cached path's future.
+            Err(digest) => Box::pin(self.ask_and_keep(secret, context, digest)).await,
         }
+    }
+
+    /// The cached answer, or the secret's digest to cache Latchkey's under.
+    fn cached(&self, secret: &str, context: &RequestContext) -> Result<Verification, Digest> {
+        let shared = &*self.shared;
+        let now = clock::now();
+        let digest = shared.cache.digest(secret);
+        if !shared.trusted(now) {
+            return Err(digest);
+        }
+        let decided = shared.cache.answer(&digest, now, |entry| {
+            Some(match entry.catalogue.decide(&entry.rules, context)? {
+                Ok(()) => Verification::Valid(entry.key.clone()),
+                Err(refusal) => Verification::Refused(refusal),
+            })
+        });
+        decided.ok_or(digest)
+    }
+
+    /// Asks Latchkey, and caches a working key's answer if it may.
+    async fn ask_and_keep(
+        &self,
+        secret: &str,
+        context: &RequestContext,
+        digest: Digest,
+    ) -> Result<Verification, Error> {
+        let shared = &*self.shared;
         let epoch = shared.cache.epoch();
         let answer = shared.ask(secret, context).await?;
         if let Verification::Valid(key) = &answer
-            && let Some(entry) = shared.entry_for(key, Instant::now())
+            && let Some(entry) = shared.entry_for(key, clock::now())
         {
             shared.cache.insert(digest, entry, epoch);
         }
@@ -196,7 +216,7 @@ impl Verifier {
             flushes: counters.flushes.load(Ordering::Relaxed),
             connections: counters.connections.load(Ordering::Relaxed),
             connected: shared.lock_state().connected,
-            trusted: shared.trusted(Instant::now()),
+            trusted: shared.trusted(clock::now()),
         }
     }
 }
@@ -234,9 +254,7 @@ pub(crate) struct Shared {
     pub(crate) stream_key: String,
     pub(crate) http: reqwest::Client,
     pub(crate) cache: KeyCache,
-    /// The instant `trusted_until` counts from.
-    origin: Instant,
-    /// Nanoseconds after `origin` until which cached answers may be used.
+    /// Until when (the ticks of a [`Tick`]) cached answers may be used.
     trusted_until: AtomicU64,
     pub(crate) state: Mutex<StreamState>,
     pub(crate) cache_ttl: Duration,
@@ -246,23 +264,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
-    }
-
     /// Whether cached answers may be used at `now`.
-    pub(crate) fn trusted(&self, now: Instant) -> bool {
-        self.nanos(now) < self.trusted_until.load(Ordering::Acquire)
+    pub(crate) fn trusted(&self, now: Tick) -> bool {
+        now.as_ticks() < self.trusted_until.load(Ordering::Acquire)
     }
 
     /// Trusts the cache until `until`.
-    pub(crate) fn trust_until(&self, until: Instant) {
-        self.trusted_until.store(self.nanos(until), Ordering::Release);
+    pub(crate) fn trust_until(&self, until: Tick) {
+        self.trusted_until.store(until.as_ticks(), Ordering::Release);
     }
 
     /// Trusts the cache no later than `until`.
-    pub(crate) fn distrust_after(&self, until: Instant) {
-        self.trusted_until.fetch_min(self.nanos(until), Ordering::AcqRel);
+    pub(crate) fn distrust_after(&self, until: Tick) {
+        self.trusted_until.fetch_min(until.as_ticks(), Ordering::AcqRel);
     }
 
     pub(crate) fn lock_state(&self) -> std::sync::MutexGuard<'_, StreamState> {
@@ -272,7 +286,7 @@ impl Shared {
     /// The cache entry for a key Latchkey just verified; `None` when it
     /// must not be cached (limited, another tenant's, a permission the
     /// catalogue lacks, its secret about to end, or the stream not up).
-    fn entry_for(&self, key: &Arc<VerifiedKey>, now: Instant) -> Option<Entry> {
+    fn entry_for(&self, key: &Arc<VerifiedKey>, now: Tick) -> Option<Entry> {
         if key.is_limited() || !self.trusted(now) {
             return None;
         }
@@ -293,7 +307,7 @@ impl Shared {
             let left = SystemTime::from(valid_until).duration_since(SystemTime::now()).ok()?;
             lifetime = lifetime.min(left);
         }
-        Some(Entry { key: key.clone(), rules, catalogue, until: now + lifetime })
+        Some(Entry { key: key.clone(), rules, catalogue, until: clock::after(now, lifetime) })
     }
 
     /// Asks Latchkey (`POST /v1/keys/verify`).
