@@ -22,6 +22,11 @@ const SHARDS: usize = 16;
 /// The cache key of a secret.
 pub(crate) type Digest = [u8; 32];
 
+/// How long past its TTL an entry still answers while one request asks
+/// Latchkey again (stale while revalidating: the TTL's expiry of a busy
+/// key sends one question, not one per request in flight).
+const REVALIDATE_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A cached working key.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -29,8 +34,12 @@ pub(crate) struct Entry {
     pub(crate) rules: Rules,
     /// The catalogue `rules` were read with, to read requests with.
     pub(crate) catalogue: Arc<Catalogue>,
-    /// Not answered from then on.
-    pub(crate) until: Tick,
+    /// Its TTL: from then on one request asks Latchkey again.
+    pub(crate) fresh_until: Tick,
+    /// When the secret stops working, if it does: never answered from then on.
+    pub(crate) valid_until: Option<Tick>,
+    /// Whether a request is asking Latchkey again.
+    pub(crate) revalidating: bool,
 }
 
 /// Digests are HMAC outputs, uniformly distributed: their first eight
@@ -98,16 +107,34 @@ impl KeyCache {
 
     /// What `answer` makes of the live entry for `digest` (under the
     /// shard's lock: keep it short), counted as a hit when it answers.
+    /// `None` past the entry's TTL for the first caller, who asks Latchkey
+    /// again while the others are still answered, for [`REVALIDATE_FOR`] at most.
     pub(crate) fn answer<T>(&self, digest: &Digest, now: Tick, answer: impl FnOnce(&Entry) -> Option<T>) -> Option<T> {
         let mut shard = self.shard(digest);
-        let entry = shard.entries.get(digest)?;
-        if now >= entry.until {
+        let entry = shard.entries.get_mut(digest)?;
+        if now >= entry.fresh_until {
+            let past = entry.valid_until.is_some_and(|until| now >= until)
+                || now >= crate::clock::after(entry.fresh_until, REVALIDATE_FOR);
+            if past {
+                shard.entries.remove(digest);
+                return None;
+            }
+            if !entry.revalidating {
+                entry.revalidating = true;
+                return None;
+            }
+        } else if entry.valid_until.is_some_and(|until| now >= until) {
             shard.entries.remove(digest);
             return None;
         }
         let answered = answer(entry)?;
         shard.hits += 1;
         Some(answered)
+    }
+
+    /// Drops the entry of `digest` (Latchkey refused its secret).
+    pub(crate) fn remove(&self, digest: &Digest) {
+        self.shard(digest).entries.remove(digest);
     }
 
     /// The current invalidation epoch: pass it back to [`KeyCache::insert`].
@@ -125,7 +152,7 @@ impl KeyCache {
             return;
         }
         if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(&digest) {
-            let soonest = shard.entries.iter().min_by_key(|(_, e)| e.until).map(|(d, _)| *d);
+            let soonest = shard.entries.iter().min_by_key(|(_, e)| e.fresh_until).map(|(d, _)| *d);
             if let Some(soonest) = soonest {
                 shard.entries.remove(&soonest);
             }
@@ -157,5 +184,81 @@ impl KeyCache {
             let shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             (entries + shard.entries.len(), hits + shard.hits)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::{after, now};
+    use crate::context::Cloud;
+
+    fn entry(key_id: u128, fresh_until: Tick, valid_until: Option<Tick>) -> Entry {
+        let key = VerifiedKey {
+            key_id: Uuid::from_u128(key_id),
+            tenant_id: Uuid::nil(),
+            owner_id: Uuid::nil(),
+            clouds: vec![Cloud::Employee],
+            permissions: None,
+            allowed_ips: Vec::new(),
+            valid_until: None,
+            credits: None,
+            limits: Vec::new(),
+        };
+        let catalogue = Arc::new(Catalogue::from_json(br#"{"permissions":[]}"#).expect("catalogue"));
+        let rules = catalogue.rules_of(&key).expect("rules");
+        Entry { key: Arc::new(key), rules, catalogue, fresh_until, valid_until, revalidating: false }
+    }
+
+    fn hit(cache: &KeyCache, digest: &Digest, at: Tick) -> bool {
+        cache.answer(digest, at, |_| Some(())).is_some()
+    }
+
+    #[test]
+    fn past_its_ttl_one_caller_revalidates_while_the_others_are_answered() {
+        let cache = KeyCache::new(100).expect("cache");
+        let t0 = now();
+        let digest = cache.digest("lk_a");
+        cache.insert(digest, entry(1, after(t0, Duration::from_secs(60)), None), cache.epoch());
+        assert!(hit(&cache, &digest, t0));
+        let expired = after(t0, Duration::from_secs(61));
+        assert!(!hit(&cache, &digest, expired), "the first caller past the TTL asks Latchkey");
+        assert!(hit(&cache, &digest, expired), "the others are answered meanwhile");
+        assert!(!hit(&cache, &digest, after(t0, Duration::from_secs(63))), "not past the revalidation window");
+        assert!(!hit(&cache, &digest, expired), "and it was dropped");
+    }
+
+    #[test]
+    fn a_secret_past_its_own_end_is_never_answered() {
+        let cache = KeyCache::new(100).expect("cache");
+        let t0 = now();
+        let digest = cache.digest("lk_b");
+        let ends = after(t0, Duration::from_secs(5));
+        cache.insert(digest, entry(1, after(t0, Duration::from_secs(60)), Some(ends)), cache.epoch());
+        assert!(hit(&cache, &digest, t0));
+        assert!(!hit(&cache, &digest, ends));
+        assert!(!hit(&cache, &digest, t0), "dropped");
+    }
+
+    #[test]
+    fn an_answer_read_across_an_invalidation_is_not_kept_and_the_cache_is_bounded() {
+        let cache = KeyCache::new(SHARDS).expect("cache");
+        let t0 = now();
+        let epoch = cache.epoch();
+        cache.remove_key(Uuid::from_u128(9));
+        let digest = cache.digest("lk_c");
+        cache.insert(digest, entry(1, after(t0, Duration::from_secs(60)), None), epoch);
+        assert!(!hit(&cache, &digest, t0), "raced a signal: not cached");
+        for i in 0..1_000u128 {
+            let digest = cache.digest(&format!("lk_{i}"));
+            cache.insert(digest, entry(i, after(t0, Duration::from_secs(60)), None), cache.epoch());
+        }
+        assert!(cache.counts().0 <= SHARDS, "one entry per shard at most: {}", cache.counts().0);
+        let digest = cache.digest("lk_999");
+        assert!(hit(&cache, &digest, t0), "the newest is kept");
+        cache.remove_key(Uuid::from_u128(999));
+        assert!(!hit(&cache, &digest, t0));
     }
 }

@@ -88,17 +88,22 @@ impl Catalogue {
         Some(Rules { clouds: key.clouds.clone(), networks, permissions })
     }
 
-    /// Decides `request` for a key with `rules`, as Latchkey would: `None`
-    /// when the request names a permission this catalogue does not know
-    /// (Latchkey decides it).
-    pub(crate) fn decide(&self, rules: &Rules, request: &RequestContext) -> Option<Result<(), Refusal>> {
+    /// Decides `request` from `ip` for a key with `rules`, as Latchkey
+    /// would: `None` when the request names a permission this catalogue
+    /// does not know (Latchkey decides it).
+    pub(crate) fn decide(
+        &self,
+        rules: &Rules,
+        request: &RequestContext,
+        ip: Option<IpAddr>,
+    ) -> Option<Result<(), Refusal>> {
         if let Some(cloud) = request.cloud
             && !rules.clouds.contains(&cloud)
         {
             return Some(Err(Refusal::code(RefusalCode::CloudNotAllowed)));
         }
         if !rules.networks.is_empty() {
-            let allowed = request.ip.is_some_and(|ip| rules.networks.iter().any(|n| n.contains(ip)));
+            let allowed = ip.is_some_and(|ip| rules.networks.iter().any(|n| n.contains(ip)));
             if !allowed {
                 return Some(Err(Refusal::code(RefusalCode::IpNotAllowed)));
             }
@@ -221,6 +226,10 @@ mod tests {
         }
     }
 
+    fn decide(c: &Catalogue, rules: &Rules, request: &RequestContext) -> Option<Result<(), Refusal>> {
+        c.decide(rules, request, request.ip)
+    }
+
     fn code(result: Option<Result<(), Refusal>>) -> Option<Result<(), (String, Vec<String>)>> {
         result.map(|r| r.map_err(|e| (e.code.as_str().to_owned(), e.missing)))
     }
@@ -230,22 +239,29 @@ mod tests {
         let c = catalogue();
         let rules = c.rules_of(&key(Some(&["users:read"]), &[Cloud::Employee], &["10.0.0.0/8"])).expect("rules");
         let base = RequestContext::new().cloud(Cloud::Employee).ip("10.1.2.3".parse().expect("ip"));
-        assert_eq!(code(c.decide(&rules, &base.clone().permissions(["users:read"]))), Some(Ok(())));
+        assert_eq!(code(decide(&c, &rules, &base.clone().permissions(["users:read"]))), Some(Ok(())));
         let wrong_cloud = base.clone().cloud(Cloud::Customer).ip("192.0.2.1".parse().expect("ip"));
         assert_eq!(
-            code(c.decide(&rules, &wrong_cloud)).map(|r| r.err().map(|e| e.0)),
+            code(decide(&c, &rules, &wrong_cloud)).map(|r| r.err().map(|e| e.0)),
             Some(Some("CLOUD_NOT_ALLOWED".into()))
         );
         let outside = base.clone().ip("::ffff:192.0.2.1".parse().expect("ip"));
-        assert_eq!(code(c.decide(&rules, &outside)).map(|r| r.err().map(|e| e.0)), Some(Some("IP_NOT_ALLOWED".into())));
+        assert_eq!(
+            code(decide(&c, &rules, &outside)).map(|r| r.err().map(|e| e.0)),
+            Some(Some("IP_NOT_ALLOWED".into()))
+        );
         let inside_mapped = base.clone().ip("::ffff:10.9.9.9".parse().expect("ip"));
-        assert_eq!(code(c.decide(&rules, &inside_mapped)), Some(Ok(())));
+        assert_eq!(code(decide(&c, &rules, &inside_mapped)), Some(Ok(())));
         let more = base.clone().permissions(["users:write", "users:read", "users:write"]);
         assert_eq!(
-            code(c.decide(&rules, &more)),
+            code(decide(&c, &rules, &more)),
             Some(Err(("INSUFFICIENT_PERMISSIONS".into(), vec!["users:write".into()])))
         );
-        assert_eq!(code(c.decide(&rules, &base.permissions(["reports:read"]))), None, "unknown here: Latchkey decides");
+        assert_eq!(
+            code(decide(&c, &rules, &base.permissions(["reports:read"]))),
+            None,
+            "unknown here: Latchkey decides"
+        );
     }
 
     #[test]
@@ -253,12 +269,12 @@ mod tests {
         let c = catalogue();
         let rules = c.rules_of(&key(None, &[Cloud::Employee, Cloud::Customer], &[])).expect("rules");
         let academies = RequestContext::new().permissions(["users:write", "academies:read"]);
-        assert_eq!(code(c.decide(&rules, &academies.clone().cloud(Cloud::Customer))), Some(Ok(())));
+        assert_eq!(code(decide(&c, &rules, &academies.clone().cloud(Cloud::Customer))), Some(Ok(())));
         assert_eq!(
-            code(c.decide(&rules, &academies.clone().cloud(Cloud::Employee))),
+            code(decide(&c, &rules, &academies.clone().cloud(Cloud::Employee))),
             Some(Err(("INSUFFICIENT_PERMISSIONS".into(), vec!["academies:read".into()])))
         );
-        assert_eq!(code(c.decide(&rules, &academies)), Some(Ok(())));
+        assert_eq!(code(decide(&c, &rules, &academies)), Some(Ok(())));
     }
 
     #[test]

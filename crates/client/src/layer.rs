@@ -32,6 +32,11 @@ type ClientIp = Arc<dyn Fn(&HeaderMap, &http::Extensions) -> Option<IpAddr> + Se
 /// Verifies every request's key; see the module documentation.
 #[derive(Clone)]
 pub struct VerifyLayer {
+    /// One allocation: routers clone the service for every request.
+    layer: Arc<LayerState>,
+}
+
+struct LayerState {
     verifier: Verifier,
     context: RequestContext,
     client_ip: Option<ClientIp>,
@@ -39,7 +44,7 @@ pub struct VerifyLayer {
 
 impl std::fmt::Debug for VerifyLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyLayer").field("context", &self.context).finish_non_exhaustive()
+        f.debug_struct("VerifyLayer").field("context", &self.layer.context).finish_non_exhaustive()
     }
 }
 
@@ -47,17 +52,19 @@ impl VerifyLayer {
     /// Verifies with `verifier` that each request's key may serve
     /// `context` (the cloud and permissions of the routes it wraps).
     pub fn new(verifier: Verifier, context: RequestContext) -> Self {
-        VerifyLayer { verifier, context, client_ip: None }
+        VerifyLayer { layer: Arc::new(LayerState { verifier, context, client_ip: None }) }
     }
 
     /// Where to find the end client's address (for keys restricted to
     /// networks), e.g. axum's `ConnectInfo` in the extensions.
-    pub fn client_ip<F>(mut self, client_ip: F) -> Self
+    pub fn client_ip<F>(self, client_ip: F) -> Self
     where
         F: Fn(&HeaderMap, &http::Extensions) -> Option<IpAddr> + Send + Sync + 'static,
     {
-        self.client_ip = Some(Arc::new(client_ip));
-        self
+        let LayerState { verifier, context, .. } = &*self.layer;
+        let state =
+            LayerState { verifier: verifier.clone(), context: context.clone(), client_ip: Some(Arc::new(client_ip)) };
+        VerifyLayer { layer: Arc::new(state) }
     }
 }
 
@@ -65,15 +72,21 @@ impl<S> Layer<S> for VerifyLayer {
     type Service = VerifyService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        VerifyService { inner, layer: self.clone() }
+        VerifyService { inner, layer: self.layer.clone() }
     }
 }
 
 /// The service [`VerifyLayer`] wraps around another.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct VerifyService<S> {
     inner: S,
-    layer: VerifyLayer,
+    layer: Arc<LayerState>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for VerifyService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyService").field("inner", &self.inner).field("context", &self.layer.context).finish()
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for VerifyService<S>
@@ -85,42 +98,119 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future, Response<ResBody>, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let layer = &self.layer;
+        let ip = match &layer.client_ip {
+            Some(client_ip) => client_ip(request.headers(), request.extensions()),
+            None => layer.context.ip,
+        };
+        let Some(secret) = presented_key(request.headers()) else {
+            return ResponseFuture::ready(refused(&Refusal::code(RefusalCode::MissingKey)));
+        };
+        if let Err(e) = crate::verifier::check(&layer.context) {
+            return ResponseFuture::ready(failed(&e));
+        }
+        // A cached answer is decided here, without a task or a clone of the verifier.
+        let digest = match layer.verifier.cached(secret, &layer.context, ip) {
+            Ok(Verification::Valid(key)) => {
+                request.extensions_mut().insert(key);
+                return ResponseFuture::inner(self.inner.call(request));
+            }
+            Ok(Verification::Refused(refusal)) => return ResponseFuture::ready(refused(&refusal)),
+            Err(digest) => digest,
+        };
+        let secret = secret.to_owned();
         // The clone that was polled ready serves this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let verifier = self.layer.verifier.clone();
-        let mut context = self.layer.context.clone();
-        if let Some(client_ip) = &self.layer.client_ip {
-            context.ip = client_ip(request.headers(), request.extensions());
-        }
-        let secret = presented_key(request.headers()).map(str::to_owned);
-        Box::pin(async move {
-            let Some(secret) = secret else {
-                return Ok(refused(&Refusal::code(RefusalCode::MissingKey)));
-            };
-            match verifier.verify(&secret, &context).await {
+        let layer = self.layer.clone();
+        ResponseFuture::asking(Box::pin(async move {
+            match layer.verifier.ask_and_keep(&secret, &layer.context, ip, digest).await {
                 Ok(Verification::Valid(key)) => {
                     request.extensions_mut().insert(key);
                     inner.call(request).await
                 }
                 Ok(Verification::Refused(refusal)) => Ok(refused(&refusal)),
-                Err(Error::Unavailable(why)) => {
-                    tracing::warn!(reason = %why, "cannot verify: Latchkey unavailable");
-                    Ok(error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "Keys cannot be verified now; retry."))
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot verify");
-                    Ok(error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "Keys cannot be verified."))
-                }
+                Err(e) => Ok(failed(&e)),
             }
-        })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// What [`VerifyService`] answers with: the inner service's answer, a
+    /// refusal, or (when Latchkey is asked) both in turn.
+    #[project = Projected]
+    pub struct ResponseFuture<F, R, E> {
+        #[pin]
+        state: State<F, R, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProjected]
+    enum State<F, R, E> {
+        Inner { #[pin] future: F },
+        Ready { response: Option<R> },
+        Asking { future: Pin<Box<dyn Future<Output = Result<R, E>> + Send>> },
+    }
+}
+
+impl<F, R, E> ResponseFuture<F, R, E> {
+    fn inner(future: F) -> Self {
+        ResponseFuture { state: State::Inner { future } }
+    }
+
+    fn ready(response: R) -> Self {
+        ResponseFuture { state: State::Ready { response: Some(response) } }
+    }
+
+    fn asking(future: Pin<Box<dyn Future<Output = Result<R, E>> + Send>>) -> Self {
+        ResponseFuture { state: State::Asking { future } }
+    }
+}
+
+impl<F, R, E> std::fmt::Debug for ResponseFuture<F, R, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F, R, E>
+where
+    F: Future<Output = Result<R, E>>,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProjected::Inner { future } => future.poll(cx),
+            StateProjected::Ready { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending, // polled after completion
+            },
+            StateProjected::Asking { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The answer when no verdict could be had.
+fn failed<B: From<String>>(e: &Error) -> Response<B> {
+    match e {
+        Error::Unavailable(why) => {
+            tracing::warn!(reason = %why, "cannot verify: Latchkey unavailable");
+            error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "Keys cannot be verified now; retry.")
+        }
+        e => {
+            tracing::error!(error = %e, "cannot verify");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "Keys cannot be verified.")
+        }
     }
 }
 

@@ -55,6 +55,6 @@ mod verifier;
 
 pub use context::{Cloud, RequestContext};
 pub use error::Error;
-pub use layer::{VerifyLayer, VerifyService};
+pub use layer::{ResponseFuture, VerifyLayer, VerifyService};
 pub use verification::{LimitState, Refusal, RefusalCode, Verification, VerifiedKey};
 pub use verifier::{Stats, Verifier, VerifierBuilder};

@@ -1,6 +1,7 @@
 //! The verifier: answers from the cache when it may, asks Latchkey
 //! otherwise, and keeps the cache true with the revocation stream.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -115,6 +116,14 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// Refuses what Latchkey would refuse to answer.
+pub(crate) fn check(context: &RequestContext) -> Result<(), Error> {
+    if context.permissions.len() > MAX_ASKED_PERMISSIONS {
+        return Err(Error::Rejected(format!("a request may name at most {MAX_ASKED_PERMISSIONS} permissions")));
+    }
+    Ok(())
+}
+
 /// What the verifier did so far, to watch it (and to test it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -158,18 +167,22 @@ impl Verifier {
     /// before, is not limited, is of the stream's tenant, and the stream is
     /// up (or down for less than `stale_after`); otherwise Latchkey is asked.
     pub async fn verify(&self, secret: &str, context: &RequestContext) -> Result<Verification, Error> {
-        if context.permissions.len() > MAX_ASKED_PERMISSIONS {
-            return Err(Error::Rejected(format!("a request may name at most {MAX_ASKED_PERMISSIONS} permissions")));
-        }
-        match self.cached(secret, context) {
+        check(context)?;
+        match self.cached(secret, context, context.ip) {
             Ok(answer) => Ok(answer),
             // Boxed: the question's state (an HTTP exchange) stays off the cached path's future.
-            Err(digest) => Box::pin(self.ask_and_keep(secret, context, digest)).await,
+            Err(digest) => Box::pin(self.ask_and_keep(secret, context, context.ip, digest)).await,
         }
     }
 
-    /// The cached answer, or the secret's digest to cache Latchkey's under.
-    fn cached(&self, secret: &str, context: &RequestContext) -> Result<Verification, Digest> {
+    /// The cached answer for `secret` in `context` from `ip`, or the
+    /// secret's digest to cache Latchkey's answer under.
+    pub(crate) fn cached(
+        &self,
+        secret: &str,
+        context: &RequestContext,
+        ip: Option<IpAddr>,
+    ) -> Result<Verification, Digest> {
         let shared = &*self.shared;
         let now = clock::now();
         let digest = shared.cache.digest(secret);
@@ -177,7 +190,7 @@ impl Verifier {
             return Err(digest);
         }
         let decided = shared.cache.answer(&digest, now, |entry| {
-            Some(match entry.catalogue.decide(&entry.rules, context)? {
+            Some(match entry.catalogue.decide(&entry.rules, context, ip)? {
                 Ok(()) => Verification::Valid(entry.key.clone()),
                 Err(refusal) => Verification::Refused(refusal),
             })
@@ -185,20 +198,25 @@ impl Verifier {
         decided.ok_or(digest)
     }
 
-    /// Asks Latchkey, and caches a working key's answer if it may.
-    async fn ask_and_keep(
+    /// Asks Latchkey, and caches a working key's answer if it may (or
+    /// drops what was cached for a secret Latchkey refuses).
+    pub(crate) async fn ask_and_keep(
         &self,
         secret: &str,
         context: &RequestContext,
+        ip: Option<IpAddr>,
         digest: Digest,
     ) -> Result<Verification, Error> {
         let shared = &*self.shared;
         let epoch = shared.cache.epoch();
-        let answer = shared.ask(secret, context).await?;
-        if let Verification::Valid(key) = &answer
-            && let Some(entry) = shared.entry_for(key, clock::now())
-        {
-            shared.cache.insert(digest, entry, epoch);
+        let answer = shared.ask(secret, context, ip).await?;
+        match &answer {
+            Verification::Valid(key) => match shared.entry_for(key, clock::now()) {
+                Some(entry) => shared.cache.insert(digest, entry, epoch),
+                None => shared.cache.remove(&digest),
+            },
+            Verification::Refused(refusal) if refusal.code.status() == 401 => shared.cache.remove(&digest),
+            Verification::Refused(_) => {}
         }
         Ok(answer)
     }
@@ -302,22 +320,22 @@ impl Shared {
             state.catalogue.clone()?
         };
         let rules = catalogue.rules_of(key)?;
-        let mut lifetime = self.cache_ttl;
-        if let Some(valid_until) = key.valid_until {
-            let left = SystemTime::from(valid_until).duration_since(SystemTime::now()).ok()?;
-            lifetime = lifetime.min(left);
-        }
-        Some(Entry { key: key.clone(), rules, catalogue, until: clock::after(now, lifetime) })
+        let valid_until = match key.valid_until {
+            Some(until) => Some(clock::after(now, SystemTime::from(until).duration_since(SystemTime::now()).ok()?)),
+            None => None,
+        };
+        let fresh_until = clock::after(now, self.cache_ttl);
+        Some(Entry { key: key.clone(), rules, catalogue, fresh_until, valid_until, revalidating: false })
     }
 
     /// Asks Latchkey (`POST /v1/keys/verify`).
-    async fn ask(&self, secret: &str, context: &RequestContext) -> Result<Verification, Error> {
+    async fn ask(&self, secret: &str, context: &RequestContext, ip: Option<IpAddr>) -> Result<Verification, Error> {
         self.counters.asked.fetch_add(1, Ordering::Relaxed);
         let body = serde_json::json!({
             "key": secret,
             "cloud": context.cloud.map(|c| c.as_str()),
             "permissions": context.permissions,
-            "ip": context.ip.map(|ip| ip.to_string()),
+            "ip": ip.map(|ip| ip.to_string()),
             "cost": context.cost,
         });
         let response = self
