@@ -7,10 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hmac::digest::KeyInit;
-use hmac::{Hmac, Mac};
 use rand::TryRng;
-use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::clock::Tick;
@@ -19,8 +16,8 @@ use crate::verification::VerifiedKey;
 
 const SHARDS: usize = 16;
 
-/// The cache key of a secret.
-pub(crate) type Digest = [u8; 32];
+pub(crate) use crate::digest::Digest;
+use crate::digest::SecretMac;
 
 /// How long past its TTL an entry still answers while one request asks
 /// Latchkey again (stale while revalidating: the TTL's expiry of a busy
@@ -71,7 +68,7 @@ struct Shard {
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct KeyCache {
-    mac: Hmac<Sha256>,
+    mac: SecretMac,
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
     /// Bumped by every invalidation: an answer fetched across one is not cached.
@@ -86,7 +83,7 @@ impl KeyCache {
         let mut secret = [0u8; 64];
         rand::rngs::SysRng.try_fill_bytes(&mut secret).ok()?;
         Some(KeyCache {
-            mac: <Hmac<Sha256> as KeyInit>::new(&secret.into()),
+            mac: SecretMac::new(&secret),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             epoch: AtomicU64::new(0),
@@ -95,9 +92,7 @@ impl KeyCache {
 
     /// The cache key of `secret`.
     pub(crate) fn digest(&self, secret: &str) -> Digest {
-        let mut mac = self.mac.clone();
-        mac.update(secret.as_bytes());
-        mac.finalize().into_bytes().into()
+        self.mac.digest(secret)
     }
 
     fn shard(&self, digest: &Digest) -> std::sync::MutexGuard<'_, Shard> {

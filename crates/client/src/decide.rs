@@ -4,8 +4,6 @@
 //! exist, in which order, which belong to one cloud) comes from
 //! `GET /v1/permissions`.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use serde::Deserialize;
@@ -16,10 +14,8 @@ use crate::verification::{Refusal, RefusalCode, VerifiedKey};
 /// The permission catalogue, as `GET /v1/permissions` gives it.
 #[derive(Debug, Default)]
 pub(crate) struct Catalogue {
-    /// Names in catalogue order.
+    /// Names in catalogue order (a few dozen: a scan beats hashing).
     names: Vec<String>,
-    /// Each name's position.
-    index: HashMap<String, usize, BuildHasherDefault<Fnv>>,
     /// The permissions that apply in each cloud (its own and both clouds').
     employee: u128,
     customer: u128,
@@ -57,7 +53,6 @@ impl Catalogue {
                 Some(Some(Cloud::Customer)) => catalogue.customer |= bit,
                 Some(None) => return None,
             }
-            catalogue.index.insert(entry.name.clone(), i);
             catalogue.names.push(entry.name);
         }
         Some(catalogue)
@@ -69,7 +64,7 @@ impl Catalogue {
 
     /// The set of `names`; `None` when one is not in this catalogue.
     fn set_of<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Option<u128> {
-        names.into_iter().try_fold(0u128, |set, name| Some(set | 1u128 << self.index.get(name)?))
+        names.into_iter().try_fold(0u128, |set, name| Some(set | 1u128 << self.names.iter().position(|n| n == name)?))
     }
 
     fn names_of(&self, set: u128) -> Vec<String> {
@@ -120,29 +115,6 @@ impl Catalogue {
             return Some(Err(Refusal { missing, ..Refusal::code(RefusalCode::InsufficientPermissions) }));
         }
         Some(Ok(()))
-    }
-}
-
-/// FNV-1a: permission names are a few short strings, looked up on every
-/// cached verification that needs one.
-#[derive(Debug, Clone, Copy)]
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
     }
 }
 

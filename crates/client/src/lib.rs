@@ -46,6 +46,7 @@ mod cache;
 mod clock;
 mod context;
 mod decide;
+mod digest;
 mod error;
 mod layer;
 mod sse;
