@@ -41,6 +41,7 @@ async fn setup() -> Option<Setup> {
     let operator = latchkey_tests::seed_tenant(&store, &key, "Operator").await;
     let env = vec![
         ("LATCHKEY_STREAM_OPERATOR_TENANT", operator.tenant.id.to_string()),
+        ("LATCHKEY_USAGE_FLUSH_SECS", "1".to_owned()),
         ("LATCHKEY_DATABASE_URL", db.url.clone()),
         ("LATCHKEY_JWT_SECRET", JWT_SECRET.to_owned()),
         ("LATCHKEY_MAIL_DIR", std::env::temp_dir().join("latchkey-client-mail").display().to_string()),
@@ -85,8 +86,8 @@ impl Setup {
     async fn service_of(&self, tenant: &Seeded) -> ServiceProcess {
         let (_, stream_key) = self.key(tenant, json!({ "restrictions": { "permissions": ["verify:stream"] } })).await;
         let stale = STALE_AFTER.as_millis().to_string();
-        let service =
-            ServiceProcess::spawn(&format!("http://{}", self.proxy.addr), &stream_key, &[("STALE_AFTER_MS", &stale)]);
+        let envs = [("STALE_AFTER_MS", stale.as_str()), ("REPORT_USES_MS", "200")];
+        let service = ServiceProcess::spawn(&format!("http://{}", self.proxy.addr), &stream_key, &envs);
         service.wait_stats(Duration::from_secs(10), "the stream up", |s| s["trusted"] == true).await;
         service
     }
@@ -331,4 +332,67 @@ async fn an_operator_stream_keeps_every_tenants_keys_true() {
     }
     let stats = gateway.stats().await;
     assert_eq!((stats["trusted"].as_bool(), stats["flushes"].as_u64()), (Some(true), Some(1)), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_verifications_count_in_latchkeys_usage() {
+    let Some(s) = setup().await else { return };
+    let service = s.service().await;
+    let (id, secret) = s.key(&s.acme, json!({})).await;
+    for _ in 0..5 {
+        assert_eq!(service.get("/users", &secret).await.0, 200);
+    }
+    let stats = service.wait_stats(Duration::from_secs(5), "reported", |st| st["reported"] == 4).await;
+    assert_eq!((stats["asked"].as_u64(), stats["cacheHits"].as_u64()), (Some(1), Some(4)), "{stats}");
+    // One verification asked of Latchkey and four reported: five uses, with the last one's time.
+    let query = "query($id: ID!) { apiKey(id: $id) { usage30d lastUsedAt } }";
+    let started = Instant::now();
+    loop {
+        let body = s.gql(&s.acme, query, json!({ "id": id })).await;
+        let key = &body["data"]["apiKey"];
+        if key["usage30d"] == 5 {
+            assert!(key["lastUsedAt"].is_string(), "{body}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "not counted: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A report names only keys the stream carries: another tenant's is refused, nothing counted.
+    let (_, stream_key) = s.key(&s.acme, json!({ "restrictions": { "permissions": ["verify:stream"] } })).await;
+    let (globex_id, _) = s.key(&s.globex, json!({})).await;
+    let report = json!({ "uses": [{ "keyId": globex_id, "count": 7, "lastUsedAt": chrono::Utc::now() }] });
+    let response = s
+        .http
+        .post(format!("{}/v1/verifications/usage", s.b.url))
+        .bearer_auth(&stream_key)
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({ "counted": 0, "refused": [globex_id] }));
+    for (body, status) in
+        [(json!({ "uses": [{ "keyId": id, "count": 0, "lastUsedAt": chrono::Utc::now() }] }), 400), (json!([]), 400)]
+    {
+        let response = s
+            .http
+            .post(format!("{}/v1/verifications/usage", s.b.url))
+            .bearer_auth(&stream_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{body}");
+    }
+    let (_, reader) = s.key(&s.acme, json!({ "restrictions": { "permissions": ["users:read"] } })).await;
+    let response = s
+        .http
+        .post(format!("{}/v1/verifications/usage", s.b.url))
+        .bearer_auth(&reader)
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "a key without verify:stream");
 }

@@ -172,9 +172,23 @@ async fn the_rest_api_answers_as_its_openapi_document_says(app: TestApp) {
         // The stream's refusals (its events are checked in verification_stream.rs).
         exchange(&app, get.clone(), "/v1/verifications/stream", &[("Authorization", &reader_bearer)], None, true).await,
         exchange(&app, get.clone(), "/v1/verifications/stream", &[], None, false).await,
+        exchange(&app, get.clone(), "/v1/permissions", &[], None, true).await,
+        exchange(
+            &app,
+            post.clone(),
+            "/v1/verifications/usage",
+            &[("Authorization", &reader_bearer)],
+            Some(json!({ "uses": [] })),
+            true,
+        )
+        .await,
+        exchange(&app, post.clone(), "/v1/verifications/usage", &[], Some(json!({ "uses": [] })), false).await,
     ];
     let statuses: Vec<u64> = exchanges.iter().map(|x| x["status"].as_u64().unwrap()).collect();
-    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 400, 200, 200, 403, 401, 401, 400, 202, 400, 401, 403, 401]);
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 200, 400, 200, 200, 403, 401, 401, 400, 202, 400, 401, 403, 401, 200, 403, 401]
+    );
     let (ok, said) = check(&exchanges);
     assert!(ok, "the server differs from openapi.json:\n{said}");
 

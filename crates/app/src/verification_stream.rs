@@ -41,6 +41,22 @@ pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(
 /// Signals a live subscriber may fall behind by before it gets `flush`.
 const LIVE_CAPACITY: usize = 4_096;
 
+/// The most keys one usage report names.
+pub const MAX_REPORTED_KEYS: usize = 1_000;
+/// The most uses of one key one usage report carries.
+pub const MAX_REPORTED_USES: u64 = 1_000_000_000;
+
+/// Verifications of a key a client answered from its cache.
+#[derive(Clone, Debug)]
+pub struct ReportedUse {
+    /// The key.
+    pub key_id: latchkey_domain::ApiKeyId,
+    /// How many.
+    pub count: u64,
+    /// The last of them.
+    pub last: latchkey_domain::usage::LastUse,
+}
+
 /// The permission a key needs to open the stream.
 pub const STREAM_PERMISSION: &str = "verify:stream";
 
@@ -277,6 +293,40 @@ impl App {
                 "The verification stream is for a service's API key, not an admin token.".into(),
             )),
         }
+    }
+
+    /// Counts what a client answered from its own cache since its last
+    /// report (`POST /v1/verifications/usage`, with the stream's key, so
+    /// the same gate and scope): usage and "last used" stay true for keys
+    /// verified in process. Keys unknown or of another tenant are not
+    /// counted; their ids are returned. A report at most
+    /// [`MAX_REPORTED_KEYS`] keys, each at most [`MAX_REPORTED_USES`].
+    pub async fn report_cached_uses(
+        &self,
+        auth: &Authentication,
+        uses: Vec<ReportedUse>,
+    ) -> AppResult<Vec<latchkey_domain::ApiKeyId>> {
+        let grant = self.verification_stream(auth)?;
+        if uses.len() > MAX_REPORTED_KEYS || uses.iter().any(|u| u.count == 0 || u.count > MAX_REPORTED_USES) {
+            return Err(AppError::BadUserInput(format!(
+                "A report names at most {MAX_REPORTED_KEYS} keys, each with 1 to {MAX_REPORTED_USES} uses."
+            )));
+        }
+        let ids: Vec<_> = uses.iter().map(|u| u.key_id).collect();
+        let tenants: std::collections::HashMap<_, _> = self.store.tenants_of_keys(&ids).await?.into_iter().collect();
+        let now = self.clock.now();
+        let mut refused = Vec::new();
+        for reported in uses {
+            match tenants.get(&reported.key_id) {
+                Some(&tenant) if grant.tenant.is_none_or(|t| t == tenant) => {
+                    // A client's clock ahead of ours does not make a use from the future.
+                    let last = latchkey_domain::usage::LastUse { at: reported.last.at.min(now), ..reported.last };
+                    self.verifier.count_cached_uses(reported.key_id, tenant, reported.count, last);
+                }
+                _ => refused.push(reported.key_id),
+            }
+        }
+        Ok(refused)
     }
 
     /// This replica's signals for verification streams.

@@ -12,7 +12,7 @@
 //! - `GET /stats`: the verifier's counters (cache hits, stream state).
 //!
 //! `BIND` (default `127.0.0.1:3000`; port 0 for any), `STALE_AFTER_MS`,
-//! `CACHE_TTL_SECS` tune it. It prints `listening on ADDRESS` once ready.
+//! `CACHE_TTL_SECS` and `REPORT_USES_MS` tune it. It prints `listening on ADDRESS` once ready.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +39,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(secs) = env_number("CACHE_TTL_SECS") {
         builder = builder.cache_ttl(Duration::from_secs(secs));
+    }
+    if let Some(ms) = env_number("REPORT_USES_MS") {
+        builder = builder.report_uses_every(Duration::from_millis(ms));
     }
     let verifier = builder.build()?;
 
@@ -83,7 +86,7 @@ async fn public_whoami() -> Json<Value> {
 async fn stats(State(verifier): State<Verifier>) -> Json<Value> {
     let s = verifier.stats();
     Json(json!({
-        "cacheHits": s.cache_hits, "asked": s.asked, "cachedKeys": s.cached_keys, "signals": s.signals,
+        "cacheHits": s.cache_hits, "asked": s.asked, "reported": s.reported, "cachedKeys": s.cached_keys, "signals": s.signals,
         "flushes": s.flushes, "connections": s.connections, "connected": s.connected, "trusted": s.trusted,
     }))
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +12,7 @@ use rand::TryRng;
 use uuid::Uuid;
 
 use crate::clock::Tick;
+use crate::context::Cloud;
 use crate::decide::{Catalogue, Rules};
 use crate::verification::VerifiedKey;
 
@@ -37,6 +39,34 @@ pub(crate) struct Entry {
     pub(crate) valid_until: Option<Tick>,
     /// Whether a request is asking Latchkey again.
     pub(crate) revalidating: bool,
+    /// Verifications answered from it, not yet reported to Latchkey.
+    pub(crate) uses: u64,
+    /// The last of them.
+    pub(crate) last_use: Option<LastSeen>,
+}
+
+/// The last cached verification of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LastSeen {
+    pub(crate) at: Tick,
+    pub(crate) cloud: Option<Cloud>,
+    pub(crate) ip: Option<IpAddr>,
+}
+
+/// A key's cached verifications to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Uses {
+    pub(crate) count: u64,
+    pub(crate) last: LastSeen,
+}
+
+impl Uses {
+    fn add(&mut self, other: Uses) {
+        self.count += other.count;
+        if other.last.at > self.last.at {
+            self.last = other.last;
+        }
+    }
 }
 
 /// Digests are HMAC outputs, uniformly distributed: their first eight
@@ -73,6 +103,9 @@ pub(crate) struct KeyCache {
     per_shard: usize,
     /// Bumped by every invalidation: an answer fetched across one is not cached.
     epoch: AtomicU64,
+    /// Uses of entries dropped before they were reported (and of reports
+    /// that failed), by key.
+    retired: Mutex<HashMap<Uuid, Uses>>,
 }
 
 impl KeyCache {
@@ -87,6 +120,7 @@ impl KeyCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             epoch: AtomicU64::new(0),
+            retired: Mutex::default(),
         })
     }
 
@@ -104,22 +138,22 @@ impl KeyCache {
     /// shard's lock: keep it short), counted as a hit when it answers.
     /// `None` past the entry's TTL for the first caller, who asks Latchkey
     /// again while the others are still answered, for [`REVALIDATE_FOR`] at most.
-    pub(crate) fn answer<T>(&self, digest: &Digest, now: Tick, answer: impl FnOnce(&Entry) -> Option<T>) -> Option<T> {
-        let mut shard = self.shard(digest);
+    pub(crate) fn answer<T>(
+        &self,
+        digest: &Digest,
+        now: Tick,
+        answer: impl FnOnce(&mut Entry) -> Option<T>,
+    ) -> Option<T> {
+        let mut guard = self.shard(digest);
+        let shard = &mut *guard;
         let entry = shard.entries.get_mut(digest)?;
-        if now >= entry.fresh_until {
-            let past = entry.valid_until.is_some_and(|until| now >= until)
-                || now >= crate::clock::after(entry.fresh_until, REVALIDATE_FOR);
-            if past {
-                shard.entries.remove(digest);
-                return None;
-            }
-            if !entry.revalidating {
-                entry.revalidating = true;
-                return None;
-            }
-        } else if entry.valid_until.is_some_and(|until| now >= until) {
-            shard.entries.remove(digest);
+        let ended = entry.valid_until.is_some_and(|until| now >= until);
+        if ended || now >= crate::clock::after(entry.fresh_until, REVALIDATE_FOR) {
+            self.retire(shard.entries.remove(digest));
+            return None;
+        }
+        if now >= entry.fresh_until && !entry.revalidating {
+            entry.revalidating = true;
             return None;
         }
         let answered = answer(entry)?;
@@ -129,7 +163,43 @@ impl KeyCache {
 
     /// Drops the entry of `digest` (Latchkey refused its secret).
     pub(crate) fn remove(&self, digest: &Digest) {
-        self.shard(digest).entries.remove(digest);
+        let removed = self.shard(digest).entries.remove(digest);
+        self.retire(removed);
+    }
+
+    /// Keeps the unreported uses of a dropped entry.
+    fn retire(&self, entry: Option<Entry>) {
+        if let Some(Entry { key, uses: count @ 1.., last_use: Some(last), .. }) = entry {
+            self.give_back([(key.key_id, Uses { count, last })]);
+        }
+    }
+
+    /// Takes the uses not yet reported, by key.
+    pub(crate) fn take_uses(&self) -> Vec<(Uuid, Uses)> {
+        let mut taken: HashMap<Uuid, Uses> = std::mem::take(&mut *self.lock_retired());
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for entry in shard.entries.values_mut() {
+                if let (count @ 1.., Some(last)) = (entry.uses, entry.last_use) {
+                    entry.uses = 0;
+                    let uses = Uses { count, last };
+                    taken.entry(entry.key.key_id).and_modify(|kept| kept.add(uses)).or_insert(uses);
+                }
+            }
+        }
+        taken.into_iter().collect()
+    }
+
+    /// Keeps `uses` for the next report (a report failed, or their entry was dropped).
+    pub(crate) fn give_back(&self, uses: impl IntoIterator<Item = (Uuid, Uses)>) {
+        let mut retired = self.lock_retired();
+        for (key_id, uses) in uses {
+            retired.entry(key_id).and_modify(|kept| kept.add(uses)).or_insert(uses);
+        }
+    }
+
+    fn lock_retired(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Uses>> {
+        self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The current invalidation epoch: pass it back to [`KeyCache::insert`].
@@ -149,10 +219,10 @@ impl KeyCache {
         if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(&digest) {
             let soonest = shard.entries.iter().min_by_key(|(_, e)| e.fresh_until).map(|(d, _)| *d);
             if let Some(soonest) = soonest {
-                shard.entries.remove(&soonest);
+                self.retire(shard.entries.remove(&soonest));
             }
         }
-        shard.entries.insert(digest, entry);
+        self.retire(shard.entries.insert(digest, entry));
     }
 
     /// Drops every entry of `key_id`.
@@ -160,7 +230,9 @@ impl KeyCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            shard.entries.retain(|_, e| e.key.key_id != key_id);
+            for (_, entry) in shard.entries.extract_if(|_, e| e.key.key_id == key_id) {
+                self.retire(Some(entry));
+            }
         }
     }
 
@@ -168,7 +240,10 @@ impl KeyCache {
     pub(crate) fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         for shard in &self.shards {
-            shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entries.clear();
+            let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (_, entry) in shard.entries.drain() {
+                self.retire(Some(entry));
+            }
         }
     }
 
@@ -188,7 +263,6 @@ mod tests {
 
     use super::*;
     use crate::clock::{after, now};
-    use crate::context::Cloud;
 
     fn entry(key_id: u128, fresh_until: Tick, valid_until: Option<Tick>) -> Entry {
         let key = VerifiedKey {
@@ -204,7 +278,16 @@ mod tests {
         };
         let catalogue = Arc::new(Catalogue::from_json(br#"{"permissions":[]}"#).expect("catalogue"));
         let rules = catalogue.rules_of(&key).expect("rules");
-        Entry { key: Arc::new(key), rules, catalogue, fresh_until, valid_until, revalidating: false }
+        Entry {
+            key: Arc::new(key),
+            rules,
+            catalogue,
+            fresh_until,
+            valid_until,
+            revalidating: false,
+            uses: 0,
+            last_use: None,
+        }
     }
 
     fn hit(cache: &KeyCache, digest: &Digest, at: Tick) -> bool {

@@ -20,6 +20,8 @@
 //!   Latchkey counts each of its requests, so its limits hold exactly.
 //! - Only keys of the stream key's tenant are cached (the stream carries
 //!   no other tenant's revocations); other keys are asked every time.
+//! - What the cache answers is reported to Latchkey every 10 s, so its
+//!   usage and "last used" count every verification.
 //!
 //! ```no_run
 //! use latchkey_client::{Cloud, RequestContext, Verification, Verifier};
@@ -49,6 +51,7 @@ mod decide;
 mod digest;
 mod error;
 mod layer;
+mod report;
 mod sse;
 mod stream;
 mod verification;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use crate::cache::{Digest, Entry, KeyCache};
+use crate::cache::{Digest, Entry, KeyCache, LastSeen};
 use crate::clock::{self, Tick};
 use crate::context::RequestContext;
 use crate::decide::Catalogue;
@@ -27,6 +27,7 @@ pub struct VerifierBuilder {
     cache_ttl: Duration,
     stale_after: Duration,
     request_timeout: Duration,
+    report_every: Duration,
 }
 
 impl VerifierBuilder {
@@ -50,6 +51,13 @@ impl VerifierBuilder {
     /// and gets [`Error::Unavailable`] if Latchkey cannot answer.
     pub fn stale_after(mut self, stale_after: Duration) -> Self {
         self.stale_after = stale_after;
+        self
+    }
+
+    /// How often the verifications answered from the cache are reported to
+    /// Latchkey, so its usage and "last used" count them (default 10 s).
+    pub fn report_uses_every(mut self, every: Duration) -> Self {
+        self.report_every = every;
         self
     }
 
@@ -94,8 +102,9 @@ impl VerifierBuilder {
             request_timeout: self.request_timeout,
             counters: Counters::default(),
         });
-        let task = runtime.spawn(crate::stream::follow(Arc::downgrade(&shared)));
-        Ok(Verifier { shared, _task: Arc::new(StopOnDrop(task)) })
+        let stream = runtime.spawn(crate::stream::follow(Arc::downgrade(&shared)));
+        let reports = runtime.spawn(crate::report::report_uses(Arc::downgrade(&shared), self.report_every));
+        Ok(Verifier { shared, _tasks: Arc::new(StopOnDrop([stream, reports])) })
     }
 }
 
@@ -104,15 +113,18 @@ impl VerifierBuilder {
 #[derive(Debug, Clone)]
 pub struct Verifier {
     shared: Arc<Shared>,
-    _task: Arc<StopOnDrop>,
+    _tasks: Arc<StopOnDrop>,
 }
 
+/// The stream follower and the usage reporter, stopped with the last clone.
 #[derive(Debug)]
-struct StopOnDrop(tokio::task::JoinHandle<()>);
+struct StopOnDrop([tokio::task::JoinHandle<()>; 2]);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -132,6 +144,8 @@ pub struct Stats {
     pub cache_hits: u64,
     /// Verifications Latchkey answered.
     pub asked: u64,
+    /// Cached verifications reported to Latchkey (counted in its usage).
+    pub reported: u64,
     /// Keys cached now.
     pub cached_keys: usize,
     /// `revoked` and `changed` events applied.
@@ -159,6 +173,7 @@ impl Verifier {
             cache_ttl: Duration::from_secs(60),
             stale_after: Duration::from_secs(5),
             request_timeout: Duration::from_secs(2),
+            report_every: Duration::from_secs(10),
         }
     }
 
@@ -191,7 +206,12 @@ impl Verifier {
         }
         let decided = shared.cache.answer(&digest, now, |entry| {
             Some(match entry.catalogue.decide(&entry.rules, context, ip)? {
-                Ok(()) => Verification::Valid(entry.key.clone()),
+                Ok(()) => {
+                    // Reported to Latchkey later (see `report`), so its usage counts this one.
+                    entry.uses += 1;
+                    entry.last_use = Some(LastSeen { at: now, cloud: context.cloud, ip });
+                    Verification::Valid(entry.key.clone())
+                }
                 Err(refusal) => Verification::Refused(refusal),
             })
         });
@@ -229,6 +249,7 @@ impl Verifier {
         Stats {
             cache_hits,
             asked: counters.asked.load(Ordering::Relaxed),
+            reported: counters.reported.load(Ordering::Relaxed),
             cached_keys,
             signals: counters.signals.load(Ordering::Relaxed),
             flushes: counters.flushes.load(Ordering::Relaxed),
@@ -260,6 +281,7 @@ pub(crate) struct StreamState {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) asked: AtomicU64,
+    pub(crate) reported: AtomicU64,
     pub(crate) signals: AtomicU64,
     pub(crate) flushes: AtomicU64,
     pub(crate) connections: AtomicU64,
@@ -325,7 +347,16 @@ impl Shared {
             None => None,
         };
         let fresh_until = clock::after(now, self.cache_ttl);
-        Some(Entry { key: key.clone(), rules, catalogue, fresh_until, valid_until, revalidating: false })
+        Some(Entry {
+            key: key.clone(),
+            rules,
+            catalogue,
+            fresh_until,
+            valid_until,
+            revalidating: false,
+            uses: 0,
+            last_use: None,
+        })
     }
 
     /// Asks Latchkey (`POST /v1/keys/verify`).

@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         crate::verify::post_verify,
         crate::verify::permission_catalogue,
         crate::verification_stream::stream,
+        crate::verification_stream::report_usage,
         crate::forward_auth::forward_auth,
         crate::self_rotation::rotate_itself,
         crate::verify::report_leak,

@@ -42,6 +42,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/v1/auth/{path:.*}", web::route().to(forward_auth::forward_auth))
     .service(only("/v1/keys/rotate", "POST").route(web::post().to(self_rotation::rotate_itself)))
     .service(only("/v1/verifications/stream", "GET").route(web::get().to(verification_stream::stream)))
+    .service(only("/v1/verifications/usage", "POST").route(web::post().to(verification_stream::report_usage)))
     .service(only("/v1/keys/report-leak", "POST").route(web::post().to(verify::report_leak)))
     .service(only("/v1/secret-scanning/github", "POST").route(web::post().to(secret_scanning::github_secret_scanning)))
     .configure(scim::routes);

@@ -1,16 +1,21 @@
 //! `GET /v1/verifications/stream`: Server-Sent Events telling a service
 //! that caches verifications which of its tenant's keys to drop (see the
-//! app's `verification_stream`).
+//! app's `verification_stream`); and `POST /v1/verifications/usage`, where
+//! such a service reports what it answered from its cache.
 
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use latchkey_app::verification_stream::{HEARTBEAT_EVERY, StreamEvent, StreamGrant, Subscription};
+use latchkey_app::verification_stream::{HEARTBEAT_EVERY, ReportedUse, StreamEvent, StreamGrant, Subscription};
+use latchkey_domain::ApiKeyId;
+use latchkey_domain::usage::LastUse;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::ToSchema;
 
-use crate::answers::{ErrorBody, client_address, rest_error, user_agent};
+use crate::answers::{ErrorBody, RestError, client_address, parse_cloud, rest_error, user_agent};
 use crate::context::ServerContext;
 
 /// How long a client waits before reconnecting (the SSE `retry` field).
@@ -172,5 +177,99 @@ fn render(event: &StreamEvent) -> String {
             let id = id.map(|id| format!("id: {}\n", id.encode())).unwrap_or_default();
             format!("{id}event: flush\ndata: {data}\n\n")
         }
+    }
+}
+
+/// What a client answered from its own cache since its last report.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UsageReport {
+    /// One entry per key (at most 1,000).
+    uses: Vec<ReportedUseBody>,
+}
+
+/// The cached verifications of one key.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ReportedUseBody {
+    #[schema(value_type = uuid::Uuid)]
+    key_id: uuid::Uuid,
+    /// How many successful verifications (1 to 1,000,000,000).
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    count: u64,
+    /// When the last of them was.
+    #[schema(value_type = String, format = DateTime)]
+    last_used_at: chrono::DateTime<chrono::Utc>,
+    /// The last one's cloud, if the request named one.
+    #[schema(value_type = Option<crate::answers::CloudName>)]
+    cloud: Option<String>,
+    /// The last one's end client.
+    #[schema(schema_with = crate::verify::ip_address, required = false)]
+    ip: Option<String>,
+}
+
+/// A report was counted.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UsageReceived {
+    /// Keys whose uses were counted.
+    counted: usize,
+    /// Keys not counted: unknown, or of a tenant the stream's key does not carry.
+    #[schema(value_type = Vec<uuid::Uuid>)]
+    refused: Vec<String>,
+}
+
+/// Reports the verifications a service answered from its own cache (the
+/// Rust client does every 10 s), so that usage and "last used" count them:
+/// with the stream's key, for the keys the stream carries.
+#[utoipa::path(
+    operation_id = "report_cached_uses",
+    post, path = "/v1/verifications/usage", tag = "verification", request_body = UsageReport,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Counted", body = UsageReceived),
+        (status = 400, description = "The body is not a report", body = ErrorBody),
+        (status = 401, description = "No key, or a key that does not verify", body = ErrorBody),
+        (status = 403, description = "The key lacks the `verify:stream` permission", body = ErrorBody),
+        (status = 503, description = "Latchkey cannot answer now", body = ErrorBody),
+    )
+)]
+pub(crate) async fn report_usage(ctx: web::Data<ServerContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let client = client_address(&req, &ctx.trusted_proxies);
+    let user_agent = user_agent(&req);
+    let auth = match ctx.app.authenticate_request(authorization, client, user_agent.as_deref()).await {
+        Ok(auth) => auth,
+        Err(e) => return rest_error(e),
+    };
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let report = match serde_json::from_slice::<UsageReport>(&body) {
+        Ok(report) if is_object => report,
+        _ => {
+            return RestError::bad_request(
+                "The body must be JSON of the form {\"uses\": [{\"keyId\", \"count\", \"lastUsedAt\", \"cloud\"?, \"ip\"?}]}.",
+            )
+            .response();
+        }
+    };
+    let mut uses = Vec::with_capacity(report.uses.len());
+    for reported in report.uses {
+        let cloud = match reported.cloud.as_deref().map(parse_cloud).transpose() {
+            Ok(cloud) => cloud,
+            Err(message) => return RestError::bad_request(message).response(),
+        };
+        let ip = match reported.ip.as_deref().map(|raw| raw.trim().parse()).transpose() {
+            Ok(ip) => ip,
+            Err(_) => return RestError::bad_request("`ip` must be an IPv4 or IPv6 address.").response(),
+        };
+        let last = LastUse { at: reported.last_used_at, cloud, client_address: ip, user_agent: None };
+        uses.push(ReportedUse { key_id: ApiKeyId(reported.key_id), count: reported.count, last });
+    }
+    let counted = uses.len();
+    match ctx.app.report_cached_uses(&auth, uses).await {
+        Ok(refused) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(UsageReceived {
+            counted: counted - refused.len(),
+            refused: refused.iter().map(ToString::to_string).collect(),
+        }),
+        Err(e) => rest_error(e),
     }
 }

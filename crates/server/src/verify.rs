@@ -44,7 +44,7 @@ pub(crate) struct VerifyRequest<'a> {
 }
 
 /// An IPv4 or IPv6 address, for the OpenAPI document.
-fn ip_address() -> utoipa::openapi::schema::Schema {
+pub(crate) fn ip_address() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
     let address =
         |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));

@@ -517,6 +517,20 @@ impl KeyVerifier {
     }
 
     /// How many verified keys are cached.
+    /// Counts `uses` successful verifications of `key` that a client
+    /// answered from its own cache, the last at `last` (see
+    /// `App::report_cached_uses`).
+    pub(crate) fn count_cached_uses(
+        &self,
+        key: latchkey_domain::ApiKeyId,
+        tenant: latchkey_domain::TenantId,
+        uses: u64,
+        last: LastUse,
+    ) {
+        self.usage.count(key, tenant, last.at, UsageOutcome::Valid, uses);
+        self.usage.last_use(key, tenant, last);
+    }
+
     pub fn cached_keys(&self) -> usize {
         self.cache.len()
     }

@@ -282,6 +282,22 @@ impl Store {
         Ok(KeyPage { keys: rows.into_iter().map(key_from).collect(), has_next_page, total_count, recent_usage })
     }
 
+    /// The tenant of each of `ids` that exists (one query, by primary key).
+    pub async fn tenants_of_keys(&self, ids: &[ApiKeyId]) -> StoreResult<Vec<(ApiKeyId, TenantId)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(uuid::Uuid, uuid::Uuid)> = api_key::Entity::find()
+            .select_only()
+            .column(api_key::Column::Id)
+            .column(api_key::Column::TenantId)
+            .filter(api_key::Column::Id.is_in(ids.iter().map(|id| id.0)))
+            .into_tuple()
+            .all(self.reader())
+            .await?;
+        Ok(rows.into_iter().map(|(id, tenant)| (ApiKeyId(id), TenantId(tenant))).collect())
+    }
+
     /// Every key of `tenant`, oldest first (for reports).
     pub async fn all_keys(&self, tenant: TenantId) -> StoreResult<Vec<ApiKey>> {
         Ok(api_key::Entity::find()
