@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
+use latchkey_app::auth::Authentication;
 use latchkey_app::verification_stream::{HEARTBEAT_EVERY, ReportedUse, StreamEvent, StreamGrant, Subscription};
 use latchkey_domain::ApiKeyId;
 use latchkey_domain::usage::LastUse;
@@ -58,11 +59,7 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
     )
 )]
 pub(crate) async fn stream(ctx: web::Data<ServerContext>, req: HttpRequest) -> HttpResponse {
-    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let client = client_address(&req, &ctx.trusted_proxies);
-    let user_agent = user_agent(&req);
-    let authenticated = ctx.app.authenticate_request(authorization, client, user_agent.as_deref()).await;
-    let grant = match authenticated.and_then(|auth| ctx.app.verification_stream(&auth)) {
+    let grant = match authenticate(&ctx, &req).await.and_then(|auth| ctx.app.verification_stream(&auth)) {
         Ok(grant) => grant,
         Err(e) => return rest_error(e),
     };
@@ -87,6 +84,13 @@ pub(crate) async fn stream(ctx: web::Data<ServerContext>, req: HttpRequest) -> H
             let chunk = events.next().await?;
             Some((Ok::<_, actix_web::Error>(chunk), events))
         }))
+}
+
+/// The caller, by its bearer key (the stream's permission is checked by the use case).
+async fn authenticate(ctx: &ServerContext, req: &HttpRequest) -> latchkey_app::AppResult<Authentication> {
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let client = client_address(req, &ctx.trusted_proxies);
+    ctx.app.authenticate_request(authorization, client, user_agent(req).as_deref()).await
 }
 
 /// One stream's state.
@@ -234,10 +238,7 @@ pub(crate) struct UsageReceived {
     )
 )]
 pub(crate) async fn report_usage(ctx: web::Data<ServerContext>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let client = client_address(&req, &ctx.trusted_proxies);
-    let user_agent = user_agent(&req);
-    let auth = match ctx.app.authenticate_request(authorization, client, user_agent.as_deref()).await {
+    let auth = match authenticate(&ctx, &req).await {
         Ok(auth) => auth,
         Err(e) => return rest_error(e),
     };
