@@ -52,6 +52,7 @@ mod digest;
 mod error;
 mod layer;
 mod report;
+mod shared;
 mod sse;
 mod stream;
 mod verification;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::cache::Uses;
 use crate::clock;
-use crate::verifier::Shared;
+use crate::shared::Shared;
 
 /// The most keys one report names (Latchkey's limit).
 const KEYS_PER_REPORT: usize = 1_000;

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use crate::clock;
 use crate::decide::Catalogue;
+use crate::shared::{Scope, Shared};
 use crate::sse::{Event, Parser};
-use crate::verifier::{Scope, Shared};
 
 /// How often Latchkey sends a heartbeat on a quiet stream.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
