@@ -116,7 +116,12 @@ impl Shared {
     }
 
     /// Asks Latchkey (`POST /v1/keys/verify`).
-    pub(crate) async fn ask(&self, secret: &str, context: &RequestContext, ip: Option<IpAddr>) -> Result<Verification, Error> {
+    pub(crate) async fn ask(
+        &self,
+        secret: &str,
+        context: &RequestContext,
+        ip: Option<IpAddr>,
+    ) -> Result<Verification, Error> {
         self.counters.asked.fetch_add(1, Ordering::Relaxed);
         let body = serde_json::json!({
             "key": secret,
