@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 
 /// How long the service keeps using its cache once the stream is down.
 const STALE_AFTER: Duration = Duration::from_millis(2000);
+/// How long a test waits for what the client does in the background (a
+/// report every 200 ms): generous, since a loaded CI machine is slow.
+const WAIT: Duration = Duration::from_secs(30);
 
 struct Setup {
     _db: TestDb,
@@ -77,6 +80,43 @@ impl Setup {
         (payload["apiKey"]["id"].as_str().unwrap().to_owned(), payload["secret"].as_str().unwrap().to_owned())
     }
 
+    /// `id`'s `usage30d` and `lastUsedAt` (read on replica B).
+    async fn usage_of(&self, id: &str) -> Value {
+        let query = "query($id: ID!) { apiKey(id: $id) { usage30d lastUsedAt } }";
+        self.gql(&self.acme, query, json!({ "id": id })).await["data"]["apiKey"].clone()
+    }
+
+    /// [`Setup::usage_of`] once `usage30d` is `uses` (replica A writes its
+    /// own verifications every second).
+    async fn wait_usage(&self, id: &str, uses: u64) -> Value {
+        let started = Instant::now();
+        loop {
+            let key = self.usage_of(id).await;
+            if key["usage30d"] == uses {
+                return key;
+            }
+            assert!(started.elapsed() < WAIT, "usage30d is not {uses}: {key}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Posts a usage report to replica B: (status, headers, body).
+    async fn report(
+        &self,
+        key: &str,
+        idempotency_key: Option<&str>,
+        report: &Value,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request =
+            self.http.post(format!("{}/v1/verifications/usage", self.b.url)).bearer_auth(key).json(report);
+        if let Some(idempotency_key) = idempotency_key {
+            request = request.header("Idempotency-Key", idempotency_key);
+        }
+        let response = request.send().await.unwrap();
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        (status, headers, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// The example service for Acme, reading through the proxy, up and trusted.
     async fn service(&self) -> ServiceProcess {
         self.service_of(&self.acme).await
@@ -88,7 +128,7 @@ impl Setup {
         let stale = STALE_AFTER.as_millis().to_string();
         let envs = [("STALE_AFTER_MS", stale.as_str()), ("REPORT_USES_MS", "200")];
         let service = ServiceProcess::spawn(&format!("http://{}", self.proxy.addr), &stream_key, &envs);
-        service.wait_stats(Duration::from_secs(10), "the stream up", |s| s["trusted"] == true).await;
+        service.wait_stats(WAIT, "the stream up", |s| s["trusted"] == true).await;
         service
     }
 }
@@ -342,57 +382,58 @@ async fn cached_verifications_count_in_latchkeys_usage() {
     for _ in 0..5 {
         assert_eq!(service.get("/users", &secret).await.0, 200);
     }
-    let stats = service.wait_stats(Duration::from_secs(5), "reported", |st| st["reported"] == 4).await;
+    let stats = service.wait_stats(WAIT, "reported", |st| st["reported"] == 4).await;
     assert_eq!((stats["asked"].as_u64(), stats["cacheHits"].as_u64()), (Some(1), Some(4)), "{stats}");
     // One verification asked of Latchkey and four reported: five uses, with the last one's time.
-    let query = "query($id: ID!) { apiKey(id: $id) { usage30d lastUsedAt } }";
-    let started = Instant::now();
-    loop {
-        let body = s.gql(&s.acme, query, json!({ "id": id })).await;
-        let key = &body["data"]["apiKey"];
-        if key["usage30d"] == 5 {
-            assert!(key["lastUsedAt"].is_string(), "{body}");
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "not counted: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let key = s.wait_usage(&id, 5).await;
+    assert!(key["lastUsedAt"].is_string(), "{key}");
+
+    // A report whose answer is lost on the way back was stored all the same;
+    // sent again under its Idempotency-Key, it is not counted twice.
+    s.proxy.lose_answers();
+    for _ in 0..3 {
+        assert_eq!(service.get("/users", &secret).await.0, 200);
     }
+    let stats = service.wait_stats(WAIT, "a report lost", |st| st["reportFailures"].as_u64() >= Some(1)).await;
+    assert_eq!(stats["reported"], 4, "{stats}");
+    assert_eq!(s.usage_of(&id).await["usage30d"], 8, "the lost report was not stored");
+    s.proxy.deliver_answers();
+    let stats = service.wait_stats(WAIT, "the lost report taken", |st| st["reported"] == 7).await;
+    assert_eq!((stats["asked"].as_u64(), stats["cacheHits"].as_u64()), (Some(1), Some(7)), "{stats}");
+    assert_eq!(s.usage_of(&id).await["usage30d"], 8, "a retried report was counted again: {stats}");
+
+    // The same, by hand: a report sent twice under one key counts once, the
+    // second answer saying it was a replay; the key with another report is refused.
+    let (_, stream_key) = s.key(&s.acme, json!({ "restrictions": { "permissions": ["verify:stream"] } })).await;
+    let at = chrono::Utc::now();
+    let report = |count: u64| json!({ "uses": [{ "keyId": id, "count": count, "lastUsedAt": at }] });
+    let idempotency_key = "report-6f1c2a";
+    for replayed in [false, true] {
+        let (status, headers, body) = s.report(&stream_key, Some(idempotency_key), &report(2)).await;
+        assert_eq!((status, body), (200, json!({ "counted": 1, "refused": [] })));
+        assert_eq!(headers.get("idempotent-replayed").is_some(), replayed, "{headers:?}");
+    }
+    let (status, _, body) = s.report(&stream_key, Some(idempotency_key), &report(3)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Idempotency-Key"), "{body}");
+    for bad in ["", &"k".repeat(256), "two words"] {
+        assert_eq!(s.report(&stream_key, Some(bad), &report(3)).await.0, 400, "{bad:?}");
+    }
+    // Without a key, each report counts: 8 + 2 + 1.
+    assert_eq!(s.report(&stream_key, None, &report(1)).await.0, 200);
+    assert_eq!(s.usage_of(&id).await["usage30d"], 11);
 
     // A report names only keys the stream carries: another tenant's is refused, nothing counted.
-    let (_, stream_key) = s.key(&s.acme, json!({ "restrictions": { "permissions": ["verify:stream"] } })).await;
     let (globex_id, _) = s.key(&s.globex, json!({})).await;
-    let report = json!({ "uses": [{ "keyId": globex_id, "count": 7, "lastUsedAt": chrono::Utc::now() }] });
-    let response = s
-        .http
-        .post(format!("{}/v1/verifications/usage", s.b.url))
-        .bearer_auth(&stream_key)
-        .json(&report)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({ "counted": 0, "refused": [globex_id] }));
+    let foreign = json!({ "uses": [{ "keyId": globex_id, "count": 7, "lastUsedAt": chrono::Utc::now() }] });
+    let (status, _, body) = s.report(&stream_key, None, &foreign).await;
+    assert_eq!((status, body), (200, json!({ "counted": 0, "refused": [globex_id] })));
     for (body, status) in
         [(json!({ "uses": [{ "keyId": id, "count": 0, "lastUsedAt": chrono::Utc::now() }] }), 400), (json!([]), 400)]
     {
-        let response = s
-            .http
-            .post(format!("{}/v1/verifications/usage", s.b.url))
-            .bearer_auth(&stream_key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), status, "{body}");
+        assert_eq!(s.report(&stream_key, None, &body).await.0, status, "{body}");
     }
     let (_, reader) = s.key(&s.acme, json!({ "restrictions": { "permissions": ["users:read"] } })).await;
-    let response = s
-        .http
-        .post(format!("{}/v1/verifications/usage", s.b.url))
-        .bearer_auth(&reader)
-        .json(&report)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 403, "a key without verify:stream");
+    assert_eq!(s.report(&reader, None, &foreign).await.0, 403, "a key without verify:stream");
+    assert_eq!(s.usage_of(&id).await["usage30d"], 11, "refused reports counted");
 }

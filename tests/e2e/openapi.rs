@@ -85,7 +85,7 @@ async fn the_rest_api_answers_as_its_openapi_document_says(app: TestApp) {
     assert!(valid.status.success(), "openapi-spec-validator: {}", String::from_utf8_lossy(&valid.stdout));
 
     let s = app.seed("Acme").await;
-    let (_, secret, _) = app.generate(&s.admin_token, &s.integration, "Documented").await;
+    let (key_id, secret, _) = app.generate(&s.admin_token, &s.integration, "Documented").await;
     let input = json!({ "input": { "ownerId": s.integration.id, "description": "Reader",
         "restrictions": { "permissions": ["reports:read"] } } });
     let body = app.gql(Some(&s.admin_token), ops::GENERATE_RESTRICTED, input).await;
@@ -184,10 +184,22 @@ async fn the_rest_api_answers_as_its_openapi_document_says(app: TestApp) {
         .await,
         exchange(&app, post.clone(), "/v1/verifications/usage", &[], Some(json!({ "uses": [] })), false).await,
     ];
+    // A report under an idempotency key, its replay, and the key reused for another report.
+    let report =
+        |count: u64| json!({ "uses": [{ "keyId": key_id, "count": count, "lastUsedAt": "2026-01-01T00:00:00Z" }] });
+    for count in [2, 2, 3] {
+        let headers = [("Authorization", bearer.as_str()), ("Idempotency-Key", "openapi-report")];
+        exchanges
+            .push(exchange(&app, post.clone(), "/v1/verifications/usage", &headers, Some(report(count)), true).await);
+    }
+    assert_eq!(exchanges[22]["responseHeaders"]["idempotent-replayed"], "true", "{}", exchanges[22]);
     let statuses: Vec<u64> = exchanges.iter().map(|x| x["status"].as_u64().unwrap()).collect();
     assert_eq!(
         statuses,
-        [200, 200, 200, 200, 200, 200, 400, 200, 200, 403, 401, 401, 400, 202, 400, 401, 403, 401, 200, 403, 401]
+        [
+            200, 200, 200, 200, 200, 200, 400, 200, 200, 403, 401, 401, 400, 202, 400, 401, 403, 401, 200, 403, 401,
+            200, 200, 400
+        ]
     );
     let (ok, said) = check(&exchanges);
     assert!(ok, "the server differs from openapi.json:\n{said}");

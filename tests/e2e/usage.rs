@@ -22,6 +22,7 @@ on_both_backends!(
     hostile_ranges_and_filters_are_refused_with_the_limit_named,
     last_use_keeps_cloud_address_and_a_cut_clean_user_agent,
     the_credential_report_lists_every_key_with_its_usage,
+    a_usage_report_is_counted_once_per_idempotency_key_for_a_day,
 );
 
 const KEY_USAGE: &str = "query($id: ID!, $from: DateTime!, $to: DateTime!, $g: UsageGranularity!) { \
@@ -539,4 +540,69 @@ async fn the_credential_report_lists_every_key_with_its_usage(app: TestApp) {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no tenant"));
     app.stop().await;
+}
+
+/// Posts a usage report (`POST /v1/verifications/usage`) with `stream_key`:
+/// (status, whether it was a replay, body).
+async fn report_uses(app: &TestApp, stream_key: &str, idempotency_key: &str, report: &Value) -> (u16, bool, Value) {
+    let response = app
+        .http
+        .post(format!("{}/v1/verifications/usage", app.url))
+        .bearer_auth(stream_key)
+        .header("Idempotency-Key", idempotency_key)
+        .json(report)
+        .send()
+        .await
+        .unwrap();
+    let (status, replayed) = (response.status().as_u16(), response.headers().contains_key("idempotent-replayed"));
+    (status, replayed, response.json().await.unwrap())
+}
+
+async fn a_usage_report_is_counted_once_per_idempotency_key_for_a_day(db: TestDb) {
+    let (app, clock) = app_with_clock(db, AppOptions::default()).await;
+    let s = app.seed("Acme").await;
+    let token = app.token(&s.admin, Cloud::Employee);
+    let (id, _, _) = app.generate(&token, &s.integration, "Verified in a service").await;
+    let input = json!({ "input": { "ownerId": s.integration.id, "description": "Stream reader",
+        "restrictions": { "permissions": ["verify:stream"] } } });
+    let body = app.gql(Some(&token), ops::GENERATE_RESTRICTED, input).await;
+    let stream_key = body["data"]["generateApiKey"]["secret"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    let report = |count: u64| json!({ "uses": [{ "keyId": id, "count": count, "lastUsedAt": clock.now() }] });
+    let total = |token: String| {
+        let (app, id) = (&app, id.clone());
+        async move {
+            let body =
+                app.gql(Some(&token), "query($id: ID!) { apiKey(id: $id) { usage30d } }", json!({ "id": id })).await;
+            body["data"]["apiKey"]["usage30d"].clone()
+        }
+    };
+
+    // Stored before the answer: counted at once, and once however often it is sent again.
+    let first = report(4);
+    for replayed in [false, true, true] {
+        let (status, was_replayed, body) = report_uses(&app, &stream_key, "report-1", &first).await;
+        assert_eq!((status, was_replayed, &body), (200, replayed, &json!({ "counted": 1, "refused": [] })));
+    }
+    assert_eq!(total(token.clone()).await, 4);
+    // The same key for another report is refused and counts nothing.
+    let (status, _, body) = report_uses(&app, &stream_key, "report-1", &report(5)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Idempotency-Key"), "{body}");
+    let (status, replayed, _) = report_uses(&app, &stream_key, "report-2", &report(5)).await;
+    assert_eq!((status, replayed), (200, false));
+    assert_eq!(total(token.clone()).await, 9);
+
+    // Receipts are kept for a day: after it, the first report's key counts again.
+    clock.advance(Span::hours(25));
+    let started = std::time::Instant::now();
+    loop {
+        let (status, replayed, _) = report_uses(&app, &stream_key, "report-1", &first).await;
+        assert_eq!(status, 200);
+        if !replayed {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the receipt was kept past a day");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(total(app.token(&s.admin, Cloud::Employee)).await, 13);
 }

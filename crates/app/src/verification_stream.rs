@@ -22,6 +22,8 @@ use chrono::{DateTime, Duration, Utc};
 use latchkey_domain::TenantId;
 use latchkey_domain::key_signals::KeySignal;
 use latchkey_domain::restrictions::{PermissionSet, owner_permissions};
+use latchkey_domain::usage::{Granularity, IdempotencyKey, LastUse, UsageOutcome};
+use latchkey_store::{ReceiptOutcome, UsageBatch, UsageDelta, UsageReceipt};
 use tokio::sync::{broadcast, watch};
 
 use crate::App;
@@ -45,6 +47,34 @@ const LIVE_CAPACITY: usize = 4_096;
 pub const MAX_REPORTED_KEYS: usize = 1_000;
 /// The most uses of one key one usage report carries.
 pub const MAX_REPORTED_USES: u64 = 1_000_000_000;
+
+/// What became of a usage report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageReportAnswer {
+    /// Keys not counted: unknown, or of a tenant the stream does not carry.
+    pub refused: Vec<latchkey_domain::ApiKeyId>,
+    /// Whether the report was received before under its idempotency key
+    /// (and so not counted again).
+    pub replayed: bool,
+}
+
+/// What identifies a report's content (SHA-256, hex): a retry under the
+/// same idempotency key must carry the same.
+fn report_digest(uses: &[ReportedUse]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for reported in uses {
+        let last = &reported.last;
+        hash.update(reported.key_id.0.as_bytes());
+        hash.update(reported.count.to_be_bytes());
+        hash.update(last.at.timestamp_micros().to_be_bytes());
+        hash.update(last.cloud.map_or("", |c| c.as_str()).as_bytes());
+        hash.update([0]);
+        hash.update(last.client_address.map(|ip| ip.to_string()).unwrap_or_default().as_bytes());
+        hash.update([0]);
+    }
+    format!("{:x}", hash.finalize())
+}
 
 /// Verifications of a key a client answered from its cache.
 #[derive(Clone, Debug)]
@@ -301,32 +331,66 @@ impl App {
     /// verified in process. Keys unknown or of another tenant are not
     /// counted; their ids are returned. A report at most
     /// [`MAX_REPORTED_KEYS`] keys, each at most [`MAX_REPORTED_USES`].
+    ///
+    /// The uses are written before the answer (an answered report is
+    /// stored). Under an idempotency key, a report received before with
+    /// the same key from the same stream key is not counted again (for
+    /// [`latchkey_domain::usage::USAGE_RECEIPT_RETENTION_HOURS`]); the same key with another
+    /// report is refused.
     pub async fn report_cached_uses(
         &self,
         auth: &Authentication,
+        idempotency_key: Option<IdempotencyKey>,
         uses: Vec<ReportedUse>,
-    ) -> AppResult<Vec<latchkey_domain::ApiKeyId>> {
+    ) -> AppResult<UsageReportAnswer> {
         let grant = self.verification_stream(auth)?;
         if uses.len() > MAX_REPORTED_KEYS || uses.iter().any(|u| u.count == 0 || u.count > MAX_REPORTED_USES) {
             return Err(AppError::BadUserInput(format!(
                 "A report names at most {MAX_REPORTED_KEYS} keys, each with 1 to {MAX_REPORTED_USES} uses."
             )));
         }
+        let digest = report_digest(&uses);
         let ids: Vec<_> = uses.iter().map(|u| u.key_id).collect();
         let tenants: std::collections::HashMap<_, _> = self.store.tenants_of_keys(&ids).await?.into_iter().collect();
         let now = self.clock.now();
         let mut refused = Vec::new();
+        let mut batch = UsageBatch::default();
         for reported in uses {
             match tenants.get(&reported.key_id) {
                 Some(&tenant) if grant.tenant.is_none_or(|t| t == tenant) => {
                     // A client's clock ahead of ours does not make a use from the future.
-                    let last = latchkey_domain::usage::LastUse { at: reported.last.at.min(now), ..reported.last };
-                    self.verifier.count_cached_uses(reported.key_id, tenant, reported.count, last);
+                    let last = LastUse { at: reported.last.at.min(now), ..reported.last };
+                    batch.counts.push(UsageDelta {
+                        key_id: reported.key_id,
+                        tenant_id: tenant,
+                        hour: Granularity::Hour.bucket_of(last.at),
+                        outcome: UsageOutcome::Valid,
+                        count: reported.count,
+                    });
+                    batch.last_uses.push((reported.key_id, last));
                 }
                 _ => refused.push(reported.key_id),
             }
         }
-        Ok(refused)
+        let Some(idempotency_key) = idempotency_key else {
+            self.store.record_usage(&batch).await?;
+            return Ok(UsageReportAnswer { refused, replayed: false });
+        };
+        let receipt = UsageReceipt {
+            reporter: grant.key,
+            idempotency_key: idempotency_key.as_str().to_owned(),
+            digest: digest.clone(),
+            received_at: now,
+        };
+        match self.store.record_usage_once(&receipt, &batch).await? {
+            ReceiptOutcome::Recorded => Ok(UsageReportAnswer { refused, replayed: false }),
+            ReceiptOutcome::Seen { digest: before } if before == digest => {
+                Ok(UsageReportAnswer { refused, replayed: true })
+            }
+            ReceiptOutcome::Seen { .. } => Err(AppError::BadUserInput(
+                "This `Idempotency-Key` was used for a different report: use a new key for each report.".into(),
+            )),
+        }
     }
 
     /// This replica's signals for verification streams.

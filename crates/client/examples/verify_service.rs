@@ -86,7 +86,8 @@ async fn public_whoami() -> Json<Value> {
 async fn stats(State(verifier): State<Verifier>) -> Json<Value> {
     let s = verifier.stats();
     Json(json!({
-        "cacheHits": s.cache_hits, "asked": s.asked, "reported": s.reported, "cachedKeys": s.cached_keys, "signals": s.signals,
+        "cacheHits": s.cache_hits, "asked": s.asked, "reported": s.reported, "reportFailures": s.report_failures,
+        "cachedKeys": s.cached_keys, "signals": s.signals,
         "flushes": s.flushes, "connections": s.connections, "connected": s.connected, "trusted": s.trusted,
     }))
 }

@@ -167,10 +167,11 @@ impl KeyCache {
         self.retire(removed);
     }
 
-    /// Keeps the unreported uses of a dropped entry.
+    /// Keeps the unreported uses of a dropped entry for the next report.
     fn retire(&self, entry: Option<Entry>) {
         if let Some(Entry { key, uses: count @ 1.., last_use: Some(last), .. }) = entry {
-            self.give_back([(key.key_id, Uses { count, last })]);
+            let uses = Uses { count, last };
+            self.lock_retired().entry(key.key_id).and_modify(|kept| kept.add(uses)).or_insert(uses);
         }
     }
 
@@ -188,14 +189,6 @@ impl KeyCache {
             }
         }
         taken.into_iter().collect()
-    }
-
-    /// Keeps `uses` for the next report (a report failed, or their entry was dropped).
-    pub(crate) fn give_back(&self, uses: impl IntoIterator<Item = (Uuid, Uses)>) {
-        let mut retired = self.lock_retired();
-        for (key_id, uses) in uses {
-            retired.entry(key_id).and_modify(|kept| kept.add(uses)).or_insert(uses);
-        }
     }
 
     fn lock_retired(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Uses>> {

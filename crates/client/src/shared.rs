@@ -38,6 +38,7 @@ pub(crate) struct StreamState {
 pub(crate) struct Counters {
     pub(crate) asked: AtomicU64,
     pub(crate) reported: AtomicU64,
+    pub(crate) report_failures: AtomicU64,
     pub(crate) signals: AtomicU64,
     pub(crate) flushes: AtomicU64,
     pub(crate) connections: AtomicU64,

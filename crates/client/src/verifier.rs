@@ -144,6 +144,8 @@ pub struct Stats {
     pub asked: u64,
     /// Cached verifications reported to Latchkey (counted in its usage).
     pub reported: u64,
+    /// Reports that failed (each is sent again, as it was, until taken).
+    pub report_failures: u64,
     /// Keys cached now.
     pub cached_keys: usize,
     /// `revoked` and `changed` events applied.
@@ -248,6 +250,7 @@ impl Verifier {
             cache_hits,
             asked: counters.asked.load(Ordering::Relaxed),
             reported: counters.reported.load(Ordering::Relaxed),
+            report_failures: counters.report_failures.load(Ordering::Relaxed),
             cached_keys,
             signals: counters.signals.load(Ordering::Relaxed),
             flushes: counters.flushes.load(Ordering::Relaxed),

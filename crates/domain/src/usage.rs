@@ -26,6 +26,33 @@ pub const MAX_DAILY_RANGE_DAYS: i64 = 400;
 pub const RECENT_USAGE_DAYS: i64 = 30;
 /// The most characters of a user agent kept.
 pub const MAX_USER_AGENT_CHARS: usize = 200;
+/// How long the receipt of a usage report is kept: a report retried within
+/// this long after it was first received is counted once.
+pub const USAGE_RECEIPT_RETENTION_HOURS: i64 = 24;
+/// The most characters of an `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// A client's `Idempotency-Key` for a usage report: 1 to
+/// [`MAX_IDEMPOTENCY_KEY_CHARS`] visible ASCII characters (a UUID, say).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The key, or what is wrong with `raw`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.len() > MAX_IDEMPOTENCY_KEY_CHARS || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "`Idempotency-Key` must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters (a UUID, say)."
+            ));
+        }
+        Ok(IdempotencyKey(raw.to_owned()))
+    }
+
+    /// The key as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 crate::string_enum! {
     /// What one verification of a key counted as.
@@ -314,6 +341,16 @@ mod tests {
         assert_eq!(kept.chars().count(), MAX_USER_AGENT_CHARS);
         assert!(kept.starts_with("agent\u{fffd}\u{fffd}x"));
         assert_eq!(clean_user_agent("  "), None);
+    }
+
+    #[test]
+    fn idempotency_keys_are_short_visible_ascii() {
+        assert_eq!(IdempotencyKey::parse("6f1c-report").unwrap().as_str(), "6f1c-report");
+        assert!(IdempotencyKey::parse(&"k".repeat(MAX_IDEMPOTENCY_KEY_CHARS)).is_ok());
+        for bad in ["", " ", "a b", "caf\u{e9}", "line\n"] {
+            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(IdempotencyKey::parse(&"k".repeat(MAX_IDEMPOTENCY_KEY_CHARS + 1)).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use latchkey_app::auth::Authentication;
 use latchkey_app::verification_stream::{HEARTBEAT_EVERY, ReportedUse, StreamEvent, StreamGrant, Subscription};
 use latchkey_domain::ApiKeyId;
-use latchkey_domain::usage::LastUse;
+use latchkey_domain::usage::{IdempotencyKey, LastUse};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
@@ -184,6 +184,11 @@ fn render(event: &StreamEvent) -> String {
     }
 }
 
+/// The request header naming a report, so that its retries count once.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// The answer's header saying a report was received before.
+const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
+
 /// What a client answered from its own cache since its last report.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -225,12 +230,19 @@ pub(crate) struct UsageReceived {
 /// Reports the verifications a service answered from its own cache (the
 /// Rust client does every 10 s), so that usage and "last used" count them:
 /// with the stream's key, for the keys the stream carries.
+///
+/// The uses are stored before the answer. Send an `Idempotency-Key` so
+/// that a report retried after a lost answer is counted once.
 #[utoipa::path(
     operation_id = "report_cached_uses",
     post, path = "/v1/verifications/usage", tag = "verification", request_body = UsageReport,
     security(("bearer" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, max_length = 255, description = "A new value (a UUID, say) for each report, the same for its retries: a report received before under the same key from the same stream key is not counted again, for 24 hours. Reusing a key for a different report is refused (400)."),
+    ),
     responses(
-        (status = 200, description = "Counted", body = UsageReceived),
+        (status = 200, description = "Counted (or, with `Idempotent-Replayed: true`, counted before)", body = UsageReceived,
+            headers(("Idempotent-Replayed" = bool, description = "Present and true when the report had been received before under its `Idempotency-Key`"))),
         (status = 400, description = "The body is not a report", body = ErrorBody),
         (status = 401, description = "No key, or a key that does not verify", body = ErrorBody),
         (status = 403, description = "The key lacks the `verify:stream` permission", body = ErrorBody),
@@ -241,6 +253,13 @@ pub(crate) async fn report_usage(ctx: web::Data<ServerContext>, req: HttpRequest
     let auth = match authenticate(&ctx, &req).await {
         Ok(auth) => auth,
         Err(e) => return rest_error(e),
+    };
+    let idempotency_key = match req.headers().get(IDEMPOTENCY_KEY).map(|raw| {
+        raw.to_str().map_err(|_| "`Idempotency-Key` must be visible ASCII.".to_owned()).and_then(IdempotencyKey::parse)
+    }) {
+        None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(message)) => return RestError::bad_request(message).response(),
     };
     let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let report = match serde_json::from_slice::<UsageReport>(&body) {
@@ -266,11 +285,18 @@ pub(crate) async fn report_usage(ctx: web::Data<ServerContext>, req: HttpRequest
         uses.push(ReportedUse { key_id: ApiKeyId(reported.key_id), count: reported.count, last });
     }
     let counted = uses.len();
-    match ctx.app.report_cached_uses(&auth, uses).await {
-        Ok(refused) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(UsageReceived {
-            counted: counted - refused.len(),
-            refused: refused.iter().map(ToString::to_string).collect(),
-        }),
+    match ctx.app.report_cached_uses(&auth, idempotency_key, uses).await {
+        Ok(answer) => {
+            let mut response = HttpResponse::Ok();
+            response.insert_header((header::CACHE_CONTROL, "no-store"));
+            if answer.replayed {
+                response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+            }
+            response.json(UsageReceived {
+                counted: counted - answer.refused.len(),
+                refused: answer.refused.iter().map(ToString::to_string).collect(),
+            })
+        }
         Err(e) => rest_error(e),
     }
 }

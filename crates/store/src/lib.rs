@@ -43,7 +43,7 @@ pub use revocations::{REVOCATION_CHANNEL, RevocationListener, RevocationSignal};
 pub use scim::{ScimMatch, ScimUser, ScimUserWrite};
 pub use standby::{StandbyStatus, TICK as STANDBY_CHECK_INTERVAL};
 pub use tx::{Tx, Written};
-pub use usage::{UsageBatch, UsageDelta};
+pub use usage::{ReceiptOutcome, UsageBatch, UsageDelta, UsageReceipt};
 pub use users::NewUser;
 pub use webhooks::{AttemptResult, DeliveryPage, DueDelivery};
 

@@ -89,8 +89,54 @@ pub(crate) mod usage_window {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub(crate) mod usage_report_receipt {
+    use sea_orm::entity::prelude::*;
+
+    /// A usage report received under an `Idempotency-Key`, per reporting key.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "usage_report_receipts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub reporter_key_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub idempotency_key: String,
+        /// What identifies the report's content (the app's digest).
+        pub report_digest: String,
+        pub received_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// The id of `usage_window`'s one row.
 const USAGE_WINDOW_ROW: i32 = 1;
+
+/// A usage report's receipt: who sent it, under which idempotency key,
+/// with what content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageReceipt {
+    /// The key that reported.
+    pub reporter: ApiKeyId,
+    /// The client's `Idempotency-Key`.
+    pub idempotency_key: String,
+    /// The digest of the report's content.
+    pub digest: String,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+/// What [`Store::record_usage_once`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceiptOutcome {
+    /// The report was new: its usage is written.
+    Recorded,
+    /// A report under the same key was received before (nothing written):
+    /// the digest of that one.
+    Seen { digest: String },
+}
 
 /// Verifications of one key counted in one hour under one outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +183,63 @@ struct RowOfSeries {
     period_start: DateTime<Utc>,
     outcome: String,
     count: i64,
+}
+
+/// Adds a batch's counts (to the hour and to the day, of the key and of its
+/// tenant) and moves last uses forward, inside `txn`.
+async fn write_usage(txn: &sea_orm::DatabaseTransaction, batch: &UsageBatch) -> StoreResult<()> {
+    let mut per_key: BTreeMap<(uuid::Uuid, Bucket), (uuid::Uuid, u64)> = BTreeMap::new();
+    let mut per_tenant: BTreeMap<(uuid::Uuid, Bucket), u64> = BTreeMap::new();
+    for delta in &batch.counts {
+        for granularity in Granularity::ALL {
+            let bucket = (granularity.seconds(), granularity.bucket_of(delta.hour), delta.outcome.as_str());
+            per_key.entry((delta.key_id.0, bucket)).or_insert((delta.tenant_id.0, 0)).1 += delta.count;
+            *per_tenant.entry((delta.tenant_id.0, bucket)).or_insert(0) += delta.count;
+        }
+    }
+    let window = usage_window::Entity::find_by_id(USAGE_WINDOW_ROW).lock_shared().one(txn).await?;
+    if let Some(starts_at) = window.and_then(|w| w.starts_at) {
+        let mut in_window: BTreeMap<uuid::Uuid, u64> = BTreeMap::new();
+        for delta in &batch.counts {
+            if delta.hour >= starts_at && UsageOutcome::VALID_CODES.contains(&delta.outcome.as_str()) {
+                *in_window.entry(delta.key_id.0).or_insert(0) += delta.count;
+            }
+        }
+        add_to_usage_in_window(txn, in_window).await?;
+    }
+    let key_rows: Vec<key_usage::ActiveModel> = per_key
+        .into_iter()
+        .map(|((key_id, (seconds, start, outcome)), (tenant_id, count))| key_usage::ActiveModel {
+            key_id: Set(key_id),
+            tenant_id: Set(tenant_id),
+            bucket_seconds: Set(seconds),
+            period_start: Set(start),
+            outcome: Set(outcome.to_owned()),
+            count: Set(count_column(count)),
+        })
+        .collect();
+    {
+        use key_usage::{Column, Entity};
+        let keys = [Column::KeyId, Column::BucketSeconds, Column::PeriodStart, Column::Outcome];
+        add_counts::<Entity>(txn, key_rows, keys, Column::Count).await?;
+    }
+    let tenant_rows: Vec<tenant_usage::ActiveModel> = per_tenant
+        .into_iter()
+        .map(|((tenant_id, (seconds, start, outcome)), count)| tenant_usage::ActiveModel {
+            tenant_id: Set(tenant_id),
+            bucket_seconds: Set(seconds),
+            period_start: Set(start),
+            outcome: Set(outcome.to_owned()),
+            count: Set(count_column(count)),
+        })
+        .collect();
+    {
+        use tenant_usage::{Column, Entity};
+        let keys = [Column::TenantId, Column::BucketSeconds, Column::PeriodStart, Column::Outcome];
+        add_counts::<Entity>(txn, tenant_rows, keys, Column::Count).await?;
+    }
+    move_last_uses_forward(txn, &batch.last_uses).await?;
+    Ok(())
 }
 
 #[derive(FromQueryResult)]
@@ -316,60 +419,44 @@ impl Store {
     /// Adds a flush's counts (to the hour and to the day, of the key and of
     /// its tenant) and moves last uses forward, in one transaction.
     pub async fn record_usage(&self, batch: &UsageBatch) -> StoreResult<()> {
-        let mut per_key: BTreeMap<(uuid::Uuid, Bucket), (uuid::Uuid, u64)> = BTreeMap::new();
-        let mut per_tenant: BTreeMap<(uuid::Uuid, Bucket), u64> = BTreeMap::new();
-        for delta in &batch.counts {
-            for granularity in Granularity::ALL {
-                let bucket = (granularity.seconds(), granularity.bucket_of(delta.hour), delta.outcome.as_str());
-                per_key.entry((delta.key_id.0, bucket)).or_insert((delta.tenant_id.0, 0)).1 += delta.count;
-                *per_tenant.entry((delta.tenant_id.0, bucket)).or_insert(0) += delta.count;
-            }
-        }
         let txn = self.conn().begin().await?;
-        let window = usage_window::Entity::find_by_id(USAGE_WINDOW_ROW).lock_shared().one(&txn).await?;
-        if let Some(starts_at) = window.and_then(|w| w.starts_at) {
-            let mut in_window: BTreeMap<uuid::Uuid, u64> = BTreeMap::new();
-            for delta in &batch.counts {
-                if delta.hour >= starts_at && UsageOutcome::VALID_CODES.contains(&delta.outcome.as_str()) {
-                    *in_window.entry(delta.key_id.0).or_insert(0) += delta.count;
-                }
-            }
-            add_to_usage_in_window(&txn, in_window).await?;
-        }
-        let key_rows: Vec<key_usage::ActiveModel> = per_key
-            .into_iter()
-            .map(|((key_id, (seconds, start, outcome)), (tenant_id, count))| key_usage::ActiveModel {
-                key_id: Set(key_id),
-                tenant_id: Set(tenant_id),
-                bucket_seconds: Set(seconds),
-                period_start: Set(start),
-                outcome: Set(outcome.to_owned()),
-                count: Set(count_column(count)),
-            })
-            .collect();
-        {
-            use key_usage::{Column, Entity};
-            let keys = [Column::KeyId, Column::BucketSeconds, Column::PeriodStart, Column::Outcome];
-            add_counts::<Entity>(&txn, key_rows, keys, Column::Count).await?;
-        }
-        let tenant_rows: Vec<tenant_usage::ActiveModel> = per_tenant
-            .into_iter()
-            .map(|((tenant_id, (seconds, start, outcome)), count)| tenant_usage::ActiveModel {
-                tenant_id: Set(tenant_id),
-                bucket_seconds: Set(seconds),
-                period_start: Set(start),
-                outcome: Set(outcome.to_owned()),
-                count: Set(count_column(count)),
-            })
-            .collect();
-        {
-            use tenant_usage::{Column, Entity};
-            let keys = [Column::TenantId, Column::BucketSeconds, Column::PeriodStart, Column::Outcome];
-            add_counts::<Entity>(&txn, tenant_rows, keys, Column::Count).await?;
-        }
-        move_last_uses_forward(&txn, &batch.last_uses).await?;
+        write_usage(&txn, batch).await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// [`Store::record_usage`] under `receipt`, in one transaction: written
+    /// only if no report with the same reporter and idempotency key was
+    /// received before (the receipt's primary key decides, across replicas).
+    pub async fn record_usage_once(&self, receipt: &UsageReceipt, batch: &UsageBatch) -> StoreResult<ReceiptOutcome> {
+        use usage_report_receipt::{ActiveModel, Column, Entity};
+        let txn = self.conn().begin().await?;
+        let row = ActiveModel {
+            reporter_key_id: Set(receipt.reporter.0),
+            idempotency_key: Set(receipt.idempotency_key.clone()),
+            report_digest: Set(receipt.digest.clone()),
+            received_at: Set(storable(receipt.received_at)),
+        };
+        let inserted = Entity::insert(row)
+            .on_conflict(OnConflict::columns([Column::ReporterKeyId, Column::IdempotencyKey]).do_nothing().to_owned())
+            .exec_without_returning(&txn)
+            .await?;
+        if inserted == 0 {
+            let before = Entity::find_by_id((receipt.reporter.0, receipt.idempotency_key.clone())).one(&txn).await?;
+            txn.commit().await?;
+            return Ok(ReceiptOutcome::Seen { digest: before.map(|r| r.report_digest).unwrap_or_default() });
+        }
+        write_usage(&txn, batch).await?;
+        txn.commit().await?;
+        Ok(ReceiptOutcome::Recorded)
+    }
+
+    /// Drops the receipts of usage reports received before `before`;
+    /// returns how many went.
+    pub async fn drop_usage_receipts(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        use usage_report_receipt::{Column, Entity};
+        let dropped = Entity::delete_many().filter(Column::ReceivedAt.lt(storable(before))).exec(self.conn()).await?;
+        Ok(dropped.rows_affected)
     }
 
     /// The stored counts of one key of `tenant` in `range`.

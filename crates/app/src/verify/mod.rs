@@ -517,20 +517,6 @@ impl KeyVerifier {
     }
 
     /// How many verified keys are cached.
-    /// Counts `uses` successful verifications of `key` that a client
-    /// answered from its own cache, the last at `last` (see
-    /// `App::report_cached_uses`).
-    pub(crate) fn count_cached_uses(
-        &self,
-        key: latchkey_domain::ApiKeyId,
-        tenant: latchkey_domain::TenantId,
-        uses: u64,
-        last: LastUse,
-    ) {
-        self.usage.count(key, tenant, last.at, UsageOutcome::Valid, uses);
-        self.usage.last_use(key, tenant, last);
-    }
-
     pub fn cached_keys(&self) -> usize {
         self.cache.len()
     }
@@ -599,6 +585,8 @@ impl KeyVerifier {
         if dropped > 0 {
             tracing::info!(rows = dropped, "usage past its retention dropped");
         }
+        let receipts_before = now - chrono::Duration::hours(latchkey_domain::usage::USAGE_RECEIPT_RETENTION_HOURS);
+        self.store.drop_usage_receipts(receipts_before).await?;
         self.budgets.tidy(now, false).await?;
         // Windows are at most a day long: two days on, none is current.
         self.store.drop_past_windows(now.timestamp() - 2 * 86_400).await?;
