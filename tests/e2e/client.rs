@@ -242,10 +242,15 @@ async fn a_cut_stream_resumes_without_missing_a_revocation_and_a_late_resume_flu
 
     // Cut: the service's stream (and its way to Latchkey) is gone; a key is deleted meanwhile.
     s.proxy.cut();
-    service.wait_stats(Duration::from_secs(1), "the stream cut", |st| st["connected"] == false).await;
+    let cut = Instant::now();
+    service.wait_stats(WAIT, "the stream cut", |st| st["connected"] == false).await;
     s.gql(&s.acme, ops::DELETE, json!({ "id": revoked_id })).await;
-    // Within `stale_after`, the cache still answers: the deletion has not reached it.
-    assert_eq!(service.get("/users", &revoked).await.0, 200, "cached while the stream is down");
+    // Within `stale_after` of the cut, the cache still answers: the deletion has not reached it.
+    // (Answered later, on a loaded machine, it may rightly be 503.)
+    let status = service.get("/users", &revoked).await.0;
+    if cut.elapsed() < STALE_AFTER {
+        assert_eq!(status, 200, "cached while the stream is down");
+    }
     let before = service.stats().await;
     s.proxy.restore();
     let connections = before["connections"].as_u64().unwrap();
@@ -290,15 +295,20 @@ async fn with_latchkey_down_cached_keys_serve_for_stale_after_then_503() {
 
     s.proxy.cut();
     let cut = Instant::now();
-    service.wait_stats(Duration::from_secs(1), "the stream cut", |st| st["connected"] == false).await;
+    service.wait_stats(WAIT, "the stream cut", |st| st["connected"] == false).await;
+    // The client saw the cut at some point before this: its `stale_after` ends by then plus `STALE_AFTER`.
+    let seen_down = cut.elapsed();
     let (status, body) = service.get("/users", &unknown).await;
     assert_eq!((status, &body["error"]["code"]), (503, &json!("UNAVAILABLE")), "never seen: cannot be verified");
     let served_until = loop {
-        let elapsed = cut.elapsed();
-        match service.get("/users", &known).await.0 {
-            200 => assert!(elapsed < STALE_AFTER + Duration::from_millis(500), "still served after {elapsed:?}"),
-            503 => break elapsed,
-            other => panic!("{other} after {elapsed:?}"),
+        // A 200 is decided after its request is sent, a 503 before its answer arrives: the
+        // bounds below hold however slowly a loaded machine passes them along.
+        let sent = cut.elapsed();
+        let status = service.get("/users", &known).await.0;
+        match status {
+            200 => assert!(sent < seen_down + STALE_AFTER + Duration::from_millis(500), "still served after {sent:?}"),
+            503 => break cut.elapsed(),
+            other => panic!("{other} after {sent:?}"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
