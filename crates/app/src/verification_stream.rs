@@ -335,8 +335,8 @@ impl App {
     /// The uses are written before the answer (an answered report is
     /// stored). Under an idempotency key, a report received before with
     /// the same key from the same stream key is not counted again (for
-    /// [`latchkey_domain::usage::USAGE_RECEIPT_RETENTION_HOURS`]); the same key with another
-    /// report is refused.
+    /// [`latchkey_domain::usage::USAGE_RECEIPT_RETENTION_HOURS`]); the same
+    /// key with another report is refused.
     pub async fn report_cached_uses(
         &self,
         auth: &Authentication,
@@ -384,12 +384,11 @@ impl App {
         };
         match self.store.record_usage_once(&receipt, &batch).await? {
             ReceiptOutcome::Recorded => Ok(UsageReportAnswer { refused, replayed: false }),
-            ReceiptOutcome::Seen { digest: before } if before == digest => {
-                Ok(UsageReportAnswer { refused, replayed: true })
-            }
-            ReceiptOutcome::Seen { .. } => Err(AppError::BadUserInput(
+            ReceiptOutcome::Seen { digest: Some(before) } if before != digest => Err(AppError::BadUserInput(
                 "This `Idempotency-Key` was used for a different report: use a new key for each report.".into(),
             )),
+            // The same report (or one whose receipt retention just dropped): counted before.
+            ReceiptOutcome::Seen { .. } => Ok(UsageReportAnswer { refused, replayed: true }),
         }
     }
 

@@ -45,6 +45,20 @@ pub(crate) struct Entry {
     pub(crate) last_use: Option<LastSeen>,
 }
 
+impl Entry {
+    /// A new entry for `key`, answered by `rules` read with `catalogue`:
+    /// fresh until `fresh_until`, never answered past `valid_until`.
+    pub(crate) fn new(
+        key: Arc<VerifiedKey>,
+        rules: Rules,
+        catalogue: Arc<Catalogue>,
+        fresh_until: Tick,
+        valid_until: Option<Tick>,
+    ) -> Entry {
+        Entry { key, rules, catalogue, fresh_until, valid_until, revalidating: false, uses: 0, last_use: None }
+    }
+}
+
 /// The last cached verification of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LastSeen {
@@ -271,16 +285,7 @@ mod tests {
         };
         let catalogue = Arc::new(Catalogue::from_json(br#"{"permissions":[]}"#).expect("catalogue"));
         let rules = catalogue.rules_of(&key).expect("rules");
-        Entry {
-            key: Arc::new(key),
-            rules,
-            catalogue,
-            fresh_until,
-            valid_until,
-            revalidating: false,
-            uses: 0,
-            last_use: None,
-        }
+        Entry::new(Arc::new(key), rules, catalogue, fresh_until, valid_until)
     }
 
     fn hit(cache: &KeyCache, digest: &Digest, at: Tick) -> bool {

@@ -104,16 +104,7 @@ impl Shared {
             None => None,
         };
         let fresh_until = clock::after(now, self.cache_ttl);
-        Some(Entry {
-            key: key.clone(),
-            rules,
-            catalogue,
-            fresh_until,
-            valid_until,
-            revalidating: false,
-            uses: 0,
-            last_use: None,
-        })
+        Some(Entry::new(key.clone(), rules, catalogue, fresh_until, valid_until))
     }
 
     /// Asks Latchkey (`POST /v1/keys/verify`).

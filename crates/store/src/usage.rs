@@ -134,8 +134,8 @@ pub enum ReceiptOutcome {
     /// The report was new: its usage is written.
     Recorded,
     /// A report under the same key was received before (nothing written):
-    /// the digest of that one.
-    Seen { digest: String },
+    /// the digest of that one (`None` if its receipt was dropped meanwhile).
+    Seen { digest: Option<String> },
 }
 
 /// Verifications of one key counted in one hour under one outcome.
@@ -444,7 +444,7 @@ impl Store {
         if inserted == 0 {
             let before = Entity::find_by_id((receipt.reporter.0, receipt.idempotency_key.clone())).one(&txn).await?;
             txn.commit().await?;
-            return Ok(ReceiptOutcome::Seen { digest: before.map(|r| r.report_digest).unwrap_or_default() });
+            return Ok(ReceiptOutcome::Seen { digest: before.map(|r| r.report_digest) });
         }
         write_usage(&txn, batch).await?;
         txn.commit().await?;
